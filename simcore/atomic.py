@@ -1,0 +1,38 @@
+"""Atomic output: write to a temporary file beside the target, then rename over it.
+
+An interrupted run (Ctrl-C, crash, power loss) leaves either the old file or the new one, never a
+half-written one; the temporary file is removed on any exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in the target's directory; rename it to ``target`` on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_json(target: str | Path, data: Any) -> None:
+    """Write JSON atomically (sorted keys, so identical runs give identical bytes)."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=True) + "\n")

@@ -1,0 +1,114 @@
+"""Command line: ``python run_sim.py --profile gen2.yaml`` and the subcommands in DESIGN.md.
+
+User mistakes (RacksimError) print one line and exit with code 2; anything else is a racksim bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from simcore.errors import RacksimError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="gen2.yaml",
+                   help="hardware profile: a YAML file, or a name in hardware_profiles/ (default gen2.yaml)")
+    p.add_argument("--workload", default=None,
+                   help="workload spec YAML, or a model preset (racksim then chooses the parallelism); "
+                        "default: llama3-70b on one rack")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default runs/<timestamp>)")
+    p.add_argument("--racks", type=int, default=None, help="racks in the cluster (default: what the job needs)")
+    p.add_argument("--steps", type=int, default=None, help="training steps to simulate")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same results)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help='override a profile or workload field, e.g. --set cooling.inlet_temp="45 degC" '
+                        "or --set parallelism.tp=4 (repeatable)")
+    p.add_argument("--fidelity", choices=("representative", "full"), default="representative",
+                   help="simulate one rank per distinct position (default) or every rank")
+    p.add_argument("--no-trace", action="store_true", help="skip writing trace.h5")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from simcore.runner import RunOptions, print_table, run
+
+    if args.racks is not None and args.racks < 1:
+        raise RacksimError(f"--racks: got {args.racks}; expected a positive number of racks")
+    if args.steps is not None and args.steps < 1:
+        raise RacksimError(f"--steps: got {args.steps}; expected at least 1")
+    opts = RunOptions(profile=args.profile, workload=args.workload, out=args.out, racks=args.racks,
+                      steps=args.steps, seed=args.seed, sets=list(args.sets), fidelity=args.fidelity,
+                      write_trace=not args.no_trace,
+                      progress=None if args.json else (lambda msg: print(f"racksim: {msg}", file=sys.stderr)))
+    result = run(opts)
+    if args.json:
+        print(json.dumps(result.summary, indent=2, sort_keys=True))
+    else:
+        print_table(result.summary, result.out_dir)
+        print(f"  {'simulated in':<22}  {result.wall_s:.2f} s wall, {result.summary['events']} events")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from simcore.profile import profile_docs_markdown, profile_json_schema
+
+    if args.markdown:
+        print(profile_docs_markdown())
+    else:
+        print(json.dumps(profile_json_schema(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="racksim", description="Discrete-event simulator of AI cluster workloads on rack-scale hardware.",
+        epilog="Run `racksim COMMAND --help` for a subcommand. Without a command, `racksim --profile P` runs a "
+               "simulation.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p_run = sub.add_parser("run", help="simulate a workload on a hardware profile (the default command)")
+    _add_run_arguments(p_run)
+    COMMANDS["run"] = cmd_run
+    p_schema = sub.add_parser("schema", help="print the JSON Schema of hardware profiles (for editors)")
+    p_schema.add_argument("--markdown", action="store_true", help="print the field reference table instead")
+    COMMANDS["schema"] = cmd_schema
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
+    """Subcommands that live in their own modules (each registers parser + handler)."""
+    try:
+        from simcore import collective_cli
+    except ImportError:  # pragma: no cover - module not present in a partial checkout
+        return
+    collective_cli.add_parser(sub)
+    COMMANDS["collective"] = collective_cli.run
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    known = {"run", "schema", "collective", "-h", "--help"} | set(COMMANDS)
+    if not argv or argv[0] not in known:
+        argv = ["run", *argv]
+    args = parser.parse_args(argv)
+    handler = COMMANDS.get(args.command or "run")
+    try:
+        return handler(args) if handler else 2
+    except RacksimError as exc:
+        print(f"racksim: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("racksim: interrupted; no partial outputs were kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The machine API workloads call, on top of a simpy Environment.
+
+A workload is a set of simpy processes, one per simulated rank class (one per distinct rank in a
+symmetric job, every rank with ``--fidelity full``). They ask the machine to ``compute``, run a
+``collective`` or ``send``/``recv``; each call returns a simpy event whose duration comes from a
+kernel, so ``yield machine.compute(...)`` reads like the workload it models.
+
+Each rank class has named streams (``compute``, ``tp``, ``dp``, ``pp`` ...), as CUDA streams: ops on
+one stream run in issue order, ops on different streams overlap. Collectives rendezvous: they start
+when every participating class has issued them and their streams are free, and finish together.
+Every op becomes a row in the activity recorder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import simpy
+
+from simcore.activity import (
+    GROUP_IDS,
+    KIND_COLLECTIVE,
+    KIND_COMPUTE,
+    KIND_RECV,
+    KIND_SEND,
+    OP_IDS,
+    ActivityRecorder,
+)
+from simcore.cluster import TIER_SCALE_UP, Cluster, GroupLayout
+from simcore.kernels.compute import ComputeModel
+from simcore.profile import Profile
+
+
+class CommTiming(Protocol):
+    time_s: float
+    algorithm: str
+    protocol: str
+
+
+class CommModel(Protocol):
+    """What the engine needs from a collective cost model (simcore.collectives.CollectiveModel)."""
+
+    def time(self, op: str, nbytes: float, layout: GroupLayout, algo: str = "auto", proto: str = "auto",
+             concurrency: float = 1.0) -> CommTiming: ...
+
+
+@dataclass
+class RankClass:
+    """A simulated rank standing for ``multiplicity`` identical GPUs (``gpus`` lists them)."""
+
+    index: int
+    name: str
+    gpus: np.ndarray
+    place: str
+
+    @property
+    def multiplicity(self) -> int:
+        return len(self.gpus)
+
+
+@dataclass
+class CommGroup:
+    """A communicator: which parallel dimension, its physical layout and the classes taking part."""
+
+    kind: str
+    layout: GroupLayout
+    member_classes: tuple[int, ...]
+    key: int = 0
+    concurrency: float = 1.0
+
+    @property
+    def uses_scale_out(self) -> bool:
+        return self.layout.top_tier != TIER_SCALE_UP
+
+
+@dataclass
+class _Rendezvous:
+    arrived: int = 0
+    ready_at: float = 0.0
+    done: simpy.Event | None = None
+    classes: list[int] = field(default_factory=list)
+
+
+class Machine:
+    """Simulated hardware as the workload sees it: rank classes, streams, and timed operations."""
+
+    def __init__(self, env: simpy.Environment, profile: Profile, cluster: Cluster, comm_model: CommModel,
+                 recorder: ActivityRecorder | None = None) -> None:
+        self.env = env
+        self.profile = profile
+        self.cluster = cluster
+        self.comm_model = comm_model
+        self.compute_model = ComputeModel(profile)
+        self.recorder = recorder if recorder is not None else ActivityRecorder()
+        self.classes: list[RankClass] = []
+        self.streams: dict[str, int] = {"compute": 0}
+        self._busy = np.zeros((0, 8))
+        self.clock = np.ones(0)  # per-class clock factor f/f_max, updated by the power controller
+        self._groups: list[CommGroup] = []
+        self._rendezvous: dict[tuple[int, int], _Rendezvous] = {}
+        self._group_calls: dict[tuple[int, int], int] = {}
+        self._mailbox: dict[Any, simpy.Event] = {}
+        self._mem_now = np.zeros(0)
+        self.mem_peak = np.zeros(0)
+        self.step = 0
+        self.comm_log: dict[str, int] = {}
+        self.events_issued = 0
+
+    # ------------------------------------------------------------------ setup
+    def add_class(self, name: str, gpus: np.ndarray) -> int:
+        gpus = np.asarray(gpus, dtype=np.int64)
+        index = len(self.classes)
+        self.classes.append(RankClass(index, name, gpus, self.cluster.place(int(gpus[0]))))
+        self._busy = np.vstack([self._busy, np.zeros((1, self._busy.shape[1]))])
+        self.clock = np.append(self.clock, 1.0)
+        self._mem_now = np.append(self._mem_now, 0.0)
+        self.mem_peak = np.append(self.mem_peak, 0.0)
+        return index
+
+    def stream(self, name: str) -> int:
+        sid = self.streams.get(name)
+        if sid is None:
+            sid = self.streams[name] = len(self.streams)
+            if sid >= self._busy.shape[1]:
+                self._busy = np.hstack([self._busy, np.zeros((self._busy.shape[0], 8))])
+        return sid
+
+    def group(self, kind: str, layout: GroupLayout, member_classes: tuple[int, ...],
+              concurrency: float = 1.0) -> CommGroup:
+        grp = CommGroup(kind, layout, tuple(member_classes), key=len(self._groups), concurrency=concurrency)
+        self._groups.append(grp)
+        return grp
+
+    def gpu_multiplicity(self) -> np.ndarray:
+        return np.array([c.multiplicity for c in self.classes], dtype=np.int64)
+
+    # ------------------------------------------------------------------ memory
+    def alloc(self, rank_class: int, nbytes: float) -> None:
+        self._mem_now[rank_class] += nbytes
+        if self._mem_now[rank_class] > self.mem_peak[rank_class]:
+            self.mem_peak[rank_class] = self._mem_now[rank_class]
+
+    def free(self, rank_class: int, nbytes: float) -> None:
+        self._mem_now[rank_class] -= nbytes
+
+    # ------------------------------------------------------------------ operations
+    def compute(self, rank_class: int, flops: float, nbytes: float, *, dtype: str, name: str,
+                min_dim: float = 0.0, kind: str = "gemm", stream: str = "compute", micro: int = -1,
+                ) -> simpy.Event:
+        """Run work of ``flops`` FLOP and ``nbytes`` HBM traffic on a stream; returns its completion event."""
+        timing = self.compute_model.time(flops, nbytes, dtype, min_dim, kind, float(self.clock[rank_class]))
+        sid = self.streams[stream] if stream in self.streams else self.stream(stream)
+        now = self.env.now
+        start = max(now, self._busy[rank_class, sid])
+        end = start + timing.time_s
+        self._busy[rank_class, sid] = end
+        self.recorder.record(rank_class, sid, KIND_COMPUTE, 0, 0, self.recorder.name_id(name), self.step, micro,
+                             start, end, flops, nbytes, timing.u_tensor, timing.u_hbm, 0.0, 0.0)
+        self.events_issued += 1
+        return self.env.timeout(end - now)
+
+    def compute_fused(self, rank_class: int, work: tuple[tuple[float, float, float, int], ...], *, dtype: str,
+                      name: str, stream: str = "compute", micro: int = -1) -> simpy.Event:
+        """Run several ops back to back as one event (``work`` = ((flops, nbytes, min_dim, kind_id), ...))."""
+        timing = self.compute_model.time_fused(work, dtype, float(self.clock[rank_class]))
+        flops = sum(w[0] for w in work)
+        nbytes = sum(w[1] for w in work)
+        sid = self.streams[stream] if stream in self.streams else self.stream(stream)
+        now = self.env.now
+        start = max(now, self._busy[rank_class, sid])
+        end = start + timing.time_s
+        self._busy[rank_class, sid] = end
+        self.recorder.record(rank_class, sid, KIND_COMPUTE, 0, 0, self.recorder.name_id(name), self.step, micro,
+                             start, end, flops, nbytes, timing.u_tensor, timing.u_hbm, 0.0, 0.0)
+        self.events_issued += 1
+        return self.env.timeout(end - now)
+
+    def collective(self, rank_class: int, group: CommGroup, op: str, nbytes: float, *, name: str,
+                   stream: str | None = None, micro: int = -1, algo: str = "auto") -> simpy.Event:
+        """Issue a collective on ``group``; it starts once every member class has issued it."""
+        sid = self.stream(stream or group.kind)
+        now = self.env.now
+        ready = max(now, self._busy[rank_class, sid])
+        self.events_issued += 1
+        if len(group.member_classes) <= 1:
+            end = self._run_collective(group, op, nbytes, name, sid, micro, algo, ready, (rank_class,))
+            return self.env.timeout(end - now)
+        call = self._group_calls.get((group.key, rank_class), 0)
+        self._group_calls[(group.key, rank_class)] = call + 1
+        key = (group.key, call)
+        rv = self._rendezvous.get(key)
+        if rv is None:
+            rv = self._rendezvous[key] = _Rendezvous(done=self.env.event())
+        rv.arrived += 1
+        rv.ready_at = max(rv.ready_at, ready)
+        rv.classes.append(rank_class)
+        # Reserve the stream until the collective is known to end (updated when the last member arrives).
+        self._busy[rank_class, sid] = max(self._busy[rank_class, sid], ready)
+        if rv.arrived == len(group.member_classes):
+            del self._rendezvous[key]
+            end = self._run_collective(group, op, nbytes, name, sid, micro, algo, rv.ready_at, tuple(rv.classes))
+            done = rv.done
+            self.env.timeout(end - now).callbacks.append(lambda _ev: done.succeed())
+        return rv.done
+
+    def _run_collective(self, group: CommGroup, op: str, nbytes: float, name: str, sid: int, micro: int,
+                        algo: str, start: float, classes: tuple[int, ...]) -> float:
+        timing = self.comm_model.time(op, nbytes, group.layout, algo=algo, concurrency=group.concurrency)
+        end = start + timing.time_s
+        u_up = 1.0 if group.layout.ranks_per_domain > 1 else 0.0
+        u_out = 1.0 if group.uses_scale_out else 0.0
+        nid = self.recorder.name_id(name)
+        gid = GROUP_IDS.get(group.kind, GROUP_IDS["other"])
+        oid = OP_IDS[op]
+        for c in classes:
+            self._busy[c, sid] = end
+            self.recorder.record(c, sid, KIND_COLLECTIVE, gid, oid, nid, self.step, micro, start, end, 0.0,
+                                 nbytes, 0.0, 0.1, u_up, u_out)
+        self.comm_log[timing.algorithm] = self.comm_log.get(timing.algorithm, 0) + 1
+        return end
+
+    def send(self, src_class: int, dst_class: int, nbytes: float, *, tag: Any, layout: GroupLayout, name: str,
+             group_kind: str = "pp", micro: int = -1) -> simpy.Event:
+        """Point-to-point send; the matching ``recv(tag)`` fires when the data has arrived."""
+        sid_send = self.stream(f"{group_kind}_send")
+        sid_recv = self.stream(f"{group_kind}_recv")
+        now = self.env.now
+        start = max(now, self._busy[src_class, sid_send], self._busy[dst_class, sid_recv])
+        timing = self.comm_model.time("sendrecv", nbytes, layout)
+        end = start + timing.time_s
+        self._busy[src_class, sid_send] = end
+        self._busy[dst_class, sid_recv] = end
+        u_up = 1.0 if layout.top_tier == TIER_SCALE_UP else 0.0
+        u_out = 1.0 - u_up
+        nid = self.recorder.name_id(name)
+        gid = GROUP_IDS.get(group_kind, GROUP_IDS["other"])
+        oid = OP_IDS["sendrecv"]
+        self.recorder.record(src_class, sid_send, KIND_SEND, gid, oid, nid, self.step, micro, start, end, 0.0,
+                             nbytes, 0.0, 0.05, u_up, u_out)
+        self.recorder.record(dst_class, sid_recv, KIND_RECV, gid, oid, nid, self.step, micro, start, end, 0.0,
+                             nbytes, 0.0, 0.05, u_up, u_out)
+        arrived = self._mailbox_event(tag)
+        self.env.timeout(end - now).callbacks.append(lambda _ev: arrived.succeed())
+        self.events_issued += 1
+        return self.env.timeout(end - now)
+
+    def recv(self, tag: Any) -> simpy.Event:
+        """Event that fires when the send with this tag has delivered its data."""
+        return self._mailbox_event(tag)
+
+    def _mailbox_event(self, tag: Any) -> simpy.Event:
+        ev = self._mailbox.get(tag)
+        if ev is None:
+            ev = self._mailbox[tag] = self.env.event()
+        return ev
+
+    def stream_idle_at(self, rank_class: int, stream: str) -> float:
+        """When the stream will have finished everything issued so far."""
+        sid = self.streams.get(stream)
+        return float(self._busy[rank_class, sid]) if sid is not None else self.env.now
+
+    def wait_streams(self, rank_class: int, streams: tuple[str, ...] | None = None) -> simpy.Event:
+        """Event firing when all (or the given) streams of a class have drained (cudaDeviceSynchronize)."""
+        names = streams if streams is not None else tuple(self.streams)
+        t = max([self.env.now] + [self.stream_idle_at(rank_class, s) for s in names])
+        return self.env.timeout(t - self.env.now)
+
+    def run(self, until: float | None = None, on_progress: Callable[[float], None] | None = None) -> None:
+        self.env.run(until=until)
+        self.recorder.flush()

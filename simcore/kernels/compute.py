@@ -1,0 +1,127 @@
+"""Roofline compute time with shape-dependent achievable efficiency.
+
+time = max(flops / (peak * eff(d) * f), nbytes / (hbm_bw * hbm_eff)) + overhead, where
+eff(d) = max_eff * d / (d + half_dim) for a GEMM whose smallest dimension is d (small GEMMs cannot
+fill the tensor cores), attention runs at a fixed fraction of the GEMM efficiency, and element-wise
+work is memory-bound by construction. f is the clock factor set by power caps and throttling: it
+stretches only the compute-bound part (ASTRA-sim's roofline, modeling-notes 1.6 and 2.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from simcore.profile import Profile
+
+KIND_GEMM, KIND_ATTENTION, KIND_ELEMENTWISE = 0, 1, 2
+KIND_IDS = {"gemm": KIND_GEMM, "attention": KIND_ATTENTION, "elementwise": KIND_ELEMENTWISE,
+            "norm": KIND_ELEMENTWISE, "optimizer": KIND_ELEMENTWISE}
+
+
+@numba.njit(cache=True)
+def roofline_times(flops: np.ndarray, nbytes: np.ndarray, min_dim: np.ndarray, kind: np.ndarray,
+                   clock: np.ndarray, peak_flops: float, max_eff: float, half_dim: float, attn_eff: float,
+                   hbm_bw: float, overhead_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised roofline: (time_s, tensor busy fraction, HBM busy fraction) per op."""
+    n = flops.shape[0]
+    t = np.empty(n)
+    u_t = np.empty(n)
+    u_m = np.empty(n)
+    for i in range(n):
+        eff = max_eff
+        if kind[i] == 0 and min_dim[i] > 0.0:
+            eff = max_eff * min_dim[i] / (min_dim[i] + half_dim)
+        elif kind[i] == 1:
+            eff = max_eff * attn_eff
+        t_c = 0.0
+        if kind[i] != 2 and flops[i] > 0.0:
+            t_c = flops[i] / (peak_flops * eff * clock[i])
+        t_m = nbytes[i] / hbm_bw
+        busy = max(t_c, t_m)
+        total = busy + overhead_s if (flops[i] > 0.0 or nbytes[i] > 0.0) else 0.0
+        t[i] = total
+        u_t[i] = t_c / total if total > 0.0 else 0.0
+        u_m[i] = t_m / total if total > 0.0 else 0.0
+    return t, u_t, u_m
+
+
+def roofline_times_ref(flops: np.ndarray, nbytes: np.ndarray, min_dim: np.ndarray, kind: np.ndarray,
+                       clock: np.ndarray, peak_flops: float, max_eff: float, half_dim: float, attn_eff: float,
+                       hbm_bw: float, overhead_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plain-numpy statement of ``roofline_times`` (used by tests)."""
+    gemm_eff = np.where(min_dim > 0, max_eff * min_dim / (min_dim + half_dim), max_eff)
+    eff = np.where(kind == 0, gemm_eff, max_eff * attn_eff)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_c = np.where((kind != 2) & (flops > 0), flops / (peak_flops * eff * clock), 0.0)
+    t_m = nbytes / hbm_bw
+    total = np.where((flops > 0) | (nbytes > 0), np.maximum(t_c, t_m) + overhead_s, 0.0)
+    safe = np.where(total > 0, total, 1.0)
+    return total, np.where(total > 0, t_c / safe, 0.0), np.where(total > 0, t_m / safe, 0.0)
+
+
+@dataclass(frozen=True)
+class ComputeTiming:
+    time_s: float
+    u_tensor: float
+    u_hbm: float
+
+
+class ComputeModel:
+    """Per-run compute cost model; memoises scalar queries (workloads repeat the same ops)."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.hbm_bw = profile.accelerator.hbm_bandwidth * profile.calibration.hbm_efficiency
+        self.overhead_s = profile.accelerator.kernel_overhead
+        self.attn_eff = profile.calibration.attention_efficiency
+        self._memo: dict[tuple, ComputeTiming] = {}
+
+    def params(self, dtype: str) -> tuple[float, float, float]:
+        """(peak FLOP/s, max efficiency, half_dim) for a dtype; fp16 falls back to bf16 calibration."""
+        peak = self.profile.peak_flops(dtype)
+        gemm = self.profile.calibration.gemm
+        cal = gemm.get(dtype) or gemm.get("bf16") or next(iter(gemm.values()))
+        return peak, cal.max_efficiency, cal.half_dim
+
+    def times(self, flops: np.ndarray, nbytes: np.ndarray, min_dim: np.ndarray, kinds: np.ndarray, dtype: str,
+              clock: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorised times for many ops of one dtype."""
+        peak, max_eff, half_dim = self.params(dtype)
+        n = len(flops)
+        clock_arr = np.broadcast_to(np.asarray(clock, dtype=np.float64), (n,)).copy()
+        return roofline_times(np.asarray(flops, np.float64), np.asarray(nbytes, np.float64),
+                              np.asarray(min_dim, np.float64), np.asarray(kinds, np.int64), clock_arr, peak,
+                              max_eff, half_dim, self.attn_eff, self.hbm_bw, self.overhead_s)
+
+    def time_fused(self, work: tuple[tuple[float, float, float, int], ...], dtype: str,
+                   clock: float) -> ComputeTiming:
+        """Time of several ops run back to back as one event: ``work`` is ((flops, nbytes, min_dim, kind), ...).
+
+        Each op keeps its own roofline (a fused event is not one big GEMM); utilisations are time-weighted.
+        """
+        key = (work, dtype, clock)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        arr = np.array(work, dtype=np.float64).reshape(-1, 4)
+        t, ut, um = self.times(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3].astype(np.int64), dtype, clock)
+        total = float(t.sum())
+        timing = ComputeTiming(total, float((ut * t).sum() / total) if total > 0 else 0.0,
+                               float((um * t).sum() / total) if total > 0 else 0.0)
+        self._memo[key] = timing
+        return timing
+
+    def time(self, flops: float, nbytes: float, dtype: str, min_dim: float, kind: str,
+             clock: float) -> ComputeTiming:
+        key = (flops, nbytes, dtype, min_dim, kind, clock)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        t, ut, um = self.times(np.array([flops]), np.array([nbytes]), np.array([min_dim]),
+                               np.array([KIND_IDS.get(kind, KIND_GEMM)]), dtype, clock)
+        timing = ComputeTiming(float(t[0]), float(ut[0]), float(um[0]))
+        self._memo[key] = timing
+        return timing

@@ -1,0 +1,252 @@
+"""One simulation run: profile + workload -> cluster -> engine -> activity -> power -> summary + trace.
+
+This is the only module that joins ``simcore`` and ``workloads``; it knows the order of things, not
+the physics of any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simpy
+
+from simcore.analysis import step_breakdown
+from simcore.atomic import write_json
+from simcore.cluster import Cluster
+from simcore.engine import Machine
+from simcore.errors import ConfigError
+from simcore.profile import Profile, load_profile, profile_summary
+from simcore.trace import TraceWriter
+
+DEFAULT_MODEL = "llama3-70b"
+SUMMARY_KEYS = ("step_time_s", "tokens_per_s", "tokens_per_s_per_gpu", "model_tflops_per_gpu", "mfu", "gpus",
+                "exposed_comm_fraction", "bubble_fraction", "peak_hbm_bytes", "avg_it_power_w", "peak_it_power_w",
+                "facility_power_w", "pue", "energy_per_token_j")
+WORKLOAD_SET_KEYS = ("model", "preset", "parallelism", "batch", "precision", "steps", "kind", "name")
+
+
+@dataclass
+class RunOptions:
+    """Everything a run needs; the CLI fills it from flags."""
+
+    profile: str = "gen2.yaml"
+    workload: str | None = None
+    out: Path | None = None
+    racks: int | None = None
+    steps: int | None = None
+    seed: int = 0
+    sets: list[str] = field(default_factory=list)
+    fidelity: str = "representative"
+    write_trace: bool = True
+    progress: Callable[[str], None] | None = None
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    out_dir: Path | None
+    events: np.ndarray
+    wall_s: float
+
+
+def split_sets(sets: list[str]) -> tuple[list[str], list[str]]:
+    """Route ``--set`` options to the profile or the workload by their first key."""
+    profile_sets, workload_sets = [], []
+    for option in sets:
+        key = option.split("=", 1)[0].strip().split(".")[0]
+        (workload_sets if key in WORKLOAD_SET_KEYS else profile_sets).append(option)
+    return profile_sets, workload_sets
+
+
+def build_training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str]) -> tuple[Any, int]:
+    """The training spec and how many racks the run uses."""
+    from workloads.model import load_preset
+    from workloads.spec import auto_training_spec, load_training_spec, load_workload
+
+    name = opts.workload or DEFAULT_MODEL
+    raw, label, text = load_workload(name, workload_sets)
+    if set(raw) <= {"preset"} and "preset" in raw:
+        racks = opts.racks or 1
+        gpus = racks * profile.gpus_per_rack
+        spec = auto_training_spec(load_preset(raw["preset"]), gpus=gpus, domain_size=profile.scale_up.domain_size,
+                                  hbm_bytes=profile.accelerator.hbm_capacity, steps=opts.steps or 2, file=label)
+    else:
+        spec = load_training_spec(raw, file=label, source_text=text)
+        per_rack = profile.gpus_per_rack
+        racks = opts.racks or max(1, -(-spec.gpus // per_rack))
+        if opts.racks is None and racks > profile.cluster.racks:
+            racks = profile.cluster.racks  # let Cluster.require explain how many racks are needed
+    if opts.steps is not None:
+        from dataclasses import replace
+
+        spec = replace(spec, steps=opts.steps)
+    return spec, racks
+
+
+def make_comm_model(profile: Profile, cluster: Cluster) -> Any:
+    from simcore.collectives import CollectiveModel
+
+    return CollectiveModel(profile, cluster)
+
+
+def run(opts: RunOptions) -> RunResult:
+    """Run one training simulation and write its outputs."""
+    from workloads.memory import explain_oom, training_memory
+    from workloads.model import hardware_flops_per_token, model_flops_per_token
+    from workloads.spec import _memory_kwargs, spec_text
+    from workloads.training import TrainingJob
+
+    wall0 = time.perf_counter()
+    say = opts.progress or (lambda _msg: None)
+    if opts.fidelity not in ("representative", "full"):
+        raise ConfigError("unknown fidelity", path="--fidelity", value=opts.fidelity,
+                          expected="representative or full")
+    profile_sets, workload_sets = split_sets(opts.sets)
+    profile = load_profile(opts.profile, profile_sets)
+    spec, racks = build_training_spec(opts, profile, workload_sets)
+    cluster = Cluster(profile, racks=racks)
+    cluster.require(spec.gpus)
+    # Memory check before simulating: a clear one-line answer beats a simulated OOM.
+    for stage in sorted({0, spec.parallelism.pp - 1}):
+        mem = training_memory(spec.model, **_memory_kwargs(spec, stage))
+        if mem.total > profile.accelerator.hbm_capacity:
+            from simcore.errors import CapacityError
+
+            raise CapacityError(explain_oom(mem, profile.accelerator.hbm_capacity))
+    say(f"simulating {spec.name} on {spec.gpus} GPUs of {profile.name} "
+        f"(tp{spec.parallelism.tp} pp{spec.parallelism.pp} dp{spec.parallelism.dp} cp{spec.parallelism.cp} "
+        f"ep{spec.parallelism.ep}), {spec.steps} steps")
+
+    out_dir = opts.out
+    writer = None
+    if opts.write_trace:
+        if out_dir is None:
+            out_dir = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+        writer = TraceWriter(Path(out_dir) / "trace.h5")
+    try:
+        env = simpy.Environment()
+        machine = Machine(env, profile, cluster, make_comm_model(profile, cluster))
+        if writer is not None:
+            machine.recorder.add_sink(writer.append_events)
+        job = TrainingJob(spec, machine, fidelity=opts.fidelity)
+        job.start()
+        machine.run()
+        events = machine.recorder.table()
+        summary = summarize(spec, profile, machine, job, events)
+        summary["wall_time_s"] = None  # filled below; excluded from determinism comparisons
+        if writer is not None:
+            _write_trace_tables(writer, profile, spec, machine, job, summary, opts, spec_text(spec))
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    wall = time.perf_counter() - wall0
+    summary["wall_time_s"] = round(wall, 3)
+    if out_dir is not None:
+        write_json(Path(out_dir) / "summary.json", summary)
+    return RunResult(summary, out_dir, events, wall)
+
+
+def summarize(spec: Any, profile: Profile, machine: Machine, job: Any, events: np.ndarray) -> dict[str, Any]:
+    """The DESIGN.md summary keys (SI units), plus context about the run."""
+    from workloads.model import hardware_flops_per_token, model_flops_per_token
+
+    ends = job.step_times.ends
+    bounds = list(zip([0.0, *ends[:-1]], ends, strict=True))
+    step_times = [hi - lo for lo, hi in bounds]
+    step_time = float(np.mean(step_times))
+    gpus = spec.gpus
+    tokens = spec.tokens_per_step
+    flops_tok = model_flops_per_token(spec.model, spec.model.seq_len)
+    hw_flops_tok = hardware_flops_per_token(spec.model, spec.model.seq_len, spec.parallelism.recompute)
+    model_tflops = tokens * flops_tok / step_time / gpus
+    peak = profile.peak_flops(job.dtype)
+    weights = machine.gpu_multiplicity().astype(float)
+    brk = step_breakdown(events, weights, bounds)
+    summary: dict[str, Any] = {
+        "step_time_s": step_time,
+        "tokens_per_s": tokens / step_time,
+        "tokens_per_s_per_gpu": tokens / step_time / gpus,
+        "model_tflops_per_gpu": model_tflops / 1e12,
+        "mfu": model_tflops / peak,
+        "hardware_tflops_per_gpu": tokens * hw_flops_tok / step_time / gpus / 1e12,
+        "flops_convention": "model FLOPs = 6N + attention (docs/models.md); hardware FLOPs add recompute",
+        "gpus": gpus,
+        "exposed_comm_fraction": brk.exposed_comm,
+        "exposed_comm_by_group": brk.exposed_by_group,
+        "compute_fraction": brk.compute,
+        "bubble_fraction": brk.idle,
+        "peak_hbm_bytes": float(np.max(machine.mem_peak)) if len(machine.mem_peak) else 0.0,
+        "step_times_s": step_times,
+        "events": int(len(events)),
+        "profile": profile_summary(profile),
+        "workload": {"name": spec.name, "model": spec.model.name, "precision": spec.precision,
+                     "steps": spec.steps, "global_seqs": spec.batch.global_seqs, "micro": spec.batch.micro,
+                     "parallelism": {k: getattr(spec.parallelism, k) for k in ("tp", "pp", "dp", "cp", "ep", "vp",
+                                                                                "zero", "recompute")}},
+        "collective_algorithms": dict(sorted(machine.comm_log.items())),
+    }
+    not_modelled = []
+    for key in ("avg_it_power_w", "peak_it_power_w", "facility_power_w", "pue", "energy_per_token_j"):
+        summary.setdefault(key, None)
+        if summary[key] is None:
+            not_modelled.append(key)
+    summary["not_modelled"] = not_modelled
+    return summary
+
+
+def _write_trace_tables(writer: TraceWriter, profile: Profile, spec: Any, machine: Machine, job: Any,
+                        summary: dict[str, Any], opts: RunOptions, workload_text: str) -> None:
+    classes = np.zeros(len(machine.classes), dtype=[("index", np.int32), ("multiplicity", np.int64),
+                                                    ("first_gpu", np.int64), ("stage", np.int32)])
+    for i, c in enumerate(machine.classes):
+        classes[i] = (i, c.multiplicity, int(c.gpus[0]), job.class_stage[i])
+    writer.write_table("classes", classes, {"multiplicity": "GPUs"})
+    writer.write_strings("class_names", [c.name for c in machine.classes])
+    writer.write_strings("class_places", [c.place for c in machine.classes])
+    writer.write_strings("names", machine.recorder.names)
+    writer.write_strings("streams", list(machine.streams))
+    ends = np.asarray(job.step_times.ends, dtype=np.float64)
+    writer.write_table("steps", np.rec.fromarrays([np.arange(len(ends)), ends], names="step,t_end"), {"t_end": "s"})
+    writer.write_meta(
+        {"seed": opts.seed, "profile_name": profile.name, "workload_name": spec.name, "fidelity": opts.fidelity,
+         "gpus": spec.gpus},
+        {"profile_yaml": profile.source_text, "workload_yaml": workload_text,
+         "summary_json": json.dumps({k: v for k, v in summary.items() if k != "wall_time_s"}, sort_keys=True)})
+
+
+def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = sys.stdout) -> None:
+    """The short human table every run prints."""
+    def fmt(key: str, scale: float = 1.0, unit: str = "", digits: int = 4) -> str:
+        v = summary.get(key)
+        return "n/a (not modelled yet)" if v is None else f"{v * scale:.{digits}g}{unit}"
+
+    wl = summary["workload"]
+    par = wl["parallelism"]
+    rows = [
+        ("workload", f"{wl['name']} ({wl['precision']}), tp{par['tp']} pp{par['pp']} dp{par['dp']} "
+                     f"cp{par['cp']} ep{par['ep']}, {summary['gpus']} GPUs on {summary['profile']['name']}"),
+        ("step time", fmt("step_time_s", 1, " s")),
+        ("tokens/s", fmt("tokens_per_s", 1, "") + f"  ({fmt('tokens_per_s_per_gpu', 1, ' per GPU')})"),
+        ("model TFLOP/s per GPU", fmt("model_tflops_per_gpu") + f"   MFU {fmt('mfu', 100, ' %', 3)}"),
+        ("exposed communication", fmt("exposed_comm_fraction", 100, " %", 3)),
+        ("pipeline bubble / idle", fmt("bubble_fraction", 100, " %", 3)),
+        ("peak HBM", fmt("peak_hbm_bytes", 1e-9, " GB")),
+        ("IT power avg / peak", fmt("avg_it_power_w", 1e-3, " kW") + " / " + fmt("peak_it_power_w", 1e-3, " kW")),
+        ("facility power, PUE", fmt("facility_power_w", 1e-3, " kW") + ", " + fmt("pue", 1, "")),
+        ("energy per token", fmt("energy_per_token_j", 1, " J")),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value}", file=stream)
+    if out_dir is not None:
+        print(f"  {'outputs':<{width}}  {out_dir}/summary.json, {out_dir}/trace.h5", file=stream)

@@ -1,0 +1,187 @@
+"""Parse quantities written with units ("900 GB/s", "400 Gb/s", "45 degC") into SI floats.
+
+pint does the arithmetic; this module fixes the spellings hardware people use that pint reads
+differently by default ("Gb" is a gigabit here, not a gigagilbert; "Tb" a terabit, not a terabarn)
+and adds FLOP as a countable unit. Bytes and bits are dimensionless in pint, so a bare number is
+rejected separately: a field that needs a unit must be written with one.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from typing import Any
+
+import pint
+
+from simcore.errors import ConfigError
+
+_NUMBER_THEN_UNIT = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
+
+# Canonical SI unit (as a pint expression) for each kind of quantity a profile may hold.
+SI_UNITS: dict[str, str] = {
+    "bytes": "B",
+    "bandwidth": "B/s",
+    "flops_rate": "FLOP/s",
+    "time": "s",
+    "power": "W",
+    "energy": "J",
+    "temperature": "degC",
+    "temperature_delta": "K",
+    "voltage": "V",
+    "frequency": "Hz",
+    "thermal_resistance": "K/W",
+    "heat_capacity": "J/K",
+    "flow_per_power": "m^3/s/W",
+    "power_rate": "W/s",
+    "resistance": "ohm",
+    "mass_flow": "kg/s",
+}
+
+# A readable unit for messages and docs, per kind.
+DISPLAY_UNITS: dict[str, str] = {
+    "bytes": "GB",
+    "bandwidth": "GB/s",
+    "flops_rate": "TFLOP/s",
+    "time": "us",
+    "power": "W",
+    "energy": "kJ",
+    "temperature": "degC",
+    "temperature_delta": "K",
+    "voltage": "V",
+    "frequency": "GHz",
+    "thermal_resistance": "K/W",
+    "heat_capacity": "J/K",
+    "flow_per_power": "L/min/kW",
+    "power_rate": "W/s",
+    "resistance": "mohm",
+    "mass_flow": "kg/s",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def registry() -> pint.UnitRegistry:
+    """The one unit registry racksim uses, with hardware spellings added (built once per process)."""
+    ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+    for prefix, factor in (("k", "1e3"), ("K", "1e3"), ("M", "1e6"), ("G", "1e9"), ("T", "1e12"), ("P", "1e15")):
+        ureg.define(f"{prefix}b = {factor} * bit")
+        ureg.define(f"{prefix}bps = {factor} * bit / second")
+    ureg.define("FLOP = [] = flop = FLOPs")
+    return ureg
+
+
+# What a quantity of each kind is called in error messages ("wrong unit for a bandwidth").
+KIND_NOUNS: dict[str, str] = {
+    "bytes": "a size in bytes",
+    "bandwidth": "a bandwidth",
+    "flops_rate": "a FLOP rate",
+    "time": "a time",
+    "power": "a power",
+    "energy": "an energy",
+    "temperature": "a temperature",
+    "temperature_delta": "a temperature difference",
+    "voltage": "a voltage",
+    "frequency": "a frequency",
+    "thermal_resistance": "a thermal resistance",
+    "heat_capacity": "a heat capacity",
+    "flow_per_power": "a coolant flow per power",
+    "power_rate": "a power ramp rate",
+    "resistance": "an electrical resistance",
+    "mass_flow": "a mass flow",
+}
+
+# Offset temperature units read as differences where a temperature difference is expected: "8 degC" of
+# approach means 8 K, not 281.15 K.
+_DELTA_UNITS = {"degree_Celsius": "delta_degree_Celsius", "degree_Fahrenheit": "delta_degree_Fahrenheit"}
+
+
+def parse_quantity(
+    value: Any,
+    kind: str,
+    *,
+    file: str | None = None,
+    path: str | None = None,
+) -> float:
+    """Convert ``value`` (a string with a unit) to the SI float for ``kind``.
+
+    Raises ConfigError naming the file and field when the value has no unit, the wrong dimension,
+    is not finite, or cannot be parsed.
+    """
+    si = SI_UNITS[kind]
+    example = f'a string with a unit, e.g. "{_example(kind)}"'
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError("not a quantity", file=file, path=path, value=value, expected=example)
+    if isinstance(value, (int, float)):
+        raise ConfigError("a unit is required", file=file, path=path, value=value, expected=example,
+                          hint="a bare number is ambiguous; write the unit")
+    match = _NUMBER_THEN_UNIT.match(value)
+    if not match:
+        raise ConfigError("not a number followed by a unit", file=file, path=path, value=value,
+                          expected=example)
+    if not match.group(2):
+        raise ConfigError("a unit is required", file=file, path=path, value=value, expected=example,
+                          hint="a bare number is ambiguous; write the unit")
+    number, unit = float(match.group(1)), match.group(2)
+    if not math.isfinite(number):
+        raise ConfigError("not a finite number", file=file, path=path, value=value, expected=example)
+    ureg = registry()
+    try:
+        quantity = ureg.Quantity(number, unit)
+        if kind == "temperature_delta" and str(quantity.units) in _DELTA_UNITS:
+            quantity = ureg.Quantity(number, _DELTA_UNITS[str(quantity.units)])
+        target = ureg.Quantity(1.0, si)
+    except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, AttributeError,
+            TypeError, ValueError, AssertionError) as exc:
+        raise ConfigError(f"unknown unit {unit!r}", file=file, path=path, value=value,
+                          expected=example) from exc
+    if not _same_kind(quantity, target):
+        hint = None
+        per_second = quantity / ureg.second
+        if _same_kind(per_second, target):
+            hint = f"a rate needs a time unit: did you mean '{match.group(1)} {unit}/s'?"
+        raise ConfigError(f"wrong unit for {KIND_NOUNS.get(kind, kind)}", file=file, path=path, value=value,
+                          expected=example, hint=hint)
+    result = float(quantity.to(si).magnitude)
+    if not math.isfinite(result):
+        raise ConfigError("not a finite number", file=file, path=path, value=value, expected=example)
+    return result
+
+
+def _same_kind(quantity: pint.Quantity, target: pint.Quantity) -> bool:
+    return quantity.dimensionality == target.dimensionality and _counted(quantity) == _counted(target)
+
+
+def _counted(quantity: pint.Quantity) -> tuple[float, float]:
+    """Exponents of bit and FLOP: pint treats both as dimensionless, racksim must not mix them up."""
+    items = dict(quantity.to_root_units().unit_items())
+    return items.get("bit", 0.0), items.get("FLOP", 0.0)
+
+
+def _example(kind: str) -> str:
+    return {
+        "bytes": "80 GB",
+        "bandwidth": "900 GB/s or 400 Gb/s",
+        "flops_rate": "989 TFLOP/s",
+        "time": "5 us",
+        "power": "700 W",
+        "energy": "50 kJ",
+        "temperature": "45 degC",
+        "temperature_delta": "10 K",
+        "voltage": "54 V",
+        "frequency": "1.98 GHz",
+        "thermal_resistance": "0.03 K/W",
+        "heat_capacity": "400 J/K",
+        "flow_per_power": "1.5 L/min/kW",
+        "power_rate": "2000 W/s",
+        "resistance": "0.2 mohm",
+        "mass_flow": "0.5 kg/s",
+    }[kind]
+
+
+def format_quantity(value_si: float, kind: str, digits: int = 4) -> str:
+    """Render an SI float back in the display unit for ``kind`` (for docs, tables and messages)."""
+    ureg = registry()
+    display = DISPLAY_UNITS[kind]
+    magnitude = ureg.Quantity(value_si, SI_UNITS[kind]).to(display).magnitude
+    return f"{magnitude:.{digits}g} {display}"

@@ -1,0 +1,139 @@
+"""Engine semantics: streams overlap or serialize like CUDA streams; collectives rendezvous; p2p delivers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import simpy
+
+from simcore.activity import KIND_COLLECTIVE, KIND_COMPUTE, KIND_RECV, KIND_SEND
+from simcore.cluster import Cluster, GroupLayout
+from simcore.engine import Machine
+
+
+@dataclass(frozen=True)
+class FixedTiming:
+    time_s: float
+    algorithm: str = "fixed"
+    protocol: str = "simple"
+
+
+class FixedComm:
+    """Every collective takes exactly ``seconds``: isolates engine semantics from the cost model."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def time(self, op, nbytes, layout, algo="auto", proto="auto", concurrency=1.0):
+        return FixedTiming(self.seconds)
+
+
+LAYOUT = GroupLayout(size=8, ranks_per_domain=8, domains=1, tier_blocks=(1, 1, 1), top_tier=-1)
+
+
+@pytest.fixture
+def machine(gen2):
+    env = simpy.Environment()
+    m = Machine(env, gen2, Cluster(gen2, racks=1), FixedComm(1.0))
+    m.add_class("a", np.arange(8))
+    m.add_class("b", np.arange(8, 16))
+    return m
+
+
+def _flops_for(machine: Machine, seconds: float) -> float:
+    """FLOPs that take ``seconds`` on one GPU for a large compute-bound GEMM (inverts the roofline)."""
+    t1 = machine.compute_model.time(1e15, 0.0, "bf16", 0.0, "gemm", 1.0).time_s
+    over = machine.profile.accelerator.kernel_overhead
+    return 1e15 * (seconds - over) / (t1 - over)
+
+
+def test_compute_and_comm_on_separate_streams_overlap(machine):
+    env = machine.env
+    grp = machine.group("tp", LAYOUT, (0,))
+    flops = _flops_for(machine, 1.0)
+
+    def proc():
+        c = machine.compute(0, flops, 0.0, dtype="bf16", name="gemm")
+        k = machine.collective(0, grp, "allreduce", 1e6, name="ar")
+        yield simpy.AllOf(env, [c, k])
+
+    env.process(proc())
+    env.run()
+    assert env.now == pytest.approx(1.0, rel=1e-9)
+
+
+def test_ops_on_the_same_stream_serialize(machine):
+    env = machine.env
+    flops = _flops_for(machine, 1.0)
+
+    def proc():
+        a = machine.compute(0, flops, 0.0, dtype="bf16", name="g1")
+        b = machine.compute(0, flops, 0.0, dtype="bf16", name="g2")
+        yield simpy.AllOf(env, [a, b])
+
+    env.process(proc())
+    env.run()
+    assert env.now == pytest.approx(2.0, rel=1e-9)
+    ev = machine.recorder.table()
+    assert list(ev["kind"]) == [KIND_COMPUTE, KIND_COMPUTE]
+    assert ev["t_start"][1] == pytest.approx(ev["t_end"][0])
+
+
+def test_collective_waits_for_the_last_member(machine):
+    env = machine.env
+    grp = machine.group("dp", LAYOUT, (0, 1))
+    done = {}
+
+    def member(cls, delay):
+        yield env.timeout(delay)
+        yield machine.collective(cls, grp, "allreduce", 1e6, name="ar")
+        done[cls] = env.now
+
+    env.process(member(0, 1.0))
+    env.process(member(1, 3.0))
+    env.run()
+    assert done == {0: pytest.approx(4.0), 1: pytest.approx(4.0)}
+    ev = machine.recorder.table()
+    coll = ev[ev["kind"] == KIND_COLLECTIVE]
+    assert len(coll) == 2 and np.all(coll["t_start"] == 3.0)
+
+
+def test_send_delivers_to_recv(machine):
+    env = machine.env
+    got = {}
+
+    def sender():
+        yield env.timeout(0.5)
+        machine.send(0, 1, 1e6, tag="x", layout=LAYOUT, name="act")
+
+    def receiver():
+        yield machine.recv("x")
+        got["t"] = env.now
+
+    env.process(sender())
+    env.process(receiver())
+    env.run()
+    assert got["t"] == pytest.approx(1.5)
+    kinds = set(machine.recorder.table()["kind"])
+    assert {KIND_SEND, KIND_RECV} <= kinds
+
+
+def test_clock_factor_stretches_compute_bound_work_only(machine):
+    m = machine.compute_model
+    full = m.time(1e14, 1e6, "bf16", 0.0, "gemm", 1.0).time_s
+    half = m.time(1e14, 1e6, "bf16", 0.0, "gemm", 0.5).time_s
+    over = machine.profile.accelerator.kernel_overhead
+    assert (half - over) == pytest.approx(2 * (full - over), rel=1e-9)
+    mem_full = m.time(0.0, 1e10, "bf16", 0.0, "elementwise", 1.0).time_s
+    mem_half = m.time(0.0, 1e10, "bf16", 0.0, "elementwise", 0.5).time_s
+    assert mem_half == pytest.approx(mem_full, rel=1e-12)
+
+
+def test_memory_peak_tracks_allocations(machine):
+    machine.alloc(0, 10.0)
+    machine.alloc(0, 5.0)
+    machine.free(0, 12.0)
+    machine.alloc(0, 1.0)
+    assert machine.mem_peak[0] == 15.0

@@ -1,0 +1,358 @@
+"""Workload specs (the DESIGN.md contract): YAML -> validated frozen dataclasses.
+
+``--workload`` takes a spec file, or a model preset name, in which case racksim picks a sensible
+parallelism for the hardware (``auto_training_spec``). The same field specs as hardware profiles are
+used, so errors read the same way: file, field path, value, expectation.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+import dataclasses
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simcore.errors import ConfigError
+from simcore.profile import apply_overrides, read_yaml
+from simcore.schema import build, choice, flag, number, section, text
+from workloads.model import ModelSpec, list_presets, load_model, load_preset
+
+WORKLOAD_KEYS = ("kind", "model", "preset", "parallelism", "batch", "precision", "steps", "name")
+PRECISIONS = ("bf16", "fp16", "fp8", "fp4")
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How the model is split: TP, PP (with vp virtual stages), DP (ZeRO/FSDP), CP, EP."""
+
+    tp: int = number("tensor-parallel size", 1, integer=True, minimum=1)
+    pp: int = number("pipeline-parallel size", 1, integer=True, minimum=1)
+    dp: int = number("data-parallel size", 1, integer=True, minimum=1)
+    cp: int = number("context-parallel size", 1, integer=True, minimum=1)
+    ep: int = number(
+        "expert-parallel size (splits the data-parallel dimension for expert layers)",
+        1,
+        integer=True,
+        minimum=1,
+    )
+    vp: int = number("virtual pipeline stages per rank (interleaved 1F1B)", 1, integer=True, minimum=1)
+    sequence_parallel: bool = flag(
+        "shard norms/dropout over TP (all-gather + reduce-scatter instead of all-reduce)", True
+    )
+    zero: int = number(
+        "ZeRO stage: 0 none, 1 optimizer, 2 + gradients, 3 + parameters",
+        1,
+        integer=True,
+        minimum=0,
+        maximum=3,
+    )
+    fsdp: bool = flag("fully sharded data parallel (same communication as ZeRO-3)", False)
+    recompute: str = choice("activation recompute", ("none", "selective", "full"), "selective")
+    order: str = text("rank order, fastest-varying first (Megatron default)", "tp-cp-ep-dp-pp")
+    tp_comm_overlap: bool = flag("overlap TP communication with GEMMs (userbuffers-style)", False)
+    dp_overlap: bool = flag(
+        "overlap gradient reduce-scatter with backward, param all-gather with forward", True
+    )
+    dp_bucket_layers: int = number("layers per gradient bucket", 2, integer=True, minimum=1)
+
+    @property
+    def world(self) -> int:
+        return self.tp * self.pp * self.dp * self.cp
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Global batch in sequences and the micro-batch size per pipeline pass."""
+
+    global_seqs: int = number("sequences per optimizer step, over all DP replicas", integer=True, minimum=1)
+    micro: int = number("sequences per micro-batch", 1, integer=True, minimum=1)
+
+
+@dataclass(frozen=True)
+class _TrainingFields:
+    """Schema of the non-model fields of a training spec."""
+
+    kind: str = choice("workload kind", ("training", "inference"), "training")
+    name: str = text("name of this workload", "")
+    parallelism: Parallelism = section("how the model is split over GPUs", {})
+    batch: Batch = section("global batch and micro-batch")
+    precision: str = choice("compute precision of the GEMMs", PRECISIONS, "bf16")
+    steps: int = number("training steps to simulate", 2, integer=True, minimum=1)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """A validated training workload."""
+
+    name: str
+    model: ModelSpec
+    parallelism: Parallelism
+    batch: Batch
+    precision: str
+    steps: int
+    source_file: str = ""
+    source_text: str = ""
+
+    @property
+    def gpus(self) -> int:
+        return self.parallelism.world
+
+    @property
+    def microbatches(self) -> int:
+        """Micro-batches per DP replica per step (gradient accumulation steps x pipeline fill)."""
+        return self.batch.global_seqs // (self.parallelism.dp * self.batch.micro)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch.global_seqs * self.model.seq_len
+
+
+def resolve_workload_path(name: str) -> Path | None:
+    """A spec file given by path (or path without .yaml); None when ``name`` is not a file."""
+    for candidate in (Path(name), Path(name).with_suffix(".yaml")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str = "") -> TrainingSpec:
+    """Validate a training spec mapping (model inline or by ``preset:``)."""
+    data = dict(data)
+    for key in data:
+        if key not in WORKLOAD_KEYS:
+            close = difflib.get_close_matches(str(key), WORKLOAD_KEYS, n=1)
+            raise ConfigError(
+                "unknown field",
+                file=file,
+                path=str(key),
+                expected=f"one of {', '.join(WORKLOAD_KEYS)}",
+                hint=f"did you mean {close[0]!r}?" if close else None,
+            )
+    if data.get("kind", "training") != "training":
+        raise ConfigError(
+            "only training workloads are supported so far",
+            file=file,
+            path="kind",
+            value=data.get("kind"),
+            expected="training",
+        )
+    model_data = data.pop("model", None)
+    preset = data.pop("preset", None)
+    if model_data is None and preset is None:
+        raise ConfigError(
+            "missing model", file=file, path="model", expected="a model mapping or `preset: NAME`"
+        )
+    if isinstance(model_data, str):
+        preset, model_data = model_data, None
+    if model_data is not None and not isinstance(model_data, Mapping):
+        raise ConfigError(
+            "must be a mapping or a preset name",
+            file=file,
+            path="model",
+            value=model_data,
+            expected="a model mapping or a preset name",
+        )
+    if model_data is not None and "preset" in model_data:
+        base = load_preset(model_data["preset"])
+        rest = {k: v for k, v in model_data.items() if k != "preset"}
+        model = load_model({**model_to_mapping(base), **rest}, file=file, path="model")
+    elif model_data is not None:
+        model = load_model(model_data, file=file, path="model")
+    else:
+        model = load_preset(str(preset))
+    fields = build(_TrainingFields, data, file=file, path="")
+    spec = TrainingSpec(
+        name=fields.name or model.name,
+        model=model,
+        parallelism=fields.parallelism,
+        batch=fields.batch,
+        precision=fields.precision,
+        steps=fields.steps,
+        source_file=file,
+        source_text=source_text,
+    )
+    validate_training_spec(spec)
+    return spec
+
+
+def model_to_mapping(model: ModelSpec) -> dict[str, Any]:
+    """The model as a spec mapping (None fields dropped), so presets can be overridden field by field."""
+    return {k: v for k, v in dataclasses.asdict(model).items() if v is not None}
+
+
+def validate_training_spec(spec: TrainingSpec) -> None:
+    """Cross-field checks: parallel sizes divide the model and the batch."""
+    from workloads.model import check_parallelism
+
+    par, file = spec.parallelism, spec.source_file
+    check_parallelism(spec.model, tp=par.tp, pp=par.pp, cp=par.cp, ep=par.ep, vp=par.vp, file=file)
+    if par.ep > 1 and par.dp % par.ep:
+        raise ConfigError(
+            "ep must divide dp (experts are split over the data-parallel ranks)",
+            file=file,
+            path="parallelism.ep",
+            value=par.ep,
+            expected=f"a divisor of dp={par.dp}",
+        )
+    per_replica = spec.batch.global_seqs / par.dp
+    if spec.batch.global_seqs % par.dp:
+        raise ConfigError(
+            "global batch does not split evenly over data-parallel replicas",
+            file=file,
+            path="batch.global_seqs",
+            value=spec.batch.global_seqs,
+            expected=f"a multiple of dp={par.dp}",
+        )
+    if per_replica % spec.batch.micro:
+        raise ConfigError(
+            "micro-batch does not divide the per-replica batch",
+            file=file,
+            path="batch.micro",
+            value=spec.batch.micro,
+            expected=f"a divisor of global_seqs/dp = {int(per_replica)}",
+        )
+    if par.vp > 1 and spec.microbatches % par.pp:
+        raise ConfigError(
+            "interleaved pipelines need micro-batches divisible by pp",
+            file=file,
+            path="batch.global_seqs",
+            value=spec.batch.global_seqs,
+            expected=f"global_seqs/(dp*micro) a multiple of pp={par.pp}",
+        )
+    if spec.model.seq_len % par.cp:
+        raise ConfigError(
+            "cp must divide the sequence length",
+            file=file,
+            path="parallelism.cp",
+            value=par.cp,
+            expected=f"a divisor of seq_len={spec.model.seq_len}",
+        )
+
+
+def load_workload(name: str, overrides: Iterable[str] = ()) -> tuple[dict[str, Any], str, str]:
+    """Raw mapping, file label and source text of ``--workload NAME`` (a spec file or a model preset)."""
+    path = resolve_workload_path(name)
+    if path is not None:
+        raw = read_yaml(path)
+        if not isinstance(raw, Mapping):
+            raise ConfigError(
+                "a workload spec must be a mapping",
+                file=str(path),
+                value=type(raw).__name__,
+                expected="kind:, model:, parallelism:, batch: ...",
+            )
+        return apply_overrides(dict(raw), overrides), str(path), path.read_text()
+    presets = list_presets()
+    if name not in presets:
+        close = difflib.get_close_matches(name, presets, n=3)
+        raise ConfigError(
+            "workload not found",
+            file=name,
+            expected="a workload spec YAML file or a model preset",
+            hint=f"did you mean {', '.join(close)}?" if close else f"presets: {', '.join(presets)}",
+        )
+    return apply_overrides({"preset": name}, overrides), f"preset:{name}", ""
+
+
+def auto_training_spec(
+    model: ModelSpec,
+    *,
+    gpus: int,
+    domain_size: int,
+    hbm_bytes: float,
+    precision: str = "bf16",
+    steps: int = 2,
+    file: str = "",
+) -> TrainingSpec:
+    """A reasonable Megatron-style layout for ``gpus`` GPUs when the user gave only a model.
+
+    TP is the largest divisor of the heads up to 8 that fits in the scale-up domain; PP grows until the
+    memory model says a stage fits in 90 % of HBM; DP takes the rest; 8 micro-batches per replica
+    (at least 4 per stage) keep the pipeline bubble modest.
+    """
+    from workloads.memory import training_memory
+
+    tp = max(t for t in (1, 2, 4, 8) if model.heads % t == 0 and t <= max(1, domain_size) and gpus % t == 0)
+    best: TrainingSpec | None = None
+    for pp in (p for p in range(1, model.layers + 1) if model.layers % p == 0 and gpus % (tp * p) == 0):
+        dp = gpus // (tp * pp)
+        nmb = max(8, 4 * pp)
+        spec = TrainingSpec(
+            name=model.name,
+            model=model,
+            parallelism=Parallelism(
+                tp=tp,
+                pp=pp,
+                dp=dp,
+                cp=1,
+                ep=1,
+                vp=1,
+                sequence_parallel=tp > 1,
+                zero=1,
+                fsdp=False,
+                recompute="selective",
+                order="tp-cp-ep-dp-pp",
+                tp_comm_overlap=False,
+                dp_overlap=True,
+                dp_bucket_layers=2,
+            ),
+            batch=Batch(global_seqs=dp * nmb, micro=1),
+            precision=precision,
+            steps=steps,
+            source_file=file or f"preset:{model.name} (auto parallelism)",
+        )
+        best = spec
+        worst = max(training_memory(model, **_memory_kwargs(spec, stage)).total for stage in {0, pp - 1})
+        if worst <= 0.9 * hbm_bytes:
+            break
+    if best is None:
+        raise ConfigError(
+            f"cannot lay out {model.name} on {gpus} GPUs",
+            value=gpus,
+            expected=f"a multiple of a TP size dividing {model.heads} heads",
+        )
+    return best
+
+
+def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
+    """Arguments of workloads.memory.training_memory for one pipeline stage of ``spec``."""
+    par = spec.parallelism
+    return dict(
+        tp=par.tp,
+        pp=par.pp,
+        dp=par.dp,
+        cp=par.cp,
+        ep=par.ep,
+        vp=par.vp,
+        zero=3 if par.fsdp else par.zero,
+        recompute=par.recompute,
+        sequence_parallel=par.sequence_parallel,
+        micro_batch=spec.batch.micro,
+        num_microbatches=spec.microbatches,
+        param_dtype_bytes=2,
+        grad_dtype_bytes=4 if spec.precision != "fp4" else 2,
+        stage_index=stage,
+    )
+
+
+def with_overrides(spec: TrainingSpec, **changes: Any) -> TrainingSpec:
+    return replace(spec, **changes)
+
+
+def spec_text(spec: TrainingSpec) -> str:
+    """YAML text of the effective spec (stored in the trace so a run can be reproduced)."""
+    par = {k: getattr(spec.parallelism, k) for k in spec.parallelism.__dataclass_fields__}
+    data = {
+        "kind": "training",
+        "name": spec.name,
+        "model": model_to_mapping(spec.model),
+        "parallelism": par,
+        "batch": {"global_seqs": spec.batch.global_seqs, "micro": spec.batch.micro},
+        "precision": spec.precision,
+        "steps": spec.steps,
+    }
+    return yaml.safe_dump(data, sort_keys=False)
