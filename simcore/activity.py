@@ -19,28 +19,42 @@ KIND_NAMES = ("compute", "collective", "send", "recv", "wait")
 GROUPS = ("none", "tp", "cp", "ep", "dp", "pp", "other")
 GROUP_IDS = {g: i for i, g in enumerate(GROUPS)}
 
-OPS = ("compute", "allreduce", "reducescatter", "allgather", "alltoall", "alltoallv", "broadcast", "reduce",
-       "sendrecv", "barrier", "optimizer", "checkpoint")
+OPS = (
+    "compute",
+    "allreduce",
+    "reducescatter",
+    "allgather",
+    "alltoall",
+    "alltoallv",
+    "broadcast",
+    "reduce",
+    "sendrecv",
+    "barrier",
+    "optimizer",
+    "checkpoint",
+)
 OP_IDS = {o: i for i, o in enumerate(OPS)}
 
-EVENT_DTYPE = np.dtype([
-    ("rank_class", np.int32),   # simulated rank class (or rank in full fidelity)
-    ("stream", np.int16),       # stream index within the class
-    ("kind", np.int8),          # KIND_*
-    ("group", np.int8),         # GROUP_IDS
-    ("op", np.int16),           # OP_IDS
-    ("name", np.int32),         # index into the name table
-    ("step", np.int32),
-    ("micro", np.int32),        # micro-batch index (-1 when not applicable)
-    ("t_start", np.float64),    # s
-    ("t_end", np.float64),      # s
-    ("flops", np.float64),      # FLOP executed by one GPU of the class
-    ("nbytes", np.float64),     # bytes moved (HBM for compute, payload for communication)
-    ("u_tensor", np.float32),   # tensor-core utilisation during the interval, 0..1
-    ("u_hbm", np.float32),      # HBM bandwidth utilisation, 0..1
-    ("u_scale_up", np.float32),  # scale-up link utilisation, 0..1
-    ("u_scale_out", np.float32),  # NIC utilisation, 0..1
-])
+EVENT_DTYPE = np.dtype(
+    [
+        ("rank_class", np.int32),  # simulated rank class (or rank in full fidelity)
+        ("stream", np.int16),  # stream index within the class
+        ("kind", np.int8),  # KIND_*
+        ("group", np.int8),  # GROUP_IDS
+        ("op", np.int16),  # OP_IDS
+        ("name", np.int32),  # index into the name table
+        ("step", np.int32),
+        ("micro", np.int32),  # micro-batch index (-1 when not applicable)
+        ("t_start", np.float64),  # s
+        ("t_end", np.float64),  # s
+        ("flops", np.float64),  # FLOP executed by one GPU of the class
+        ("nbytes", np.float64),  # bytes moved (HBM for compute, payload for communication)
+        ("u_tensor", np.float32),  # tensor-core utilisation during the interval, 0..1
+        ("u_hbm", np.float32),  # HBM bandwidth utilisation, 0..1
+        ("u_scale_up", np.float32),  # scale-up link utilisation, 0..1
+        ("u_scale_out", np.float32),  # NIC utilisation, 0..1
+    ]
+)
 
 BLOCK_ROWS = 65536
 
@@ -70,11 +84,43 @@ class ActivityRecorder:
             self.names.append(name)
         return nid
 
-    def record(self, rank_class: int, stream: int, kind: int, group: int, op: int, name_id: int, step: int,
-               micro: int, t_start: float, t_end: float, flops: float, nbytes: float, u_tensor: float,
-               u_hbm: float, u_scale_up: float, u_scale_out: float) -> None:
-        self._block[self._fill] = (rank_class, stream, kind, group, op, name_id, step, micro, t_start, t_end,
-                                   flops, nbytes, u_tensor, u_hbm, u_scale_up, u_scale_out)
+    def record(
+        self,
+        rank_class: int,
+        stream: int,
+        kind: int,
+        group: int,
+        op: int,
+        name_id: int,
+        step: int,
+        micro: int,
+        t_start: float,
+        t_end: float,
+        flops: float,
+        nbytes: float,
+        u_tensor: float,
+        u_hbm: float,
+        u_scale_up: float,
+        u_scale_out: float,
+    ) -> None:
+        self._block[self._fill] = (
+            rank_class,
+            stream,
+            kind,
+            group,
+            op,
+            name_id,
+            step,
+            micro,
+            t_start,
+            t_end,
+            flops,
+            nbytes,
+            u_tensor,
+            u_hbm,
+            u_scale_up,
+            u_scale_out,
+        )
         self._fill += 1
         self.rows += 1
         if self._fill == self.block_rows:

@@ -78,8 +78,9 @@ def class_breakdown(events: np.ndarray, rank_class: int, lo: float, hi: float) -
     return Breakdown(compute_t / window, exposed / window, idle / window, by_group)
 
 
-def step_breakdown(events: np.ndarray, weights: np.ndarray, step_bounds: list[tuple[float, float]]
-                   ) -> Breakdown:
+def step_breakdown(
+    events: np.ndarray, weights: np.ndarray, step_bounds: list[tuple[float, float]]
+) -> Breakdown:
     """Multiplicity-weighted average breakdown over classes and steps."""
     total_w = float(np.sum(weights))
     comp = exp = idle = 0.0

@@ -18,20 +18,38 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="gen2.yaml",
-                   help="hardware profile: a YAML file, or a name in hardware_profiles/ (default gen2.yaml)")
-    p.add_argument("--workload", default=None,
-                   help="workload spec YAML, or a model preset (racksim then chooses the parallelism); "
-                        "default: llama3-70b on one rack")
+    p.add_argument(
+        "--profile",
+        default="gen2.yaml",
+        help="hardware profile: a YAML file, or a name in hardware_profiles/ (default gen2.yaml)",
+    )
+    p.add_argument(
+        "--workload",
+        default=None,
+        help="workload spec YAML, or a model preset (racksim then chooses the parallelism); "
+        "default: llama3-70b on one rack",
+    )
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/<timestamp>)")
-    p.add_argument("--racks", type=int, default=None, help="racks in the cluster (default: what the job needs)")
+    p.add_argument(
+        "--racks", type=int, default=None, help="racks in the cluster (default: what the job needs)"
+    )
     p.add_argument("--steps", type=int, default=None, help="training steps to simulate")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same results)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help='override a profile or workload field, e.g. --set cooling.inlet_temp="45 degC" '
-                        "or --set parallelism.tp=4 (repeatable)")
-    p.add_argument("--fidelity", choices=("representative", "full"), default="representative",
-                   help="simulate one rank per distinct position (default) or every rank")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help='override a profile or workload field, e.g. --set cooling.inlet_temp="45 degC" '
+        "or --set parallelism.tp=4 (repeatable)",
+    )
+    p.add_argument(
+        "--fidelity",
+        choices=("representative", "full"),
+        default="representative",
+        help="simulate one rank per distinct position (default) or every rank",
+    )
     p.add_argument("--no-trace", action="store_true", help="skip writing trace.h5")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
@@ -43,10 +61,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise RacksimError(f"--racks: got {args.racks}; expected a positive number of racks")
     if args.steps is not None and args.steps < 1:
         raise RacksimError(f"--steps: got {args.steps}; expected at least 1")
-    opts = RunOptions(profile=args.profile, workload=args.workload, out=args.out, racks=args.racks,
-                      steps=args.steps, seed=args.seed, sets=list(args.sets), fidelity=args.fidelity,
-                      write_trace=not args.no_trace,
-                      progress=None if args.json else (lambda msg: print(f"racksim: {msg}", file=sys.stderr)))
+    opts = RunOptions(
+        profile=args.profile,
+        workload=args.workload,
+        out=args.out,
+        racks=args.racks,
+        steps=args.steps,
+        seed=args.seed,
+        sets=list(args.sets),
+        fidelity=args.fidelity,
+        write_trace=not args.no_trace,
+        progress=None if args.json else (lambda msg: print(f"racksim: {msg}", file=sys.stderr)),
+    )
     result = run(opts)
     if args.json:
         print(json.dumps(result.summary, indent=2, sort_keys=True))
@@ -68,9 +94,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="racksim", description="Discrete-event simulator of AI cluster workloads on rack-scale hardware.",
+        prog="racksim",
+        description="Discrete-event simulator of AI cluster workloads on rack-scale hardware.",
         epilog="Run `racksim COMMAND --help` for a subcommand. Without a command, `racksim --profile P` runs a "
-               "simulation.")
+        "simulation.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p_run = sub.add_parser("run", help="simulate a workload on a hardware profile (the default command)")
     _add_run_arguments(p_run)

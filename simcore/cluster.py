@@ -134,13 +134,19 @@ class ParallelDims:
         return rank
 
 
-def validate_order(order: str | tuple[str, ...], *, file: str | None = None,
-                   path: str = "parallelism.order") -> tuple[str, ...]:
+def validate_order(
+    order: str | tuple[str, ...], *, file: str | None = None, path: str = "parallelism.order"
+) -> tuple[str, ...]:
     """Parse a rank order like ``tp-cp-ep-dp-pp`` (fastest first); every dimension exactly once."""
     dims = tuple(order.split("-")) if isinstance(order, str) else tuple(order)
     if sorted(dims) != sorted(PARALLEL_DIMS):
-        raise ConfigError("rank order must name each of tp, cp, ep, dp, pp once", file=file, path=path,
-                          value="-".join(dims), expected="e.g. tp-cp-ep-dp-pp (fastest-varying first)")
+        raise ConfigError(
+            "rank order must name each of tp, cp, ep, dp, pp once",
+            file=file,
+            path=path,
+            value="-".join(dims),
+            expected="e.g. tp-cp-ep-dp-pp (fastest-varying first)",
+        )
     return dims
 
 
@@ -151,8 +157,12 @@ class Cluster:
         self.profile = profile
         self.racks = racks if racks is not None else profile.cluster.racks
         if self.racks < 1:
-            raise ConfigError("a cluster needs at least one rack", path="--racks", value=self.racks,
-                              expected="a positive number of racks")
+            raise ConfigError(
+                "a cluster needs at least one rack",
+                path="--racks",
+                value=self.racks,
+                expected="a positive number of racks",
+            )
         self.gpus_per_tray = profile.rack.gpus_per_tray
         self.gpus_per_rack = profile.gpus_per_rack
         self.domain_size = profile.scale_up.domain_size
@@ -174,11 +184,16 @@ class Cluster:
             raise CapacityError(
                 f"the job needs {gpus} GPUs = {need} racks of {self.gpus_per_rack}, but the cluster "
                 f"({self.profile.source_file or self.profile.name}) has {self.racks} racks ({self.gpus} GPUs); "
-                f"use --racks {need} or a smaller parallelism")
+                f"use --racks {need} or a smaller parallelism"
+            )
 
     # ------------------------------------------------------------------ where things are
     def rack_of(self, gpu: np.ndarray | int) -> np.ndarray | int:
-        return np.asarray(gpu) // self.gpus_per_rack if isinstance(gpu, np.ndarray) else gpu // self.gpus_per_rack
+        return (
+            np.asarray(gpu) // self.gpus_per_rack
+            if isinstance(gpu, np.ndarray)
+            else gpu // self.gpus_per_rack
+        )
 
     def tray_of(self, gpu: np.ndarray | int) -> np.ndarray | int:
         return gpu // self.gpus_per_tray
@@ -263,5 +278,10 @@ def _make_layout(size: int, domains: int, tier_blocks: tuple[int, ...]) -> Group
         below = blocks
     if below > 1 and tier_blocks:
         top = len(tier_blocks) - 1  # spans several top-tier blocks: still crosses the top tier
-    return GroupLayout(size=size, ranks_per_domain=math.ceil(size / domains), domains=domains,
-                       tier_blocks=tier_blocks, top_tier=top)
+    return GroupLayout(
+        size=size,
+        ranks_per_domain=math.ceil(size / domains),
+        domains=domains,
+        tier_blocks=tier_blocks,
+        top_tier=top,
+    )

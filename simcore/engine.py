@@ -43,8 +43,15 @@ class CommTiming(Protocol):
 class CommModel(Protocol):
     """What the engine needs from a collective cost model (simcore.collectives.CollectiveModel)."""
 
-    def time(self, op: str, nbytes: float, layout: GroupLayout, algo: str = "auto", proto: str = "auto",
-             concurrency: float = 1.0) -> CommTiming: ...
+    def time(
+        self,
+        op: str,
+        nbytes: float,
+        layout: GroupLayout,
+        algo: str = "auto",
+        proto: str = "auto",
+        concurrency: float = 1.0,
+    ) -> CommTiming: ...
 
 
 @dataclass
@@ -87,8 +94,14 @@ class _Rendezvous:
 class Machine:
     """Simulated hardware as the workload sees it: rank classes, streams, and timed operations."""
 
-    def __init__(self, env: simpy.Environment, profile: Profile, cluster: Cluster, comm_model: CommModel,
-                 recorder: ActivityRecorder | None = None) -> None:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        profile: Profile,
+        cluster: Cluster,
+        comm_model: CommModel,
+        recorder: ActivityRecorder | None = None,
+    ) -> None:
         self.env = env
         self.profile = profile
         self.cluster = cluster
@@ -128,8 +141,9 @@ class Machine:
                 self._busy = np.hstack([self._busy, np.zeros((self._busy.shape[0], 8))])
         return sid
 
-    def group(self, kind: str, layout: GroupLayout, member_classes: tuple[int, ...],
-              concurrency: float = 1.0) -> CommGroup:
+    def group(
+        self, kind: str, layout: GroupLayout, member_classes: tuple[int, ...], concurrency: float = 1.0
+    ) -> CommGroup:
         grp = CommGroup(kind, layout, tuple(member_classes), key=len(self._groups), concurrency=concurrency)
         self._groups.append(grp)
         return grp
@@ -147,9 +161,19 @@ class Machine:
         self._mem_now[rank_class] -= nbytes
 
     # ------------------------------------------------------------------ operations
-    def compute(self, rank_class: int, flops: float, nbytes: float, *, dtype: str, name: str,
-                min_dim: float = 0.0, kind: str = "gemm", stream: str = "compute", micro: int = -1,
-                ) -> simpy.Event:
+    def compute(
+        self,
+        rank_class: int,
+        flops: float,
+        nbytes: float,
+        *,
+        dtype: str,
+        name: str,
+        min_dim: float = 0.0,
+        kind: str = "gemm",
+        stream: str = "compute",
+        micro: int = -1,
+    ) -> simpy.Event:
         """Run work of ``flops`` FLOP and ``nbytes`` HBM traffic on a stream; returns its completion event."""
         timing = self.compute_model.time(flops, nbytes, dtype, min_dim, kind, float(self.clock[rank_class]))
         sid = self.streams[stream] if stream in self.streams else self.stream(stream)
@@ -157,13 +181,37 @@ class Machine:
         start = max(now, self._busy[rank_class, sid])
         end = start + timing.time_s
         self._busy[rank_class, sid] = end
-        self.recorder.record(rank_class, sid, KIND_COMPUTE, 0, 0, self.recorder.name_id(name), self.step, micro,
-                             start, end, flops, nbytes, timing.u_tensor, timing.u_hbm, 0.0, 0.0)
+        self.recorder.record(
+            rank_class,
+            sid,
+            KIND_COMPUTE,
+            0,
+            0,
+            self.recorder.name_id(name),
+            self.step,
+            micro,
+            start,
+            end,
+            flops,
+            nbytes,
+            timing.u_tensor,
+            timing.u_hbm,
+            0.0,
+            0.0,
+        )
         self.events_issued += 1
         return self.env.timeout(end - now)
 
-    def compute_fused(self, rank_class: int, work: tuple[tuple[float, float, float, int], ...], *, dtype: str,
-                      name: str, stream: str = "compute", micro: int = -1) -> simpy.Event:
+    def compute_fused(
+        self,
+        rank_class: int,
+        work: tuple[tuple[float, float, float, int], ...],
+        *,
+        dtype: str,
+        name: str,
+        stream: str = "compute",
+        micro: int = -1,
+    ) -> simpy.Event:
         """Run several ops back to back as one event (``work`` = ((flops, nbytes, min_dim, kind_id), ...))."""
         timing = self.compute_model.time_fused(work, dtype, float(self.clock[rank_class]))
         flops = sum(w[0] for w in work)
@@ -173,13 +221,39 @@ class Machine:
         start = max(now, self._busy[rank_class, sid])
         end = start + timing.time_s
         self._busy[rank_class, sid] = end
-        self.recorder.record(rank_class, sid, KIND_COMPUTE, 0, 0, self.recorder.name_id(name), self.step, micro,
-                             start, end, flops, nbytes, timing.u_tensor, timing.u_hbm, 0.0, 0.0)
+        self.recorder.record(
+            rank_class,
+            sid,
+            KIND_COMPUTE,
+            0,
+            0,
+            self.recorder.name_id(name),
+            self.step,
+            micro,
+            start,
+            end,
+            flops,
+            nbytes,
+            timing.u_tensor,
+            timing.u_hbm,
+            0.0,
+            0.0,
+        )
         self.events_issued += 1
         return self.env.timeout(end - now)
 
-    def collective(self, rank_class: int, group: CommGroup, op: str, nbytes: float, *, name: str,
-                   stream: str | None = None, micro: int = -1, algo: str = "auto") -> simpy.Event:
+    def collective(
+        self,
+        rank_class: int,
+        group: CommGroup,
+        op: str,
+        nbytes: float,
+        *,
+        name: str,
+        stream: str | None = None,
+        micro: int = -1,
+        algo: str = "auto",
+    ) -> simpy.Event:
         """Issue a collective on ``group``; it starts once every member class has issued it."""
         sid = self.stream(stream or group.kind)
         now = self.env.now
@@ -201,13 +275,25 @@ class Machine:
         self._busy[rank_class, sid] = max(self._busy[rank_class, sid], ready)
         if rv.arrived == len(group.member_classes):
             del self._rendezvous[key]
-            end = self._run_collective(group, op, nbytes, name, sid, micro, algo, rv.ready_at, tuple(rv.classes))
+            end = self._run_collective(
+                group, op, nbytes, name, sid, micro, algo, rv.ready_at, tuple(rv.classes)
+            )
             done = rv.done
             self.env.timeout(end - now).callbacks.append(lambda _ev: done.succeed())
         return rv.done
 
-    def _run_collective(self, group: CommGroup, op: str, nbytes: float, name: str, sid: int, micro: int,
-                        algo: str, start: float, classes: tuple[int, ...]) -> float:
+    def _run_collective(
+        self,
+        group: CommGroup,
+        op: str,
+        nbytes: float,
+        name: str,
+        sid: int,
+        micro: int,
+        algo: str,
+        start: float,
+        classes: tuple[int, ...],
+    ) -> float:
         timing = self.comm_model.time(op, nbytes, group.layout, algo=algo, concurrency=group.concurrency)
         end = start + timing.time_s
         u_up = 1.0 if group.layout.ranks_per_domain > 1 else 0.0
@@ -217,13 +303,39 @@ class Machine:
         oid = OP_IDS[op]
         for c in classes:
             self._busy[c, sid] = end
-            self.recorder.record(c, sid, KIND_COLLECTIVE, gid, oid, nid, self.step, micro, start, end, 0.0,
-                                 nbytes, 0.0, 0.1, u_up, u_out)
+            self.recorder.record(
+                c,
+                sid,
+                KIND_COLLECTIVE,
+                gid,
+                oid,
+                nid,
+                self.step,
+                micro,
+                start,
+                end,
+                0.0,
+                nbytes,
+                0.0,
+                0.1,
+                u_up,
+                u_out,
+            )
         self.comm_log[timing.algorithm] = self.comm_log.get(timing.algorithm, 0) + 1
         return end
 
-    def send(self, src_class: int, dst_class: int, nbytes: float, *, tag: Any, layout: GroupLayout, name: str,
-             group_kind: str = "pp", micro: int = -1) -> simpy.Event:
+    def send(
+        self,
+        src_class: int,
+        dst_class: int,
+        nbytes: float,
+        *,
+        tag: Any,
+        layout: GroupLayout,
+        name: str,
+        group_kind: str = "pp",
+        micro: int = -1,
+    ) -> simpy.Event:
         """Point-to-point send; the matching ``recv(tag)`` fires when the data has arrived."""
         sid_send = self.stream(f"{group_kind}_send")
         sid_recv = self.stream(f"{group_kind}_recv")
@@ -238,10 +350,42 @@ class Machine:
         nid = self.recorder.name_id(name)
         gid = GROUP_IDS.get(group_kind, GROUP_IDS["other"])
         oid = OP_IDS["sendrecv"]
-        self.recorder.record(src_class, sid_send, KIND_SEND, gid, oid, nid, self.step, micro, start, end, 0.0,
-                             nbytes, 0.0, 0.05, u_up, u_out)
-        self.recorder.record(dst_class, sid_recv, KIND_RECV, gid, oid, nid, self.step, micro, start, end, 0.0,
-                             nbytes, 0.0, 0.05, u_up, u_out)
+        self.recorder.record(
+            src_class,
+            sid_send,
+            KIND_SEND,
+            gid,
+            oid,
+            nid,
+            self.step,
+            micro,
+            start,
+            end,
+            0.0,
+            nbytes,
+            0.0,
+            0.05,
+            u_up,
+            u_out,
+        )
+        self.recorder.record(
+            dst_class,
+            sid_recv,
+            KIND_RECV,
+            gid,
+            oid,
+            nid,
+            self.step,
+            micro,
+            start,
+            end,
+            0.0,
+            nbytes,
+            0.0,
+            0.05,
+            u_up,
+            u_out,
+        )
         arrived = self._mailbox_event(tag)
         self.env.timeout(end - now).callbacks.append(lambda _ev: arrived.succeed())
         self.events_issued += 1

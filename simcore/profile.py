@@ -62,22 +62,26 @@ class Accelerator:
 
     name: str = text("marketing name of the accelerator")
     peak_flops: Mapping[str, float] = quantity_map(
-        "flops_rate", "dense (no sparsity) peak tensor throughput per dtype", DTYPES)
+        "flops_rate", "dense (no sparsity) peak tensor throughput per dtype", DTYPES
+    )
     hbm_capacity: float = quantity("bytes", "HBM capacity usable by the workload")
     hbm_bandwidth: float = quantity("bandwidth", "peak HBM bandwidth")
     idle_power: float = quantity("power", "board power when idle (clocks up, nothing running)")
     tdp: float = quantity("power", "thermal design power / total graphics power limit")
-    power_cap: float | None = quantity("power", "configured power limit (default: the TDP)", None,
-                                       optional=True)
+    power_cap: float | None = quantity(
+        "power", "configured power limit (default: the TDP)", None, optional=True
+    )
     power_weights: PowerWeights = section("activity weights of the dynamic power model", {})
-    power_exponent: float = number("kappa in P_dyn ~ f^kappa (voltage tracks frequency, so 2-3)", 2.5,
-                                   minimum=1, maximum=4)
+    power_exponent: float = number(
+        "kappa in P_dyn ~ f^kappa (voltage tracks frequency, so 2-3)", 2.5, minimum=1, maximum=4
+    )
     max_clock: float = quantity("frequency", "maximum (boost) SM clock")
     min_clock: float = quantity("frequency", "lowest clock the power/thermal governor goes to")
     slowdown_temp: float = quantity("temperature", "die temperature where hardware slowdown begins")
     shutdown_temp: float = quantity("temperature", "die temperature of thermal shutdown")
-    throttle_slope: float = number("clock fraction lost per kelvin above the slowdown temperature", 0.03,
-                                   minimum=0, maximum=1)
+    throttle_slope: float = number(
+        "clock fraction lost per kelvin above the slowdown temperature", 0.03, minimum=0, maximum=1
+    )
     kernel_overhead: float = quantity("time", "fixed launch/tail cost per compute op", "4 us")
 
 
@@ -89,16 +93,30 @@ class ScaleUp:
     technology: str = text("e.g. NVLink4 + NVSwitch gen3", "")
     domain_size: int = number("GPUs in one scale-up domain", integer=True, minimum=1)
     bandwidth: float = quantity("bandwidth", "scale-up bandwidth per GPU as the vendor quotes it")
-    bandwidth_counts: str = choice("whether `bandwidth` counts both directions (vendor style) or one",
-                                   ("bidirectional", "per_direction"), "bidirectional")
-    topology: str = choice("switched (NVSwitch) or a direct full mesh (xGMI)", ("switch", "full_mesh"),
-                           "switch")
+    bandwidth_counts: str = choice(
+        "whether `bandwidth` counts both directions (vendor style) or one",
+        ("bidirectional", "per_direction"),
+        "bidirectional",
+    )
+    topology: str = choice(
+        "switched (NVSwitch) or a direct full mesh (xGMI)", ("switch", "full_mesh"), "switch"
+    )
     latency: float = quantity("time", "per-step latency of a transfer across the domain (alpha)", "1 us")
-    efficiency: float = number("achievable fraction of the per-direction line rate for large transfers",
-                               0.82, minimum=0, maximum=1, exclusive_minimum=True)
+    efficiency: float = number(
+        "achievable fraction of the per-direction line rate for large transfers",
+        0.82,
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+    )
     in_switch_reduction: bool = flag("switch can reduce in-network (NVLink SHARP / NVLS)", False)
-    in_switch_efficiency: float = number("efficiency of in-switch reduction (NCCL nvlsEfficiency)", 0.85,
-                                         minimum=0, maximum=1, exclusive_minimum=True)
+    in_switch_efficiency: float = number(
+        "efficiency of in-switch reduction (NCCL nvlsEfficiency)",
+        0.85,
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+    )
 
     @property
     def bw_per_direction_Bps(self) -> float:
@@ -113,10 +131,10 @@ class FabricTier:
 
     name: str = text("tier name (leaf, spine, core)")
     span_gpus: int = number("GPUs reachable without going up to the next tier", integer=True, minimum=1)
-    oversubscription: float = number("downlink:uplink bandwidth ratio at this tier (1 = non-blocking)", 1.0,
-                                     minimum=1)
-    latency: float = quantity("time", "switch + cable latency added when traffic crosses this tier",
-                              "1 us")
+    oversubscription: float = number(
+        "downlink:uplink bandwidth ratio at this tier (1 = non-blocking)", 1.0, minimum=1
+    )
+    latency: float = quantity("time", "switch + cable latency added when traffic crosses this tier", "1 us")
 
 
 @dataclass(frozen=True)
@@ -124,11 +142,17 @@ class ScaleOut:
     """The scale-out network: NICs and a (rail-optimized) fat-tree."""
 
     technology: str = text("e.g. 8x ConnectX-7 NDR InfiniBand", "")
-    nics_per_gpu: float = number("NICs per GPU (0.5 = one NIC shared by two GPUs)", 1.0, minimum=0,
-                                 exclusive_minimum=True)
+    nics_per_gpu: float = number(
+        "NICs per GPU (0.5 = one NIC shared by two GPUs)", 1.0, minimum=0, exclusive_minimum=True
+    )
     nic_bandwidth: float = quantity("bandwidth", "line rate of one NIC, per direction")
-    efficiency: float = number("achievable fraction of NIC line rate (NDR reaches ~0.92-0.96)", 0.94,
-                               minimum=0, maximum=1, exclusive_minimum=True)
+    efficiency: float = number(
+        "achievable fraction of NIC line rate (NDR reaches ~0.92-0.96)",
+        0.94,
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+    )
     latency: float = quantity("time", "NIC-to-NIC base latency of one message", "3 us")
     topology: str = choice("fabric shape", ("rail_optimized_fat_tree", "fat_tree"), "rail_optimized_fat_tree")
     tiers: tuple[FabricTier, ...] = section_list("switch tiers from the leaf up")
@@ -159,23 +183,31 @@ class Rack:
 
     gpus_per_tray: int = number("GPUs per compute tray / server", integer=True, minimum=1)
     trays_per_rack: int = number("compute trays (servers) per rack", integer=True, minimum=1)
-    switch_trays: int = number("scale-up switch trays per rack (0 when switches sit in the server)", 0,
-                               integer=True, minimum=0)
+    switch_trays: int = number(
+        "scale-up switch trays per rack (0 when switches sit in the server)", 0, integer=True, minimum=0
+    )
     cpus_per_tray: int = number("host CPUs per tray", 2, integer=True, minimum=0)
     cpu_power: float = quantity("power", "power of one host CPU under training load", "300 W")
     nic_power: float = quantity("power", "power of one scale-out NIC", "25 W")
-    switch_tray_power: float = quantity("power", "power of one scale-up switch tray (or in-server NVSwitch "
-                                        "complex when switch_trays is 0)", "800 W", allow_zero=True)
+    switch_tray_power: float = quantity(
+        "power",
+        "power of one scale-up switch tray (or in-server NVSwitch complex when switch_trays is 0)",
+        "800 W",
+        allow_zero=True,
+    )
     tray_other_power: float = quantity("power", "memory, storage, BMC, DPUs per tray", "300 W")
-    fan_power: float = quantity("power", "fans per tray at full load (mostly air-cooled parts)", "200 W",
-                                allow_zero=True)
+    fan_power: float = quantity(
+        "power", "fans per tray at full load (mostly air-cooled parts)", "200 W", allow_zero=True
+    )
     distribution: str = choice("how power reaches the trays", ("ac", "dc_48v", "dc_800v"), "ac")
     bus_voltage: float = quantity("voltage", "voltage of the rack distribution (busbar or AC)", "54 V")
     distribution_resistance: float = quantity(
-        "resistance", "effective resistance of the rack distribution path (I^2 R loss)", "0.1 mohm")
+        "resistance", "effective resistance of the rack distribution path (I^2 R loss)", "0.1 mohm"
+    )
     psu_rated_power: float = quantity("power", "installed (non-redundant) power-shelf capacity per rack")
-    psu_efficiency: tuple = curve("PSU efficiency vs load fraction (default 80 PLUS Titanium)",
-                                  TITANIUM_CURVE)
+    psu_efficiency: tuple = curve(
+        "PSU efficiency vs load fraction (default 80 PLUS Titanium)", TITANIUM_CURVE
+    )
     power_limit: float = quantity("power", "rack power limit; exceeding it caps the GPUs")
     energy_storage: EnergyStorage | None = section("rack energy storage, if fitted", None, optional=True)
     power_smoothing: PowerSmoothing | None = section("GPU power smoothing, if enabled", None, optional=True)
@@ -186,21 +218,33 @@ class Rack:
 class Facility:
     """Heat rejection outside the rack: chiller, dry cooler / economizer, pumps and fans."""
 
-    heat_rejection: str = choice("chiller only, dry cooler only, or dry cooler with chiller trim",
-                                 ("chiller", "dry_cooler", "hybrid"), "hybrid")
+    heat_rejection: str = choice(
+        "chiller only, dry cooler only, or dry cooler with chiller trim",
+        ("chiller", "dry_cooler", "hybrid"),
+        "hybrid",
+    )
     outside_temp: float = quantity("temperature", "outdoor dry-bulb temperature (mean)", "20 degC")
-    diurnal_amplitude: float = quantity("temperature_delta", "half peak-to-peak daily swing of outdoor "
-                                        "temperature", "0 K", allow_zero=True)
-    approach: float = quantity("temperature_delta", "dry cooler approach: supply >= outside + approach",
-                               "8 K")
-    carnot_fraction: float = number("chiller COP as a fraction of Carnot COP", 0.5, minimum=0, maximum=1,
-                                    exclusive_minimum=True)
-    pump_power_fraction: float = number("facility + CDU pump power as a fraction of heat removed", 0.02,
-                                        minimum=0, maximum=0.5)
-    fan_power_fraction: float = number("dry-cooler / tower fan power as a fraction of heat removed", 0.03,
-                                       minimum=0, maximum=0.5)
-    other_overhead_fraction: float = number("UPS, lighting, distribution losses outside the rack as a "
-                                            "fraction of IT power", 0.04, minimum=0, maximum=0.5)
+    diurnal_amplitude: float = quantity(
+        "temperature_delta", "half peak-to-peak daily swing of outdoor temperature", "0 K", allow_zero=True
+    )
+    approach: float = quantity(
+        "temperature_delta", "dry cooler approach: supply >= outside + approach", "8 K"
+    )
+    carnot_fraction: float = number(
+        "chiller COP as a fraction of Carnot COP", 0.5, minimum=0, maximum=1, exclusive_minimum=True
+    )
+    pump_power_fraction: float = number(
+        "facility + CDU pump power as a fraction of heat removed", 0.02, minimum=0, maximum=0.5
+    )
+    fan_power_fraction: float = number(
+        "dry-cooler / tower fan power as a fraction of heat removed", 0.03, minimum=0, maximum=0.5
+    )
+    other_overhead_fraction: float = number(
+        "UPS, lighting, distribution losses outside the rack as a fraction of IT power",
+        0.04,
+        minimum=0,
+        maximum=0.5,
+    )
 
 
 @dataclass(frozen=True)
@@ -209,10 +253,12 @@ class Cooling:
 
     type: str = choice("air or direct liquid cooling", ("air", "liquid"))
     inlet_temp: float = quantity("temperature", "coolant supply (liquid) or inlet air (air) temperature")
-    flow_per_kw: float | None = quantity("flow_per_power", "coolant flow per kW of heat (liquid)", None,
-                                         optional=True)
-    liquid_fraction: float = number("share of rack heat carried by liquid (rest to air)", 0.0, minimum=0,
-                                    maximum=1)
+    flow_per_kw: float | None = quantity(
+        "flow_per_power", "coolant flow per kW of heat (liquid)", None, optional=True
+    )
+    liquid_fraction: float = number(
+        "share of rack heat carried by liquid (rest to air)", 0.0, minimum=0, maximum=1
+    )
     r_junction_plate: float = quantity("thermal_resistance", "die to cold plate / heatsink base")
     r_plate_coolant: float = quantity("thermal_resistance", "cold plate / heatsink to coolant or air")
     c_junction: float = quantity("heat_capacity", "heat capacity of die + package")
@@ -226,9 +272,11 @@ class Reliability:
     """Failure and recovery parameters for multi-day jobs."""
 
     node_failures_per_1000_node_days: float = number(
-        "job-interrupting failures per 1000 node-days (Meta RSC-1: 6.5)", 6.5, minimum=0)
-    weibull_shape: float = number("shape of time-between-failures (1 = exponential)", 1.0, minimum=0,
-                                  exclusive_minimum=True)
+        "job-interrupting failures per 1000 node-days (Meta RSC-1: 6.5)", 6.5, minimum=0
+    )
+    weibull_shape: float = number(
+        "shape of time-between-failures (1 = exponential)", 1.0, minimum=0, exclusive_minimum=True
+    )
     detect_time: float = quantity("time", "time to detect a failure", "5 min")
     restart_time: float = quantity("time", "reschedule + reload + warm-up after a failure", "15 min")
     checkpoint_bandwidth: float = quantity("bandwidth", "checkpoint write bandwidth per GPU", "2 GB/s")
@@ -240,16 +288,18 @@ class ClusterShape:
     """How many racks the profile's cluster has and how they group into pods."""
 
     racks: int = number("racks in the cluster", integer=True, minimum=1)
-    racks_per_pod: int = number("racks per pod (a pod is the unit behind one spine layer)", integer=True,
-                                minimum=1)
+    racks_per_pod: int = number(
+        "racks per pod (a pod is the unit behind one spine layer)", integer=True, minimum=1
+    )
 
 
 @dataclass(frozen=True)
 class GemmCalibration:
     """Achievable GEMM efficiency: eff = max_efficiency * d / (d + half_dim), d = smallest GEMM dimension."""
 
-    max_efficiency: float = number("asymptotic fraction of peak for large GEMMs", minimum=0, maximum=1,
-                                   exclusive_minimum=True)
+    max_efficiency: float = number(
+        "asymptotic fraction of peak for large GEMMs", minimum=0, maximum=1, exclusive_minimum=True
+    )
     half_dim: float = number("GEMM dimension at which efficiency is half the maximum", 64, minimum=0)
 
 
@@ -258,10 +308,16 @@ class Calibration:
     """Achievable efficiencies fitted to published measurements (each with its source)."""
 
     gemm: Mapping[str, GemmCalibration] = section_map("GEMM efficiency per dtype", DTYPES)
-    attention_efficiency: float = number("flash-attention efficiency relative to the GEMM efficiency", 0.75,
-                                         minimum=0, maximum=1, exclusive_minimum=True)
-    hbm_efficiency: float = number("achievable fraction of HBM bandwidth", 0.85, minimum=0, maximum=1,
-                                   exclusive_minimum=True)
+    attention_efficiency: float = number(
+        "flash-attention efficiency relative to the GEMM efficiency",
+        0.75,
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+    )
+    hbm_efficiency: float = number(
+        "achievable fraction of HBM bandwidth", 0.85, minimum=0, maximum=1, exclusive_minimum=True
+    )
     fitted_to: tuple[str, ...] = text_list("reference rows / sources these values were fitted to", [])
 
 
@@ -296,8 +352,13 @@ class Profile:
             return self.accelerator.peak_flops[dtype]
         except KeyError:
             have = ", ".join(self.accelerator.peak_flops)
-            raise ConfigError(f"{self.accelerator.name} has no {dtype} tensor throughput", file=self.source_file,
-                              path="accelerator.peak_flops", value=dtype, expected=f"one of {have}") from None
+            raise ConfigError(
+                f"{self.accelerator.name} has no {dtype} tensor throughput",
+                file=self.source_file,
+                path="accelerator.peak_flops",
+                value=dtype,
+                expected=f"one of {have}",
+            ) from None
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -319,8 +380,12 @@ def resolve_profile_path(name: str | Path, relative_to: Path | None = None) -> P
             return path
     known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
     close = difflib.get_close_matches(candidate.stem, known, n=1)
-    raise ConfigError("profile not found", file=str(name), expected=f"a YAML file or one of: {', '.join(known)}",
-                      hint=f"did you mean {close[0]!r}?" if close else None)
+    raise ConfigError(
+        "profile not found",
+        file=str(name),
+        expected=f"a YAML file or one of: {', '.join(known)}",
+        hint=f"did you mean {close[0]!r}?" if close else None,
+    )
 
 
 def read_yaml(path: Path) -> Any:
@@ -352,27 +417,46 @@ def _load_raw(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], list
     """The merged raw mapping of ``path`` and everything it extends, plus the texts read."""
     if path in chain:
         cycle = " -> ".join(p.name for p in (*chain, path))
-        raise ConfigError("extends cycle", file=str(chain[0]), path="extends", value=cycle,
-                          expected="a chain of profiles that ends")
+        raise ConfigError(
+            "extends cycle",
+            file=str(chain[0]),
+            path="extends",
+            value=cycle,
+            expected="a chain of profiles that ends",
+        )
     data = read_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError("a profile must be a mapping of sections", file=str(path), value=type(data).__name__,
-                          expected="accelerator:, scale_up:, ... at the top level")
+        raise ConfigError(
+            "a profile must be a mapping of sections",
+            file=str(path),
+            value=type(data).__name__,
+            expected="accelerator:, scale_up:, ... at the top level",
+        )
     texts = [f"# {path.name}\n{path.read_text()}"]
     parent_name = data.get("extends")
     data = {k: v for k, v in data.items() if k != "extends"}
     if parent_name is None:
         return data, texts
     if not isinstance(parent_name, str):
-        raise ConfigError("must name a profile file", file=str(path), path="extends", value=parent_name,
-                          expected="a file name like gen2.yaml")
+        raise ConfigError(
+            "must name a profile file",
+            file=str(path),
+            path="extends",
+            value=parent_name,
+            expected="a file name like gen2.yaml",
+        )
     try:
         parent_path = resolve_profile_path(parent_name, relative_to=path.parent)
     except ConfigError as exc:
-        raise ConfigError("extends a profile that was not found", file=str(path), path="extends",
-                          value=parent_name, expected=exc.expected) from None
+        raise ConfigError(
+            "extends a profile that was not found",
+            file=str(path),
+            path="extends",
+            value=parent_name,
+            expected=exc.expected,
+        ) from None
     parent, parent_texts = _load_raw(parent_path, (*chain, path))
     return _merge(parent, data), parent_texts + texts
 
@@ -380,7 +464,9 @@ def _load_raw(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], list
 def parse_set_option(option: str) -> tuple[list[str], Any]:
     """Split ``key.path=value`` (value parsed as YAML, so numbers and lists work)."""
     if "=" not in option:
-        raise ConfigError("--set needs key.path=value", value=option, expected='e.g. cooling.inlet_temp="45 degC"')
+        raise ConfigError(
+            "--set needs key.path=value", value=option, expected='e.g. cooling.inlet_temp="45 degC"'
+        )
     key, _, raw = option.partition("=")
     keys = [k for k in key.strip().split(".") if k]
     if not keys:
@@ -403,8 +489,12 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             if nxt is None:
                 nxt = node[key] = {}
             if not isinstance(nxt, dict):
-                raise ConfigError("--set goes through a field that is not a section", path=".".join(keys[: i + 1]),
-                                  value=nxt, expected="a mapping")
+                raise ConfigError(
+                    "--set goes through a field that is not a section",
+                    path=".".join(keys[: i + 1]),
+                    value=nxt,
+                    expected="a mapping",
+                )
             node = nxt
         node[keys[-1]] = value
     return data
@@ -441,48 +531,96 @@ def _check_consistency(p: Profile, file: str) -> None:
     """Cross-field rules that a single field cannot express."""
     acc = p.accelerator
     if acc.idle_power >= acc.tdp:
-        raise ConfigError("idle power must be below the TDP", file=file, path="accelerator.idle_power",
-                          value=f"{acc.idle_power:g} W", expected=f"less than tdp ({acc.tdp:g} W)")
+        raise ConfigError(
+            "idle power must be below the TDP",
+            file=file,
+            path="accelerator.idle_power",
+            value=f"{acc.idle_power:g} W",
+            expected=f"less than tdp ({acc.tdp:g} W)",
+        )
     if acc.power_cap is not None and acc.power_cap <= acc.idle_power:
-        raise ConfigError("power cap is at or below idle power", file=file, path="accelerator.power_cap",
-                          value=f"{acc.power_cap:g} W", expected=f"more than idle_power ({acc.idle_power:g} W)")
+        raise ConfigError(
+            "power cap is at or below idle power",
+            file=file,
+            path="accelerator.power_cap",
+            value=f"{acc.power_cap:g} W",
+            expected=f"more than idle_power ({acc.idle_power:g} W)",
+        )
     if acc.min_clock > acc.max_clock:
-        raise ConfigError("min_clock above max_clock", file=file, path="accelerator.min_clock",
-                          value=f"{acc.min_clock / 1e9:g} GHz", expected=f"at most {acc.max_clock / 1e9:g} GHz")
+        raise ConfigError(
+            "min_clock above max_clock",
+            file=file,
+            path="accelerator.min_clock",
+            value=f"{acc.min_clock / 1e9:g} GHz",
+            expected=f"at most {acc.max_clock / 1e9:g} GHz",
+        )
     if acc.slowdown_temp >= acc.shutdown_temp:
-        raise ConfigError("slowdown temperature must be below shutdown", file=file,
-                          path="accelerator.slowdown_temp", value=f"{acc.slowdown_temp:g} degC",
-                          expected=f"below {acc.shutdown_temp:g} degC")
+        raise ConfigError(
+            "slowdown temperature must be below shutdown",
+            file=file,
+            path="accelerator.slowdown_temp",
+            value=f"{acc.slowdown_temp:g} degC",
+            expected=f"below {acc.shutdown_temp:g} degC",
+        )
     if p.cooling.inlet_temp >= acc.slowdown_temp:
-        raise ConfigError("inlet temperature is at or above the GPU slowdown temperature", file=file,
-                          path="cooling.inlet_temp", value=f"{p.cooling.inlet_temp:g} degC",
-                          expected=f"below {acc.slowdown_temp:g} degC")
+        raise ConfigError(
+            "inlet temperature is at or above the GPU slowdown temperature",
+            file=file,
+            path="cooling.inlet_temp",
+            value=f"{p.cooling.inlet_temp:g} degC",
+            expected=f"below {acc.slowdown_temp:g} degC",
+        )
     if p.cooling.type == "liquid" and p.cooling.flow_per_kw is None:
-        raise ConfigError("liquid cooling needs a coolant flow", file=file, path="cooling.flow_per_kw",
-                          expected='a flow like "1.5 L/min/kW"')
+        raise ConfigError(
+            "liquid cooling needs a coolant flow",
+            file=file,
+            path="cooling.flow_per_kw",
+            expected='a flow like "1.5 L/min/kW"',
+        )
     if p.scale_up.domain_size % p.rack.gpus_per_tray and p.rack.gpus_per_tray % p.scale_up.domain_size:
-        raise ConfigError("scale-up domain and tray size do not nest", file=file, path="scale_up.domain_size",
-                          value=p.scale_up.domain_size,
-                          expected=f"a multiple or divisor of rack.gpus_per_tray ({p.rack.gpus_per_tray})")
+        raise ConfigError(
+            "scale-up domain and tray size do not nest",
+            file=file,
+            path="scale_up.domain_size",
+            value=p.scale_up.domain_size,
+            expected=f"a multiple or divisor of rack.gpus_per_tray ({p.rack.gpus_per_tray})",
+        )
     spans = [t.span_gpus for t in p.scale_out.tiers]
     if any(b <= a for a, b in zip(spans, spans[1:], strict=False)):
-        raise ConfigError("tier spans must grow from leaf to core", file=file, path="scale_out.tiers",
-                          value=spans, expected="strictly increasing span_gpus")
+        raise ConfigError(
+            "tier spans must grow from leaf to core",
+            file=file,
+            path="scale_out.tiers",
+            value=spans,
+            expected="strictly increasing span_gpus",
+        )
     for i, span in enumerate(spans):
         if span % p.scale_up.domain_size:
-            raise ConfigError("a fabric tier would split a scale-up domain", file=file,
-                              path=f"scale_out.tiers[{i}].span_gpus", value=span,
-                              expected=f"a multiple of scale_up.domain_size ({p.scale_up.domain_size})")
+            raise ConfigError(
+                "a fabric tier would split a scale-up domain",
+                file=file,
+                path=f"scale_out.tiers[{i}].span_gpus",
+                value=span,
+                expected=f"a multiple of scale_up.domain_size ({p.scale_up.domain_size})",
+            )
     for dtype in p.calibration.gemm:
         if dtype not in acc.peak_flops:
-            raise ConfigError("GEMM calibration for a dtype the accelerator has no peak for", file=file,
-                              path=f"calibration.gemm.{dtype}", value=dtype,
-                              expected=f"one of the accelerator.peak_flops keys ({', '.join(acc.peak_flops)})")
+            raise ConfigError(
+                "GEMM calibration for a dtype the accelerator has no peak for",
+                file=file,
+                path=f"calibration.gemm.{dtype}",
+                value=dtype,
+                expected=f"one of the accelerator.peak_flops keys ({', '.join(acc.peak_flops)})",
+            )
     if p.cluster.racks_per_pod > p.cluster.racks and p.cluster.racks > 1:
         pass  # a cluster smaller than one pod is fine: it is a partial pod
     if "bf16" not in acc.peak_flops and "fp16" not in acc.peak_flops:
-        raise ConfigError("accelerator needs bf16 or fp16 throughput", file=file, path="accelerator.peak_flops",
-                          expected="a bf16 entry")
+        raise ConfigError(
+            "accelerator needs bf16 or fp16 throughput",
+            file=file,
+            path="accelerator.peak_flops",
+            expected="a bf16 entry",
+        )
 
 
 # --------------------------------------------------------------------------------------------- schema out
@@ -497,8 +635,10 @@ def profile_json_schema() -> dict[str, Any]:
     """
     strict = json_schema(Profile, title="racksim hardware profile")
     schema = _without_required(strict)
-    schema["properties"]["extends"] = {"type": "string",
-                                       "description": "profile this one overrides (a file or a built-in name)"}
+    schema["properties"]["extends"] = {
+        "type": "string",
+        "description": "profile this one overrides (a file or a built-in name)",
+    }
     schema["if"] = {"required": ["extends"]}
     schema["else"] = {"required": strict["required"], "properties": strict["properties"]}
     return schema

@@ -27,9 +27,22 @@ from simcore.profile import Profile, load_profile, profile_summary
 from simcore.trace import TraceWriter
 
 DEFAULT_MODEL = "llama3-70b"
-SUMMARY_KEYS = ("step_time_s", "tokens_per_s", "tokens_per_s_per_gpu", "model_tflops_per_gpu", "mfu", "gpus",
-                "exposed_comm_fraction", "bubble_fraction", "peak_hbm_bytes", "avg_it_power_w", "peak_it_power_w",
-                "facility_power_w", "pue", "energy_per_token_j")
+SUMMARY_KEYS = (
+    "step_time_s",
+    "tokens_per_s",
+    "tokens_per_s_per_gpu",
+    "model_tflops_per_gpu",
+    "mfu",
+    "gpus",
+    "exposed_comm_fraction",
+    "bubble_fraction",
+    "peak_hbm_bytes",
+    "avg_it_power_w",
+    "peak_it_power_w",
+    "facility_power_w",
+    "pue",
+    "energy_per_token_j",
+)
 WORKLOAD_SET_KEYS = ("model", "preset", "parallelism", "batch", "precision", "steps", "kind", "name")
 
 
@@ -76,8 +89,14 @@ def build_training_spec(opts: RunOptions, profile: Profile, workload_sets: list[
     if set(raw) <= {"preset"} and "preset" in raw:
         racks = opts.racks or 1
         gpus = racks * profile.gpus_per_rack
-        spec = auto_training_spec(load_preset(raw["preset"]), gpus=gpus, domain_size=profile.scale_up.domain_size,
-                                  hbm_bytes=profile.accelerator.hbm_capacity, steps=opts.steps or 2, file=label)
+        spec = auto_training_spec(
+            load_preset(raw["preset"]),
+            gpus=gpus,
+            domain_size=profile.scale_up.domain_size,
+            hbm_bytes=profile.accelerator.hbm_capacity,
+            steps=opts.steps or 2,
+            file=label,
+        )
     else:
         spec = load_training_spec(raw, file=label, source_text=text)
         per_rack = profile.gpus_per_rack
@@ -100,15 +119,15 @@ def make_comm_model(profile: Profile, cluster: Cluster) -> Any:
 def run(opts: RunOptions) -> RunResult:
     """Run one training simulation and write its outputs."""
     from workloads.memory import explain_oom, training_memory
-    from workloads.model import hardware_flops_per_token, model_flops_per_token
     from workloads.spec import _memory_kwargs, spec_text
     from workloads.training import TrainingJob
 
     wall0 = time.perf_counter()
     say = opts.progress or (lambda _msg: None)
     if opts.fidelity not in ("representative", "full"):
-        raise ConfigError("unknown fidelity", path="--fidelity", value=opts.fidelity,
-                          expected="representative or full")
+        raise ConfigError(
+            "unknown fidelity", path="--fidelity", value=opts.fidelity, expected="representative or full"
+        )
     profile_sets, workload_sets = split_sets(opts.sets)
     profile = load_profile(opts.profile, profile_sets)
     spec, racks = build_training_spec(opts, profile, workload_sets)
@@ -121,9 +140,11 @@ def run(opts: RunOptions) -> RunResult:
             from simcore.errors import CapacityError
 
             raise CapacityError(explain_oom(mem, profile.accelerator.hbm_capacity))
-    say(f"simulating {spec.name} on {spec.gpus} GPUs of {profile.name} "
+    say(
+        f"simulating {spec.name} on {spec.gpus} GPUs of {profile.name} "
         f"(tp{spec.parallelism.tp} pp{spec.parallelism.pp} dp{spec.parallelism.dp} cp{spec.parallelism.cp} "
-        f"ep{spec.parallelism.ep}), {spec.steps} steps")
+        f"ep{spec.parallelism.ep}), {spec.steps} steps"
+    )
 
     out_dir = opts.out
     writer = None
@@ -187,12 +208,20 @@ def summarize(spec: Any, profile: Profile, machine: Machine, job: Any, events: n
         "bubble_fraction": brk.idle,
         "peak_hbm_bytes": float(np.max(machine.mem_peak)) if len(machine.mem_peak) else 0.0,
         "step_times_s": step_times,
-        "events": int(len(events)),
+        "events": len(events),
         "profile": profile_summary(profile),
-        "workload": {"name": spec.name, "model": spec.model.name, "precision": spec.precision,
-                     "steps": spec.steps, "global_seqs": spec.batch.global_seqs, "micro": spec.batch.micro,
-                     "parallelism": {k: getattr(spec.parallelism, k) for k in ("tp", "pp", "dp", "cp", "ep", "vp",
-                                                                                "zero", "recompute")}},
+        "workload": {
+            "name": spec.name,
+            "model": spec.model.name,
+            "precision": spec.precision,
+            "steps": spec.steps,
+            "global_seqs": spec.batch.global_seqs,
+            "micro": spec.batch.micro,
+            "parallelism": {
+                k: getattr(spec.parallelism, k)
+                for k in ("tp", "pp", "dp", "cp", "ep", "vp", "zero", "recompute")
+            },
+        },
         "collective_algorithms": dict(sorted(machine.comm_log.items())),
     }
     not_modelled = []
@@ -204,10 +233,20 @@ def summarize(spec: Any, profile: Profile, machine: Machine, job: Any, events: n
     return summary
 
 
-def _write_trace_tables(writer: TraceWriter, profile: Profile, spec: Any, machine: Machine, job: Any,
-                        summary: dict[str, Any], opts: RunOptions, workload_text: str) -> None:
-    classes = np.zeros(len(machine.classes), dtype=[("index", np.int32), ("multiplicity", np.int64),
-                                                    ("first_gpu", np.int64), ("stage", np.int32)])
+def _write_trace_tables(
+    writer: TraceWriter,
+    profile: Profile,
+    spec: Any,
+    machine: Machine,
+    job: Any,
+    summary: dict[str, Any],
+    opts: RunOptions,
+    workload_text: str,
+) -> None:
+    classes = np.zeros(
+        len(machine.classes),
+        dtype=[("index", np.int32), ("multiplicity", np.int64), ("first_gpu", np.int64), ("stage", np.int32)],
+    )
     for i, c in enumerate(machine.classes):
         classes[i] = (i, c.multiplicity, int(c.gpus[0]), job.class_stage[i])
     writer.write_table("classes", classes, {"multiplicity": "GPUs"})
@@ -216,16 +255,30 @@ def _write_trace_tables(writer: TraceWriter, profile: Profile, spec: Any, machin
     writer.write_strings("names", machine.recorder.names)
     writer.write_strings("streams", list(machine.streams))
     ends = np.asarray(job.step_times.ends, dtype=np.float64)
-    writer.write_table("steps", np.rec.fromarrays([np.arange(len(ends)), ends], names="step,t_end"), {"t_end": "s"})
+    writer.write_table(
+        "steps", np.rec.fromarrays([np.arange(len(ends)), ends], names="step,t_end"), {"t_end": "s"}
+    )
     writer.write_meta(
-        {"seed": opts.seed, "profile_name": profile.name, "workload_name": spec.name, "fidelity": opts.fidelity,
-         "gpus": spec.gpus},
-        {"profile_yaml": profile.source_text, "workload_yaml": workload_text,
-         "summary_json": json.dumps({k: v for k, v in summary.items() if k != "wall_time_s"}, sort_keys=True)})
+        {
+            "seed": opts.seed,
+            "profile_name": profile.name,
+            "workload_name": spec.name,
+            "fidelity": opts.fidelity,
+            "gpus": spec.gpus,
+        },
+        {
+            "profile_yaml": profile.source_text,
+            "workload_yaml": workload_text,
+            "summary_json": json.dumps(
+                {k: v for k, v in summary.items() if k != "wall_time_s"}, sort_keys=True
+            ),
+        },
+    )
 
 
 def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = sys.stdout) -> None:
     """The short human table every run prints."""
+
     def fmt(key: str, scale: float = 1.0, unit: str = "", digits: int = 4) -> str:
         v = summary.get(key)
         return "n/a (not modelled yet)" if v is None else f"{v * scale:.{digits}g}{unit}"
@@ -233,15 +286,21 @@ def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = sys
     wl = summary["workload"]
     par = wl["parallelism"]
     rows = [
-        ("workload", f"{wl['name']} ({wl['precision']}), tp{par['tp']} pp{par['pp']} dp{par['dp']} "
-                     f"cp{par['cp']} ep{par['ep']}, {summary['gpus']} GPUs on {summary['profile']['name']}"),
+        (
+            "workload",
+            f"{wl['name']} ({wl['precision']}), tp{par['tp']} pp{par['pp']} dp{par['dp']} "
+            f"cp{par['cp']} ep{par['ep']}, {summary['gpus']} GPUs on {summary['profile']['name']}",
+        ),
         ("step time", fmt("step_time_s", 1, " s")),
         ("tokens/s", fmt("tokens_per_s", 1, "") + f"  ({fmt('tokens_per_s_per_gpu', 1, ' per GPU')})"),
         ("model TFLOP/s per GPU", fmt("model_tflops_per_gpu") + f"   MFU {fmt('mfu', 100, ' %', 3)}"),
         ("exposed communication", fmt("exposed_comm_fraction", 100, " %", 3)),
         ("pipeline bubble / idle", fmt("bubble_fraction", 100, " %", 3)),
         ("peak HBM", fmt("peak_hbm_bytes", 1e-9, " GB")),
-        ("IT power avg / peak", fmt("avg_it_power_w", 1e-3, " kW") + " / " + fmt("peak_it_power_w", 1e-3, " kW")),
+        (
+            "IT power avg / peak",
+            fmt("avg_it_power_w", 1e-3, " kW") + " / " + fmt("peak_it_power_w", 1e-3, " kW"),
+        ),
         ("facility power, PUE", fmt("facility_power_w", 1e-3, " kW") + ", " + fmt("pue", 1, "")),
         ("energy per token", fmt("energy_per_token_j", 1, " J")),
     ]

@@ -28,8 +28,15 @@ def _meta(kind: str, doc: str, default: Any, **extra: Any) -> dict[str, Any]:
     return {"kind": kind, "doc": doc, "default": default, **extra}
 
 
-def quantity(unit_kind: str, doc: str, default: Any = _REQUIRED, *, positive: bool | None = None,
-             allow_zero: bool = False, optional: bool = False) -> Any:
+def quantity(
+    unit_kind: str,
+    doc: str,
+    default: Any = _REQUIRED,
+    *,
+    positive: bool | None = None,
+    allow_zero: bool = False,
+    optional: bool = False,
+) -> Any:
     """A physical quantity written with a unit; stored as an SI float.
 
     ``positive`` (default: true for every kind but ``temperature``, whose Celsius values may be zero or
@@ -40,16 +47,42 @@ def quantity(unit_kind: str, doc: str, default: Any = _REQUIRED, *, positive: bo
         raise ValueError(f"unknown unit kind {unit_kind}")
     if positive is None:
         positive = unit_kind != "temperature"
-    return dataclasses.field(metadata=_meta("quantity", doc, default, unit_kind=unit_kind,
-                                            positive=positive, allow_zero=allow_zero, optional=optional))
+    return dataclasses.field(
+        metadata=_meta(
+            "quantity",
+            doc,
+            default,
+            unit_kind=unit_kind,
+            positive=positive,
+            allow_zero=allow_zero,
+            optional=optional,
+        )
+    )
 
 
-def number(doc: str, default: Any = _REQUIRED, *, integer: bool = False, minimum: float | None = None,
-           maximum: float | None = None, exclusive_minimum: bool = False, optional: bool = False) -> Any:
+def number(
+    doc: str,
+    default: Any = _REQUIRED,
+    *,
+    integer: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    optional: bool = False,
+) -> Any:
     """A plain (dimensionless) number: a count, a fraction, an exponent."""
-    return dataclasses.field(metadata=_meta("number", doc, default, integer=integer, minimum=minimum,
-                                            maximum=maximum, exclusive_minimum=exclusive_minimum,
-                                            optional=optional))
+    return dataclasses.field(
+        metadata=_meta(
+            "number",
+            doc,
+            default,
+            integer=integer,
+            minimum=minimum,
+            maximum=maximum,
+            exclusive_minimum=exclusive_minimum,
+            optional=optional,
+        )
+    )
 
 
 def choice(doc: str, options: tuple[str, ...], default: Any = _REQUIRED) -> Any:
@@ -87,8 +120,13 @@ def section_map(doc: str, keys: tuple[str, ...], default: Any = _REQUIRED) -> An
     return dataclasses.field(metadata=_meta("section_map", doc, default, keys=keys))
 
 
-def curve(doc: str, default: Any = _REQUIRED, *, x_range: tuple[float, float] = (0.0, 1.0),
-          y_range: tuple[float, float] = (0.0, 1.0)) -> Any:
+def curve(
+    doc: str,
+    default: Any = _REQUIRED,
+    *,
+    x_range: tuple[float, float] = (0.0, 1.0),
+    y_range: tuple[float, float] = (0.0, 1.0),
+) -> Any:
     """A piecewise-linear curve as a list of [x, y] points with increasing x."""
     return dataclasses.field(metadata=_meta("curve", doc, default, x_range=x_range, y_range=y_range))
 
@@ -123,15 +161,24 @@ def _inner_class(cls: type, name: str) -> type:
 def build(cls: type, data: Any, *, file: str | None, path: str) -> Any:
     """Validate ``data`` (a YAML mapping) against ``cls`` and return the frozen dataclass."""
     if not isinstance(data, Mapping):
-        raise ConfigError("must be a mapping of fields", file=file, path=path or "(top level)",
-                          value=_short(data), expected=f"fields of {cls.__name__}")
+        raise ConfigError(
+            "must be a mapping of fields",
+            file=file,
+            path=path or "(top level)",
+            value=_short(data),
+            expected=f"fields of {cls.__name__}",
+        )
     fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("kind")}
     for key in data:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
-            raise ConfigError("unknown field", file=file, path=_join(path, str(key)),
-                              expected=f"one of {', '.join(sorted(fields))}",
-                              hint=f"did you mean {close[0]!r}?" if close else None)
+            raise ConfigError(
+                "unknown field",
+                file=file,
+                path=_join(path, str(key)),
+                expected=f"one of {', '.join(sorted(fields))}",
+                hint=f"did you mean {close[0]!r}?" if close else None,
+            )
     values: dict[str, Any] = {}
     for name, fld in fields.items():
         meta = fld.metadata
@@ -139,8 +186,9 @@ def build(cls: type, data: Any, *, file: str | None, path: str) -> Any:
         if name in data:
             raw = data[name]
         elif meta["default"] is _REQUIRED:
-            raise ConfigError("missing required field", file=file, path=fpath,
-                              expected=_expectation(cls, name, meta))
+            raise ConfigError(
+                "missing required field", file=file, path=fpath, expected=_expectation(cls, name, meta)
+            )
         else:
             raw = meta["default"]
         values[name] = _convert(cls, name, meta, raw, file=file, path=fpath)
@@ -149,28 +197,47 @@ def build(cls: type, data: Any, *, file: str | None, path: str) -> Any:
 
 def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: str | None, path: str) -> Any:
     kind = meta["kind"]
-    if raw is None and (meta.get("optional") or kind in ("section",) and meta.get("optional")):
+    if raw is None and (meta.get("optional") or (kind in ("section",) and meta.get("optional"))):
         return None
     if kind == "quantity":
         if raw is None:
-            raise ConfigError("missing value", file=file, path=path,
-                              expected=f'a quantity like "{_example(meta["unit_kind"])}"')
+            raise ConfigError(
+                "missing value",
+                file=file,
+                path=path,
+                expected=f'a quantity like "{_example(meta["unit_kind"])}"',
+            )
         value = parse_quantity(raw, meta["unit_kind"], file=file, path=path)
         if meta["positive"] and meta.get("allow_zero") and value < 0:
-            raise ConfigError("must not be negative", file=file, path=path, value=raw,
-                              expected=f'zero or more, e.g. "{_example(meta["unit_kind"])}"')
+            raise ConfigError(
+                "must not be negative",
+                file=file,
+                path=path,
+                value=raw,
+                expected=f'zero or more, e.g. "{_example(meta["unit_kind"])}"',
+            )
         if meta["positive"] and not meta.get("allow_zero") and value <= 0:
-            raise ConfigError("must be positive", file=file, path=path, value=raw,
-                              expected=f'a value above zero, e.g. "{_example(meta["unit_kind"])}"')
+            raise ConfigError(
+                "must be positive",
+                file=file,
+                path=path,
+                value=raw,
+                expected=f'a value above zero, e.g. "{_example(meta["unit_kind"])}"',
+            )
         return value
     if kind == "number":
         return _check_number(meta, raw, file=file, path=path)
     if kind == "choice":
         if raw not in meta["options"]:
             close = difflib.get_close_matches(str(raw), meta["options"], n=1)
-            raise ConfigError("not an allowed value", file=file, path=path, value=raw,
-                              expected=f"one of {', '.join(meta['options'])}",
-                              hint=f"did you mean {close[0]!r}?" if close else None)
+            raise ConfigError(
+                "not an allowed value",
+                file=file,
+                path=path,
+                value=raw,
+                expected=f"one of {', '.join(meta['options'])}",
+                hint=f"did you mean {close[0]!r}?" if close else None,
+            )
         return raw
     if kind == "text":
         if not isinstance(raw, str):
@@ -178,37 +245,63 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
         return raw
     if kind == "flag":
         if not isinstance(raw, bool):
-            raise ConfigError("must be true or false", file=file, path=path, value=raw, expected="true or false")
+            raise ConfigError(
+                "must be true or false", file=file, path=path, value=raw, expected="true or false"
+            )
         return raw
     if kind == "text_list":
         if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
-            raise ConfigError("must be a list of strings", file=file, path=path, value=_short(raw),
-                              expected="a list of strings")
+            raise ConfigError(
+                "must be a list of strings",
+                file=file,
+                path=path,
+                value=_short(raw),
+                expected="a list of strings",
+            )
         return tuple(raw)
     if kind == "section":
         return build(_inner_class(cls, name), raw, file=file, path=path)
     if kind == "section_list":
         if not isinstance(raw, list) or not raw:
-            raise ConfigError("must be a non-empty list", file=file, path=path, value=_short(raw),
-                              expected="a list of mappings")
+            raise ConfigError(
+                "must be a non-empty list",
+                file=file,
+                path=path,
+                value=_short(raw),
+                expected="a list of mappings",
+            )
         inner = _inner_class(cls, name)
         return tuple(build(inner, item, file=file, path=f"{path}[{i}]") for i, item in enumerate(raw))
     if kind in ("quantity_map", "section_map"):
         if not isinstance(raw, Mapping) or not raw:
-            raise ConfigError("must be a non-empty mapping", file=file, path=path, value=_short(raw),
-                              expected=f"keys among {', '.join(meta['keys'])}")
+            raise ConfigError(
+                "must be a non-empty mapping",
+                file=file,
+                path=path,
+                value=_short(raw),
+                expected=f"keys among {', '.join(meta['keys'])}",
+            )
         out: dict[str, Any] = {}
         for key, item in raw.items():
             if key not in meta["keys"]:
                 close = difflib.get_close_matches(str(key), meta["keys"], n=1)
-                raise ConfigError("unknown key", file=file, path=_join(path, str(key)),
-                                  expected=f"one of {', '.join(meta['keys'])}",
-                                  hint=f"did you mean {close[0]!r}?" if close else None)
+                raise ConfigError(
+                    "unknown key",
+                    file=file,
+                    path=_join(path, str(key)),
+                    expected=f"one of {', '.join(meta['keys'])}",
+                    hint=f"did you mean {close[0]!r}?" if close else None,
+                )
             if kind == "quantity_map":
                 value = parse_quantity(item, meta["unit_kind"], file=file, path=_join(path, str(key)))
                 if value <= 0:
-                    raise ConfigError("must be positive", file=file, path=_join(path, str(key)), value=item,
-                                      expected="a value above zero")
+                    raise ConfigError(
+                        "must be positive",
+                        file=file,
+                        path=_join(path, str(key)),
+                        value=item,
+                        expected="a value above zero",
+                    )
                 out[key] = value
             else:
                 out[key] = build(_inner_class(cls, name), item, file=file, path=_join(path, str(key)))
@@ -224,11 +317,13 @@ def _check_number(meta: Mapping[str, Any], raw: Any, *, file: str | None, path: 
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise ConfigError("must be a number", file=file, path=path, value=raw, expected=_number_range(meta))
     if not math.isfinite(raw):
-        raise ConfigError("must be a finite number", file=file, path=path, value=raw,
-                          expected=_number_range(meta))
+        raise ConfigError(
+            "must be a finite number", file=file, path=path, value=raw, expected=_number_range(meta)
+        )
     if meta["integer"] and (not float(raw).is_integer()):
-        raise ConfigError("must be a whole number", file=file, path=path, value=raw,
-                          expected=_number_range(meta))
+        raise ConfigError(
+            "must be a whole number", file=file, path=path, value=raw, expected=_number_range(meta)
+        )
     lo, hi = meta["minimum"], meta["maximum"]
     if lo is not None and (raw < lo or (meta["exclusive_minimum"] and raw == lo)):
         raise ConfigError("out of range", file=file, path=path, value=raw, expected=_number_range(meta))
@@ -240,21 +335,38 @@ def _check_number(meta: Mapping[str, Any], raw: Any, *, file: str | None, path: 
 def _check_curve(meta: Mapping[str, Any], raw: Any, *, file: str | None, path: str) -> tuple:
     expected = "a list of [x, y] pairs with increasing x"
     if not isinstance(raw, list) or len(raw) < 2:
-        raise ConfigError("must be a curve of at least two points", file=file, path=path, value=_short(raw),
-                          expected=expected)
+        raise ConfigError(
+            "must be a curve of at least two points",
+            file=file,
+            path=path,
+            value=_short(raw),
+            expected=expected,
+        )
     points = []
     (xlo, xhi), (ylo, yhi) = meta["x_range"], meta["y_range"]
     for i, item in enumerate(raw):
-        ok = (isinstance(item, (list, tuple)) and len(item) == 2
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item))
+        ok = (
+            isinstance(item, (list, tuple))
+            and len(item) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item)
+        )
         if not ok:
-            raise ConfigError("not an [x, y] pair", file=file, path=f"{path}[{i}]", value=item, expected=expected)
+            raise ConfigError(
+                "not an [x, y] pair", file=file, path=f"{path}[{i}]", value=item, expected=expected
+            )
         x, y = float(item[0]), float(item[1])
         if not (math.isfinite(x) and math.isfinite(y)) or not (xlo <= x <= xhi) or not (ylo < y <= yhi):
-            raise ConfigError("point out of range", file=file, path=f"{path}[{i}]", value=item,
-                              expected=f"x in [{xlo}, {xhi}] and y in ({ylo}, {yhi}]")
+            raise ConfigError(
+                "point out of range",
+                file=file,
+                path=f"{path}[{i}]",
+                value=item,
+                expected=f"x in [{xlo}, {xhi}] and y in ({ylo}, {yhi}]",
+            )
         if points and x <= points[-1][0]:
-            raise ConfigError("x must increase", file=file, path=f"{path}[{i}]", value=item, expected=expected)
+            raise ConfigError(
+                "x must increase", file=file, path=f"{path}[{i}]", value=item, expected=expected
+            )
         points.append((x, y))
     return tuple(points)
 
@@ -320,8 +432,11 @@ def _field_schema(cls: type, name: str, meta: Mapping[str, Any]) -> dict[str, An
     kind, doc = meta["kind"], meta["doc"]
     out: dict[str, Any]
     if kind == "quantity":
-        out = {"type": "string", "pattern": _QUANTITY_PATTERN,
-               "description": f"{doc} [unit: {SI_UNITS[meta['unit_kind']]}, e.g. \"{_example(meta['unit_kind'])}\"]"}
+        out = {
+            "type": "string",
+            "pattern": _QUANTITY_PATTERN,
+            "description": f'{doc} [unit: {SI_UNITS[meta["unit_kind"]]}, e.g. "{_example(meta["unit_kind"])}"]',
+        }
     elif kind == "number":
         out = {"type": "integer" if meta["integer"] else "number", "description": doc}
         if meta["minimum"] is not None:
@@ -341,15 +456,27 @@ def _field_schema(cls: type, name: str, meta: Mapping[str, Any]) -> dict[str, An
     elif kind == "section_list":
         out = {"type": "array", "items": json_schema(_inner_class(cls, name)), "description": doc}
     elif kind == "quantity_map":
-        out = {"type": "object", "description": doc, "additionalProperties": False,
-               "properties": {k: {"type": "string", "pattern": _QUANTITY_PATTERN} for k in meta["keys"]}}
+        out = {
+            "type": "object",
+            "description": doc,
+            "additionalProperties": False,
+            "properties": {k: {"type": "string", "pattern": _QUANTITY_PATTERN} for k in meta["keys"]},
+        }
     elif kind == "section_map":
         inner = json_schema(_inner_class(cls, name))
-        out = {"type": "object", "description": doc, "additionalProperties": False,
-               "properties": {k: inner for k in meta["keys"]}}
+        out = {
+            "type": "object",
+            "description": doc,
+            "additionalProperties": False,
+            "properties": {k: inner for k in meta["keys"]},
+        }
     elif kind == "curve":
-        out = {"type": "array", "description": doc, "minItems": 2,
-               "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}}
+        out = {
+            "type": "array",
+            "description": doc,
+            "minItems": 2,
+            "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+        }
     else:
         raise TypeError(kind)
     if meta.get("optional"):

@@ -23,8 +23,16 @@ from simcore.errors import TraceError
 
 FORMAT_VERSION = "1.0"
 SUPPORTED_MAJOR = 1
-EVENT_UNITS = {"t_start": "s", "t_end": "s", "flops": "FLOP", "nbytes": "B", "u_tensor": "1", "u_hbm": "1",
-               "u_scale_up": "1", "u_scale_out": "1"}
+EVENT_UNITS = {
+    "t_start": "s",
+    "t_end": "s",
+    "flops": "FLOP",
+    "nbytes": "B",
+    "u_tensor": "1",
+    "u_hbm": "1",
+    "u_scale_up": "1",
+    "u_scale_out": "1",
+}
 _STR = h5py.string_dtype()
 
 
@@ -54,8 +62,9 @@ class TraceWriter:
         if compression == "gzip":
             opts["compression_opts"] = 4
         self._opts = opts
-        self.events = self.file.create_dataset("events", shape=(0,), maxshape=(None,), dtype=EVENT_DTYPE,
-                                               chunks=(chunk_rows,), **opts)
+        self.events = self.file.create_dataset(
+            "events", shape=(0,), maxshape=(None,), dtype=EVENT_DTYPE, chunks=(chunk_rows,), **opts
+        )
         self.events.attrs["units"] = json.dumps(EVENT_UNITS)
         self.events.attrs["kind_names"] = json.dumps(KIND_NAMES)
         self.events.attrs["group_names"] = json.dumps(GROUPS)
@@ -69,7 +78,7 @@ class TraceWriter:
         if n == 0:
             return
         self.events.resize((self.rows + n,))
-        self.events[self.rows: self.rows + n] = block
+        self.events[self.rows : self.rows + n] = block
         self.rows += n
 
     def write_meta(self, attrs: dict[str, Any], texts: dict[str, str]) -> None:
@@ -90,10 +99,14 @@ class TraceWriter:
     def write_strings(self, path: str, values: list[str]) -> None:
         self.file.create_dataset(path, data=np.array(values, dtype=object), dtype=_STR)
 
-    def write_series(self, group: str, time_s: np.ndarray, series: dict[str, tuple[np.ndarray, str, str]]) -> None:
+    def write_series(
+        self, group: str, time_s: np.ndarray, series: dict[str, tuple[np.ndarray, str, str]]
+    ) -> None:
         """Time series sharing one time axis (a dimension scale): name -> (data [T, ...], units, long_name)."""
         g = self.file.require_group(group)
-        t = g.create_dataset("time", data=np.asarray(time_s, dtype=np.float64), **self._chunk_opts(len(time_s)))
+        t = g.create_dataset(
+            "time", data=np.asarray(time_s, dtype=np.float64), **self._chunk_opts(len(time_s))
+        )
         t.attrs["units"] = "s"
         t.make_scale("time")
         for name, (data, units, long_name) in series.items():
@@ -142,11 +155,15 @@ def open_trace(path: str | Path) -> h5py.File:
         raise TraceError(f"{path}: not a readable HDF5 file (truncated or not HDF5): {exc}") from None
     if f.attrs.get("format") != "racksim-trace":
         f.close()
-        raise TraceError(f"{path}: an HDF5 file, but not a racksim trace (no format='racksim-trace' attribute)")
+        raise TraceError(
+            f"{path}: an HDF5 file, but not a racksim trace (no format='racksim-trace' attribute)"
+        )
     version = str(f.attrs.get("format_version", "0"))
     major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else -1
     if major != SUPPORTED_MAJOR:
         f.close()
-        raise TraceError(f"{path}: trace format version {version} is not supported by this racksim "
-                         f"(reads {SUPPORTED_MAJOR}.x); upgrade racksim or re-run the simulation")
+        raise TraceError(
+            f"{path}: trace format version {version} is not supported by this racksim "
+            f"(reads {SUPPORTED_MAJOR}.x); upgrade racksim or re-run the simulation"
+        )
     return f

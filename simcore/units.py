@@ -64,7 +64,14 @@ DISPLAY_UNITS: dict[str, str] = {
 def registry() -> pint.UnitRegistry:
     """The one unit registry racksim uses, with hardware spellings added (built once per process)."""
     ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
-    for prefix, factor in (("k", "1e3"), ("K", "1e3"), ("M", "1e6"), ("G", "1e9"), ("T", "1e12"), ("P", "1e15")):
+    for prefix, factor in (
+        ("k", "1e3"),
+        ("K", "1e3"),
+        ("M", "1e6"),
+        ("G", "1e9"),
+        ("T", "1e12"),
+        ("P", "1e15"),
+    ):
         ureg.define(f"{prefix}b = {factor} * bit")
         ureg.define(f"{prefix}bps = {factor} * bit / second")
     ureg.define("FLOP = [] = flop = FLOPs")
@@ -113,15 +120,28 @@ def parse_quantity(
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ConfigError("not a quantity", file=file, path=path, value=value, expected=example)
     if isinstance(value, (int, float)):
-        raise ConfigError("a unit is required", file=file, path=path, value=value, expected=example,
-                          hint="a bare number is ambiguous; write the unit")
+        raise ConfigError(
+            "a unit is required",
+            file=file,
+            path=path,
+            value=value,
+            expected=example,
+            hint="a bare number is ambiguous; write the unit",
+        )
     match = _NUMBER_THEN_UNIT.match(value)
     if not match:
-        raise ConfigError("not a number followed by a unit", file=file, path=path, value=value,
-                          expected=example)
+        raise ConfigError(
+            "not a number followed by a unit", file=file, path=path, value=value, expected=example
+        )
     if not match.group(2):
-        raise ConfigError("a unit is required", file=file, path=path, value=value, expected=example,
-                          hint="a bare number is ambiguous; write the unit")
+        raise ConfigError(
+            "a unit is required",
+            file=file,
+            path=path,
+            value=value,
+            expected=example,
+            hint="a bare number is ambiguous; write the unit",
+        )
     number, unit = float(match.group(1)), match.group(2)
     if not math.isfinite(number):
         raise ConfigError("not a finite number", file=file, path=path, value=value, expected=example)
@@ -131,17 +151,30 @@ def parse_quantity(
         if kind == "temperature_delta" and str(quantity.units) in _DELTA_UNITS:
             quantity = ureg.Quantity(number, _DELTA_UNITS[str(quantity.units)])
         target = ureg.Quantity(1.0, si)
-    except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, AttributeError,
-            TypeError, ValueError, AssertionError) as exc:
-        raise ConfigError(f"unknown unit {unit!r}", file=file, path=path, value=value,
-                          expected=example) from exc
+    except (
+        pint.errors.UndefinedUnitError,
+        pint.errors.DefinitionSyntaxError,
+        AttributeError,
+        TypeError,
+        ValueError,
+        AssertionError,
+    ) as exc:
+        raise ConfigError(
+            f"unknown unit {unit!r}", file=file, path=path, value=value, expected=example
+        ) from exc
     if not _same_kind(quantity, target):
         hint = None
         per_second = quantity / ureg.second
         if _same_kind(per_second, target):
             hint = f"a rate needs a time unit: did you mean '{match.group(1)} {unit}/s'?"
-        raise ConfigError(f"wrong unit for {KIND_NOUNS.get(kind, kind)}", file=file, path=path, value=value,
-                          expected=example, hint=hint)
+        raise ConfigError(
+            f"wrong unit for {KIND_NOUNS.get(kind, kind)}",
+            file=file,
+            path=path,
+            value=value,
+            expected=example,
+            hint=hint,
+        )
     result = float(quantity.to(si).magnitude)
     if not math.isfinite(result):
         raise ConfigError("not a finite number", file=file, path=path, value=value, expected=example)

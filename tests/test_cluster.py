@@ -13,10 +13,18 @@ from simcore.profile import load_profile
 @pytest.fixture(scope="module")
 def hgx():
     """gen2 reshaped as 8-GPU servers (8-GPU domains), 4 servers per rack, 256-GPU leaves."""
-    return load_profile("gen2.yaml", ["scale_up.domain_size=8", "rack.gpus_per_tray=8", "rack.trays_per_rack=4",
-                                      "cluster.racks=512", "rack.switch_trays=0",
-                                      "scale_out.tiers=[{name: leaf, span_gpus: 256}, {name: spine, span_gpus: 4096},"
-                                      " {name: core, span_gpus: 65536}]"])
+    return load_profile(
+        "gen2.yaml",
+        [
+            "scale_up.domain_size=8",
+            "rack.gpus_per_tray=8",
+            "rack.trays_per_rack=4",
+            "cluster.racks=512",
+            "rack.switch_trays=0",
+            "scale_out.tiers=[{name: leaf, span_gpus: 256}, {name: spine, span_gpus: 4096},"
+            " {name: core, span_gpus: 65536}]",
+        ],
+    )
 
 
 def test_megatron_rank_order():
@@ -53,7 +61,7 @@ def test_group_layouts_say_which_tier_they_cross(hgx):
 def test_job_larger_than_cluster_says_racks_needed(hgx):
     c = Cluster(hgx, racks=2)
     c.require(64)
-    with pytest.raises(CapacityError, match="needs 65 GPUs = 3 racks of 32.*use --racks 3"):
+    with pytest.raises(CapacityError, match=r"needs 65 GPUs = 3 racks of 32.*use --racks 3"):
         c.require(65)
 
 

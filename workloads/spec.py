@@ -7,9 +7,9 @@ used, so errors read the same way: file, field path, value, expectation.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Iterable, Mapping
-import dataclasses
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -189,7 +189,18 @@ def validate_training_spec(spec: TrainingSpec) -> None:
     from workloads.model import check_parallelism
 
     par, file = spec.parallelism, spec.source_file
-    check_parallelism(spec.model, tp=par.tp, pp=par.pp, cp=par.cp, ep=par.ep, vp=par.vp, file=file)
+    check_parallelism(
+        spec.model,
+        tp=par.tp,
+        pp=par.pp,
+        cp=par.cp,
+        ep=par.ep,
+        vp=par.vp,
+        file=file,
+        dp=par.dp,
+        sequence_parallel=par.sequence_parallel,
+        seq_len=spec.model.seq_len,
+    )
     if par.ep > 1 and par.dp % par.ep:
         raise ConfigError(
             "ep must divide dp (experts are split over the data-parallel ranks)",
@@ -328,11 +339,13 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         cp=par.cp,
         ep=par.ep,
         vp=par.vp,
-        zero=3 if par.fsdp else par.zero,
+        zero=par.zero,
+        fsdp=par.fsdp,
         recompute=par.recompute,
         sequence_parallel=par.sequence_parallel,
         micro_batch=spec.batch.micro,
         num_microbatches=spec.microbatches,
+        seq_len=spec.model.seq_len,
         param_dtype_bytes=2,
         grad_dtype_bytes=4 if spec.precision != "fp4" else 2,
         stage_index=stage,

@@ -24,11 +24,12 @@ from simcore.cluster import GroupLayout, ParallelDims, validate_order
 from simcore.engine import CommGroup, Machine
 from simcore.kernels.compute import KIND_IDS
 from workloads import model as mdl
-from workloads.memory import training_memory
+from workloads.memory import stage_params, training_memory
 from workloads.schedule import interleaved
 from workloads.spec import TrainingSpec, _memory_kwargs
 
-DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "fp4": 0.5}
+# Activations travel in bf16 whatever the GEMM precision (fp8/fp4 recipes keep bf16 activations between ops).
+ACT_BYTES = 2
 
 Work = tuple[tuple[float, float, float, int], ...]
 
@@ -64,20 +65,8 @@ def _work(ops: list[Any]) -> Work:
     return tuple(out)
 
 
-def layer_segments(spec: TrainingSpec, layer: int, phase: str) -> tuple[Segment, ...]:
-    """Program of one transformer layer for one micro-batch: compute runs fused between collectives."""
-    par = spec.parallelism
-    kwargs = dict(
-        micro_batch=spec.batch.micro,
-        seq_len=spec.model.seq_len,
-        tp=par.tp,
-        sp=par.sequence_parallel,
-        cp=par.cp,
-        ep=par.ep,
-        dtype_bytes=DTYPE_BYTES[spec.precision] if spec.precision != "fp4" else 1,
-        phase=phase,
-    )
-    program = mdl.layer_program(spec.model, layer, **kwargs)
+def program_segments(program: list[Any], phase: str, sizes: dict[str, int]) -> tuple[Segment, ...]:
+    """Fuse the compute ops between collectives; drop collectives over groups of size 1."""
     segments: list[Segment] = []
     pending: list[Any] = []
     for item in program:
@@ -85,16 +74,32 @@ def layer_segments(spec: TrainingSpec, layer: int, phase: str) -> tuple[Segment,
             if pending:
                 segments.append(Segment(name=_fused_name(pending, phase), work=_work(pending)))
                 pending = []
-            size = {"tp": par.tp, "cp": par.cp, "ep": par.ep}.get(item.group, 1)
-            if size > 1 and item.nbytes > 0:
-                segments.append(
-                    Segment(name=f"{item.name}", group=item.group, op=item.op, nbytes=item.nbytes)
-                )
+            if sizes.get(item.group, 1) > 1 and item.nbytes > 0:
+                segments.append(Segment(name=item.name, group=item.group, op=item.op, nbytes=item.nbytes))
         else:
             pending.append(item)
     if pending:
         segments.append(Segment(name=_fused_name(pending, phase), work=_work(pending)))
     return tuple(segments)
+
+
+def _program_kwargs(spec: TrainingSpec) -> dict[str, Any]:
+    par = spec.parallelism
+    return dict(
+        micro_batch=spec.batch.micro,
+        seq_len=spec.model.seq_len,
+        tp=par.tp,
+        sp=par.sequence_parallel,
+        cp=par.cp,
+        dtype_bytes=ACT_BYTES,
+    )
+
+
+def layer_segments(spec: TrainingSpec, layer: int, phase: str) -> tuple[Segment, ...]:
+    """Program of one transformer layer for one micro-batch: compute runs fused between collectives."""
+    par = spec.parallelism
+    program = mdl.layer_program(spec.model, layer, ep=par.ep, phase=phase, **_program_kwargs(spec))
+    return program_segments(program, phase, {"tp": par.tp, "cp": par.cp, "ep": par.ep})
 
 
 def _fused_name(ops: list[Any], phase: str) -> str:
@@ -127,7 +132,7 @@ class TrainingJob:
         self.layouts: dict[str, GroupLayout] = machine.cluster.parallel_layouts(self.dims)
         self.chunks = par.vp
         self.vstages = par.pp * par.vp
-        self.layers_per_vstage = _split_layers(spec.model.layers, self.vstages)
+        self.stage_chunks = mdl.pipeline_layers(spec.model, par.pp, par.vp, file=spec.source_file)
         self.dtype = (
             "bf16"
             if spec.precision == "fp16" and "fp16" not in machine.profile.accelerator.peak_flops
@@ -135,6 +140,7 @@ class TrainingJob:
         )
         machine.profile.peak_flops(self.dtype)  # clear error if the accelerator lacks the precision
         self.step_times = StepTimes()
+        self._p2p_bytes = mdl.activation_bytes(spec.model, **_program_kwargs(spec))
         self._programs: dict[tuple[int, str], tuple[Segment, ...]] = {}
         self._classes()
 
@@ -192,8 +198,9 @@ class TrainingJob:
         return prog
 
     def vstage_layers(self, vstage: int) -> range:
-        start = sum(self.layers_per_vstage[:vstage])
-        return range(start, start + self.layers_per_vstage[vstage])
+        """Layers of virtual stage ``vstage`` (= chunk * pp + stage, Megatron's interleaving)."""
+        chunk, stage = divmod(vstage, self.dims.pp)
+        return self.stage_chunks[stage][chunk]
 
     # ------------------------------------------------------------------ processes
     def start(self) -> list[simpy.Process]:
@@ -242,7 +249,7 @@ class TrainingJob:
             )
         m.alloc(cls, self.act_bytes[cls])
         for layer in self.vstage_layers(vstage):
-            yield from self._run_program(cls, self._layer_program(layer, "fwd"), mb, zero3_gather=True)
+            yield from self._run_program(cls, self._layer_program(layer, "fwd"), mb)
         if vstage == self.vstages - 1:
             yield self._compute_ops(
                 cls, mdl.output_ops(spec.model, **self._edge_kwargs("fwd")), "fwd:output", mb
@@ -263,7 +270,7 @@ class TrainingJob:
         layers = list(self.vstage_layers(vstage))[::-1]
         bucket: list[int] = []
         for layer in layers:
-            yield from self._run_program(cls, self._layer_program(layer, "bwd"), mb, zero3_gather=True)
+            yield from self._run_program(cls, self._layer_program(layer, "bwd"), mb)
             if dp_events is not None:
                 bucket.append(layer)
                 if len(bucket) >= spec.parallelism.dp_bucket_layers:
@@ -299,7 +306,7 @@ class TrainingJob:
         )
 
     def _run_program(
-        self, cls: int, program: tuple[Segment, ...], mb: int, zero3_gather: bool
+        self, cls: int, program: tuple[Segment, ...], mb: int
     ) -> Generator[simpy.Event, Any, None]:
         m = self.m
         for seg in program:
@@ -325,31 +332,36 @@ class TrainingJob:
             phase=phase,
         )
 
+    def _stage_params(self, cls: int) -> float:
+        """Parameters this GPU holds for its stage (TP/EP-sharded, embedding/head included)."""
+        par = self.spec.parallelism
+        sp = stage_params(
+            self.spec.model, tp=par.tp, pp=par.pp, vp=par.vp, ep=par.ep, stage_index=self.class_stage[cls]
+        )
+        return sp.dense + sp.experts
+
     def _grad_sync(self, cls: int, layers: list[int]) -> simpy.Event:
-        """Reduce-scatter (ZeRO >= 1) or all-reduce (ZeRO 0) of a bucket of gradients on the dp stream."""
+        """Reduce-scatter (ZeRO >= 1) or all-reduce (ZeRO 0) of one gradient bucket on the dp stream.
+
+        A bucket's share of the stage's gradients is its share of the stage's layers; gradients are
+        reduced in bf16 (Megatron's default without grad_reduce_in_fp32).
+        """
         par = self.spec.parallelism
         if par.dp <= 1:
             return self.env.timeout(0)
-        params = sum(mdl.layer_params(self.spec.model, layer) for layer in layers) / (par.tp * 1.0)
-        grad_bytes = 2.0 * params
+        stage_layers = sum(len(c) for c in self.stage_chunks[self.class_stage[cls]])
+        nbytes = 2.0 * self._stage_params(cls) * len(layers) / stage_layers
         zero = 3 if par.fsdp else par.zero
         op = "reducescatter" if zero >= 1 else "allreduce"
-        nbytes = grad_bytes  # nccl-tests S: the full gradient buffer being reduced
         grp = self.groups[("dp", cls if self.fidelity != "full" else self.class_rank[cls])]
         return self.m.collective(cls, grp, op, nbytes, name=f"dp_{op}")
 
     def _optimizer(self, cls: int) -> Generator[simpy.Event, Any, None]:
-        """Adam on this rank's shard, then (ZeRO 1/2) all-gather of the updated parameters."""
+        """Adam on this rank's shard, then (ZeRO 1/2) all-gather of the updated bf16 parameters."""
         par, m = self.spec.parallelism, self.m
-        stage = self.class_stage[cls]
-        stage_params = sum(
-            mdl.layer_params(self.spec.model, layer)
-            for v in range(self.chunks)
-            for layer in self.vstage_layers(v * par.pp + stage)
-        )
-        stage_params /= par.tp
+        params = self._stage_params(cls)
         zero = 3 if par.fsdp else par.zero
-        shard = stage_params / par.dp if zero >= 1 else stage_params
+        shard = params / par.dp if zero >= 1 else params
         yield m.compute(
             cls,
             mdl.optimizer_flops(shard),
@@ -360,13 +372,7 @@ class TrainingJob:
         )
         if zero in (1, 2) and par.dp > 1:
             grp = self.groups[("dp", cls if self.fidelity != "full" else self.class_rank[cls])]
-            yield m.collective(cls, grp, "allgather", 2.0 * stage_params, name="dp_param_allgather")
-
-
-def _split_layers(layers: int, vstages: int) -> list[int]:
-    """Layers per virtual stage (even split; the spec check guarantees divisibility)."""
-    base, extra = divmod(layers, vstages)
-    return [base + (1 if i < extra else 0) for i in range(vstages)]
+            yield m.collective(cls, grp, "allgather", 2.0 * params, name="dp_param_allgather")
 
 
 def _inflight(stage: int, stages: int, microbatches: int, chunks: int) -> int:

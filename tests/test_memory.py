@@ -1,0 +1,203 @@
+"""workloads.memory: Korthikanti activation formulas, ZeRO sharding, pipeline in-flight counts, OOM advice."""
+
+from __future__ import annotations
+
+import pytest
+
+from simcore.errors import ConfigError
+from workloads.memory import (
+    explain_oom,
+    layer_activation_bytes,
+    stage_params,
+    training_memory,
+)
+from workloads.model import ModelSpec, load_preset, total_params
+
+# The 22B GPT of Korthikanti et al. 2022 Table 3 (s = 2048, h = 6144, a = 64, 4h GELU MLP, dropout).
+GPT22B = ModelSpec(
+    name="gpt-22b",
+    layers=48,
+    hidden=6144,
+    ffn_hidden=24576,
+    heads=64,
+    kv_heads=64,
+    vocab=51200,
+    seq_len=2048,
+    ffn="gelu",
+)
+KORTHIKANTI = {"flash_attention": False, "dropout": True}
+S, B, H, A, T = 2048, 4, 6144, 64, 8
+SBH = S * B * H  # 50,331,648
+
+
+def act(spec=GPT22B, **kw) -> float:
+    return layer_activation_bytes(spec, 0, micro_batch=B, **{**KORTHIKANTI, **kw})
+
+
+def test_korthikanti_no_parallelism():
+    # §4.1, no parallelism: s·b·h·(34 + 5·a·s/h) = 50,331,648 x (34 + 106 2/3) = 7,079,985,152 B per layer.
+    assert act() == pytest.approx(7_079_985_152, rel=1e-12)
+    assert act() == pytest.approx(SBH * (34 + 5 * A * S / H), rel=1e-12)
+
+
+def test_korthikanti_tensor_parallel():
+    # §4.2.1, TP: s·b·h·(10 + 24/t + 5·a·s/(h·t)) = 50,331,648 x (10 + 3 + 13 1/3) = 1,325,400,064
+    assert act(tp=T) == pytest.approx(1_325_400_064, rel=1e-12)
+
+
+def test_korthikanti_tensor_and_sequence_parallel():
+    # §4.2.2, tensor + sequence parallel: s·b·h/t·(34 + 5·a·s/h) = 6,291,456 x 140.67 = 884,998,144.
+    assert act(tp=T, sp=True) == pytest.approx(884_998_144, rel=1e-12)
+
+
+def test_korthikanti_selective_and_full_recompute():
+    # §5 (selective + SP): 34·s·b·h/t = 213,909,504; full recompute keeps 2·s·b·h (the layer input).
+    assert act(tp=T, sp=True, recompute="selective") == pytest.approx(213_909_504, rel=1e-12)
+    assert act(tp=T, recompute="full") == 2 * SBH
+    assert act(tp=T, sp=True, recompute="full") == 2 * SBH / T
+
+
+def test_swiglu_gqa_flash_derivation():
+    # Llama 3 8B, one sequence of 8192, no parallelism, flash attention, no dropout. Per token (bytes):
+    # norm inputs 2·2h, QKV input 2h, fc1 input 2h, Q 2h, K+V 2·2·8·128 = h, attention output 2h,
+    # SwiGLU 3·2·f = 21h, fp32 log-sum-exp 4·32 = 128  ->  34h + 128.
+    spec = load_preset("llama3-8b")
+    per_token = 34 * 4096 + 128
+    assert layer_activation_bytes(spec, 0, micro_batch=1) == 8192 * per_token
+
+
+def test_context_parallel_splits_tokens():
+    spec = load_preset("llama3-8b")
+    assert layer_activation_bytes(spec, 0, micro_batch=1, cp=4) == pytest.approx(
+        layer_activation_bytes(spec, 0, micro_batch=1) / 4
+    )
+
+
+@pytest.mark.parametrize("preset", ["llama3-70b", "mixtral-8x7b", "deepseek-v3", "gpt3-175b"])
+def test_recompute_orders_activations(preset):
+    spec = load_preset(preset)
+    kw = {"tp": 2, "sp": True, "flash_attention": False}
+    layer = spec.layers - 1
+    none, sel, full = (
+        layer_activation_bytes(spec, layer, micro_batch=1, recompute=r, **kw)
+        for r in ("none", "selective", "full")
+    )
+    assert full < sel < none
+
+
+@pytest.mark.parametrize(
+    ("preset", "kw"),
+    [
+        ("llama3-70b", {"tp": 8, "pp": 4, "dp": 16, "sequence_parallel": True}),
+        ("mixtral-8x7b", {"tp": 2, "pp": 2, "dp": 8, "ep": 8, "sequence_parallel": True}),
+        ("deepseek-v3", {"tp": 1, "pp": 1, "dp": 64, "ep": 64}),
+    ],
+)
+def test_zero_stages_shrink_memory_monotonically(preset, kw):
+    spec = load_preset(preset)
+    mems = [training_memory(spec, zero=z, num_microbatches=8, **kw) for z in range(4)]
+    totals = [m.total for m in mems]
+    assert totals[3] < totals[2] < totals[1] < totals[0]
+    assert mems[1].optimizer_states < mems[0].optimizer_states
+    assert mems[2].gradients < mems[1].gradients
+    assert mems[3].weights < mems[2].weights
+    assert training_memory(spec, fsdp=True, num_microbatches=8, **kw).total == totals[3]
+
+
+def test_training_memory_recompute_orders_activations():
+    spec = load_preset("gpt3-175b")
+    kw = {"tp": 8, "pp": 8, "dp": 4, "num_microbatches": 16, "flash_attention": False}
+    acts = [training_memory(spec, recompute=r, **kw).activations for r in ("full", "selective", "none")]
+    assert acts[0] < acts[1] < acts[2]
+
+
+def test_mixed_precision_adam_is_16_bytes_per_param():
+    # One GPU holds everything: 2 (bf16 weights) + 2 (grads) + 12 (fp32 master, m, v) bytes per parameter.
+    spec = load_preset("llama3-8b")
+    n = total_params(spec)
+    mem = training_memory(spec)
+    assert (mem.weights, mem.gradients, mem.optimizer_states) == (2 * n, 2 * n, 12 * n)
+    assert training_memory(spec, grad_dtype_bytes=4).gradients == 4 * n
+    assert training_memory(spec, zero=1, dp=8).optimizer_states == pytest.approx(12 * n / 8)
+
+
+def test_stages_partition_the_model():
+    spec = load_preset("llama3-8b")
+    stages = [stage_params(spec, pp=4, stage_index=i).total for i in range(4)]
+    assert sum(stages) == total_params(spec)
+    # Tied embeddings: the last stage keeps its own copy of the word embeddings when pp > 1 (Megatron-LM).
+    gpt = load_preset("gpt-7.5b")
+    copy = gpt.vocab * gpt.hidden
+    assert sum(stage_params(gpt, pp=4, stage_index=i).total for i in range(4)) == total_params(gpt) + copy
+
+
+def test_experts_shard_over_ep_and_dense_over_tp():
+    spec = load_preset("mixtral-8x7b")
+    one = stage_params(spec)
+    split = stage_params(spec, tp=2, ep=8)
+    assert split.experts == one.experts / 8
+    assert split.dense == pytest.approx(one.dense / 2, rel=0.01)  # norms and routers stay whole
+
+
+def test_one_f_one_b_in_flight_micro_batches():
+    spec = load_preset("llama3-8b")
+    kw = {"pp": 4, "num_microbatches": 16}
+    per_mb = [training_memory(spec, stage_index=i, pp=4, num_microbatches=1).activations for i in range(4)]
+    for i in range(3):  # the last stage adds its LM-head activations once
+        assert training_memory(spec, stage_index=i, **kw).activations == pytest.approx((4 - i) * per_mb[i])
+    # Fewer micro-batches than stages: only that many are ever in flight.
+    assert training_memory(spec, stage_index=0, pp=4, num_microbatches=2).activations == pytest.approx(
+        2 * per_mb[0]
+    )
+
+
+def test_interleaving_adds_korthikanti_factor():
+    # Stage 0 of an interleaved schedule holds (1 + (p - 1)/(p·v)) times the 1F1B activations.
+    spec = load_preset("llama3-8b")
+    p, v = 4, 2
+    plain = training_memory(spec, pp=p, num_microbatches=32).activations
+    inter = training_memory(spec, pp=p, vp=v, num_microbatches=32).activations
+    assert inter == pytest.approx(plain * (1 + (p - 1) / (p * v)))
+
+
+def test_bad_inputs_name_the_field():
+    spec = load_preset("llama3-8b")
+    cases = [
+        ({"zero": 4}, "parallelism.zero"),
+        ({"recompute": "partial"}, "parallelism.recompute"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"pp": 3}, "parallelism.pp"),
+        ({"tp": 3}, "parallelism.tp"),
+        ({"pp": 2, "stage_index": 2}, "stage_index"),
+        ({"micro_batch": 0}, "micro_batch"),
+    ]
+    for kw, path in cases:
+        with pytest.raises(ConfigError) as info:
+            training_memory(spec, **kw)
+        assert info.value.path == path, kw
+
+
+def test_explain_oom_names_items_and_only_useful_changes():
+    spec = load_preset("llama3-405b")
+    mem = training_memory(spec, tp=8, pp=8, dp=16, micro_batch=2, num_microbatches=16, flash_attention=False)
+    line = explain_oom(mem, 80e9)
+    assert line.startswith(f"stage 0 needs {mem.total / 1e9:.1f} GB of 80.0 GB: activations ")
+    assert "\n" not in line
+    suggestions = line.split("; try ")[1].replace(" or ", ", ").split(", ")
+    assert suggestions and "recompute: selective" in suggestions
+    # Under 1F1B stage 0 always holds pp micro-batches of 1/pp of the layers: more pp cannot help.
+    assert "pp: 16" not in suggestions
+    overrides = {"recompute: selective": {"recompute": "selective"}, "recompute: full": {"recompute": "full"}}
+    overrides |= {"sequence_parallel: true": {"sequence_parallel": True}, "micro: 1": {"micro_batch": 1}}
+    for label in suggestions:
+        key, value = label.split(": ")
+        change = overrides.get(label, {key: int(value) if value.isdigit() else value})
+        after = training_memory(spec, **{**mem.settings, **change})
+        assert after.activations < mem.activations, label
+
+
+def test_explain_oom_when_it_fits_or_nothing_helps():
+    spec = load_preset("llama3-8b")
+    assert "fits" in explain_oom(training_memory(spec, recompute="full"), 200e9)
+    tiny = explain_oom(training_memory(load_preset("gpt-1.7b"), zero=3, fsdp=True, recompute="full"), 1e6)
+    assert "stage 0 needs" in tiny

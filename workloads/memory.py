@@ -1,0 +1,351 @@
+"""HBM a training job needs on one GPU of one pipeline stage, item by item, and why a job does not fit.
+
+Activation formulas generalize Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
+Transformer Models", §4) to gated MLPs, grouped-query and latent attention, flash attention and experts;
+the derivation is in docs/models.md. Bytes are SI (1 GB = 1e9 B).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from simcore.errors import ConfigError
+from workloads.model import (
+    ModelSpec,
+    check_parallelism,
+    check_recompute,
+    kv_heads_per_rank,
+    layer_params,
+    pipeline_layers,
+)
+
+_ACT_BYTES = 2.0  # activations are kept in bf16/fp16 (Korthikanti's 2-byte tensors)
+_MASK_BYTES = 1.0  # a dropout mask is one byte per element
+_LSE_BYTES = 4.0  # flash attention keeps one fp32 log-sum-exp per query and head
+_PROB_BYTES = 4.0  # fp32 router probabilities and cross-entropy probabilities
+_ADAM_STATE_BYTES = 8.0  # fp32 m and v
+_MASTER_BYTES = 4.0  # fp32 master weights
+# MLP inner activations per token, in bytes per unit of FFN width.
+_INNER_PER_WIDTH = MappingProxyType({"gelu": 4.0, "squared_relu": 4.0, "swiglu": 6.0})
+_OPTIMIZERS = ("adam",)
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes per GPU on one pipeline stage; `total` is their sum."""
+
+    stage_index: int
+    weights: float
+    gradients: float
+    optimizer_states: float
+    activations: float
+    cp_buffers: float  # context-parallel K/V gather buffers
+    workspace: float  # transients: ZeRO-3 gathered layers, SP all-gather buffer, logits
+    spec: ModelSpec = field(repr=False, compare=False)
+    settings: Mapping[str, Any] = field(repr=False, compare=False)  # the training_memory arguments
+
+    @property
+    def total(self) -> float:
+        return sum(self.items().values())
+
+    def items(self) -> dict[str, float]:
+        """The memory items by the names explain_oom prints."""
+        return {
+            "weights": self.weights,
+            "gradients": self.gradients,
+            "optimizer": self.optimizer_states,
+            "activations": self.activations,
+            "cp buffers": self.cp_buffers,
+            "workspace": self.workspace,
+        }
+
+
+def _check_stage(stage_index: int, pp: int) -> None:
+    if isinstance(stage_index, bool) or not isinstance(stage_index, int) or not 0 <= stage_index < pp:
+        raise ConfigError(
+            "no such pipeline stage", path="stage_index", value=stage_index, expected=f"0..{pp - 1}"
+        )
+
+
+@dataclass(frozen=True)
+class StageParams:
+    """Parameters one GPU of a pipeline stage holds before ZeRO sharding."""
+
+    dense: float  # everything but routed experts; its data-parallel (ZeRO) group is dp·cp
+    experts: float  # routed experts; their data-parallel group is dp·cp·tp/ep (expert-TP = 1)
+    largest_layer: float  # the biggest single layer on this GPU (what ZeRO-3 gathers at once)
+
+    @property
+    def total(self) -> float:
+        return self.dense + self.experts
+
+
+def stage_params(
+    spec: ModelSpec, *, tp: int = 1, pp: int = 1, vp: int = 1, ep: int = 1, stage_index: int = 0
+) -> StageParams:
+    """Per-GPU parameters of one pipeline stage: TP shards attention and dense MLPs (norms, routers, shared
+    experts and MLA down-projections are whole on every TP rank), EP shards routed experts. Stage 0 adds the
+    vocab-parallel embedding; the last stage the final norm and LM head (a tied head is a second copy when
+    pp > 1, as in Megatron-LM).
+    """
+    _check_stage(stage_index, pp)
+    h = spec.hidden
+    dense, experts, largest = 0.0, 0.0, 0.0
+    for chunk in pipeline_layers(spec, pp, vp)[stage_index]:
+        for i in chunk:
+            p = layer_params(spec, i)
+            duplicated = p.attention_tp_duplicated + p.norms + p.router + p.shared_experts
+            local = (p.attention - p.attention_tp_duplicated + p.dense_ffn) / tp + duplicated
+            dense += local
+            experts += p.routed_experts / ep
+            largest = max(largest, local + p.routed_experts / ep)
+    if stage_index == 0:
+        dense += spec.vocab * h / tp + (spec.seq_len * h if spec.position_embedding == "learned" else 0)
+    if stage_index == pp - 1:
+        dense += h * (2 if spec.bias else 1)
+        if not spec.tied_embeddings or pp > 1:
+            dense += spec.vocab * h / tp
+    return StageParams(dense, experts, largest)
+
+
+def layer_activation_bytes(
+    spec: ModelSpec,
+    layer_index: int,
+    *,
+    micro_batch: int,
+    seq_len: int | None = None,
+    tp: int = 1,
+    sp: bool = False,
+    cp: int = 1,
+    recompute: str = "none",
+    flash_attention: bool = True,
+    dropout: bool = False,
+) -> float:
+    """Activation bytes one layer keeps for the backward pass, for one micro-batch, on one GPU.
+
+    With flash_attention=False, dropout=True and a GPT layer this is exactly Korthikanti et al. §4-5:
+    s·b·h·(34 + 5·a·s/h) without parallelism, s·b·h·(10 + 24/t + 5·a·s/(h·t)) with TP, s·b·h/t·(34 + 5·a·s/h)
+    with TP + SP, 34·s·b·h/t selective, 2·s·b·h (/t with SP) full.
+    """
+    check_recompute(recompute)
+    s = spec.seq_len if seq_len is None else seq_len
+    tokens = micro_batch * s / cp
+    h = spec.hidden
+    seq_split = tp if sp else 1  # what SP divides; the rest is per rank already
+    if recompute == "full":
+        return tokens * _ACT_BYTES * h / seq_split
+
+    mask = _MASK_BYTES if dropout else 0.0
+    heads = spec.heads / tp
+    kv = kv_heads_per_rank(spec, tp)
+    dqk, dv = spec.qk_head_dim, spec.v_head_dim
+    # Per-token bytes of the attention block.
+    replicated = _ACT_BYTES * 2 * h + mask * h  # norm input, projection input; output dropout mask
+    per_rank = _ACT_BYTES * (heads * dqk + kv * (dqk + dv))  # Q, K, V
+    per_rank += _ACT_BYTES * heads * dv  # attention output = out-projection input
+    if spec.mla is not None:
+        m = spec.mla
+        replicated += _ACT_BYTES * (m.q_lora_rank + m.kv_lora_rank)  # latent norm inputs (local tokens)
+        # Gathered latents feed the up-projections on every TP rank: SP does not split them.
+        per_rank += _ACT_BYTES * (m.q_lora_rank + m.kv_lora_rank + m.qk_rope_head_dim)
+    if flash_attention:
+        per_rank += _LSE_BYTES * heads
+    elif recompute == "none":
+        # softmax output (+ dropout mask and dropout output) over all s keys; selective recomputes them.
+        per_rank += heads * s * (_ACT_BYTES + (mask + _ACT_BYTES if dropout else 0.0))
+
+    # Per-token bytes of the MLP block.
+    inner = _INNER_PER_WIDTH[spec.ffn]
+    moe = spec.moe
+    if moe is None or not spec.is_moe_layer(layer_index):
+        replicated += _ACT_BYTES * 2 * h + mask * h  # norm input, fc1 input; dropout mask
+        per_rank += inner * spec.dense_ffn_hidden / tp
+    else:
+        # Expert layers work on sequence-parallel shards (tokens / tp) with whole experts.
+        routed = moe.top_k * moe.imbalance
+        expert = _ACT_BYTES * 2 * h + inner * moe.expert_ffn_hidden + _ACT_BYTES * h  # in, inner, out
+        moe_bytes = _ACT_BYTES * 2 * h + _PROB_BYTES * moe.experts + mask * h  # norm in, router in, probs
+        moe_bytes += routed * expert + moe.shared_experts * inner * moe.expert_ffn_hidden
+        per_rank += moe_bytes / tp
+    return tokens * (replicated / seq_split + per_rank)
+
+
+def _check_choice(value: Any, choices: tuple[Any, ...], path: str) -> None:
+    if value not in choices:
+        raise ConfigError(
+            "unsupported value", path=path, value=value, expected="one of " + ", ".join(map(str, choices))
+        )
+
+
+def training_memory(
+    spec: ModelSpec,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    dp: int = 1,
+    cp: int = 1,
+    ep: int = 1,
+    vp: int = 1,
+    zero: int = 0,
+    fsdp: bool = False,
+    recompute: str = "none",
+    sequence_parallel: bool = False,
+    micro_batch: int = 1,
+    num_microbatches: int = 1,
+    seq_len: int | None = None,
+    param_dtype_bytes: float = 2,
+    grad_dtype_bytes: float = 2,
+    optimizer: str = "adam",
+    master_weights: bool = True,
+    flash_attention: bool = True,
+    dropout: bool = False,
+    stage_index: int = 0,
+) -> MemoryBreakdown:
+    """Training memory per GPU on pipeline stage `stage_index` (mixed-precision Adam, 1F1B pipelining).
+
+    Weights `param_dtype_bytes`, gradients `grad_dtype_bytes` (4 = fp32 accumulation), optimizer 12 B/param
+    (fp32 master + m + v; 8 without master weights) on the parameters of stage_params(). ZeRO-1 shards the
+    optimizer over dp·cp, ZeRO-2 also the gradients, ZeRO-3 / FSDP also the weights; routed experts shard
+    over their own data-parallel group dp·cp·tp/ep.
+    """
+    settings = dict(locals())
+    del settings["spec"]
+    s = spec.seq_len if seq_len is None else seq_len
+    check_recompute(recompute)
+    _check_choice(zero, (0, 1, 2, 3), "parallelism.zero")
+    _check_choice(optimizer, _OPTIMIZERS, "optimizer")
+    for key in ("dp", "micro_batch", "num_microbatches"):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError("must be a positive integer", path=key, value=value, expected="an integer >= 1")
+    check_parallelism(spec, tp, pp, cp, ep, vp, dp=dp, sequence_parallel=sequence_parallel, seq_len=s)
+    _check_stage(stage_index, pp)
+    if fsdp:
+        zero = 3
+    h = spec.hidden
+    last = stage_index == pp - 1
+    layers = [i for chunk in pipeline_layers(spec, pp, vp)[stage_index] for i in chunk]
+
+    params = stage_params(spec, tp=tp, pp=pp, vp=vp, ep=ep, stage_index=stage_index)
+    dense_group, expert_group = dp * cp, dp * cp * tp / ep
+
+    def per_gpu(sharded: bool) -> float:
+        if sharded:
+            return params.dense / dense_group + params.experts / expert_group
+        return params.dense + params.experts
+
+    optimizer_per_param = _ADAM_STATE_BYTES + (_MASTER_BYTES if master_weights else 0.0)
+    weights = param_dtype_bytes * per_gpu(zero >= 3)
+    gradients = grad_dtype_bytes * per_gpu(zero >= 2)
+    optimizer_states = optimizer_per_param * per_gpu(zero >= 1)
+
+    # Activations: micro-batches in flight under 1F1B times one micro-batch's stage activations.
+    act_kw = {
+        "micro_batch": micro_batch,
+        "seq_len": s,
+        "tp": tp,
+        "sp": sequence_parallel,
+        "cp": cp,
+        "flash_attention": flash_attention,
+        "dropout": dropout,
+    }
+    per_microbatch = sum(layer_activation_bytes(spec, i, recompute=recompute, **act_kw) for i in layers)
+    if vp == 1:
+        in_flight = min(pp - stage_index, num_microbatches)
+        activations = in_flight * per_microbatch
+    else:
+        # Megatron's interleaved schedule: 2·(pp - stage - 1) + (vp - 1)·pp warm-up chunks, + 1 steady.
+        chunks = min(num_microbatches * vp, 2 * (pp - stage_index - 1) + (vp - 1) * pp + 1)
+        activations = chunks * per_microbatch / vp
+    if recompute == "full":
+        # The layer being recomputed during its backward holds its full activations once.
+        activations += max(layer_activation_bytes(spec, i, recompute="none", **act_kw) for i in layers)
+    tokens = micro_batch * s / cp
+    seq_split = tp if sequence_parallel else 1
+    if last:
+        # final-norm input and LM-head input (bf16), fp32 cross-entropy probabilities; one micro-batch.
+        activations += tokens * (2 * _ACT_BYTES * h / seq_split + _PROB_BYTES * spec.vocab / tp)
+
+    cp_buffers = 0.0
+    if cp > 1:
+        # One layer's gathered K and V (forward) and their gradients (backward).
+        kv = micro_batch * s * kv_heads_per_rank(spec, tp) * (spec.qk_head_dim + spec.v_head_dim) * _ACT_BYTES
+        cp_buffers = 2 * kv
+
+    workspace = 0.0
+    if zero >= 3:
+        # The layer in use and the prefetched next one, gathered, plus one layer's unsharded gradients.
+        workspace += params.largest_layer * (2 * param_dtype_bytes + grad_dtype_bytes)
+    if tp > 1 and sequence_parallel:
+        workspace += tokens * h * _ACT_BYTES  # the all-gathered layer input
+    if last:
+        workspace += tokens * spec.vocab / tp * _ACT_BYTES  # bf16 logits before the fp32 loss
+
+    return MemoryBreakdown(
+        stage_index=stage_index,
+        weights=weights,
+        gradients=gradients,
+        optimizer_states=optimizer_states,
+        activations=activations,
+        cp_buffers=cp_buffers,
+        workspace=workspace,
+        spec=spec,
+        settings=MappingProxyType(settings),
+    )
+
+
+def _candidates(spec: ModelSpec, st: Mapping[str, Any]) -> list[list[tuple[str, dict[str, Any]]]]:
+    """Changes a user could make, one group per knob, each group ordered from mild to strong."""
+    groups: list[list[tuple[str, dict[str, Any]]]] = []
+    modes = ("none", "selective", "full")
+    groups.append([(f"recompute: {r}", {"recompute": r}) for r in modes[modes.index(st["recompute"]) + 1 :]])
+    zero = 3 if st["fsdp"] else st["zero"]
+    groups.append([(f"zero: {z}", {"zero": z}) for z in range(zero + 1, 4)])
+    if st["tp"] > 1 and not st["sequence_parallel"]:
+        groups.append([("sequence_parallel: true", {"sequence_parallel": True})])
+    sp_for_moe = spec.moe is not None and not st["sequence_parallel"]
+    tp_label = f"tp: {2 * st['tp']}" + (" with sequence_parallel: true" if sp_for_moe else "")
+    groups.append(
+        [(tp_label, {"tp": 2 * st["tp"], "sequence_parallel": st["sequence_parallel"] or sp_for_moe})]
+    )
+    groups.append([(f"pp: {p}", {"pp": p}) for p in range(st["pp"] + 1, spec.layers + 1)])
+    groups.append([(f"cp: {2 * st['cp']}", {"cp": 2 * st["cp"]})])
+    if spec.moe is not None:
+        groups.append([(f"ep: {2 * st['ep']}", {"ep": 2 * st["ep"]})])
+    if st["micro_batch"] > 1:
+        groups.append([("micro: 1", {"micro_batch": 1})])
+    return groups
+
+
+def explain_oom(breakdown: MemoryBreakdown, capacity_bytes: float) -> str:
+    """One line: what the stage needs, its two largest items, and single changes that shrink the largest.
+
+    For each knob (recompute, ZeRO, SP, tp, pp, cp, ep, micro-batch) the mildest change that training_memory
+    says reduces the largest item is offered; the three with the smallest resulting total are printed.
+    """
+    items = sorted(breakdown.items().items(), key=lambda kv: kv[1], reverse=True)
+    head = (
+        f"stage {breakdown.stage_index} needs {breakdown.total / 1e9:.1f} GB of {capacity_bytes / 1e9:.1f} GB"
+    )
+    if breakdown.total <= capacity_bytes:
+        return f"{head}: fits with {(capacity_bytes - breakdown.total) / 1e9:.1f} GB free"
+    detail = ", ".join(f"{name} {value / 1e9:.1f} GB" for name, value in items[:2] if value > 0)
+    largest, largest_bytes = items[0]
+    found: list[tuple[float, str]] = []
+    for group in _candidates(breakdown.spec, breakdown.settings):
+        for label, change in group:
+            try:
+                after = training_memory(breakdown.spec, **{**breakdown.settings, **change})
+            except ConfigError:
+                continue  # this model cannot run that way (e.g. pp not dividing the layers)
+            if after.items()[largest] < largest_bytes * (1 - 1e-9):
+                found.append((after.total, label))
+                break
+    if not found:
+        return f"{head}: {detail}; no single change of recompute, ZeRO or parallelism shrinks {largest}"
+    labels = [label for _, label in sorted(found)[:3]]
+    tries = labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " or " + labels[-1]
+    return f"{head}: {detail}; try {tries}"

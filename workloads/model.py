@@ -1,0 +1,1078 @@
+"""Transformer model description and its arithmetic: parameters, FLOPs, per-layer ops and collectives.
+
+This module knows models and parallelism, never hardware: every quantity is a count (parameters), FLOP or
+byte, per GPU after sharding. The simulator turns ops into time and comms into collectives. The counting
+conventions (6N + attention model FLOPs, flash-style attention, nccl-tests byte sizes) are written out in
+docs/models.md; the code follows that document.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from simcore.errors import ConfigError
+
+FFN_KINDS = ("gelu", "swiglu", "squared_relu")
+POSITION_KINDS = ("rope", "alibi", "learned")
+RECOMPUTE_KINDS = ("none", "selective", "full")
+PHASES = ("fwd", "bwd")
+
+# Old or informal names that map to a preset file named after the printed parameter count.
+_PRESET_ALIASES = (("gpt-1t", "gpt-1008b"),)
+
+# Nominal FLOPs per element of the memory-bound kernels: they never decide the time (bytes do), but a
+# non-zero count keeps hardware-FLOP totals honest.
+_NORM_FLOPS_PER_ELEMENT = 5.0
+_ACT_FLOPS_PER_ELEMENT = MappingProxyType({"gelu": 8.0, "swiglu": 5.0, "squared_relu": 2.0})
+_SOFTMAX_XENT_FLOPS_PER_ELEMENT = 5.0
+_ADAM_FLOPS_PER_PARAM = 16.0
+# FlashAttention-2 backward runs 5 matmuls against the forward's 2 (it recomputes the scores).
+_FLASH_BWD_FLOP_FACTOR = 2.5
+
+
+# --------------------------------------------------------------------------------------------------
+# Model description
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoESpec:
+    """Mixture-of-experts FFN: which layers are sparse and how big the experts are."""
+
+    experts: int
+    top_k: int
+    expert_ffn_hidden: int
+    shared_experts: int = 0
+    dense_layers: int = 0  # the first `dense_layers` layers use a dense FFN
+    imbalance: float = 1.0  # tokens on the busiest expert-parallel rank / the mean (>= 1)
+    dense_ffn_hidden: int | None = None  # FFN width of the dense layers; None = ModelSpec.ffn_hidden
+
+
+@dataclass(frozen=True, kw_only=True)
+class MLASpec:
+    """Multi-head latent attention (DeepSeek-V2/V3, Kimi K2): low-rank Q and compressed KV."""
+
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+    q_lora_rank: int = 0  # 0 = queries projected directly from the hidden state
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """A decoder-only transformer, as in the `model:` block of a workload spec (DESIGN.md)."""
+
+    name: str
+    layers: int
+    hidden: int
+    ffn_hidden: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    seq_len: int
+    ffn: str
+    head_dim: int | None = None  # None = hidden // heads (filled in at construction)
+    moe: MoESpec | None = None
+    mla: MLASpec | None = None
+    tied_embeddings: bool = False
+    bias: bool = False  # linear layers and norms carry biases (GPT-2/3, Megatron GPT, MPT yamls)
+    position_embedding: str = "rope"  # rope | alibi | learned (learned adds seq_len x hidden params)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.head_dim is None:
+            object.__setattr__(self, "head_dim", self.hidden // self.heads)
+
+    @property
+    def qk_head_dim(self) -> int:
+        """Per-head width of queries and keys (MLA: no-PE part + RoPE part)."""
+        if self.mla is not None:
+            return self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim
+        return int(self.head_dim or 0)
+
+    @property
+    def v_head_dim(self) -> int:
+        """Per-head width of values and of the attention output."""
+        if self.mla is not None:
+            return self.mla.v_head_dim
+        return int(self.head_dim or 0)
+
+    def is_moe_layer(self, layer_index: int) -> bool:
+        """True when layer `layer_index` (0-based) has a routed-expert FFN."""
+        return self.moe is not None and layer_index >= self.moe.dense_layers
+
+    @property
+    def dense_ffn_hidden(self) -> int:
+        """FFN width of the dense layers (all layers of a dense model)."""
+        if self.moe is not None and self.moe.dense_ffn_hidden is not None:
+            return self.moe.dense_ffn_hidden
+        return self.ffn_hidden
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------------
+
+_MODEL_REQUIRED = ("name", "layers", "hidden", "ffn_hidden", "heads", "kv_heads", "vocab", "seq_len", "ffn")
+_MODEL_OPTIONAL = ("head_dim", "moe", "mla", "tied_embeddings", "bias", "position_embedding", "source")
+_MOE_REQUIRED = ("experts", "top_k", "expert_ffn_hidden")
+_MOE_OPTIONAL = ("shared_experts", "dense_layers", "imbalance", "dense_ffn_hidden")
+_MLA_REQUIRED = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+_MLA_OPTIONAL = ("q_lora_rank",)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
+    if not close:
+        return None
+    return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+class _Reader:
+    """Reads one mapping of a spec, raising a ConfigError that names the file and field path."""
+
+    def __init__(self, data: Any, *, file: str | None, path: str) -> None:
+        self.file = file
+        self.path = path
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                "expected a mapping", file=file, path=path or None, value=data, expected="key: value pairs"
+            )
+        self.data = data
+
+    def error(self, key: str, message: str, **kw: Any) -> ConfigError:
+        return ConfigError(message, file=self.file, path=_join(self.path, key), **kw)
+
+    def check_keys(self, required: tuple[str, ...], optional: tuple[str, ...]) -> None:
+        allowed = required + optional
+        for key in self.data:
+            if key not in allowed:
+                raise self.error(
+                    str(key),
+                    "unknown key",
+                    expected="one of " + ", ".join(allowed),
+                    hint=_did_you_mean(str(key), allowed),
+                )
+        for key in required:
+            if key not in self.data:
+                raise self.error(key, "missing required key", expected="a value for it")
+
+    def get_int(self, key: str, *, minimum: int = 1, default: int | None = None) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.error(key, "must be an integer", value=value, expected=f"an integer >= {minimum}")
+        return value
+
+    def optional_int(self, key: str) -> int | None:
+        if self.data.get(key) is None:
+            return None
+        return self.get_int(key)
+
+    def get_number(self, key: str, *, minimum: float, default: float) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= minimum:
+            raise self.error(key, "must be a number", value=value, expected=f"a number >= {minimum}")
+        return float(value)
+
+    def get_bool(self, key: str, *, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, "must be true or false", value=value, expected="true or false")
+        return value
+
+    def get_str(self, key: str, *, default: str | None = None, choices: tuple[str, ...] | None = None) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise self.error(key, "must be a non-empty string", value=value, expected="a string")
+        if choices is not None and value not in choices:
+            raise self.error(
+                key,
+                "unknown value",
+                value=value,
+                expected="one of " + ", ".join(choices),
+                hint=_did_you_mean(value, choices),
+            )
+        return value
+
+
+def _load_moe(data: Any, *, file: str | None, path: str, layers: int) -> MoESpec:
+    r = _Reader(data, file=file, path=path)
+    r.check_keys(_MOE_REQUIRED, _MOE_OPTIONAL)
+    experts = r.get_int("experts")
+    top_k = r.get_int("top_k")
+    if top_k > experts:
+        raise r.error("top_k", f"top_k = {top_k} exceeds experts = {experts}", expected=f"1..{experts}")
+    dense_layers = r.get_int("dense_layers", minimum=0, default=0)
+    if dense_layers >= layers:
+        raise r.error(
+            "dense_layers",
+            f"dense_layers = {dense_layers} leaves no MoE layer of {layers}",
+            expected=f"0..{layers - 1}",
+        )
+    return MoESpec(
+        experts=experts,
+        top_k=top_k,
+        expert_ffn_hidden=r.get_int("expert_ffn_hidden"),
+        shared_experts=r.get_int("shared_experts", minimum=0, default=0),
+        dense_layers=dense_layers,
+        imbalance=r.get_number("imbalance", minimum=1.0, default=1.0),
+        dense_ffn_hidden=r.optional_int("dense_ffn_hidden"),
+    )
+
+
+def _load_mla(data: Any, *, file: str | None, path: str) -> MLASpec:
+    r = _Reader(data, file=file, path=path)
+    r.check_keys(_MLA_REQUIRED, _MLA_OPTIONAL)
+    return MLASpec(
+        q_lora_rank=r.get_int("q_lora_rank", minimum=0, default=0),
+        kv_lora_rank=r.get_int("kv_lora_rank"),
+        qk_nope_head_dim=r.get_int("qk_nope_head_dim"),
+        qk_rope_head_dim=r.get_int("qk_rope_head_dim"),
+        v_head_dim=r.get_int("v_head_dim"),
+    )
+
+
+def load_model(data: Any, *, file: str | None = None, path: str = "model") -> ModelSpec:
+    """Validate a `model:` mapping and build a ModelSpec; the first problem raises a ConfigError."""
+    r = _Reader(data, file=file, path=path)
+    r.check_keys(_MODEL_REQUIRED, _MODEL_OPTIONAL)
+    layers = r.get_int("layers")
+    hidden = r.get_int("hidden")
+    heads = r.get_int("heads")
+    kv_heads = r.get_int("kv_heads")
+    if kv_heads > heads or heads % kv_heads:
+        raise r.error(
+            "kv_heads",
+            f"kv_heads = {kv_heads} does not divide heads = {heads}",
+            expected="a divisor of heads (grouped-query attention)",
+        )
+    head_dim = r.optional_int("head_dim")
+    if head_dim is None and hidden % heads:
+        raise r.error(
+            "heads",
+            f"heads = {heads} does not divide hidden = {hidden}",
+            expected="a divisor of hidden",
+            hint="or give head_dim explicitly",
+        )
+    moe = (
+        None
+        if data.get("moe") is None
+        else _load_moe(data["moe"], file=file, path=_join(path, "moe"), layers=layers)
+    )
+    mla = None if data.get("mla") is None else _load_mla(data["mla"], file=file, path=_join(path, "mla"))
+    if mla is not None and kv_heads != heads:
+        raise r.error(
+            "kv_heads",
+            "multi-head latent attention decompresses K and V per head",
+            value=kv_heads,
+            expected=f"kv_heads = heads = {heads}",
+        )
+    source = data.get("source", "")
+    if not isinstance(source, str):
+        raise r.error("source", "must be a string", value=source, expected="a citation")
+    return ModelSpec(
+        name=r.get_str("name"),
+        layers=layers,
+        hidden=hidden,
+        ffn_hidden=r.get_int("ffn_hidden"),
+        heads=heads,
+        kv_heads=kv_heads,
+        vocab=r.get_int("vocab"),
+        seq_len=r.get_int("seq_len"),
+        ffn=r.get_str("ffn", choices=FFN_KINDS),
+        head_dim=head_dim,
+        moe=moe,
+        mla=mla,
+        tied_embeddings=r.get_bool("tied_embeddings", default=False),
+        bias=r.get_bool("bias", default=False),
+        position_embedding=r.get_str("position_embedding", default="rope", choices=POSITION_KINDS),
+        source=source,
+    )
+
+
+def _preset_dir() -> Any:
+    return resources.files(__package__) / "presets"
+
+
+def list_presets() -> list[str]:
+    """Names of the bundled model presets (workloads/presets/*.yaml), sorted."""
+    return sorted(p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> ModelSpec:
+    """Load a bundled preset by name (e.g. ``llama3-405b``); an unknown name lists the close ones."""
+    names = list_presets()
+    canonical = dict(_PRESET_ALIASES).get(name, name)
+    if canonical not in names:
+        raise ConfigError(
+            "unknown model preset",
+            path="preset",
+            value=name,
+            expected="one of " + ", ".join(names),
+            hint=_did_you_mean(name, names),
+        )
+    file = f"workloads/presets/{canonical}.yaml"
+    try:
+        data = yaml.safe_load((_preset_dir() / f"{canonical}.yaml").read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=file) from exc
+    return load_model(data, file=file, path="")
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter counts
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerParams:
+    """Parameters of one transformer layer, split the way parallelism shards them."""
+
+    attention: int  # all attention projections (+ their biases and MLA latent norms)
+    attention_tp_duplicated: int  # part of `attention` every TP rank holds whole (MLA down-projections)
+    norms: int  # the two pre-norms
+    dense_ffn: int  # dense MLP (0 on MoE layers)
+    routed_experts: int  # all routed experts of the layer
+    active_routed: int  # the top_k experts one token uses
+    shared_experts: int
+    router: int
+
+    @property
+    def total(self) -> int:
+        return (
+            self.attention
+            + self.norms
+            + self.dense_ffn
+            + self.routed_experts
+            + self.shared_experts
+            + self.router
+        )
+
+    @property
+    def active(self) -> int:
+        """Parameters one token touches: everything but the unselected routed experts."""
+        return self.total - self.routed_experts + self.active_routed
+
+
+def _ffn_matrix_params(spec: ModelSpec, ffn_hidden: int) -> int:
+    """One MLP (dense, expert or shared expert): up (x2 when gated) and down projections, plus biases."""
+    up_width = 2 * ffn_hidden if spec.ffn == "swiglu" else ffn_hidden
+    params = spec.hidden * up_width + ffn_hidden * spec.hidden
+    if spec.bias:
+        params += up_width + spec.hidden
+    return params
+
+
+def _norm_params(spec: ModelSpec, width: int) -> int:
+    return width * (2 if spec.bias else 1)
+
+
+def _attention_params(spec: ModelSpec) -> tuple[int, int]:
+    """(all attention parameters, the TP-duplicated part)."""
+    h, a = spec.hidden, spec.heads
+    if spec.mla is not None:
+        m = spec.mla
+        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+        duplicated = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank  # kv down-proj + kv norm
+        if m.q_lora_rank:
+            duplicated += h * m.q_lora_rank + m.q_lora_rank  # q down-proj + q norm
+            q_up = m.q_lora_rank * a * qk
+        else:
+            q_up = h * a * qk
+        sharded = q_up + m.kv_lora_rank * a * (m.qk_nope_head_dim + m.v_head_dim) + a * m.v_head_dim * h
+        return duplicated + sharded, duplicated
+    d = int(spec.head_dim or 0)
+    qkv_width = (a + 2 * spec.kv_heads) * d
+    params = h * qkv_width + a * d * h
+    if spec.bias:
+        params += qkv_width + h
+    return params, 0
+
+
+def layer_params(spec: ModelSpec, layer_index: int) -> LayerParams:
+    """Parameter breakdown of layer `layer_index` (0-based); MoE layers follow `moe.dense_layers`."""
+    if not 0 <= layer_index < spec.layers:
+        raise IndexError(f"layer_index {layer_index} out of range for {spec.layers} layers")
+    attention, duplicated = _attention_params(spec)
+    norms = 2 * _norm_params(spec, spec.hidden)
+    moe = spec.moe
+    if moe is None or not spec.is_moe_layer(layer_index):
+        return LayerParams(
+            attention, duplicated, norms, _ffn_matrix_params(spec, spec.dense_ffn_hidden), 0, 0, 0, 0
+        )
+    expert = _ffn_matrix_params(spec, moe.expert_ffn_hidden)
+    router = spec.hidden * moe.experts + (moe.experts if spec.bias else 0)
+    return LayerParams(
+        attention=attention,
+        attention_tp_duplicated=duplicated,
+        norms=norms,
+        dense_ffn=0,
+        routed_experts=moe.experts * expert,
+        active_routed=moe.top_k * expert,
+        shared_experts=moe.shared_experts * expert,
+        router=router,
+    )
+
+
+def embedding_params(spec: ModelSpec) -> int:
+    """Input token embedding (+ learned position embedding)."""
+    params = spec.vocab * spec.hidden
+    if spec.position_embedding == "learned":
+        params += spec.seq_len * spec.hidden
+    return params
+
+
+def output_params(spec: ModelSpec) -> int:
+    """Final norm + LM head; the head adds nothing when it is tied to the input embedding."""
+    head = 0 if spec.tied_embeddings else spec.vocab * spec.hidden
+    return _norm_params(spec, spec.hidden) + head
+
+
+def non_embedding_params(spec: ModelSpec, *, active: bool = False) -> int:
+    """All transformer layers (active = only what one token touches); excludes embeddings and head."""
+    layers = (layer_params(spec, i) for i in range(spec.layers))
+    return sum(p.active if active else p.total for p in layers)
+
+
+def total_params(spec: ModelSpec) -> int:
+    """Every parameter of the model, counted once (tied embeddings once)."""
+    return embedding_params(spec) + non_embedding_params(spec) + output_params(spec)
+
+
+def active_params(spec: ModelSpec) -> int:
+    """Parameters used per token: total minus the unselected routed experts (embeddings included)."""
+    return embedding_params(spec) + non_embedding_params(spec, active=True) + output_params(spec)
+
+
+# --------------------------------------------------------------------------------------------------
+# FLOP conventions (docs/models.md)
+# --------------------------------------------------------------------------------------------------
+
+
+def _attention_core_flops_fwd_per_token(spec: ModelSpec, seq_len: int) -> float:
+    """QK^T and PV of one layer for one query token against `seq_len` keys, full (unmasked) matrix."""
+    return 2.0 * seq_len * spec.heads * (spec.qk_head_dim + spec.v_head_dim)
+
+
+def check_recompute(recompute: str, *, file: str | None = None, path: str = "parallelism.recompute") -> None:
+    """Raise a ConfigError unless `recompute` is none, selective or full."""
+    if recompute not in RECOMPUTE_KINDS:
+        raise ConfigError(
+            "unknown recompute mode",
+            file=file,
+            path=path,
+            value=recompute,
+            expected="one of " + ", ".join(RECOMPUTE_KINDS),
+            hint=_did_you_mean(str(recompute), RECOMPUTE_KINDS),
+        )
+
+
+def model_flops_per_token(spec: ModelSpec, seq_len: int | None = None) -> float:
+    """Model FLOPs per trained token: 6 x (active non-embedding + LM-head params) + 6 x attention.
+
+    The attention term is 6·layers·s·heads·(d_qk + d_v) = 12·l·s·d_attn for ordinary attention: the full
+    s x s score matrix, causal mask NOT halving it (Megatron, PaLM, NeMo, llm-foundry count it this way).
+    No recompute. This is the numerator of ``model_tflops_per_gpu`` and MFU.
+    """
+    s = spec.seq_len if seq_len is None else seq_len
+    dense = non_embedding_params(spec, active=True) + spec.vocab * spec.hidden
+    return 6.0 * dense + 3.0 * spec.layers * _attention_core_flops_fwd_per_token(spec, s)
+
+
+def hardware_flops_per_token(spec: ModelSpec, seq_len: int | None = None, recompute: str = "none") -> float:
+    """Model FLOPs plus the forward work recomputed in the backward pass (same counting otherwise).
+
+    selective: the attention core forward once more; full: the whole layer stack forward once more (the
+    LM head is not recomputed, as in Megatron). Used for HFU.
+    """
+    check_recompute(recompute)
+    s = spec.seq_len if seq_len is None else seq_len
+    flops = model_flops_per_token(spec, s)
+    attention_fwd = spec.layers * _attention_core_flops_fwd_per_token(spec, s)
+    if recompute == "selective":
+        flops += attention_fwd
+    elif recompute == "full":
+        flops += 2.0 * non_embedding_params(spec, active=True) + attention_fwd
+    return flops
+
+
+def megatron_flops_per_iteration(
+    spec: ModelSpec, global_batch_seqs: int, seq_len: int | None = None, *, full_recompute: bool = False
+) -> float:
+    """Narayanan et al. SC21 closed form, for converting numbers printed with that convention.
+
+    72·B·s·l·h²·(1 + s/(6h) + V/(12·l·h)) without recompute; 96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h)) with
+    full recompute (SC21 §5.1). Exact only for GPT-style models (MHA, 4h GELU MLP).
+    """
+    s = spec.seq_len if seq_len is None else seq_len
+    b, n_layers, h, v = float(global_batch_seqs), float(spec.layers), float(spec.hidden), float(spec.vocab)
+    if full_recompute:
+        return 96.0 * b * s * n_layers * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * n_layers * h))
+    return 72.0 * b * s * n_layers * h * h * (1.0 + s / (6.0 * h) + v / (12.0 * n_layers * h))
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-layer ops and collectives for the simulator
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel on one GPU for one micro-batch: FLOPs and HBM bytes after TP/CP/EP sharding.
+
+    ``gemm_mnk`` is the shape of one GEMM and ``count`` how many of that shape run (a grouped expert GEMM
+    has one per local expert; a backward GEMM has dgrad + wgrad). ``flops`` is authoritative; the shape is
+    for looking up GEMM efficiency.
+    """
+
+    name: str
+    kind: str  # gemm | attention | elementwise | norm
+    flops: float
+    nbytes: float
+    gemm_mnk: tuple[int, int, int] | None = None
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Comm:
+    """One collective, sized in the nccl-tests convention.
+
+    allreduce: the full buffer; allgather / reducescatter: the total gathered (unscattered) size;
+    alltoall: the total bytes one rank sends (its whole send buffer); sendrecv: bytes sent.
+    """
+
+    name: str
+    group: str  # tp | cp | ep
+    op: str  # allreduce | allgather | reducescatter | alltoall | sendrecv
+    nbytes: float
+
+
+@dataclass(frozen=True)
+class _FwdOp:
+    op: Op
+    bwd_flops: float  # backward FLOPs / forward FLOPs
+    bwd_bytes: float  # backward bytes / forward bytes
+
+
+@dataclass(frozen=True)
+class _CommPoint:
+    """Collectives at one point of the forward program, and those at the mirrored point of the backward."""
+
+    fwd: tuple[Comm, ...] = ()
+    bwd: tuple[Comm, ...] = ()
+
+
+_Item = _FwdOp | _CommPoint
+
+
+def _gemm(name: str, m: float, n: float, k: float, dtype_bytes: float, count: int = 1) -> _FwdOp:
+    flops = 2.0 * m * n * k * count
+    nbytes = dtype_bytes * (m * k + k * n + m * n) * count
+    shape = (math.ceil(m), math.ceil(n), math.ceil(k))
+    return _FwdOp(Op(name, "gemm", flops, nbytes, shape, count), 2.0, 2.0)
+
+
+def _pointwise(
+    name: str, kind: str, elements: float, flops_per_element: float, tensors: float, dtype_bytes: float
+) -> _FwdOp:
+    """A memory-bound kernel touching `tensors` element-sized tensors (reads + writes)."""
+    return _FwdOp(Op(name, kind, elements * flops_per_element, elements * tensors * dtype_bytes), 2.0, 2.0)
+
+
+def _norm(name: str, tokens: float, width: int, dtype_bytes: float) -> _FwdOp:
+    # Fused residual-add + norm: reads input and residual, writes normed output and new residual.
+    return _pointwise(name, "norm", tokens * width, _NORM_FLOPS_PER_ELEMENT, 4, dtype_bytes)
+
+
+def _emit(items: list[_Item], phase: str) -> list[Op | Comm]:
+    """The program of `phase`: forward as built; backward reversed, each op scaled, each point mirrored.
+
+    A backward GEMM is dgrad + wgrad: twice the FLOPs and bytes, `count` doubled, shape of the dgrad.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    out: list[Op | Comm] = []
+    if phase == "fwd":
+        for item in items:
+            out.extend(item.fwd if isinstance(item, _CommPoint) else (item.op,))
+        return out
+    for item in reversed(items):
+        if isinstance(item, _CommPoint):
+            out.extend(item.bwd)
+            continue
+        op = item.op
+        flops, nbytes = op.flops * item.bwd_flops, op.nbytes * item.bwd_bytes
+        if op.gemm_mnk is not None:
+            m, n, k = op.gemm_mnk
+            out.append(Op(op.name, op.kind, flops, nbytes, (m, k, n), 2 * op.count))
+        else:
+            out.append(Op(op.name, op.kind, flops, nbytes))
+    return out
+
+
+def _tp_points(name: str, in_bytes: float, out_bytes: float, sp: bool) -> tuple[_CommPoint, _CommPoint]:
+    """TP collectives at the start and end of one column -> row parallel block (attention or MLP).
+
+    SP: all-gather of the block input, reduce-scatter of its output; backward: all-gather of the output
+    gradient plus a second all-gather of the saved sharded input for the weight gradient (Korthikanti et al.
+    §4.2.2), reduce-scatter of the input gradient. No SP: all-reduce after the forward block and after the
+    backward block (the conjugate of the identity at the block input).
+    """
+    if not sp:
+        return (
+            _CommPoint(bwd=(Comm(f"{name}_grad_allreduce", "tp", "allreduce", in_bytes),)),
+            _CommPoint(fwd=(Comm(f"{name}_allreduce", "tp", "allreduce", out_bytes),)),
+        )
+    start = _CommPoint(
+        fwd=(Comm(f"{name}_allgather", "tp", "allgather", in_bytes),),
+        bwd=(Comm(f"{name}_grad_reducescatter", "tp", "reducescatter", in_bytes),),
+    )
+    end = _CommPoint(
+        fwd=(Comm(f"{name}_reducescatter", "tp", "reducescatter", out_bytes),),
+        bwd=(
+            Comm(f"{name}_grad_allgather", "tp", "allgather", out_bytes),
+            Comm(f"{name}_input_allgather", "tp", "allgather", in_bytes),
+        ),
+    )
+    return start, end
+
+
+def kv_heads_per_rank(spec: ModelSpec, tp: int) -> float:
+    """KV heads one TP rank holds; Megatron replicates KV heads when tp > kv_heads."""
+    if spec.mla is not None:
+        return spec.heads / tp
+    return spec.kv_heads / tp if spec.kv_heads >= tp else 1.0
+
+
+@dataclass(frozen=True)
+class _Shard:
+    """How one micro-batch is split on this GPU."""
+
+    b: int  # micro-batch (sequences)
+    s: int  # sequence length
+    tp: int
+    sp: bool
+    cp: int
+    ep: int
+    dt: float  # bytes per activation element
+
+    @property
+    def tokens(self) -> float:
+        """Tokens of this CP rank, as seen inside a TP region."""
+        return self.b * self.s / self.cp
+
+    @property
+    def tokens_sp(self) -> float:
+        """Tokens per TP rank outside TP regions (sequence-parallel shard, or all of them without SP)."""
+        return self.tokens / self.tp if self.sp else self.tokens
+
+
+def _attention_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
+    h, tokens, dt = spec.hidden, x.tokens, x.dt
+    heads = spec.heads / x.tp
+    kv = kv_heads_per_rank(spec, x.tp)
+    dqk, dv = spec.qk_head_dim, spec.v_head_dim
+    activation = tokens * h * dt
+    items: list[_Item] = [_norm("attn_norm", x.tokens_sp, h, dt)]
+    if spec.mla is None:
+        projections: list[_Item] = [_gemm("qkv_proj", tokens, heads * dqk + kv * (dqk + dv), h, dt)]
+        gathered = activation
+    else:
+        m = spec.mla
+        # Down-projections are duplicated on every TP rank and run on the local (sequence-parallel) tokens;
+        # with SP the small latents, not the hidden state, are all-gathered (Megatron-Core MLA).
+        if m.q_lora_rank:
+            items += [
+                _gemm("q_down_proj", x.tokens_sp, m.q_lora_rank, h, dt),
+                _norm("q_norm", x.tokens_sp, m.q_lora_rank, dt),
+            ]
+            q_proj = _gemm("q_up_proj", tokens, heads * dqk, m.q_lora_rank, dt)
+        else:
+            q_proj = _gemm("q_proj", tokens, heads * dqk, h, dt)
+        items += [
+            _gemm("kv_down_proj", x.tokens_sp, m.kv_lora_rank + m.qk_rope_head_dim, h, dt),
+            _norm("kv_norm", x.tokens_sp, m.kv_lora_rank, dt),
+        ]
+        projections = [
+            q_proj,
+            _gemm("kv_up_proj", tokens, heads * (m.qk_nope_head_dim + dv), m.kv_lora_rank, dt),
+        ]
+        latent = m.q_lora_rank + m.kv_lora_rank + m.qk_rope_head_dim
+        gathered = tokens * latent * dt if x.sp else activation
+    tp_start, tp_end = (
+        _tp_points("attn", gathered, activation, x.sp) if x.tp > 1 else (_CommPoint(), _CommPoint())
+    )
+    # Flash-style core: the causal mask halves the executed work; bytes are Q, K, V read and O written.
+    core_flops = 0.5 * 2.0 * tokens * x.s * heads * (dqk + dv)
+    core_bytes = dt * (tokens * heads * (dqk + dv) + x.b * x.s * kv * (dqk + dv))
+    core: list[_Item] = [
+        _FwdOp(Op("attn_core", "attention", core_flops, core_bytes), _FLASH_BWD_FLOP_FACTOR, 2.0)
+    ]
+    if x.cp > 1:
+        # K and V of the whole sequence (local heads) are all-gathered over CP before the core, forward and
+        # backward; their gradients are reduce-scattered after the backward core.
+        kv_bytes = x.b * x.s * kv * (dqk + dv) * dt
+        gather = Comm("cp_kv_allgather", "cp", "allgather", kv_bytes)
+        core = [
+            _CommPoint(fwd=(gather,), bwd=(Comm("cp_dkv_reducescatter", "cp", "reducescatter", kv_bytes),)),
+            *core,
+            _CommPoint(bwd=(gather,)),
+        ]
+    items += [tp_start, *projections, *core]
+    items += [_gemm("attn_out", tokens, h, heads * dv, dt), tp_end]
+    return items
+
+
+def _ffn_fwd(
+    spec: ModelSpec, prefix: str, rows: float, width: float, dt: float, count: int = 1
+) -> list[_Item]:
+    """Up, activation, down of an MLP of `width` (already sharded) on `rows` tokens, `count` times."""
+    gated = spec.ffn == "swiglu"
+    act_flops = _ACT_FLOPS_PER_ELEMENT[spec.ffn]
+    return [
+        _gemm(f"{prefix}_up", rows, (2 if gated else 1) * width, spec.hidden, dt, count),
+        _pointwise(f"{prefix}_act", "elementwise", rows * width * count, act_flops, 3 if gated else 2, dt),
+        _gemm(f"{prefix}_down", rows, spec.hidden, width, dt, count),
+    ]
+
+
+def _mlp_fwd(spec: ModelSpec, layer_index: int, x: _Shard) -> list[_Item]:
+    h, dt = spec.hidden, x.dt
+    moe = spec.moe
+    if moe is None or not spec.is_moe_layer(layer_index):
+        ffn = _ffn_fwd(spec, "mlp", x.tokens, spec.dense_ffn_hidden / x.tp, dt)
+        if x.tp == 1:
+            return [_norm("mlp_norm", x.tokens_sp, h, dt), *ffn]
+        start, end = _tp_points("mlp", x.tokens * h * dt, x.tokens * h * dt, x.sp)
+        return [_norm("mlp_norm", x.tokens_sp, h, dt), start, *ffn, end]
+    # Expert layers run on sequence-parallel shards (Megatron requires SP with TP for MoE) with whole experts
+    # (expert-TP = 1): no TP collective, an all-to-all pair over EP. The busiest EP rank gets `imbalance` x
+    # its share of token copies; its GEMMs and all-to-all bytes are the ones returned.
+    t_moe = x.tokens / x.tp
+    local_experts = moe.experts // x.ep
+    routed = t_moe * moe.top_k * moe.imbalance
+    a2a = routed * h * dt
+    items: list[_Item] = [
+        _norm("mlp_norm", t_moe, h, dt),
+        _gemm("router", t_moe, moe.experts, h, dt),
+        _pointwise("moe_permute", "elementwise", t_moe * moe.top_k * h, 0.0, 2, dt),
+    ]
+    if x.ep > 1:
+        items.append(
+            _CommPoint(
+                fwd=(Comm("moe_dispatch", "ep", "alltoall", a2a),),
+                bwd=(Comm("moe_dispatch", "ep", "alltoall", a2a),),
+            )
+        )
+    items += _ffn_fwd(spec, "expert_mlp", routed / local_experts, moe.expert_ffn_hidden, dt, local_experts)
+    if x.ep > 1:
+        items.append(
+            _CommPoint(
+                fwd=(Comm("moe_combine", "ep", "alltoall", a2a),),
+                bwd=(Comm("moe_combine", "ep", "alltoall", a2a),),
+            )
+        )
+    items.append(_pointwise("moe_unpermute", "elementwise", t_moe * h, 2.0 * moe.top_k, moe.top_k + 1, dt))
+    if moe.shared_experts:
+        items += _ffn_fwd(spec, "shared_expert", t_moe, moe.shared_experts * moe.expert_ffn_hidden, dt)
+    return items
+
+
+def layer_program(
+    spec: ModelSpec,
+    layer_index: int,
+    *,
+    micro_batch: int,
+    seq_len: int | None = None,
+    tp: int = 1,
+    sp: bool = False,
+    cp: int = 1,
+    ep: int = 1,
+    dtype_bytes: float = 2,
+    phase: str = "fwd",
+) -> list[Op | Comm]:
+    """Kernels and collectives of one transformer layer for one micro-batch on one GPU, in execution order.
+
+    Recompute is not included: before a layer's backward the workload replays its ``phase="fwd"`` program
+    (full) or its ``attn_core`` op (selective). Data-parallel gradient reduction is per step, not here.
+    """
+    if not 0 <= layer_index < spec.layers:
+        raise IndexError(f"layer_index {layer_index} out of range for {spec.layers} layers")
+    s = spec.seq_len if seq_len is None else seq_len
+    x = _Shard(micro_batch, s, tp, sp, cp, ep, float(dtype_bytes))
+    return _emit(_attention_fwd(spec, x) + _mlp_fwd(spec, layer_index, x), phase)
+
+
+def layer_ops(spec: ModelSpec, layer_index: int, **kwargs: Any) -> list[Op]:
+    """The kernels of layer_program (same arguments): FLOPs and HBM bytes per GPU after sharding."""
+    return [item for item in layer_program(spec, layer_index, **kwargs) if isinstance(item, Op)]
+
+
+def layer_comm(spec: ModelSpec, layer_index: int, **kwargs: Any) -> list[Comm]:
+    """The collectives of layer_program (same arguments), sized in the nccl-tests convention."""
+    return [item for item in layer_program(spec, layer_index, **kwargs) if isinstance(item, Comm)]
+
+
+def embedding_program(
+    spec: ModelSpec,
+    *,
+    micro_batch: int,
+    seq_len: int | None = None,
+    tp: int = 1,
+    sp: bool = False,
+    cp: int = 1,
+    dtype_bytes: float = 2,
+    phase: str = "fwd",
+) -> list[Op | Comm]:
+    """Token (+ learned position) embedding of the first stage; vocab-parallel partial sums meet over TP."""
+    s = spec.seq_len if seq_len is None else seq_len
+    tokens = micro_batch * s / cp
+    tensors = 3 if spec.position_embedding == "learned" else 2  # read row(s), write output
+    items: list[_Item] = [
+        _pointwise("embedding", "elementwise", tokens * spec.hidden, 0.0, tensors, dtype_bytes)
+    ]
+    if tp > 1:
+        nbytes = tokens * spec.hidden * dtype_bytes
+        if sp:
+            items.append(
+                _CommPoint(
+                    fwd=(Comm("embedding_reducescatter", "tp", "reducescatter", nbytes),),
+                    bwd=(Comm("embedding_grad_allgather", "tp", "allgather", nbytes),),
+                )
+            )
+        else:
+            items.append(_CommPoint(fwd=(Comm("embedding_allreduce", "tp", "allreduce", nbytes),)))
+    return _emit(items, phase)
+
+
+def output_program(
+    spec: ModelSpec,
+    *,
+    micro_batch: int,
+    seq_len: int | None = None,
+    tp: int = 1,
+    sp: bool = False,
+    cp: int = 1,
+    dtype_bytes: float = 2,
+    phase: str = "fwd",
+) -> list[Op | Comm]:
+    """Final norm, vocab-parallel LM head and softmax cross-entropy of the last stage."""
+    s = spec.seq_len if seq_len is None else seq_len
+    dt = float(dtype_bytes)
+    tokens = micro_batch * s / cp
+    logits = tokens * spec.vocab / tp
+    # Cross-entropy reads the logits and saves fp32 probabilities; its backward reads those and writes the
+    # logit gradient: the same bytes again, hence factor 1.
+    loss = _FwdOp(
+        Op("loss", "elementwise", logits * _SOFTMAX_XENT_FLOPS_PER_ELEMENT, logits * (dt + 4.0)), 1.0, 1.0
+    )
+    items: list[_Item] = [_norm("final_norm", tokens / tp if sp else tokens, spec.hidden, dt)]
+    if tp > 1:
+        start, _ = _tp_points("output", tokens * spec.hidden * dt, 0.0, sp)
+        # Vocab-parallel cross-entropy: all-reduces of the max logit, the target logit and the sum of exp.
+        xent = tuple(
+            Comm(f"loss_{x}_allreduce", "tp", "allreduce", tokens * 4.0) for x in ("max", "target", "sumexp")
+        )
+        items += [
+            start,
+            _gemm("output_proj", tokens, spec.vocab / tp, spec.hidden, dt),
+            _CommPoint(fwd=xent),
+            loss,
+        ]
+    else:
+        items += [_gemm("output_proj", tokens, spec.vocab, spec.hidden, dt), loss]
+    return _emit(items, phase)
+
+
+def embedding_ops(spec: ModelSpec, **kwargs: Any) -> list[Op]:
+    """The kernels of embedding_program (same arguments)."""
+    return [item for item in embedding_program(spec, **kwargs) if isinstance(item, Op)]
+
+
+def output_ops(spec: ModelSpec, **kwargs: Any) -> list[Op]:
+    """The kernels of output_program (same arguments)."""
+    return [item for item in output_program(spec, **kwargs) if isinstance(item, Op)]
+
+
+def activation_bytes(
+    spec: ModelSpec,
+    *,
+    micro_batch: int,
+    seq_len: int | None = None,
+    tp: int = 1,
+    sp: bool = False,
+    cp: int = 1,
+    dtype_bytes: float = 2,
+) -> float:
+    """Bytes of the hidden state one GPU sends to the next pipeline stage per micro-batch (SP-sharded)."""
+    s = spec.seq_len if seq_len is None else seq_len
+    tokens = micro_batch * s / cp
+    return tokens * spec.hidden * dtype_bytes / (tp if sp else 1)
+
+
+def optimizer_bytes(
+    num_params: float,
+    *,
+    param_dtype_bytes: float = 2,
+    grad_dtype_bytes: float = 2,
+    master_weights: bool = True,
+) -> float:
+    """HBM bytes an Adam step moves for `num_params` (the local shard).
+
+    Reads the gradient; reads and writes m and v (fp32); with master weights reads and writes the fp32
+    master copy and writes the low-precision model copy, otherwise reads and writes the weights.
+    """
+    per_param = grad_dtype_bytes + 2 * (4 + 4)
+    per_param += (2 * 4 + param_dtype_bytes) if master_weights else 2 * param_dtype_bytes
+    return float(num_params) * per_param
+
+
+def optimizer_flops(num_params: float) -> float:
+    """FLOPs of an AdamW step (moments, bias correction, update, weight decay): ~16 per parameter."""
+    return float(num_params) * _ADAM_FLOPS_PER_PARAM
+
+
+# --------------------------------------------------------------------------------------------------
+# Parallelism checks and pipeline layout
+# --------------------------------------------------------------------------------------------------
+
+
+def _layer_chunk_sizes(layers: int, pp: int, vp: int) -> list[int] | None:
+    """Layers per model chunk (pp·vp chunks), or None when they cannot be split.
+
+    Even split, or Llama-3 style: (layers + 2) divisible, with one fewer layer in the first and the last
+    chunk to make room for the embedding and the loss (Llama 3 paper §3.3.2).
+    """
+    chunks = pp * vp
+    if layers % chunks == 0:
+        return [layers // chunks] * chunks
+    if pp > 1 and (layers + 2) % chunks == 0 and (layers + 2) // chunks >= 2:
+        n = (layers + 2) // chunks
+        return [n - 1] + [n] * (chunks - 2) + [n - 1]
+    return None
+
+
+def pipeline_layers(
+    spec: ModelSpec, pp: int = 1, vp: int = 1, *, file: str | None = None, path: str = "parallelism"
+) -> tuple[tuple[range, ...], ...]:
+    """Layer indices per pipeline stage and virtual chunk: ``result[stage][chunk]``.
+
+    Model chunk j (0 .. pp·vp-1) lives on stage j % pp as its chunk j // pp (Megatron's interleaving).
+    """
+    sizes = _layer_chunk_sizes(spec.layers, pp, vp)
+    if sizes is None:
+        chunks = pp * vp
+        good = [p for p in range(1, min(spec.layers, 256) + 1) if _layer_chunk_sizes(spec.layers, p, vp)]
+        raise ConfigError(
+            f"pp·vp = {pp}·{vp} = {chunks} does not divide layers = {spec.layers}",
+            file=file,
+            path=_join(path, "pp"),
+            value=pp,
+            expected=f"pp·vp dividing {spec.layers}, or {spec.layers}+2 (end stages one layer short)",
+            hint=f"pp that work with vp = {vp}: " + ", ".join(str(p) for p in good[:12]),
+        )
+    stages: list[list[range]] = [[] for _ in range(pp)]
+    start = 0
+    for j, size in enumerate(sizes):
+        stages[j % pp].append(range(start, start + size))
+        start += size
+    return tuple(tuple(chunks) for chunks in stages)
+
+
+def check_parallelism(
+    spec: ModelSpec,
+    tp: int = 1,
+    pp: int = 1,
+    cp: int = 1,
+    ep: int = 1,
+    vp: int = 1,
+    *,
+    file: str | None = None,
+    path: str = "parallelism",
+    dp: int | None = None,
+    sequence_parallel: bool | None = None,
+    seq_len: int | None = None,
+) -> None:
+    """Raise a ConfigError naming the field when the parallel layout cannot run this model."""
+
+    def err(key: str, message: str, value: Any, expected: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(
+            message, file=file, path=_join(path, key), value=value, expected=expected, hint=hint
+        )
+
+    for key, value in (("tp", tp), ("pp", pp), ("cp", cp), ("ep", ep), ("vp", vp)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise err(key, "must be a positive integer", value, "an integer >= 1")
+    if spec.heads % tp:
+        divisors = [d for d in range(1, spec.heads + 1) if spec.heads % d == 0 and d <= 64]
+        raise err(
+            "tp",
+            f"tp = {tp} does not divide heads = {spec.heads}",
+            tp,
+            "one of " + ", ".join(map(str, divisors)),
+        )
+    if spec.mla is None:
+        kv = spec.kv_heads
+        if (tp <= kv and kv % tp) or (tp > kv and tp % kv):
+            raise err(
+                "tp",
+                f"tp = {tp} and kv_heads = {kv}: neither divides the other",
+                tp,
+                f"a divisor of {kv}, or a multiple of it (KV heads are then replicated)",
+            )
+    if vp > 1 and pp == 1:
+        raise err("vp", "interleaved pipelining (vp > 1) needs pp > 1", vp, "vp = 1 when pp = 1")
+    pipeline_layers(spec, pp, vp, file=file, path=path)
+    if spec.moe is None:
+        if ep > 1:
+            raise err("ep", f"ep = {ep} but {spec.name} has no experts", ep, "ep = 1 for a dense model")
+    else:
+        if spec.moe.experts % ep:
+            raise err(
+                "ep",
+                f"ep = {ep} does not divide experts = {spec.moe.experts}",
+                ep,
+                f"a divisor of {spec.moe.experts}",
+            )
+        if tp > 1 and sequence_parallel is False:
+            raise err(
+                "sequence_parallel",
+                "MoE with tp > 1 needs sequence parallelism (as Megatron-LM requires)",
+                sequence_parallel,
+                "sequence_parallel: true",
+            )
+        if dp is not None and (dp * cp * tp) % ep:
+            raise err(
+                "ep",
+                f"ep = {ep} does not divide dp·cp·tp = {dp}·{cp}·{tp} = {dp * cp * tp}",
+                ep,
+                "expert parallelism carved out of the data/context/tensor-parallel ranks",
+            )
+    s = spec.seq_len if seq_len is None else seq_len
+    if cp > 1 and s % (2 * cp):
+        raise err(
+            "cp",
+            f"seq_len = {s} does not split into 2·cp = {2 * cp} load-balanced causal chunks",
+            cp,
+            "cp with seq_len divisible by 2·cp",
+        )
+    if sequence_parallel and tp > 1 and (s // cp) % tp:
+        raise err(
+            "tp",
+            f"sequence parallelism splits seq_len/cp = {s // cp} tokens over tp = {tp}",
+            tp,
+            "tp dividing seq_len/cp",
+        )
