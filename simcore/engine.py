@@ -30,7 +30,7 @@ from simcore.activity import (
     ActivityRecorder,
 )
 from simcore.cluster import TIER_SCALE_UP, Cluster, GroupLayout
-from simcore.kernels.compute import ComputeModel
+from simcore.kernels.compute import KIND_IDS, ComputeModel
 from simcore.profile import Profile
 
 
@@ -110,8 +110,10 @@ class Machine:
         self.recorder = recorder if recorder is not None else ActivityRecorder()
         self.classes: list[RankClass] = []
         self.streams: dict[str, int] = {"compute": 0}
-        self._busy = np.zeros((0, 8))
-        self.clock = np.ones(0)  # per-class clock factor f/f_max, updated by the power controller
+        # Per class: when each stream has drained (plain lists: scalar access is the hot path).
+        self._busy: list[list[float]] = []
+        self.clock: list[float] = []  # per-class clock factor f/f_max, updated by the power controller
+        self._cost_memo: dict[tuple, tuple[float, float, float, float, float]] = {}
         self._groups: list[CommGroup] = []
         self._rendezvous: dict[tuple[int, int], _Rendezvous] = {}
         self._group_calls: dict[tuple[int, int], int] = {}
@@ -127,8 +129,8 @@ class Machine:
         gpus = np.asarray(gpus, dtype=np.int64)
         index = len(self.classes)
         self.classes.append(RankClass(index, name, gpus, self.cluster.place(int(gpus[0]))))
-        self._busy = np.vstack([self._busy, np.zeros((1, self._busy.shape[1]))])
-        self.clock = np.append(self.clock, 1.0)
+        self._busy.append([0.0] * len(self.streams))
+        self.clock.append(1.0)
         self._mem_now = np.append(self._mem_now, 0.0)
         self.mem_peak = np.append(self.mem_peak, 0.0)
         return index
@@ -137,8 +139,8 @@ class Machine:
         sid = self.streams.get(name)
         if sid is None:
             sid = self.streams[name] = len(self.streams)
-            if sid >= self._busy.shape[1]:
-                self._busy = np.hstack([self._busy, np.zeros((self._busy.shape[0], 8))])
+            for row in self._busy:
+                row.append(0.0)
         return sid
 
     def group(
@@ -174,33 +176,9 @@ class Machine:
         stream: str = "compute",
         micro: int = -1,
     ) -> simpy.Event:
-        """Run work of ``flops`` FLOP and ``nbytes`` HBM traffic on a stream; returns its completion event."""
-        timing = self.compute_model.time(flops, nbytes, dtype, min_dim, kind, float(self.clock[rank_class]))
-        sid = self.streams[stream] if stream in self.streams else self.stream(stream)
-        now = self.env.now
-        start = max(now, self._busy[rank_class, sid])
-        end = start + timing.time_s
-        self._busy[rank_class, sid] = end
-        self.recorder.record(
-            rank_class,
-            sid,
-            KIND_COMPUTE,
-            0,
-            0,
-            self.recorder.name_id(name),
-            self.step,
-            micro,
-            start,
-            end,
-            flops,
-            nbytes,
-            timing.u_tensor,
-            timing.u_hbm,
-            0.0,
-            0.0,
-        )
-        self.events_issued += 1
-        return self.env.timeout(end - now)
+        """Run one op of ``flops`` FLOP and ``nbytes`` HBM traffic on a stream; returns its completion event."""
+        work = ((flops, nbytes, min_dim, KIND_IDS.get(kind, 0)),)
+        return self.compute_fused(rank_class, work, dtype=dtype, name=name, stream=stream, micro=micro)
 
     def compute_fused(
         self,
@@ -212,33 +190,35 @@ class Machine:
         stream: str = "compute",
         micro: int = -1,
     ) -> simpy.Event:
-        """Run several ops back to back as one event (``work`` = ((flops, nbytes, min_dim, kind_id), ...))."""
-        timing = self.compute_model.time_fused(work, dtype, float(self.clock[rank_class]))
-        flops = sum(w[0] for w in work)
-        nbytes = sum(w[1] for w in work)
-        sid = self.streams[stream] if stream in self.streams else self.stream(stream)
+        """Run several ops back to back as one event (``work`` = ((flops, nbytes, min_dim, kind_id), ...)).
+
+        The engine's hottest path: costs are memoised per (work, dtype, clock) and stream state lives in
+        plain lists, which keeps the per-event overhead close to plain simpy's.
+        """
+        key = (work, dtype, self.clock[rank_class])
+        cost = self._cost_memo.get(key)
+        if cost is None:
+            timing = self.compute_model.time_fused(work, dtype, key[2])
+            cost = (
+                timing.time_s,
+                timing.u_tensor,
+                timing.u_hbm,
+                sum(w[0] for w in work),
+                sum(w[1] for w in work),
+            )
+            self._cost_memo[key] = cost
+        sid = self.streams.get(stream)
+        if sid is None:
+            sid = self.stream(stream)
+        busy = self._busy[rank_class]
         now = self.env.now
-        start = max(now, self._busy[rank_class, sid])
-        end = start + timing.time_s
-        self._busy[rank_class, sid] = end
+        start = busy[sid] if busy[sid] > now else now
+        end = start + cost[0]
+        busy[sid] = end
         self.recorder.record(
-            rank_class,
-            sid,
-            KIND_COMPUTE,
-            0,
-            0,
-            self.recorder.name_id(name),
-            self.step,
-            micro,
-            start,
-            end,
-            flops,
-            nbytes,
-            timing.u_tensor,
-            timing.u_hbm,
-            0.0,
-            0.0,
-        )
+            rank_class, sid, KIND_COMPUTE, 0, 0, self.recorder.name_id(name), self.step, micro,
+            start, end, cost[3], cost[4], cost[1], cost[2], 0.0, 0.0,
+        )  # fmt: skip
         self.events_issued += 1
         return self.env.timeout(end - now)
 
@@ -257,7 +237,7 @@ class Machine:
         """Issue a collective on ``group``; it starts once every member class has issued it."""
         sid = self.stream(stream or group.kind)
         now = self.env.now
-        ready = max(now, self._busy[rank_class, sid])
+        ready = max(now, self._busy[rank_class][sid])
         self.events_issued += 1
         if len(group.member_classes) <= 1:
             end = self._run_collective(group, op, nbytes, name, sid, micro, algo, ready, (rank_class,))
@@ -272,7 +252,7 @@ class Machine:
         rv.ready_at = max(rv.ready_at, ready)
         rv.classes.append(rank_class)
         # Reserve the stream until the collective is known to end (updated when the last member arrives).
-        self._busy[rank_class, sid] = max(self._busy[rank_class, sid], ready)
+        self._busy[rank_class][sid] = max(self._busy[rank_class][sid], ready)
         if rv.arrived == len(group.member_classes):
             del self._rendezvous[key]
             end = self._run_collective(
@@ -302,7 +282,7 @@ class Machine:
         gid = GROUP_IDS.get(group.kind, GROUP_IDS["other"])
         oid = OP_IDS[op]
         for c in classes:
-            self._busy[c, sid] = end
+            self._busy[c][sid] = end
             self.recorder.record(
                 c,
                 sid,
@@ -340,11 +320,11 @@ class Machine:
         sid_send = self.stream(f"{group_kind}_send")
         sid_recv = self.stream(f"{group_kind}_recv")
         now = self.env.now
-        start = max(now, self._busy[src_class, sid_send], self._busy[dst_class, sid_recv])
+        start = max(now, self._busy[src_class][sid_send], self._busy[dst_class][sid_recv])
         timing = self.comm_model.time("sendrecv", nbytes, layout)
         end = start + timing.time_s
-        self._busy[src_class, sid_send] = end
-        self._busy[dst_class, sid_recv] = end
+        self._busy[src_class][sid_send] = end
+        self._busy[dst_class][sid_recv] = end
         u_up = 1.0 if layout.top_tier == TIER_SCALE_UP else 0.0
         u_out = 1.0 - u_up
         nid = self.recorder.name_id(name)
@@ -404,7 +384,7 @@ class Machine:
     def stream_idle_at(self, rank_class: int, stream: str) -> float:
         """When the stream will have finished everything issued so far."""
         sid = self.streams.get(stream)
-        return float(self._busy[rank_class, sid]) if sid is not None else self.env.now
+        return self._busy[rank_class][sid] if sid is not None else self.env.now
 
     def wait_streams(self, rank_class: int, streams: tuple[str, ...] | None = None) -> simpy.Event:
         """Event firing when all (or the given) streams of a class have drained (cudaDeviceSynchronize)."""

@@ -81,28 +81,33 @@ def split_sets(sets: list[str]) -> tuple[list[str], list[str]]:
 
 def build_training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str]) -> tuple[Any, int]:
     """The training spec and how many racks the run uses."""
+    from simcore.profile import apply_overrides
     from workloads.model import load_preset
-    from workloads.spec import auto_training_spec, load_training_spec, load_workload
+    from workloads.spec import auto_training_spec, load_training_spec, load_workload, spec_mapping
 
     name = opts.workload or DEFAULT_MODEL
     raw, label, text = load_workload(name, workload_sets)
-    if set(raw) <= {"preset"} and "preset" in raw:
+    if set(raw) == {"preset"}:
+        # A bare model preset: lay it out on the requested racks, then apply --set on top and re-validate.
         racks = opts.racks or 1
-        gpus = racks * profile.gpus_per_rack
-        spec = auto_training_spec(
+        auto = auto_training_spec(
             load_preset(raw["preset"]),
-            gpus=gpus,
+            gpus=racks * profile.gpus_per_rack,
             domain_size=profile.scale_up.domain_size,
             hbm_bytes=profile.accelerator.hbm_capacity,
             steps=opts.steps or 2,
             file=label,
         )
-    else:
+        if not workload_sets:
+            return auto, racks
+        raw = apply_overrides(spec_mapping(auto), workload_sets)
         spec = load_training_spec(raw, file=label, source_text=text)
-        per_rack = profile.gpus_per_rack
-        racks = opts.racks or max(1, -(-spec.gpus // per_rack))
-        if opts.racks is None and racks > profile.cluster.racks:
-            racks = profile.cluster.racks  # let Cluster.require explain how many racks are needed
+        return spec, max(racks, -(-spec.gpus // profile.gpus_per_rack))
+    spec = load_training_spec(raw, file=label, source_text=text)
+    per_rack = profile.gpus_per_rack
+    racks = opts.racks or max(1, -(-spec.gpus // per_rack))
+    if opts.racks is None and racks > profile.cluster.racks:
+        racks = profile.cluster.racks  # let Cluster.require explain how many racks are needed
     if opts.steps is not None:
         from dataclasses import replace
 
@@ -131,6 +136,9 @@ def run(opts: RunOptions) -> RunResult:
     profile_sets, workload_sets = split_sets(opts.sets)
     profile = load_profile(opts.profile, profile_sets)
     spec, racks = build_training_spec(opts, profile, workload_sets)
+    profile.peak_flops(
+        spec.precision
+    )  # an accelerator without this precision is an input error, say so first
     cluster = Cluster(profile, racks=racks)
     cluster.require(spec.gpus)
     # Memory check before simulating: a clear one-line answer beats a simulated OOM.

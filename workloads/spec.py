@@ -266,7 +266,7 @@ def load_workload(name: str, overrides: Iterable[str] = ()) -> tuple[dict[str, A
             expected="a workload spec YAML file or a model preset",
             hint=f"did you mean {', '.join(close)}?" if close else f"presets: {', '.join(presets)}",
         )
-    return apply_overrides({"preset": name}, overrides), f"preset:{name}", ""
+    return {"preset": name}, f"preset:{name}", ""
 
 
 def auto_training_spec(
@@ -356,10 +356,10 @@ def with_overrides(spec: TrainingSpec, **changes: Any) -> TrainingSpec:
     return replace(spec, **changes)
 
 
-def spec_text(spec: TrainingSpec) -> str:
-    """YAML text of the effective spec (stored in the trace so a run can be reproduced)."""
+def spec_mapping(spec: TrainingSpec) -> dict[str, Any]:
+    """The effective spec as a workload-spec mapping (overridable with --set, reloadable as YAML)."""
     par = {k: getattr(spec.parallelism, k) for k in spec.parallelism.__dataclass_fields__}
-    data = {
+    return {
         "kind": "training",
         "name": spec.name,
         "model": model_to_mapping(spec.model),
@@ -368,4 +368,8 @@ def spec_text(spec: TrainingSpec) -> str:
         "precision": spec.precision,
         "steps": spec.steps,
     }
-    return yaml.safe_dump(data, sort_keys=False)
+
+
+def spec_text(spec: TrainingSpec) -> str:
+    """YAML text of the effective spec (stored in the trace so a run can be reproduced)."""
+    return yaml.safe_dump(spec_mapping(spec), sort_keys=False)
