@@ -134,6 +134,10 @@ class ActivityRecorder:
             self._blocks.append(block)
         self._fill = 0
 
+    def open_rows(self) -> np.ndarray:
+        """View of the rows recorded since the last emitted block (for consumers that poll)."""
+        return self._block[: self._fill]
+
     def flush(self) -> None:
         if self._fill:
             self._emit()

@@ -23,6 +23,7 @@ from simcore.atomic import write_json
 from simcore.cluster import Cluster
 from simcore.engine import Machine
 from simcore.errors import ConfigError
+from simcore.power_model import PowerController, PowerResult
 from simcore.profile import Profile, load_profile, profile_summary
 from simcore.trace import TraceWriter
 
@@ -166,13 +167,18 @@ def run(opts: RunOptions) -> RunResult:
         if writer is not None:
             machine.recorder.add_sink(writer.append_events)
         job = TrainingJob(spec, machine, fidelity=opts.fidelity)
-        job.start()
+        controller = PowerController(machine)
+        processes = job.start()
+        env.process(controller.process(all_done(env, processes)))
         machine.run()
+        power_result = controller.finalize()
         events = machine.recorder.table()
-        summary = summarize(spec, profile, machine, job, events)
+        summary = summarize(spec, profile, machine, job, events, power_result)
         summary["wall_time_s"] = None  # filled below; excluded from determinism comparisons
         if writer is not None:
             _write_trace_tables(writer, profile, spec, machine, job, summary, opts, spec_text(spec))
+            for group, series in power_result.series().items():
+                writer.write_series(f"timeseries/{group}", power_result.time_s, series)
             writer.close()
     except BaseException:
         if writer is not None:
@@ -185,7 +191,25 @@ def run(opts: RunOptions) -> RunResult:
     return RunResult(summary, out_dir, events, wall)
 
 
-def summarize(spec: Any, profile: Profile, machine: Machine, job: Any, events: np.ndarray) -> dict[str, Any]:
+def all_done(env: simpy.Environment, processes: list[simpy.Process]) -> simpy.Event:
+    """A plain event that fires when every process has ended.
+
+    Not an AllOf: simpy strips the callbacks of a condition nested inside another condition (AnyOf) when
+    the outer one fires first, so a nested AllOf would never fire.
+    """
+    done = env.event()
+    simpy.AllOf(env, processes).callbacks.append(lambda _ev: done.succeed())
+    return done
+
+
+def summarize(
+    spec: Any,
+    profile: Profile,
+    machine: Machine,
+    job: Any,
+    events: np.ndarray,
+    power_result: PowerResult | None = None,
+) -> dict[str, Any]:
     """The DESIGN.md summary keys (SI units), plus context about the run."""
     from workloads.model import hardware_flops_per_token, model_flops_per_token
 
@@ -232,6 +256,10 @@ def summarize(spec: Any, profile: Profile, machine: Machine, job: Any, events: n
         },
         "collective_algorithms": dict(sorted(machine.comm_log.items())),
     }
+    if power_result is not None:
+        summary.update(power_result.summary)
+        summary["energy_per_token_j"] = power_result.summary["facility_energy_j"] / (tokens * spec.steps)
+        summary["energy_convention"] = "facility energy (IT + cooling + overhead) per trained token"
     not_modelled = []
     for key in ("avg_it_power_w", "peak_it_power_w", "facility_power_w", "pue", "energy_per_token_j"):
         summary.setdefault(key, None)

@@ -240,20 +240,16 @@ class TrainingJob:
                 self.step_times.ends.append(self.env.now)
 
     def _forward(self, cls: int, vstage: int, mb: int) -> Generator[simpy.Event, Any, None]:
-        m, spec = self.m, self.spec
+        m = self.m
         if vstage > 0:
             yield m.recv(("act", mb, vstage, self._class_key(cls)))
         else:
-            yield self._compute_ops(
-                cls, mdl.embedding_ops(spec.model, **self._edge_kwargs("fwd")), "fwd:embed", mb
-            )
+            yield from self._run_program(cls, self._edge_program("embedding", "fwd"), mb)
         m.alloc(cls, self.act_bytes[cls])
         for layer in self.vstage_layers(vstage):
             yield from self._run_program(cls, self._layer_program(layer, "fwd"), mb)
         if vstage == self.vstages - 1:
-            yield self._compute_ops(
-                cls, mdl.output_ops(spec.model, **self._edge_kwargs("fwd")), "fwd:output", mb
-            )
+            yield from self._run_program(cls, self._edge_program("output", "fwd"), mb)
         else:
             self._send(cls, +1, ("act", mb, vstage + 1), f"pp_send_act mb{mb}", mb)
 
@@ -262,9 +258,7 @@ class TrainingJob:
     ) -> Generator[simpy.Event, Any, None]:
         m, spec = self.m, self.spec
         if vstage == self.vstages - 1:
-            yield self._compute_ops(
-                cls, mdl.output_ops(spec.model, **self._edge_kwargs("bwd")), "bwd:output", mb
-            )
+            yield from self._run_program(cls, self._edge_program("output", "bwd"), mb)
         else:
             yield m.recv(("grad", mb, vstage, self._class_key(cls)))
         layers = list(self.vstage_layers(vstage))[::-1]
@@ -277,9 +271,7 @@ class TrainingJob:
                     dp_events.append(self._grad_sync(cls, bucket))
                     bucket = []
         if vstage == 0:
-            yield self._compute_ops(
-                cls, mdl.embedding_ops(spec.model, **self._edge_kwargs("bwd")), "bwd:embed", mb
-            )
+            yield from self._run_program(cls, self._edge_program("embedding", "bwd"), mb)
         if dp_events is not None and bucket:
             dp_events.append(self._grad_sync(cls, bucket))
         m.free(cls, self.act_bytes[cls])
@@ -292,45 +284,49 @@ class TrainingJob:
 
     def _send(self, cls: int, delta: int, tag_base: tuple, name: str, mb: int) -> None:
         peer = self._peer(cls, delta)
-        nbytes = mdl.activation_bytes(
-            self.spec.model,
-            micro_batch=self.spec.batch.micro,
-            seq_len=self.spec.model.seq_len,
-            tp=self.dims.tp,
-            sp=self.spec.parallelism.sequence_parallel,
-            cp=self.dims.cp,
-            dtype_bytes=2,
-        )
         self.m.send(
-            cls, peer, nbytes, tag=(*tag_base, peer), layout=self.layouts["pp_p2p"], name=name, micro=mb
+            cls,
+            peer,
+            self._p2p_bytes,
+            tag=(*tag_base, peer),
+            layout=self.layouts["pp_p2p"],
+            name=name,
+            micro=mb,
         )
 
     def _run_program(
         self, cls: int, program: tuple[Segment, ...], mb: int
     ) -> Generator[simpy.Event, Any, None]:
+        """Run a layer program. With ``tp_comm_overlap`` TP collectives run beside the GEMMs (chunked,
+        userbuffers-style) and the layer only waits for them at its end, so a layer costs about
+        max(compute, TP communication) instead of their sum."""
         m = self.m
+        overlap = self.spec.parallelism.tp_comm_overlap
+        pending: list[simpy.Event] = []
         for seg in program:
             if seg.is_compute:
                 yield m.compute_fused(cls, seg.work, dtype=self.dtype, name=seg.name, micro=mb)
             else:
                 grp = self.groups[(seg.group, cls if self.fidelity != "full" else self.class_rank[cls])]
                 ev = m.collective(cls, grp, seg.op, seg.nbytes, name=seg.name, micro=mb)
-                if not self.spec.parallelism.tp_comm_overlap or seg.group != "tp":
+                if overlap and seg.group == "tp":
+                    pending.append(ev)
+                else:
                     yield ev
+        if pending:
+            yield simpy.AllOf(self.env, pending)
 
-    def _compute_ops(self, cls: int, ops: list[Any], name: str, mb: int) -> simpy.Event:
-        return self.m.compute_fused(cls, _work(ops), dtype=self.dtype, name=name, micro=mb)
-
-    def _edge_kwargs(self, phase: str) -> dict[str, Any]:
-        par = self.spec.parallelism
-        return dict(
-            micro_batch=self.spec.batch.micro,
-            seq_len=self.spec.model.seq_len,
-            tp=par.tp,
-            cp=par.cp,
-            dtype_bytes=2,
-            phase=phase,
-        )
+    def _edge_program(self, which: str, phase: str) -> tuple[Segment, ...]:
+        """Embedding (first virtual stage) or output layer + loss (last), with their TP collectives."""
+        key = (-1 if which == "embedding" else -2, phase)
+        prog = self._programs.get(key)
+        if prog is None:
+            build = mdl.embedding_program if which == "embedding" else mdl.output_program
+            par = self.spec.parallelism
+            program = build(self.spec.model, phase=phase, **_program_kwargs(self.spec))
+            prog = program_segments(program, phase, {"tp": par.tp, "cp": par.cp, "ep": par.ep})
+            self._programs[key] = prog
+        return prog
 
     def _stage_params(self, cls: int) -> float:
         """Parameters this GPU holds for its stage (TP/EP-sharded, embedding/head included)."""

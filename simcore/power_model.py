@@ -1,0 +1,479 @@
+"""From GPU activity to facility megawatts, with power caps and throttling fed back to the engine.
+
+A ``PowerController`` is a simpy process on a control tick. Each tick it takes the activity rows the
+engine recorded since the last tick, bins them (``kernels.power.activity_power``), integrates the
+two-node RC thermal model exactly (``kernels.thermal.rc_thermal``), and sets each rank class's clock
+factor for the next tick: the lower of the thermal-throttle clock and the clock that holds the GPU
+at its power cap (the GPU cap, or its share of the rack limit when the rack is over it). Compute-bound
+work issued after that runs slower; memory-bound work barely notices.
+
+After the run, ``finalize`` rolls GPU power up to racks (plus CPUs, NICs, switches, fans, other),
+through the PSU curve and the distribution loss, then to the facility (pumps, chiller/dry cooler,
+fans, other overhead; PUE computed), and applies the profile's mitigations (GPU power smoothing,
+rack energy storage) to report the swing with and without them.
+
+Conventions: series are sampled every ``sample_s``; GPU power is per GPU of a class; rack power is per
+rack of a rack type (racks with the same mix of classes); facility power covers every rack of the job.
+"IT power" is power delivered to the racks (after facility distribution, before the rack PSUs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+
+from simcore.activity import ActivityRecorder
+from simcore.engine import Machine
+from simcore.kernels import grid, power, thermal
+from simcore.profile import Profile
+
+AIR_DESIGN_RISE_K = 12.0  # inlet-to-exhaust air rise at design load (typical server, ~10-15 K)
+SECONDS_PER_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class PowerSettings:
+    """Resolution of the power/thermal coupling."""
+
+    sample_s: float = 0.005  # series resolution: resolves the 0.1-20 Hz band (Nyquist 100 Hz)
+    tick_samples: int = 10  # control tick = 50 ms: how often clocks are updated
+    start_time_of_day_s: float = 15 * 3600.0  # runs start at 15:00, the warm part of the day
+
+    @property
+    def tick_s(self) -> float:
+        return self.sample_s * self.tick_samples
+
+
+class PowerController:
+    """Per-tick power, thermal and clock control for the rank classes of one Machine."""
+
+    def __init__(self, machine: Machine, settings: PowerSettings | None = None) -> None:
+        self.m = machine
+        self.p: Profile = machine.profile
+        self.s = settings or PowerSettings()
+        acc, cool = self.p.accelerator, self.p.cooling
+        n = len(machine.classes)
+        self.n = n
+        w = acc.power_weights
+        self.weights = np.tile(np.array([w.tensor, w.hbm, w.scale_up, w.scale_out]), (n, 1))
+        self.idle = power.per_class(acc.idle_power, n)
+        self.peak = power.per_class(acc.tdp, n)
+        self.kappa = power.per_class(acc.power_exponent, n)
+        self.f_min = power.per_class(acc.min_clock / acc.max_clock, n)
+        self.gpu_cap = power.per_class(acc.power_cap if acc.power_cap is not None else acc.tdp, n)
+        self.cap = self.gpu_cap.copy()
+        self.r_jc = power.per_class(cool.r_junction_plate, n)
+        self.r_cf = power.per_class(cool.r_plate_coolant, n)
+        self.c_j = power.per_class(cool.c_junction, n)
+        self.c_cp = power.per_class(cool.c_plate, n)
+        self.slowdown = power.per_class(acc.slowdown_temp, n)
+        self.slope = power.per_class(acc.throttle_slope, n)
+        self._rack_mix(machine)
+        self.static_rack_w = _static_rack_power(self.p)
+        # Coolant: rise across a rack at design load (liquid: from flow per kW; air: typical server rise).
+        if cool.type == "liquid" and cool.flow_per_kw:
+            # flow_per_kw is m^3/s per W: rise = P / (rho * Q * cp) = 1 / (rho * cp * flow_per_W) at any load
+            # when flow is sized for the design load; we scale it by the load fraction of the rack limit.
+            self.design_rise_k = 1.0 / (
+                thermal.WATER_DENSITY_KG_PER_M3 * thermal.WATER_CP_J_PER_KG_K * cool.flow_per_kw
+            )
+        else:
+            self.design_rise_k = AIR_DESIGN_RISE_K
+        # Warm start: a job that has been running sits near the steady state of sustained compute.
+        a_hot = min(1.0, w.tensor + 0.3 * w.hbm)
+        p_hot = acc.idle_power + (acc.tdp - acc.idle_power) * a_hot
+        t_f = self._supply_c(0.0) + 0.5 * self.design_rise_k * self._load_fraction(p_hot)
+        self.tj = np.full(n, t_f + p_hot * (cool.r_junction_plate + cool.r_plate_coolant))
+        self.tcp = np.full(n, t_f + p_hot * cool.r_plate_coolant)
+        self.t_prev = 0.0
+        self._carry: tuple[np.ndarray, ...] = _empty_intervals()
+        self._queue: list[np.ndarray] = []
+        self._consumed_open = 0
+        self._series: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("gpu_w", "tj", "clock", "rack_it_w", "cap")
+        }
+        machine.recorder.add_sink(self._on_block)
+        self.ticks = 0
+
+    # ------------------------------------------------------------------ geometry
+    def _rack_mix(self, machine: Machine) -> None:
+        """Racks of the job grouped into types with the same count of GPUs of each class."""
+        gpr = machine.cluster.gpus_per_rack
+        gpus_all = np.concatenate([c.gpus for c in machine.classes])
+        n_racks = int(gpus_all.max() // gpr) + 1
+        counts = np.zeros((n_racks, self.n), dtype=np.int64)
+        for k, c in enumerate(machine.classes):
+            counts[:, k] = np.bincount(c.gpus // gpr, minlength=n_racks)
+        types, inverse, per_type = np.unique(counts, axis=0, return_inverse=True, return_counts=True)
+        self.rack_counts = types.astype(np.float64)  # [R_types, C]: GPUs of each class in a rack of the type
+        self.rack_type_racks = per_type.astype(np.float64)  # racks of each type
+        self.rack_of_type = inverse.ravel()
+        self.rack_idle_gpus = gpr - self.rack_counts.sum(axis=1)  # GPUs in the rack not used by the job
+        self.class_in_type = self.rack_counts > 0
+
+    # ------------------------------------------------------------------ environment
+    def _outside_c(self, t_s: np.ndarray | float) -> np.ndarray | float:
+        fac = self.p.cooling.facility
+        tod = self.s.start_time_of_day_s + np.asarray(t_s)
+        # Daily sinusoid peaking at 15:00.
+        return fac.outside_temp + fac.diurnal_amplitude * np.cos(
+            2 * math.pi * (tod - 15 * 3600.0) / SECONDS_PER_DAY
+        )
+
+    def _supply_c(self, t_s: np.ndarray | float) -> np.ndarray | float:
+        """Coolant supply: the set point, unless a dry cooler alone cannot get the water that cold."""
+        cool = self.p.cooling
+        if cool.facility.heat_rejection != "dry_cooler":
+            return cool.inlet_temp if np.ndim(t_s) == 0 else np.full(np.shape(t_s), cool.inlet_temp)
+        return np.maximum(cool.inlet_temp, self._outside_c(t_s) + cool.facility.approach)
+
+    def _load_fraction(self, gpu_w: float) -> float:
+        rack_w = gpu_w * self.m.cluster.gpus_per_rack + self.static_rack_w
+        return rack_w / self.p.rack.power_limit
+
+    # ------------------------------------------------------------------ activity intake
+    def _on_block(self, block: np.ndarray) -> None:
+        self._queue.append(block[self._consumed_open :])
+        self._consumed_open = 0
+
+    def _take_new_rows(self) -> np.ndarray:
+        rec: ActivityRecorder = self.m.recorder
+        parts = self._queue
+        open_rows = rec.open_rows()[self._consumed_open :]
+        self._consumed_open += len(open_rows)
+        parts.append(open_rows.copy())
+        self._queue = []
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    # ------------------------------------------------------------------ the control loop
+    def process(self, done: simpy.Event) -> Generator[simpy.Event, Any, None]:
+        """Tick until the workload is done, then close the last partial tick."""
+        env = self.m.env
+        while not done.triggered:
+            yield env.any_of([env.timeout(self.s.tick_s), done])
+            self.tick(env.now)
+
+    def tick(self, t_now: float) -> None:
+        k = max(1, round((t_now - self.t_prev) / self.s.sample_s))
+        dt = (t_now - self.t_prev) / k
+        if dt <= 0:
+            return
+        start, end, cls, ch, lvl = _merge_intervals(self._carry, _expand(self._take_new_rows()))
+        clock = np.repeat(np.asarray(self.m.clock, dtype=np.float64)[:, None], k, axis=1)
+        gpu_w, act = power.activity_power(
+            start, end, cls, ch, lvl, self.weights, self.idle, self.peak, clock, self.kappa, self.t_prev, dt
+        )
+        keep = end > t_now
+        self._carry = (start[keep], end[keep], cls[keep], ch[keep], lvl[keep])
+        # Racks: GPU power of each class present, idle GPUs, and the static non-GPU load.
+        rack_it = self.rack_counts @ gpu_w + (self.rack_idle_gpus * self.p.accelerator.idle_power)[:, None]
+        rack_it += self.static_rack_w
+        times = self.t_prev + dt * (np.arange(k) + 0.5)
+        rise = self.design_rise_k * rack_it / self.p.rack.power_limit  # [R_types, k]
+        coolant_rack = self._supply_c(times)[None, :] + 0.5 * rise * self._liquid_share()
+        # A class spread over several rack types sees the warmest of them.
+        coolant = np.where(self.class_in_type.T[:, :, None], coolant_rack[None, :, :], -np.inf).max(axis=1)
+        tj, tcp = thermal.rc_thermal(
+            gpu_w, coolant, self.r_jc, self.r_cf, self.c_j, self.c_cp, self.tj, self.tcp, dt
+        )
+        self.tj, self.tcp = tj[:, -1].copy(), tcp[:, -1].copy()
+        # Next tick's clocks: thermal throttle and power caps (GPU cap, or share of an exceeded rack limit).
+        self._update_caps(rack_it.mean(axis=1), gpu_w.mean(axis=1))
+        f_thermal = thermal.thermal_clock_factor(self.tj[:, None], self.slowdown, self.slope, self.f_min)[
+            :, 0
+        ]
+        f_cap = power.clock_for_power_cap(
+            self.cap, self.idle, self.peak, act.mean(axis=1)[:, None], self.kappa, self.f_min
+        )[:, 0]
+        new_clock = np.minimum(f_thermal, f_cap)
+        self.m.clock[:] = [float(round(f, 6)) for f in new_clock]  # rounded: keeps the cost memo effective
+        for key, value in (
+            ("gpu_w", gpu_w),
+            ("tj", tj),
+            ("clock", clock),
+            ("rack_it_w", rack_it),
+            ("cap", np.repeat(self.cap[:, None], k, axis=1)),
+        ):
+            self._series[key].append(value)
+        self.t_prev = t_now
+        self.ticks += 1
+
+    def _liquid_share(self) -> float:
+        cool = self.p.cooling
+        return cool.liquid_fraction if cool.type == "liquid" else 1.0
+
+    def _update_caps(self, rack_it_w: np.ndarray, gpu_w: np.ndarray) -> None:
+        """Per-class cap: the GPU cap, lowered to a fair share of the rack limit where a rack exceeds it."""
+        limit = self.p.rack.power_limit
+        cap = self.gpu_cap.copy()
+        over = rack_it_w > limit
+        if np.any(over):
+            gpus = self.rack_counts.sum(axis=1) + self.rack_idle_gpus
+            budget = (limit - self.static_rack_w) / gpus  # W per GPU the rack can afford
+            for r in np.flatnonzero(over):
+                cap = np.where(self.class_in_type[r], np.minimum(cap, budget[r]), cap)
+        self.cap = np.maximum(cap, self.idle * 1.01)
+
+    # ------------------------------------------------------------------ results
+    def finalize(self) -> PowerResult:
+        """Close the series at the last tick (the moment the workload finished) and roll everything up."""
+        return PowerResult.build(self, self.t_prev)
+
+
+def _static_rack_power(p: Profile) -> float:
+    """Non-GPU IT power of one rack under load: CPUs, NICs, switches, tray overhead and fans."""
+    r = p.rack
+    nics = r.gpus_per_tray * p.scale_out.nics_per_gpu
+    per_tray = r.cpus_per_tray * r.cpu_power + nics * r.nic_power + r.tray_other_power + r.fan_power
+    switches = (
+        r.switch_trays * r.switch_tray_power if r.switch_trays else r.trays_per_rack * r.switch_tray_power
+    )
+    return r.trays_per_rack * per_tray + switches
+
+
+def _empty_intervals() -> tuple[np.ndarray, ...]:
+    return (np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+
+
+def _expand(rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Event rows -> one interval per non-zero activity channel (start, end, class, channel, level)."""
+    cols = ("u_tensor", "u_hbm", "u_scale_up", "u_scale_out")
+    levels = np.stack([rows[c].astype(np.float64) for c in cols], axis=1)  # [n, 4]
+    r, c = np.nonzero(levels > 0.0)
+    return (
+        rows["t_start"][r],
+        rows["t_end"][r],
+        rows["rank_class"][r].astype(np.int64),
+        c.astype(np.int64),
+        levels[r, c],
+    )
+
+
+def _merge_intervals(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    return tuple(np.concatenate([x, y]) for x, y in zip(a, b, strict=True))
+
+
+@dataclass
+class PowerResult:
+    """Series and totals of one run's power, thermal and facility behaviour."""
+
+    time_s: np.ndarray
+    gpu_w: np.ndarray  # [T, C] per GPU of each class
+    tj_c: np.ndarray  # [T, C]
+    clock: np.ndarray  # [T, C]
+    rack_it_w: np.ndarray  # [T, R_types] IT load of one rack of each type (before rack PSUs)
+    rack_input_w: np.ndarray  # [T, R_types] after PSUs and distribution
+    rack_loss_w: np.ndarray  # [T, R_types]
+    coolant_out_c: np.ndarray  # [T, R_types]
+    it_w: np.ndarray  # [T] all racks of the job
+    cooling_w: np.ndarray  # [T]
+    facility_w: np.ndarray  # [T]
+    grid_w: np.ndarray  # [T] facility draw after the configured mitigations
+    gpu_energy_j: float
+    other_it_energy_j: float
+    conversion_loss_j: float
+    cooling_energy_j: float
+    overhead_energy_j: float
+    summary: dict[str, Any]
+
+    @classmethod
+    def build(cls, ctl: PowerController, t_end: float) -> PowerResult:
+        p, s = ctl.p, ctl.s
+        ser = {k: np.concatenate(v, axis=1).T for k, v in ctl._series.items()}  # [T, ...]
+        n_t = ser["gpu_w"].shape[0]
+        # Sample midpoints: the last tick may be shorter, so times come from the tick widths.
+        time_s = _sample_times(ctl, n_t, t_end)
+        dt = np.diff(np.append(0.0, _sample_edges(ctl, n_t, t_end)))
+        mult = ctl.m.gpu_multiplicity().astype(np.float64)
+        rack = p.rack
+        rack_it = ser["rack_it_w"]  # [T, R]
+        curve = np.asarray(rack.psu_efficiency, dtype=np.float64)
+        # Distribution (busbar/cables) loss depends on the instantaneous current: apply it per sample, then
+        # the PSU curve at the resulting PSU output.
+        psu_out = rack_it / power.distribution_efficiency(
+            rack_it, rack.bus_voltage, rack.distribution_resistance
+        )
+        n_types = rack_it.shape[1]
+        rack_in, psu_loss = power.rack_input_power(
+            psu_out.T.copy(),
+            np.full(n_types, rack.psu_rated_power),
+            curve[:, 0].copy(),
+            curve[:, 1].copy(),
+            np.ones(n_types),
+        )
+        rack_in = rack_in.T
+        rack_loss = psu_loss.T + (psu_out - rack_it)
+        it_w = rack_in @ ctl.rack_type_racks  # [T]
+        fac = p.cooling.facility
+        supply = np.asarray(ctl._supply_c(time_s), dtype=np.float64)
+        outside = np.asarray(ctl._outside_c(time_s), dtype=np.float64)
+        design_it = rack.power_limit * float(ctl.rack_type_racks.sum())
+        loop_dt = max(ctl.design_rise_k, 1.0)
+        cooling_w, _pue = thermal.facility_power(
+            it_w,
+            supply,
+            outside,
+            design_it,
+            fac.pump_power_fraction * design_it,
+            fac.fan_power_fraction * design_it,
+            fac.approach,
+            loop_dt,
+            fac.carnot_fraction,
+            thermal.CHILLER_COP_MIN,
+            thermal.CHILLER_COP_MAX,
+            0.0,
+            0.0,
+        )
+        overhead_w = fac.other_overhead_fraction * it_w
+        facility_w = it_w + cooling_w + overhead_w
+        coolant_out = supply[:, None] + ctl.design_rise_k * rack_it / rack.power_limit
+        # Energy bookkeeping (J): integral of each series; facility = IT + cooling + other overhead.
+        gpu_e = float(np.sum(ser["gpu_w"] @ mult * dt)) + float(
+            np.sum(ctl.rack_idle_gpus @ ctl.rack_type_racks) * p.accelerator.idle_power * np.sum(dt)
+        )
+        it_e = float(np.sum(it_w * dt))
+        loss_e = float(np.sum((rack_loss @ ctl.rack_type_racks) * dt))
+        cool_e = float(np.sum(cooling_w * dt))
+        over_e = float(np.sum(overhead_w * dt))
+        other_it_e = it_e - gpu_e - loss_e
+        grid_w, mitig = _mitigations(ctl, ser, dt, facility_w, it_w)
+        swing, ramp, band = grid.power_swing(facility_w, s.sample_s)
+        swing_m, ramp_m, band_m = grid.power_swing(grid_w, s.sample_s)
+        total_t = float(np.sum(dt))
+        throttled = (ser["clock"] < 1.0 - 1e-9) @ mult / mult.sum()
+        summary = {
+            "avg_it_power_w": it_e / total_t,
+            "peak_it_power_w": float(np.max(it_w)),
+            "facility_power_w": float((it_e + cool_e + over_e) / total_t),
+            "pue": (it_e + cool_e + over_e) / it_e,
+            "power_swing_w": swing,
+            "max_ramp_w_per_s": ramp,
+            "swing_band_energy_fraction": band,
+            "power_swing_mitigated_w": swing_m,
+            "max_ramp_mitigated_w_per_s": ramp_m,
+            "swing_band_energy_fraction_mitigated": band_m,
+            "throttle_time_fraction": float(np.sum(throttled * dt) / total_t),
+            "max_junction_temp_c": float(np.max(ser["tj"])),
+            "max_coolant_out_c": float(np.max(coolant_out)),
+            "rack_power_w": float(np.max(rack_in.mean(axis=0))),
+            "gpu_energy_j": gpu_e,
+            "it_energy_j": it_e,
+            "facility_energy_j": it_e + cool_e + over_e,
+            **mitig,
+        }
+        return cls(
+            time_s,
+            ser["gpu_w"],
+            ser["tj"],
+            ser["clock"],
+            rack_it,
+            rack_in,
+            rack_loss,
+            coolant_out,
+            it_w,
+            cooling_w,
+            facility_w,
+            grid_w,
+            gpu_e,
+            other_it_e,
+            loss_e,
+            cool_e,
+            over_e,
+            summary,
+        )
+
+    def series(self) -> dict[str, dict[str, tuple[np.ndarray, str, str]]]:
+        """Trace groups: name -> (data, units, long name), for ``TraceWriter.write_series``."""
+        return {
+            "power": {
+                "gpu_w": (self.gpu_w, "W", "power of one GPU of each rank class"),
+                "rack_w": (self.rack_input_w, "W", "input power of one rack of each rack type"),
+                "rack_it_w": (self.rack_it_w, "W", "IT load of one rack of each rack type (before PSUs)"),
+                "it_w": (self.it_w, "W", "IT power of all racks of the job"),
+                "cooling_w": (self.cooling_w, "W", "facility cooling power (pumps, chiller, fans)"),
+                "facility_w": (self.facility_w, "W", "facility power (IT + cooling + other overhead)"),
+                "grid_w": (self.grid_w, "W", "facility draw after GPU smoothing and rack storage"),
+            },
+            "thermal": {
+                "t_junction_c": (self.tj_c, "degC", "GPU junction temperature of each rank class"),
+                "clock_factor": (self.clock, "1", "GPU clock as a fraction of max clock"),
+                "coolant_out_c": (
+                    self.coolant_out_c,
+                    "degC",
+                    "coolant (or exhaust air) outlet of each rack type",
+                ),
+            },
+        }
+
+
+def _sample_edges(ctl: PowerController, n_t: int, t_end: float) -> np.ndarray:
+    """End time of every sample (ticks are split into equal samples)."""
+    edges: list[np.ndarray] = []
+    t0 = 0.0
+    for block in ctl._series["gpu_w"]:
+        k = block.shape[1]
+        t1 = t0 + ctl.s.tick_s if len(edges) < len(ctl._series["gpu_w"]) - 1 else t_end
+        edges.append(t0 + (t1 - t0) * (np.arange(1, k + 1) / k))
+        t0 = t1
+    out = np.concatenate(edges) if edges else np.zeros(0)
+    return out[:n_t]
+
+
+def _sample_times(ctl: PowerController, n_t: int, t_end: float) -> np.ndarray:
+    ends = _sample_edges(ctl, n_t, t_end)
+    starts = np.append(0.0, ends[:-1])
+    return 0.5 * (starts + ends)
+
+
+def _mitigations(
+    ctl: PowerController, ser: dict[str, np.ndarray], dt: np.ndarray, facility_w: np.ndarray, it_w: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Facility draw after GPU power smoothing and rack energy storage (when the profile has them)."""
+    p, s = ctl.p, ctl.s
+    rack = p.rack
+    grid_w = facility_w.copy()
+    info: dict[str, Any] = {"smoothing_energy_j": 0.0, "storage": None}
+    ratio = np.divide(facility_w, it_w, out=np.ones_like(it_w), where=it_w > 0)
+    if rack.power_smoothing is not None:
+        sm = rack.power_smoothing
+        req = ser["gpu_w"].T.copy()  # [C, T]
+        n = req.shape[0]
+        smoothed, wasted = grid.gpu_smoothing(
+            req,
+            power.per_class(sm.floor_fraction * p.accelerator.tdp, n),
+            power.per_class(sm.ramp_limit, n),
+            s.sample_s,
+        )
+        mult = ctl.m.gpu_multiplicity().astype(np.float64)
+        extra_gpu_w = (smoothed - req).T @ mult  # [T] extra GPU power over all GPUs of the job
+        # Extra GPU power passes through PSUs and cooling like any IT load: scale by the facility ratio.
+        grid_w = grid_w + extra_gpu_w * ratio
+        info["smoothing_energy_j"] = float(wasted @ mult)
+    if rack.energy_storage is not None:
+        es = rack.energy_storage
+        racks = float(ctl.rack_type_racks.sum())
+        load = (grid_w / racks)[None, :].copy()  # one representative rack's share of the facility draw
+        one = lambda v: np.array([float(v)])  # noqa: E731
+        grid_rack, soc = grid.storage_buffer(
+            load,
+            one(es.capacity),
+            one(es.max_power),
+            one(es.efficiency),
+            one(es.grid_ramp_limit),
+            one(2.0),
+            one(0.5 * es.capacity),
+            one(0.5 * es.capacity),
+            one(60.0),
+            s.sample_s,
+        )
+        grid_w = grid_rack[0] * racks
+        info["storage"] = {
+            "min_soc_fraction": float(soc.min() / es.capacity),
+            "max_soc_fraction": float(soc.max() / es.capacity),
+        }
+    return grid_w, info
