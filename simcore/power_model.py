@@ -262,7 +262,8 @@ def _merge_intervals(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tu
 class PowerResult:
     """Series and totals of one run's power, thermal and facility behaviour."""
 
-    time_s: np.ndarray
+    time_s: np.ndarray  # [T] sample midpoints
+    width_s: np.ndarray  # [T] sample widths (equal inside a tick; the last tick may be shorter)
     gpu_w: np.ndarray  # [T, C] per GPU of each class
     tj_c: np.ndarray  # [T, C]
     clock: np.ndarray  # [T, C]
@@ -368,6 +369,7 @@ class PowerResult:
         }
         return cls(
             time_s,
+            dt,
             ser["gpu_w"],
             ser["tj"],
             ser["clock"],
@@ -391,6 +393,7 @@ class PowerResult:
         """Trace groups: name -> (data, units, long name), for ``TraceWriter.write_series``."""
         return {
             "power": {
+                "sample_s": (self.width_s, "s", "width of each sample (energy = sum of power x width)"),
                 "gpu_w": (self.gpu_w, "W", "power of one GPU of each rank class"),
                 "rack_w": (self.rack_input_w, "W", "input power of one rack of each rack type"),
                 "rack_it_w": (self.rack_it_w, "W", "IT load of one rack of each rack type (before PSUs)"),

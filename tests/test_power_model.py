@@ -1,0 +1,108 @@
+"""Power, thermal and facility behaviour of whole runs (the physics the summary reports)."""
+
+from __future__ import annotations
+
+import itertools
+
+import h5py
+import numpy as np
+import pytest
+import simpy
+
+from simcore.cluster import Cluster
+from simcore.engine import Machine
+from simcore.power_model import PowerController
+from simcore.profile import load_profile
+from simcore.runner import RunOptions, all_done, run
+
+
+def _run(tmp_path, name="r", **kw):
+    opts = dict(profile="gen2.yaml", workload="llama3-8b", out=tmp_path / name, steps=2)
+    opts.update(kw)
+    return run(RunOptions(**opts))
+
+
+def test_energy_is_the_integral_of_power_and_facility_is_it_times_pue(tmp_path):
+    r = _run(tmp_path)
+    s = r.summary
+    with h5py.File(tmp_path / "r" / "trace.h5") as f:
+        t = f["timeseries/power/time"][:]
+        it = f["timeseries/power/it_w"][:]
+        fac = f["timeseries/power/facility_w"][:]
+        assert f["timeseries/power/it_w"].attrs["units"] == "W"
+        dt = f["timeseries/power/sample_s"][:]
+    assert np.sum(dt) == pytest.approx(t[-1] + dt[-1] / 2, rel=1e-12)  # samples tile the run
+    # Energy in the summary is the integral (sum of width x power) of the series it came from.
+    assert np.sum(it * dt) == pytest.approx(s["it_energy_j"], rel=1e-6)
+    assert np.sum(fac * dt) == pytest.approx(s["facility_energy_j"], rel=1e-6)
+    assert s["facility_energy_j"] == pytest.approx(s["it_energy_j"] * s["pue"], rel=1e-12)
+    assert s["energy_per_token_j"] == pytest.approx(
+        s["facility_energy_j"] / (2 * s["workload"]["global_seqs"] * 8192)
+    )
+    assert 1.0 < s["pue"] < 1.6
+    assert s["avg_it_power_w"] <= s["peak_it_power_w"]
+
+
+def _steady_compute(profile_name: str, seconds: float = 3.0, sets: tuple[str, ...] = ()) -> PowerController:
+    """One rack whose GPUs run large GEMMs back to back (full compute load)."""
+    p = load_profile(profile_name, list(sets))
+    env = simpy.Environment()
+    m = Machine(env, p, Cluster(p, racks=1), comm_model=None)  # type: ignore[arg-type]
+    m.add_class("all", np.arange(p.gpus_per_rack))
+    ctl = PowerController(m)
+
+    def work():
+        while env.now < seconds:
+            yield m.compute(0, 4e15, 2e9, dtype="bf16", name="gemm", min_dim=8192)
+
+    proc = env.process(work())
+    env.process(ctl.process(all_done(env, [proc])))
+    env.run()
+    return ctl
+
+
+def test_full_load_gpu_draws_tdp_and_idle_floor_is_respected():
+    ctl = _steady_compute("gen2.yaml")
+    res = ctl.finalize()
+    acc = ctl.p.accelerator
+    # A compute-bound GEMM keeps the tensor cores busy: activity ~ w_tensor + w_hbm * u_hbm, clipped at 1.
+    assert res.gpu_w.max() <= acc.tdp + 1e-9
+    assert res.gpu_w[len(res.gpu_w) // 2, 0] > 0.85 * acc.tdp
+    assert res.gpu_w.min() >= acc.idle_power - 1e-9
+
+
+def test_hotter_inlet_runs_hotter_and_throttling_costs_time(tmp_path):
+    cool = _run(
+        tmp_path, "cool", sets=['cooling.inlet_temp="25 degC"', 'accelerator.slowdown_temp="82 degC"']
+    )
+    warm = _run(
+        tmp_path, "warm", sets=['cooling.inlet_temp="45 degC"', 'accelerator.slowdown_temp="82 degC"']
+    )
+    assert warm.summary["max_junction_temp_c"] > cool.summary["max_junction_temp_c"] + 15
+    assert cool.summary["throttle_time_fraction"] == 0.0
+    assert warm.summary["throttle_time_fraction"] > 0.0
+    assert warm.summary["step_time_s"] > cool.summary["step_time_s"]
+
+
+def test_tighter_rack_cap_never_makes_a_step_faster(tmp_path):
+    times = []
+    for kw in ("132 kW", "90 kW", "75 kW", "60 kW"):
+        r = _run(tmp_path, kw.replace(" ", ""), sets=[f'rack.power_limit="{kw}"'], write_trace=False)
+        times.append(r.summary["step_time_s"])
+    assert all(b >= a * (1 - 1e-12) for a, b in itertools.pairwise(times)), times
+    assert times[-1] > times[0]
+
+
+def test_smoothing_cuts_the_swing_and_burns_energy(tmp_path):
+    r = _run(tmp_path, sets=['rack.power_smoothing={floor_fraction: 0.6, ramp_limit: "2000 W/s"}'])
+    s = r.summary
+    assert s["power_swing_mitigated_w"] < s["power_swing_w"]
+    assert s["max_ramp_mitigated_w_per_s"] < s["max_ramp_w_per_s"]
+    assert s["smoothing_energy_j"] > 0.0
+
+
+def test_rack_energy_storage_flattens_grid_draw(tmp_path):
+    sets = ["rack.power_smoothing=null", 'rack.energy_storage={capacity: "2 MJ", max_power: "80 kW"}']
+    s = _run(tmp_path, sets=sets).summary
+    assert s["power_swing_mitigated_w"] < 0.5 * s["power_swing_w"]
+    assert 0.0 <= s["storage"]["min_soc_fraction"] <= s["storage"]["max_soc_fraction"] <= 1.0
