@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import itertools
 import json
 import types
 from collections.abc import Iterable, Mapping
@@ -48,12 +49,18 @@ TITANIUM_CURVE = [[0.1, 0.90], [0.2, 0.94], [0.5, 0.96], [1.0, 0.91]]
 # --------------------------------------------------------------------------------------------- accelerator
 @dataclass(frozen=True)
 class PowerWeights:
-    """How much each activity contributes to dynamic GPU power: A = clamp(sum w_c * u_c, 0, 1)."""
+    """How much each activity contributes to dynamic GPU power: A = clamp(sum w_c * u_c, 0, 1).
 
-    tensor: float = number("weight of tensor-core (GEMM) activity", 0.85, minimum=0, maximum=1)
+    Defaults (estimates, modeling-notes 2.1): a GEMM at ~80 % of peak with ~40 % HBM traffic gives A ~ 0.94,
+    the power-limited GPU of a training step; memory-bound decode (u_tensor ~0.1, u_hbm ~0.9) A ~ 0.4, the
+    ~300 W of 700 W quoted for H100 inference; an NVLink collective (link busy, NCCL kernels on a few SMs
+    streaming HBM) A ~ 0.4, rather than idle.
+    """
+
+    tensor: float = number("weight of tensor-core (GEMM) activity", 1.0, minimum=0, maximum=1)
     hbm: float = number("weight of HBM bandwidth utilisation", 0.35, minimum=0, maximum=1)
-    scale_up: float = number("weight of scale-up link (NVLink) activity", 0.15, minimum=0, maximum=1)
-    scale_out: float = number("weight of scale-out NIC activity", 0.05, minimum=0, maximum=1)
+    scale_up: float = number("weight of scale-up link (NVLink) activity", 0.35, minimum=0, maximum=1)
+    scale_out: float = number("weight of scale-out NIC activity", 0.1, minimum=0, maximum=1)
 
 
 @dataclass(frozen=True)
@@ -586,7 +593,7 @@ def _check_consistency(p: Profile, file: str) -> None:
             expected=f"a multiple or divisor of rack.gpus_per_tray ({p.rack.gpus_per_tray})",
         )
     spans = [t.span_gpus for t in p.scale_out.tiers]
-    if any(b <= a for a, b in zip(spans, spans[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(spans)):
         raise ConfigError(
             "tier spans must grow from leaf to core",
             file=file,

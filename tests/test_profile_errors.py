@@ -1,0 +1,377 @@
+"""Every bad profile input gives one clear ConfigError: the file, the field path, the value and what was
+expected (docs/profiles.md, "Errors"). Messages are asserted on content, not only on type."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from simcore.errors import ConfigError
+from simcore.profile import PROFILES_DIR, load_profile, parse_set_option, profile_from_mapping
+
+BASE: dict[str, Any] = yaml.safe_load((PROFILES_DIR / "gen1.yaml").read_text())
+
+
+def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+
+
+_DELETE = object()
+
+
+def write_profile(tmp_path: Path, changes: dict[str, Any], name: str = "bad.yaml") -> Path:
+    data = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        _set(data, path, value)
+    target = tmp_path / name
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
+def load_error(path: Path, overrides: tuple[str, ...] = ()) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_profile(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message, "an error is one line"
+    return message
+
+
+def assert_names(message: str, *parts: str) -> None:
+    for part in parts:
+        assert part in message, f"{part!r} not in {message!r}"
+
+
+# ------------------------------------------------------------------------------------------ files
+def test_missing_file(tmp_path):
+    message = load_error(tmp_path / "nope.yaml")
+    assert_names(message, "nope.yaml", "profile not found", "expected", "gen1")
+
+
+def test_missing_builtin_name_suggests_the_closest():
+    message = load_error(Path("gen4"))
+    assert_names(message, "gen4", "profile not found", "did you mean 'gen")
+
+
+def test_path_with_directories_never_falls_back_to_a_builtin(tmp_path):
+    message = load_error(tmp_path / "configs" / "gen1.yaml")
+    assert_names(message, "gen1.yaml", "profile not found")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    bad = tmp_path / "syntax.yaml"
+    bad.write_text("name: x\naccelerator:\n  name: H100\n   tdp: 700 W\n")
+    message = load_error(bad)
+    assert_names(message, "syntax.yaml", "YAML syntax error", "line 4")
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- accelerator\n- scale_up\n")
+    assert_names(load_error(bad), "list.yaml", "mapping", "expected")
+
+
+# ------------------------------------------------------------------------------------------ fields
+def test_unknown_field_suggests_the_right_one(tmp_path):
+    message = load_error(write_profile(tmp_path, {"scale_up.bandwdith": "900 GB/s"}))
+    assert_names(message, "bad.yaml", "scale_up.bandwdith", "unknown field", "did you mean 'bandwidth'?")
+
+
+def test_unknown_section(tmp_path):
+    message = load_error(write_profile(tmp_path, {"colling": {"type": "air"}}))
+    assert_names(message, "bad.yaml", "colling", "unknown field", "did you mean 'cooling'?")
+
+
+def test_unknown_field_in_a_list_item(tmp_path):
+    tiers = [{"name": "leaf", "span_gpus": 256, "latncy": "1 us"}]
+    message = load_error(write_profile(tmp_path, {"scale_out.tiers": tiers}))
+    assert_names(message, "bad.yaml", "scale_out.tiers[0].latncy", "did you mean 'latency'?")
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("accelerator.tdp", 'a quantity like "700 W"'),
+        ("scale_up.domain_size", "a whole number >= 1"),
+        ("cluster", "ClusterShape"),
+    ],
+)
+def test_missing_required_field(tmp_path, path, expected):
+    message = load_error(write_profile(tmp_path, {path: _DELETE}))
+    assert_names(message, "bad.yaml", path, "missing required field", expected)
+
+
+def test_wrong_unit_for_a_bandwidth(tmp_path):
+    message = load_error(write_profile(tmp_path, {"scale_out.nic_bandwidth": "400 GB"}))
+    assert_names(
+        message,
+        "bad.yaml",
+        "scale_out.nic_bandwidth",
+        "wrong unit for a bandwidth",
+        "'400 GB'",
+        "GB/s",
+        "did you mean '400 GB/s'?",
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "wrong"),
+    [
+        ("accelerator.hbm_capacity", "80 GB/s", "a size in bytes"),
+        ("accelerator.peak_flops.bf16", "989 TB/s", "a FLOP rate"),
+        ("accelerator.tdp", "700 J", "a power"),
+        ("cooling.inlet_temp", "25 W", "a temperature"),
+        ("cooling.r_plate_coolant", "0.04 K", "a thermal resistance"),
+    ],
+)
+def test_wrong_unit_dimension(tmp_path, path, value, wrong):
+    message = load_error(write_profile(tmp_path, {path: value}))
+    assert_names(message, "bad.yaml", path, f"wrong unit for {wrong}", repr(value), "expected")
+
+
+def test_unknown_unit(tmp_path):
+    message = load_error(write_profile(tmp_path, {"accelerator.tdp": "700 Wats"}))
+    assert_names(message, "bad.yaml", "accelerator.tdp", "unknown unit 'Wats'", 'e.g. "700 W"')
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("accelerator.tdp", 700),
+        ("accelerator.tdp", "700"),
+        ("scale_up.bandwidth", 900),
+        ("cooling.inlet_temp", 25.0),
+        ("accelerator.peak_flops.bf16", 989.5),
+    ],
+)
+def test_bare_number_where_a_unit_is_needed(tmp_path, path, value):
+    message = load_error(write_profile(tmp_path, {path: value}))
+    assert_names(
+        message, "bad.yaml", path, "a unit is required", f"got {value!r}", "expected a string with a unit"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("scale_up.bandwidth", "-900 GB/s"),
+        ("scale_up.bandwidth", "0 GB/s"),
+        ("scale_out.nic_bandwidth", "0 Gb/s"),
+        ("accelerator.hbm_bandwidth", "-3.35 TB/s"),
+        ("accelerator.hbm_capacity", "0 GB"),
+        ("accelerator.hbm_capacity", "-80 GB"),
+        ("accelerator.tdp", "0 W"),
+        ("accelerator.tdp", "-700 W"),
+        ("accelerator.idle_power", "-70 W"),
+        ("rack.cpu_power", "0 W"),
+        ("rack.power_limit", "-42 kW"),
+        ("accelerator.peak_flops.fp8", "0 TFLOP/s"),
+    ],
+)
+def test_zero_or_negative_bandwidth_memory_power(tmp_path, path, value):
+    message = load_error(write_profile(tmp_path, {path: value}))
+    assert_names(message, "bad.yaml", path, "must be positive", repr(value), "expected")
+
+
+def test_zero_is_allowed_where_a_part_may_be_absent_but_negative_is_not(tmp_path):
+    assert load_profile(write_profile(tmp_path, {"rack.fan_power": "0 W"})).rack.fan_power == 0.0
+    message = load_error(write_profile(tmp_path, {"rack.fan_power": "-5 W"}))
+    assert_names(message, "bad.yaml", "rack.fan_power", "must not be negative", "'-5 W'", "zero or more")
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("scale_up.efficiency", 1.2),
+        ("scale_up.efficiency", 0),
+        ("scale_up.in_switch_efficiency", -0.1),
+        ("scale_out.efficiency", 1.5),
+        ("calibration.hbm_efficiency", 0.0),
+        ("calibration.gemm.bf16.max_efficiency", 1.01),
+    ],
+)
+def test_efficiency_outside_zero_one(tmp_path, path, value):
+    message = load_error(write_profile(tmp_path, {path: value}))
+    assert_names(message, "bad.yaml", path, "out of range", f"got {value!r}", "expected a number in (0, 1]")
+
+
+def test_efficiency_in_an_optional_section(tmp_path):
+    storage = {"capacity": "100 kJ", "max_power": "50 kW", "efficiency": 1.1}
+    message = load_error(write_profile(tmp_path, {"rack.energy_storage": storage}))
+    assert_names(message, "bad.yaml", "rack.energy_storage.efficiency", "out of range", "1.1", "(0, 1]")
+
+
+def test_negative_flow(tmp_path):
+    message = load_error(
+        write_profile(tmp_path, {"cooling.type": "liquid", "cooling.flow_per_kw": "-1.5 L/min/kW"})
+    )
+    assert_names(
+        message, "bad.yaml", "cooling.flow_per_kw", "must be positive", "'-1.5 L/min/kW'", "L/min/kW"
+    )
+
+
+def test_liquid_cooling_needs_a_flow(tmp_path):
+    message = load_error(write_profile(tmp_path, {"cooling.type": "liquid"}))
+    assert_names(message, "bad.yaml", "cooling.flow_per_kw", "needs a coolant flow", "L/min/kW")
+
+
+def test_inlet_temperature_above_the_throttle_temperature(tmp_path):
+    message = load_error(write_profile(tmp_path, {"cooling.inlet_temp": "95 degC"}))
+    assert_names(
+        message, "bad.yaml", "cooling.inlet_temp", "slowdown temperature", "'95 degC'", "below 89 degC"
+    )
+
+
+def test_power_cap_below_idle_power(tmp_path):
+    message = load_error(write_profile(tmp_path, {"accelerator.power_cap": "50 W"}))
+    assert_names(
+        message,
+        "bad.yaml",
+        "accelerator.power_cap",
+        "at or below idle power",
+        "'50 W'",
+        "more than idle_power (70 W)",
+    )
+
+
+def test_idle_power_at_or_above_tdp(tmp_path):
+    message = load_error(write_profile(tmp_path, {"accelerator.idle_power": "800 W"}))
+    assert_names(
+        message, "bad.yaml", "accelerator.idle_power", "below the TDP", "800 W", "less than tdp (700 W)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "says"),
+    [
+        ({"accelerator.min_clock": "3 GHz"}, "accelerator.min_clock", "at most 1.83 GHz"),
+        ({"accelerator.slowdown_temp": "95 degC"}, "accelerator.slowdown_temp", "below 92 degC"),
+        (
+            {"scale_out.tiers": [{"name": "leaf", "span_gpus": 100}]},
+            "scale_out.tiers[0].span_gpus",
+            "multiple of scale_up.domain_size (8)",
+        ),
+        (
+            {"scale_out.tiers": [{"name": "leaf", "span_gpus": 256}, {"name": "spine", "span_gpus": 128}]},
+            "scale_out.tiers",
+            "strictly increasing",
+        ),
+        (
+            {"scale_up.domain_size": 3},
+            "scale_up.domain_size",
+            "multiple or divisor of rack.gpus_per_tray (8)",
+        ),
+        (
+            {"calibration.gemm.fp4": {"max_efficiency": 0.5}},
+            "calibration.gemm.fp4",
+            "accelerator.peak_flops keys",
+        ),
+        (
+            {
+                "accelerator.peak_flops": {"fp8": "1979 TFLOP/s"},
+                "calibration.gemm": {"fp8": {"max_efficiency": 0.6}},
+            },
+            "accelerator.peak_flops",
+            "a bf16 entry",
+        ),
+    ],
+)
+def test_cross_field_rules(tmp_path, changes, path, says):
+    message = load_error(write_profile(tmp_path, changes))
+    assert_names(message, "bad.yaml", path, "expected", says)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "says"),
+    [
+        ("rack.trays_per_rack", "4", "must be a number"),
+        ("rack.trays_per_rack", 4.5, "must be a whole number"),
+        ("scale_up.efficiency", float("nan"), "must be a finite number"),
+        ("accelerator.tdp", "1e999 W", "not a finite number"),
+        ("scale_up.in_switch_reduction", "yes", "must be true or false"),
+        ("cooling.type", "liqiud", "did you mean 'liquid'?"),
+        ("scale_out.topology", "dragonfly", "one of rail_optimized_fat_tree, fat_tree"),
+        ("accelerator.peak_flops.bf61", "1 PFLOP/s", "did you mean 'bf16'?"),
+        ("rack.psu_efficiency", [[0.5, 0.96], [0.2, 0.94]], "x must increase"),
+        ("scale_out.tiers", [], "must be a non-empty list"),
+        ("rack", "a rack", "must be a mapping of fields"),
+    ],
+)
+def test_wrong_types_and_choices(tmp_path, path, value, says):
+    message = load_error(write_profile(tmp_path, {path: value}))
+    assert_names(message, "bad.yaml", path.split(".bf61")[0], says)
+
+
+# ------------------------------------------------------------------------------------------ extends, --set
+def test_extends_cycle(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nname: b\n")
+    message = load_error(tmp_path / "a.yaml")
+    assert_names(message, "a.yaml", "extends", "cycle", "a.yaml -> b.yaml -> a.yaml", "expected")
+
+
+def test_extends_self(tmp_path):
+    (tmp_path / "self.yaml").write_text("extends: self.yaml\nname: s\n")
+    assert_names(load_error(tmp_path / "self.yaml"), "self.yaml -> self.yaml", "cycle")
+
+
+def test_extends_a_missing_parent(tmp_path):
+    (tmp_path / "child.yaml").write_text("extends: nothere.yaml\nname: c\n")
+    message = load_error(tmp_path / "child.yaml")
+    assert_names(message, "child.yaml", "extends", "'nothere.yaml'", "not found", "expected")
+
+
+def test_extends_must_name_a_file(tmp_path):
+    (tmp_path / "child.yaml").write_text("extends: [gen1.yaml]\nname: c\n")
+    assert_names(load_error(tmp_path / "child.yaml"), "child.yaml", "extends", "must name a profile file")
+
+
+def test_error_in_an_extending_file_names_that_file(tmp_path):
+    (tmp_path / "hot.yaml").write_text("extends: gen1.yaml\nname: hot\ncooling:\n  inlet_temp: 45\n")
+    message = load_error(tmp_path / "hot.yaml")
+    assert_names(message, "hot.yaml", "cooling.inlet_temp", "a unit is required", "got 45")
+
+
+def test_syntax_error_in_a_parent_names_the_parent(tmp_path):
+    (tmp_path / "parent.yaml").write_text("name: p\nrack: {gpus_per_tray: 8\n")
+    (tmp_path / "child.yaml").write_text("extends: parent.yaml\nname: c\n")
+    assert_names(load_error(tmp_path / "child.yaml"), "parent.yaml", "YAML syntax error", "line")
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        ("cooling.inlet_temp=45", "a unit is required"),
+        ("scale_up.bandwdith=900 GB/s", "did you mean 'bandwidth'?"),
+        ("scale_out.efficiency=2", "out of range"),
+        ("name.first=x", "not a section"),
+    ],
+)
+def test_bad_set_overrides(option, says):
+    message = load_error(PROFILES_DIR / "gen1.yaml", (option,))
+    assert_names(message, option.split("=")[0].split(".first")[0], says)
+
+
+def test_set_option_syntax():
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
+        parse_set_option("cooling.inlet_temp")
+    with pytest.raises(ConfigError, match="key path"):
+        parse_set_option("=3")
+
+
+def test_in_memory_mapping_errors_name_the_source():
+    data = copy.deepcopy(BASE)
+    data["scale_up"]["bandwidth"] = "900 GB"
+    with pytest.raises(ConfigError) as info:
+        profile_from_mapping(data, file="<sweep point 3>")
+    assert_names(str(info.value), "<sweep point 3>", "scale_up.bandwidth", "wrong unit")
