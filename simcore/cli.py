@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     except RacksimError as exc:
         print(f"racksim: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # e.g. `racksim schema | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("racksim: interrupted; no partial outputs were kept", file=sys.stderr)
         return 130

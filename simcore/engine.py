@@ -120,7 +120,7 @@ class Machine:
         self._mailbox: dict[Any, simpy.Event] = {}
         self._mem_now = np.zeros(0)
         self.mem_peak = np.zeros(0)
-        self.step = 0
+        self.class_step: list[int] = []  # training step each class is in (classes drift apart in a pipeline)
         self.comm_log: dict[str, int] = {}
         self.events_issued = 0
 
@@ -131,6 +131,7 @@ class Machine:
         self.classes.append(RankClass(index, name, gpus, self.cluster.place(int(gpus[0]))))
         self._busy.append([0.0] * len(self.streams))
         self.clock.append(1.0)
+        self.class_step.append(0)
         self._mem_now = np.append(self._mem_now, 0.0)
         self.mem_peak = np.append(self.mem_peak, 0.0)
         return index
@@ -216,8 +217,8 @@ class Machine:
         end = start + cost[0]
         busy[sid] = end
         self.recorder.record(
-            rank_class, sid, KIND_COMPUTE, 0, 0, self.recorder.name_id(name), self.step, micro,
-            start, end, cost[3], cost[4], cost[1], cost[2], 0.0, 0.0,
+            rank_class, sid, KIND_COMPUTE, 0, 0, self.recorder.name_id(name), self.class_step[rank_class],
+            micro, start, end, cost[3], cost[4], cost[1], cost[2], 0.0, 0.0,
         )  # fmt: skip
         self.events_issued += 1
         return self.env.timeout(end - now)
@@ -284,23 +285,9 @@ class Machine:
         for c in classes:
             self._busy[c][sid] = end
             self.recorder.record(
-                c,
-                sid,
-                KIND_COLLECTIVE,
-                gid,
-                oid,
-                nid,
-                self.step,
-                micro,
-                start,
-                end,
-                0.0,
-                nbytes,
-                0.0,
-                0.1,
-                u_up,
-                u_out,
-            )
+                c, sid, KIND_COLLECTIVE, gid, oid, nid, self.class_step[c], micro, start, end, 0.0, nbytes,
+                0.0, 0.1, u_up, u_out,
+            )  # fmt: skip
         self.comm_log[timing.algorithm] = self.comm_log.get(timing.algorithm, 0) + 1
         return end
 
@@ -331,49 +318,31 @@ class Machine:
         gid = GROUP_IDS.get(group_kind, GROUP_IDS["other"])
         oid = OP_IDS["sendrecv"]
         self.recorder.record(
-            src_class,
-            sid_send,
-            KIND_SEND,
-            gid,
-            oid,
-            nid,
-            self.step,
-            micro,
-            start,
-            end,
-            0.0,
-            nbytes,
-            0.0,
-            0.05,
-            u_up,
-            u_out,
-        )
+            src_class, sid_send, KIND_SEND, gid, oid, nid, self.class_step[src_class], micro, start, end, 0.0, nbytes, 0.0,
+            0.05, u_up, u_out,
+        )  # fmt: skip
         self.recorder.record(
-            dst_class,
-            sid_recv,
-            KIND_RECV,
-            gid,
-            oid,
-            nid,
-            self.step,
-            micro,
-            start,
-            end,
-            0.0,
-            nbytes,
-            0.0,
-            0.05,
-            u_up,
-            u_out,
-        )
+            dst_class, sid_recv, KIND_RECV, gid, oid, nid, self.class_step[src_class], micro, start, end, 0.0, nbytes, 0.0,
+            0.05, u_up, u_out,
+        )  # fmt: skip
         arrived = self._mailbox_event(tag)
+        if arrived.triggered:
+            raise RuntimeError(f"p2p tag {tag!r} sent twice while in flight (tags must be unique per step)")
         self.env.timeout(end - now).callbacks.append(lambda _ev: arrived.succeed())
         self.events_issued += 1
         return self.env.timeout(end - now)
 
     def recv(self, tag: Any) -> simpy.Event:
-        """Event that fires when the send with this tag has delivered its data."""
-        return self._mailbox_event(tag)
+        """Event that fires when the send with this tag has delivered its data.
+
+        Tags must be unique while in flight (include the step); the mailbox forgets a tag once delivered.
+        """
+        ev = self._mailbox_event(tag)
+        if ev.processed:
+            self._mailbox.pop(tag, None)
+        else:
+            ev.callbacks.append(lambda _ev: self._mailbox.pop(tag, None))
+        return ev
 
     def _mailbox_event(self, tag: Any) -> simpy.Event:
         ev = self._mailbox.get(tag)

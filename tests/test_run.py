@@ -77,6 +77,14 @@ def test_representative_ranks_match_full_fidelity(tmp_path, sets):
     assert len(full.events) > len(rep.events)
 
 
+def test_pipelined_steps_repeat_in_steady_state(tmp_path):
+    """Several steps through a pipeline: p2p tags of one step never satisfy the next step's receives."""
+    r = run(_small(tmp_path, profile="h100-dgx.yaml", workload="llama3-70b", racks=2, steps=3, write_trace=False))
+    assert r.summary["workload"]["parallelism"]["pp"] > 1
+    t = r.summary["step_times_s"]
+    assert len(t) == 3 and t[2] == pytest.approx(t[1], rel=1e-9)
+
+
 def test_more_microbatches_shrink_the_bubble(tmp_path):
     spec = tmp_path / "job.yaml"
     spec.write_text(

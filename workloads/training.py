@@ -224,7 +224,7 @@ class TrainingJob:
         actions = interleaved(stage, self.dims.pp, spec.microbatches, self.chunks)
         last_mb = spec.microbatches - 1
         for step in range(spec.steps):
-            m.step = step
+            m.class_step[cls] = step
             dp_events: list[simpy.Event] = []
             for phase, mb, chunk in actions:
                 vstage = chunk * self.dims.pp + stage
@@ -242,7 +242,7 @@ class TrainingJob:
     def _forward(self, cls: int, vstage: int, mb: int) -> Generator[simpy.Event, Any, None]:
         m = self.m
         if vstage > 0:
-            yield m.recv(("act", mb, vstage, self._class_key(cls)))
+            yield m.recv(("act", m.class_step[cls], mb, vstage, cls))
         else:
             yield from self._run_program(cls, self._edge_program("embedding", "fwd"), mb)
         m.alloc(cls, self.act_bytes[cls])
@@ -251,7 +251,7 @@ class TrainingJob:
         if vstage == self.vstages - 1:
             yield from self._run_program(cls, self._edge_program("output", "fwd"), mb)
         else:
-            self._send(cls, +1, ("act", mb, vstage + 1), f"pp_send_act mb{mb}", mb)
+            self._send(cls, +1, ("act", m.class_step[cls], mb, vstage + 1), f"pp_send_act mb{mb}", mb)
 
     def _backward(
         self, cls: int, vstage: int, mb: int, dp_events: list[simpy.Event] | None
@@ -260,7 +260,7 @@ class TrainingJob:
         if vstage == self.vstages - 1:
             yield from self._run_program(cls, self._edge_program("output", "bwd"), mb)
         else:
-            yield m.recv(("grad", mb, vstage, self._class_key(cls)))
+            yield m.recv(("grad", m.class_step[cls], mb, vstage, cls))
         layers = list(self.vstage_layers(vstage))[::-1]
         bucket: list[int] = []
         for layer in layers:
@@ -276,11 +276,7 @@ class TrainingJob:
             dp_events.append(self._grad_sync(cls, bucket))
         m.free(cls, self.act_bytes[cls])
         if vstage > 0:
-            self._send(cls, -1, ("grad", mb, vstage - 1), f"pp_send_grad mb{mb}", mb)
-
-    def _class_key(self, cls: int) -> int:
-        """Identity of the receiving class used in p2p tags (the class itself)."""
-        return cls
+            self._send(cls, -1, ("grad", m.class_step[cls], mb, vstage - 1), f"pp_send_grad mb{mb}", mb)
 
     def _send(self, cls: int, delta: int, tag_base: tuple, name: str, mb: int) -> None:
         peer = self._peer(cls, delta)
