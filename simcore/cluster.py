@@ -213,7 +213,13 @@ class Cluster:
     # ------------------------------------------------------------------ groups
     def layout(self, members: np.ndarray) -> GroupLayout:
         """Layout of one group given its GPUs (a 1-D array)."""
-        return self.layouts(np.asarray(members, dtype=np.int64).reshape(1, -1))[0]
+        members = np.asarray(members, dtype=np.int64)
+        lo, hi = int(members.min()), int(members.max())
+        if hi - lo + 1 == len(members):  # contiguous GPUs: count blocks arithmetically, no sort
+            spans = (self.domain_size, *self.tier_spans)
+            counts = [hi // s - lo // s + 1 for s in spans]
+            return make_layout(len(members), counts[0], tuple(counts[1:]))
+        return self.layouts(members.reshape(1, -1))[0]
 
     def layouts(self, groups: np.ndarray) -> list[GroupLayout]:
         """Layouts of many groups at once (rows of GPU indices), vectorised over groups."""
@@ -224,7 +230,7 @@ class Cluster:
         out: list[GroupLayout] = []
         for i in range(groups.shape[0]):
             tier_blocks = tuple(int(b[i]) for b in blocks)
-            out.append(_make_layout(size, int(domains[i]), tier_blocks))
+            out.append(make_layout(size, int(domains[i]), tier_blocks))
         return out
 
     def worst_layout(self, groups: np.ndarray) -> GroupLayout:
@@ -241,7 +247,7 @@ class Cluster:
             top[crosses] = t
         key = top * (size + 1) + domains
         i = int(np.argmax(key))
-        return _make_layout(size, int(domains[i]), tuple(int(b[i]) for b in blocks))
+        return make_layout(size, int(domains[i]), tuple(int(b[i]) for b in blocks))
 
     def parallel_layouts(self, dims: ParallelDims) -> dict[str, GroupLayout]:
         """Worst-case layout of every parallel dimension of a job placed from GPU 0."""
@@ -257,7 +263,7 @@ class Cluster:
             pairs = np.stack([first, first + stride], axis=1)
             out["pp_p2p"] = self.worst_layout(pairs)
         else:
-            out["pp_p2p"] = _make_layout(1, 1, tuple(1 for _ in self.tier_spans))
+            out["pp_p2p"] = make_layout(1, 1, tuple(1 for _ in self.tier_spans))
         return out
 
 
@@ -269,7 +275,8 @@ def _distinct_per_row(ids: np.ndarray) -> np.ndarray:
     return 1 + np.count_nonzero(np.diff(s, axis=1), axis=1)
 
 
-def _make_layout(size: int, domains: int, tier_blocks: tuple[int, ...]) -> GroupLayout:
+def make_layout(size: int, domains: int, tier_blocks: tuple[int, ...]) -> GroupLayout:
+    """Layout from counts: members, scale-up domains spanned, and blocks spanned at each fabric tier."""
     top = TIER_SCALE_UP
     below = domains
     for t, blocks in enumerate(tier_blocks):
