@@ -50,6 +50,13 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         default="representative",
         help="simulate one rank per distinct position (default) or every rank",
     )
+    p.add_argument(
+        "--contention",
+        choices=("analytic", "flow"),
+        default="analytic",
+        help="share fabric bandwidth analytically (symmetric jobs, default) or as max-min fair flows "
+        "re-solved at every transfer start/end",
+    )
     p.add_argument("--no-trace", action="store_true", help="skip writing trace.h5")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
@@ -70,6 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         sets=list(args.sets),
         fidelity=args.fidelity,
+        contention=args.contention,
         write_trace=not args.no_trace,
         progress=None if args.json else (lambda msg: print(f"racksim: {msg}", file=sys.stderr)),
     )

@@ -13,9 +13,9 @@ Every op becomes a row in the activity recorder.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import simpy
@@ -29,9 +29,15 @@ from simcore.activity import (
     OP_IDS,
     ActivityRecorder,
 )
-from simcore.cluster import TIER_SCALE_UP, Cluster, GroupLayout
+from simcore.cluster import TIER_SCALE_UP, Cluster, GroupLayout, ParallelDims
 from simcore.kernels.compute import KIND_IDS, ComputeModel
 from simcore.profile import Profile
+
+_PENDING = float("inf")  # stream busy with a flow-level op whose end is not known yet
+_NO_CONTENTION = 1e-9  # concurrency passed to the analytical model when the flow network does the sharing
+
+if TYPE_CHECKING:
+    from simcore.contention import FabricDriver
 
 
 class CommTiming(Protocol):
@@ -77,6 +83,7 @@ class CommGroup:
     member_classes: tuple[int, ...]
     key: int = 0
     concurrency: float = 1.0
+    rows: np.ndarray | None = None  # GPUs of every group this communicator stands for (flow contention)
 
     @property
     def uses_scale_out(self) -> bool:
@@ -101,6 +108,7 @@ class Machine:
         cluster: Cluster,
         comm_model: CommModel,
         recorder: ActivityRecorder | None = None,
+        fabric: FabricDriver | None = None,
     ) -> None:
         self.env = env
         self.profile = profile
@@ -123,6 +131,13 @@ class Machine:
         self.class_step: list[int] = []  # training step each class is in (classes drift apart in a pipeline)
         self.comm_log: dict[str, int] = {}
         self.events_issued = 0
+        # Flow-level contention (optional): the fabric, the job's parallel layout to find group members,
+        # and per-stream tails for collectives whose end is not known when they start.
+        self.fabric = fabric
+        self.dims: ParallelDims | None = None
+        self._tail: dict[tuple[int, int], simpy.Event] = {}
+        self._rows_memo: dict[tuple, np.ndarray | None] = {}
+        self._pairs_memo: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ setup
     def add_class(self, name: str, gpus: np.ndarray) -> int:
@@ -145,9 +160,17 @@ class Machine:
         return sid
 
     def group(
-        self, kind: str, layout: GroupLayout, member_classes: tuple[int, ...], concurrency: float = 1.0
+        self,
+        kind: str,
+        layout: GroupLayout,
+        member_classes: tuple[int, ...],
+        concurrency: float = 1.0,
+        rows: np.ndarray | None = None,
     ) -> CommGroup:
-        grp = CommGroup(kind, layout, tuple(member_classes), key=len(self._groups), concurrency=concurrency)
+        """A communicator; ``rows`` (GPU ids per group) pins which GPUs its flows use under flow contention."""
+        grp = CommGroup(
+            kind, layout, tuple(member_classes), key=len(self._groups), concurrency=concurrency, rows=rows
+        )
         self._groups.append(grp)
         return grp
 
@@ -237,12 +260,19 @@ class Machine:
     ) -> simpy.Event:
         """Issue a collective on ``group``; it starts once every member class has issued it."""
         sid = self.stream(stream or group.kind)
+        if self._busy[rank_class][sid] == _PENDING:
+            # The stream still runs a flow-level collective of unknown end: issue this one after it.
+            return self._after(
+                self._tail[(rank_class, sid)],
+                lambda: self.collective(
+                    rank_class, group, op, nbytes, name=name, stream=stream, micro=micro, algo=algo
+                ),
+            )
         now = self.env.now
         ready = max(now, self._busy[rank_class][sid])
         self.events_issued += 1
         if len(group.member_classes) <= 1:
-            end = self._run_collective(group, op, nbytes, name, sid, micro, algo, ready, (rank_class,))
-            return self.env.timeout(end - now)
+            return self._launch(group, op, nbytes, name, sid, micro, algo, ready, (rank_class,))
         call = self._group_calls.get((group.key, rank_class), 0)
         self._group_calls[(group.key, rank_class)] = call + 1
         key = (group.key, call)
@@ -256,12 +286,101 @@ class Machine:
         self._busy[rank_class][sid] = max(self._busy[rank_class][sid], ready)
         if rv.arrived == len(group.member_classes):
             del self._rendezvous[key]
-            end = self._run_collective(
-                group, op, nbytes, name, sid, micro, algo, rv.ready_at, tuple(rv.classes)
-            )
+            finished = self._launch(group, op, nbytes, name, sid, micro, algo, rv.ready_at, tuple(rv.classes))
             done = rv.done
-            self.env.timeout(end - now).callbacks.append(lambda _ev: done.succeed())
+            finished.callbacks.append(lambda _ev: done.succeed())
         return rv.done
+
+    def _after(self, first: simpy.Event, then: Callable[[], simpy.Event]) -> simpy.Event:
+        """Event of ``then()`` issued once ``first`` has fired (stream ordering behind a pending op)."""
+
+        def chain() -> Generator[simpy.Event, Any, None]:
+            yield first
+            yield then()
+
+        return self.env.process(chain())
+
+    def _launch(
+        self,
+        group: CommGroup,
+        op: str,
+        nbytes: float,
+        name: str,
+        sid: int,
+        micro: int,
+        algo: str,
+        start: float,
+        classes: tuple[int, ...],
+    ) -> simpy.Event:
+        """Start a collective whose members are all ready at ``start``; the event fires when it ends."""
+        if self.fabric is not None and group.uses_scale_out:
+            rows = self._group_rows(group, classes)
+            if rows is not None:
+                return self._run_collective_flow(
+                    group, op, nbytes, name, sid, micro, algo, start, classes, rows
+                )
+        end = self._run_collective(group, op, nbytes, name, sid, micro, algo, start, classes)
+        return self.env.timeout(end - self.env.now)
+
+    def _group_rows(self, group: CommGroup, classes: tuple[int, ...]) -> np.ndarray | None:
+        """GPUs of every group this (class-level) collective stands for, as rows; None when unknown."""
+        key = (group.key, classes)
+        if key in self._rows_memo:
+            return self._rows_memo[key]
+        rows = group.rows
+        if rows is None and self.dims is not None and group.kind in ("tp", "cp", "ep", "dp", "pp"):
+            all_rows = self.dims.all_groups(group.kind)
+            if all_rows.shape[1] == group.layout.size:
+                gpus = np.concatenate([self.classes[c].gpus for c in classes])
+                rows = all_rows[np.isin(all_rows[:, 0], gpus)]
+        self._rows_memo[key] = rows
+        return rows
+
+    def _run_collective_flow(
+        self,
+        group: CommGroup,
+        op: str,
+        nbytes: float,
+        name: str,
+        sid: int,
+        micro: int,
+        algo: str,
+        start: float,
+        classes: tuple[int, ...],
+        rows: np.ndarray,
+    ) -> simpy.Event:
+        """A collective whose scale-out phase runs as max-min fair flows on the shared fabric."""
+        assert self.fabric is not None
+        timing = self.comm_model.time(op, nbytes, group.layout, algo=algo, concurrency=_NO_CONTENTION)
+        per_gpu = self.comm_model.scale_out_bytes_per_gpu(op, nbytes, group.layout, timing.algorithm)
+        fixed = max(0.0, timing.time_s - per_gpu / self.fabric.links.nic_Bps)
+        pairs = self._pairs_memo.get(group.key)
+        if pairs is None:
+            parts = [self.fabric.links.rail_pairs(row) for row in rows]
+            pairs = self._pairs_memo[group.key] = (
+                np.concatenate([p[0] for p in parts]),
+                np.concatenate([p[1] for p in parts]),
+            )
+        done = self.env.event()
+        for c in classes:
+            self._busy[c][sid] = _PENDING
+            self._tail[(c, sid)] = done
+
+        def run() -> Generator[simpy.Event, Any, None]:
+            yield self.env.timeout(start + fixed - self.env.now)
+            yield self.fabric.transfer(pairs[0], pairs[1], per_gpu)
+            end = self.env.now
+            self._record_collective(
+                group, op, nbytes, name, sid, micro, start, end, classes, timing.algorithm
+            )
+            for c in classes:
+                if self._tail.get((c, sid)) is done:
+                    self._busy[c][sid] = end
+                    del self._tail[(c, sid)]
+            done.succeed()
+
+        self.env.process(run())
+        return done
 
     def _run_collective(
         self,
@@ -277,6 +396,22 @@ class Machine:
     ) -> float:
         timing = self.comm_model.time(op, nbytes, group.layout, algo=algo, concurrency=group.concurrency)
         end = start + timing.time_s
+        self._record_collective(group, op, nbytes, name, sid, micro, start, end, classes, timing.algorithm)
+        return end
+
+    def _record_collective(
+        self,
+        group: CommGroup,
+        op: str,
+        nbytes: float,
+        name: str,
+        sid: int,
+        micro: int,
+        start: float,
+        end: float,
+        classes: tuple[int, ...],
+        algorithm: str,
+    ) -> None:
         u_up = 1.0 if group.layout.ranks_per_domain > 1 else 0.0
         u_out = 1.0 if group.uses_scale_out else 0.0
         nid = self.recorder.name_id(name)
@@ -288,8 +423,7 @@ class Machine:
                 c, sid, KIND_COLLECTIVE, gid, oid, nid, self.class_step[c], micro, start, end, 0.0, nbytes,
                 0.0, 0.1, u_up, u_out,
             )  # fmt: skip
-        self.comm_log[timing.algorithm] = self.comm_log.get(timing.algorithm, 0) + 1
-        return end
+        self.comm_log[algorithm] = self.comm_log.get(algorithm, 0) + 1
 
     def send(
         self,

@@ -221,12 +221,16 @@ class FlowNetwork:
                 break
             t, _ = nxt
             self.advance(t)
-            act = np.flatnonzero(self._active)
-            done = act[self._remaining[act] <= np.maximum(_DONE_BYTES * self._size[act], 1e-6)]
-            ids = self._flow_id[done].tolist()
+            ids = self.completed().tolist()
             out.update(dict.fromkeys(ids, t))
             self.finish_many(ids)
         return out
+
+    def completed(self) -> np.ndarray:
+        """Ids of active flows that have delivered all their bytes (still to be ``finish``-ed)."""
+        act = np.flatnonzero(self._active)
+        done = act[self._remaining[act] <= np.maximum(_DONE_BYTES * self._size[act], 1e-6)]
+        return self._flow_id[done].copy()
 
     # ------------------------------------------------------------------ internals
     def _alloc(self, k: int, width: int) -> np.ndarray:

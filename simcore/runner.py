@@ -21,6 +21,7 @@ import simpy
 from simcore.analysis import step_breakdown
 from simcore.atomic import write_json
 from simcore.cluster import Cluster
+from simcore.contention import FabricDriver
 from simcore.engine import Machine
 from simcore.errors import ConfigError
 from simcore.power_model import PowerController, PowerResult
@@ -59,6 +60,7 @@ class RunOptions:
     seed: int = 0
     sets: list[str] = field(default_factory=list)
     fidelity: str = "representative"
+    contention: str = "analytic"
     write_trace: bool = True
     progress: Callable[[str], None] | None = None
 
@@ -130,6 +132,13 @@ def run(opts: RunOptions) -> RunResult:
 
     wall0 = time.perf_counter()
     say = opts.progress or (lambda _msg: None)
+    if opts.contention not in ("analytic", "flow"):
+        raise ConfigError(
+            "unknown contention model",
+            path="--contention",
+            value=opts.contention,
+            expected="analytic or flow",
+        )
     if opts.fidelity not in ("representative", "full"):
         raise ConfigError(
             "unknown fidelity", path="--fidelity", value=opts.fidelity, expected="representative or full"
@@ -163,10 +172,12 @@ def run(opts: RunOptions) -> RunResult:
         writer = TraceWriter(Path(out_dir) / "trace.h5")
     try:
         env = simpy.Environment()
-        machine = Machine(env, profile, cluster, make_comm_model(profile, cluster))
+        fabric = FabricDriver(env, cluster) if opts.contention == "flow" else None
+        machine = Machine(env, profile, cluster, make_comm_model(profile, cluster), fabric=fabric)
         if writer is not None:
             machine.recorder.add_sink(writer.append_events)
         job = TrainingJob(spec, machine, fidelity=opts.fidelity)
+        machine.dims = job.dims
         controller = PowerController(machine)
         processes = job.start()
         env.process(controller.process(all_done(env, processes)))
