@@ -126,6 +126,9 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
         return
     collective_cli.add_parser(sub)
     COMMANDS["collective"] = collective_cli.run
+    from simcore import trace_cli
+
+    COMMANDS.update(trace_cli.add_parsers(sub))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -280,6 +280,7 @@ class PowerResult:
     conversion_loss_j: float
     cooling_energy_j: float
     overhead_energy_j: float
+    racks_per_type: np.ndarray  # [R_types] racks of each rack type (rack_w is per rack of a type)
     summary: dict[str, Any]
 
     @classmethod
@@ -365,6 +366,9 @@ class PowerResult:
             "gpu_energy_j": gpu_e,
             "it_energy_j": it_e,
             "facility_energy_j": it_e + cool_e + over_e,
+            "conversion_loss_energy_j": loss_e,
+            "cooling_energy_j": cool_e,
+            "overhead_energy_j": over_e,
             **mitig,
         }
         return cls(
@@ -386,6 +390,7 @@ class PowerResult:
             loss_e,
             cool_e,
             over_e,
+            ctl.rack_type_racks.copy(),
             summary,
         )
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from simcore.analysis import step_breakdown
+from simcore.activity import ActivityRecorder
 from simcore.atomic import write_json
 from simcore.cluster import Cluster
 from simcore.contention import FabricDriver
@@ -26,6 +26,7 @@ from simcore.engine import Machine
 from simcore.errors import ConfigError
 from simcore.power_model import PowerController, PowerResult
 from simcore.profile import Profile, load_profile, profile_summary
+from simcore.report import BreakdownAccumulator
 from simcore.trace import TraceWriter
 
 DEFAULT_MODEL = "llama3-70b"
@@ -61,6 +62,7 @@ class RunOptions:
     sets: list[str] = field(default_factory=list)
     fidelity: str = "representative"
     contention: str = "analytic"
+    keep_events: bool = False
     write_trace: bool = True
     progress: Callable[[str], None] | None = None
 
@@ -69,7 +71,7 @@ class RunOptions:
 class RunResult:
     summary: dict[str, Any]
     out_dir: Path | None
-    events: np.ndarray
+    events: np.ndarray | None  # the activity table, only with RunOptions.keep_events (memory grows with it)
     wall_s: float
 
 
@@ -173,7 +175,13 @@ def run(opts: RunOptions) -> RunResult:
     try:
         env = simpy.Environment()
         fabric = FabricDriver(env, cluster) if opts.contention == "flow" else None
-        machine = Machine(env, profile, cluster, make_comm_model(profile, cluster), fabric=fabric)
+        recorder = ActivityRecorder(keep=opts.keep_events)
+        machine = Machine(
+            env, profile, cluster, make_comm_model(profile, cluster), recorder=recorder, fabric=fabric
+        )
+        # The summary's breakdown is accumulated block by block, so memory stays bounded without keep_events.
+        breakdown = BreakdownAccumulator()
+        recorder.add_sink(breakdown)
         if writer is not None:
             machine.recorder.add_sink(writer.append_events)
         job = TrainingJob(spec, machine, fidelity=opts.fidelity)
@@ -183,13 +191,15 @@ def run(opts: RunOptions) -> RunResult:
         env.process(controller.process(all_done(env, processes)))
         machine.run()
         power_result = controller.finalize()
-        events = machine.recorder.table()
-        summary = summarize(spec, profile, machine, job, events, power_result)
+        machine.recorder.flush()
+        events = machine.recorder.table() if opts.keep_events else None
+        summary = summarize(spec, profile, machine, job, breakdown, power_result)
         summary["wall_time_s"] = None  # filled below; excluded from determinism comparisons
         if writer is not None:
             _write_trace_tables(writer, profile, spec, machine, job, summary, opts, spec_text(spec))
             for group, series in power_result.series().items():
                 writer.write_series(f"timeseries/{group}", power_result.time_s, series)
+            writer.file["timeseries/power/rack_w"].attrs["racks_per_type"] = power_result.racks_per_type
             writer.close()
     except BaseException:
         if writer is not None:
@@ -218,7 +228,7 @@ def summarize(
     profile: Profile,
     machine: Machine,
     job: Any,
-    events: np.ndarray,
+    breakdown: BreakdownAccumulator,
     power_result: PowerResult | None = None,
 ) -> dict[str, Any]:
     """The DESIGN.md summary keys (SI units), plus context about the run."""
@@ -235,7 +245,7 @@ def summarize(
     model_tflops = tokens * flops_tok / step_time / gpus
     peak = profile.peak_flops(job.dtype)
     weights = machine.gpu_multiplicity().astype(float)
-    brk = step_breakdown(events, weights, bounds)
+    brk = breakdown.step_breakdown(bounds, weights)
     summary: dict[str, Any] = {
         "step_time_s": step_time,
         "tokens_per_s": tokens / step_time,
@@ -251,7 +261,7 @@ def summarize(
         "bubble_fraction": brk.idle,
         "peak_hbm_bytes": float(np.max(machine.mem_peak)) if len(machine.mem_peak) else 0.0,
         "step_times_s": step_times,
-        "events": len(events),
+        "events": machine.recorder.rows,
         "profile": profile_summary(profile),
         "workload": {
             "name": spec.name,

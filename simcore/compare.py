@@ -1,0 +1,301 @@
+"""``racksim compare``: the same workload on several rack generations, side by side (the co-design table).
+
+Each profile is one ordinary run (``simcore.runner.run``) into ``OUT/<profile>/``; the table normalises
+per GPU and per rack and sizes a fleet for a target throughput:
+
+    racks_needed = ceil(target_tokens_per_s / (tokens_per_s / racks_used))
+    MW_needed    = racks_needed * facility_power_w / racks_used / 1e6
+
+where ``racks_used = gpus / gpus_per_rack`` of that run. This assumes the throughput per rack of the run
+holds at fleet scale (data-parallel weak scaling). The default target is
+``max(1e7, 10 ** ceil(log10(best tokens/s of the runs)))`` tokens/s, a round fleet-size question the
+best profile cannot already answer with the simulated racks.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from simcore.atomic import write_json
+from simcore.errors import RacksimError
+
+DEFAULT_MIN_TARGET = 1e7
+TARGET_FORMULA = "max(1e7, 10**ceil(log10(best tokens_per_s)))"
+RACKS_FORMULA = "racks_needed = ceil(target / (tokens_per_s / racks_used)); racks_used = gpus / gpus_per_rack"
+MW_FORMULA = "MW_needed = racks_needed * facility_power_w / racks_used / 1e6"
+
+# (key, label, unit, scale, format) of the table rows, in order
+ROWS = (
+    ("step_time_s", "step time", "s", 1.0, "{:.4g}"),
+    ("tokens_per_s", "tokens/s", "", 1.0, "{:.4g}"),
+    ("tokens_per_s_per_gpu", "tokens/s per GPU", "", 1.0, "{:.4g}"),
+    ("tokens_per_s_per_rack", "tokens/s per rack", "", 1.0, "{:.4g}"),
+    ("mfu", "MFU", "%", 100.0, "{:.1f}"),
+    ("gpus", "GPUs simulated", "", 1.0, "{:.0f}"),
+    ("racks_used", "racks used", "", 1.0, "{:.3g}"),
+    ("racks_needed", "racks for target", "", 1.0, "{:.0f}"),
+    ("mw_needed", "facility power for target", "MW", 1.0, "{:.4g}"),
+    ("energy_per_token_j", "energy per token", "J", 1.0, "{:.4g}"),
+    ("rack_kw", "rack IT power (avg)", "kW", 1.0, "{:.4g}"),
+    ("pue", "PUE", "", 1.0, "{:.3f}"),
+    ("power_swing_w", "facility power swing", "kW", 1e-3, "{:.4g}"),
+)
+
+
+@dataclass
+class CompareOptions:
+    """What ``racksim compare`` was asked for."""
+
+    profiles: list[str]
+    workload: str | None
+    out: Path | None = None
+    racks: int | None = None
+    steps: int | None = None
+    seed: int = 0
+    sets: list[str] | None = None
+    target_tokens_per_s: float | None = None
+    write_trace: bool = True
+    progress: Callable[[str], None] | None = None
+
+
+def _label(profile: str, used: set[str]) -> str:
+    base = Path(profile).name
+    for suffix in (".yaml", ".yml"):
+        base = base.removesuffix(suffix)
+    label, k = base, 2
+    while label in used:
+        label, k = f"{base}-{k}", k + 1
+    used.add(label)
+    return label
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(float(x)) else None
+
+
+def _swing_from_trace(trace: Path) -> float | None:
+    """Facility power peak-to-trough from the trace's power series, when the summary has no swing."""
+    from simcore.report import power_stats
+    from simcore.trace import Trace
+
+    if not trace.is_file():
+        return None
+    try:
+        with Trace(trace) as tr:
+            power = tr.series("power")
+            if power is None:
+                return None
+            stats = power_stats(power, tr.multiplicity)
+    except RacksimError:
+        return None
+    return _num(stats.get("facility_swing", {}).get("swing_w"))
+
+
+def row_metrics(summary: dict[str, Any], out_dir: Path | None) -> dict[str, Any]:
+    """The per-profile numbers of the table (None where the run did not model it)."""
+    gpus = _num(summary.get("gpus"))
+    per_rack = _num((summary.get("profile") or {}).get("gpus_per_rack"))
+    racks_used = gpus / per_rack if gpus and per_rack else None
+    tps = _num(summary.get("tokens_per_s"))
+    it_w = _num(summary.get("avg_it_power_w"))
+    facility_w = _num(summary.get("facility_power_w"))
+    swing = _num(summary.get("power_swing_w"))
+    if swing is None and out_dir is not None:
+        swing = _swing_from_trace(Path(out_dir) / "trace.h5")
+    return {
+        "step_time_s": _num(summary.get("step_time_s")),
+        "tokens_per_s": tps,
+        "tokens_per_s_per_gpu": _num(summary.get("tokens_per_s_per_gpu")),
+        "tokens_per_s_per_rack": tps / racks_used if tps and racks_used else None,
+        "mfu": _num(summary.get("mfu")),
+        "gpus": gpus,
+        "racks_used": racks_used,
+        "energy_per_token_j": _num(summary.get("energy_per_token_j")),
+        "rack_kw": it_w / racks_used / 1e3 if it_w is not None and racks_used else None,
+        "avg_it_power_w": it_w,
+        "facility_power_w": facility_w,
+        "pue": _num(summary.get("pue")),
+        "power_swing_w": swing,
+    }
+
+
+def default_target(rows: list[dict[str, Any]]) -> float:
+    """``max(1e7, next power of ten above the best throughput)`` tokens/s."""
+    best = max((r["metrics"]["tokens_per_s"] or 0.0 for r in rows if r.get("metrics")), default=0.0)
+    return max(DEFAULT_MIN_TARGET, 10.0 ** math.ceil(math.log10(best))) if best > 0 else DEFAULT_MIN_TARGET
+
+
+def size_fleet(metrics: dict[str, Any], target: float) -> None:
+    """Racks and facility MW for ``target`` tokens/s (see the module docstring for the formulas)."""
+    per_rack = metrics.get("tokens_per_s_per_rack")
+    racks_used = metrics.get("racks_used")
+    metrics["racks_needed"] = math.ceil(target / per_rack) if per_rack else None
+    fac = metrics.get("facility_power_w")
+    metrics["mw_needed"] = (
+        metrics["racks_needed"] * fac / racks_used / 1e6
+        if metrics["racks_needed"] and fac is not None and racks_used
+        else None
+    )
+
+
+def run_compare(opts: CompareOptions) -> dict[str, Any]:
+    """Run every profile, fill the table, write compare.json and compare.png; returns the table."""
+    from simcore.runner import RunOptions, run
+
+    if len(opts.profiles) < 1:
+        raise RacksimError("--profiles: give at least one hardware profile")
+    out = opts.out or Path("runs") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    say = opts.progress or (lambda _msg: None)
+    used: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    for i, profile in enumerate(opts.profiles, 1):
+        label = _label(profile, used)
+        run_dir = out / label
+        say(f"[{i}/{len(opts.profiles)}] {label}: running {opts.workload or 'the default workload'}")
+        row: dict[str, Any] = {"label": label, "profile": profile, "out_dir": str(run_dir)}
+        try:
+            result = run(
+                RunOptions(
+                    profile=profile,
+                    workload=opts.workload,
+                    out=run_dir,
+                    racks=opts.racks,
+                    steps=opts.steps,
+                    seed=opts.seed,
+                    sets=list(opts.sets or []),
+                    write_trace=opts.write_trace,
+                )
+            )
+        except RacksimError as exc:  # e.g. the model does not fit this generation's HBM: say so in the table
+            row["error"] = str(exc)
+            row["metrics"] = None
+            say(f"[{i}/{len(opts.profiles)}] {label}: {exc}")
+            rows.append(row)
+            continue
+        row["metrics"] = row_metrics(result.summary, run_dir if opts.write_trace else None)
+        row["workload"] = result.summary.get("workload")
+        row["hardware"] = result.summary.get("profile")
+        rows.append(row)
+    if all(r["metrics"] is None for r in rows):
+        raise RacksimError(
+            "compare: no profile could run the workload: " + "; ".join(r["error"] for r in rows)
+        )
+    target = opts.target_tokens_per_s or default_target(rows)
+    for r in rows:
+        if r["metrics"] is not None:
+            size_fleet(r["metrics"], target)
+    table = {
+        "workload": opts.workload,
+        "target_tokens_per_s": target,
+        "target_formula": "given on the command line" if opts.target_tokens_per_s else TARGET_FORMULA,
+        "racks_formula": RACKS_FORMULA,
+        "mw_formula": MW_FORMULA,
+        "assumption": "throughput per rack of the simulated run holds at fleet scale (data-parallel weak scaling)",
+        "profiles": rows,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "compare.json", table)
+    from simcore.plots import save_figure
+
+    save_figure(compare_figure(table), out / "compare.png")
+    table["outputs"] = [str(out / "compare.json"), str(out / "compare.png")]
+    return table
+
+
+def _fmt(value: Any, scale: float, fmt: str) -> str:
+    return "n/a" if value is None else fmt.format(value * scale)
+
+
+def format_table(table: dict[str, Any]) -> str:
+    """Profiles as columns, metrics as rows (easy to read for a handful of generations)."""
+    rows = table["profiles"]
+    labels = [r["label"] for r in rows]
+    width = max(10, *(len(x) for x in labels))
+    head_w = max(len(f"{label} ({unit})") if unit else len(label) for _k, label, unit, _s, _f in ROWS) + 2
+    lines = [f"{'':<{head_w}}" + "".join(f"{x:>{width + 2}}" for x in labels)]
+    for key, label, unit, scale, fmt in ROWS:
+        name = f"{label} ({unit})" if unit else label
+        cells = []
+        for r in rows:
+            m = r.get("metrics")
+            cells.append("error" if m is None else _fmt(m.get(key), scale, fmt))
+        lines.append(f"{name:<{head_w}}" + "".join(f"{c:>{width + 2}}" for c in cells))
+    lines.append("")
+    lines.append(f"target: {table['target_tokens_per_s']:.4g} tokens/s ({table['target_formula']})")
+    lines.append(f"  {table['racks_formula']}")
+    lines.append(f"  {table['mw_formula']}")
+    lines.append(f"  assumes {table['assumption']}")
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"{r['label']}: {r['error']}")
+    return "\n".join(lines)
+
+
+def compare_figure(table: dict[str, Any]) -> Figure:
+    """Bar charts of the table's main rows, one panel per metric ("n/a" where not modelled)."""
+    panels = (
+        ("step_time_s", "step time (s)", 1.0),
+        ("tokens_per_s_per_gpu", "tokens/s per GPU", 1.0),
+        ("mfu", "MFU (%)", 100.0),
+        ("racks_needed", "racks for target", 1.0),
+        ("mw_needed", "facility MW for target", 1.0),
+        ("energy_per_token_j", "energy per token (J)", 1.0),
+        ("rack_kw", "rack IT power (kW)", 1.0),
+        ("pue", "PUE", 1.0),
+        ("power_swing_w", "facility power swing (kW)", 1e-3),
+    )
+    rows = table["profiles"]
+    labels = [r["label"] for r in rows]
+    fig = Figure(figsize=(13, 9), dpi=120)
+    axes = fig.subplots(3, 3).ravel()
+    colors = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
+    for ax, (key, title, scale) in zip(axes, panels, strict=True):
+        vals = [None if r.get("metrics") is None else r["metrics"].get(key) for r in rows]
+        heights = [0.0 if v is None else v * scale for v in vals]
+        bars = ax.bar(labels, heights, color=[colors[i % len(colors)] for i in range(len(labels))])
+        top = max(heights) if heights and max(heights) > 0 else 1.0
+        for bar, v, h in zip(bars, vals, heights, strict=True):
+            text = "n/a" if v is None else f"{h:.3g}"
+            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, h), ha="center", va="bottom", fontsize=8)
+        ax.set_ylim(0, top * 1.2)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(title, fontsize=8)
+        ax.set_xlabel("profile", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(
+        f"Generation comparison — {table.get('workload') or 'default workload'}; fleet sized for "
+        f"{table['target_tokens_per_s']:.3g} tokens/s"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def main_compare(opts: CompareOptions) -> dict[str, Any]:
+    """CLI body: run, print the table and where the outputs went."""
+    if opts.progress is None:
+        opts.progress = lambda msg: print(f"racksim: {msg}", file=sys.stderr)
+    table = run_compare(opts)
+    print(format_table(table))
+    print(f"\nwrote {', '.join(table['outputs'])}")
+    return table
+
+
+__all__ = [
+    "CompareOptions",
+    "compare_figure",
+    "default_target",
+    "format_table",
+    "main_compare",
+    "row_metrics",
+    "run_compare",
+    "size_fleet",
+]

@@ -1,0 +1,113 @@
+"""``compare``: the same workload on several profiles, the co-design table, and its fleet-sizing formulas."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from simcore.compare import CompareOptions, default_target, format_table, row_metrics, run_compare, size_fleet
+from simcore.trace_cli import main as trace_cli
+
+HALF_NVLINK = """\
+extends: gen2.yaml
+name: gen2-half-nvlink
+scale_up:
+  bandwidth: 450 GB/s
+"""
+
+
+def test_fleet_sizing_formulas() -> None:
+    m = {"tokens_per_s_per_rack": 3.0e5, "racks_used": 2.0, "facility_power_w": 2.6e5}
+    size_fleet(m, 1e7)
+    assert m["racks_needed"] == math.ceil(1e7 / 3.0e5) == 34
+    assert m["mw_needed"] == pytest.approx(34 * 2.6e5 / 2.0 / 1e6)
+    m = {"tokens_per_s_per_rack": None, "racks_used": None, "facility_power_w": None}
+    size_fleet(m, 1e7)
+    assert m["racks_needed"] is None and m["mw_needed"] is None
+    rows = [{"metrics": {"tokens_per_s": 1.2e5}}, {"metrics": None}, {"metrics": {"tokens_per_s": 3.4e7}}]
+    assert default_target(rows) == 1e8
+    assert default_target(rows[:2]) == 1e7
+
+
+def test_row_metrics_normalise_per_rack() -> None:
+    summary = {
+        "gpus": 144,
+        "profile": {"gpus_per_rack": 72},
+        "tokens_per_s": 2.0e5,
+        "tokens_per_s_per_gpu": 2.0e5 / 144,
+        "avg_it_power_w": 2.4e5,
+        "facility_power_w": 2.7e5,
+        "pue": 1.125,
+        "power_swing_w": 3.0e4,
+        "energy_per_token_j": 1.35,
+        "mfu": 0.4,
+        "step_time_s": 2.0,
+    }
+    m = row_metrics(summary, None)
+    assert m["racks_used"] == 2.0
+    assert m["tokens_per_s_per_rack"] == 1.0e5
+    assert m["rack_kw"] == pytest.approx(120.0)
+    summary["pue"] = None
+    assert row_metrics(summary, None)["pue"] is None
+
+
+def test_compare_two_profiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    variant = tmp_path / "gen2-half-nvlink.yaml"
+    variant.write_text(HALF_NVLINK)
+    out = tmp_path / "cmp"
+    code = trace_cli(
+        [
+            "compare",
+            *("--profiles", "gen2.yaml", str(variant), str(tmp_path / "nope.yaml")),
+            *("--workload", "llama3-8b", "--steps", "1", "--out", str(out), "--no-trace"),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "racks for target" in printed and "gen2-half-nvlink" in printed
+    assert "nope: " in printed and "error" in printed  # a profile that cannot run is reported, not fatal
+    table = json.loads((out / "compare.json").read_text())
+    assert (out / "compare.png").read_bytes().startswith(b"\x89PNG")
+    assert [r["label"] for r in table["profiles"]] == ["gen2", "gen2-half-nvlink", "nope"]
+    base, half, bad = table["profiles"]
+    assert bad["metrics"] is None and "nope.yaml" in bad["error"]
+    assert (out / "gen2" / "summary.json").is_file() and not (out / "gen2" / "trace.h5").exists()
+    target = table["target_tokens_per_s"]
+    assert target == default_target(table["profiles"])
+    for r in (base, half):
+        m = r["metrics"]
+        assert m["racks_needed"] == math.ceil(target / (m["tokens_per_s"] / m["racks_used"]))
+        if m["facility_power_w"] is not None:
+            assert m["mw_needed"] == pytest.approx(
+                m["racks_needed"] * m["facility_power_w"] / m["racks_used"] / 1e6
+            )
+    # half the scale-up bandwidth cannot make a TP-heavy job faster
+    assert half["metrics"]["step_time_s"] >= base["metrics"]["step_time_s"]
+    assert table["target_formula"] == "max(1e7, 10**ceil(log10(best tokens_per_s)))"
+
+
+def test_format_table_prints_na_for_missing_values() -> None:
+    table = {
+        "target_tokens_per_s": 1e7,
+        "target_formula": "f",
+        "racks_formula": "r",
+        "mw_formula": "m",
+        "assumption": "a",
+        "profiles": [
+            {"label": "genX", "metrics": dict.fromkeys(("step_time_s", "pue", "power_swing_w"))},
+        ],
+    }
+    text = format_table(table)
+    assert "n/a" in text and "genX" in text and "PUE" in text
+
+
+def test_all_profiles_failing_is_one_clear_error(tmp_path: Path) -> None:
+    from simcore.errors import RacksimError
+
+    with pytest.raises(RacksimError, match="no profile could run"):
+        run_compare(
+            CompareOptions(profiles=[str(tmp_path / "missing.yaml")], workload="llama3-8b", out=tmp_path)
+        )
