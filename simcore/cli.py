@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from simcore.cli_args import add_set_option
 from simcore.errors import RacksimError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -35,13 +36,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--steps", type=int, default=None, help="training steps to simulate")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same results)")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help='override a profile or workload field, e.g. --set cooling.inlet_temp="45 degC" '
+    add_set_option(
+        p,
+        'override a profile or workload field, e.g. --set cooling.inlet_temp="45 degC" '
         "or --set parallelism.tp=4 (repeatable)",
     )
     p.add_argument(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from simcore.atomic import write_json
+from simcore.cli_args import add_set_option
 from simcore.errors import ConfigError, RacksimError
 
 SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -106,13 +107,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the rows as JSON")
     p.add_argument("--racks", type=int, default=None, help="racks in the cluster (default: the profile's)")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help='override a profile field, e.g. --set scale_up.latency="2 us" (repeatable)',
+    add_set_option(
+        p,
+        'override a profile field, e.g. --set scale_up.latency="2 us" (repeatable)',
     )
     return p
 

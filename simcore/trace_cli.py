@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from simcore.cli_args import add_set_option
 from simcore.errors import RacksimError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -160,13 +161,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p.add_argument("--racks", type=int, default=None, help="racks per run (default: what the job needs)")
     p.add_argument("--steps", type=int, default=None, help="training steps per run")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override applied to every run",
+    add_set_option(
+        p,
+        "override applied to every run",
     )
     p.add_argument(
         "--target-tokens-per-s",
