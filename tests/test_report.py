@@ -13,25 +13,6 @@ from simcore.report import analyze, covered_until, energy_breakdown, format_repo
 from simcore.trace import Series, Trace, write_synthetic_trace
 from simcore.trace_cli import main as trace_cli
 
-PP_SPEC = """\
-kind: training
-preset: llama3-8b
-parallelism: {tp: 8, pp: 2, dp: 4, cp: 1, ep: 1, vp: 1, sequence_parallel: true, zero: 1, recompute: selective}
-batch: {global_seqs: 16, micro: 1}
-precision: bf16
-steps: 2
-"""
-
-
-@pytest.fixture(scope="module")
-def real_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from simcore.runner import RunOptions, run
-
-    d = tmp_path_factory.mktemp("pp_run")
-    (d / "pp.yaml").write_text(PP_SPEC)
-    run(RunOptions(profile="gen2.yaml", workload=str(d / "pp.yaml"), out=d / "out"))
-    return d / "out" / "trace.h5"
-
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -32,26 +32,6 @@ from simcore.trace import (
 from simcore.trace_cli import main as trace_cli
 
 REPO = Path(__file__).resolve().parents[1]
-PP_SPEC = """\
-kind: training
-preset: llama3-8b
-parallelism: {tp: 8, pp: 2, dp: 4, cp: 1, ep: 1, vp: 1, sequence_parallel: true, zero: 1, recompute: selective}
-batch: {global_seqs: 16, micro: 1}
-precision: bf16
-steps: 2
-"""
-
-
-@pytest.fixture(scope="module")
-def real_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real pipelined run (tp8 pp2 dp4, one step) on gen2."""
-    from simcore.runner import RunOptions, run
-
-    d = tmp_path_factory.mktemp("pp_run")
-    spec = d / "pp.yaml"
-    spec.write_text(PP_SPEC)
-    run(RunOptions(profile="gen2.yaml", workload=str(spec), out=d / "out"))
-    return d / "out" / "trace.h5"
 
 
 def _leftovers(d: Path) -> list[str]:
