@@ -30,7 +30,7 @@ import simpy
 from simcore.activity import ActivityRecorder
 from simcore.engine import Machine
 from simcore.kernels import grid, power, thermal
-from simcore.profile import Profile
+from simcore.profile import Profile, load_temperature_csv, resolve_beside
 
 AIR_DESIGN_RISE_K = 12.0  # inlet-to-exhaust air rise at design load (typical server, ~10-15 K)
 SECONDS_PER_DAY = 86400.0
@@ -75,6 +75,12 @@ class PowerController:
         self.slope = power.per_class(acc.throttle_slope, n)
         self._rack_mix(machine)
         self.static_rack_w = _static_rack_power(self.p)
+        csv_name = self.p.cooling.facility.outside_temp_csv
+        self._ambient = (
+            load_temperature_csv(resolve_beside(csv_name, self.p.source_file), file=self.p.source_file)
+            if csv_name
+            else None
+        )
         # Coolant: rise across a rack at design load (liquid: from flow per kW; air: typical server rise).
         if cool.type == "liquid" and cool.flow_per_kw:
             # flow_per_kw is m^3/s per W: rise = P / (rho * Q * cp) = 1 / (rho * cp * flow_per_W) at any load
@@ -120,6 +126,9 @@ class PowerController:
     def _outside_c(self, t_s: np.ndarray | float) -> np.ndarray | float:
         fac = self.p.cooling.facility
         tod = self.s.start_time_of_day_s + np.asarray(t_s)
+        if self._ambient is not None:
+            hours, temps = self._ambient
+            return np.interp((tod / 3600.0) % 24.0, hours, temps, period=24.0)
         # Daily sinusoid peaking at 15:00.
         return fac.outside_temp + fac.diurnal_amplitude * np.cos(
             2 * math.pi * (tod - 15 * 3600.0) / SECONDS_PER_DAY

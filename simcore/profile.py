@@ -231,6 +231,11 @@ class Facility:
         "hybrid",
     )
     outside_temp: float = quantity("temperature", "outdoor dry-bulb temperature (mean)", "20 degC")
+    outside_temp_csv: str = text(
+        "optional CSV of outdoor temperature over the day (columns: hour, temp_c; relative to the profile "
+        "file); replaces outside_temp and diurnal_amplitude",
+        "",
+    )
     diurnal_amplitude: float = quantity(
         "temperature_delta", "half peak-to-peak daily swing of outdoor temperature", "0 K", allow_zero=True
     )
@@ -536,6 +541,9 @@ def _with_source(profile: Profile, file: str, source_text: str) -> Profile:
 
 def _check_consistency(p: Profile, file: str) -> None:
     """Cross-field rules that a single field cannot express."""
+    csv_name = p.cooling.facility.outside_temp_csv
+    if csv_name:
+        load_temperature_csv(resolve_beside(csv_name, file), file=file)
     acc = p.accelerator
     if acc.idle_power >= acc.tdp:
         raise ConfigError(
@@ -628,6 +636,46 @@ def _check_consistency(p: Profile, file: str) -> None:
             path="accelerator.peak_flops",
             expected="a bf16 entry",
         )
+
+
+def resolve_beside(name: str, profile_file: str) -> Path:
+    """A data file named in a profile: relative to the profile's folder unless absolute."""
+    path = Path(name)
+    return path if path.is_absolute() else Path(profile_file).resolve().parent / path
+
+
+def load_temperature_csv(path: Path, *, file: str | None = None) -> tuple[Any, Any]:
+    """(hours, temps_c) from a CSV with header ``hour,temp_c``; hours in [0, 24), increasing."""
+    import numpy as np
+
+    where = "cooling.facility.outside_temp_csv"
+    try:
+        data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read temperature CSV {path}: {exc}",
+            file=file,
+            path=where,
+            expected="a CSV file with a header line and columns hour,temp_c",
+        ) from None
+    if data.shape[1] != 2 or len(data) < 2:
+        raise ConfigError(
+            "temperature CSV needs two columns and at least two rows",
+            file=file,
+            path=where,
+            value=str(path),
+            expected="hour,temp_c rows",
+        )
+    hours, temps = data[:, 0], data[:, 1]
+    if np.any(np.diff(hours) <= 0) or hours[0] < 0 or hours[-1] >= 24:
+        raise ConfigError(
+            "temperature CSV hours must increase within [0, 24)",
+            file=file,
+            path=where,
+            value=str(path),
+            expected="hour values like 0, 1, ... 23",
+        )
+    return hours, temps
 
 
 # --------------------------------------------------------------------------------------------- schema out

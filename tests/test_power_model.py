@@ -106,3 +106,73 @@ def test_rack_energy_storage_flattens_grid_draw(tmp_path):
     s = _run(tmp_path, sets=sets).summary
     assert s["power_swing_mitigated_w"] < 0.5 * s["power_swing_w"]
     assert 0.0 <= s["storage"]["min_soc_fraction"] <= s["storage"]["max_soc_fraction"] <= 1.0
+
+
+def _idle(profile_name: str, seconds: float = 1.0) -> PowerController:
+    p = load_profile(profile_name)
+    env = simpy.Environment()
+    m = Machine(env, p, Cluster(p, racks=1), comm_model=None)  # type: ignore[arg-type]
+    m.add_class("all", np.arange(p.gpus_per_rack))
+    ctl = PowerController(m)
+    def wait():
+        yield env.timeout(seconds)
+
+    proc = env.process(wait())
+    env.process(ctl.process(all_done(env, [proc])))
+    env.run()
+    return ctl
+
+
+def test_dgx_h100_server_at_full_compute_load_draws_9_to_10_5_kw():
+    """DGX H100 datasheet: ~10.2 kW max; racksim's full GEMM load must land in 9-10.5 kW per server."""
+    ctl = _steady_compute("h100-dgx.yaml")
+    res = ctl.finalize()
+    per_server = res.rack_input_w[len(res.rack_input_w) // 2, 0] / ctl.p.rack.trays_per_rack
+    assert 9.0e3 <= per_server <= 10.5e3, per_server
+
+
+def test_idle_h100_draws_about_70_w():
+    """nvidia-smi snapshots of idle H100 SXM read 68-73 W (modeling-notes 2.1)."""
+    res = _idle("h100-dgx.yaml").finalize()
+    assert res.gpu_w.max() == pytest.approx(70.0, abs=5.0)
+
+
+def test_gb200_nvl72_rack_under_training_draws_110_to_135_kw(tmp_path):
+    """GB200 NVL72 racks are quoted at ~120 kW nominal and 130-132 kW observed under load."""
+    s = run(RunOptions(profile="gb200-nvl72.yaml", workload="llama3-70b", steps=2, write_trace=False)).summary
+    assert 110e3 <= s["rack_power_w"] <= 135e3, s["rack_power_w"]
+
+
+def test_16k_h100_training_job_swings_the_facility_by_megawatts(tmp_path):
+    """Llama 3 (16K H100): synchronized swings 'on the order of tens of megawatts'. TP8 PP16 DP128 on gen1."""
+    spec = tmp_path / "405b.yaml"
+    spec.write_text(
+        "model: llama3-405b\nparallelism: {tp: 8, pp: 16, dp: 128, recompute: full}\n"
+        "batch: {global_seqs: 2048}\nsteps: 1\n"
+    )
+    s = run(RunOptions(profile="gen1.yaml", workload=str(spec), racks=512, write_trace=False)).summary
+    assert s["gpus"] == 16384
+    # The order of magnitude, not a row fit: 16K x 700 W GPUs alone span ~1-11 MW between idle and TDP.
+    assert 5e6 < s["power_swing_w"] < 60e6
+    assert s["power_swing_w"] > 0.4 * s["avg_it_power_w"]
+
+
+def test_a_hot_afternoon_from_a_csv_costs_throughput_with_dry_coolers(tmp_path):
+    def run_with(temps: list[float], name: str) -> dict:
+        csv = tmp_path / f"{name}.csv"
+        csv.write_text(
+            "hour,temp_c\n" + "".join(f"{h},{t}\n" for h, t in zip((0, 6, 15, 20), temps, strict=True))
+        )
+        sets = [
+            "cooling.facility.heat_rejection=dry_cooler",
+            f"cooling.facility.outside_temp_csv={csv}",
+            'cooling.inlet_temp="30 degC"',
+            'accelerator.slowdown_temp="80 degC"',
+        ]
+        return _run(tmp_path, name, sets=sets, write_trace=False).summary
+
+    mild = run_with([10, 12, 18, 14], "mild")  # supply stays at the 30 degC set point
+    hot = run_with([25, 30, 42, 33], "hot")  # 15:00 at 42 degC + 8 K approach -> 50 degC supply
+    assert hot["max_junction_temp_c"] > mild["max_junction_temp_c"] + 10
+    assert hot["throttle_time_fraction"] > mild["throttle_time_fraction"]
+    assert hot["step_time_s"] > mild["step_time_s"]
