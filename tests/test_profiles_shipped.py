@@ -179,7 +179,11 @@ def test_values_the_collective_model_relies_on(profiles):
         True,
     )
     gb200 = profiles["gb200-nvl72"].scale_up
-    assert (gb200.bandwidth, gb200.efficiency, gb200.in_switch_efficiency) == (1.8 * TB, 0.855, 0.58)  # fitted to the CoreWeave NVL72 curve
+    assert (gb200.bandwidth, gb200.efficiency, gb200.in_switch_efficiency) == (
+        1.8 * TB,
+        0.855,
+        0.58,
+    )  # fitted to the CoreWeave NVL72 curve
     assert gb200.domain_size == 72 and gb200.in_switch_reduction
     for name in ("h100-dgx", "gb200-nvl72", "gen1"):
         so = profiles[name].scale_out

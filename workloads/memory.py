@@ -173,6 +173,21 @@ def layer_activation_bytes(
     return tokens * (replicated / seq_split + per_rank)
 
 
+def recomputed_layers(
+    spec: ModelSpec, pp: int, vp: int, stage_index: int, recompute: str, recompute_layers: int = 0
+) -> frozenset[int]:
+    """Layers of a stage whose whole forward is recomputed: all of them under ``recompute: full``, or with
+    ``recompute_layers = N > 0`` the first N layers of each model chunk (Megatron's ``block`` method,
+    ``--recompute-num-layers N``); the other layers keep their activations (or run selective recompute)."""
+    if recompute != "full":
+        return frozenset()
+    out: set[int] = set()
+    for chunk in pipeline_layers(spec, pp, vp)[stage_index]:
+        n = len(chunk) if recompute_layers <= 0 else min(recompute_layers, len(chunk))
+        out.update(chunk[:n])
+    return frozenset(out)
+
+
 def _check_choice(value: Any, choices: tuple[Any, ...], path: str) -> None:
     if value not in choices:
         raise ConfigError(
@@ -192,6 +207,7 @@ def training_memory(
     zero: int = 0,
     fsdp: bool = False,
     recompute: str = "none",
+    recompute_layers: int = 0,
     sequence_parallel: bool = False,
     micro_batch: int = 1,
     num_microbatches: int = 1,
@@ -228,6 +244,7 @@ def training_memory(
     h = spec.hidden
     last = stage_index == pp - 1
     layers = [i for chunk in pipeline_layers(spec, pp, vp)[stage_index] for i in chunk]
+    base_mode = "none" if recompute == "full" else recompute
 
     params = stage_params(spec, tp=tp, pp=pp, vp=vp, ep=ep, stage_index=stage_index)
     dense_group, expert_group = dp * cp, dp * cp * tp / ep
@@ -252,7 +269,11 @@ def training_memory(
         "flash_attention": flash_attention,
         "dropout": dropout,
     }
-    per_microbatch = sum(layer_activation_bytes(spec, i, recompute=recompute, **act_kw) for i in layers)
+    recomputed = recomputed_layers(spec, pp, vp, stage_index, recompute, recompute_layers)
+    per_microbatch = sum(
+        layer_activation_bytes(spec, i, recompute="full" if i in recomputed else base_mode, **act_kw)
+        for i in layers
+    )
     if vp == 1:
         in_flight = min(pp - stage_index, num_microbatches)
         activations = in_flight * per_microbatch
@@ -260,7 +281,7 @@ def training_memory(
         # Megatron's interleaved schedule: 2·(pp - stage - 1) + (vp - 1)·pp warm-up chunks, + 1 steady.
         chunks = min(num_microbatches * vp, 2 * (pp - stage_index - 1) + (vp - 1) * pp + 1)
         activations = chunks * per_microbatch / vp
-    if recompute == "full":
+    if recomputed:
         # The layer being recomputed during its backward holds its full activations once.
         activations += max(layer_activation_bytes(spec, i, recompute="none", **act_kw) for i in layers)
     tokens = micro_batch * s / cp

@@ -33,6 +33,8 @@ _PRESET_ALIASES = (("gpt-1t", "gpt-1008b"),)
 _NORM_FLOPS_PER_ELEMENT = 5.0
 _ACT_FLOPS_PER_ELEMENT = MappingProxyType({"gelu": 8.0, "swiglu": 5.0, "squared_relu": 2.0})
 _SOFTMAX_XENT_FLOPS_PER_ELEMENT = 5.0
+_XENT_FWD_BYTES = 22.0  # per logit: 16-bit read, fp32 copy, max pass, exp + sum, probabilities
+_XENT_BWD_BYTES = 6.0  # per logit: read fp32 probabilities, write the 16-bit gradient
 _ADAM_FLOPS_PER_PARAM = 16.0
 # FlashAttention-2 backward runs 5 matmuls against the forward's 2 (it recomputes the scores).
 _FLASH_BWD_FLOP_FACTOR = 2.5
@@ -467,6 +469,11 @@ def _attention_core_flops_fwd_per_token(spec: ModelSpec, seq_len: int) -> float:
     return 2.0 * seq_len * spec.heads * (spec.qk_head_dim + spec.v_head_dim)
 
 
+def layer_attention_flops_per_token(spec: ModelSpec, seq_len: int | None = None) -> float:
+    """Forward attention-core FLOPs of one layer per token (full s x s matrix, the model-FLOP convention)."""
+    return _attention_core_flops_fwd_per_token(spec, spec.seq_len if seq_len is None else seq_len)
+
+
 def check_recompute(recompute: str, *, file: str | None = None, path: str = "parallelism.recompute") -> None:
     """Raise a ConfigError unless `recompute` is none, selective or full."""
     if recompute not in RECOMPUTE_KINDS:
@@ -668,6 +675,8 @@ class _Shard:
     cp: int
     ep: int
     dt: float  # bytes per activation element
+    flash: bool = True  # flash attention (fused, causal blocks skipped) or Megatron's unfused core
+    dropout: bool = False  # dropout after attention and MLP (and on the scores when unfused)
 
     @property
     def tokens(self) -> float:
@@ -715,12 +724,20 @@ def _attention_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
     tp_start, tp_end = (
         _tp_points("attn", gathered, activation, x.sp) if x.tp > 1 else (_CommPoint(), _CommPoint())
     )
-    # Flash-style core: the causal mask halves the executed work; bytes are Q, K, V read and O written.
-    core_flops = 0.5 * 2.0 * tokens * x.s * heads * (dqk + dv)
-    core_bytes = dt * (tokens * heads * (dqk + dv) + x.b * x.s * kv * (dqk + dv))
-    core: list[_Item] = [
-        _FwdOp(Op("attn_core", "attention", core_flops, core_bytes), _FLASH_BWD_FLOP_FACTOR, 2.0)
-    ]
+    if spec.position_embedding == "rope":
+        # Rotary embedding of the local queries and keys (a separate memory-bound kernel: read + write).
+        rope_dims = spec.mla.qk_rope_head_dim if spec.mla is not None else dqk
+        rope_elements = tokens * (heads + kv) * rope_dims
+        projections.append(_pointwise("rope", "elementwise", rope_elements, 4.0, 2, dt))
+    if x.flash:
+        # Flash-style core: the causal mask halves the executed work; bytes are Q, K, V read and O written.
+        core_flops = 0.5 * 2.0 * tokens * x.s * heads * (dqk + dv)
+        core_bytes = dt * (tokens * heads * (dqk + dv) + x.b * x.s * kv * (dqk + dv))
+        core: list[_Item] = [
+            _FwdOp(Op("attn_core", "attention", core_flops, core_bytes), _FLASH_BWD_FLOP_FACTOR, 2.0)
+        ]
+    else:
+        core = _unfused_core(spec, x, heads, kv)
     if x.cp > 1:
         # K and V of the whole sequence (local heads) are all-gathered over CP before the core, forward and
         # backward; their gradients are reduce-scattered after the backward core.
@@ -733,6 +750,58 @@ def _attention_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
         ]
     items += [tp_start, *projections, *core]
     items += [_gemm("attn_out", tokens, h, heads * dv, dt), tp_end]
+    if x.dropout:
+        items.append(_hidden_dropout("attn_dropout", x))
+    return items
+
+
+def _hidden_dropout(name: str, x: _Shard) -> _FwdOp:
+    """Dropout of a block's output (fused with the bias and residual add): writes a 1-byte mask and rereads
+    the output once more on the sequence-parallel shard."""
+    return _pointwise(name, "elementwise", x.tokens_sp * 1.0, 2.0, 1.0 + 1.0 / x.dt, x.dt)
+
+
+def _unfused_core(spec: ModelSpec, x: _Shard, heads: float, kv: float) -> list[_Item]:
+    """Megatron's pre-flash attention core (SC21, Korthikanti et al.): QKᵀ and PV as batched GEMMs over the
+    whole s x s score matrix, with the scaled-masked softmax (and dropout) streaming the scores through HBM
+    in between. Names start with ``attn_core`` so selective recompute replays exactly these ops.
+    """
+    dt, s = x.dt, x.s
+    dqk, dv = spec.qk_head_dim, spec.v_head_dim
+    q_rows = x.tokens  # queries of this CP rank
+    mats = x.b * heads  # one score matrix per sequence and local head
+    scores = mats * (q_rows / x.b) * s  # score elements (keys: the whole sequence)
+    kv_bytes = x.b * s * kv * (dqk + dv) * dt
+    qk = _FwdOp(
+        Op(
+            "attn_core_qk",
+            "gemm",
+            2.0 * scores * dqk,
+            dt * (q_rows * heads * dqk) + kv_bytes / 2 + dt * scores,
+            (math.ceil(q_rows / x.b), s, dqk),
+            math.ceil(mats),
+        ),
+        2.0,
+        2.0,
+    )
+    # Fused scale + causal mask + softmax: read the scores, write the probabilities.
+    items: list[_Item] = [qk, _pointwise("attn_core_softmax", "elementwise", scores, 5.0, 2, dt)]
+    if x.dropout:
+        # Dropout on the probabilities: read them, write the mask (1 byte) and the dropped copy.
+        items.append(_pointwise("attn_core_dropout", "elementwise", scores, 2.0, 2.0 + 1.0 / dt, dt))
+    pv = _FwdOp(
+        Op(
+            "attn_core_pv",
+            "gemm",
+            2.0 * scores * dv,
+            dt * scores + kv_bytes / 2 + dt * q_rows * heads * dv,
+            (math.ceil(q_rows / x.b), dv, s),
+            math.ceil(mats),
+        ),
+        2.0,
+        2.0,
+    )
+    items.append(pv)
     return items
 
 
@@ -754,10 +823,11 @@ def _mlp_fwd(spec: ModelSpec, layer_index: int, x: _Shard) -> list[_Item]:
     moe = spec.moe
     if moe is None or not spec.is_moe_layer(layer_index):
         ffn = _ffn_fwd(spec, "mlp", x.tokens, spec.dense_ffn_hidden / x.tp, dt)
+        tail = [_hidden_dropout("mlp_dropout", x)] if x.dropout else []
         if x.tp == 1:
-            return [_norm("mlp_norm", x.tokens_sp, h, dt), *ffn]
+            return [_norm("mlp_norm", x.tokens_sp, h, dt), *ffn, *tail]
         start, end = _tp_points("mlp", x.tokens * h * dt, x.tokens * h * dt, x.sp)
-        return [_norm("mlp_norm", x.tokens_sp, h, dt), start, *ffn, end]
+        return [_norm("mlp_norm", x.tokens_sp, h, dt), start, *ffn, end, *tail]
     # Expert layers run on sequence-parallel shards (Megatron requires SP with TP for MoE) with whole experts
     # (expert-TP = 1): no TP collective, an all-to-all pair over EP. The busiest EP rank gets `imbalance` x
     # its share of token copies; its GEMMs and all-to-all bytes are the ones returned.
@@ -803,16 +873,20 @@ def layer_program(
     ep: int = 1,
     dtype_bytes: float = 2,
     phase: str = "fwd",
+    flash_attention: bool = True,
+    dropout: bool = False,
 ) -> list[Op | Comm]:
     """Kernels and collectives of one transformer layer for one micro-batch on one GPU, in execution order.
 
     Recompute is not included: before a layer's backward the workload replays its ``phase="fwd"`` program
-    (full) or its ``attn_core`` op (selective). Data-parallel gradient reduction is per step, not here.
+    (full) or its ``attn_core*`` ops (selective). Data-parallel gradient reduction is per step, not here.
+    ``flash_attention=False`` is Megatron's unfused core (scores through HBM); ``dropout`` adds the dropout
+    kernels (on the block outputs, and on the scores when unfused).
     """
     if not 0 <= layer_index < spec.layers:
         raise IndexError(f"layer_index {layer_index} out of range for {spec.layers} layers")
     s = spec.seq_len if seq_len is None else seq_len
-    x = _Shard(micro_batch, s, tp, sp, cp, ep, float(dtype_bytes))
+    x = _Shard(micro_batch, s, tp, sp, cp, ep, float(dtype_bytes), flash_attention, dropout)
     return _emit(_attention_fwd(spec, x) + _mlp_fwd(spec, layer_index, x), phase)
 
 
@@ -874,10 +948,14 @@ def output_program(
     dt = float(dtype_bytes)
     tokens = micro_batch * s / cp
     logits = tokens * spec.vocab / tp
-    # Cross-entropy reads the logits and saves fp32 probabilities; its backward reads those and writes the
-    # logit gradient: the same bytes again, hence factor 1.
+    # Softmax cross-entropy over the (vocab-parallel) logits streams them several times: read the 16-bit
+    # logits and write fp32 (2 + 4 B), a max pass (4), exp and sum (4 + 4), normalise into the saved fp32
+    # probabilities (4 + 4): 22 B per logit forward. Its backward reads the probabilities and writes the
+    # 16-bit logit gradient (4 + 2): 6/22 of the forward bytes.
     loss = _FwdOp(
-        Op("loss", "elementwise", logits * _SOFTMAX_XENT_FLOPS_PER_ELEMENT, logits * (dt + 4.0)), 1.0, 1.0
+        Op("loss", "elementwise", logits * _SOFTMAX_XENT_FLOPS_PER_ELEMENT, logits * _XENT_FWD_BYTES),
+        1.0,
+        _XENT_BWD_BYTES / _XENT_FWD_BYTES,
     )
     items: list[_Item] = [_norm("final_norm", tokens / tp if sp else tokens, spec.hidden, dt)]
     if tp > 1:

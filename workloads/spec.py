@@ -21,7 +21,7 @@ from simcore.profile import apply_overrides, read_yaml
 from simcore.schema import build, choice, flag, number, section, text
 from workloads.model import ModelSpec, list_presets, load_model, load_preset
 
-WORKLOAD_KEYS = ("kind", "model", "preset", "parallelism", "batch", "precision", "steps", "name")
+WORKLOAD_KEYS = ("kind", "model", "preset", "parallelism", "batch", "precision", "steps", "name", "kernels")
 PRECISIONS = ("bf16", "fp16", "fp8", "fp4")
 
 
@@ -34,7 +34,7 @@ class Parallelism:
     dp: int = number("data-parallel size", 1, integer=True, minimum=1)
     cp: int = number("context-parallel size", 1, integer=True, minimum=1)
     ep: int = number(
-        "expert-parallel size (splits the data-parallel dimension for expert layers)",
+        "expert-parallel size (expert layers split the tp·cp·dp ranks of a stage into ep x expert-dp)",
         1,
         integer=True,
         minimum=1,
@@ -52,16 +52,45 @@ class Parallelism:
     )
     fsdp: bool = flag("fully sharded data parallel (same communication as ZeRO-3)", False)
     recompute: str = choice("activation recompute", ("none", "selective", "full"), "selective")
+    recompute_layers: int = number(
+        "with recompute: full, recompute only the first N layers of each pipeline chunk (Megatron's block "
+        "method, --recompute-num-layers); 0 = every layer",
+        0,
+        integer=True,
+        minimum=0,
+    )
     order: str = text("rank order, fastest-varying first (Megatron default)", "tp-cp-ep-dp-pp")
     tp_comm_overlap: bool = flag("overlap TP communication with GEMMs (userbuffers-style)", False)
+    cp_comm: str = choice(
+        "context-parallel K/V exchange: p2p ring overlapped with the attention core (Transformer Engine's "
+        "default) or a plain all-gather before it",
+        ("p2p", "allgather"),
+        "p2p",
+    )
     dp_overlap: bool = flag(
         "overlap gradient reduce-scatter with backward, param all-gather with forward", True
     )
     dp_bucket_layers: int = number("layers per gradient bucket", 2, integer=True, minimum=1)
+    grad_reduce: str = choice(
+        "precision of the data-parallel gradient reduction: fp32 (Megatron's default for bf16 training) "
+        "or bf16 (fp16/bf16 reduction: 2021 Megatron fp16, FSDP bf16 mixed precision)",
+        ("fp32", "bf16"),
+        "fp32",
+    )
 
     @property
     def world(self) -> int:
         return self.tp * self.pp * self.dp * self.cp
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """Implementation choices that change the kernels a layer runs (and the activations it keeps)."""
+
+    flash_attention: bool = flag(
+        "fused flash attention; false = Megatron's unfused core (scores and softmax through HBM)", True
+    )
+    dropout: bool = flag("dropout on block outputs (and on attention scores when unfused)", False)
 
 
 @dataclass(frozen=True)
@@ -82,6 +111,7 @@ class _TrainingFields:
     batch: Batch = section("global batch and micro-batch")
     precision: str = choice("compute precision of the GEMMs", PRECISIONS, "bf16")
     steps: int = number("training steps to simulate", 2, integer=True, minimum=1)
+    kernels: Kernels = section("kernel implementation choices", {})
 
 
 @dataclass(frozen=True)
@@ -96,6 +126,7 @@ class TrainingSpec:
     steps: int
     source_file: str = ""
     source_text: str = ""
+    kernels: Kernels = Kernels(flash_attention=True, dropout=False)
 
     @property
     def gpus(self) -> int:
@@ -174,6 +205,7 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
         steps=fields.steps,
         source_file=file,
         source_text=source_text,
+        kernels=fields.kernels,
     )
     validate_training_spec(spec)
     return spec
@@ -201,14 +233,6 @@ def validate_training_spec(spec: TrainingSpec) -> None:
         sequence_parallel=par.sequence_parallel,
         seq_len=spec.model.seq_len,
     )
-    if par.ep > 1 and par.dp % par.ep:
-        raise ConfigError(
-            "ep must divide dp (experts are split over the data-parallel ranks)",
-            file=file,
-            path="parallelism.ep",
-            value=par.ep,
-            expected=f"a divisor of dp={par.dp}",
-        )
     per_replica = spec.batch.global_seqs / par.dp
     if spec.batch.global_seqs % par.dp:
         raise ConfigError(
@@ -281,45 +305,56 @@ def auto_training_spec(
 ) -> TrainingSpec:
     """A reasonable Megatron-style layout for ``gpus`` GPUs when the user gave only a model.
 
-    TP is the largest divisor of the heads up to 8 that fits in the scale-up domain; PP grows until the
-    memory model says a stage fits in 90 % of HBM; DP takes the rest; 8 micro-batches per replica
-    (at least 4 per stage) keep the pipeline bubble modest.
+    TP is the largest divisor of the heads up to 8 that fits in the scale-up domain; PP grows (even splits,
+    or Llama-3 style with the end stages one layer short) until the memory model says every stage fits in
+    90 % of HBM, first with selective recompute, then with full recompute; DP takes the rest; 8 micro-batches
+    per replica (at least 4 per stage) keep the pipeline bubble modest.
     """
-    from workloads.memory import training_memory
 
     tp = max(t for t in (1, 2, 4, 8) if model.heads % t == 0 and t <= max(1, domain_size) and gpus % t == 0)
+    layers = model.layers
+    pps = [
+        p
+        for p in range(1, layers + 1)
+        if gpus % (tp * p) == 0
+        and (layers % p == 0 or (p > 1 and (layers + 2) % p == 0 and (layers + 2) // p >= 2))
+    ]
     best: TrainingSpec | None = None
-    for pp in (p for p in range(1, model.layers + 1) if model.layers % p == 0 and gpus % (tp * p) == 0):
-        dp = gpus // (tp * pp)
-        nmb = max(8, 4 * pp)
-        spec = TrainingSpec(
-            name=model.name,
-            model=model,
-            parallelism=Parallelism(
-                tp=tp,
-                pp=pp,
-                dp=dp,
-                cp=1,
-                ep=1,
-                vp=1,
-                sequence_parallel=tp > 1,
-                zero=1,
-                fsdp=False,
-                recompute="selective",
-                order="tp-cp-ep-dp-pp",
-                tp_comm_overlap=False,
-                dp_overlap=True,
-                dp_bucket_layers=2,
-            ),
-            batch=Batch(global_seqs=dp * nmb, micro=1),
-            precision=precision,
-            steps=steps,
-            source_file=file or f"preset:{model.name} (auto parallelism)",
-        )
-        best = spec
-        worst = max(training_memory(model, **_memory_kwargs(spec, stage)).total for stage in {0, pp - 1})
-        if worst <= 0.9 * hbm_bytes:
-            break
+    for recompute in ("selective", "full"):
+        for pp in pps:
+            dp = gpus // (tp * pp)
+            nmb = max(8, 4 * pp)
+            spec = TrainingSpec(
+                name=model.name,
+                model=model,
+                parallelism=Parallelism(
+                    tp=tp,
+                    pp=pp,
+                    dp=dp,
+                    cp=1,
+                    ep=1,
+                    vp=1,
+                    sequence_parallel=tp > 1,
+                    zero=1,
+                    fsdp=False,
+                    recompute=recompute,
+                    recompute_layers=0,
+                    order="tp-cp-ep-dp-pp",
+                    tp_comm_overlap=False,
+                    cp_comm="p2p",
+                    dp_overlap=True,
+                    dp_bucket_layers=2,
+                    grad_reduce="fp32",
+                ),
+                batch=Batch(global_seqs=dp * nmb, micro=1),
+                precision=precision,
+                steps=steps,
+                source_file=file or f"preset:{model.name} (auto parallelism)",
+            )
+            best = spec
+            worst = max(mem.total for mem in stage_memory(spec).values())
+            if worst <= 0.9 * hbm_bytes:
+                return spec
     if best is None:
         raise ConfigError(
             f"cannot lay out {model.name} on {gpus} GPUs",
@@ -342,14 +377,36 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         zero=par.zero,
         fsdp=par.fsdp,
         recompute=par.recompute,
+        recompute_layers=par.recompute_layers,
         sequence_parallel=par.sequence_parallel,
         micro_batch=spec.batch.micro,
         num_microbatches=spec.microbatches,
         seq_len=spec.model.seq_len,
         param_dtype_bytes=2,
         grad_dtype_bytes=4 if spec.precision != "fp4" else 2,
+        flash_attention=spec.kernels.flash_attention,
+        dropout=spec.kernels.dropout,
         stage_index=stage,
     )
+
+
+def stage_memory(spec: TrainingSpec, capacity_bytes: float | None = None) -> dict[int, Any]:
+    """Memory of every pipeline stage (uneven first/last stages make a middle one the largest).
+
+    With ``capacity_bytes``, a stage that does not fit raises a one-line CapacityError for the worst one,
+    before anything is simulated.
+    """
+    from simcore.errors import CapacityError
+    from workloads.memory import explain_oom, training_memory
+
+    out = {
+        stage: training_memory(spec.model, **_memory_kwargs(spec, stage))
+        for stage in range(spec.parallelism.pp)
+    }
+    worst = max(out.values(), key=lambda mem: mem.total)
+    if capacity_bytes is not None and worst.total > capacity_bytes:
+        raise CapacityError(explain_oom(worst, capacity_bytes))
+    return out
 
 
 def with_overrides(spec: TrainingSpec, **changes: Any) -> TrainingSpec:
@@ -367,6 +424,7 @@ def spec_mapping(spec: TrainingSpec) -> dict[str, Any]:
         "batch": {"global_seqs": spec.batch.global_seqs, "micro": spec.batch.micro},
         "precision": spec.precision,
         "steps": spec.steps,
+        "kernels": {"flash_attention": spec.kernels.flash_attention, "dropout": spec.kernels.dropout},
     }
 
 

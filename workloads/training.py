@@ -1,14 +1,21 @@
 """LLM training step as simpy processes on the machine API.
 
 One process per simulated rank class runs its pipeline schedule: forward and backward passes of its
-layers (fused compute segments between communication), TP/CP/EP collectives per layer, p2p
-activations and gradients between pipeline stages, data-parallel gradient reduction in buckets
-overlapped with the last micro-batch's backward, ZeRO-3/FSDP parameter gathers, the optimizer step,
-and a global gradient-norm all-reduce that closes the step.
+layers (fused compute segments between communication), activation recompute (full: the layer's forward
+again, TP collectives included; selective: the attention core), TP/CP/EP collectives per layer, p2p
+activations and gradients between pipeline stages, data-parallel gradient reduction in buckets overlapped
+with the last micro-batch's backward (dense parameters over dp·cp, routed experts over their own
+expert-data-parallel group), ZeRO-3/FSDP parameter gathers per layer prefetched one layer ahead, the
+optimizer step on the local shard, and a global gradient-norm all-reduce that closes the step.
 
 Representative mode (default) simulates one class per pipeline stage, since every TP/CP/DP peer of a
 stage does the same thing at the same time; ``fidelity="full"`` simulates every rank and lets the
-collectives rendezvous for real. Both must give the same step time on a symmetric job.
+collectives rendezvous for real. Both give the same step time on a symmetric job.
+
+One step is simulated as a rotation of Megatron's loop that keeps its steady state: the ZeRO-1/2
+parameter all-gather of the previous optimizer step runs at the start of the step, overlapped with the
+first forward of each bucket (``--overlap-param-gather``), then the pipeline schedule, the gradient
+reduction, the gradient-norm all-reduce and the optimizer.
 """
 
 from __future__ import annotations
@@ -24,12 +31,24 @@ from simcore.cluster import GroupLayout, ParallelDims, validate_order
 from simcore.engine import CommGroup, Machine
 from simcore.kernels.compute import KIND_IDS
 from workloads import model as mdl
-from workloads.memory import stage_params, training_memory
+from workloads.memory import (
+    recomputed_layers,
+    stage_params,
+)
 from workloads.schedule import interleaved
-from workloads.spec import TrainingSpec, _memory_kwargs
+from workloads.spec import TrainingSpec, stage_memory
 
 # Activations travel in bf16 whatever the GEMM precision (fp8/fp4 recipes keep bf16 activations between ops).
 ACT_BYTES = 2
+# Parameters are gathered (ZeRO) in bf16 (Megatron's distributed optimizer, FSDP mixed precision); gradients
+# are reduced in ``parallelism.grad_reduce`` (Megatron reduces bf16 training's gradients in fp32).
+PARAM_COMM_BYTES = 2
+_CORE = "attn_core"  # prefix of the attention-core ops (flash: one op; unfused: QK, softmax, dropout, PV)
+
+
+def _is_core(name: str) -> bool:
+    return name.startswith(_CORE)
+
 
 Work = tuple[tuple[float, float, float, int], ...]
 
@@ -43,10 +62,23 @@ class Segment:
     group: str = ""
     op: str = ""
     nbytes: float = 0.0
+    dtype: str = ""  # compute precision of this segment; "" = the job's precision
 
     @property
     def is_compute(self) -> bool:
         return bool(self.work)
+
+
+@dataclass(frozen=True)
+class Overlapped:
+    """A compute segment with collectives that run beside it (ring context parallelism: K/V blocks travel
+    round the CP ring while the attention core works on the block it has); costs ~max(compute, comm)."""
+
+    compute: Segment
+    comms: tuple[Segment, ...]
+
+
+Step = Segment | Overlapped
 
 
 @dataclass
@@ -65,22 +97,81 @@ def _work(ops: list[Any]) -> Work:
     return tuple(out)
 
 
-def program_segments(program: list[Any], phase: str, sizes: dict[str, int]) -> tuple[Segment, ...]:
-    """Fuse the compute ops between collectives; drop collectives over groups of size 1."""
+def _fused_name(ops: list[Any], phase: str) -> str:
+    names = [op.name for op in ops]
+    if all(_is_core(n) for n in names):
+        label = "attn_core"
+    elif any("attn" in n or "qkv" in n or "q_" in n or "kv_" in n for n in names):
+        label = "attn"
+    elif any("expert" in n or "router" in n or "moe" in n for n in names):
+        label = "moe"
+    else:
+        label = "mlp"
+    return f"{phase}:{label}"
+
+
+def program_segments(
+    program: list[Any],
+    phase: str,
+    sizes: dict[str, int],
+    *,
+    cp_ring: bool = False,
+    core_dtype: str = "",
+) -> tuple[Step, ...]:
+    """Fuse the compute ops between collectives; drop collectives over groups of size 1.
+
+    With ``cp_ring`` or ``core_dtype`` the attention core is a segment of its own: ring attention runs
+    the CP collectives next to it beside it (``Overlapped``); FP8/FP4 recipes run flash attention in
+    bf16 (``core_dtype``) while the linear layers use the low precision.
+    """
     segments: list[Segment] = []
     pending: list[Any] = []
+    split_core = cp_ring or bool(core_dtype)
+
+    def flush() -> None:
+        if pending:
+            is_core = _is_core(pending[0].name)
+            dtype = core_dtype if is_core and split_core else ""
+            segments.append(Segment(name=_fused_name(pending, phase), work=_work(pending), dtype=dtype))
+            pending.clear()
+
     for item in program:
         if isinstance(item, mdl.Comm):
-            if pending:
-                segments.append(Segment(name=_fused_name(pending, phase), work=_work(pending)))
-                pending = []
+            flush()
             if sizes.get(item.group, 1) > 1 and item.nbytes > 0:
                 segments.append(Segment(name=item.name, group=item.group, op=item.op, nbytes=item.nbytes))
-        else:
+        elif split_core and _is_core(item.name):
+            # The recompute of the core and the core itself fuse; anything else closes the segment.
+            if pending and not _is_core(pending[-1].name):
+                flush()
             pending.append(item)
-    if pending:
-        segments.append(Segment(name=_fused_name(pending, phase), work=_work(pending)))
-    return tuple(segments)
+        else:
+            if split_core and pending and _is_core(pending[-1].name):
+                flush()
+            pending.append(item)
+    flush()
+    if not cp_ring:
+        return tuple(segments)
+    steps: list[Step] = []
+    i = 0
+    while i < len(segments):
+        seg = segments[i]
+        if seg.is_compute and seg.name.endswith(":attn_core"):
+            before: list[Segment] = []
+            while steps and isinstance(steps[-1], Segment) and steps[-1].group == "cp":
+                before.insert(0, steps.pop())  # type: ignore[arg-type]
+            after: list[Segment] = []
+            j = i + 1
+            while j < len(segments) and segments[j].group == "cp":
+                after.append(segments[j])
+                j += 1
+            comms = tuple(before + after)
+            steps.append(Overlapped(seg, comms) if comms else seg)
+            i = j
+            continue
+        steps.append(seg)
+        i += 1
+    return tuple(steps)
 
 
 def _program_kwargs(spec: TrainingSpec) -> dict[str, Any]:
@@ -95,21 +186,131 @@ def _program_kwargs(spec: TrainingSpec) -> dict[str, Any]:
     )
 
 
-def layer_segments(spec: TrainingSpec, layer: int, phase: str) -> tuple[Segment, ...]:
-    """Program of one transformer layer for one micro-batch: compute runs fused between collectives."""
-    par = spec.parallelism
-    program = mdl.layer_program(spec.model, layer, ep=par.ep, phase=phase, **_program_kwargs(spec))
-    return program_segments(program, phase, {"tp": par.tp, "cp": par.cp, "ep": par.ep})
-
-
-def _fused_name(ops: list[Any], phase: str) -> str:
-    names = [op.name for op in ops]
-    label = (
-        "attn"
-        if any("attn" in n or "qkv" in n for n in names)
-        else ("moe" if any("expert" in n or "router" in n for n in names) else "mlp")
+def _layer_kwargs(spec: TrainingSpec) -> dict[str, Any]:
+    return dict(
+        ep=spec.parallelism.ep,
+        flash_attention=spec.kernels.flash_attention,
+        dropout=spec.kernels.dropout,
+        **_program_kwargs(spec),
     )
-    return f"{phase}:{label}"
+
+
+def layer_items(spec: TrainingSpec, layer: int, variant: str) -> list[Any]:
+    """Ops and collectives of one layer for one micro-batch.
+
+    ``variant``: ``fwd``; ``bwd`` (no recompute); ``bwd_selective`` (the attention core's forward replayed
+    just before its backward, Korthikanti et al. §5); ``bwd_full`` (the whole layer forward, TP/CP/EP
+    collectives included, replayed before the backward: Megatron's full recompute, one layer at a time).
+    """
+    kw = _layer_kwargs(spec)
+    quant = bool(high_precision(spec.precision))
+    if variant == "fwd":
+        return _with_casts(mdl.layer_program(spec.model, layer, phase="fwd", **kw), "fwd", quant)
+    bwd = _with_casts(mdl.layer_program(spec.model, layer, phase="bwd", **kw), "bwd", quant)
+    if variant == "bwd":
+        return bwd
+    fwd = _with_casts(mdl.layer_program(spec.model, layer, phase="fwd", **kw), "fwd", quant)
+    if variant == "bwd_full":
+        replay = [
+            mdl.Op(f"{op.name}_recompute", op.kind, op.flops, op.nbytes, op.gemm_mnk, op.count)
+            if isinstance(op, mdl.Op)
+            else op
+            for op in fwd
+        ]
+        return replay + bwd
+    if variant == "bwd_selective":
+        again = [
+            mdl.Op(f"{op.name}_recompute", op.kind, op.flops, op.nbytes, op.gemm_mnk, op.count)
+            for op in fwd
+            if isinstance(op, mdl.Op) and _is_core(op.name)
+        ]
+        out: list[Any] = []
+        for item in bwd:
+            if again and isinstance(item, mdl.Op) and _is_core(item.name):
+                out.extend(again)
+                again = []
+            out.append(item)
+        return out
+    raise ValueError(f"unknown layer variant {variant!r}")
+
+
+def _with_casts(items: list[Any], phase: str, quant: bool) -> list[Any]:
+    """FP8/FP4 recipes quantize each linear layer's 16-bit input (forward) and output gradient (backward)
+    in a cast + transpose kernel (Transformer Engine): read 2 B, write the low-precision copy and its
+    transpose, ~4 B per element. Weights are cast once per step and cached, so they are left out."""
+    if not quant:
+        return items
+    out: list[Any] = []
+    for item in items:
+        linear = isinstance(item, mdl.Op) and item.kind == "gemm" and item.gemm_mnk is not None
+        if linear and "router" not in item.name and not _is_core(item.name):
+            # (m, n, k) forward: input m x k; backward (dgrad shape m, k_fwd, n_fwd): gradient m x n_fwd
+            m, _, k = item.gemm_mnk
+            elements = m * k * (item.count if phase == "fwd" else item.count / 2)
+            out.append(mdl.Op(f"{item.name}_cast", "elementwise", elements, 4.0 * elements))
+        out.append(item)
+    return out
+
+
+def layer_segments(
+    spec: TrainingSpec, layer: int, phase: str, recompute: str | None = None
+) -> tuple[Step, ...]:
+    """Program of one transformer layer for one micro-batch: compute runs fused between collectives.
+
+    ``phase`` is ``fwd`` or ``bwd``; the backward includes the layer's activation recompute (``recompute``,
+    default the spec's mode).
+    """
+    par = spec.parallelism
+    mode = par.recompute if recompute is None else recompute
+    variant = phase if phase == "fwd" or mode == "none" else f"bwd_{mode}"
+    items = layer_items(spec, layer, variant)
+    sizes = {"tp": par.tp, "cp": par.cp, "ep": par.ep}
+    label = "bwd" if phase == "bwd" else "fwd"
+    return program_segments(
+        items,
+        label,
+        sizes,
+        cp_ring=par.cp > 1 and par.cp_comm == "p2p",
+        core_dtype=high_precision(spec.precision),
+    )
+
+
+def high_precision(precision: str) -> str:
+    """Precision of the parts an FP8/FP4 recipe keeps in 16 bit (flash attention, the LM head); "" when
+    the job already runs everything in 16 bit."""
+    return "bf16" if precision in ("fp8", "fp4") else ""
+
+
+# ---------------------------------------------------------------------------------------- rank groups
+def _rank_grid(dims: ParallelDims) -> tuple[np.ndarray, list[str]]:
+    """Global ranks as an array with one axis per dimension, slowest-varying first, and the axis names."""
+    sizes = {"tp": dims.tp, "cp": dims.cp, "ep": 1, "dp": dims.dp, "pp": dims.pp}
+    names = list(dims.order)[::-1]
+    return np.arange(dims.world, dtype=np.int64).reshape([sizes[n] for n in names]), names
+
+
+def rank_groups(dims: ParallelDims, group_dims: tuple[str, ...]) -> np.ndarray:
+    """Every group of ranks that differ only in ``group_dims``: rows of global ranks, fastest dim fastest."""
+    grid, names = _rank_grid(dims)
+    inside = [i for i, n in enumerate(names) if n in group_dims]
+    outside = [i for i, n in enumerate(names) if n not in group_dims]
+    size = int(np.prod([grid.shape[i] for i in inside])) if inside else 1
+    return np.transpose(grid, outside + inside).reshape(-1, size)
+
+
+def expert_groups(dims: ParallelDims, ep: int) -> tuple[np.ndarray, np.ndarray]:
+    """(EP groups, expert-data-parallel groups) as rows of global ranks.
+
+    Megatron-Core with expert-TP = 1 refactors the tp·cp·dp ranks of a pipeline stage (in rank order, tp
+    fastest) into ep x edp with ep fastest: an EP group is ``ep`` consecutive ranks of the stage, so on
+    8-GPU servers EP 8 stays inside NVLink even with TP 2. Expert gradients reduce over edp = tp·cp·dp/ep.
+    """
+    stages = rank_groups(dims, ("tp", "cp", "dp"))  # one row per stage, dense rank order
+    width = stages.shape[1]
+    ep_rows = stages.reshape(-1, ep)
+    edp = width // ep
+    edp_rows = stages.reshape(-1, edp, ep).transpose(0, 2, 1).reshape(-1, edp)
+    return ep_rows, edp_rows
 
 
 class TrainingJob:
@@ -121,15 +322,20 @@ class TrainingJob:
         self.env = machine.env
         self.fidelity = fidelity
         par = spec.parallelism
+        # Experts are laid out by expert_groups (Megatron-Core's expert ranks); the dense layout has no ep axis.
         self.dims = ParallelDims(
             tp=par.tp,
             cp=par.cp,
-            ep=par.ep,
+            ep=1,
             dp=par.dp,
             pp=par.pp,
             order=validate_order(par.order, file=spec.source_file),
         )
-        self.layouts: dict[str, GroupLayout] = machine.cluster.parallel_layouts(self.dims)
+        self.ep = par.ep
+        self.zero = 3 if par.fsdp else par.zero
+        self.dense_dp = par.dp * par.cp  # Megatron reduces and shards dense gradients over dp x cp
+        self.expert_dp = par.dp * par.cp * par.tp // par.ep if spec.model.moe is not None else 1
+        self.grad_bytes = 4.0 if par.grad_reduce == "fp32" else 2.0
         self.chunks = par.vp
         self.vstages = par.pp * par.vp
         self.stage_chunks = mdl.pipeline_layers(spec.model, par.pp, par.vp, file=spec.source_file)
@@ -139,12 +345,52 @@ class TrainingJob:
             else spec.precision
         )
         machine.profile.peak_flops(self.dtype)  # clear error if the accelerator lacks the precision
+        self.memory = stage_memory(self.spec, self.m.profile.accelerator.hbm_capacity)
+        self._recomputed = frozenset().union(
+            *(
+                recomputed_layers(spec.model, par.pp, par.vp, st, par.recompute, par.recompute_layers)
+                for st in range(par.pp)
+            )
+        )
         self.step_times = StepTimes()
         self._p2p_bytes = mdl.activation_bytes(spec.model, **_program_kwargs(spec))
-        self._programs: dict[tuple[int, str], tuple[Segment, ...]] = {}
+        self._programs: dict[tuple[Any, ...], tuple[Step, ...]] = {}
+        self._layer_params: dict[int, tuple[float, float]] = {}
+        self._layouts()
         self._classes()
 
+    def hardware_flops_per_token(self) -> float:
+        """Model FLOPs plus the recompute this job actually runs (partial recompute counted per layer), in
+        the model-FLOP convention of docs/models.md: what ``hardware_tflops_per_gpu`` should divide."""
+        model, s = self.spec.model, self.spec.model.seq_len
+        flops = mdl.model_flops_per_token(model, s)
+        for layer in range(model.layers):
+            mode = self.layer_recompute(layer)
+            if mode == "none":
+                continue
+            core = mdl.layer_attention_flops_per_token(model, s)
+            flops += core if mode == "selective" else 2.0 * mdl.layer_params(model, layer).active + core
+        return flops
+
+    # ------------------------------------------------------------------ memory
     # ------------------------------------------------------------------ rank classes and groups
+    def _layouts(self) -> None:
+        """Worst-case placement of every kind of group (a synchronous job waits for its slowest group)."""
+        cluster, dims = self.m.cluster, self.dims
+        base = cluster.parallel_layouts(dims)
+        self.group_rows: dict[str, np.ndarray] = {
+            "tp": rank_groups(dims, ("tp",)),
+            "cp": rank_groups(dims, ("cp",)),
+            "dp": rank_groups(dims, ("dp", "cp")),
+        }
+        if self.ep > 1 or self.expert_dp > 1:
+            ep_rows, edp_rows = expert_groups(dims, self.ep)
+            self.group_rows["ep"] = ep_rows
+            self.group_rows["edp"] = edp_rows
+        self.layouts: dict[str, GroupLayout] = {"pp_p2p": base["pp_p2p"]}
+        for kind, rows in self.group_rows.items():
+            self.layouts[kind] = cluster.worst_layout(rows)
+
     def _classes(self) -> None:
         """Create rank classes and the communicators each one uses."""
         dims, m = self.dims, self.m
@@ -164,43 +410,142 @@ class TrainingJob:
                 m.add_class(f"stage{s}", ranks[stage_of == s])
                 self.class_stage.append(s)
                 self.class_rank.append(s * stride_pp)
+        # Communicators by (kind, class); kinds "dp" (dense, dp·cp) and "edp" (experts) share the dp stream.
+        # ``rows`` names the GPUs of every group a communicator stands for (flow contention needs them).
         self.groups: dict[tuple[str, int], CommGroup] = {}
-        for dim in ("tp", "cp", "ep", "dp"):
-            layout = self.layouts[dim]
+        for kind, rows in self.group_rows.items():
+            group_kind = "dp" if kind == "edp" else kind
+            layout = self.layouts[kind]
+            if rows.shape[1] <= 1:
+                continue
             if self.fidelity == "full":
-                for row in dims.all_groups(dim):
-                    grp = m.group(dim, layout, tuple(int(r) for r in row))
-                    for r in row:
-                        self.groups[(dim, int(r))] = grp
+                for row in rows:
+                    members = tuple(int(r) for r in row)
+                    grp = m.group(group_kind, layout, members, rows=row.reshape(1, -1))
+                    for r in members:
+                        self.groups[(kind, r)] = grp
             else:
+                row_stage = stage_of[rows[:, 0]]
                 for c in range(len(m.classes)):
-                    self.groups[(dim, c)] = m.group(dim, layout, (c,))
+                    mine = rows[row_stage == self.class_stage[c]]
+                    self.groups[(kind, c)] = m.group(group_kind, layout, (c,), rows=mine)
         # Global grad-norm all-reduce: one communicator over every class (a barrier that ends the step).
         world_layout = m.cluster.worst_layout(ranks.reshape(1, -1))
-        self.world_group = m.group("dp", world_layout, tuple(range(len(m.classes))))
+        self.world_group = m.group(
+            "dp", world_layout, tuple(range(len(m.classes))), rows=ranks.reshape(1, -1)
+        )
+
+    def _group(self, kind: str, cls: int) -> CommGroup | None:
+        return self.groups.get((kind, cls))
 
     def _peer(self, cls: int, stage_delta: int) -> int:
         """Class of the same position on the neighbouring pipeline stage (wrapping for interleaving)."""
         pp = self.dims.pp
         if self.fidelity == "full":
-            rank = self.class_rank[cls]
-            coords = self.dims.coords(rank)
+            coords = self.dims.coords(self.class_rank[cls])
             coords["pp"] = (coords["pp"] + stage_delta) % pp
             return self.dims.rank_of(coords)
         return (self.class_stage[cls] + stage_delta) % pp
 
     # ------------------------------------------------------------------ programs
-    def _layer_program(self, layer: int, phase: str) -> tuple[Segment, ...]:
-        key = (layer, phase)
+    def _layer_program(self, layer: int, phase: str) -> tuple[Step, ...]:
+        """Programs depend on the layer only through dense vs MoE and its recompute: share them (and the
+        engine's memo)."""
+        mode = self.layer_recompute(layer)
+        key = (self.spec.model.is_moe_layer(layer), phase, mode)
         prog = self._programs.get(key)
         if prog is None:
-            prog = self._programs[key] = layer_segments(self.spec, layer, phase)
+            prog = self._programs[key] = layer_segments(self.spec, layer, phase, mode)
+        return prog
+
+    def layer_recompute(self, layer: int) -> str:
+        """Recompute mode of one layer: with ``recompute_layers`` only the first N layers of each chunk
+        replay their whole forward; the rest keep their activations."""
+        par = self.spec.parallelism
+        if par.recompute != "full" or par.recompute_layers <= 0:
+            return par.recompute
+        return "full" if layer in self._recomputed else "none"
+
+    def _edge_program(self, which: str, phase: str) -> tuple[Step, ...]:
+        """Embedding (first virtual stage) or output layer + loss (last), with their TP collectives."""
+        key = (which, phase)
+        prog = self._programs.get(key)
+        if prog is None:
+            build = mdl.embedding_program if which == "embedding" else mdl.output_program
+            par = self.spec.parallelism
+            program = build(self.spec.model, phase=phase, **_program_kwargs(self.spec))
+            prog = program_segments(program, phase, {"tp": par.tp, "cp": par.cp, "ep": par.ep})
+            if which == "output" and high_precision(self.spec.precision):
+                # Megatron/TE keep the output layer (LM head) in bf16 under FP8 and FP4 recipes.
+                prog = tuple(
+                    Segment(seg.name, seg.work, dtype="bf16")
+                    if isinstance(seg, Segment) and seg.work
+                    else seg
+                    for seg in prog
+                )
+            self._programs[key] = prog
         return prog
 
     def vstage_layers(self, vstage: int) -> range:
         """Layers of virtual stage ``vstage`` (= chunk * pp + stage, Megatron's interleaving)."""
         chunk, stage = divmod(vstage, self.dims.pp)
         return self.stage_chunks[stage][chunk]
+
+    # ------------------------------------------------------------------ parameters
+    def layer_param_split(self, layer: int) -> tuple[float, float]:
+        """(dense, routed-expert) parameters one GPU holds for a layer, before ZeRO sharding."""
+        hit = self._layer_params.get(layer)
+        if hit is None:
+            par = self.spec.parallelism
+            p = mdl.layer_params(self.spec.model, layer)
+            whole = p.attention_tp_duplicated + p.norms + p.router + p.shared_experts
+            dense = (p.attention - p.attention_tp_duplicated + p.dense_ffn) / par.tp + whole
+            hit = self._layer_params[layer] = (dense, p.routed_experts / par.ep)
+        return hit
+
+    def _edge_params(self, vstage: int, layers: list[int]) -> float:
+        """Embedding (with the first layer of the first virtual stage) and final norm + LM head (with the
+        last layer of the last one): parameters one GPU holds, gathered and reduced with those layers."""
+        model, tp = self.spec.model, self.spec.parallelism.tp
+        chunk = self.vstage_layers(vstage)
+        out = 0.0
+        if vstage == 0 and chunk[0] in layers:
+            out += model.vocab * model.hidden / tp
+            if model.position_embedding == "learned":
+                out += model.seq_len * model.hidden
+        if vstage == self.vstages - 1 and chunk[-1] in layers:
+            out += model.hidden * (2 if model.bias else 1)
+            if not model.tied_embeddings or self.dims.pp > 1:
+                out += model.vocab * model.hidden / tp
+        return out
+
+    def _bucket_params(self, vstage: int, layers: list[int]) -> tuple[float, float]:
+        """(dense, expert) parameters of a bucket of layers of a virtual stage, edge layers included."""
+        dense = expert = 0.0
+        for layer in layers:
+            d, e = self.layer_param_split(layer)
+            dense += d
+            expert += e
+        return dense + self._edge_params(vstage, layers), expert
+
+    def _stage_params(self, cls: int) -> tuple[float, float]:
+        """(dense, expert) parameters this GPU holds for its stage (TP/EP-sharded, embedding/head included)."""
+        par = self.spec.parallelism
+        sp = stage_params(
+            self.spec.model, tp=par.tp, pp=par.pp, vp=par.vp, ep=par.ep, stage_index=self.class_stage[cls]
+        )
+        return sp.dense, sp.experts
+
+    def _dp_collective(
+        self, cls: int, op: str, dense: float, expert: float, bytes_per: float, name: str
+    ) -> list[simpy.Event]:
+        """One data-parallel collective for dense parameters (dp·cp group) and one for experts (edp group)."""
+        events = []
+        for kind, count in (("dp", dense), ("edp", expert)):
+            grp = self._group(kind, cls)
+            if grp is not None and count > 0:
+                events.append(self.m.collective(cls, grp, op, bytes_per * count, name=f"{name}", stream="dp"))
+        return events
 
     # ------------------------------------------------------------------ processes
     def start(self) -> list[simpy.Process]:
@@ -212,41 +557,110 @@ class TrainingJob:
         self.act_bytes: list[float] = []
         for c in range(len(self.m.classes)):
             stage = self.class_stage[c]
-            mem = training_memory(self.spec.model, **_memory_kwargs(self.spec, stage))
-            static = mem.total - mem.activations
-            self.m.alloc(c, static)
+            mem = self.memory[stage]
+            self.m.alloc(c, mem.total - mem.activations)
             inflight = max(1, _inflight(stage, self.dims.pp, self.spec.microbatches, self.chunks))
             self.act_bytes.append(mem.activations / inflight)
 
+    def _buckets(self, vstage: int, reverse: bool) -> list[list[int]]:
+        """Layers of a virtual stage in gradient/parameter buckets of ``dp_bucket_layers``."""
+        layers = list(self.vstage_layers(vstage))
+        if reverse:
+            layers.reverse()
+        n = self.spec.parallelism.dp_bucket_layers
+        buckets = [layers[i : i + n] for i in range(0, len(layers), n)]
+        return buckets
+
     def _rank_process(self, cls: int) -> Generator[simpy.Event, Any, None]:
-        spec, m = self.spec, self.m
+        spec, m, par = self.spec, self.m, self.spec.parallelism
         stage = self.class_stage[cls]
         actions = interleaved(stage, self.dims.pp, spec.microbatches, self.chunks)
         last_mb = spec.microbatches - 1
         for step in range(spec.steps):
             m.class_step[cls] = step
-            dp_events: list[simpy.Event] = []
+            state = _StepState()
+            if self.zero in (1, 2):
+                yield from self._param_gather_at_step_start(cls, state)
             for phase, mb, chunk in actions:
                 vstage = chunk * self.dims.pp + stage
                 if phase == "F":
-                    yield from self._forward(cls, vstage, mb)
+                    yield from self._forward(cls, vstage, mb, state)
                 else:
-                    yield from self._backward(cls, vstage, mb, dp_events if mb == last_mb else None)
-            if dp_events:
-                yield simpy.AllOf(self.env, dp_events)
-            yield from self._optimizer(cls)
+                    yield from self._backward(cls, vstage, mb, mb == last_mb, state)
+            if not par.dp_overlap and self.zero < 3:
+                for chunk in range(self.chunks):
+                    vstage = chunk * self.dims.pp + stage
+                    for bucket in self._buckets(vstage, reverse=True):
+                        state.dp_events += self._grad_sync(cls, vstage, bucket)
+            if state.dp_events:
+                yield simpy.AllOf(self.env, state.dp_events)
             yield m.collective(cls, self.world_group, "allreduce", 4.0, name="grad_norm", stream="dp")
+            yield from self._optimizer(cls)
             if cls == 0:
                 self.step_times.ends.append(self.env.now)
 
-    def _forward(self, cls: int, vstage: int, mb: int) -> Generator[simpy.Event, Any, None]:
+    def _param_gather_at_step_start(self, cls: int, state: _StepState) -> Generator[simpy.Event, Any, None]:
+        """ZeRO-1/2: all-gather the bf16 parameters the previous optimizer step updated, bucket by bucket in
+        forward order; with ``dp_overlap`` each layer's first forward waits only for its own bucket."""
+        par = self.spec.parallelism
+        stage = self.class_stage[cls]
+        events: list[simpy.Event] = []
+        for chunk in range(self.chunks):
+            vstage = chunk * self.dims.pp + stage
+            for bucket in self._buckets(vstage, reverse=False):
+                dense, expert = self._bucket_params(vstage, bucket)
+                evs = self._dp_collective(
+                    cls, "allgather", dense, expert, PARAM_COMM_BYTES, "dp_param_allgather"
+                )
+                if not evs:
+                    continue
+                ev = evs[0] if len(evs) == 1 else simpy.AllOf(self.env, evs)
+                events.append(ev)
+                for layer in bucket:
+                    state.param_ready[layer] = ev
+        if events and not par.dp_overlap:
+            yield simpy.AllOf(self.env, events)
+            state.param_ready.clear()
+
+    def _zero3_gather(
+        self, cls: int, vstage: int, layers: list[int], i: int, tag: tuple, state: _StepState
+    ) -> Generator[simpy.Event, Any, None]:
+        """ZeRO-3/FSDP: all-gather layer ``layers[i]`` (prefetching the next one on the dp stream), wait.
+
+        Idempotent: a layer gathered (or prefetched) already for this pass is not gathered again.
+        """
+        for j in (i, i + 1):
+            if j >= len(layers):
+                break
+            key = (*tag, layers[j])
+            if key not in state.gathers:
+                dense, expert = self._bucket_params(vstage, [layers[j]])
+                evs = self._dp_collective(cls, "allgather", dense, expert, PARAM_COMM_BYTES, "fsdp_allgather")
+                state.gathers[key] = evs
+        evs = state.gathers[(*tag, layers[i])]
+        if evs:
+            yield simpy.AllOf(self.env, evs) if len(evs) > 1 else evs[0]
+
+    def _forward(
+        self, cls: int, vstage: int, mb: int, state: _StepState
+    ) -> Generator[simpy.Event, Any, None]:
         m = self.m
         if vstage > 0:
             yield m.recv(("act", m.class_step[cls], mb, vstage, cls))
-        else:
-            yield from self._run_program(cls, self._edge_program("embedding", "fwd"), mb)
         m.alloc(cls, self.act_bytes[cls])
-        for layer in self.vstage_layers(vstage):
+        layers = list(self.vstage_layers(vstage))
+        zero3 = self.zero == 3
+        if vstage == 0:
+            if zero3:  # the embedding is gathered with the first layer
+                yield from self._zero3_gather(cls, vstage, layers, 0, ("F", mb), state)
+            yield from self._run_program(cls, self._edge_program("embedding", "fwd"), mb)
+        for i, layer in enumerate(layers):
+            if zero3:
+                yield from self._zero3_gather(cls, vstage, layers, i, ("F", mb), state)
+            else:
+                ready = state.param_ready.pop(layer, None)
+                if ready is not None:
+                    yield ready
             yield from self._run_program(cls, self._layer_program(layer, "fwd"), mb)
         if vstage == self.vstages - 1:
             yield from self._run_program(cls, self._edge_program("output", "fwd"), mb)
@@ -254,26 +668,38 @@ class TrainingJob:
             self._send(cls, +1, ("act", m.class_step[cls], mb, vstage + 1), f"pp_send_act mb{mb}", mb)
 
     def _backward(
-        self, cls: int, vstage: int, mb: int, dp_events: list[simpy.Event] | None
+        self, cls: int, vstage: int, mb: int, last_mb: bool, state: _StepState
     ) -> Generator[simpy.Event, Any, None]:
-        m, spec = self.m, self.spec
+        m, par = self.m, self.spec.parallelism
+        layers = list(self.vstage_layers(vstage))[::-1]
+        zero3 = self.zero == 3
         if vstage == self.vstages - 1:
+            if zero3:  # the LM head is gathered with the last layer
+                yield from self._zero3_gather(cls, vstage, layers, 0, ("B", mb), state)
             yield from self._run_program(cls, self._edge_program("output", "bwd"), mb)
         else:
             yield m.recv(("grad", m.class_step[cls], mb, vstage, cls))
-        layers = list(self.vstage_layers(vstage))[::-1]
         bucket: list[int] = []
-        for layer in layers:
+        reduce_now = last_mb and par.dp_overlap and not zero3
+        for i, layer in enumerate(layers):
+            if zero3:
+                yield from self._zero3_gather(cls, vstage, layers, i, ("B", mb), state)
             yield from self._run_program(cls, self._layer_program(layer, "bwd"), mb)
-            if dp_events is not None:
+            if zero3:
+                # FSDP / ZeRO-3: each micro-batch's layer gradients are reduce-scattered right away.
+                dense, expert = self._bucket_params(vstage, [layer])
+                state.dp_events += self._dp_collective(
+                    cls, "reducescatter", dense, expert, self.grad_bytes, "fsdp_grad_reducescatter"
+                )
+            elif reduce_now:
                 bucket.append(layer)
-                if len(bucket) >= spec.parallelism.dp_bucket_layers:
-                    dp_events.append(self._grad_sync(cls, bucket))
+                if len(bucket) >= par.dp_bucket_layers:
+                    state.dp_events += self._grad_sync(cls, vstage, bucket)
                     bucket = []
         if vstage == 0:
             yield from self._run_program(cls, self._edge_program("embedding", "bwd"), mb)
-        if dp_events is not None and bucket:
-            dp_events.append(self._grad_sync(cls, bucket))
+        if reduce_now and bucket:
+            state.dp_events += self._grad_sync(cls, vstage, bucket)
         m.free(cls, self.act_bytes[cls])
         if vstage > 0:
             self._send(cls, -1, ("grad", m.class_step[cls], mb, vstage - 1), f"pp_send_grad mb{mb}", mb)
@@ -290,9 +716,7 @@ class TrainingJob:
             micro=mb,
         )
 
-    def _run_program(
-        self, cls: int, program: tuple[Segment, ...], mb: int
-    ) -> Generator[simpy.Event, Any, None]:
+    def _run_program(self, cls: int, program: tuple[Step, ...], mb: int) -> Generator[simpy.Event, Any, None]:
         """Run a layer program. With ``tp_comm_overlap`` TP collectives run beside the GEMMs (chunked,
         userbuffers-style) and the layer only waits for them at its end, so a layer costs about
         max(compute, TP communication) instead of their sum."""
@@ -300,61 +724,38 @@ class TrainingJob:
         overlap = self.spec.parallelism.tp_comm_overlap
         pending: list[simpy.Event] = []
         for seg in program:
-            if seg.is_compute:
-                yield m.compute_fused(cls, seg.work, dtype=self.dtype, name=seg.name, micro=mb)
+            if isinstance(seg, Overlapped):
+                evs = [self._issue(cls, c, mb) for c in seg.comms]
+                c = seg.compute
+                yield m.compute_fused(cls, c.work, dtype=c.dtype or self.dtype, name=c.name, micro=mb)
+                yield simpy.AllOf(self.env, evs) if len(evs) > 1 else evs[0]
+            elif seg.work:
+                yield m.compute_fused(cls, seg.work, dtype=seg.dtype or self.dtype, name=seg.name, micro=mb)
             else:
-                grp = self.groups[(seg.group, cls if self.fidelity != "full" else self.class_rank[cls])]
-                ev = m.collective(cls, grp, seg.op, seg.nbytes, name=seg.name, micro=mb)
+                ev = self._issue(cls, seg, mb)
                 if overlap and seg.group == "tp":
                     pending.append(ev)
                 else:
                     yield ev
         if pending:
-            yield simpy.AllOf(self.env, pending)
+            yield simpy.AllOf(self.env, pending) if len(pending) > 1 else pending[0]
 
-    def _edge_program(self, which: str, phase: str) -> tuple[Segment, ...]:
-        """Embedding (first virtual stage) or output layer + loss (last), with their TP collectives."""
-        key = (-1 if which == "embedding" else -2, phase)
-        prog = self._programs.get(key)
-        if prog is None:
-            build = mdl.embedding_program if which == "embedding" else mdl.output_program
-            par = self.spec.parallelism
-            program = build(self.spec.model, phase=phase, **_program_kwargs(self.spec))
-            prog = program_segments(program, phase, {"tp": par.tp, "cp": par.cp, "ep": par.ep})
-            self._programs[key] = prog
-        return prog
+    def _issue(self, cls: int, seg: Segment, mb: int) -> simpy.Event:
+        grp = self.groups[(seg.group, cls)]
+        return self.m.collective(cls, grp, seg.op, seg.nbytes, name=seg.name, micro=mb)
 
-    def _stage_params(self, cls: int) -> float:
-        """Parameters this GPU holds for its stage (TP/EP-sharded, embedding/head included)."""
-        par = self.spec.parallelism
-        sp = stage_params(
-            self.spec.model, tp=par.tp, pp=par.pp, vp=par.vp, ep=par.ep, stage_index=self.class_stage[cls]
-        )
-        return sp.dense + sp.experts
-
-    def _grad_sync(self, cls: int, layers: list[int]) -> simpy.Event:
-        """Reduce-scatter (ZeRO >= 1) or all-reduce (ZeRO 0) of one gradient bucket on the dp stream.
-
-        A bucket's share of the stage's gradients is its share of the stage's layers; gradients are
-        reduced in bf16 (Megatron's default without grad_reduce_in_fp32).
-        """
-        par = self.spec.parallelism
-        if par.dp <= 1:
-            return self.env.timeout(0)
-        stage_layers = sum(len(c) for c in self.stage_chunks[self.class_stage[cls]])
-        nbytes = 2.0 * self._stage_params(cls) * len(layers) / stage_layers
-        zero = 3 if par.fsdp else par.zero
-        op = "reducescatter" if zero >= 1 else "allreduce"
-        grp = self.groups[("dp", cls if self.fidelity != "full" else self.class_rank[cls])]
-        return self.m.collective(cls, grp, op, nbytes, name=f"dp_{op}")
+    def _grad_sync(self, cls: int, vstage: int, layers: list[int]) -> list[simpy.Event]:
+        """Reduce-scatter (ZeRO >= 1) or all-reduce (ZeRO 0) of one gradient bucket on the dp stream:
+        dense gradients over dp·cp, routed-expert gradients over the expert-data-parallel group."""
+        dense, expert = self._bucket_params(vstage, layers)
+        op = "reducescatter" if self.zero >= 1 else "allreduce"
+        return self._dp_collective(cls, op, dense, expert, self.grad_bytes, f"dp_grad_{op}")
 
     def _optimizer(self, cls: int) -> Generator[simpy.Event, Any, None]:
-        """Adam on this rank's shard, then (ZeRO 1/2) all-gather of the updated bf16 parameters."""
-        par, m = self.spec.parallelism, self.m
-        params = self._stage_params(cls)
-        zero = 3 if par.fsdp else par.zero
-        shard = params / par.dp if zero >= 1 else params
-        yield m.compute(
+        """Adam on this rank's shard (ZeRO >= 1: dense / dp·cp, experts / edp)."""
+        dense, expert = self._stage_params(cls)
+        shard = dense / self.dense_dp + expert / self.expert_dp if self.zero >= 1 else dense + expert
+        yield self.m.compute(
             cls,
             mdl.optimizer_flops(shard),
             mdl.optimizer_bytes(shard),
@@ -362,9 +763,15 @@ class TrainingJob:
             name="optimizer",
             kind="optimizer",
         )
-        if zero in (1, 2) and par.dp > 1:
-            grp = self.groups[("dp", cls if self.fidelity != "full" else self.class_rank[cls])]
-            yield m.collective(cls, grp, "allgather", 2.0 * params, name="dp_param_allgather")
+
+
+@dataclass
+class _StepState:
+    """Per-class bookkeeping of one step: outstanding data-parallel events and parameter gathers."""
+
+    dp_events: list[simpy.Event] = field(default_factory=list)
+    param_ready: dict[Any, simpy.Event] = field(default_factory=dict)
+    gathers: dict[tuple, list[simpy.Event]] = field(default_factory=dict)
 
 
 def _inflight(stage: int, stages: int, microbatches: int, chunks: int) -> int:

@@ -17,14 +17,29 @@ import numpy as np
 from simcore.profile import Profile
 
 KIND_GEMM, KIND_ATTENTION, KIND_ELEMENTWISE = 0, 1, 2
-KIND_IDS = {"gemm": KIND_GEMM, "attention": KIND_ATTENTION, "elementwise": KIND_ELEMENTWISE,
-            "norm": KIND_ELEMENTWISE, "optimizer": KIND_ELEMENTWISE}
+KIND_IDS = {
+    "gemm": KIND_GEMM,
+    "attention": KIND_ATTENTION,
+    "elementwise": KIND_ELEMENTWISE,
+    "norm": KIND_ELEMENTWISE,
+    "optimizer": KIND_ELEMENTWISE,
+}
 
 
 @numba.njit(cache=True)
-def roofline_times(flops: np.ndarray, nbytes: np.ndarray, min_dim: np.ndarray, kind: np.ndarray,
-                   clock: np.ndarray, peak_flops: float, max_eff: float, half_dim: float, attn_eff: float,
-                   hbm_bw: float, overhead_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roofline_times(
+    flops: np.ndarray,
+    nbytes: np.ndarray,
+    min_dim: np.ndarray,
+    kind: np.ndarray,
+    clock: np.ndarray,
+    peak_flops: float,
+    max_eff: float,
+    half_dim: float,
+    attn_eff: float,
+    hbm_bw: float,
+    overhead_s: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vectorised roofline: (time_s, tensor busy fraction, HBM busy fraction) per op."""
     n = flops.shape[0]
     t = np.empty(n)
@@ -48,9 +63,19 @@ def roofline_times(flops: np.ndarray, nbytes: np.ndarray, min_dim: np.ndarray, k
     return t, u_t, u_m
 
 
-def roofline_times_ref(flops: np.ndarray, nbytes: np.ndarray, min_dim: np.ndarray, kind: np.ndarray,
-                       clock: np.ndarray, peak_flops: float, max_eff: float, half_dim: float, attn_eff: float,
-                       hbm_bw: float, overhead_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roofline_times_ref(
+    flops: np.ndarray,
+    nbytes: np.ndarray,
+    min_dim: np.ndarray,
+    kind: np.ndarray,
+    clock: np.ndarray,
+    peak_flops: float,
+    max_eff: float,
+    half_dim: float,
+    attn_eff: float,
+    hbm_bw: float,
+    overhead_s: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Plain-numpy statement of ``roofline_times`` (used by tests)."""
     gemm_eff = np.where(min_dim > 0, max_eff * min_dim / (min_dim + half_dim), max_eff)
     eff = np.where(kind == 0, gemm_eff, max_eff * attn_eff)
@@ -86,18 +111,36 @@ class ComputeModel:
         cal = gemm.get(dtype) or gemm.get("bf16") or next(iter(gemm.values()))
         return peak, cal.max_efficiency, cal.half_dim
 
-    def times(self, flops: np.ndarray, nbytes: np.ndarray, min_dim: np.ndarray, kinds: np.ndarray, dtype: str,
-              clock: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def times(
+        self,
+        flops: np.ndarray,
+        nbytes: np.ndarray,
+        min_dim: np.ndarray,
+        kinds: np.ndarray,
+        dtype: str,
+        clock: np.ndarray | float = 1.0,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Vectorised times for many ops of one dtype."""
         peak, max_eff, half_dim = self.params(dtype)
         n = len(flops)
         clock_arr = np.broadcast_to(np.asarray(clock, dtype=np.float64), (n,)).copy()
-        return roofline_times(np.asarray(flops, np.float64), np.asarray(nbytes, np.float64),
-                              np.asarray(min_dim, np.float64), np.asarray(kinds, np.int64), clock_arr, peak,
-                              max_eff, half_dim, self.attn_eff, self.hbm_bw, self.overhead_s)
+        return roofline_times(
+            np.asarray(flops, np.float64),
+            np.asarray(nbytes, np.float64),
+            np.asarray(min_dim, np.float64),
+            np.asarray(kinds, np.int64),
+            clock_arr,
+            peak,
+            max_eff,
+            half_dim,
+            self.attn_eff,
+            self.hbm_bw,
+            self.overhead_s,
+        )
 
-    def time_fused(self, work: tuple[tuple[float, float, float, int], ...], dtype: str,
-                   clock: float) -> ComputeTiming:
+    def time_fused(
+        self, work: tuple[tuple[float, float, float, int], ...], dtype: str, clock: float
+    ) -> ComputeTiming:
         """Time of several ops run back to back as one event: ``work`` is ((flops, nbytes, min_dim, kind), ...).
 
         Each op keeps its own roofline (a fused event is not one big GEMM); utilisations are time-weighted.
@@ -109,19 +152,29 @@ class ComputeModel:
         arr = np.array(work, dtype=np.float64).reshape(-1, 4)
         t, ut, um = self.times(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3].astype(np.int64), dtype, clock)
         total = float(t.sum())
-        timing = ComputeTiming(total, float((ut * t).sum() / total) if total > 0 else 0.0,
-                               float((um * t).sum() / total) if total > 0 else 0.0)
+        timing = ComputeTiming(
+            total,
+            float((ut * t).sum() / total) if total > 0 else 0.0,
+            float((um * t).sum() / total) if total > 0 else 0.0,
+        )
         self._memo[key] = timing
         return timing
 
-    def time(self, flops: float, nbytes: float, dtype: str, min_dim: float, kind: str,
-             clock: float) -> ComputeTiming:
+    def time(
+        self, flops: float, nbytes: float, dtype: str, min_dim: float, kind: str, clock: float
+    ) -> ComputeTiming:
         key = (flops, nbytes, dtype, min_dim, kind, clock)
         hit = self._memo.get(key)
         if hit is not None:
             return hit
-        t, ut, um = self.times(np.array([flops]), np.array([nbytes]), np.array([min_dim]),
-                               np.array([KIND_IDS.get(kind, KIND_GEMM)]), dtype, clock)
+        t, ut, um = self.times(
+            np.array([flops]),
+            np.array([nbytes]),
+            np.array([min_dim]),
+            np.array([KIND_IDS.get(kind, KIND_GEMM)]),
+            dtype,
+            clock,
+        )
         timing = ComputeTiming(float(t[0]), float(ut[0]), float(um[0]))
         self._memo[key] = timing
         return timing

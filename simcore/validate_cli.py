@@ -1,0 +1,95 @@
+"""``racksim validate``: run the published training runs racksim can express and print the error table.
+
+    python run_sim.py validate [--table PATH] [--rows PATTERN] [--json PATH] [--jobs N] [--set KEY=VALUE]
+
+Each row of the table (``training_runs.yaml`` format; default: the packaged copy of
+``shared/reference/training_runs.yaml``) is mapped to a profile and a workload spec by
+``workloads.validation``, simulated for one step, and its prediction converted to the metric the source
+printed. Rows it cannot express are listed with the reason. The logic lives in ``workloads.validation``;
+this module is only the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``validate`` on the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "validate",
+        help="simulate the published training runs and print predicted vs measured",
+        description="Run every row of a training-runs table that racksim can express (model, hardware, "
+        "parallelism, batch, precision) and print predicted vs measured, the error per row, the mean "
+        "absolute percentage error and the worst row. Rows that cannot be expressed are listed with the reason.",
+    )
+    p.add_argument(
+        "--table",
+        type=Path,
+        default=None,
+        help="a table in the training_runs.yaml format (default: the packaged shared/reference copy)",
+    )
+    p.add_argument(
+        "--rows",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="only rows whose id or group matches a glob or contains the text (repeatable, or comma-separated)",
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write one JSON object per row (id, runnable, reason, metric, measured, predicted, error_pct)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="rows simulated in parallel worker processes (default 1)",
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="profile override applied to every row, for what-if studies (e.g. "
+        "calibration.gemm.bf16.max_efficiency=0.7); repeatable",
+    )
+    p.add_argument("--quiet", action="store_true", help="no per-row progress lines on stderr")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the validation; 0 when it ran (the errors are results, not failures), 2 on bad input."""
+    from simcore.errors import RacksimError
+    from workloads.validation import RowResult, format_report, load_table, validate, write_report_json
+
+    if args.jobs < 1:
+        raise RacksimError(f"--jobs: got {args.jobs}; expected at least 1")
+    patterns = [p.strip() for arg in args.rows for p in arg.split(",") if p.strip()]
+    table, label = load_table(args.table)
+
+    def progress(res: RowResult) -> None:
+        if args.quiet:
+            return
+        if res.runnable and res.error_pct is not None:
+            line = f"{res.id}: {res.metric} measured {res.measured:.4g}, predicted {res.predicted:.4g} ({res.error_pct:+.1f} %)"
+        else:
+            line = f"{res.id}: not runnable ({res.reason})"
+        print(f"racksim: {line}", file=sys.stderr, flush=True)
+
+    report = validate(
+        table, label=label, patterns=patterns, progress=progress, extra_sets=args.sets, jobs=args.jobs
+    )
+    if not report.rows:
+        raise RacksimError(f"--rows: no row of {label} matches {', '.join(patterns) or 'anything'}")
+    print(format_report(report))
+    if args.json is not None:
+        write_report_json(report, args.json)
+    return 0

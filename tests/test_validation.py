@@ -1,0 +1,257 @@
+"""Validation against published training runs: row mapping, metric conventions, the error table, the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+from simcore import validate_cli
+from simcore.errors import ConfigError
+from simcore.profile import load_profile
+from workloads.model import megatron_flops_per_iteration, model_flops_per_token
+from workloads.validation import (
+    PLATFORMS,
+    NotRunnable,
+    Report,
+    RowResult,
+    load_table,
+    map_row,
+    precision_of,
+    resolve_model,
+    select_rows,
+    validate,
+    write_report_json,
+)
+
+TABLE, LABEL = load_table()
+
+
+def _row(pattern: str) -> dict:
+    rows = select_rows(TABLE, [pattern])
+    assert len(rows) == 1, [r["id"] for r in rows]
+    return rows[0]
+
+
+def _plan(pattern: str):
+    return map_row(_row(pattern), TABLE)
+
+
+def test_packaged_table_is_the_shared_reference():
+    assert len(TABLE["runs"]) == 124
+    assert LABEL.endswith("reference/training_runs.yaml")
+    assert set(TABLE) == {"schema_notes", "hardware_platforms", "model_catalog", "runs"}
+
+
+def test_every_gpu_platform_of_the_table_is_mapped_and_loads():
+    for ref in TABLE["hardware_platforms"]:
+        if ref.startswith("tpu"):
+            assert ref not in PLATFORMS
+            continue
+        platform = PLATFORMS[ref]
+        profile = load_profile(platform.profile, list(platform.sets))
+        assert profile.accelerator.peak_flops["bf16"] > 0
+    a100_40 = load_profile(PLATFORMS["mosaic_a100_40"].profile, list(PLATFORMS["mosaic_a100_40"].sets))
+    assert a100_40.accelerator.hbm_capacity == pytest.approx(40e9)
+    jz = load_profile(PLATFORMS["jeanzay_a100"].profile, list(PLATFORMS["jeanzay_a100"].sets))
+    assert jz.scale_out.nics_per_gpu == 0.5 and jz.scale_out.nic_bandwidth == pytest.approx(100e9 / 8)
+    meta = load_profile(PLATFORMS["meta_llama3_h100"].profile, list(PLATFORMS["meta_llama3_h100"].sets))
+    assert [t.span_gpus for t in meta.scale_out.tiers] == [16, 3072, 24576]
+    assert meta.scale_out.tiers[1].oversubscription == 7
+
+
+def test_sc21_rows_use_the_papers_flop_count_and_2021_megatron():
+    plan = _plan("megatron-sc21-t1-145.6B")
+    par = plan.spec["parallelism"]
+    assert plan.profile == "a100-dgx.yaml" and plan.racks == 48
+    assert (par["tp"], par["pp"], par["dp"], par["recompute"], par["zero"]) == (8, 8, 24, "full", 0)
+    assert plan.spec["kernels"] == {"flash_attention": False, "dropout": True}
+    assert plan.spec["model"]["name"] == "gpt-145.6b"
+    assert plan.convert == "tflops" and plan.metric.startswith("TFLOP/s")
+    model, _ = resolve_model(_row("megatron-sc21-t1-145.6B"), TABLE)
+    assert plan.scale == pytest.approx(megatron_flops_per_iteration(model, 2304, 2048, full_recompute=True))
+
+
+def test_recompute_paper_rows_are_iteration_times_with_their_recompute():
+    full = _plan("korthikanti-175B-full_recompute")
+    sel = _plan("korthikanti-175B-seq_parallel+selective_recompute")
+    assert full.metric == sel.metric == "iteration s"
+    assert (
+        full.spec["parallelism"]["recompute"] == "full" and not full.spec["parallelism"]["sequence_parallel"]
+    )
+    assert (
+        sel.spec["parallelism"]["recompute"] == "selective" and sel.spec["parallelism"]["sequence_parallel"]
+    )
+    assert sel.spec["parallelism"]["vp"] == 3 and sel.spec["precision"] == "fp16"
+    with pytest.raises(NotRunnable, match="global batch"):
+        _plan("korthikanti-530B-2240gpu-dp8")
+
+
+def test_megatron_core_rows_build_gpt_models_and_count_megatron_flops():
+    plan = _plan("megatron-core-h100-462B")
+    assert plan.profile == "h100-dgx.yaml"
+    assert plan.spec["parallelism"]["tp_comm_overlap"] is True
+    m = plan.spec["model"]
+    assert (m["layers"], m["hidden"], m["heads"], m["vocab"], m["seq_len"]) == (112, 18432, 144, 131072, 4096)
+    assert "72BSlh2" in plan.metric and plan.spec["precision"] == "bf16"
+
+
+NEMO_ROWS = [r for r in TABLE["runs"] if r["id"].startswith("nemo2407")]
+
+
+@pytest.mark.parametrize("row", NEMO_ROWS, ids=[r["id"] for r in NEMO_ROWS])
+def test_nemo_models_reproduce_the_printed_flops_per_token(row):
+    """NeMo prints model TFLOP/s and tokens/s: their ratio is FLOPs per token in racksim's own convention,
+    so the mapped model (preset or NeMo config) must reproduce it."""
+    model, _ = resolve_model(row, TABLE)
+    printed = row["results"]["model_tflops_per_gpu"] * 1e12 / row["results"]["tokens_per_s_per_gpu"]
+    assert model_flops_per_token(model) == pytest.approx(printed, rel=0.005)
+
+
+def test_nemo_and_bridge_rows_map_precision_parallelism_and_platforms():
+    plan = _plan("nemo2407-h100-LLAMA3-70B-64gpu")
+    par = plan.spec["parallelism"]
+    assert (par["tp"], par["pp"], par["cp"], par["vp"], par["dp"]) == (4, 4, 2, 5, 2)
+    assert plan.spec["precision"] == "fp8" and plan.metric == "tokens/s/GPU"
+    fsdp = _plan("mbridge-25.11-Pre-Training-LLAMA3_70B-DGX-GB200-64-FP8-CS-gbs256")
+    assert fsdp.spec["parallelism"]["fsdp"] and fsdp.spec["parallelism"]["zero"] == 3
+    assert fsdp.profile == "gb200-nvl72.yaml" and "scale_up.domain_size=64" in fsdp.profile_sets
+    moe = _plan("mbridge-25.11-Pre-Training-Qwen3_235B_a22B-DGX-H100-256-FP8-CS-gbs2048")
+    assert moe.spec["model"]["name"] == "qwen3-235b-a22b"
+    assert (moe.spec["parallelism"]["ep"], moe.spec["parallelism"]["dp"]) == (32, 16)  # ep spans tp x dp
+    with pytest.raises(NotRunnable, match="explicit Megatron pipeline layout"):
+        _plan("mbridge-25.11-Pre-Training-DeepSeekV3_(w/o_MTP)-DGX-GB200-256-BF16-gbs4096")
+    with pytest.raises(NotRunnable, match="multi-token-prediction"):
+        _plan("mbridge-25.11-Pre-Training-DeepSeekV3_(w/_MTP)*")
+
+
+def test_mosaic_rows_run_fsdp_on_the_stated_a100():
+    plan = _plan("llmfoundry-a100_40gb-mpt7b-seq2048-64gpu")
+    par = plan.spec["parallelism"]
+    assert par["fsdp"] and par["zero"] == 3 and par["grad_reduce"] == "bf16" and par["recompute"] == "full"
+    assert plan.spec["batch"] == {"global_seqs": 1152, "micro": 18}
+    assert "accelerator.hbm_capacity=40 GB" in plan.profile_sets
+    assert _plan("llmfoundry-a100_40gb-mpt125m-seq2048-32gpu").spec["model"]["hidden"] == 768
+
+
+def test_mlperf_rows_count_steps_to_target_and_skip_other_accelerators():
+    plan = _plan("mlperf-train-v3.1-gpt3-NVIDIA-eos-dfw_n1344_ngc23.09_nemo")
+    assert plan.convert == "minutes" and plan.spec["parallelism"]["vp"] == 12
+    steps = 1211105280 / (2688 * 2048)
+    assert steps == 220
+    assert plan.scale == pytest.approx(steps * (1 + 5662 / 24576 / 3))
+    with pytest.raises(NotRunnable, match="TPU"):
+        _plan("mlperf-train-v3.1-gpt3-Google-cloud-tpu-v5e-4096-PAX")
+    with pytest.raises(NotRunnable, match="Gaudi"):
+        _plan("mlperf-train-v3.1-gpt3-Intel-HabanaLabs-HLS-Gaudi2-N32-PT")
+    with pytest.raises(NotRunnable, match="parallelism not given"):
+        _plan("megatron-sc21-gpt3-175b-1024gpu-estimate")
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("FP8-CS (FP8-MX)", "fp8"),
+        ("NVFP4", "fp4"),
+        ("MXFP4 recipe", "fp4"),
+        ("BF16", "bf16"),
+        ("bf16", "bf16"),
+        ("FP16 mixed precision (calculon encoding: float16)", "fp16"),
+        ("mixed precision (FP16/BF16 tensor cores)", "bf16"),
+        (None, "bf16"),
+    ],
+)
+def test_precision_mapping(text, expected):
+    assert precision_of(text)[0] == expected
+
+
+def test_rows_whose_parallelism_does_not_divide_the_gpus_are_not_runnable():
+    row = json.loads(json.dumps(_row("nemo2407-h100-LLAMA2-70B-64gpu")))
+    row["hardware"]["gpus"] = 60
+    with pytest.raises(NotRunnable, match="does not divide 60 GPUs"):
+        map_row(row, TABLE)
+    row = json.loads(json.dumps(_row("nemo2407-h100-LLAMA2-70B-64gpu")))
+    row["parallelism"]["tp"] = 3
+    with pytest.raises(NotRunnable, match="tp"):
+        map_row(row, TABLE)
+
+
+FAST = [
+    "korthikanti-22B-*",
+    "nemo2407-h100-LLAMA2-7B-8gpu",
+    "llmfoundry-a100_40gb-mpt7b-seq2048-32gpu",
+    "*Gaudi2-N32*",
+]
+
+
+@pytest.fixture(scope="module")
+def report() -> Report:
+    return validate(TABLE, label=LABEL, patterns=FAST)
+
+
+def test_error_table_mape_is_the_mean_of_its_rows(report):
+    rows = report.runnable
+    assert len(rows) == 4 and len(report.rows) == 5
+    for r in rows:
+        assert r.error_pct == pytest.approx(100 * (r.predicted - r.measured) / r.measured)
+        assert abs(r.error_pct) < 25
+    assert report.mape == pytest.approx(sum(abs(r.error_pct) for r in rows) / len(rows))
+    assert abs(report.worst.error_pct) == max(abs(r.error_pct) for r in rows)
+    groups = report.by_group()
+    assert groups["MLPerf Training v3.1 gpt3"][3] == 1  # the Gaudi row, skipped
+
+
+def test_speed_error_flips_time_metrics():
+    r = RowResult("x", "g", True, metric="iteration s", measured=2.0, predicted=1.0, error_pct=-50.0)
+    assert r.speed_error_pct == pytest.approx(100.0)
+
+
+def test_json_has_one_object_per_row_written_atomically(report, tmp_path):
+    out = tmp_path / "sub" / "val.json"
+    write_report_json(report, out)
+    data = json.loads(out.read_text())
+    assert [d["id"] for d in data] == [r.id for r in report.rows]
+    for d in data:
+        assert {"id", "runnable", "reason", "metric", "measured", "predicted", "error_pct"} <= set(d)
+    skipped = [d for d in data if not d["runnable"]]
+    assert skipped and skipped[0]["reason"] and skipped[0]["predicted"] is None
+    assert not list(out.parent.glob(".*.tmp"))
+
+
+def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    validate_cli.add_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "v.json"
+    args = parser.parse_args(
+        ["validate", "--rows", "korthikanti-22B-full*,*Gaudi2-N48*", "--json", str(out), "--quiet"]
+    )
+    assert validate_cli.run(args) == 0
+    text = capsys.readouterr().out
+    assert "korthikanti-22B-full_recompute" in text and "MAPE over 1 runnable rows" in text
+    assert "Intel Gaudi accelerators have no racksim profile" in text
+    assert len(json.loads(out.read_text())) == 2
+
+
+def test_cli_bad_inputs_are_one_line_errors(tmp_path):
+    parser = argparse.ArgumentParser()
+    validate_cli.add_parser(parser.add_subparsers(dest="command"))
+    with pytest.raises(ConfigError, match="table not found"):
+        validate_cli.run(parser.parse_args(["validate", "--table", str(tmp_path / "nope.yaml")]))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("just: a mapping\n")
+    with pytest.raises(ConfigError, match="runs"):
+        validate_cli.run(parser.parse_args(["validate", "--table", str(bad)]))
+    from simcore.errors import RacksimError
+
+    with pytest.raises(RacksimError, match="no row"):
+        validate_cli.run(parser.parse_args(["validate", "--rows", "no-such-row-anywhere"]))
+
+
+def test_custom_table_rows_with_unknown_platforms_are_listed_with_a_reason(tmp_path):
+    row = json.loads(json.dumps(_row("nemo2407-h100-LLAMA2-7B-8gpu")))
+    row["id"], row["hardware"]["ref"] = "custom", "my_cluster"
+    rep = validate({"runs": [row], "hardware_platforms": {}}, patterns=[])
+    assert not rep.rows[0].runnable and "my_cluster" in rep.rows[0].reason
+    assert rep.mape is None and math.isnan(rep.by_group()[row["group"]][1])

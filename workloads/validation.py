@@ -1,0 +1,891 @@
+"""Validation against published training runs: each row of a ``training_runs.yaml``-style table becomes a
+racksim run, whose prediction is converted to what the source printed and compared.
+
+A row is *runnable* when racksim can express its model (a catalog ref, a known name, or layers / hidden /
+heads), its hardware (the table's ``hardware_platforms`` entry mapped to the nearest shipped profile plus
+``--set`` overrides for what the entry states: NICs per node, HBM size, fabric), its parallelism and its
+batch. Everything else is listed with the reason. Nothing here is tuned per row: the defaults a source
+leaves open (micro-batch, recompute, software overlap flags) are stated per *source* below and in
+docs/validation.md, and the hardware efficiencies are the profiles' ``calibration`` sections.
+
+Metrics, in the order they are preferred when a row prints several:
+
+* ``tokens/s/GPU``: compared directly (no FLOP convention involved);
+* ``iteration s``: the simulated step time;
+* ``TFLOP/s/GPU``: the source's own FLOP count per iteration over the simulated step time (SC21:
+  ``96·B·s·l·h²(...)`` with full recompute; the 2024 Megatron-Core README: the same count without
+  recompute, ``72·B·s·l·h²(...)``; others: racksim's model FLOPs, 6N + attention);
+* ``minutes``: MLPerf raw wall-clock minutes = steps to the target x step time, with
+  ``train_samples_to_target / (global batch · seq_len)`` steps (the logged count is in tokens: divided so it
+  is a whole number of steps for every submission). Raw minutes include the evaluation passes, which are
+  not simulated.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simcore.errors import CapacityError, ConfigError, RacksimError
+from workloads.model import (
+    ModelSpec,
+    list_presets,
+    load_model,
+    load_preset,
+    megatron_flops_per_iteration,
+    model_flops_per_token,
+)
+
+DEFAULT_TABLE = "reference/training_runs.yaml"
+
+
+# ------------------------------------------------------------------------------------------- hardware
+@dataclass(frozen=True)
+class Platform:
+    """A ``hardware_platforms`` entry as racksim runs it: nearest shipped profile + overrides, and why."""
+
+    profile: str
+    sets: tuple[str, ...] = ()
+    note: str = ""
+
+
+# Every platform entry racksim can express (also those no shipped row uses yet). Overrides honour what the
+# entry states; what it leaves unstated comes from the shipped profile of that system.
+NVL72_AS_64 = ("scale_up.domain_size=64", "rack.trays_per_rack=16")
+PLATFORMS: Mapping[str, Platform] = {
+    "selene_a100": Platform("a100-dgx.yaml", (), "DGX A100 80GB, 8x HDR 200G per node (as shipped)"),
+    "megascale_ampere": Platform(
+        "a100-dgx.yaml",
+        (),
+        "Ampere SKU not named: A100 80GB assumed; 8x 200G per server, 3-layer 1:1 Clos (as shipped)",
+    ),
+    "meta_llama3_h100": Platform(
+        "h100-dgx.yaml",
+        (
+            "scale_out.technology=RoCE 400 Gb/s per GPU, 3-layer Clos",
+            "rack.trays_per_rack=2",
+            "scale_out.tiers=[{name: tor, span_gpus: 16}, {name: pod, span_gpus: 3072, oversubscription: 7},"
+            " {name: core, span_gpus: 24576, latency: 1.5 us}]",
+        ),
+        "H100 700 W, 400G RoCE per GPU; 16 GPUs per ToR, 3,072-GPU full-bisection pods, 1:7 between pods",
+    ),
+    "deepseek_h800": Platform(
+        "h800-hgx.yaml", (), "H800, NVLink 200 GB/s/dir, IB 50 GB/s per GPU (as shipped)"
+    ),
+    "dgx_h100": Platform("h100-dgx.yaml", (), "DGX H100, 8x CX-7 NDR 400G per node (as shipped)"),
+    "megatron_h100_readme": Platform("h100-dgx.yaml", (), "H100 cluster not described: DGX H100 assumed"),
+    "mosaic_h100": Platform("h100-dgx.yaml", (), "H100 80GB, network not stated: DGX H100 assumed"),
+    "dgx_b200": Platform("b200-dgx.yaml", (), "DGX B200, 8x CX-7 400G (as shipped)"),
+    "dgx_b300": Platform("b300-dgx.yaml", (), "DGX B300, network not stated (shipped profile)"),
+    # Power-of-two jobs on NVL72 racks: 16 of the 18 compute trays of each rack (64 GPUs per NVLink domain),
+    # so that TP/EP/DP groups of 2^k GPUs never straddle two racks (Slurm --segment packing).
+    "gb200_nvl72": Platform(
+        "gb200-nvl72.yaml",
+        NVL72_AS_64,
+        "GB200 NVL72, 1x CX-7 400G per GPU; the job uses 64 GPUs (16 trays) of each 72-GPU NVLink domain",
+    ),
+    "gb300_nvl72": Platform(
+        "gb300-nvl72.yaml",
+        NVL72_AS_64,
+        "GB300 NVL72, 1x CX-8 800G per GPU; the job uses 64 GPUs (16 trays) of each 72-GPU NVLink domain",
+    ),
+    "jeanzay_a100": Platform(
+        "a100-dgx.yaml",
+        (
+            "scale_out.technology=4x Omni-Path 100 Gb/s per node",
+            "scale_out.nics_per_gpu=0.5",
+            "scale_out.nic_bandwidth=100 Gb/s",
+        ),
+        "A100 80GB, 4 Omni-Path 100G links per 8-GPU node",
+    ),
+    "meta_opt_a100": Platform("a100-dgx.yaml", (), "A100 80GB, network not stated: DGX A100 assumed"),
+    "mosaic_a100_80": Platform("a100-dgx.yaml", (), "A100 80GB, 1600 Gb/s per node = 8x 200G (as shipped)"),
+    "mosaic_a100_40": Platform(
+        "a100-dgx.yaml",
+        (
+            "accelerator.name=A100 SXM4 40GB",
+            "accelerator.hbm_capacity=40 GB",
+            "accelerator.hbm_bandwidth=1555 GB/s",
+        ),
+        "A100 40GB (HBM2 1,555 GB/s per the A100 datasheet), 1600 Gb/s per node = 8x 200G",
+    ),
+}
+NOT_EXPRESSIBLE_ACCELERATORS = (("tpu", "TPU"), ("gaudi", "Intel Gaudi"), ("trainium", "AWS Trainium"))
+
+
+# ------------------------------------------------------------------------------------------- software
+@dataclass(frozen=True)
+class Software:
+    """What a source's training stack does where its rows are silent (one entry per source, never per row)."""
+
+    match: str  # prefix of the row's group
+    zero: int = 1
+    fsdp: bool = False
+    tp_comm_overlap: bool = False
+    dp_overlap: bool = True
+    recompute: str | None = None  # None: none if it fits in HBM, else selective, else full
+    grad_reduce: str = "fp32"  # Megatron reduces bf16 training's gradients in fp32
+    flash_attention: bool = True
+    dropout: bool = False
+    flops: str = "model"  # convention of a printed TFLOP/s: model | megatron_full_recompute | megatron
+    vp: int | None = None  # the stack's interleaving when a row does not give vp (None: 1)
+    eval_overhead: float = 0.0  # share of wall-clock minutes spent in evaluation (MLPerf), on top of training
+    note: str = ""
+
+
+SOFTWARE: tuple[Software, ...] = (
+    Software(
+        "Megatron-LM SC21",
+        zero=0,
+        dp_overlap=False,
+        recompute="full",
+        grad_reduce="bf16",
+        flash_attention=False,
+        dropout=True,
+        flops="megatron_full_recompute",
+        note="Megatron-LM 2021: fp16 with fp16 gradient all-reduce after the backward, no distributed "
+        "optimizer, unfused attention with dropout, full recompute (the 96·B·s·l·h² FLOP count includes it)",
+    ),
+    Software(
+        "Megatron-LM activation recomputation",
+        zero=0,
+        dp_overlap=False,
+        grad_reduce="bf16",
+        flash_attention=False,
+        dropout=True,
+        note="Megatron-LM 2022: fp16, unfused attention with dropout, no distributed optimizer or TP overlap",
+    ),
+    Software(
+        "Megatron-Core",
+        tp_comm_overlap=True,
+        dropout=True,
+        flops="megatron",
+        note="--overlap-grad-reduce --overlap-param-gather --tp-comm-overlap, distributed optimizer, fp32 "
+        "gradient reduction, TE flash attention, Megatron's default dropout 0.1; TFLOP/s counted as "
+        "Megatron's 72·B·s·l·h²(...) without recompute",
+    ),
+    Software(
+        "NeMo", tp_comm_overlap=True, note="NeMo performance recipes: distributed optimizer, TP overlap"
+    ),
+    Software(
+        "Megatron-Bridge",
+        tp_comm_overlap=True,
+        note="Megatron-Bridge performance recipes: distributed optimizer, TP overlap",
+    ),
+    Software(
+        "MLPerf",
+        tp_comm_overlap=True,
+        vp=12,
+        eval_overhead=5662 / 24576 / 3,
+        note="NVIDIA's v3.1 GPT-3 implementation (conf/custom.yaml in mlcommons/training_results_v3.1): "
+        "interleaving INTERLEAVED_PIPELINE default 12, sequence parallel, TP overlap, no recompute, no dropout, "
+        "distributed optimizer; evaluation of 5,662 sequences every 24,576 trained (forward only, ~1/3 of a "
+        "training pass per sequence) adds 7.7 % to the raw minutes",
+    ),
+    Software(
+        "MosaicML",
+        zero=3,
+        fsdp=True,
+        grad_reduce="bf16",
+        note="llm-foundry: PyTorch FSDP FULL_SHARD with PURE bf16 mixed precision (bf16 reduce-scatter), "
+        "flash attention, no dropout",
+    ),
+)
+DEFAULT_SOFTWARE = Software("", note="racksim defaults (ZeRO-1, overlapped gradient reduction)")
+
+
+def software_for(group: str) -> Software:
+    for sw in SOFTWARE:
+        if group.startswith(sw.match):
+            return sw
+    return DEFAULT_SOFTWARE
+
+
+# ------------------------------------------------------------------------------------------- models
+# Models the NeMo 24.07 table names that are not presets. Shapes from NeMo's model configs (recalled);
+# each reproduces the row's printed model TFLOP/s / tokens/s to < 0.2 % (tests/test_validation.py).
+EXTRA_MODELS: dict[str, dict[str, Any]] = {
+    "gpt3-5b": dict(
+        name="gpt3-5b", layers=24, hidden=4096, ffn_hidden=16384, heads=32, kv_heads=32, vocab=51200,
+        seq_len=2048, ffn="gelu", bias=True, position_embedding="learned", tied_embeddings=True,
+        source="NeMo megatron_gpt_config 5B: 24 layers, hidden 4096, 32 heads, 4h GELU, vocab 51,200",
+    ),
+    "gpt3-20b": dict(
+        name="gpt3-20b", layers=44, hidden=6144, ffn_hidden=24576, heads=48, kv_heads=48, vocab=51200,
+        seq_len=2048, ffn="gelu", bias=True, position_embedding="learned", tied_embeddings=True,
+        source="NeMo megatron_gpt_config 20B: 44 layers, hidden 6144, 48 heads, 4h GELU, vocab 51,200",
+    ),
+    "nemotron-8b": dict(
+        name="nemotron-8b", layers=32, hidden=4096, ffn_hidden=16384, heads=32, kv_heads=32, vocab=256000,
+        seq_len=4096, ffn="squared_relu",
+        source="NeMo Nemotron 8B config: 32 layers, hidden 4096, 32 heads (MHA), squared-ReLU 16384, vocab 256k",
+    ),
+    "nemotron-22b": dict(
+        name="nemotron-22b", layers=40, hidden=6144, ffn_hidden=24576, heads=48, kv_heads=48, vocab=256000,
+        seq_len=4096, ffn="squared_relu",
+        source="NeMo Nemotron 22B config: 40 layers, hidden 6144, 48 heads (MHA), squared-ReLU 24576, vocab 256k",
+    ),
+}  # fmt: skip
+# The small MPTs of the llm-foundry benchmark (scripts/train/yamls/pretrain/mpt-{125m,350m,760m}.yaml, recalled:
+# d_model 768/1024/1536, 12/16/12 heads, 12/24/24 layers, expansion 4, vocab 50,368; learned positions and
+# biases as the other MPT presets): they reproduce the README's num_params to the parameter.
+for _name, _layers, _hidden, _heads in (("mpt-125m", 12, 768, 12), ("mpt-350m", 24, 1024, 16),
+                                        ("mpt-760m", 24, 1536, 12)):  # fmt: skip
+    EXTRA_MODELS[_name] = dict(
+        name=_name, layers=_layers, hidden=_hidden, ffn_hidden=4 * _hidden, heads=_heads, kv_heads=_heads,
+        vocab=50368, seq_len=2048, ffn="gelu", bias=True, position_embedding="learned", tied_embeddings=True,
+        source=f"mosaicml/llm-foundry scripts/train/yamls/pretrain/{_name}.yaml (recalled); num_params match",
+    )  # fmt: skip
+# Published names -> preset, where normalising the name is not enough.
+NAME_ALIASES: Mapping[str, str] = {
+    "llama31405b": "llama3-405b",
+    "llama3405b": "llama3-405b",
+    "nemotron340b": "nemotron-4-340b",
+    "nemotron4340b": "nemotron-4-340b",
+    "gpt3": "gpt3-175b",
+}
+CATALOG_PRESETS: Mapping[str, str] = {
+    "llama3_8b": "llama3-8b",
+    "llama3_70b": "llama3-70b",
+    "llama31_405b": "llama3-405b",
+    "deepseek_v3": "deepseek-v3",
+}
+
+
+class NotRunnable(Exception):
+    """A row racksim cannot express; the message is the reason printed in the table."""
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _named_models() -> dict[str, str]:
+    out = {_norm(p): p for p in list_presets()}
+    out.update({_norm(k): k for k in EXTRA_MODELS})
+    out.update(NAME_ALIASES)
+    return out
+
+
+def _model_by_name(key: str) -> ModelSpec:
+    if key in EXTRA_MODELS:
+        return load_model(EXTRA_MODELS[key], file="workloads/validation.py", path=f"EXTRA_MODELS.{key}")
+    return load_preset(key)
+
+
+def _megatron_gpt(layers: int, hidden: int, heads: int, ffn: int | None, vocab: int, seq: int) -> ModelSpec:
+    """A Megatron-LM GPT (its defaults: 4h GELU MLP, biases, learned absolute positions, tied embeddings)."""
+    return ModelSpec(
+        name=f"gpt-{layers}l-{hidden}h",
+        layers=layers,
+        hidden=hidden,
+        ffn_hidden=ffn or 4 * hidden,
+        heads=heads,
+        kv_heads=heads,
+        vocab=vocab,
+        seq_len=seq,
+        ffn="gelu",
+        bias=True,
+        position_embedding="learned",
+        tied_embeddings=True,
+        source="Megatron-LM GPT defaults with the row's layers/hidden/heads",
+    )
+
+
+def resolve_model(row: Mapping[str, Any], table: Mapping[str, Any]) -> tuple[ModelSpec, str]:
+    """The row's model and how it was found: catalog ref, published name, or layers/hidden/heads."""
+    m = dict(row.get("model") or {})
+    catalog = table.get("model_catalog") or {}
+    seq = m.get("seq_len") or row.get("model_seq_len")
+    name = str(m.get("name") or "")
+    if re.search(r"w/\s*mtp", name, re.I):
+        raise NotRunnable("DeepSeek-V3 multi-token-prediction module is not modelled")
+    spec: ModelSpec | None = None
+    how = ""
+    ref = m.get("ref")
+    if ref and ref in CATALOG_PRESETS:
+        spec, how = load_preset(CATALOG_PRESETS[ref]), f"catalog {ref} -> preset {CATALOG_PRESETS[ref]}"
+    elif ref and ref in catalog and isinstance(catalog[ref], Mapping) and catalog[ref].get("layers"):
+        c = catalog[ref]
+        spec = _megatron_gpt(
+            c["layers"], c["hidden"], c["heads"], c.get("ffn"), c.get("vocab", 51200), seq or 2048
+        )
+        how = f"catalog {ref}"
+    if spec is None and name:
+        base = _norm(re.sub(r"\(.*?\)", "", name).split(",")[0])
+        names = _named_models()
+        key = names.get(base)
+        if key is None:
+            # e.g. "GPT-3 175B (MLPerf gpt3 benchmark ...)": the words before the parenthesis
+            key = names.get(_norm(name.split("(")[0]))
+        if key is not None:
+            spec, how = _model_by_name(key), f"name {name.split('(')[0].strip()!r} -> {key}"
+    if spec is None and m.get("layers") and m.get("hidden") and m.get("heads"):
+        vocab = m.get("vocab") or 51200
+        shape = (m["layers"], m["hidden"], m["heads"])
+        for preset in list_presets():
+            p = load_preset(preset)
+            same = (p.layers, p.hidden, p.heads) == shape and p.vocab == vocab
+            if same and (not seq or p.seq_len == seq) and (not m.get("ffn") or p.ffn_hidden == m["ffn"]):
+                spec, how = p, f"layers/hidden/heads -> preset {preset}"
+                break
+        if spec is None:
+            spec = _megatron_gpt(*shape, m.get("ffn"), vocab, seq or 2048)
+            how = "layers/hidden/heads -> Megatron GPT (4h GELU, learned positions)"
+    if spec is None:
+        if name:
+            raise NotRunnable(f"model {name!r} is not a preset and its shape is not given")
+        raise NotRunnable("model shape not given (no name, catalog ref, or layers/hidden/heads)")
+    if seq and seq != spec.seq_len:
+        spec = replace(spec, seq_len=int(seq))
+    return spec, how
+
+
+# ------------------------------------------------------------------------------------------- rows
+@dataclass(frozen=True)
+class RowPlan:
+    """A runnable row: what racksim will run and how its prediction becomes the printed metric."""
+
+    id: str
+    group: str
+    profile: str
+    profile_sets: tuple[str, ...]
+    racks: int
+    spec: dict[str, Any]
+    metric: str
+    measured: float
+    convert: str  # tokens | step | tflops | minutes
+    scale: float = 1.0  # FLOP per iteration (tflops) or steps to target (minutes)
+    assumptions: tuple[str, ...] = ()
+
+
+@dataclass
+class RowResult:
+    """One row of the error table."""
+
+    id: str
+    group: str
+    runnable: bool
+    reason: str = ""
+    metric: str = ""
+    measured: float | None = None
+    predicted: float | None = None
+    error_pct: float | None = None
+    wall_s: float = 0.0
+    assumptions: tuple[str, ...] = ()
+
+    @property
+    def speed_error_pct(self) -> float | None:
+        """The error as a throughput error (positive = racksim predicts faster), whatever the metric: time
+        metrics (iteration s, minutes) flip sign so per-group biases can be compared."""
+        if self.error_pct is None or self.predicted is None or self.measured is None:
+            return None
+        if self.metric.startswith(("iteration", "minutes")):
+            return 100.0 * (self.measured / self.predicted - 1.0)
+        return self.error_pct
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "group": self.group,
+            "runnable": self.runnable,
+            "reason": self.reason,
+            "metric": self.metric,
+            "measured": self.measured,
+            "predicted": self.predicted,
+            "error_pct": self.error_pct,
+        }
+
+
+def precision_of(text: Any) -> tuple[str, str]:
+    """(racksim precision, note) from a row's precision text: FP4 variants -> fp4, FP8 -> fp8, BF16 -> bf16."""
+    s = str(text or "").upper()
+    if re.search(r"FP4|NVFP4|MXFP4", s):
+        return "fp4", ""
+    if "FP8" in s:
+        return "fp8", ""
+    if "BF16" in s:
+        return "bf16", ""
+    if "FP16" in s:
+        return "fp16", ""
+    return "bf16", "precision not stated: bf16 assumed"
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _recompute_of(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value is True:
+        return "full"
+    if value is False:
+        return "none"
+    s = str(value).lower()
+    for mode in ("selective", "full", "none"):
+        if s.startswith(mode):
+            return mode
+    return None
+
+
+def _metric(row: Mapping[str, Any], sw: Software) -> tuple[str, float, str]:
+    res = row.get("results") or {}
+    if isinstance(res.get("tokens_per_s_per_gpu"), int | float):
+        return "tokens/s/GPU", float(res["tokens_per_s_per_gpu"]), "tokens"
+    if isinstance(res.get("iteration_time_s"), int | float):
+        return "iteration s", float(res["iteration_time_s"]), "step"
+    if isinstance(res.get("tflops_per_gpu"), int | float):
+        label = {"megatron_full_recompute": "SC21 96BSlh2", "megatron": "Megatron 72BSlh2"}.get(
+            sw.flops, "6N+attn"
+        )
+        return f"TFLOP/s/GPU ({label})", float(res["tflops_per_gpu"]), "tflops"
+    for key in ("median_raw_minutes", "mean_raw_minutes"):
+        if isinstance(res.get(key), int | float):
+            return "minutes (raw)", float(res[key]), "minutes"
+    raise NotRunnable("no printed metric racksim can predict (tokens/s, iteration time, TFLOP/s, minutes)")
+
+
+def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
+    """Turn one table row into a racksim run, or raise NotRunnable with the reason."""
+    from simcore.profile import load_profile
+
+    rid = str(row.get("id", "?"))
+    group = str(row.get("group", ""))
+    sw = software_for(group)
+    hw = row.get("hardware") or {}
+    ref = hw.get("ref")
+    if not ref:
+        acc = str(hw.get("accelerator") or "")
+        for key, label in NOT_EXPRESSIBLE_ACCELERATORS:
+            if key in acc.lower():
+                raise NotRunnable(f"{label} accelerators have no racksim profile")
+        raise NotRunnable(f"no hardware platform given ({acc or 'accelerator not named'})")
+    if str(ref).startswith("tpu"):
+        raise NotRunnable("TPU pods have no racksim profile")
+    platform = PLATFORMS.get(ref)
+    if platform is None:
+        raise NotRunnable(f"hardware platform {ref!r} is not mapped to a racksim profile")
+    gpus = _int(hw.get("gpus"))
+    if not gpus:
+        raise NotRunnable("number of GPUs not given")
+    metric, measured, convert = _metric(row, sw)
+
+    par_in = row.get("parallelism") or {}
+    tp = _int(par_in.get("tp")) or 1
+    pp = _int(par_in.get("pp")) or 1
+    cp = _int(par_in.get("cp")) or 1
+    vp = _int(par_in.get("vp"))
+    ep = _int(par_in.get("ep")) or 1
+    fsdp_size = _int(par_in.get("fsdp")) or 0
+    fsdp = sw.fsdp or fsdp_size > 0 or "fsdp" in str(par_in.get("dp_type", "")).lower()
+    if not any(k in par_in for k in ("tp", "pp", "dp", "dp_type", "fsdp")) or (
+        par_in.get("tp") is None and par_in.get("dp") is None and not fsdp
+    ):
+        raise NotRunnable("parallelism not given")
+    if gpus % (tp * pp * cp):
+        raise NotRunnable(f"tp·pp·cp = {tp}·{pp}·{cp} does not divide {gpus} GPUs")
+    dp = gpus // (tp * pp * cp)
+    if vp is None:
+        vp = sw.vp if sw.vp and pp > 1 else 1
+    given_dp = _int(par_in.get("dp"))
+    if given_dp is not None and given_dp != dp:
+        raise NotRunnable(f"dp = {given_dp} but GPUs / (tp·pp·cp) = {dp}")
+    assumptions: list[str] = []
+    if _int(par_in.get("vp")) is None and vp > 1:
+        assumptions.append(f"vp not given: {vp} ({sw.match} stack default)")
+    if platform.note:
+        assumptions.append(platform.note)
+
+    batch = row.get("batch") or {}
+    gbs = _int(batch.get("global_batch_seqs"))
+    if not gbs:
+        raise NotRunnable("global batch not given")
+    micro = _int(batch.get("micro_batch"))
+
+    model, how = resolve_model(row, table)
+    assumptions.append(f"model: {how}")
+    precision, note = precision_of(row.get("precision"))
+    if note:
+        assumptions.append(note)
+    profile = load_profile(platform.profile, list(platform.sets))
+    if precision not in profile.accelerator.peak_flops:
+        raise NotRunnable(f"{profile.accelerator.name} has no {precision} tensor cores")
+
+    sp = par_in.get("sequence_parallel")
+    parallelism: dict[str, Any] = {
+        "tp": tp,
+        "pp": pp,
+        "dp": dp,
+        "cp": cp,
+        "ep": ep,
+        "vp": vp,
+        "sequence_parallel": bool(sp) if sp is not None else tp > 1,
+        "zero": 3 if fsdp else sw.zero,
+        "fsdp": fsdp,
+        "tp_comm_overlap": sw.tp_comm_overlap or "tp-comm-overlap" in str(par_in.get("overlap", "")),
+        "dp_overlap": sw.dp_overlap,
+        "grad_reduce": sw.grad_reduce,
+    }
+    spec: dict[str, Any] = {
+        "kind": "training",
+        "name": rid,
+        "model": _model_mapping(model),
+        "parallelism": parallelism,
+        "batch": {"global_seqs": gbs, "micro": micro or 1},
+        "precision": precision,
+        "steps": 1,
+        "kernels": {"flash_attention": sw.flash_attention, "dropout": sw.dropout},
+    }
+    given = _recompute_of(par_in.get("activation_recompute")) or sw.recompute
+    recompute, layers, micro_used = _fitting_layout(spec, profile.accelerator.hbm_capacity, given, micro)
+    if given is None:
+        what = f"full, first {layers} layer(s) of each chunk" if layers else recompute
+        assumptions.append(f"recompute not given: {what} (the least that fits in HBM)")
+    parallelism["recompute_layers"] = layers
+    if micro is None:
+        why = "pp > 1: 1" if pp > 1 else "pp = 1: the largest that fits (no accumulation unless needed)"
+        assumptions.append(f"micro-batch not given ({why}) -> {micro_used}")
+    parallelism["recompute"] = recompute
+    spec["batch"]["micro"] = micro_used
+    _check_spec(spec)
+
+    scale = 1.0
+    if convert == "tflops":
+        full = sw.flops == "megatron_full_recompute"
+        if sw.flops in ("megatron", "megatron_full_recompute"):
+            scale = megatron_flops_per_iteration(model, gbs, model.seq_len, full_recompute=full)
+        else:
+            scale = gbs * model.seq_len * model_flops_per_token(model, model.seq_len)
+    elif convert == "minutes":
+        samples = batch.get("train_samples_to_target")
+        if not isinstance(samples, int | float):
+            raise NotRunnable("MLPerf minutes without train_samples_to_target")
+        steps = float(samples) / (gbs * model.seq_len)
+        scale = steps * (1.0 + sw.eval_overhead)
+        assumptions.append(f"{steps:g} steps to target (train_samples_to_target counts tokens)")
+        if sw.eval_overhead:
+            assumptions.append(f"evaluation adds {100 * sw.eval_overhead:.1f} % to the minutes")
+    racks = max(1, math.ceil(gpus / profile.gpus_per_rack))
+    return RowPlan(
+        id=rid,
+        group=group,
+        profile=platform.profile,
+        profile_sets=platform.sets,
+        racks=racks,
+        spec=spec,
+        metric=metric,
+        measured=measured,
+        convert=convert,
+        scale=scale,
+        assumptions=tuple(assumptions),
+    )
+
+
+def _model_mapping(model: ModelSpec) -> dict[str, Any]:
+    from workloads.spec import model_to_mapping
+
+    return model_to_mapping(model)
+
+
+def _check_spec(spec: Mapping[str, Any]) -> None:
+    """Validate the mapped spec the way a run would; a parallelism racksim cannot run is NotRunnable."""
+    from workloads.spec import load_training_spec
+
+    try:
+        load_training_spec(spec, file="row")
+    except ConfigError as exc:
+        raise NotRunnable(_clean(str(exc))) from None
+
+
+def _clean(message: str) -> str:
+    message = message.removeprefix("row: ").strip()
+    found = re.search(r"pp·vp = (\d+)·(\d+) = (\d+) does not divide layers = (\d+)", message)
+    if found:
+        pp, vp, chunks, layers = found.groups()
+        return (
+            f"pp·vp = {pp}·{vp} = {chunks} model chunks do not split {layers} layers evenly (nor {layers}+2): "
+            "the source uses an explicit Megatron pipeline layout, which racksim does not express"
+        )
+    return message
+
+
+def _fitting_layout(
+    spec: dict[str, Any], capacity: float, recompute: str | None, micro: int | None
+) -> tuple[str, int, int]:
+    """(recompute, recompute_layers, micro-batch) for what the source left open.
+
+    Recompute: the least that fits every pipeline stage in HBM: none, then full recompute of the first
+    1, 2, ... layers of each chunk (Megatron's block method, as NVIDIA's recipes tune it), then all layers.
+    Micro-batch: 1 with pipelining (the bubble wants many micro-batches); without it, the largest divisor of
+    the per-replica batch that fits (no gradient accumulation unless memory forces it). Falls back to full
+    recompute and micro-batch 1.
+    """
+    from workloads.memory import training_memory
+    from workloads.model import pipeline_layers
+    from workloads.spec import _memory_kwargs, load_training_spec
+
+    par = spec["parallelism"]
+    per_replica = spec["batch"]["global_seqs"] // par["dp"]
+    if micro is not None:
+        micros = [micro]
+    elif par["pp"] > 1:
+        micros = [1]
+    else:
+        micros = [d for d in range(per_replica, 0, -1) if per_replica % d == 0]
+    if recompute is not None:
+        modes = [(recompute, 0)]
+    else:
+        try:
+            chunks = pipeline_layers(load_training_spec(spec, file="row").model, par["pp"], par["vp"])
+        except ConfigError as exc:
+            raise NotRunnable(_clean(str(exc))) from None
+        longest = max(len(c) for stage in chunks for c in stage)
+        modes = [("none", 0)] + [("full", n) for n in range(1, longest)] + [("full", 0)]
+    for mode, layers in modes:
+        for mb in micros:
+            trial = {
+                **spec,
+                "parallelism": {**par, "recompute": mode, "recompute_layers": layers},
+                "batch": {**spec["batch"], "micro": mb},
+            }
+            try:
+                ts = load_training_spec(trial, file="row")
+            except ConfigError as exc:
+                raise NotRunnable(_clean(str(exc))) from None
+            stages = range(ts.parallelism.pp)
+            if max(training_memory(ts.model, **_memory_kwargs(ts, s)).total for s in stages) <= capacity:
+                return mode, layers, mb
+    return modes[-1][0], modes[-1][1], micros[-1]
+
+
+def predicted_metric(plan: RowPlan, summary: Mapping[str, Any]) -> float:
+    """The simulated run expressed in the row's printed metric."""
+    step = float(summary["step_time_s"])
+    if plan.convert == "tokens":
+        return float(summary["tokens_per_s_per_gpu"])
+    if plan.convert == "step":
+        return step
+    if plan.convert == "tflops":
+        return plan.scale / step / float(summary["gpus"]) / 1e12
+    if plan.convert == "minutes":
+        return plan.scale * step / 60.0
+    raise ValueError(plan.convert)
+
+
+def run_plan(plan: RowPlan, extra_sets: Iterable[str] = ()) -> RowResult:
+    """Simulate one mapped row (one step, no trace) and compare; ``extra_sets`` are profile overrides
+    applied to every row (what-if calibration studies)."""
+    from simcore.runner import RunOptions, run
+
+    t0 = time.perf_counter()
+    base = RowResult(plan.id, plan.group, True, metric=plan.metric, measured=plan.measured)
+    base.assumptions = plan.assumptions
+    with tempfile.TemporaryDirectory(prefix="racksim-validate-") as tmp:
+        path = Path(tmp) / "workload.yaml"
+        path.write_text(yaml.safe_dump(plan.spec, sort_keys=False))
+        try:
+            result = run(
+                RunOptions(
+                    profile=plan.profile,
+                    workload=str(path),
+                    racks=plan.racks,
+                    steps=1,
+                    sets=[*plan.profile_sets, *extra_sets],
+                    write_trace=False,
+                )
+            )
+        except CapacityError as exc:
+            base.runnable = False
+            base.reason = f"does not fit in racksim's memory model: {exc}"
+            base.wall_s = time.perf_counter() - t0
+            return base
+        except RacksimError as exc:
+            base.runnable = False
+            base.reason = _clean(str(exc))
+            base.wall_s = time.perf_counter() - t0
+            return base
+    base.predicted = predicted_metric(plan, result.summary)
+    base.error_pct = 100.0 * (base.predicted - plan.measured) / plan.measured
+    base.wall_s = time.perf_counter() - t0
+    return base
+
+
+# ------------------------------------------------------------------------------------------- tables
+def load_table(path: str | Path | None = None) -> tuple[dict[str, Any], str]:
+    """The reference table (default: the packaged copy of shared/reference/training_runs.yaml) and its name."""
+    if path is None:
+        text = (resources.files("workloads") / DEFAULT_TABLE).read_text(encoding="utf-8")
+        label = f"workloads/{DEFAULT_TABLE}"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("table not found", file=str(path), expected="a training_runs.yaml-style file")
+        text, label = p.read_text(encoding="utf-8"), str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}".splitlines()[0], file=label) from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("runs"), list):
+        raise ConfigError("not a training-runs table", file=label, expected="a mapping with a `runs:` list")
+    return dict(data), label
+
+
+@dataclass
+class Report:
+    """The error table of one validation run."""
+
+    table: str
+    rows: list[RowResult] = field(default_factory=list)
+
+    @property
+    def runnable(self) -> list[RowResult]:
+        return [r for r in self.rows if r.runnable and r.error_pct is not None]
+
+    @property
+    def mape(self) -> float | None:
+        errs = [abs(r.error_pct) for r in self.runnable if r.error_pct is not None]
+        return sum(errs) / len(errs) if errs else None
+
+    @property
+    def worst(self) -> RowResult | None:
+        rows = self.runnable
+        return max(rows, key=lambda r: abs(r.error_pct or 0.0)) if rows else None
+
+    def by_group(self) -> dict[str, tuple[int, float, float, int]]:
+        """group -> (runnable rows, MAPE %, mean speed error % (positive = predicted faster), not runnable)."""
+        out: dict[str, tuple[int, float, float, int]] = {}
+        groups = list(dict.fromkeys(r.group for r in self.rows))
+        for g in groups:
+            mine = [r for r in self.runnable if r.group == g]
+            errs = [abs(r.error_pct) for r in mine if r.error_pct is not None]
+            speed = [r.speed_error_pct for r in mine if r.speed_error_pct is not None]
+            skipped = sum(1 for r in self.rows if r.group == g and not r.runnable)
+            mape = sum(errs) / len(errs) if errs else float("nan")
+            bias = sum(speed) / len(speed) if speed else float("nan")
+            out[g] = (len(errs), mape, bias, skipped)
+        return out
+
+
+def select_rows(table: Mapping[str, Any], patterns: Iterable[str] = ()) -> list[Mapping[str, Any]]:
+    """Rows whose id or group matches any glob (or substring) pattern; all rows without patterns."""
+    pats = [p for p in patterns if p]
+    rows = list(table.get("runs") or [])
+    if not pats:
+        return rows
+
+    def hit(row: Mapping[str, Any]) -> bool:
+        for p in pats:
+            for text in (str(row.get("id", "")), str(row.get("group", ""))):
+                if fnmatch.fnmatchcase(text, p) or p in text:
+                    return True
+        return False
+
+    return [r for r in rows if hit(r)]
+
+
+def validate(
+    table: Mapping[str, Any],
+    *,
+    label: str = "",
+    patterns: Iterable[str] = (),
+    progress: Callable[[RowResult], None] | None = None,
+    extra_sets: Iterable[str] = (),
+    jobs: int = 1,
+) -> Report:
+    """Map and run every selected row; rows that cannot be expressed are kept with their reason.
+
+    ``jobs > 1`` runs rows in that many worker processes (results keep the table's order).
+    """
+    report = Report(label)
+    extra = tuple(extra_sets)
+    slots: list[RowResult | RowPlan] = []
+    for row in select_rows(table, patterns):
+        rid, group = str(row.get("id", "?")), str(row.get("group", ""))
+        try:
+            slots.append(map_row(row, table))
+        except NotRunnable as exc:
+            slots.append(RowResult(rid, group, False, reason=str(exc)))
+        except RacksimError as exc:
+            slots.append(RowResult(rid, group, False, reason=_clean(str(exc))))
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(run_plan, s, extra) if isinstance(s, RowPlan) else s for s in slots]
+            for item in futures:
+                res = item if isinstance(item, RowResult) else item.result()
+                report.rows.append(res)
+                if progress is not None:
+                    progress(res)
+        return report
+    for item in slots:
+        res = run_plan(item, extra) if isinstance(item, RowPlan) else item
+        report.rows.append(res)
+        if progress is not None:
+            progress(res)
+    return report
+
+
+def _fmt(v: float | None, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}g}"
+
+
+def format_report(report: Report, *, width: int = 72) -> str:
+    """Plain-text error table: runnable rows, summary (MAPE, worst row, per group), then the skipped rows."""
+    lines = [f"validation against {report.table}", ""]
+    head = f"{'row':<{width}} {'metric':<26} {'measured':>10} {'predicted':>10} {'error':>8}"
+    lines += [head, "-" * len(head)]
+    for r in report.runnable:
+        rid = r.id if len(r.id) <= width else r.id[: width - 1] + "~"
+        lines.append(
+            f"{rid:<{width}} {r.metric:<26} {_fmt(r.measured):>10} {_fmt(r.predicted):>10} "
+            f"{r.error_pct:>+7.1f}%"
+        )
+    lines.append("")
+    mape, worst = report.mape, report.worst
+    n = len(report.runnable)
+    if mape is not None and worst is not None:
+        lines.append(
+            f"MAPE over {n} runnable rows: {mape:.1f} %   worst: {worst.id} ({worst.error_pct:+.1f} %)"
+        )
+    else:
+        lines.append("no runnable rows")
+    lines += [
+        "",
+        "per group (bias: mean speed error, + = racksim predicts faster than measured; time metrics flipped)",
+        f"{'group':<50} {'rows':>5} {'MAPE':>7} {'bias':>7} {'skipped':>8}",
+    ]
+    for g, (k, gm, bias, skipped) in report.by_group().items():
+        lines.append(f"{g[:50]:<50} {k:>5} {_fmt(gm, 3):>6}% {_fmt(bias, 3):>6}% {skipped:>8}")
+    skipped_rows = [r for r in report.rows if not r.runnable]
+    if skipped_rows:
+        lines += ["", f"not runnable ({len(skipped_rows)}):"]
+        for r in skipped_rows:
+            lines.append(f"  {r.id}: {r.reason}")
+    return "\n".join(lines)
+
+
+def write_report_json(report: Report, path: str | Path) -> None:
+    """One object per row (id, runnable, reason, metric, measured, predicted, error_pct), atomically."""
+    from simcore.atomic import write_json
+
+    write_json(path, [r.as_json() for r in report.rows])
