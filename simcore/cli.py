@@ -126,6 +126,12 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     from simcore import trace_cli
 
     COMMANDS.update(trace_cli.add_parsers(sub))
+    from simcore import bench, validate_cli
+
+    validate_cli.add_parser(sub)
+    COMMANDS["validate"] = validate_cli.run
+    bench.add_parser(sub)
+    COMMANDS["bench"] = bench.run
 
 
 def main(argv: list[str] | None = None) -> int:

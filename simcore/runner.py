@@ -46,7 +46,17 @@ SUMMARY_KEYS = (
     "pue",
     "energy_per_token_j",
 )
-WORKLOAD_SET_KEYS = ("model", "preset", "parallelism", "batch", "precision", "steps", "kind", "name")
+WORKLOAD_SET_KEYS = (
+    "model",
+    "preset",
+    "parallelism",
+    "batch",
+    "precision",
+    "steps",
+    "kind",
+    "name",
+    "kernels",
+)
 
 
 @dataclass
@@ -128,8 +138,7 @@ def make_comm_model(profile: Profile, cluster: Cluster) -> Any:
 
 def run(opts: RunOptions) -> RunResult:
     """Run one training simulation and write its outputs."""
-    from workloads.memory import explain_oom, training_memory
-    from workloads.spec import _memory_kwargs, spec_text
+    from workloads.spec import spec_text, stage_memory
     from workloads.training import TrainingJob
 
     wall0 = time.perf_counter()
@@ -154,12 +163,7 @@ def run(opts: RunOptions) -> RunResult:
     cluster = Cluster(profile, racks=racks)
     cluster.require(spec.gpus)
     # Memory check before simulating: a clear one-line answer beats a simulated OOM.
-    for stage in sorted({0, spec.parallelism.pp - 1}):
-        mem = training_memory(spec.model, **_memory_kwargs(spec, stage))
-        if mem.total > profile.accelerator.hbm_capacity:
-            from simcore.errors import CapacityError
-
-            raise CapacityError(explain_oom(mem, profile.accelerator.hbm_capacity))
+    stage_memory(spec, profile.accelerator.hbm_capacity)
     say(
         f"simulating {spec.name} on {spec.gpus} GPUs of {profile.name} "
         f"(tp{spec.parallelism.tp} pp{spec.parallelism.pp} dp{spec.parallelism.dp} cp{spec.parallelism.cp} "
@@ -232,7 +236,7 @@ def summarize(
     power_result: PowerResult | None = None,
 ) -> dict[str, Any]:
     """The DESIGN.md summary keys (SI units), plus context about the run."""
-    from workloads.model import hardware_flops_per_token, model_flops_per_token
+    from workloads.model import model_flops_per_token
 
     ends = job.step_times.ends
     bounds = list(zip([0.0, *ends[:-1]], ends, strict=True))
@@ -241,7 +245,7 @@ def summarize(
     gpus = spec.gpus
     tokens = spec.tokens_per_step
     flops_tok = model_flops_per_token(spec.model, spec.model.seq_len)
-    hw_flops_tok = hardware_flops_per_token(spec.model, spec.model.seq_len, spec.parallelism.recompute)
+    hw_flops_tok = job.hardware_flops_per_token()
     model_tflops = tokens * flops_tok / step_time / gpus
     peak = profile.peak_flops(job.dtype)
     weights = machine.gpu_multiplicity().astype(float)
