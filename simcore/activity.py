@@ -7,6 +7,7 @@ per-channel utilisation levels the power model needs, so power never has to re-d
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -59,19 +60,47 @@ EVENT_DTYPE = np.dtype(
 BLOCK_ROWS = 65536
 
 
+# A row is split into the part that changes every op (who, where, when) and a template of what the op
+# is (kind, group, op, name, flops, bytes, utilisations), which repeats: the engine memoises templates, so
+# recording an op is one tuple append and a block is converted to numpy in one vectorised pass.
+VARYING_FIELDS = ("rank_class", "stream", "step", "micro", "t_start", "t_end")
+TEMPLATE_FIELDS = (
+    "kind",
+    "group",
+    "op",
+    "name",
+    "flops",
+    "nbytes",
+    "u_tensor",
+    "u_hbm",
+    "u_scale_up",
+    "u_scale_out",
+)
+Template = tuple[int, int, int, int, float, float, float, float, float, float]
+
+
 class ActivityRecorder:
     """Append-only event table in blocks, with a name table and block sinks."""
 
     def __init__(self, block_rows: int = BLOCK_ROWS, keep: bool = True) -> None:
         self.block_rows = block_rows
         self.keep = keep
-        self._block = np.zeros(block_rows, dtype=EVENT_DTYPE)
-        self._fill = 0
+        # Open rows: the varying part + a template id. The list object never changes (the engine holds it).
+        self.pending: list[tuple[int, int, int, int, float, float, int]] = []
+        self._kept: list[Template] = []  # templates for the recorder's lifetime (ids 0, 1, ...)
+        self._kept_array = np.zeros((0, len(TEMPLATE_FIELDS)))
+        self._templates: list[Template] = []  # this block's other templates (ids -1, -2, ...)
+        self._template_ids: dict[int, int] = {}  # id(template) -> id (templates stay alive in the list)
         self._blocks: list[np.ndarray] = []
         self._sinks: list[Callable[[np.ndarray], None]] = []
         self.names: list[str] = []
         self._name_ids: dict[str, int] = {}
-        self.rows = 0
+        self._emitted = 0
+
+    @property
+    def rows(self) -> int:
+        """Rows recorded so far (emitted and open)."""
+        return self._emitted + len(self.pending)
 
     def add_sink(self, sink: Callable[[np.ndarray], None]) -> None:
         """Call ``sink(block)`` with every full block (and the last partial one at ``flush``)."""
@@ -83,6 +112,32 @@ class ActivityRecorder:
             nid = self._name_ids[name] = len(self.names)
             self.names.append(name)
         return nid
+
+    def keep_template(self, template: Template) -> int:
+        """Register a template for the recorder's lifetime; rows appended to ``pending`` refer to it by the
+        returned id (the engine's memoised compute ops take this path)."""
+        self._kept.append(template)
+        return len(self._kept) - 1
+
+    def record_op(
+        self,
+        rank_class: int,
+        stream: int,
+        step: int,
+        micro: int,
+        t_start: float,
+        t_end: float,
+        template: Template,
+    ) -> None:
+        """One op whose constant part is ``template`` (a tuple object reused for repeated ops is stored
+        once per block)."""
+        tid = self._template_ids.get(id(template))
+        if tid is None:
+            self._templates.append(template)
+            tid = self._template_ids[id(template)] = -len(self._templates)
+        self.pending.append((rank_class, stream, step, micro, t_start, t_end, tid))
+        if len(self.pending) >= self.block_rows:
+            self.emit()
 
     def record(
         self,
@@ -103,44 +158,54 @@ class ActivityRecorder:
         u_scale_up: float,
         u_scale_out: float,
     ) -> None:
-        self._block[self._fill] = (
-            rank_class,
-            stream,
-            kind,
-            group,
-            op,
-            name_id,
-            step,
-            micro,
-            t_start,
-            t_end,
-            flops,
-            nbytes,
-            u_tensor,
-            u_hbm,
-            u_scale_up,
-            u_scale_out,
-        )
-        self._fill += 1
-        self.rows += 1
-        if self._fill == self.block_rows:
-            self._emit()
+        """One row given field by field (convenient, slower than ``record_op``)."""
+        template = (kind, group, op, name_id, flops, nbytes, u_tensor, u_hbm, u_scale_up, u_scale_out)
+        self.record_op(rank_class, stream, step, micro, t_start, t_end, template)
 
-    def _emit(self) -> None:
-        block = self._block[: self._fill].copy()
+    def _open_block(self) -> np.ndarray:
+        """The open rows as a structured array (one vectorised conversion)."""
+        n = len(self.pending)
+        block = np.empty(n, dtype=EVENT_DTYPE)
+        if n == 0:
+            return block
+        width = len(VARYING_FIELDS) + 1
+        flat = np.fromiter(itertools.chain.from_iterable(self.pending), np.float64, count=n * width)
+        flat = flat.reshape(n, width)
+        for col, name in enumerate(VARYING_FIELDS):
+            block[name] = flat[:, col]
+        # ids >= 0 index the kept templates, ids < 0 this block's (-1 is the first)
+        if len(self._kept_array) < len(self._kept):  # convert only the templates kept since last time
+            new = np.array(self._kept[len(self._kept_array) :], dtype=np.float64).reshape(
+                -1, len(TEMPLATE_FIELDS)
+            )
+            self._kept_array = np.concatenate([self._kept_array, new])
+        local = np.array(self._templates[::-1], dtype=np.float64).reshape(-1, len(TEMPLATE_FIELDS))
+        templates = np.concatenate([self._kept_array, local])
+        tid = flat[:, -1].astype(np.intp)
+        tid[tid < 0] += len(templates)
+        for col, name in enumerate(TEMPLATE_FIELDS):
+            block[name] = templates[tid, col]
+        return block
+
+    def emit(self) -> None:
+        """Hand the open rows to the sinks as one block."""
+        block = self._open_block()
+        self._emitted += len(block)
+        self.pending.clear()
+        self._templates = []
+        self._template_ids = {}
         for sink in self._sinks:
             sink(block)
         if self.keep:
             self._blocks.append(block)
-        self._fill = 0
 
     def open_rows(self) -> np.ndarray:
-        """View of the rows recorded since the last emitted block (for consumers that poll)."""
-        return self._block[: self._fill]
+        """The rows recorded since the last emitted block (a copy, for consumers that poll)."""
+        return self._open_block()
 
     def flush(self) -> None:
-        if self._fill:
-            self._emit()
+        if self.pending:
+            self.emit()
 
     def table(self) -> np.ndarray:
         """All kept rows as one array (flushes the open block first)."""

@@ -33,6 +33,7 @@ from simcore.cluster import TIER_SCALE_UP, Cluster, GroupLayout, ParallelDims
 from simcore.kernels.compute import KIND_IDS, ComputeModel
 from simcore.profile import Profile
 
+_COST_MEMO_MAX = 200_000  # distinct (work, dtype, clock, name) entries before the memo starts over
 _PENDING = float("inf")  # stream busy with a flow-level op whose end is not known yet
 _NO_CONTENTION = 1e-9  # concurrency passed to the analytical model when the flow network does the sharing
 
@@ -121,7 +122,9 @@ class Machine:
         # Per class: when each stream has drained (plain lists: scalar access is the hot path).
         self._busy: list[list[float]] = []
         self.clock: list[float] = []  # per-class clock factor f/f_max, updated by the power controller
-        self._cost_memo: dict[tuple, tuple[float, float, float, float, float]] = {}
+        self._cost_memo: dict[tuple, tuple[Any, float, int]] = {}  # -> (work, time, template id)
+        self._pending = self.recorder.pending  # hot path: rows appended in place
+        self._block_rows = self.recorder.block_rows
         self._groups: list[CommGroup] = []
         self._rendezvous: dict[tuple[int, int], _Rendezvous] = {}
         self._group_calls: dict[tuple[int, int], int] = {}
@@ -219,30 +222,32 @@ class Machine:
         The engine's hottest path: costs are memoised per (work, dtype, clock) and stream state lives in
         plain lists, which keeps the per-event overhead close to plain simpy's.
         """
-        key = (work, dtype, self.clock[rank_class])
-        cost = self._cost_memo.get(key)
-        if cost is None:
+        # Memo keyed by the work tuple's identity (callers reuse their program tuples; the memo keeps each
+        # one alive so its id stays unique), the dtype, the clock and the name.
+        key = (id(work), dtype, self.clock[rank_class], name)
+        memo = self._cost_memo.get(key)
+        if memo is None or memo[0] is not work:
+            if len(self._cost_memo) > _COST_MEMO_MAX:  # a caller building fresh tuples every call
+                self._cost_memo.clear()
             timing = self.compute_model.time_fused(work, dtype, key[2])
-            cost = (
-                timing.time_s,
-                timing.u_tensor,
-                timing.u_hbm,
-                sum(w[0] for w in work),
-                sum(w[1] for w in work),
-            )
-            self._cost_memo[key] = cost
-        sid = self.streams.get(stream)
+            template = (
+                KIND_COMPUTE, 0, 0, self.recorder.name_id(name), sum(w[0] for w in work),
+                sum(w[1] for w in work), timing.u_tensor, timing.u_hbm, 0.0, 0.0,
+            )  # fmt: skip
+            memo = self._cost_memo[key] = (work, timing.time_s, self.recorder.keep_template(template))
+        sid = 0 if stream == "compute" else self.streams.get(stream)
         if sid is None:
             sid = self.stream(stream)
         busy = self._busy[rank_class]
         now = self.env.now
-        start = busy[sid] if busy[sid] > now else now
-        end = start + cost[0]
+        free = busy[sid]
+        start = free if free > now else now
+        end = start + memo[1]
         busy[sid] = end
-        self.recorder.record(
-            rank_class, sid, KIND_COMPUTE, 0, 0, self.recorder.name_id(name), self.class_step[rank_class],
-            micro, start, end, cost[3], cost[4], cost[1], cost[2], 0.0, 0.0,
-        )  # fmt: skip
+        pending = self._pending
+        pending.append((rank_class, sid, self.class_step[rank_class], micro, start, end, memo[2]))
+        if len(pending) >= self._block_rows:
+            self.recorder.emit()
         self.events_issued += 1
         return self.env.timeout(end - now)
 
@@ -414,15 +419,22 @@ class Machine:
     ) -> None:
         u_up = 1.0 if group.layout.ranks_per_domain > 1 else 0.0
         u_out = 1.0 if group.uses_scale_out else 0.0
-        nid = self.recorder.name_id(name)
         gid = GROUP_IDS.get(group.kind, GROUP_IDS["other"])
-        oid = OP_IDS[op]
+        template = (
+            KIND_COLLECTIVE,
+            gid,
+            OP_IDS[op],
+            self.recorder.name_id(name),
+            0.0,
+            nbytes,
+            0.0,
+            0.1,
+            u_up,
+            u_out,
+        )
         for c in classes:
             self._busy[c][sid] = end
-            self.recorder.record(
-                c, sid, KIND_COLLECTIVE, gid, oid, nid, self.class_step[c], micro, start, end, 0.0, nbytes,
-                0.0, 0.1, u_up, u_out,
-            )  # fmt: skip
+            self.recorder.record_op(c, sid, self.class_step[c], micro, start, end, template)
         self.comm_log[algorithm] = self.comm_log.get(algorithm, 0) + 1
 
     def send(
@@ -451,14 +463,11 @@ class Machine:
         nid = self.recorder.name_id(name)
         gid = GROUP_IDS.get(group_kind, GROUP_IDS["other"])
         oid = OP_IDS["sendrecv"]
-        self.recorder.record(
-            src_class, sid_send, KIND_SEND, gid, oid, nid, self.class_step[src_class], micro, start, end, 0.0, nbytes, 0.0,
-            0.05, u_up, u_out,
-        )  # fmt: skip
-        self.recorder.record(
-            dst_class, sid_recv, KIND_RECV, gid, oid, nid, self.class_step[src_class], micro, start, end, 0.0, nbytes, 0.0,
-            0.05, u_up, u_out,
-        )  # fmt: skip
+        step = self.class_step[src_class]
+        send = (KIND_SEND, gid, oid, nid, 0.0, nbytes, 0.0, 0.05, u_up, u_out)
+        self.recorder.record_op(src_class, sid_send, step, micro, start, end, send)
+        recv = (KIND_RECV, gid, oid, nid, 0.0, nbytes, 0.0, 0.05, u_up, u_out)
+        self.recorder.record_op(dst_class, sid_recv, step, micro, start, end, recv)
         arrived = self._mailbox_event(tag)
         if arrived.triggered:
             raise RuntimeError(f"p2p tag {tag!r} sent twice while in flight (tags must be unique per step)")
