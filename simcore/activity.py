@@ -89,8 +89,11 @@ class ActivityRecorder:
         self.pending: list[tuple[int, int, int, int, float, float, int]] = []
         self._kept: list[Template] = []  # templates for the recorder's lifetime (ids 0, 1, ...)
         self._kept_array = np.zeros((0, len(TEMPLATE_FIELDS)))
+        self._local_array = np.zeros((0, len(TEMPLATE_FIELDS)))
         self._templates: list[Template] = []  # this block's other templates (ids -1, -2, ...)
         self._template_ids: dict[int, int] = {}  # id(template) -> id (templates stay alive in the list)
+        self._converted: list[np.ndarray] = []  # the open rows converted so far (by pollers), in order
+        self._converted_rows = 0
         self._blocks: list[np.ndarray] = []
         self._sinks: list[Callable[[np.ndarray], None]] = []
         self.names: list[str] = []
@@ -162,46 +165,66 @@ class ActivityRecorder:
         template = (kind, group, op, name_id, flops, nbytes, u_tensor, u_hbm, u_scale_up, u_scale_out)
         self.record_op(rank_class, stream, step, micro, t_start, t_end, template)
 
-    def _open_block(self) -> np.ndarray:
-        """The open rows as a structured array (one vectorised conversion)."""
-        n = len(self.pending)
+    def _convert(self, rows: list[tuple[int, int, int, int, float, float, int]]) -> np.ndarray:
+        """Rows (varying part + template id) as a structured array, in one vectorised pass."""
+        n = len(rows)
         block = np.empty(n, dtype=EVENT_DTYPE)
         if n == 0:
             return block
         width = len(VARYING_FIELDS) + 1
-        flat = np.fromiter(itertools.chain.from_iterable(self.pending), np.float64, count=n * width)
+        flat = np.fromiter(itertools.chain.from_iterable(rows), np.float64, count=n * width)
         flat = flat.reshape(n, width)
         for col, name in enumerate(VARYING_FIELDS):
             block[name] = flat[:, col]
-        # ids >= 0 index the kept templates, ids < 0 this block's (-1 is the first)
-        if len(self._kept_array) < len(self._kept):  # convert only the templates kept since last time
-            new = np.array(self._kept[len(self._kept_array) :], dtype=np.float64).reshape(
-                -1, len(TEMPLATE_FIELDS)
-            )
-            self._kept_array = np.concatenate([self._kept_array, new])
-        local = np.array(self._templates[::-1], dtype=np.float64).reshape(-1, len(TEMPLATE_FIELDS))
-        templates = np.concatenate([self._kept_array, local])
+        # ids >= 0 index the kept templates, ids < 0 this block's (-1 is the first); each template is
+        # converted once
+        self._kept_array = _extend(self._kept_array, self._kept)
+        self._local_array = _extend(self._local_array, self._templates)
         tid = flat[:, -1].astype(np.intp)
-        tid[tid < 0] += len(templates)
+        local = tid < 0
+        values = np.empty((n, len(TEMPLATE_FIELDS)))
+        values[~local] = self._kept_array[tid[~local]]
+        values[local] = self._local_array[-1 - tid[local]]
         for col, name in enumerate(TEMPLATE_FIELDS):
-            block[name] = templates[tid, col]
+            block[name] = values[:, col]
         return block
+
+    def _convert_open(self) -> None:
+        """Convert the open rows not converted yet (each row is converted exactly once)."""
+        done = self._converted_rows
+        if len(self.pending) > done:
+            self._converted.append(self._convert(self.pending[done:]))
+            self._converted_rows = len(self.pending)
 
     def emit(self) -> None:
         """Hand the open rows to the sinks as one block."""
-        block = self._open_block()
+        self._convert_open()
+        parts = self._converted
+        block = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else self._convert([])
         self._emitted += len(block)
         self.pending.clear()
+        self._converted, self._converted_rows = [], 0
         self._templates = []
+        self._local_array = self._local_array[:0]
         self._template_ids = {}
         for sink in self._sinks:
             sink(block)
         if self.keep:
             self._blocks.append(block)
 
-    def open_rows(self) -> np.ndarray:
-        """The rows recorded since the last emitted block (a copy, for consumers that poll)."""
-        return self._open_block()
+    def open_rows(self, first: int = 0) -> np.ndarray:
+        """The rows recorded since the last emitted block, from the ``first``-th on (for consumers that
+        poll: pass how many they already took; converted rows are kept, so polling costs no extra work)."""
+        self._convert_open()
+        out, start = [], 0
+        for part in self._converted:
+            end = start + len(part)
+            if end > first:
+                out.append(part[max(0, first - start) :])
+            start = end
+        if not out:
+            return np.zeros(0, dtype=EVENT_DTYPE)
+        return out[0] if len(out) == 1 else np.concatenate(out)
 
     def flush(self) -> None:
         if self.pending:
@@ -215,3 +238,11 @@ class ActivityRecorder:
         if len(self._blocks) > 1:
             self._blocks = [np.concatenate(self._blocks)]
         return self._blocks[0]
+
+
+def _extend(converted: np.ndarray, templates: list[Template]) -> np.ndarray:
+    """``converted`` (the first rows of ``templates`` as floats) grown to all of them."""
+    if len(converted) == len(templates):
+        return converted
+    new = np.array(templates[len(converted) :], dtype=np.float64).reshape(-1, len(TEMPLATE_FIELDS))
+    return np.concatenate([converted, new])

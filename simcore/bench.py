@@ -893,6 +893,73 @@ def bench_training(
     )
 
 
+def bench_power_share(case: RunCase, rounds: int = 5) -> Work:
+    """What the power/thermal/facility model adds to a training run: its share of the run's wall time
+    (``RunResult.power_wall_s``; converting activity rows is the recorder's work and not counted)."""
+    tmp = tempfile.TemporaryDirectory(prefix="racksim-bench-")
+    shares: list[float] = []
+
+    def run() -> dict[str, int]:
+        result = case.run(Path(tmp.name))
+        shares.append(result.power_wall_s / result.wall_s)
+        return {"events": int(result.summary["events"])}
+
+    counters = run()  # warm the memos and numba
+    shares.clear()
+    return Work(
+        run=run,
+        units=counters["events"],
+        unit="events",
+        calibration=SIMPY_CALIBRATION,
+        figure=lambda _best, _c: statistics.median(shares) * 100.0,
+        figure_fmt="{:.1f} % of the run",
+        target=Target("<", 20.0, "< 20 %"),
+        rounds=rounds,
+        info={"case": case.describe()},
+        close=tmp.cleanup,
+    )
+
+
+# A full-fidelity run that records ~10.2 million activity rows (llama3-8b TP8 PP4 on 32 gen1 GPUs, 66
+# steps) with its HDF5 trace: the bounded-memory check of the trace issue.
+RSS_RUN = (
+    "import resource, sys, tempfile\n"
+    "from pathlib import Path\n"
+    "from simcore.runner import RunOptions, run\n"
+    "with tempfile.TemporaryDirectory() as d:\n"
+    "    r = run(RunOptions(profile='gen1.yaml', workload='llama3-8b', racks=1, steps=66, fidelity='full',\n"
+    "            out=Path(d), sets=['parallelism.tp=8', 'parallelism.pp=4', 'parallelism.dp=1',\n"
+    "            'batch.global_seqs=32']))\n"
+    "    print(r.summary['events'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+)
+
+
+def bench_run_rss() -> Work:
+    """Peak resident memory of a 10-million-event run writing its trace (a fresh process, so the
+    figure is that run's own peak)."""
+    import subprocess
+
+    peaks: list[float] = []
+
+    def run() -> dict[str, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", RSS_RUN], check=True, capture_output=True, text=True
+        ).stdout.split()
+        peaks.append(float(out[-1]) * 1024.0)  # ru_maxrss is in KiB on Linux
+        return {"events": int(out[-2])}
+
+    return Work(
+        run=run,
+        units=1,
+        unit="runs",
+        calibration=SIMPY_CALIBRATION,
+        figure=lambda _best, _c: max(peaks) / 1e9,
+        figure_fmt="{:.2f} GB peak RSS",
+        target=Target("<", 1.0, "< 1 GB"),
+        rounds=1,
+    )
+
+
 def benchmarks() -> list[BenchDef]:
     """The speed suites, in table order. ``scales`` says which of quick / large run each one."""
 
@@ -959,6 +1026,18 @@ def benchmarks() -> list[BenchDef]:
                 warmup=full_64,
                 rounds=1,
             ),
+        ),
+        BenchDef(
+            "power_share",
+            "power/thermal/facility model's share of a training run's wall time (gen2, llama3-70b, 2 steps)",
+            SCALES,
+            lambda _s: bench_power_share(RunCase("gen2.yaml", "llama3-70b", steps=2)),
+        ),
+        BenchDef(
+            "run_10m_events_rss",
+            "peak RSS of a run recording 10.2 M events with its HDF5 trace (llama3-8b full fidelity, 66 steps)",
+            ("large",),
+            lambda _s: bench_run_rss(),
         ),
         BenchDef(
             "power_thermal",

@@ -20,6 +20,7 @@ rack of a rack type (racks with the same mix of classes); facility power covers 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,7 @@ class PowerController:
         }
         machine.recorder.add_sink(self._on_block)
         self.ticks = 0
+        self.wall_s = 0.0  # time spent in the power/thermal model (what it adds to a run)
 
     # ------------------------------------------------------------------ geometry
     def _rack_mix(self, machine: Machine) -> None:
@@ -153,9 +155,9 @@ class PowerController:
     def _take_new_rows(self) -> np.ndarray:
         rec: ActivityRecorder = self.m.recorder
         parts = self._queue
-        open_rows = rec.open_rows()[self._consumed_open :]
+        open_rows = rec.open_rows(self._consumed_open)
         self._consumed_open += len(open_rows)
-        parts.append(open_rows.copy())
+        parts.append(open_rows)
         self._queue = []
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
@@ -168,11 +170,21 @@ class PowerController:
             self.tick(env.now)
 
     def tick(self, t_now: float) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._tick(t_now)
+        finally:
+            self.wall_s += time.perf_counter() - t0
+
+    def _tick(self, t_now: float) -> None:
         k = max(1, round((t_now - self.t_prev) / self.s.sample_s))
         dt = (t_now - self.t_prev) / k
         if dt <= 0:
             return
-        start, end, cls, ch, lvl = _merge_intervals(self._carry, _expand(self._take_new_rows()))
+        t0 = time.perf_counter()
+        rows = self._take_new_rows()
+        self.wall_s -= time.perf_counter() - t0  # converting rows is the recorder's work, done once anyway
+        start, end, cls, ch, lvl = _merge_intervals(self._carry, _expand(rows))
         clock = np.repeat(np.asarray(self.m.clock, dtype=np.float64)[:, None], k, axis=1)
         gpu_w, act = power.activity_power(
             start, end, cls, ch, lvl, self.weights, self.idle, self.peak, clock, self.kappa, self.t_prev, dt
@@ -231,7 +243,10 @@ class PowerController:
     # ------------------------------------------------------------------ results
     def finalize(self) -> PowerResult:
         """Close the series at the last tick (the moment the workload finished) and roll everything up."""
-        return PowerResult.build(self, self.t_prev)
+        t0 = time.perf_counter()
+        result = PowerResult.build(self, self.t_prev)
+        self.wall_s += time.perf_counter() - t0
+        return result
 
 
 def _static_rack_power(p: Profile) -> float:

@@ -83,6 +83,7 @@ class RunResult:
     out_dir: Path | None
     events: np.ndarray | None  # the activity table, only with RunOptions.keep_events (memory grows with it)
     wall_s: float
+    power_wall_s: float = 0.0  # of wall_s, the power/thermal/facility model's share
 
 
 def split_sets(sets: list[str]) -> tuple[list[str], list[str]]:
@@ -213,7 +214,7 @@ def run(opts: RunOptions) -> RunResult:
     summary["wall_time_s"] = round(wall, 3)
     if out_dir is not None:
         write_json(Path(out_dir) / "summary.json", summary)
-    return RunResult(summary, out_dir, events, wall)
+    return RunResult(summary, out_dir, events, wall, controller.wall_s)
 
 
 def all_done(env: simpy.Environment, processes: list[simpy.Process]) -> simpy.Event:

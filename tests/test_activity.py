@@ -68,3 +68,24 @@ def test_a_reused_template_is_stored_once_per_block() -> None:
     assert len(rec._templates) == 1
     rows = rec.open_rows()
     assert len(rows) == 500 and np.all(rows["flops"] == 1.0) and rows["t_end"][-1] == 500.0
+
+
+def test_polling_sees_each_open_row_once_and_the_block_is_unchanged() -> None:
+    rec = ActivityRecorder(block_rows=50, keep=True)
+    blocks: list[np.ndarray] = []
+    rec.add_sink(blocks.append)
+    taken = emitted = 0
+    for i in range(120):
+        template = (1, 2, 3, i % 7, float(i), 2.0 * i, 0.25, 0.5, 0.0, 1.0)  # a fresh template every op
+        rec.record_op(i % 3, 0, i // 10, -1, float(i), i + 0.5, template)
+        if i % 7 == 3:  # a poller (the power controller) between block emissions
+            if rec.rows - len(rec.pending) != emitted:  # a block was emitted: its rows went to the sinks
+                emitted, taken = rec.rows - len(rec.pending), 0
+            rows = rec.open_rows(taken)
+            taken += len(rows)
+            assert np.array_equal(rows["t_start"], np.arange(i + 1 - len(rows), i + 1.0))
+            assert len(rec.open_rows(taken)) == 0
+    table = rec.table()
+    assert np.array_equal(table["flops"], np.arange(120.0))
+    assert np.array_equal(table["name"], np.arange(120) % 7)
+    assert b"".join(b.tobytes() for b in blocks) == table.tobytes()
