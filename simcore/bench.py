@@ -582,6 +582,7 @@ def bench_engine(processes: int, ops: int) -> Work:
     """The machine API (stream bookkeeping, cost model, activity recording) vs plain simpy timeouts."""
     import simpy
 
+    from simcore.activity import ActivityRecorder
     from simcore.cluster import Cluster
     from simcore.engine import Machine
     from simcore.profile import PROFILES_DIR, load_profile
@@ -592,7 +593,8 @@ def bench_engine(processes: int, ops: int) -> Work:
 
     def run() -> dict[str, int]:
         env = simpy.Environment()
-        machine = Machine(env, profile, cluster, _NoComm())
+        # As in a run: blocks go to sinks, the recorder keeps no table (RunOptions.keep_events=False).
+        machine = Machine(env, profile, cluster, _NoComm(), recorder=ActivityRecorder(keep=False))
         for c in range(processes):
             machine.add_class(f"c{c}", np.array([c]))
 

@@ -122,7 +122,8 @@ class Machine:
         # Per class: when each stream has drained (plain lists: scalar access is the hot path).
         self._busy: list[list[float]] = []
         self.clock: list[float] = []  # per-class clock factor f/f_max, updated by the power controller
-        self._cost_memo: dict[tuple, tuple[Any, float, int]] = {}  # -> (work, time, template id)
+        self._cost_memo: dict[int, tuple[Any, ...]] = {}  # id(work) -> _fused_cost entry
+        self._fused_entries: dict[tuple, tuple[Any, ...]] = {}  # (work, dtype, clock, name) -> entry
         self._pending = self.recorder.pending  # hot path: rows appended in place
         self._block_rows = self.recorder.block_rows
         self._groups: list[CommGroup] = []
@@ -133,7 +134,6 @@ class Machine:
         self.mem_peak = np.zeros(0)
         self.class_step: list[int] = []  # training step each class is in (classes drift apart in a pipeline)
         self.comm_log: dict[str, int] = {}
-        self.events_issued = 0
         # Flow-level contention (optional): the fabric, the job's parallel layout to find group members,
         # and per-stream tails for collectives whose end is not known when they start.
         self.fabric = fabric
@@ -207,6 +207,26 @@ class Machine:
         work = ((flops, nbytes, min_dim, KIND_IDS.get(kind, 0)),)
         return self.compute_fused(rank_class, work, dtype=dtype, name=name, stream=stream, micro=micro)
 
+    def _fused_cost(self, work: tuple, dtype: str, clock: float, name: str) -> tuple[Any, ...]:
+        """(work, clock, dtype, name, time s, template id) of a fused compute op: the memo entry.
+
+        Entries are kept per (work, dtype, clock, name), so classes that alternate between clocks (a
+        throttled job) pay one dictionary lookup, not a new cost evaluation, when the fast memo misses.
+        """
+        key = (work, dtype, clock, name)
+        entry = self._fused_entries.get(key)
+        if entry is None:
+            if len(self._fused_entries) > _COST_MEMO_MAX:
+                self._fused_entries.clear()
+            timing = self.compute_model.time_fused(work, dtype, clock)
+            template = (
+                KIND_COMPUTE, 0, 0, self.recorder.name_id(name), sum(w[0] for w in work),
+                sum(w[1] for w in work), timing.u_tensor, timing.u_hbm, 0.0, 0.0,
+            )  # fmt: skip
+            tid = self.recorder.keep_template(template)
+            entry = self._fused_entries[key] = (work, clock, dtype, name, timing.time_s, tid)
+        return entry
+
     def compute_fused(
         self,
         rank_class: int,
@@ -219,22 +239,18 @@ class Machine:
     ) -> simpy.Event:
         """Run several ops back to back as one event (``work`` = ((flops, nbytes, min_dim, kind_id), ...)).
 
-        The engine's hottest path: costs are memoised per (work, dtype, clock) and stream state lives in
-        plain lists, which keeps the per-event overhead close to plain simpy's.
+        The engine's hottest path: costs are memoised per (work, dtype, clock, name), rows are appended to
+        the recorder as (varying part, template id) and stream state lives in plain lists, which keeps the
+        per-event overhead close to plain simpy's.
         """
-        # Memo keyed by the work tuple's identity (callers reuse their program tuples; the memo keeps each
-        # one alive so its id stays unique), the dtype, the clock and the name.
-        key = (id(work), dtype, self.clock[rank_class], name)
-        memo = self._cost_memo.get(key)
-        if memo is None or memo[0] is not work:
+        # Memo keyed by the work tuple's identity (callers reuse their program tuples; the entry keeps the
+        # tuple alive so its id stays unique), holding the cost at the latest (dtype, clock, name) it ran with.
+        clock = self.clock[rank_class]
+        memo = self._cost_memo.get(id(work))
+        if memo is None or memo[0] is not work or memo[1] != clock or memo[2] != dtype or memo[3] != name:
             if len(self._cost_memo) > _COST_MEMO_MAX:  # a caller building fresh tuples every call
                 self._cost_memo.clear()
-            timing = self.compute_model.time_fused(work, dtype, key[2])
-            template = (
-                KIND_COMPUTE, 0, 0, self.recorder.name_id(name), sum(w[0] for w in work),
-                sum(w[1] for w in work), timing.u_tensor, timing.u_hbm, 0.0, 0.0,
-            )  # fmt: skip
-            memo = self._cost_memo[key] = (work, timing.time_s, self.recorder.keep_template(template))
+            memo = self._cost_memo[id(work)] = self._fused_cost(work, dtype, clock, name)
         sid = 0 if stream == "compute" else self.streams.get(stream)
         if sid is None:
             sid = self.stream(stream)
@@ -242,13 +258,12 @@ class Machine:
         now = self.env.now
         free = busy[sid]
         start = free if free > now else now
-        end = start + memo[1]
+        end = start + memo[4]
         busy[sid] = end
         pending = self._pending
-        pending.append((rank_class, sid, self.class_step[rank_class], micro, start, end, memo[2]))
+        pending.append((rank_class, sid, self.class_step[rank_class], micro, start, end, memo[5]))
         if len(pending) >= self._block_rows:
             self.recorder.emit()
-        self.events_issued += 1
         return self.env.timeout(end - now)
 
     def collective(
@@ -275,7 +290,6 @@ class Machine:
             )
         now = self.env.now
         ready = max(now, self._busy[rank_class][sid])
-        self.events_issued += 1
         if len(group.member_classes) <= 1:
             return self._launch(group, op, nbytes, name, sid, micro, algo, ready, (rank_class,))
         call = self._group_calls.get((group.key, rank_class), 0)
@@ -472,7 +486,6 @@ class Machine:
         if arrived.triggered:
             raise RuntimeError(f"p2p tag {tag!r} sent twice while in flight (tags must be unique per step)")
         self.env.timeout(end - now).callbacks.append(lambda _ev: arrived.succeed())
-        self.events_issued += 1
         return self.env.timeout(end - now)
 
     def recv(self, tag: Any) -> simpy.Event:

@@ -35,6 +35,7 @@ from simcore.profile import Profile, load_temperature_csv, resolve_beside
 
 AIR_DESIGN_RISE_K = 12.0  # inlet-to-exhaust air rise at design load (typical server, ~10-15 K)
 SECONDS_PER_DAY = 86400.0
+SPLIT_TOLERANCE_K = 0.05  # coolant difference that makes a class's rack types separate thermal units
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,15 @@ class PowerController:
         t_f = self._supply_c(0.0) + 0.5 * self.design_rise_k * self._load_fraction(p_hot)
         self.tj = np.full(n, t_f + p_hot * (cool.r_junction_plate + cool.r_plate_coolant))
         self.tcp = np.full(n, t_f + p_hot * cool.r_plate_coolant)
+        # Thermal units: GPUs of one class that share one environment. Every class starts as one unit (its
+        # GPUs run the same ops); a class whose rack types come to differ in coolant temperature or in the
+        # rack power cap splits into one unit per rack type, each with its own temperature, cap and clock.
+        # tj, tcp and cap are per unit; the engine runs a class at its slowest unit's clock (in a synchronous
+        # job the others wait for it at the next collective, which the unit's power accounts for).
+        self.unit_class = np.arange(n)
+        self.unit_types = self.class_in_type.T.copy()  # [U, R_types]
+        self.unit_clock = np.ones(n)
+        self.split_log: list[tuple[float, int]] = []  # (time s, class) of every split
         self.t_prev = 0.0
         self._carry: tuple[np.ndarray, ...] = _empty_intervals()
         self._queue: list[np.ndarray] = []
@@ -185,42 +195,74 @@ class PowerController:
         rows = self._take_new_rows()
         self.wall_s -= time.perf_counter() - t0  # converting rows is the recorder's work, done once anyway
         start, end, cls, ch, lvl = _merge_intervals(self._carry, _expand(rows))
-        clock = np.repeat(np.asarray(self.m.clock, dtype=np.float64)[:, None], k, axis=1)
-        gpu_w, act = power.activity_power(
+        clock_c = np.asarray(self.m.clock, dtype=np.float64)
+        clock = np.repeat(clock_c[:, None], k, axis=1)
+        gpu_w_c, act = power.activity_power(
             start, end, cls, ch, lvl, self.weights, self.idle, self.peak, clock, self.kappa, self.t_prev, dt
         )
         keep = end > t_now
         self._carry = (start[keep], end[keep], cls[keep], ch[keep], lvl[keep])
-        # Racks: GPU power of each class present, idle GPUs, and the static non-GPU load.
-        rack_it = self.rack_counts @ gpu_w + (self.rack_idle_gpus * self.p.accelerator.idle_power)[:, None]
+        uc, split = self.unit_class, len(self.unit_class) != self.n
+        if split:
+            # A unit faster than its class does the same work sooner and then waits: activity x f_c/f_u at
+            # clock f_u, so its dynamic power scales by (f_u/f_c)^(kappa-1).
+            idle = self.idle[uc][:, None]
+            scale = (self.unit_clock / clock_c[uc]) ** (self.kappa[uc] - 1.0)
+            gpu_w = idle + (gpu_w_c[uc] - idle) * scale[:, None]
+            mix = self.rack_counts[:, uc] * self.unit_types.T  # [R_types, U]: GPUs of each unit in a rack
+        else:
+            gpu_w, mix = gpu_w_c, self.rack_counts
+        # Racks: GPU power of each unit present, idle GPUs, and the static non-GPU load.
+        rack_it = mix @ gpu_w + (self.rack_idle_gpus * self.p.accelerator.idle_power)[:, None]
         rack_it += self.static_rack_w
         times = self.t_prev + dt * (np.arange(k) + 0.5)
         rise = self.design_rise_k * rack_it / self.p.rack.power_limit  # [R_types, k]
         coolant_rack = self._supply_c(times)[None, :] + 0.5 * rise * self._liquid_share()
-        # A class spread over several rack types sees the warmest of them.
-        coolant = np.where(self.class_in_type.T[:, :, None], coolant_rack[None, :, :], -np.inf).max(axis=1)
+        # A unit spread over several rack types (not split yet: they agree) sees the warmest of them.
+        coolant = np.where(self.unit_types[:, :, None], coolant_rack[None, :, :], -np.inf).max(axis=1)
         tj, tcp = thermal.rc_thermal(
-            gpu_w, coolant, self.r_jc, self.r_cf, self.c_j, self.c_cp, self.tj, self.tcp, dt
+            gpu_w, coolant, self.r_jc[uc], self.r_cf[uc], self.c_j[uc], self.c_cp[uc], self.tj, self.tcp, dt
         )
         self.tj, self.tcp = tj[:, -1].copy(), tcp[:, -1].copy()
         # Next tick's clocks: thermal throttle and power caps (GPU cap, or share of an exceeded rack limit).
-        self._update_caps(rack_it.mean(axis=1), gpu_w.mean(axis=1))
-        f_thermal = thermal.thermal_clock_factor(self.tj[:, None], self.slowdown, self.slope, self.f_min)[
-            :, 0
-        ]
+        over = self._update_caps(rack_it.mean(axis=1))
+        f_thermal = thermal.thermal_clock_factor(
+            self.tj[:, None], self.slowdown[uc], self.slope[uc], self.f_min[uc]
+        )
         f_cap = power.clock_for_power_cap(
-            self.cap, self.idle, self.peak, act.mean(axis=1)[:, None], self.kappa, self.f_min
-        )[:, 0]
-        new_clock = np.minimum(f_thermal, f_cap)
-        self.m.clock[:] = [float(round(f, 6)) for f in new_clock]  # rounded: keeps the cost memo effective
+            self.cap,
+            self.idle[uc],
+            self.peak[uc],
+            act.mean(axis=1)[uc][:, None],
+            self.kappa[uc],
+            self.f_min[uc],
+        )
+        self.unit_clock = np.round(
+            np.minimum(f_thermal[:, 0], f_cap[:, 0]), 6
+        )  # rounded: keeps memos effective
+        class_clock = np.full(self.n, np.inf)
+        np.minimum.at(class_clock, uc, self.unit_clock)
+        self.m.clock[:] = class_clock.tolist()
+        if split:  # series stay per class: GPU-weighted power, hottest junction, tightest cap
+            gpus = mix.T @ self.rack_type_racks  # [U]
+            weight = np.zeros((self.n, len(uc)))
+            weight[uc, np.arange(len(uc))] = gpus / np.bincount(uc, weights=gpus, minlength=self.n)[uc]
+            gpu_w_series = weight @ gpu_w
+            tj_series = np.full((self.n, k), -np.inf)
+            np.maximum.at(tj_series, uc, tj)
+            cap_series = np.full(self.n, np.inf)
+            np.minimum.at(cap_series, uc, self.cap)
+        else:
+            gpu_w_series, tj_series, cap_series = gpu_w, tj, self.cap
         for key, value in (
-            ("gpu_w", gpu_w),
-            ("tj", tj),
+            ("gpu_w", gpu_w_series),
+            ("tj", tj_series),
             ("clock", clock),
             ("rack_it_w", rack_it),
-            ("cap", np.repeat(self.cap[:, None], k, axis=1)),
+            ("cap", np.repeat(cap_series[:, None], k, axis=1)),
         ):
             self._series[key].append(value)
+        self._split_diverged(coolant_rack.mean(axis=1), over, t_now)
         self.t_prev = t_now
         self.ticks += 1
 
@@ -228,17 +270,53 @@ class PowerController:
         cool = self.p.cooling
         return cool.liquid_fraction if cool.type == "liquid" else 1.0
 
-    def _update_caps(self, rack_it_w: np.ndarray, gpu_w: np.ndarray) -> None:
-        """Per-class cap: the GPU cap, lowered to a fair share of the rack limit where a rack exceeds it."""
+    def _update_caps(self, rack_it_w: np.ndarray) -> np.ndarray:
+        """Per-unit cap: the GPU cap, lowered to a fair share of the rack limit where a rack exceeds it.
+        Returns which rack types are over their limit."""
         limit = self.p.rack.power_limit
-        cap = self.gpu_cap.copy()
+        uc = self.unit_class
+        cap = self.gpu_cap[uc].copy()
         over = rack_it_w > limit
         if np.any(over):
             gpus = self.rack_counts.sum(axis=1) + self.rack_idle_gpus
             budget = (limit - self.static_rack_w) / gpus  # W per GPU the rack can afford
             for r in np.flatnonzero(over):
-                cap = np.where(self.class_in_type[r], np.minimum(cap, budget[r]), cap)
-        self.cap = np.maximum(cap, self.idle * 1.01)
+                cap = np.where(self.unit_types[:, r], np.minimum(cap, budget[r]), cap)
+        self.cap = np.maximum(cap, self.idle[uc] * 1.01)
+        return over
+
+    def _split_diverged(self, coolant_c: np.ndarray, over: np.ndarray, t_now: float) -> None:
+        """Split every unit whose rack types now differ (coolant by more than SPLIT_TOLERANCE_K, or some
+        over the rack limit and some not) into one unit per rack type, each starting from the unit's state."""
+        types = self.unit_types
+        multi = types.sum(axis=1) > 1
+        if not multi.any():
+            return
+        hot = np.where(types, coolant_c[None, :], -np.inf).max(axis=1)
+        cold = np.where(types, coolant_c[None, :], np.inf).min(axis=1)
+        over_any = (types & over[None, :]).any(axis=1)
+        over_all = (~types | over[None, :]).all(axis=1)
+        diverged = multi & ((hot - cold > SPLIT_TOLERANCE_K) | (over_any & ~over_all))
+        if not diverged.any():
+            return
+        # Each diverged unit becomes one unit per rack type; the others stay. Units stay ordered by class.
+        src = [u for u in range(len(types)) for _ in (np.flatnonzero(types[u]) if diverged[u] else (None,))]
+        src = np.array(src, dtype=np.int64)
+        new_types = types[src].copy()
+        row = 0
+        for u in range(len(types)):
+            if diverged[u]:
+                for r in np.flatnonzero(types[u]):
+                    new_types[row] = False
+                    new_types[row, r] = True
+                    row += 1
+                self.split_log.append((t_now, int(self.unit_class[u])))
+            else:
+                row += 1
+        self.unit_class = self.unit_class[src]
+        self.unit_types = new_types
+        self.unit_clock = self.unit_clock[src]
+        self.tj, self.tcp, self.cap = self.tj[src], self.tcp[src], self.cap[src]
 
     # ------------------------------------------------------------------ results
     def finalize(self) -> PowerResult:
@@ -385,6 +463,7 @@ class PowerResult:
             "swing_band_energy_fraction_mitigated": band_m,
             "throttle_time_fraction": float(np.sum(throttled * dt) / total_t),
             "max_junction_temp_c": float(np.max(ser["tj"])),
+            "thermal_units": len(ctl.unit_class),
             "max_coolant_out_c": float(np.max(coolant_out)),
             "rack_power_w": float(np.max(rack_in.mean(axis=0))),
             "gpu_energy_j": gpu_e,

@@ -176,3 +176,64 @@ def test_a_hot_afternoon_from_a_csv_costs_throughput_with_dry_coolers(tmp_path):
     assert hot["max_junction_temp_c"] > mild["max_junction_temp_c"] + 10
     assert hot["throttle_time_fraction"] > mild["throttle_time_fraction"]
     assert hot["step_time_s"] > mild["step_time_s"]
+
+
+def _two_rack_job(sets: tuple[str, ...], seconds: float = 3.0) -> PowerController:
+    """gen2, two racks: class 0 fills 48 GPUs of rack 0; class 1 has 24 GPUs in rack 0 and 24 in rack 1
+    (a pipeline stage straddling a rack boundary). Both run large GEMMs back to back, so rack 0 (72 busy
+    GPUs) draws three times rack 1's GPU power and its coolant runs warmer."""
+    p = load_profile("gen2.yaml", list(sets))
+    env = simpy.Environment()
+    m = Machine(env, p, Cluster(p, racks=2), comm_model=None)  # type: ignore[arg-type]
+    m.add_class("rack0", np.arange(48))
+    m.add_class("straddling", np.arange(48, 96))
+    ctl = PowerController(m)
+
+    def work(c: int):
+        while env.now < seconds:
+            yield m.compute(c, 4e15, 2e9, dtype="bf16", name="gemm", min_dim=8192)
+
+    procs = [env.process(work(c)) for c in (0, 1)]
+    env.process(ctl.process(all_done(env, procs)))
+    env.run()
+    return ctl
+
+
+def _unit(ctl: PowerController, cls: int, busy_rack: bool) -> int:
+    """The unit of ``cls`` in the rack type that holds (or not) class 0."""
+    for u in np.flatnonzero(ctl.unit_class == cls):
+        types = np.flatnonzero(ctl.unit_types[u])
+        if len(types) == 1 and ctl.class_in_type[types[0], 0] == busy_rack:
+            return int(u)
+    raise AssertionError(f"class {cls} has no unit of its own in the {'busy' if busy_rack else 'quiet'} rack")
+
+
+def test_a_class_splits_when_its_racks_run_at_different_temperatures():
+    ctl = _two_rack_job(("cooling.inlet_temp=52 degC",))
+    assert len(ctl.unit_class) == 3 and list(np.bincount(ctl.unit_class)) == [1, 2]
+    hot, cool = _unit(ctl, 1, busy_rack=True), _unit(ctl, 1, busy_rack=False)
+    assert ctl.tj[hot] > ctl.tj[cool]  # the warmer rack's GPUs run hotter (throttling holds both near it)
+    assert ctl.unit_clock[hot] < ctl.unit_clock[cool] <= 1.0  # ...and throttle more
+    assert ctl.m.clock[1] == pytest.approx(ctl.unit_clock[hot])  # the class runs at its slowest unit
+    res = ctl.finalize()
+    assert res.summary["thermal_units"] == 3
+    # The class's series are its units': the hottest junction, and power between the two units'.
+    assert res.tj_c[-1, 1] == pytest.approx(ctl.tj[hot])
+    # Energy still adds up: rack IT power is the GPU-weighted unit power plus the rest.
+    it_e = float(np.sum(res.it_w * res.width_s))
+    assert it_e == pytest.approx(res.summary["it_energy_j"], rel=1e-9)
+
+
+def test_a_class_splits_when_only_some_of_its_racks_are_over_the_power_limit():
+    # 72 busy GPUs (rack 0) exceed 100 kW; rack 1 (24 busy GPUs) does not.
+    ctl = _two_rack_job(("rack.power_limit=100 kW",))
+    hot, cool = _unit(ctl, 1, busy_rack=True), _unit(ctl, 1, busy_rack=False)
+    gpu_cap = ctl.gpu_cap[0]
+    assert ctl.cap[hot] < gpu_cap and ctl.cap[cool] == pytest.approx(gpu_cap)
+    assert ctl.unit_clock[cool] == 1.0 and ctl.unit_clock[hot] < 1.0
+
+
+def test_symmetric_classes_stay_one_unit_each():
+    # A class whose GPUs all sit in one kind of rack never splits, however hot it runs.
+    single = _steady_compute("gen2.yaml", seconds=1.0, sets=("cooling.inlet_temp=52 degC",))
+    assert len(single.unit_class) == 1 and single.finalize().summary["throttle_time_fraction"] > 0
