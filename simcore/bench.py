@@ -605,6 +605,7 @@ def bench_engine(processes: int, ops: int) -> Work:
         for c in range(processes):
             env.process(proc(c))
         env.run()
+        machine.recorder.flush()  # converting the open rows to a block is part of recording them
         return {"events": processes * ops, "activity_rows": machine.recorder.rows}
 
     n = processes * ops
