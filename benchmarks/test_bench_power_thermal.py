@@ -9,7 +9,7 @@ workload timed in the same process right after, so that a slower or busier machi
 the ratio stays roughly comparable across machines and runs.
 
 Synthetic activity per class: alternating compute phases (tensor 0.9, HBM 0.5; mean 8 ms) and
-communication phases (NVLink 0.8, NIC 0.6; mean 4 ms), exponential durations, random phase offset, so
+communication phases (NVLink 0.8, NIC 0.6; ~4 ms), durations varied by integer hashing (`simcore.bench.synthetic_intervals`, shared with `racksim bench`), so
 ~0.33 intervals per (class x bin). The clock is piecewise constant per 100-bin control tick; a quarter
 of the classes run throttled at a varying clock (exercising the pow path), the rest at full clock.
 """
@@ -22,6 +22,7 @@ import time
 import numpy as np
 import pytest
 
+from simcore.bench import synthetic_intervals
 from simcore.kernels import power as pw
 from simcore.kernels import thermal as th
 
@@ -30,34 +31,6 @@ N_BINS = int(os.environ.get("RACKSIM_BENCH_BINS", "100000"))
 DT_S = 1e-3
 TICK_BINS = 100
 ROUNDS = 8
-
-
-def _intervals(n_classes: int, n_bins: int, dt_s: float, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    horizon = n_bins * dt_s
-    cols: list[list[np.ndarray]] = [[], [], [], [], []]
-    for k in range(n_classes):
-        n_phases = int(horizon / (12 * dt_s) * 1.3) + 4
-        dur = np.empty(2 * n_phases)
-        dur[0::2] = rng.exponential(8 * dt_s, n_phases)
-        dur[1::2] = rng.exponential(4 * dt_s, n_phases)
-        t = np.concatenate([[0.0], np.cumsum(dur)]) + rng.uniform(0.0, 10 * dt_s)
-        t = t[t < horizon + 20 * dt_s]
-        start, end = t[:-1], t[1:]
-        compute = np.arange(start.size) % 2 == 0
-        for ch, mask, lv in (
-            (pw.CH_TENSOR, compute, 0.9),
-            (pw.CH_HBM, compute, 0.5),
-            (pw.CH_SCALE_UP, ~compute, 0.8),
-            (pw.CH_SCALE_OUT, ~compute, 0.6),
-        ):
-            m = int(mask.sum())
-            for col, val in zip(
-                cols, (start[mask], end[mask], np.full(m, k), np.full(m, ch), np.full(m, lv)), strict=True
-            ):
-                col.append(val)
-    s, e, k, c, lv = (np.concatenate(col) for col in cols)
-    return s, e, k.astype(np.int64), c.astype(np.int64), lv
 
 
 def _clock(n_classes: int, n_bins: int, seed: int = 1) -> np.ndarray:
@@ -84,7 +57,7 @@ def _numpy_calibration_elems_per_s(n: int = 4_000_000, repeats: int = 5) -> floa
 @pytest.fixture(scope="module")
 def workload():
     n_classes, n_bins = N_CLASSES, N_BINS
-    s, e, k, c, lv = _intervals(n_classes, n_bins, DT_S)
+    s, e, k, c, lv = synthetic_intervals(n_classes, n_bins, DT_S)
     weights = np.tile(np.array([0.6, 0.25, 0.1, 0.05]), (n_classes, 1))
     params = dict(
         idle_w=pw.per_class(100.0, n_classes),
