@@ -136,6 +136,11 @@ def text_list(doc: str, default: Any = _REQUIRED) -> Any:
     return dataclasses.field(metadata=_meta("text_list", doc, default))
 
 
+def int_list(doc: str, default: Any = _REQUIRED, *, minimum: int = 0, optional: bool = False) -> Any:
+    """A non-empty list of whole numbers >= ``minimum`` (e.g. layers per pipeline chunk)."""
+    return dataclasses.field(metadata=_meta("int_list", doc, default, minimum=minimum, optional=optional))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Building dataclasses from YAML data
 
@@ -257,6 +262,21 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                 path=path,
                 value=_short(raw),
                 expected="a list of strings",
+            )
+        return tuple(raw)
+    if kind == "int_list":
+        lo = meta["minimum"]
+        if (
+            not isinstance(raw, list)
+            or not raw
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= lo for x in raw)
+        ):
+            raise ConfigError(
+                "must be a non-empty list of whole numbers",
+                file=file,
+                path=path,
+                value=_short(raw),
+                expected=f"a list like [4, 5, 5, 4] of whole numbers >= {lo}",
             )
         return tuple(raw)
     if kind == "section":
@@ -451,6 +471,13 @@ def _field_schema(cls: type, name: str, meta: Mapping[str, Any]) -> dict[str, An
         out = {"type": "boolean", "description": doc}
     elif kind == "text_list":
         out = {"type": "array", "items": {"type": "string"}, "description": doc}
+    elif kind == "int_list":
+        out = {
+            "type": "array",
+            "items": {"type": "integer", "minimum": meta["minimum"]},
+            "minItems": 1,
+            "description": doc,
+        }
     elif kind == "section":
         out = {**json_schema(_inner_class(cls, name)), "description": doc}
     elif kind == "section_list":
@@ -514,6 +541,8 @@ def markdown_table(cls: type, prefix: str = "") -> list[str]:
             nested.append((path + suffix, inner))
         elif kind == "curve":
             type_text = "list of [x, y]"
+        elif kind == "int_list":
+            type_text = f"list of whole numbers >= {meta['minimum']}"
         else:
             type_text = kind.replace("_", " ")
         default = meta["default"]

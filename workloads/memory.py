@@ -84,7 +84,14 @@ class StageParams:
 
 
 def stage_params(
-    spec: ModelSpec, *, tp: int = 1, pp: int = 1, vp: int = 1, ep: int = 1, stage_index: int = 0
+    spec: ModelSpec,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    vp: int = 1,
+    ep: int = 1,
+    stage_index: int = 0,
+    layers_per_chunk: tuple[int, ...] | None = None,
 ) -> StageParams:
     """Per-GPU parameters of one pipeline stage: TP shards attention and dense MLPs (norms, routers, shared
     experts and MLA down-projections are whole on every TP rank), EP shards routed experts. Stage 0 adds the
@@ -94,7 +101,7 @@ def stage_params(
     _check_stage(stage_index, pp)
     h = spec.hidden
     dense, experts, largest = 0.0, 0.0, 0.0
-    for chunk in pipeline_layers(spec, pp, vp)[stage_index]:
+    for chunk in pipeline_layers(spec, pp, vp, layers_per_chunk=layers_per_chunk)[stage_index]:
         for i in chunk:
             p = layer_params(spec, i)
             duplicated = p.attention_tp_duplicated + p.norms + p.router + p.shared_experts
@@ -174,7 +181,13 @@ def layer_activation_bytes(
 
 
 def recomputed_layers(
-    spec: ModelSpec, pp: int, vp: int, stage_index: int, recompute: str, recompute_layers: int = 0
+    spec: ModelSpec,
+    pp: int,
+    vp: int,
+    stage_index: int,
+    recompute: str,
+    recompute_layers: int = 0,
+    layers_per_chunk: tuple[int, ...] | None = None,
 ) -> frozenset[int]:
     """Layers of a stage whose whole forward is recomputed: all of them under ``recompute: full``, or with
     ``recompute_layers = N > 0`` the first N layers of each model chunk (Megatron's ``block`` method,
@@ -182,7 +195,7 @@ def recomputed_layers(
     if recompute != "full":
         return frozenset()
     out: set[int] = set()
-    for chunk in pipeline_layers(spec, pp, vp)[stage_index]:
+    for chunk in pipeline_layers(spec, pp, vp, layers_per_chunk=layers_per_chunk)[stage_index]:
         n = len(chunk) if recompute_layers <= 0 else min(recompute_layers, len(chunk))
         out.update(chunk[:n])
     return frozenset(out)
@@ -219,6 +232,7 @@ def training_memory(
     flash_attention: bool = True,
     dropout: bool = False,
     stage_index: int = 0,
+    layers_per_chunk: tuple[int, ...] | None = None,
 ) -> MemoryBreakdown:
     """Training memory per GPU on pipeline stage `stage_index` (mixed-precision Adam, 1F1B pipelining).
 
@@ -237,16 +251,33 @@ def training_memory(
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError("must be a positive integer", path=key, value=value, expected="an integer >= 1")
-    check_parallelism(spec, tp, pp, cp, ep, vp, dp=dp, sequence_parallel=sequence_parallel, seq_len=s)
+    check_parallelism(
+        spec,
+        tp,
+        pp,
+        cp,
+        ep,
+        vp,
+        dp=dp,
+        sequence_parallel=sequence_parallel,
+        seq_len=s,
+        layers_per_chunk=layers_per_chunk,
+    )
     _check_stage(stage_index, pp)
     if fsdp:
         zero = 3
     h = spec.hidden
     last = stage_index == pp - 1
-    layers = [i for chunk in pipeline_layers(spec, pp, vp)[stage_index] for i in chunk]
+    layers = [
+        i
+        for chunk in pipeline_layers(spec, pp, vp, layers_per_chunk=layers_per_chunk)[stage_index]
+        for i in chunk
+    ]
     base_mode = "none" if recompute == "full" else recompute
 
-    params = stage_params(spec, tp=tp, pp=pp, vp=vp, ep=ep, stage_index=stage_index)
+    params = stage_params(
+        spec, tp=tp, pp=pp, vp=vp, ep=ep, stage_index=stage_index, layers_per_chunk=layers_per_chunk
+    )
     dense_group, expert_group = dp * cp, dp * cp * tp / ep
 
     def per_gpu(sharded: bool) -> float:
@@ -269,7 +300,7 @@ def training_memory(
         "flash_attention": flash_attention,
         "dropout": dropout,
     }
-    recomputed = recomputed_layers(spec, pp, vp, stage_index, recompute, recompute_layers)
+    recomputed = recomputed_layers(spec, pp, vp, stage_index, recompute, recompute_layers, layers_per_chunk)
     per_microbatch = sum(
         layer_activation_bytes(spec, i, recompute="full" if i in recomputed else base_mode, **act_kw)
         for i in layers
@@ -332,7 +363,10 @@ def _candidates(spec: ModelSpec, st: Mapping[str, Any]) -> list[list[tuple[str, 
     groups.append(
         [(tp_label, {"tp": 2 * st["tp"], "sequence_parallel": st["sequence_parallel"] or sp_for_moe})]
     )
-    groups.append([(f"pp: {p}", {"pp": p}) for p in range(st["pp"] + 1, spec.layers + 1)])
+    # A new pp needs its own chunk split: the suggestion uses the automatic one.
+    groups.append(
+        [(f"pp: {p}", {"pp": p, "layers_per_chunk": None}) for p in range(st["pp"] + 1, spec.layers + 1)]
+    )
     groups.append([(f"cp: {2 * st['cp']}", {"cp": 2 * st["cp"]})])
     if spec.moe is not None:
         groups.append([(f"ep: {2 * st['ep']}", {"ep": 2 * st["ep"]})])

@@ -1043,31 +1043,82 @@ def _layer_chunk_sizes(layers: int, pp: int, vp: int) -> list[int] | None:
     return None
 
 
+def balanced_chunk_layers(layers: int, pp: int, vp: int = 1) -> tuple[int, ...] | None:
+    """Layers per model chunk as even as possible (sizes n and n+1), the lighter chunks placed first at
+    the ends (last, first, then inwards), which carry the output layer + loss and the embedding.
+
+    It reproduces both automatic splits above when they apply, and is what racksim suggests for
+    ``parallelism.layers_per_chunk`` when they do not (Megatron's uneven first/last stages). None when
+    there are more chunks than layers.
+    """
+    chunks = pp * vp
+    if chunks > layers:
+        return None
+    base, extra = divmod(layers, chunks)
+    sizes = [base + 1] * chunks
+    order = [i for k in range(chunks) for i in ((chunks - 1 - k, k) if k < chunks - 1 - k else (k,))]
+    for i in order[: chunks - extra]:
+        sizes[i] = base
+    return tuple(sizes)
+
+
 def pipeline_layers(
-    spec: ModelSpec, pp: int = 1, vp: int = 1, *, file: str | None = None, path: str = "parallelism"
+    spec: ModelSpec,
+    pp: int = 1,
+    vp: int = 1,
+    *,
+    layers_per_chunk: tuple[int, ...] | None = None,
+    file: str | None = None,
+    path: str = "parallelism",
 ) -> tuple[tuple[range, ...], ...]:
     """Layer indices per pipeline stage and virtual chunk: ``result[stage][chunk]``.
 
     Model chunk j (0 .. pp·vp-1) lives on stage j % pp as its chunk j // pp (Megatron's interleaving).
+    ``layers_per_chunk`` (in model-chunk order) overrides the automatic split.
     """
-    sizes = _layer_chunk_sizes(spec.layers, pp, vp)
-    if sizes is None:
-        chunks = pp * vp
-        good = [p for p in range(1, min(spec.layers, 256) + 1) if _layer_chunk_sizes(spec.layers, p, vp)]
-        raise ConfigError(
-            f"pp·vp = {pp}·{vp} = {chunks} does not divide layers = {spec.layers}",
-            file=file,
-            path=_join(path, "pp"),
-            value=pp,
-            expected=f"pp·vp dividing {spec.layers}, or {spec.layers}+2 (end stages one layer short)",
-            hint=f"pp that work with vp = {vp}: " + ", ".join(str(p) for p in good[:12]),
-        )
+    chunks = pp * vp
+    if layers_per_chunk is not None:
+        sizes = list(layers_per_chunk)
+        if len(sizes) != chunks or sum(sizes) != spec.layers or min(sizes) < 1:
+            raise ConfigError(
+                f"layers_per_chunk must list pp·vp = {chunks} chunks of >= 1 layer summing to "
+                f"layers = {spec.layers}",
+                file=file,
+                path=_join(path, "layers_per_chunk"),
+                value=list(layers_per_chunk),
+                expected=f"{chunks} whole numbers >= 1 with sum {spec.layers}",
+                hint=_layout_hint(spec.layers, pp, vp),
+            )
+    else:
+        found = _layer_chunk_sizes(spec.layers, pp, vp)
+        if found is None:
+            good = [p for p in range(1, min(spec.layers, 256) + 1) if _layer_chunk_sizes(spec.layers, p, vp)]
+            raise ConfigError(
+                f"pp·vp = {pp}·{vp} = {chunks} does not divide layers = {spec.layers}",
+                file=file,
+                path=_join(path, "pp"),
+                value=pp,
+                expected=f"pp·vp dividing {spec.layers}, or {spec.layers}+2 (end stages one layer short), "
+                "or an explicit parallelism.layers_per_chunk",
+                hint=(
+                    f"pp that work with vp = {vp}: {', '.join(str(p) for p in good[:12])}; " if good else ""
+                )
+                + _layout_hint(spec.layers, pp, vp),
+            )
+        sizes = found
     stages: list[list[range]] = [[] for _ in range(pp)]
     start = 0
     for j, size in enumerate(sizes):
         stages[j % pp].append(range(start, start + size))
         start += size
     return tuple(tuple(chunks) for chunks in stages)
+
+
+def _layout_hint(layers: int, pp: int, vp: int) -> str:
+    balanced = balanced_chunk_layers(layers, pp, vp)
+    if balanced is None:
+        return f"pp·vp = {pp * vp} exceeds layers = {layers}"
+    return f"or set layers_per_chunk: [{', '.join(map(str, balanced))}]"
 
 
 def check_parallelism(
@@ -1083,6 +1134,7 @@ def check_parallelism(
     dp: int | None = None,
     sequence_parallel: bool | None = None,
     seq_len: int | None = None,
+    layers_per_chunk: tuple[int, ...] | None = None,
 ) -> None:
     """Raise a ConfigError naming the field when the parallel layout cannot run this model."""
 
@@ -1113,7 +1165,7 @@ def check_parallelism(
             )
     if vp > 1 and pp == 1:
         raise err("vp", "interleaved pipelining (vp > 1) needs pp > 1", vp, "vp = 1 when pp = 1")
-    pipeline_layers(spec, pp, vp, file=file, path=path)
+    pipeline_layers(spec, pp, vp, layers_per_chunk=layers_per_chunk, file=file, path=path)
     if spec.moe is None:
         if ep > 1:
             raise err("ep", f"ep = {ep} but {spec.name} has no experts", ep, "ep = 1 for a dense model")

@@ -18,7 +18,7 @@ import yaml
 
 from simcore.errors import ConfigError
 from simcore.profile import apply_overrides, read_yaml
-from simcore.schema import build, choice, flag, number, section, text
+from simcore.schema import build, choice, flag, int_list, number, section, text
 from workloads.model import ModelSpec, list_presets, load_model, load_preset
 
 WORKLOAD_KEYS = ("kind", "model", "preset", "parallelism", "batch", "precision", "steps", "name", "kernels")
@@ -40,6 +40,14 @@ class Parallelism:
         minimum=1,
     )
     vp: int = number("virtual pipeline stages per rank (interleaved 1F1B)", 1, integer=True, minimum=1)
+    layers_per_chunk: tuple[int, ...] | None = int_list(
+        "layers of each of the pp·vp model chunks, in model order (chunk j runs on stage j % pp), for uneven "
+        "stages (Megatron's --decoder-first/last-pipeline-num-layers, pipeline layouts); default: an even "
+        "split, or one layer fewer on the first and last chunk when layers + 2 divides",
+        None,
+        minimum=1,
+        optional=True,
+    )
     sequence_parallel: bool = flag(
         "shard norms/dropout over TP (all-gather + reduce-scatter instead of all-reduce)", True
     )
@@ -232,6 +240,7 @@ def validate_training_spec(spec: TrainingSpec) -> None:
         dp=par.dp,
         sequence_parallel=par.sequence_parallel,
         seq_len=spec.model.seq_len,
+        layers_per_chunk=par.layers_per_chunk,
     )
     per_replica = spec.batch.global_seqs / par.dp
     if spec.batch.global_seqs % par.dp:
@@ -334,6 +343,7 @@ def auto_training_spec(
                     cp=1,
                     ep=1,
                     vp=1,
+                    layers_per_chunk=None,
                     sequence_parallel=tp > 1,
                     zero=1,
                     fsdp=False,
@@ -387,6 +397,7 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         flash_attention=spec.kernels.flash_attention,
         dropout=spec.kernels.dropout,
         stage_index=stage,
+        layers_per_chunk=par.layers_per_chunk,
     )
 
 
@@ -416,6 +427,10 @@ def with_overrides(spec: TrainingSpec, **changes: Any) -> TrainingSpec:
 def spec_mapping(spec: TrainingSpec) -> dict[str, Any]:
     """The effective spec as a workload-spec mapping (overridable with --set, reloadable as YAML)."""
     par = {k: getattr(spec.parallelism, k) for k in spec.parallelism.__dataclass_fields__}
+    if par["layers_per_chunk"] is None:
+        del par["layers_per_chunk"]  # the automatic split
+    else:
+        par["layers_per_chunk"] = list(par["layers_per_chunk"])
     return {
         "kind": "training",
         "name": spec.name,

@@ -338,7 +338,9 @@ class TrainingJob:
         self.grad_bytes = 4.0 if par.grad_reduce == "fp32" else 2.0
         self.chunks = par.vp
         self.vstages = par.pp * par.vp
-        self.stage_chunks = mdl.pipeline_layers(spec.model, par.pp, par.vp, file=spec.source_file)
+        self.stage_chunks = mdl.pipeline_layers(
+            spec.model, par.pp, par.vp, layers_per_chunk=par.layers_per_chunk, file=spec.source_file
+        )
         self.dtype = (
             "bf16"
             if spec.precision == "fp16" and "fp16" not in machine.profile.accelerator.peak_flops
@@ -348,7 +350,9 @@ class TrainingJob:
         self.memory = stage_memory(self.spec, self.m.profile.accelerator.hbm_capacity)
         self._recomputed = frozenset().union(
             *(
-                recomputed_layers(spec.model, par.pp, par.vp, st, par.recompute, par.recompute_layers)
+                recomputed_layers(
+                    spec.model, par.pp, par.vp, st, par.recompute, par.recompute_layers, par.layers_per_chunk
+                )
                 for st in range(par.pp)
             )
         )
@@ -532,7 +536,13 @@ class TrainingJob:
         """(dense, expert) parameters this GPU holds for its stage (TP/EP-sharded, embedding/head included)."""
         par = self.spec.parallelism
         sp = stage_params(
-            self.spec.model, tp=par.tp, pp=par.pp, vp=par.vp, ep=par.ep, stage_index=self.class_stage[cls]
+            self.spec.model,
+            tp=par.tp,
+            pp=par.pp,
+            vp=par.vp,
+            ep=par.ep,
+            stage_index=self.class_stage[cls],
+            layers_per_chunk=par.layers_per_chunk,
         )
         return sp.dense, sp.experts
 

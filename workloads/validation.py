@@ -528,6 +528,12 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     if precision not in profile.accelerator.peak_flops:
         raise NotRunnable(f"{profile.accelerator.name} has no {precision} tensor cores")
 
+    layout = _pipeline_layout(model, pp, vp)
+    if layout is not None:
+        assumptions.append(
+            f"pipeline layout not printed and {pp}·{vp} chunks do not split {model.layers} layers evenly: "
+            f"layers_per_chunk {list(layout)} (most even, lighter chunks at the ends)"
+        )
     sp = par_in.get("sequence_parallel")
     parallelism: dict[str, Any] = {
         "tp": tp,
@@ -543,6 +549,8 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
         "dp_overlap": sw.dp_overlap,
         "grad_reduce": sw.grad_reduce,
     }
+    if layout is not None:
+        parallelism["layers_per_chunk"] = list(layout)
     spec: dict[str, Any] = {
         "kind": "training",
         "name": rid,
@@ -615,15 +623,25 @@ def _check_spec(spec: Mapping[str, Any]) -> None:
 
 
 def _clean(message: str) -> str:
-    message = message.removeprefix("row: ").strip()
-    found = re.search(r"pp·vp = (\d+)·(\d+) = (\d+) does not divide layers = (\d+)", message)
-    if found:
-        pp, vp, chunks, layers = found.groups()
-        return (
-            f"pp·vp = {pp}·{vp} = {chunks} model chunks do not split {layers} layers evenly (nor {layers}+2): "
-            "the source uses an explicit Megatron pipeline layout, which racksim does not express"
-        )
-    return message
+    return message.removeprefix("row: ").strip()
+
+
+def _pipeline_layout(model: ModelSpec, pp: int, vp: int) -> tuple[int, ...] | None:
+    """None when racksim's automatic split applies; otherwise the most even ``layers_per_chunk``.
+
+    Sources that split layers unevenly (DeepSeek-V3's 61 layers on 8, 16 or 32 chunks) used an explicit
+    Megatron pipeline layout they do not print; the most even one is the assumption.
+    """
+    from workloads.model import balanced_chunk_layers, pipeline_layers
+
+    try:
+        pipeline_layers(model, pp, vp)
+        return None
+    except ConfigError:
+        layout = balanced_chunk_layers(model.layers, pp, vp)
+        if layout is None:
+            raise NotRunnable(f"pp·vp = {pp}·{vp} chunks exceed {model.layers} layers") from None
+        return layout
 
 
 def _fitting_layout(
@@ -653,9 +671,12 @@ def _fitting_layout(
         modes = [(recompute, 0)]
     else:
         try:
-            chunks = pipeline_layers(load_training_spec(spec, file="row").model, par["pp"], par["vp"])
+            ts = load_training_spec(spec, file="row")
         except ConfigError as exc:
             raise NotRunnable(_clean(str(exc))) from None
+        chunks = pipeline_layers(
+            ts.model, par["pp"], par["vp"], layers_per_chunk=ts.parallelism.layers_per_chunk
+        )
         longest = max(len(c) for stage in chunks for c in stage)
         modes = [("none", 0)] + [("full", n) for n in range(1, longest)] + [("full", 0)]
     for mode, layers in modes:

@@ -1,0 +1,154 @@
+"""Uneven pipeline stages: ``parallelism.layers_per_chunk``, the balanced split racksim suggests, and the
+validation rows (DeepSeek-V3's 61 layers) that need it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import simpy
+
+from simcore.cluster import Cluster
+from simcore.collectives import CollectiveModel
+from simcore.engine import Machine
+from simcore.errors import ConfigError
+from simcore.profile import load_profile
+from workloads import model as mdl
+from workloads.memory import training_memory
+from workloads.spec import _memory_kwargs, load_training_spec
+from workloads.training import TrainingJob
+from workloads.validation import load_table, map_row, select_rows
+
+# 16 identical compute-bound layers, a tiny vocabulary: stage times are proportional to their layers.
+COMPUTE_ONLY = {
+    "name": "compute-only",
+    "layers": 16,
+    "hidden": 4096,
+    "ffn_hidden": 16384,
+    "heads": 32,
+    "kv_heads": 32,
+    "vocab": 512,
+    "seq_len": 2048,
+    "ffn": "gelu",
+}
+
+
+def _spec(parallelism: dict[str, Any], gbs: int = 8) -> Any:
+    data = {
+        "kind": "training",
+        "model": dict(COMPUTE_ONLY),
+        "parallelism": {"tp": 1, "dp": 1, "recompute": "none", **parallelism},
+        "batch": {"global_seqs": gbs, "micro": 1},
+        "steps": 1,
+    }
+    return load_training_spec(data, file="layout.yaml")
+
+
+def _step_time(spec: Any) -> float:
+    prof = load_profile("h100-dgx.yaml")
+    cluster = Cluster(prof, racks=1)
+    env = simpy.Environment()
+    machine = Machine(env, prof, cluster, CollectiveModel(prof, cluster))
+    job = TrainingJob(spec, machine)
+    job.start()
+    machine.run()
+    return job.step_times.ends[0]
+
+
+# ------------------------------------------------------------------------------------------ the split
+@pytest.mark.parametrize("layers", [2, 7, 16, 32, 61, 80, 126])
+@pytest.mark.parametrize("pp,vp", [(1, 1), (2, 1), (3, 1), (4, 2), (8, 1), (8, 4), (16, 1)])
+def test_balanced_split_is_most_even_and_agrees_with_the_automatic_one(layers, pp, vp):
+    sizes = mdl.balanced_chunk_layers(layers, pp, vp)
+    if pp * vp > layers:
+        assert sizes is None
+        return
+    assert len(sizes) == pp * vp and sum(sizes) == layers
+    assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    automatic = mdl._layer_chunk_sizes(layers, pp, vp)
+    if automatic is not None:  # even, or Llama 3's one-short end stages: the same lists
+        assert list(sizes) == automatic
+    if min(sizes) < max(sizes):  # the ends (embedding, output + loss) get the lighter chunks first
+        assert sizes[-1] == min(sizes)
+        assert sizes[0] == min(sizes) or sizes.count(min(sizes)) == 1
+
+
+def test_deepseek_v3_on_eight_chunks():
+    assert mdl.balanced_chunk_layers(61, 8, 1) == (7, 8, 8, 8, 8, 8, 7, 7)
+    spec = mdl.load_preset("deepseek-v3")
+    stages = mdl.pipeline_layers(spec, 4, 2, layers_per_chunk=(7, 8, 8, 8, 8, 8, 7, 7))
+    # chunk j on stage j % pp: stage 0 holds chunks 0 and 4
+    assert stages[0] == (range(0, 7), range(31, 39))
+    assert [len(c) for s in stages for c in s] == [7, 8, 8, 8, 8, 7, 8, 7]
+    assert sorted(i for s in stages for c in s for i in c) == list(range(61))
+
+
+# ------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    "value,why",
+    [
+        ([4, 4, 4], "3 chunks for pp 4"),
+        ([4, 4, 4, 5], "sums to 17, not 16"),
+        ([0, 6, 5, 5], "an empty chunk"),
+        ("4,4,4,4", "not a list"),
+        ([4, 4, 4.5, 3.5], "not whole numbers"),
+    ],
+)
+def test_bad_layers_per_chunk_names_the_field(value, why):
+    with pytest.raises(ConfigError) as info:
+        _spec({"pp": 4, "layers_per_chunk": value})
+    assert info.value.path == "parallelism.layers_per_chunk", why
+    assert "layout.yaml" in str(info.value)
+
+
+def test_pp_not_splitting_the_layers_suggests_a_layout():
+    with pytest.raises(ConfigError) as info:
+        _spec({"pp": 5})
+    msg = str(info.value)
+    assert "5·1 = 5 does not divide layers = 16" in msg
+    assert "layers_per_chunk: [3, 3, 4, 3, 3]" in msg  # 16 over 5: the one heavier chunk in the middle
+
+
+# ------------------------------------------------------------------------------------------ behaviour
+def test_explicit_automatic_split_changes_nothing():
+    auto = _step_time(_spec({"pp": 4}))
+    explicit = _step_time(_spec({"pp": 4, "layers_per_chunk": [4, 4, 4, 4]}))
+    assert explicit == auto  # same layers on the same stages: the same simulation, bit for bit
+
+
+def test_the_heaviest_stage_sets_the_pace():
+    """pp 4, m = 8 micro-batches, compute-bound layers: 1F1B takes about (m - 1) x the slowest stage's
+    forward + backward plus one pass through every stage (fill and drain), so with stage times
+    proportional to layers n_i the step scales as (m - 1) max(n) + sum(n). Within 3 % (p2p transfers, the
+    embedding and LM head on the end stages)."""
+
+    def closed_form(sizes: list[int]) -> float:
+        return (8 - 1) * max(sizes) + sum(sizes)
+
+    even = _step_time(_spec({"pp": 4}))
+    for sizes in ([4, 4, 3, 5], [3, 3, 3, 7]):
+        t = _step_time(_spec({"pp": 4, "layers_per_chunk": sizes}))
+        assert t / even == pytest.approx(closed_form(sizes) / closed_form([4, 4, 4, 4]), rel=0.03), sizes
+        assert t > even
+
+
+def test_memory_follows_the_layers_of_each_stage():
+    spec = _spec({"pp": 4, "layers_per_chunk": [3, 3, 3, 7]})
+    mem = [training_memory(spec.model, **_memory_kwargs(spec, s)) for s in range(4)]
+    weights = [m.weights for m in mem]
+    # stages 1 and 2 hold 3 layers each, stage 3 holds 7 (+ the final norm and LM head)
+    assert weights[1] == pytest.approx(weights[2], rel=1e-12)
+    assert weights[3] > 7 / 3 * weights[1] * 0.999
+
+
+# ------------------------------------------------------------------------------------------ validation
+def test_deepseek_rows_run_with_the_most_even_layout():
+    table, _ = load_table()
+    rows = [r for r in select_rows(table, ["DeepSeekV3"]) if "w/_MTP" not in r["id"]]
+    assert rows
+    for row in rows:
+        plan = map_row(row, table)
+        par = plan.spec["parallelism"]
+        sizes = par["layers_per_chunk"]
+        assert len(sizes) == par["pp"] * par["vp"] and sum(sizes) == 61
+        assert any("layers_per_chunk" in a for a in plan.assumptions)
