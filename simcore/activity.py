@@ -88,6 +88,7 @@ class ActivityRecorder:
         # Open rows: the varying part + a template id. The list object never changes (the engine holds it).
         self.pending: list[tuple[int, int, int, int, float, float, int]] = []
         self._kept: list[Template] = []  # templates for the recorder's lifetime (ids 0, 1, ...)
+        self._kept_ids: dict[Template, int] = {}  # template value -> its id in _kept
         self._kept_array = np.zeros((0, len(TEMPLATE_FIELDS)))
         self._local_array = np.zeros((0, len(TEMPLATE_FIELDS)))
         self._templates: list[Template] = []  # this block's other templates (ids -1, -2, ...)
@@ -117,10 +118,13 @@ class ActivityRecorder:
         return nid
 
     def keep_template(self, template: Template) -> int:
-        """Register a template for the recorder's lifetime; rows appended to ``pending`` refer to it by the
-        returned id (the engine's memoised compute ops take this path)."""
-        self._kept.append(template)
-        return len(self._kept) - 1
+        """Register a template for the recorder's lifetime (once per distinct value); rows appended to
+        ``pending`` refer to it by the returned id (the engine's memoised compute ops take this path)."""
+        tid = self._kept_ids.get(template)
+        if tid is None:
+            tid = self._kept_ids[template] = len(self._kept)
+            self._kept.append(template)
+        return tid
 
     def record_op(
         self,

@@ -243,14 +243,18 @@ class Machine:
         the recorder as (varying part, template id) and stream state lives in plain lists, which keeps the
         per-event overhead close to plain simpy's.
         """
-        # Memo keyed by the work tuple's identity (callers reuse their program tuples; the entry keeps the
-        # tuple alive so its id stays unique), holding the cost at the latest (dtype, clock, name) it ran with.
+        # Memo keyed by the work tuple's identity (callers reuse their program tuples; the memo entry holds
+        # this very tuple, which keeps it alive so its id stays unique), holding the cost at the latest
+        # (dtype, clock, name) it ran with.
         clock = self.clock[rank_class]
         memo = self._cost_memo.get(id(work))
         if memo is None or memo[0] is not work or memo[1] != clock or memo[2] != dtype or memo[3] != name:
             if len(self._cost_memo) > _COST_MEMO_MAX:  # a caller building fresh tuples every call
                 self._cost_memo.clear()
-            memo = self._cost_memo[id(work)] = self._fused_cost(work, dtype, clock, name)
+            memo = self._fused_cost(work, dtype, clock, name)
+            if memo[0] is not work:  # an equal tuple came first: hold this one, or the next call misses
+                memo = (work, *memo[1:])
+            self._cost_memo[id(work)] = memo
         sid = 0 if stream == "compute" else self.streams.get(stream)
         if sid is None:
             sid = self.stream(stream)

@@ -106,7 +106,6 @@ class PowerController:
         self.unit_class = np.arange(n)
         self.unit_types = self.class_in_type.T.copy()  # [U, R_types]
         self.unit_clock = np.ones(n)
-        self.split_log: list[tuple[float, int]] = []  # (time s, class) of every split
         self.t_prev = 0.0
         self._carry: tuple[np.ndarray, ...] = _empty_intervals()
         self._queue: list[np.ndarray] = []
@@ -262,7 +261,7 @@ class PowerController:
             ("cap", np.repeat(cap_series[:, None], k, axis=1)),
         ):
             self._series[key].append(value)
-        self._split_diverged(coolant_rack.mean(axis=1), over, t_now)
+        self._split_diverged(coolant_rack.mean(axis=1), over)
         self.t_prev = t_now
         self.ticks += 1
 
@@ -285,7 +284,7 @@ class PowerController:
         self.cap = np.maximum(cap, self.idle[uc] * 1.01)
         return over
 
-    def _split_diverged(self, coolant_c: np.ndarray, over: np.ndarray, t_now: float) -> None:
+    def _split_diverged(self, coolant_c: np.ndarray, over: np.ndarray) -> None:
         """Split every unit whose rack types now differ (coolant by more than SPLIT_TOLERANCE_K, or some
         over the rack limit and some not) into one unit per rack type, each starting from the unit's state."""
         types = self.unit_types
@@ -310,7 +309,6 @@ class PowerController:
                     new_types[row] = False
                     new_types[row, r] = True
                     row += 1
-                self.split_log.append((t_now, int(self.unit_class[u])))
             else:
                 row += 1
         self.unit_class = self.unit_class[src]

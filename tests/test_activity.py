@@ -38,7 +38,9 @@ def _expected(rows: list[tuple]) -> np.ndarray:
 
 @settings(max_examples=60, deadline=None)
 @given(rows=st.lists(_row, max_size=60), block=st.integers(1, 17), kept_every=st.integers(1, 4))
-def test_every_recording_path_gives_back_the_same_rows(rows: list[tuple], block: int, kept_every: int) -> None:
+def test_every_recording_path_gives_back_the_same_rows(
+    rows: list[tuple], block: int, kept_every: int
+) -> None:
     rec = ActivityRecorder(block_rows=block, keep=True)
     sunk: list[np.ndarray] = []
     rec.add_sink(sunk.append)

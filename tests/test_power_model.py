@@ -114,6 +114,7 @@ def _idle(profile_name: str, seconds: float = 1.0) -> PowerController:
     m = Machine(env, p, Cluster(p, racks=1), comm_model=None)  # type: ignore[arg-type]
     m.add_class("all", np.arange(p.gpus_per_rack))
     ctl = PowerController(m)
+
     def wait():
         yield env.timeout(seconds)
 
@@ -179,14 +180,15 @@ def test_a_hot_afternoon_from_a_csv_costs_throughput_with_dry_coolers(tmp_path):
 
 
 def _two_rack_job(sets: tuple[str, ...], seconds: float = 3.0) -> PowerController:
-    """gen2, two racks: class 0 fills 48 GPUs of rack 0; class 1 has 24 GPUs in rack 0 and 24 in rack 1
-    (a pipeline stage straddling a rack boundary). Both run large GEMMs back to back, so rack 0 (72 busy
-    GPUs) draws three times rack 1's GPU power and its coolant runs warmer."""
+    """gen2, two racks: class 0 fills 48 GPUs of rack 0; class 1 has 24 GPUs in rack 0 and 36 in rack 1
+    (a pipeline stage straddling a rack boundary; unequal halves, so GPU weighting matters). Both run large
+    GEMMs back to back, so rack 0 (72 busy GPUs) draws twice rack 1's GPU power and its coolant runs
+    warmer."""
     p = load_profile("gen2.yaml", list(sets))
     env = simpy.Environment()
     m = Machine(env, p, Cluster(p, racks=2), comm_model=None)  # type: ignore[arg-type]
     m.add_class("rack0", np.arange(48))
-    m.add_class("straddling", np.arange(48, 96))
+    m.add_class("straddling", np.arange(48, 108))
     ctl = PowerController(m)
 
     def work(c: int):
@@ -219,14 +221,19 @@ def test_a_class_splits_when_its_racks_run_at_different_temperatures():
     assert res.summary["thermal_units"] == 3
     # The class's series are its units': the hottest junction, and power between the two units'.
     assert res.tj_c[-1, 1] == pytest.approx(ctl.tj[hot])
-    # Energy still adds up: rack IT power is the GPU-weighted unit power plus the rest.
-    it_e = float(np.sum(res.it_w * res.width_s))
-    assert it_e == pytest.approx(res.summary["it_energy_j"], rel=1e-9)
+    # Energy still adds up: the classes' series (GPU-weighted over their units) times their GPUs equal the
+    # GPU share of the racks' IT power (IT power less the static load and the idle GPUs).
+    gpus = ctl.rack_counts.T @ ctl.rack_type_racks  # [C] GPUs of each class
+    class_gpu_e = float(np.sum((res.gpu_w @ gpus) * res.width_s))
+    rack_gpu_w = res.rack_it_w - ctl.static_rack_w - ctl.rack_idle_gpus * ctl.p.accelerator.idle_power
+    rack_gpu_e = float(np.sum((rack_gpu_w @ res.racks_per_type) * res.width_s))
+    assert class_gpu_e == pytest.approx(rack_gpu_e, rel=1e-9)
 
 
 def test_a_class_splits_when_only_some_of_its_racks_are_over_the_power_limit():
-    # 72 busy GPUs (rack 0) exceed 100 kW; rack 1 (24 busy GPUs) does not.
-    ctl = _two_rack_job(("rack.power_limit=100 kW",))
+    # 72 busy GPUs (rack 0) exceed 100 kW; rack 1 (36 busy GPUs) does not. With no heat to the liquid loop
+    # both racks see the same coolant, so only the rack-limit rule can split the straddling class.
+    ctl = _two_rack_job(("rack.power_limit=100 kW", "cooling.liquid_fraction=0"))
     hot, cool = _unit(ctl, 1, busy_rack=True), _unit(ctl, 1, busy_rack=False)
     gpu_cap = ctl.gpu_cap[0]
     assert ctl.cap[hot] < gpu_cap and ctl.cap[cool] == pytest.approx(gpu_cap)
