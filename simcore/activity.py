@@ -7,7 +7,6 @@ per-channel utilisation levels the power model needs, so power never has to re-d
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -77,6 +76,9 @@ TEMPLATE_FIELDS = (
     "u_scale_out",
 )
 Template = tuple[int, int, int, int, float, float, float, float, float, float]
+# Open rows convert straight into these record layouts (the event's own field types): one pass per part.
+_VARYING_DTYPE = np.dtype([(f, EVENT_DTYPE[f]) for f in VARYING_FIELDS] + [("template", np.int64)])
+_TEMPLATE_DTYPE = np.dtype([(f, EVENT_DTYPE[f]) for f in TEMPLATE_FIELDS])
 
 
 class ActivityRecorder:
@@ -89,8 +91,8 @@ class ActivityRecorder:
         self.pending: list[tuple[int, int, int, int, float, float, int]] = []
         self._kept: list[Template] = []  # templates for the recorder's lifetime (ids 0, 1, ...)
         self._kept_ids: dict[Template, int] = {}  # template value -> its id in _kept
-        self._kept_array = np.zeros((0, len(TEMPLATE_FIELDS)))
-        self._local_array = np.zeros((0, len(TEMPLATE_FIELDS)))
+        self._kept_array = np.zeros(0, dtype=_TEMPLATE_DTYPE)
+        self._local_array = np.zeros(0, dtype=_TEMPLATE_DTYPE)
         self._templates: list[Template] = []  # this block's other templates (ids -1, -2, ...)
         self._template_ids: dict[int, int] = {}  # id(template) -> id (templates stay alive in the list)
         self._converted: list[np.ndarray] = []  # the open rows converted so far (by pollers), in order
@@ -175,22 +177,22 @@ class ActivityRecorder:
         block = np.empty(n, dtype=EVENT_DTYPE)
         if n == 0:
             return block
-        width = len(VARYING_FIELDS) + 1
-        flat = np.fromiter(itertools.chain.from_iterable(rows), np.float64, count=n * width)
-        flat = flat.reshape(n, width)
-        for col, name in enumerate(VARYING_FIELDS):
-            block[name] = flat[:, col]
+        varying = np.fromiter(rows, dtype=_VARYING_DTYPE, count=n)
+        for name in VARYING_FIELDS:
+            block[name] = varying[name]
         # ids >= 0 index the kept templates, ids < 0 this block's (-1 is the first); each template is
         # converted once
         self._kept_array = _extend(self._kept_array, self._kept)
-        self._local_array = _extend(self._local_array, self._templates)
-        tid = flat[:, -1].astype(np.intp)
-        local = tid < 0
-        values = np.empty((n, len(TEMPLATE_FIELDS)))
-        values[~local] = self._kept_array[tid[~local]]
-        values[local] = self._local_array[-1 - tid[local]]
-        for col, name in enumerate(TEMPLATE_FIELDS):
-            block[name] = values[:, col]
+        tid = varying["template"]
+        if self._templates:
+            self._local_array = _extend(self._local_array, self._templates)
+            table = np.concatenate([self._kept_array, self._local_array])
+            tid = np.where(tid >= 0, tid, len(self._kept_array) - 1 - tid)
+        else:
+            table = self._kept_array
+        values = table.take(tid)
+        for name in TEMPLATE_FIELDS:
+            block[name] = values[name]
         return block
 
     def _convert_open(self) -> None:
@@ -245,8 +247,8 @@ class ActivityRecorder:
 
 
 def _extend(converted: np.ndarray, templates: list[Template]) -> np.ndarray:
-    """``converted`` (the first rows of ``templates`` as floats) grown to all of them."""
+    """``converted`` (the first ``templates`` as records) grown to all of them."""
     if len(converted) == len(templates):
         return converted
-    new = np.array(templates[len(converted) :], dtype=np.float64).reshape(-1, len(TEMPLATE_FIELDS))
+    new = np.array(templates[len(converted) :], dtype=_TEMPLATE_DTYPE)
     return np.concatenate([converted, new])
