@@ -67,7 +67,7 @@ def test_sc21_rows_use_the_papers_flop_count_and_2021_megatron():
     par = plan.spec["parallelism"]
     assert plan.profile == "a100-dgx.yaml" and plan.racks == 48
     assert (par["tp"], par["pp"], par["dp"], par["recompute"], par["zero"]) == (8, 8, 24, "full", 0)
-    assert plan.spec["kernels"] == {"flash_attention": False, "dropout": True}
+    assert plan.spec["kernels"] == {"flash_attention": False, "dropout": True, "fused_cross_entropy": False}
     assert plan.spec["model"]["name"] == "gpt-145.6b"
     assert plan.convert == "tflops" and plan.metric.startswith("TFLOP/s")
     model, _ = resolve_model(_row("megatron-sc21-t1-145.6B"), TABLE)

@@ -231,6 +231,7 @@ def training_memory(
     master_weights: bool = True,
     flash_attention: bool = True,
     dropout: bool = False,
+    fused_cross_entropy: bool = False,
     stage_index: int = 0,
     layers_per_chunk: tuple[int, ...] | None = None,
 ) -> MemoryBreakdown:
@@ -318,8 +319,10 @@ def training_memory(
     tokens = micro_batch * s / cp
     seq_split = tp if sequence_parallel else 1
     if last:
-        # final-norm input and LM-head input (bf16), fp32 cross-entropy probabilities; one micro-batch.
-        activations += tokens * (2 * _ACT_BYTES * h / seq_split + _PROB_BYTES * spec.vocab / tp)
+        # final-norm input and LM-head input (bf16), and for backward the fp32 cross-entropy probabilities,
+        # or with the fused kernel the 16-bit logit gradient it wrote over the logits; one micro-batch.
+        kept = _ACT_BYTES if fused_cross_entropy else _PROB_BYTES
+        activations += tokens * (2 * _ACT_BYTES * h / seq_split + kept * spec.vocab / tp)
 
     cp_buffers = 0.0
     if cp > 1:
@@ -333,7 +336,7 @@ def training_memory(
         workspace += params.largest_layer * (2 * param_dtype_bytes + grad_dtype_bytes)
     if tp > 1 and sequence_parallel:
         workspace += tokens * h * _ACT_BYTES  # the all-gathered layer input
-    if last:
+    if last and not fused_cross_entropy:
         workspace += tokens * spec.vocab / tp * _ACT_BYTES  # bf16 logits before the fp32 loss
 
     return MemoryBreakdown(

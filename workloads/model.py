@@ -35,6 +35,10 @@ _ACT_FLOPS_PER_ELEMENT = MappingProxyType({"gelu": 8.0, "swiglu": 5.0, "squared_
 _SOFTMAX_XENT_FLOPS_PER_ELEMENT = 5.0
 _XENT_FWD_BYTES = 22.0  # per logit: 16-bit read, fp32 copy, max pass, exp + sum, probabilities
 _XENT_BWD_BYTES = 6.0  # per logit: read fp32 probabilities, write the 16-bit gradient
+# Fused cross-entropy (flash-attn / Liger / TE style): one online max + sum-exp pass over the 16-bit
+# logits, a second that writes the 16-bit gradient in place (2 + 2 + 2 B); backward scales it in place.
+_FUSED_XENT_FWD_BYTES = 6.0
+_FUSED_XENT_BWD_BYTES = 4.0
 _ADAM_FLOPS_PER_PARAM = 16.0
 # FlashAttention-2 backward runs 5 matmuls against the forward's 2 (it recomputes the scores).
 _FLASH_BWD_FLOP_FACTOR = 2.5
@@ -942,6 +946,7 @@ def output_program(
     cp: int = 1,
     dtype_bytes: float = 2,
     phase: str = "fwd",
+    fused_cross_entropy: bool = False,
 ) -> list[Op | Comm]:
     """Final norm, vocab-parallel LM head and softmax cross-entropy of the last stage."""
     s = spec.seq_len if seq_len is None else seq_len
@@ -951,11 +956,16 @@ def output_program(
     # Softmax cross-entropy over the (vocab-parallel) logits streams them several times: read the 16-bit
     # logits and write fp32 (2 + 4 B), a max pass (4), exp and sum (4 + 4), normalise into the saved fp32
     # probabilities (4 + 4): 22 B per logit forward. Its backward reads the probabilities and writes the
-    # 16-bit logit gradient (4 + 2): 6/22 of the forward bytes.
+    # 16-bit logit gradient (4 + 2): 6/22 of the forward bytes. The fused kernel moves 6 and 4 B.
+    fwd_bytes, bwd_bytes = (
+        (_FUSED_XENT_FWD_BYTES, _FUSED_XENT_BWD_BYTES)
+        if fused_cross_entropy
+        else (_XENT_FWD_BYTES, _XENT_BWD_BYTES)
+    )
     loss = _FwdOp(
-        Op("loss", "elementwise", logits * _SOFTMAX_XENT_FLOPS_PER_ELEMENT, logits * _XENT_FWD_BYTES),
+        Op("loss", "elementwise", logits * _SOFTMAX_XENT_FLOPS_PER_ELEMENT, logits * fwd_bytes),
         1.0,
-        _XENT_BWD_BYTES / _XENT_FWD_BYTES,
+        bwd_bytes / fwd_bytes,
     )
     items: list[_Item] = [_norm("final_norm", tokens / tp if sp else tokens, spec.hidden, dt)]
     if tp > 1:

@@ -99,6 +99,11 @@ class Kernels:
         "fused flash attention; false = Megatron's unfused core (scores and softmax through HBM)", True
     )
     dropout: bool = flag("dropout on block outputs (and on attention scores when unfused)", False)
+    fused_cross_entropy: bool = flag(
+        "fused softmax cross-entropy (flash-attn/Liger/TE style): one pass over the 16-bit logits with the "
+        "gradient written in place; no fp32 probabilities kept for backward",
+        False,
+    )
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,7 @@ class TrainingSpec:
     steps: int
     source_file: str = ""
     source_text: str = ""
-    kernels: Kernels = Kernels(flash_attention=True, dropout=False)
+    kernels: Kernels = Kernels(flash_attention=True, dropout=False, fused_cross_entropy=False)
 
     @property
     def gpus(self) -> int:
@@ -396,6 +401,7 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         grad_dtype_bytes=4 if spec.precision != "fp4" else 2,
         flash_attention=spec.kernels.flash_attention,
         dropout=spec.kernels.dropout,
+        fused_cross_entropy=spec.kernels.fused_cross_entropy,
         stage_index=stage,
         layers_per_chunk=par.layers_per_chunk,
     )
@@ -439,7 +445,11 @@ def spec_mapping(spec: TrainingSpec) -> dict[str, Any]:
         "batch": {"global_seqs": spec.batch.global_seqs, "micro": spec.batch.micro},
         "precision": spec.precision,
         "steps": spec.steps,
-        "kernels": {"flash_attention": spec.kernels.flash_attention, "dropout": spec.kernels.dropout},
+        "kernels": {
+            "flash_attention": spec.kernels.flash_attention,
+            "dropout": spec.kernels.dropout,
+            "fused_cross_entropy": spec.kernels.fused_cross_entropy,
+        },
     }
 
 

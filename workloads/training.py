@@ -475,9 +475,16 @@ class TrainingJob:
         key = (which, phase)
         prog = self._programs.get(key)
         if prog is None:
-            build = mdl.embedding_program if which == "embedding" else mdl.output_program
             par = self.spec.parallelism
-            program = build(self.spec.model, phase=phase, **_program_kwargs(self.spec))
+            if which == "embedding":
+                program = mdl.embedding_program(self.spec.model, phase=phase, **_program_kwargs(self.spec))
+            else:
+                program = mdl.output_program(
+                    self.spec.model,
+                    phase=phase,
+                    fused_cross_entropy=self.spec.kernels.fused_cross_entropy,
+                    **_program_kwargs(self.spec),
+                )
             prog = program_segments(program, phase, {"tp": par.tp, "cp": par.cp, "ep": par.ep})
             if which == "output" and high_precision(self.spec.precision):
                 # Megatron/TE keep the output layer (LM head) in bf16 under FP8 and FP4 recipes.

@@ -137,6 +137,7 @@ class Software:
     grad_reduce: str = "fp32"  # Megatron reduces bf16 training's gradients in fp32
     flash_attention: bool = True
     dropout: bool = False
+    fused_cross_entropy: bool = False
     flops: str = "model"  # convention of a printed TFLOP/s: model | megatron_full_recompute | megatron
     vp: int | None = None  # the stack's interleaving when a row does not give vp (None: 1)
     eval_overhead: float = 0.0  # share of wall-clock minutes spent in evaluation (MLPerf), on top of training
@@ -197,8 +198,9 @@ SOFTWARE: tuple[Software, ...] = (
         zero=3,
         fsdp=True,
         grad_reduce="bf16",
+        fused_cross_entropy=True,
         note="llm-foundry: PyTorch FSDP FULL_SHARD with PURE bf16 mixed precision (bf16 reduce-scatter), "
-        "flash attention, no dropout",
+        "flash attention, no dropout, MPT's default loss_fn fused_crossentropy (flash-attn's kernel)",
     ),
 )
 DEFAULT_SOFTWARE = Software("", note="racksim defaults (ZeRO-1, overlapped gradient reduction)")
@@ -559,7 +561,11 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
         "batch": {"global_seqs": gbs, "micro": micro or 1},
         "precision": precision,
         "steps": 1,
-        "kernels": {"flash_attention": sw.flash_attention, "dropout": sw.dropout},
+        "kernels": {
+            "flash_attention": sw.flash_attention,
+            "dropout": sw.dropout,
+            "fused_cross_entropy": sw.fused_cross_entropy,
+        },
     }
     given = _recompute_of(par_in.get("activation_recompute")) or sw.recompute
     recompute, layers, micro_used = _fitting_layout(spec, profile.accelerator.hbm_capacity, given, micro)
