@@ -222,7 +222,9 @@ class Change:
 
     def render(self) -> str:
         def show(v: Any) -> str:
-            return "<absent>" if v is _ABSENT else repr(v)
+            if v is _ABSENT:
+                return "<absent>"
+            return repr(v.item() if isinstance(v, np.generic) else v)  # np.float64(x) reads as x
 
         rel = self.rel
         tail = f"  ({rel:+.3g} relative)" if rel is not None and math.isfinite(rel) else ""
