@@ -232,6 +232,7 @@ def training_memory(
     flash_attention: bool = True,
     dropout: bool = False,
     fused_cross_entropy: bool = False,
+    combined_1f1b: bool = False,
     stage_index: int = 0,
     layers_per_chunk: tuple[int, ...] | None = None,
 ) -> MemoryBreakdown:
@@ -307,7 +308,8 @@ def training_memory(
         for i in layers
     )
     if vp == 1:
-        in_flight = min(pp - stage_index, num_microbatches)
+        # A combined schedule (EP overlap) warms up one micro-batch on the last stage too.
+        in_flight = min(max(pp - stage_index, 1 + combined_1f1b), num_microbatches)
         activations = in_flight * per_microbatch
     else:
         # Megatron's interleaved schedule: 2·(pp - stage - 1) + (vp - 1)·pp warm-up chunks, + 1 steady.

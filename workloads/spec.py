@@ -69,6 +69,12 @@ class Parallelism:
     )
     order: str = text("rank order, fastest-varying first (Megatron default)", "tp-cp-ep-dp-pp")
     tp_comm_overlap: bool = flag("overlap TP communication with GEMMs (userbuffers-style)", False)
+    ep_comm_overlap: bool = flag(
+        "MoE: run each steady-state forward together with the backward of another micro-batch so their "
+        "expert all-to-alls hide under each other's compute (Megatron-Core's combined 1F1B, "
+        "--overlap-moe-expert-parallel-comm); the last stage holds one more micro-batch",
+        False,
+    )
     cp_comm: str = choice(
         "context-parallel K/V exchange: p2p ring overlapped with the attention core (Transformer Engine's "
         "default) or a plain all-gather before it",
@@ -247,6 +253,14 @@ def validate_training_spec(spec: TrainingSpec) -> None:
         seq_len=spec.model.seq_len,
         layers_per_chunk=par.layers_per_chunk,
     )
+    if par.ep_comm_overlap and spec.model.moe is None:
+        raise ConfigError(
+            "ep_comm_overlap overlaps expert all-to-alls, and this model has no experts",
+            file=file,
+            path="parallelism.ep_comm_overlap",
+            value=True,
+            expected="false for a dense model",
+        )
     per_replica = spec.batch.global_seqs / par.dp
     if spec.batch.global_seqs % par.dp:
         raise ConfigError(
@@ -354,6 +368,7 @@ def auto_training_spec(
                     fsdp=False,
                     recompute=recompute,
                     recompute_layers=0,
+                    ep_comm_overlap=False,
                     order="tp-cp-ep-dp-pp",
                     tp_comm_overlap=False,
                     cp_comm="p2p",
@@ -402,6 +417,7 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         flash_attention=spec.kernels.flash_attention,
         dropout=spec.kernels.dropout,
         fused_cross_entropy=spec.kernels.fused_cross_entropy,
+        combined_1f1b=par.ep_comm_overlap,
         stage_index=stage,
         layers_per_chunk=par.layers_per_chunk,
     )

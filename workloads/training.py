@@ -35,7 +35,7 @@ from workloads.memory import (
     recomputed_layers,
     stage_params,
 )
-from workloads.schedule import interleaved
+from workloads.schedule import combined, interleaved
 from workloads.spec import TrainingSpec, stage_memory
 
 # Activations travel in bf16 whatever the GEMM precision (fp8/fp4 recipes keep bf16 activations between ops).
@@ -337,6 +337,9 @@ class TrainingJob:
         self.expert_dp = par.dp * par.cp * par.tp // par.ep if spec.model.moe is not None else 1
         self.grad_bytes = 4.0 if par.grad_reduce == "fp32" else 2.0
         self.chunks = par.vp
+        self._min_warmup = (
+            1 if par.ep_comm_overlap else 0
+        )  # a combined schedule pairs different micro-batches
         self.vstages = par.pp * par.vp
         self.stage_chunks = mdl.pipeline_layers(
             spec.model, par.pp, par.vp, layers_per_chunk=par.layers_per_chunk, file=spec.source_file
@@ -576,7 +579,9 @@ class TrainingJob:
             stage = self.class_stage[c]
             mem = self.memory[stage]
             self.m.alloc(c, mem.total - mem.activations)
-            inflight = max(1, _inflight(stage, self.dims.pp, self.spec.microbatches, self.chunks))
+            inflight = max(
+                1, _inflight(stage, self.dims.pp, self.spec.microbatches, self.chunks, self._min_warmup)
+            )
             self.act_bytes.append(mem.activations / inflight)
 
     def _buckets(self, vstage: int, reverse: bool) -> list[list[int]]:
@@ -591,14 +596,27 @@ class TrainingJob:
     def _rank_process(self, cls: int) -> Generator[simpy.Event, Any, None]:
         spec, m, par = self.spec, self.m, self.spec.parallelism
         stage = self.class_stage[cls]
-        actions = interleaved(stage, self.dims.pp, spec.microbatches, self.chunks)
+        actions: list[Any] = interleaved(
+            stage, self.dims.pp, spec.microbatches, self.chunks, self._min_warmup
+        )
+        if par.ep_comm_overlap:
+            actions = combined(actions)
         last_mb = spec.microbatches - 1
         for step in range(spec.steps):
             m.class_step[cls] = step
             state = _StepState()
             if self.zero in (1, 2):
                 yield from self._param_gather_at_step_start(cls, state)
-            for phase, mb, chunk in actions:
+            for action in actions:
+                if action[0] == "FB":  # both at once: one's communication under the other's compute
+                    (_, fmb, fchunk), (_, bmb, bchunk) = action[1], action[2]
+                    fwd = self.env.process(self._forward(cls, fchunk * self.dims.pp + stage, fmb, state))
+                    bwd = self.env.process(
+                        self._backward(cls, bchunk * self.dims.pp + stage, bmb, bmb == last_mb, state)
+                    )
+                    yield fwd & bwd
+                    continue
+                phase, mb, chunk = action
                 vstage = chunk * self.dims.pp + stage
                 if phase == "F":
                     yield from self._forward(cls, vstage, mb, state)
@@ -791,8 +809,8 @@ class _StepState:
     gathers: dict[tuple, list[simpy.Event]] = field(default_factory=dict)
 
 
-def _inflight(stage: int, stages: int, microbatches: int, chunks: int) -> int:
+def _inflight(stage: int, stages: int, microbatches: int, chunks: int, min_warmup: int = 0) -> int:
     """Micro-batches whose activations a stage holds at the 1F1B peak (per chunk-equivalent)."""
     if chunks == 1:
-        return min(stages - stage, microbatches)
+        return min(max(stages - stage, min_warmup + 1), microbatches)
     return min((stages - stage - 1) * 2 + (chunks - 1) * stages + 1, microbatches * chunks)
