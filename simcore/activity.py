@@ -91,8 +91,8 @@ class ActivityRecorder:
         self.pending: list[tuple[int, int, int, int, float, float, int]] = []
         self._kept: list[Template] = []  # templates for the recorder's lifetime (ids 0, 1, ...)
         self._kept_ids: dict[Template, int] = {}  # template value -> its id in _kept
-        self._kept_array = np.zeros(0, dtype=_TEMPLATE_DTYPE)
-        self._local_array = np.zeros(0, dtype=_TEMPLATE_DTYPE)
+        self._kept_records = _Records()  # _kept as records, converted once each
+        self._local_records = _Records()  # this block's templates as records
         self._templates: list[Template] = []  # this block's other templates (ids -1, -2, ...)
         self._template_ids: dict[int, int] = {}  # id(template) -> id (templates stay alive in the list)
         self._converted: list[np.ndarray] = []  # the open rows converted so far (by pollers), in order
@@ -182,15 +182,17 @@ class ActivityRecorder:
             block[name] = varying[name]
         # ids >= 0 index the kept templates, ids < 0 this block's (-1 is the first); each template is
         # converted once
-        self._kept_array = _extend(self._kept_array, self._kept)
+        kept_table = self._kept_records.extend(self._kept)
         tid = varying["template"]
-        if self._templates:
-            self._local_array = _extend(self._local_array, self._templates)
-            table = np.concatenate([self._kept_array, self._local_array])
-            tid = np.where(tid >= 0, tid, len(self._kept_array) - 1 - tid)
+        local = tid < 0
+        if local.any():  # gather from both tables (never concatenate them: the kept one only grows)
+            local_table = self._local_records.extend(self._templates)
+            values = np.empty(n, dtype=_TEMPLATE_DTYPE)
+            kept = ~local
+            values[kept] = kept_table.take(tid[kept])
+            values[local] = local_table.take(-1 - tid[local])
         else:
-            table = self._kept_array
-        values = table.take(tid)
+            values = kept_table.take(tid)
         for name in TEMPLATE_FIELDS:
             block[name] = values[name]
         return block
@@ -211,7 +213,7 @@ class ActivityRecorder:
         self.pending.clear()
         self._converted, self._converted_rows = [], 0
         self._templates = []
-        self._local_array = self._local_array[:0]
+        self._local_records.clear()
         self._template_ids = {}
         for sink in self._sinks:
             sink(block)
@@ -246,9 +248,27 @@ class ActivityRecorder:
         return self._blocks[0]
 
 
-def _extend(converted: np.ndarray, templates: list[Template]) -> np.ndarray:
-    """``converted`` (the first ``templates`` as records) grown to all of them."""
-    if len(converted) == len(templates):
-        return converted
-    new = np.array(templates[len(converted) :], dtype=_TEMPLATE_DTYPE)
-    return np.concatenate([converted, new])
+class _Records:
+    """Templates converted to records, each once, in a buffer that grows by doubling (pollers convert a
+    few new templates per tick; re-copying everything each time would be quadratic)."""
+
+    def __init__(self) -> None:
+        self._buf = np.zeros(256, dtype=_TEMPLATE_DTYPE)
+        self._n = 0
+
+    def extend(self, templates: list[Template]) -> np.ndarray:
+        """The records of all ``templates`` (the first ones converted already)."""
+        total = len(templates)
+        if total > self._n:
+            if total > len(self._buf):
+                grown = np.zeros(max(total, 2 * len(self._buf)), dtype=_TEMPLATE_DTYPE)
+                grown[: self._n] = self._buf[: self._n]
+                self._buf = grown
+            self._buf[self._n : total] = np.fromiter(
+                templates[self._n :], dtype=_TEMPLATE_DTYPE, count=total - self._n
+            )
+            self._n = total
+        return self._buf[: self._n]
+
+    def clear(self) -> None:
+        self._n = 0
