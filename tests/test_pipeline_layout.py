@@ -65,9 +65,14 @@ def test_balanced_split_is_most_even_and_agrees_with_the_automatic_one(layers, p
         return
     assert len(sizes) == pp * vp and sum(sizes) == layers
     assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
-    automatic = mdl._layer_chunk_sizes(layers, pp, vp)
-    if automatic is not None:  # even, or Llama 3's one-short end stages: the same lists
-        assert list(sizes) == automatic
+    chunks = pp * vp
+    if layers % chunks == 0:  # the automatic even split
+        assert list(sizes) == [layers // chunks] * chunks == mdl._layer_chunk_sizes(layers, pp, vp)
+    elif pp > 1 and (layers + 2) % chunks == 0:  # Llama 3: first and last chunk one layer short
+        n = (layers + 2) // chunks
+        assert list(sizes) == [n - 1] + [n] * (chunks - 2) + [n - 1] == mdl._layer_chunk_sizes(layers, pp, vp)
+    else:
+        assert mdl._layer_chunk_sizes(layers, pp, vp) is None
     if min(sizes) < max(sizes):  # the ends (embedding, output + loss) get the lighter chunks first
         assert sizes[-1] == min(sizes)
         assert sizes[0] == min(sizes) or sizes.count(min(sizes)) == 1

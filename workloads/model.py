@@ -1039,17 +1039,14 @@ def optimizer_flops(num_params: float) -> float:
 
 
 def _layer_chunk_sizes(layers: int, pp: int, vp: int) -> list[int] | None:
-    """Layers per model chunk (pp·vp chunks), or None when they cannot be split.
+    """Layers per model chunk (pp·vp chunks) when racksim splits them on its own, else None.
 
     Even split, or Llama-3 style: (layers + 2) divisible, with one fewer layer in the first and the last
-    chunk to make room for the embedding and the loss (Llama 3 paper §3.3.2).
+    chunk to make room for the embedding and the loss (Llama 3 paper §3.3.2); both are the most even split.
     """
     chunks = pp * vp
-    if layers % chunks == 0:
-        return [layers // chunks] * chunks
-    if pp > 1 and (layers + 2) % chunks == 0 and (layers + 2) // chunks >= 2:
-        n = (layers + 2) // chunks
-        return [n - 1] + [n] * (chunks - 2) + [n - 1]
+    if layers % chunks == 0 or (pp > 1 and (layers + 2) % chunks == 0 and (layers + 2) // chunks >= 2):
+        return list(balanced_chunk_layers(layers, pp, vp) or ())
     return None
 
 
@@ -1057,8 +1054,8 @@ def balanced_chunk_layers(layers: int, pp: int, vp: int = 1) -> tuple[int, ...] 
     """Layers per model chunk as even as possible (sizes n and n+1), the lighter chunks placed first at
     the ends (last, first, then inwards), which carry the output layer + loss and the embedding.
 
-    It reproduces both automatic splits above when they apply, and is what racksim suggests for
-    ``parallelism.layers_per_chunk`` when they do not (Megatron's uneven first/last stages). None when
+    The automatic splits are this split where they apply; where they do not, it is what racksim suggests
+    for ``parallelism.layers_per_chunk`` (Megatron's uneven first/last stages). None when
     there are more chunks than layers.
     """
     chunks = pp * vp
