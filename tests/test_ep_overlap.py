@@ -4,16 +4,11 @@ together, so expert all-to-alls hide under compute)."""
 from __future__ import annotations
 
 import pytest
-import simpy
+from sim_helpers import simulate
 
-from simcore.cluster import Cluster
-from simcore.collectives import CollectiveModel
-from simcore.engine import Machine
 from simcore.errors import ConfigError
-from simcore.profile import load_profile
 from workloads.schedule import combined, interleaved
 from workloads.spec import load_training_spec
-from workloads.training import TrainingJob
 
 
 def _spec(overlap: bool, pp: int = 1, model: str = "mixtral-8x7b") -> object:
@@ -39,20 +34,14 @@ def _spec(overlap: bool, pp: int = 1, model: str = "mixtral-8x7b") -> object:
 def _simulate(spec: object) -> tuple[float, list[float], list[float]]:
     """Step time, per-class compute-stream busy time and peak memory (16 H100s: EP 8 x TP 2 spans both
     servers, so the all-to-alls cross InfiniBand)."""
-    prof = load_profile("h100-dgx.yaml")
-    cluster = Cluster(prof, racks=1)
-    env = simpy.Environment()
-    machine = Machine(env, prof, cluster, CollectiveModel(prof, cluster))
-    job = TrainingJob(spec, machine)
-    job.start()
-    machine.run()
+    _, machine, step = simulate(spec)
     table = machine.recorder.table()
     busy = table["t_end"] - table["t_start"]
     compute = [
         float(busy[(table["rank_class"] == c) & (table["kind"] == 0)].sum())
         for c in range(len(machine.classes))
     ]
-    return job.step_times.ends[0], compute, [float(x) for x in machine.mem_peak]
+    return step, compute, [float(x) for x in machine.mem_peak]
 
 
 @pytest.mark.parametrize("pp,vp,m", [(1, 1, 4), (1, 1, 1), (4, 1, 8), (4, 1, 2), (2, 2, 4)])

@@ -6,31 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import simpy
+from sim_helpers import COMPUTE_ONLY, simulate
 
-from simcore.cluster import Cluster
-from simcore.collectives import CollectiveModel
-from simcore.engine import Machine
 from simcore.errors import ConfigError
-from simcore.profile import load_profile
 from workloads import model as mdl
 from workloads.memory import training_memory
 from workloads.spec import _memory_kwargs, load_training_spec
-from workloads.training import TrainingJob
 from workloads.validation import load_table, map_row, select_rows
-
-# 16 identical compute-bound layers, a tiny vocabulary: stage times are proportional to their layers.
-COMPUTE_ONLY = {
-    "name": "compute-only",
-    "layers": 16,
-    "hidden": 4096,
-    "ffn_hidden": 16384,
-    "heads": 32,
-    "kv_heads": 32,
-    "vocab": 512,
-    "seq_len": 2048,
-    "ffn": "gelu",
-}
 
 
 def _spec(parallelism: dict[str, Any], gbs: int = 8) -> Any:
@@ -45,14 +27,7 @@ def _spec(parallelism: dict[str, Any], gbs: int = 8) -> Any:
 
 
 def _step_time(spec: Any) -> float:
-    prof = load_profile("h100-dgx.yaml")
-    cluster = Cluster(prof, racks=1)
-    env = simpy.Environment()
-    machine = Machine(env, prof, cluster, CollectiveModel(prof, cluster))
-    job = TrainingJob(spec, machine)
-    job.start()
-    machine.run()
-    return job.step_times.ends[0]
+    return simulate(spec)[2]
 
 
 # ------------------------------------------------------------------------------------------ the split

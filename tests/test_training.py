@@ -7,19 +7,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-import simpy
 import yaml
+from sim_helpers import COMPUTE_ONLY
+from sim_helpers import simulate as _simulate
 
-from simcore.cluster import Cluster, ParallelDims
-from simcore.collectives import CollectiveModel
+from simcore.cluster import ParallelDims
 from simcore.engine import Machine
 from simcore.errors import CapacityError, ConfigError
-from simcore.profile import load_profile
 from simcore.runner import RunOptions, run
 from workloads import model as mdl
 from workloads.schedule import bubble_fraction_1f1b
 from workloads.spec import load_training_spec
-from workloads.training import TrainingJob, expert_groups, layer_items, rank_groups
+from workloads.training import expert_groups, layer_items, rank_groups
 
 SMALL = {"preset": "llama3-8b", "seq_len": 2048}
 
@@ -34,20 +33,6 @@ def _spec(parallelism: dict[str, Any], *, model: Any = None, gbs: int = 8, micro
         **extra,
     }
     return load_training_spec(data, file="test.yaml")
-
-
-def _simulate(
-    spec, profile: str = "h100-dgx.yaml", sets: tuple[str, ...] = (), fidelity: str = "representative"
-):
-    """The workload on a bare machine (no power model): the job, the machine and the step time."""
-    prof = load_profile(profile, list(sets))
-    cluster = Cluster(prof, racks=max(1, -(-spec.gpus // prof.gpus_per_rack)))
-    env = simpy.Environment()
-    machine = Machine(env, prof, cluster, CollectiveModel(prof, cluster))
-    job = TrainingJob(spec, machine, fidelity=fidelity)
-    job.start()
-    machine.run()
-    return job, machine, job.step_times.ends[0]
 
 
 def _names(machine: Machine) -> list[str]:
@@ -176,17 +161,6 @@ def test_expert_and_dense_gradients_reduce_over_their_own_groups():
 
 
 # ------------------------------------------------------------------------------------------- pipeline bubble
-COMPUTE_ONLY = {
-    "name": "compute-only",
-    "layers": 16,
-    "hidden": 4096,
-    "ffn_hidden": 16384,
-    "heads": 32,
-    "kv_heads": 32,
-    "vocab": 512,
-    "seq_len": 2048,
-    "ffn": "gelu",
-}
 
 
 @pytest.mark.parametrize("m,vp", [(4, 1), (8, 1), (16, 1), (8, 2), (8, 4)])

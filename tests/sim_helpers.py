@@ -1,0 +1,41 @@
+"""Helpers shared by the workload tests: a compute-bound model and a bare simulation of one spec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import simpy
+
+from simcore.cluster import Cluster
+from simcore.collectives import CollectiveModel
+from simcore.engine import Machine
+from simcore.profile import load_profile
+from workloads.training import TrainingJob
+
+# 16 identical compute-bound layers and a tiny vocabulary: stage times are proportional to their layers,
+# and the edge stages' embedding and LM head are negligible.
+COMPUTE_ONLY = {
+    "name": "compute-only",
+    "layers": 16,
+    "hidden": 4096,
+    "ffn_hidden": 16384,
+    "heads": 32,
+    "kv_heads": 32,
+    "vocab": 512,
+    "seq_len": 2048,
+    "ffn": "gelu",
+}
+
+
+def simulate(
+    spec: Any, profile: str = "h100-dgx.yaml", sets: tuple[str, ...] = (), fidelity: str = "representative"
+) -> tuple[TrainingJob, Machine, float]:
+    """The workload on a bare machine (no power model): the job, the machine and the first step's end."""
+    prof = load_profile(profile, list(sets))
+    cluster = Cluster(prof, racks=max(1, -(-spec.gpus // prof.gpus_per_rack)))
+    env = simpy.Environment()
+    machine = Machine(env, prof, cluster, CollectiveModel(prof, cluster))
+    job = TrainingJob(spec, machine, fidelity=fidelity)
+    job.start()
+    machine.run()
+    return job, machine, job.step_times.ends[0]
