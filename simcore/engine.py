@@ -93,6 +93,7 @@ class CommGroup:
 
 @dataclass
 class _Rendezvous:
+    what: tuple[str, str] = ("", "")  # (op, name) the first member issued; the others must match
     arrived: int = 0
     ready_at: float = 0.0
     done: simpy.Event | None = None
@@ -282,26 +283,52 @@ class Machine:
         micro: int = -1,
         algo: str = "auto",
     ) -> simpy.Event:
-        """Issue a collective on ``group``; it starts once every member class has issued it."""
+        """Issue a collective on ``group``; it starts once every member class has issued it.
+
+        Members are matched by their n-th call on (group, micro-batch), numbered when issued (in program
+        order, even if the stream defers the arrival): a forward and another micro-batch's backward running
+        together, or a deferred op, cannot pair with a different op of another member.
+        """
         sid = self.stream(stream or group.kind)
+        key = None
+        if len(group.member_classes) > 1:
+            counter = (group.key, rank_class, micro)
+            call = self._group_calls.get(counter, 0)
+            self._group_calls[counter] = call + 1
+            key = (group.key, micro, call)
+        return self._arrive(rank_class, group, op, nbytes, name, stream, sid, micro, algo, key)
+
+    def _arrive(
+        self,
+        rank_class: int,
+        group: CommGroup,
+        op: str,
+        nbytes: float,
+        name: str,
+        stream: str | None,
+        sid: int,
+        micro: int,
+        algo: str,
+        key: tuple[Any, ...] | None,
+    ) -> simpy.Event:
+        """One member reaches its matched call: launch when it is the last (or the only) one."""
         if self._busy[rank_class][sid] == _PENDING:
-            # The stream still runs a flow-level collective of unknown end: issue this one after it.
+            # The stream still runs a flow-level collective of unknown end: arrive after it.
             return self._after(
                 self._tail[(rank_class, sid)],
-                lambda: self.collective(
-                    rank_class, group, op, nbytes, name=name, stream=stream, micro=micro, algo=algo
-                ),
+                lambda: self._arrive(rank_class, group, op, nbytes, name, stream, sid, micro, algo, key),
             )
         now = self.env.now
         ready = max(now, self._busy[rank_class][sid])
-        if len(group.member_classes) <= 1:
+        if key is None:
             return self._launch(group, op, nbytes, name, sid, micro, algo, ready, (rank_class,))
-        call = self._group_calls.get((group.key, rank_class), 0)
-        self._group_calls[(group.key, rank_class)] = call + 1
-        key = (group.key, call)
         rv = self._rendezvous.get(key)
         if rv is None:
-            rv = self._rendezvous[key] = _Rendezvous(done=self.env.event())
+            rv = self._rendezvous[key] = _Rendezvous(done=self.env.event(), what=(op, name))
+        elif rv.what != (op, name):
+            raise RuntimeError(
+                f"collective mismatch on group {group.key}, micro-batch {micro}: {rv.what} vs {(op, name)}"
+            )  # the members issue different sequences: a workload bug, never silently paired
         rv.arrived += 1
         rv.ready_at = max(rv.ready_at, ready)
         rv.classes.append(rank_class)

@@ -137,3 +137,35 @@ def test_memory_peak_tracks_allocations(machine):
     machine.free(0, 12.0)
     machine.alloc(0, 1.0)
     assert machine.mem_peak[0] == 15.0
+
+
+def test_collectives_pair_by_micro_batch_whatever_the_issue_order(machine):
+    """Class 0 issues micro-batch 1's collective before micro-batch 0's, class 1 the other way round (a
+    forward and another micro-batch's backward running together): each pairs with its own micro-batch."""
+    env = machine.env
+    grp = machine.group("ep", LAYOUT, (0, 1))
+    done = {}
+
+    def member(cls, order):
+        events = {
+            mb: machine.collective(cls, grp, "alltoall", 1e6, name=f"a2a{mb}", micro=mb) for mb in order
+        }
+        for mb, ev in events.items():
+            yield ev
+            done[(cls, mb)] = env.now
+
+    env.process(member(0, (1, 0)))
+    env.process(member(1, (0, 1)))
+    env.run()
+    ev = machine.recorder.table()
+    coll = ev[ev["kind"] == KIND_COLLECTIVE]
+    # one row per member and micro-batch, each with its own name (a cross-pairing would mix them)
+    names = sorted((int(r["rank_class"]), int(r["micro"]), machine.recorder.names[r["name"]]) for r in coll)
+    assert names == [(0, 0, "a2a0"), (0, 1, "a2a1"), (1, 0, "a2a0"), (1, 1, "a2a1")]
+
+
+def test_members_issuing_different_collectives_is_an_error(machine):
+    grp = machine.group("dp", LAYOUT, (0, 1))
+    machine.collective(0, grp, "allreduce", 1e6, name="grads")
+    with pytest.raises(RuntimeError, match="collective mismatch"):
+        machine.collective(1, grp, "allgather", 1e6, name="params")
