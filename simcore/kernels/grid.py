@@ -43,14 +43,22 @@ def _swing_stats(power_w: np.ndarray, dt_s: float) -> tuple[np.ndarray, np.ndarr
     return ptt, ramp
 
 
+def _in_band(k: np.ndarray, n: int, dt_s: float, band_lo_hz: float, band_hi_hz: float) -> np.ndarray:
+    """Bins ``k`` (frequency k / (n dt)) inside the closed band, decided in bin units with a 1e-9 relative
+    margin: a bin exactly on an edge (20 Hz = bin 39 of 195 samples at 10 ms) is in, however k / (n dt)
+    happens to round."""
+    span = n * dt_s
+    return (k >= band_lo_hz * span * (1 - 1e-9)) & (k <= band_hi_hz * span * (1 + 1e-9))
+
+
 def _band_weights(n: int, dt_s: float, band_lo_hz: float, band_hi_hz: float) -> tuple[np.ndarray, np.ndarray]:
     """One-sided rfft weights (2 except DC and Nyquist, so Parseval holds) and the in-band mask."""
-    freq_hz = np.fft.rfftfreq(n, dt_s)
-    weight = np.full(freq_hz.shape, 2.0)
+    k = np.arange(n // 2 + 1)
+    weight = np.full(k.shape, 2.0)
     weight[0] = 1.0
     if n % 2 == 0:
         weight[-1] = 1.0
-    return weight, (freq_hz >= band_lo_hz) & (freq_hz <= band_hi_hz)
+    return weight, _in_band(k, n, dt_s, band_lo_hz, band_hi_hz)
 
 
 def power_swing(
@@ -90,8 +98,7 @@ def power_swing_ref(
     x = p - p.mean()
     k = np.arange(n)
     spec = np.abs(np.exp(-2j * np.pi * np.outer(k, k) / n) @ x) ** 2
-    freq_hz = np.minimum(k, n - k) / (n * dt_s)  # two-sided: bin k and n - k are the same |frequency|
-    band = (freq_hz >= band_lo_hz) & (freq_hz <= band_hi_hz)
+    band = _in_band(np.minimum(k, n - k), n, dt_s, band_lo_hz, band_hi_hz)  # bins k and n - k: same |f|
     total = spec.sum()
     frac = spec[band].sum() / total if np.ptp(p) > 0.0 and total > 0.0 else 0.0
     return float(np.ptp(p)), float(np.max(np.abs(np.diff(p)), initial=0.0) / dt_s), float(frac)
