@@ -132,3 +132,17 @@ def test_deepseek_rows_run_with_the_most_even_layout():
         sizes = par["layers_per_chunk"]
         assert len(sizes) == par["pp"] * par["vp"] and sum(sizes) == 61
         assert any("layers_per_chunk" in a for a in plan.assumptions)
+
+
+def test_interleaved_memory_walks_the_schedule_with_uneven_chunks():
+    """pp 2, vp 2, 4 micro-batches, layers [7, 1, 1, 7]: stage 0 holds model chunks 0 (7 layers) and 2 (1).
+    Megatron's interleaved schedule warms up 4 chunk-forwards (mb0 c0, mb1 c0, mb0 c1, mb1 c1: 16 layers),
+    then F(mb2 c0) +7, B(mb0 c1) -1, F(mb3 c0) +7: a peak of 29 layers' activations, not the 20 an average
+    over the stage's chunks gives. The simulated peak is the memory model's, to the byte."""
+    spec = _spec({"pp": 2, "vp": 2, "layers_per_chunk": [7, 1, 1, 7]}, gbs=4)
+    mem = [training_memory(spec.model, **_memory_kwargs(spec, s)) for s in range(2)]
+    per_layer = mem[0].chunk_activations[0] / 7
+    assert mem[0].chunk_activations == pytest.approx((7 * per_layer, per_layer), rel=1e-12)
+    assert mem[0].in_flight == pytest.approx(29 * per_layer, rel=1e-12)
+    _, machine, _ = simulate(spec)
+    assert list(machine.mem_peak) == pytest.approx([m.total for m in mem], rel=1e-12)

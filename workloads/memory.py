@@ -21,6 +21,7 @@ from workloads.model import (
     layer_params,
     pipeline_layers,
 )
+from workloads.schedule import interleaved
 
 _ACT_BYTES = 2.0  # activations are kept in bf16/fp16 (Korthikanti's 2-byte tensors)
 _MASK_BYTES = 1.0  # a dropout mask is one byte per element
@@ -44,6 +45,10 @@ class MemoryBreakdown:
     activations: float
     cp_buffers: float  # context-parallel K/V gather buffers
     workspace: float  # transients: ZeRO-3 gathered layers, SP all-gather buffer, logits
+    # Of the activations: the peak of the micro-batch chunks in flight under the schedule, and what one
+    # micro-batch of each of the stage's model chunks keeps (the training job allocates exactly these).
+    in_flight: float = field(compare=False)
+    chunk_activations: tuple[float, ...] = field(compare=False)
     spec: ModelSpec = field(repr=False, compare=False)
     settings: Mapping[str, Any] = field(repr=False, compare=False)  # the training_memory arguments
 
@@ -303,18 +308,20 @@ def training_memory(
         "dropout": dropout,
     }
     recomputed = recomputed_layers(spec, pp, vp, stage_index, recompute, recompute_layers, layers_per_chunk)
-    per_microbatch = sum(
-        layer_activation_bytes(spec, i, recompute="full" if i in recomputed else base_mode, **act_kw)
-        for i in layers
+    chunk_activations = tuple(
+        sum(
+            layer_activation_bytes(spec, i, recompute="full" if i in recomputed else base_mode, **act_kw)
+            for i in chunk
+        )
+        for chunk in pipeline_layers(spec, pp, vp, layers_per_chunk=layers_per_chunk)[stage_index]
     )
-    if vp == 1:
-        # A combined schedule (EP overlap) warms up one micro-batch on the last stage too.
-        in_flight = min(max(pp - stage_index, 1 + combined_1f1b), num_microbatches)
-        activations = in_flight * per_microbatch
-    else:
-        # Megatron's interleaved schedule: 2·(pp - stage - 1) + (vp - 1)·pp warm-up chunks, + 1 steady.
-        chunks = min(num_microbatches * vp, 2 * (pp - stage_index - 1) + (vp - 1) * pp + 1)
-        activations = chunks * per_microbatch / vp
+    # Walk the stage's schedule (Megatron's 1F1B or interleaved; a combined schedule warms up one more
+    # micro-batch on the last stage): a forward keeps its chunk's activations until its backward.
+    in_flight = live = 0.0
+    for phase, _mb, chunk in interleaved(stage_index, pp, num_microbatches, vp, 1 if combined_1f1b else 0):
+        live += chunk_activations[chunk] if phase == "F" else -chunk_activations[chunk]
+        in_flight = max(in_flight, live)
+    activations = in_flight
     if recomputed:
         # The layer being recomputed during its backward holds its full activations once.
         activations += max(layer_activation_bytes(spec, i, recompute="none", **act_kw) for i in layers)
@@ -349,6 +356,8 @@ def training_memory(
         activations=activations,
         cp_buffers=cp_buffers,
         workspace=workspace,
+        in_flight=in_flight,
+        chunk_activations=chunk_activations,
         spec=spec,
         settings=MappingProxyType(settings),
     )

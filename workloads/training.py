@@ -573,16 +573,13 @@ class TrainingJob:
         return [self.env.process(self._rank_process(c)) for c in range(len(self.m.classes))]
 
     def _setup_memory(self) -> None:
-        """Static memory (weights, grads, optimizer) per class; activations come and go with the schedule."""
-        self.act_bytes: list[float] = []
+        """Static memory per class (weights, grads, optimizer, buffers); each forward then keeps its model
+        chunk's activations until its backward, so the simulated peak is the memory model's."""
+        self.act_bytes: list[tuple[float, ...]] = []
         for c in range(len(self.m.classes)):
-            stage = self.class_stage[c]
-            mem = self.memory[stage]
-            self.m.alloc(c, mem.total - mem.activations)
-            inflight = max(
-                1, _inflight(stage, self.dims.pp, self.spec.microbatches, self.chunks, self._min_warmup)
-            )
-            self.act_bytes.append(mem.activations / inflight)
+            mem = self.memory[self.class_stage[c]]
+            self.m.alloc(c, mem.total - mem.in_flight)
+            self.act_bytes.append(mem.chunk_activations)
 
     def _buckets(self, vstage: int, reverse: bool) -> list[list[int]]:
         """Layers of a virtual stage in gradient/parameter buckets of ``dp_bucket_layers``."""
@@ -682,7 +679,7 @@ class TrainingJob:
         m = self.m
         if vstage > 0:
             yield m.recv(("act", m.class_step[cls], mb, vstage, cls))
-        m.alloc(cls, self.act_bytes[cls])
+        m.alloc(cls, self.act_bytes[cls][vstage // self.dims.pp])
         layers = list(self.vstage_layers(vstage))
         zero3 = self.zero == 3
         if vstage == 0:
@@ -735,7 +732,7 @@ class TrainingJob:
             yield from self._run_program(cls, self._edge_program("embedding", "bwd"), mb)
         if reduce_now and bucket:
             state.dp_events += self._grad_sync(cls, vstage, bucket)
-        m.free(cls, self.act_bytes[cls])
+        m.free(cls, self.act_bytes[cls][vstage // self.dims.pp])
         if vstage > 0:
             self._send(cls, -1, ("grad", m.class_step[cls], mb, vstage - 1), f"pp_send_grad mb{mb}", mb)
 
@@ -807,10 +804,3 @@ class _StepState:
     dp_events: list[simpy.Event] = field(default_factory=list)
     param_ready: dict[Any, simpy.Event] = field(default_factory=dict)
     gathers: dict[tuple, list[simpy.Event]] = field(default_factory=dict)
-
-
-def _inflight(stage: int, stages: int, microbatches: int, chunks: int, min_warmup: int = 0) -> int:
-    """Micro-batches whose activations a stage holds at the 1F1B peak (per chunk-equivalent)."""
-    if chunks == 1:
-        return min(max(stages - stage, min_warmup + 1), microbatches)
-    return min((stages - stage - 1) * 2 + (chunks - 1) * stages + 1, microbatches * chunks)
