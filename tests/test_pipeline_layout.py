@@ -146,3 +146,10 @@ def test_interleaved_memory_walks_the_schedule_with_uneven_chunks():
     assert mem[0].in_flight == pytest.approx(29 * per_layer, rel=1e-12)
     _, machine, _ = simulate(spec)
     assert list(machine.mem_peak) == pytest.approx([m.total for m in mem], rel=1e-12)
+
+
+def test_a_stale_layout_after_changing_pp_says_it_can_be_dropped():
+    with pytest.raises(ConfigError) as info:
+        _spec({"pp": 2, "layers_per_chunk": [3, 3, 5, 5]})  # written for pp 4
+    assert "drop layers_per_chunk (--set parallelism.layers_per_chunk=null)" in str(info.value)
+    assert _spec({"pp": 2, "layers_per_chunk": None}).parallelism.layers_per_chunk is None

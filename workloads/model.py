@@ -1108,7 +1108,9 @@ def pipeline_layers(
                 expected=f"pp·vp dividing {spec.layers}, or {spec.layers}+2 (end stages one layer short), "
                 "or an explicit parallelism.layers_per_chunk",
                 hint=(
-                    f"pp that work with vp = {vp}: {', '.join(str(p) for p in good[:12])}; " if good else ""
+                    f"pp that work with vp = {vp}: {', '.join(str(p) for p in good[:12])}; or "
+                    if good
+                    else ""
                 )
                 + _layout_hint(spec.layers, pp, vp),
             )
@@ -1122,10 +1124,14 @@ def pipeline_layers(
 
 
 def _layout_hint(layers: int, pp: int, vp: int) -> str:
+    """What to put in ``layers_per_chunk`` for this pp·vp (or that it can go: the automatic split works)."""
     balanced = balanced_chunk_layers(layers, pp, vp)
     if balanced is None:
         return f"pp·vp = {pp * vp} exceeds layers = {layers}"
-    return f"or set layers_per_chunk: [{', '.join(map(str, balanced))}]"
+    listed = f"layers_per_chunk: [{', '.join(map(str, balanced))}]"
+    if _layer_chunk_sizes(layers, pp, vp) is not None:
+        return f"drop layers_per_chunk (--set parallelism.layers_per_chunk=null) for the automatic split {listed}"
+    return f"set {listed}"
 
 
 def check_parallelism(
