@@ -184,7 +184,12 @@ class FlowNetwork:
         i = int(np.argmin(eta))
         if not np.isfinite(eta[i]):
             return None
-        return self._now + float(eta[i]), int(self._flow_id[act[i]])
+        t = self._now + float(eta[i])
+        if t <= self._now:
+            # It finishes within the clock's resolution (now + eta rounds to now): it is done now, or a
+            # caller waking at t would find it unfinished forever.
+            self._remaining[act[i]] = 0.0
+        return t, int(self._flow_id[act[i]])
 
     def finish(self, flow_id: int, now: float | None = None) -> None:
         """Remove a flow (completed or cancelled) and re-solve the others' rates."""

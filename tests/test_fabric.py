@@ -236,3 +236,19 @@ def test_shortcut_validates_concurrency() -> None:
     assert shortcut_bw_Bps(10.0, 4.0, 1.0) == 2.5
     with pytest.raises(ConfigError):
         shortcut_bw_Bps(10.0, 2.0, 1.5)
+
+
+def test_a_flow_finishing_below_the_clocks_resolution_completes_now():
+    """At t = 1e6 s the clock resolves ~1.2e-10 s; 2 bytes at 1 TB/s take 2e-12 s (above the 1e-6-byte
+    done threshold, below the resolution): now + eta rounds to now, so the flow must count as done now,
+    or an event loop waking at that time would find it unfinished forever (a livelock seen with
+    --contention flow)."""
+    net = FlowNetwork()
+    link = net.add_link(1e12)
+    net.advance(1e6)
+    fid = net.start(1e6, [link], 2.0)
+    t, nxt = net.next_completion()
+    assert nxt == fid and t == 1e6
+    net.advance(t)
+    assert net.completed().tolist() == [fid]
+    assert net.drain() == {fid: 1e6}
