@@ -296,7 +296,7 @@ class Machine:
             call = self._group_calls.get(counter, 0)
             self._group_calls[counter] = call + 1
             key = (group.key, micro, call)
-        return self._arrive(rank_class, group, op, nbytes, name, stream, sid, micro, algo, key)
+        return self._arrive(rank_class, group, op, nbytes, name, sid, micro, algo, key)
 
     def _arrive(
         self,
@@ -305,7 +305,6 @@ class Machine:
         op: str,
         nbytes: float,
         name: str,
-        stream: str | None,
         sid: int,
         micro: int,
         algo: str,
@@ -316,7 +315,7 @@ class Machine:
             # The stream still runs a flow-level collective of unknown end: arrive after it.
             return self._after(
                 self._tail[(rank_class, sid)],
-                lambda: self._arrive(rank_class, group, op, nbytes, name, stream, sid, micro, algo, key),
+                lambda: self._arrive(rank_class, group, op, nbytes, name, sid, micro, algo, key),
             )
         now = self.env.now
         ready = max(now, self._busy[rank_class][sid])

@@ -175,3 +175,22 @@ def test_cli_main_run_writes_outputs(tmp_path):
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert np.isfinite(summary["step_time_s"])
     assert not list((tmp_path / "o").glob(".*.tmp"))
+
+
+def test_run_sim_without_its_dependencies_says_to_install(tmp_path):
+    """A checkout run before `pip install -e .`: one line naming what is missing, exit 2, no traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "run_sim.py"
+    hide = "import runpy, sys; sys.modules['simpy'] = None; sys.argv = ['run_sim.py', '--profile', 'gen2.yaml']; "
+    out = subprocess.run(
+        [sys.executable, "-c", hide + f"runpy.run_path({str(script)!r}, run_name='__main__')"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert "not installed: simpy" in out.stderr and "pip install -e ." in out.stderr
+    assert "Traceback" not in out.stderr

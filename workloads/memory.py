@@ -275,11 +275,8 @@ def training_memory(
         zero = 3
     h = spec.hidden
     last = stage_index == pp - 1
-    layers = [
-        i
-        for chunk in pipeline_layers(spec, pp, vp, layers_per_chunk=layers_per_chunk)[stage_index]
-        for i in chunk
-    ]
+    stage_chunks = pipeline_layers(spec, pp, vp, layers_per_chunk=layers_per_chunk)[stage_index]
+    layers = [i for chunk in stage_chunks for i in chunk]
     base_mode = "none" if recompute == "full" else recompute
 
     params = stage_params(
@@ -313,7 +310,7 @@ def training_memory(
             layer_activation_bytes(spec, i, recompute="full" if i in recomputed else base_mode, **act_kw)
             for i in chunk
         )
-        for chunk in pipeline_layers(spec, pp, vp, layers_per_chunk=layers_per_chunk)[stage_index]
+        for chunk in stage_chunks
     )
     # Walk the stage's schedule (Megatron's 1F1B or interleaved; a combined schedule warms up one more
     # micro-batch on the last stage): a forward keeps its chunk's activations until its backward.

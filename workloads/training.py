@@ -337,9 +337,8 @@ class TrainingJob:
         self.expert_dp = par.dp * par.cp * par.tp // par.ep if spec.model.moe is not None else 1
         self.grad_bytes = 4.0 if par.grad_reduce == "fp32" else 2.0
         self.chunks = par.vp
-        self._min_warmup = (
-            1 if par.ep_comm_overlap else 0
-        )  # a combined schedule pairs different micro-batches
+        # A combined schedule (EP overlap) pairs different micro-batches: one warm-up forward at least.
+        self._min_warmup = 1 if par.ep_comm_overlap else 0
         self.vstages = par.pp * par.vp
         self.stage_chunks = mdl.pipeline_layers(
             spec.model, par.pp, par.vp, layers_per_chunk=par.layers_per_chunk, file=spec.source_file
