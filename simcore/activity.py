@@ -7,6 +7,7 @@ per-channel utilisation levels the power model needs, so power never has to re-d
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 import numpy as np
@@ -61,7 +62,8 @@ BLOCK_ROWS = 65536
 
 # A row is split into the part that changes every op (who, where, when) and a template of what the op
 # is (kind, group, op, name, flops, bytes, utilisations), which repeats: the engine memoises templates, so
-# recording an op is one tuple append and a block is converted to numpy in one vectorised pass.
+# recording an op packs its varying part (plus a template id) onto a byte buffer in the record layout,
+# and a block becomes numpy with no per-row conversion at all.
 VARYING_FIELDS = ("rank_class", "stream", "step", "micro", "t_start", "t_end")
 TEMPLATE_FIELDS = (
     "kind",
@@ -81,14 +83,31 @@ _VARYING_DTYPE = np.dtype([(f, EVENT_DTYPE[f]) for f in VARYING_FIELDS] + [("tem
 _TEMPLATE_DTYPE = np.dtype([(f, EVENT_DTYPE[f]) for f in TEMPLATE_FIELDS])
 
 
+def _struct_of(dtype: np.dtype) -> struct.Struct:
+    """The ``struct`` layout of a packed little-endian structured dtype (byte for byte the same record)."""
+    codes = {"i1": "b", "i2": "h", "i4": "i", "i8": "q", "f4": "f", "f8": "d"}
+    fmt = "<" + "".join(codes[dtype[name].str.lstrip("<>|=")] for name in dtype.names)
+    packer = struct.Struct(fmt)
+    if packer.size != dtype.itemsize:  # pragma: no cover - a dtype with padding or an unmapped type
+        raise TypeError(f"{dtype} has no packed struct layout ({fmt})")
+    return packer
+
+
+_OPEN_ROW = _struct_of(_VARYING_DTYPE.newbyteorder("<"))
+OPEN_ROW_BYTES = _OPEN_ROW.size
+pack_open_row = _OPEN_ROW.pack  # (rank_class, stream, step, micro, t_start, t_end, template id) -> bytes
+
+
 class ActivityRecorder:
     """Append-only event table in blocks, with a name table and block sinks."""
 
     def __init__(self, block_rows: int = BLOCK_ROWS, keep: bool = True) -> None:
         self.block_rows = block_rows
         self.keep = keep
-        # Open rows: the varying part + a template id. The list object never changes (the engine holds it).
-        self.pending: list[tuple[int, int, int, int, float, float, int]] = []
+        # Open rows: the varying part + a template id, packed by ``pack_open_row``. The bytearray object
+        # never changes (the engine appends to it in place); never export a buffer of it (it must resize).
+        self.open_buf = bytearray()
+        self.block_bytes = block_rows * OPEN_ROW_BYTES
         self._kept: list[Template] = []  # templates for the recorder's lifetime (ids 0, 1, ...)
         self._kept_ids: dict[Template, int] = {}  # template value -> its id in _kept
         self._kept_records = _Records()  # _kept as records, converted once each
@@ -106,7 +125,7 @@ class ActivityRecorder:
     @property
     def rows(self) -> int:
         """Rows recorded so far (emitted and open)."""
-        return self._emitted + len(self.pending)
+        return self._emitted + len(self.open_buf) // OPEN_ROW_BYTES
 
     def add_sink(self, sink: Callable[[np.ndarray], None]) -> None:
         """Call ``sink(block)`` with every full block (and the last partial one at ``flush``)."""
@@ -121,7 +140,7 @@ class ActivityRecorder:
 
     def keep_template(self, template: Template) -> int:
         """Register a template for the recorder's lifetime (once per distinct value); rows appended to
-        ``pending`` refer to it by the returned id (the engine's memoised compute ops take this path)."""
+        ``open_buf`` refer to it by the returned id (the engine's memoised compute ops take this path)."""
         tid = self._kept_ids.get(template)
         if tid is None:
             tid = self._kept_ids[template] = len(self._kept)
@@ -144,8 +163,8 @@ class ActivityRecorder:
         if tid is None:
             self._templates.append(template)
             tid = self._template_ids[id(template)] = -len(self._templates)
-        self.pending.append((rank_class, stream, step, micro, t_start, t_end, tid))
-        if len(self.pending) >= self.block_rows:
+        self.open_buf += pack_open_row(rank_class, stream, step, micro, t_start, t_end, tid)
+        if len(self.open_buf) >= self.block_bytes:
             self.emit()
 
     def record(
@@ -171,13 +190,13 @@ class ActivityRecorder:
         template = (kind, group, op, name_id, flops, nbytes, u_tensor, u_hbm, u_scale_up, u_scale_out)
         self.record_op(rank_class, stream, step, micro, t_start, t_end, template)
 
-    def _convert(self, rows: list[tuple[int, int, int, int, float, float, int]]) -> np.ndarray:
-        """Rows (varying part + template id) as a structured array, in one vectorised pass."""
-        n = len(rows)
+    def _convert(self, packed: bytes | bytearray) -> np.ndarray:
+        """Packed open rows (varying part + template id) as a structured array, in one vectorised pass."""
+        varying = np.frombuffer(packed, dtype=_VARYING_DTYPE)
+        n = len(varying)
         block = np.empty(n, dtype=EVENT_DTYPE)
         if n == 0:
             return block
-        varying = np.fromiter(rows, dtype=_VARYING_DTYPE, count=n)
         for name in VARYING_FIELDS:
             block[name] = varying[name]
         # ids >= 0 index the kept templates, ids < 0 this block's (-1 is the first); each template is
@@ -199,18 +218,18 @@ class ActivityRecorder:
 
     def _convert_open(self) -> None:
         """Convert the open rows not converted yet (each row is converted exactly once)."""
-        done = self._converted_rows
-        if len(self.pending) > done:
-            self._converted.append(self._convert(self.pending[done:]))
-            self._converted_rows = len(self.pending)
+        done = self._converted_rows * OPEN_ROW_BYTES
+        if len(self.open_buf) > done:
+            self._converted.append(self._convert(self.open_buf[done:]))  # a slice is a copy: no export
+            self._converted_rows = len(self.open_buf) // OPEN_ROW_BYTES
 
     def emit(self) -> None:
         """Hand the open rows to the sinks as one block."""
         self._convert_open()
         parts = self._converted
-        block = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else self._convert([])
+        block = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else self._convert(b"")
         self._emitted += len(block)
-        self.pending.clear()
+        del self.open_buf[:]
         self._converted, self._converted_rows = [], 0
         self._templates = []
         self._local_records.clear()
@@ -235,7 +254,7 @@ class ActivityRecorder:
         return out[0] if len(out) == 1 else np.concatenate(out)
 
     def flush(self) -> None:
-        if self.pending:
+        if self.open_buf:
             self.emit()
 
     def table(self) -> np.ndarray:

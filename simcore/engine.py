@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import simpy
+from simpy.events import Timeout
 
 from simcore.activity import (
     GROUP_IDS,
@@ -28,6 +29,7 @@ from simcore.activity import (
     KIND_SEND,
     OP_IDS,
     ActivityRecorder,
+    pack_open_row,
 )
 from simcore.cluster import TIER_SCALE_UP, Cluster, GroupLayout, ParallelDims
 from simcore.kernels.compute import KIND_IDS, ComputeModel
@@ -125,8 +127,8 @@ class Machine:
         self.clock: list[float] = []  # per-class clock factor f/f_max, updated by the power controller
         self._cost_memo: dict[int, tuple[Any, ...]] = {}  # id(work) -> _fused_cost entry
         self._fused_entries: dict[tuple, tuple[Any, ...]] = {}  # (work, dtype, clock, name) -> entry
-        self._pending = self.recorder.pending  # hot path: rows appended in place
-        self._block_rows = self.recorder.block_rows
+        self._open_buf = self.recorder.open_buf  # hot path: rows packed onto it in place
+        self._block_bytes = self.recorder.block_bytes
         self._groups: list[CommGroup] = []
         self._rendezvous: dict[tuple[int, int], _Rendezvous] = {}
         self._group_calls: dict[tuple[int, int], int] = {}
@@ -249,27 +251,31 @@ class Machine:
         # (dtype, clock, name) it ran with.
         clock = self.clock[rank_class]
         memo = self._cost_memo.get(id(work))
-        if memo is None or memo[0] is not work or memo[1] != clock or memo[2] != dtype or memo[3] != name:
+        if memo is not None:
+            m_work, m_clock, m_dtype, m_name, duration, tid = memo
+        if memo is None or m_work is not work or m_clock != clock or m_dtype != dtype or m_name != name:
             if len(self._cost_memo) > _COST_MEMO_MAX:  # a caller building fresh tuples every call
                 self._cost_memo.clear()
             memo = self._fused_cost(work, dtype, clock, name)
             if memo[0] is not work:  # an equal tuple came first: hold this one, or the next call misses
                 memo = (work, *memo[1:])
             self._cost_memo[id(work)] = memo
+            duration, tid = memo[4], memo[5]
         sid = 0 if stream == "compute" else self.streams.get(stream)
         if sid is None:
             sid = self.stream(stream)
         busy = self._busy[rank_class]
-        now = self.env.now
+        env = self.env
+        now = env._now  # simpy's `now` property, read without the property call (hot path)
         free = busy[sid]
         start = free if free > now else now
-        end = start + memo[4]
+        end = start + duration
         busy[sid] = end
-        pending = self._pending
-        pending.append((rank_class, sid, self.class_step[rank_class], micro, start, end, memo[5]))
-        if len(pending) >= self._block_rows:
+        buf = self._open_buf
+        buf += pack_open_row(rank_class, sid, self.class_step[rank_class], micro, start, end, tid)
+        if len(buf) >= self._block_bytes:
             self.recorder.emit()
-        return self.env.timeout(end - now)
+        return Timeout(env, end - now)
 
     def collective(
         self,

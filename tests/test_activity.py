@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simcore.activity import EVENT_DTYPE, ActivityRecorder
+from simcore.activity import EVENT_DTYPE, OPEN_ROW_BYTES, ActivityRecorder, pack_open_row
 
 _row = st.tuples(
     st.integers(0, 1000),  # rank_class
@@ -48,8 +48,8 @@ def test_every_recording_path_gives_back_the_same_rows(
         varying = (r[0], r[1], r[6], r[7], r[8], r[9])
         template = (r[2], r[3], r[4], r[5], *r[10:])
         if i % kept_every == 0:  # the engine's memoised path: a kept template referred to by id
-            rec.pending.append((*varying, rec.keep_template(template)))
-            if len(rec.pending) >= rec.block_rows:
+            rec.open_buf += pack_open_row(*varying, rec.keep_template(template))
+            if len(rec.open_buf) >= rec.block_bytes:
                 rec.emit()
         elif i % 2:
             rec.record_op(*varying, template)
@@ -81,8 +81,9 @@ def test_polling_sees_each_open_row_once_and_the_block_is_unchanged() -> None:
         template = (1, 2, 3, i % 7, float(i), 2.0 * i, 0.25, 0.5, 0.0, 1.0)  # a fresh template every op
         rec.record_op(i % 3, 0, i // 10, -1, float(i), i + 0.5, template)
         if i % 7 == 3:  # a poller (the power controller) between block emissions
-            if rec.rows - len(rec.pending) != emitted:  # a block was emitted: its rows went to the sinks
-                emitted, taken = rec.rows - len(rec.pending), 0
+            open_rows = len(rec.open_buf) // OPEN_ROW_BYTES
+            if rec.rows - open_rows != emitted:  # a block was emitted: its rows went to the sinks
+                emitted, taken = rec.rows - open_rows, 0
             rows = rec.open_rows(taken)
             taken += len(rows)
             assert np.array_equal(rows["t_start"], np.arange(i + 1 - len(rows), i + 1.0))
