@@ -87,6 +87,7 @@ class CommGroup:
     key: int = 0
     concurrency: float = 1.0
     rows: np.ndarray | None = None  # GPUs of every group this communicator stands for (flow contention)
+    uses_sms: bool = True  # its kernels take SMs from compute (NCCL); False for copy-engine transfers
 
     @property
     def uses_scale_out(self) -> bool:
@@ -125,6 +126,11 @@ class Machine:
         # Per class: when each stream has drained (plain lists: scalar access is the hot path).
         self._busy: list[list[float]] = []
         self.clock: list[float] = []  # per-class clock factor f/f_max, updated by the power controller
+        # Communication kernels share the SMs and HBM with compute: while one runs, compute takes longer by
+        # this fraction. Per class, the latest window [from, until] of such kernels (merged when they touch).
+        self.overlap_slowdown = profile.calibration.comm_overlap_slowdown
+        self._comm_from: list[float] = []
+        self._comm_until: list[float] = []
         self._cost_memo: dict[int, tuple[Any, ...]] = {}  # id(work) -> _fused_cost entry
         self._fused_entries: dict[tuple, tuple[Any, ...]] = {}  # (work, dtype, clock, name) -> entry
         self._open_buf = self.recorder.open_buf  # hot path: rows packed onto it in place
@@ -152,6 +158,8 @@ class Machine:
         self.classes.append(RankClass(index, name, gpus, self.cluster.place(int(gpus[0]))))
         self._busy.append([0.0] * len(self.streams))
         self.clock.append(1.0)
+        self._comm_from.append(0.0)
+        self._comm_until.append(0.0)
         self.class_step.append(0)
         self._mem_now = np.append(self._mem_now, 0.0)
         self.mem_peak = np.append(self.mem_peak, 0.0)
@@ -172,10 +180,18 @@ class Machine:
         member_classes: tuple[int, ...],
         concurrency: float = 1.0,
         rows: np.ndarray | None = None,
+        uses_sms: bool = True,
     ) -> CommGroup:
-        """A communicator; ``rows`` (GPU ids per group) pins which GPUs its flows use under flow contention."""
+        """A communicator; ``rows`` (GPU ids per group) pins which GPUs its flows use under flow contention;
+        ``uses_sms=False`` marks transfers that do not slow the compute beside them (copy engines)."""
         grp = CommGroup(
-            kind, layout, tuple(member_classes), key=len(self._groups), concurrency=concurrency, rows=rows
+            kind,
+            layout,
+            tuple(member_classes),
+            key=len(self._groups),
+            concurrency=concurrency,
+            rows=rows,
+            uses_sms=uses_sms,
         )
         self._groups.append(grp)
         return grp
@@ -269,6 +285,8 @@ class Machine:
         now = env._now  # simpy's `now` property, read without the property call (hot path)
         free = busy[sid]
         start = free if free > now else now
+        if self._comm_until[rank_class] > start and self.overlap_slowdown:
+            duration = self._slowed(rank_class, start, duration)
         end = start + duration
         busy[sid] = end
         buf = self._open_buf
@@ -276,6 +294,26 @@ class Machine:
         if len(buf) >= self._block_bytes:
             self.recorder.emit()
         return Timeout(env, end - now)
+
+    def _slowed(self, rank_class: int, start: float, duration: float) -> float:
+        """How long ``duration`` s of compute from ``start`` takes beside the class's communication window:
+        1 + k times slower inside the window, full speed outside (extra = k x the work done inside)."""
+        k = self.overlap_slowdown
+        inside = max(start, self._comm_from[rank_class])
+        until = self._comm_until[rank_class]
+        work_left = duration - (inside - start)  # compute done at full speed before the window opens
+        if until <= inside or work_left <= 0.0:
+            return duration
+        return duration + k * min(work_left, (until - inside) / (1.0 + k))
+
+    def _note_comm(self, rank_class: int, start: float, end: float) -> None:
+        """Remember a communication kernel's interval for the compute it will overlap."""
+        if start <= self._comm_until[rank_class]:  # touches the current window: widen it
+            self._comm_from[rank_class] = min(self._comm_from[rank_class], start)
+            self._comm_until[rank_class] = max(self._comm_until[rank_class], end)
+        else:  # a later window (compute is issued in time order, so the old one has about passed)
+            self._comm_from[rank_class] = start
+            self._comm_until[rank_class] = end
 
     def collective(
         self,
@@ -420,6 +458,14 @@ class Machine:
         for c in classes:
             self._busy[c][sid] = _PENDING
             self._tail[(c, sid)] = done
+        if group.uses_sms and self.overlap_slowdown:
+            # Compute issued while the flows run sees the analytical estimate of the end (the window is
+            # widened to the real end when the flows finish).
+            estimate = self.comm_model.time(
+                op, nbytes, group.layout, algo=algo, concurrency=group.concurrency
+            )
+            for c in classes:
+                self._note_comm(c, start, start + estimate.time_s)
 
         def run() -> Generator[simpy.Event, Any, None]:
             yield self.env.timeout(start + fixed - self.env.now)
@@ -484,6 +530,8 @@ class Machine:
         )
         for c in classes:
             self._busy[c][sid] = end
+            if group.uses_sms:
+                self._note_comm(c, start, end)
             self.recorder.record_op(c, sid, self.class_step[c], micro, start, end, template)
         self.comm_log[algorithm] = self.comm_log.get(algorithm, 0) + 1
 
@@ -508,6 +556,8 @@ class Machine:
         end = start + timing.time_s
         self._busy[src_class][sid_send] = end
         self._busy[dst_class][sid_recv] = end
+        self._note_comm(src_class, start, end)
+        self._note_comm(dst_class, start, end)
         u_up = 1.0 if layout.top_tier == TIER_SCALE_UP else 0.0
         u_out = 1.0 - u_up
         nid = self.recorder.name_id(name)

@@ -330,6 +330,14 @@ class Calibration:
     hbm_efficiency: float = number(
         "achievable fraction of HBM bandwidth", 0.85, minimum=0, maximum=1, exclusive_minimum=True
     )
+    comm_overlap_slowdown: float = number(
+        "extra compute time while a communication kernel runs beside it on the same GPU (NCCL takes SMs"
+        " and HBM bandwidth); default: the 18.9 % average slowdown measured on A100/H100/MI250/MI210,"
+        " arXiv:2507.03114",
+        0.19,
+        minimum=0,
+        maximum=1,
+    )
     fitted_to: tuple[str, ...] = text_list("reference rows / sources these values were fitted to", [])
 
 

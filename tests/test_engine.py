@@ -169,3 +169,53 @@ def test_members_issuing_different_collectives_is_an_error(machine):
     machine.collective(0, grp, "allreduce", 1e6, name="grads")
     with pytest.raises(RuntimeError, match="collective mismatch"):
         machine.collective(1, grp, "allgather", 1e6, name="params")
+
+
+@pytest.mark.parametrize(
+    "comm_s,uses_sms,expected",
+    [
+        (2.0, True, 1.19),  # the whole GEMM runs beside the collective: 1 + k times longer
+        (0.5, True, 1.0 + 0.19 * 0.5 / 1.19),  # the window closes after 0.5 s: k x the work done inside
+        (2.0, False, 1.0),  # copy-engine transfers (TE userbuffers) leave the SMs to the GEMM
+    ],
+)
+def test_compute_beside_communication_slows_by_the_calibrated_fraction(gen2, comm_s, uses_sms, expected):
+    assert gen2.calibration.comm_overlap_slowdown == 0.19
+    env = simpy.Environment()
+    machine = Machine(env, gen2, Cluster(gen2, racks=1), FixedComm(comm_s))
+    machine.add_class("a", np.arange(8))
+    grp = machine.group("dp", LAYOUT, (0,), uses_sms=uses_sms)
+    flops = _flops_for(machine, 1.0)
+    ends = {}
+
+    def proc():
+        machine.collective(0, grp, "reducescatter", 1e9, name="rs")  # issued first, on the dp stream
+        yield machine.compute(0, flops, 0.0, dtype="bf16", name="gemm")
+        ends["gemm"] = env.now
+
+    env.process(proc())
+    env.run()
+    assert ends["gemm"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_compute_after_the_window_or_without_slowdown_is_untouched(gen2):
+    from simcore.profile import load_profile
+
+    for profile, wait in (
+        (gen2, 1.5),
+        (load_profile("gen2.yaml", ["calibration.comm_overlap_slowdown=0"]), 0.0),
+    ):
+        env = simpy.Environment()
+        machine = Machine(env, profile, Cluster(profile, racks=1), FixedComm(1.0))
+        machine.add_class("a", np.arange(8))
+        grp = machine.group("dp", LAYOUT, (0,))
+        flops = _flops_for(machine, 1.0)
+
+        def proc(machine=machine, grp=grp, flops=flops, wait=wait, env=env):
+            machine.collective(0, grp, "allreduce", 1e9, name="ar")
+            yield env.timeout(wait)
+            yield machine.compute(0, flops, 0.0, dtype="bf16", name="gemm")
+
+        env.process(proc())
+        env.run()
+        assert env.now == pytest.approx(wait + 1.0, rel=1e-9)

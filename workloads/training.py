@@ -418,23 +418,26 @@ class TrainingJob:
                 self.class_rank.append(s * stride_pp)
         # Communicators by (kind, class); kinds "dp" (dense, dp·cp) and "edp" (experts) share the dp stream.
         # ``rows`` names the GPUs of every group a communicator stands for (flow contention needs them).
+        # TP overlap (Transformer Engine userbuffers) moves its chunks with copy engines and a few SMs: it
+        # does not slow the GEMMs beside it the way NCCL kernels do (calibration.comm_overlap_slowdown).
         self.groups: dict[tuple[str, int], CommGroup] = {}
         for kind, rows in self.group_rows.items():
             group_kind = "dp" if kind == "edp" else kind
             layout = self.layouts[kind]
+            uses_sms = not (kind == "tp" and self.spec.parallelism.tp_comm_overlap)
             if rows.shape[1] <= 1:
                 continue
             if self.fidelity == "full":
                 for row in rows:
                     members = tuple(int(r) for r in row)
-                    grp = m.group(group_kind, layout, members, rows=row.reshape(1, -1))
+                    grp = m.group(group_kind, layout, members, rows=row.reshape(1, -1), uses_sms=uses_sms)
                     for r in members:
                         self.groups[(kind, r)] = grp
             else:
                 row_stage = stage_of[rows[:, 0]]
                 for c in range(len(m.classes)):
                     mine = rows[row_stage == self.class_stage[c]]
-                    self.groups[(kind, c)] = m.group(group_kind, layout, (c,), rows=mine)
+                    self.groups[(kind, c)] = m.group(group_kind, layout, (c,), rows=mine, uses_sms=uses_sms)
         # Global grad-norm all-reduce: one communicator over every class (a barrier that ends the step).
         world_layout = m.cluster.worst_layout(ranks.reshape(1, -1))
         self.world_group = m.group(
