@@ -277,9 +277,12 @@ class Machine:
                 memo = (work, *memo[1:])
             self._cost_memo[id(work)] = memo
             duration, tid = memo[4], memo[5]
-        sid = 0 if stream == "compute" else self.streams.get(stream)
-        if sid is None:
-            sid = self.stream(stream)
+        if stream == "compute":
+            sid = 0
+        else:
+            sid = self.streams.get(stream)
+            if sid is None:
+                sid = self.stream(stream)
         busy = self._busy[rank_class]
         env = self.env
         now = env._now  # simpy's `now` property, read without the property call (hot path)
