@@ -132,6 +132,10 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     COMMANDS["validate"] = validate_cli.run
     bench.add_parser(sub)
     COMMANDS["bench"] = bench.run
+    from simcore import sweep_cli
+
+    sweep_cli.add_parser(sub)
+    COMMANDS["sweep"] = sweep_cli.run
 
 
 def main(argv: list[str] | None = None) -> int:

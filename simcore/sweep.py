@@ -1,0 +1,486 @@
+"""``racksim sweep``: a design-space sweep, every combination of profiles, workloads and overrides.
+
+    python run_sim.py sweep SWEEP.yaml [--out DIR] [--jobs N] [--scheduler tcp://host:8786]
+
+A sweep file (docs/sweep.md) lists profiles, workloads, fixed ``--set`` overrides and a ``grid`` of
+override values; the sweep runs the cartesian product, one ordinary run (``simcore.runner.run``) per
+point, in parallel: a local process pool by default, a Dask cluster when ``--scheduler`` names one (the
+``dask`` extra). Points that cannot run (the model does not fit, a parallel size does not divide) are
+results with their one-line reason, not failures. Outputs: ``sweep.json`` (every point: its parameters,
+status and summary numbers) and ``sweep.csv`` (one row per point), written atomically, plus each point's
+``summary.json`` under ``points/<label>/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import itertools
+import json
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from simcore.atomic import atomic_path, write_json
+from simcore.errors import ConfigError, RacksimError
+
+# Table columns when the sweep file names none: the DESIGN.md summary keys a co-design question asks first.
+DEFAULT_METRICS = (
+    "step_time_s",
+    "tokens_per_s_per_gpu",
+    "mfu",
+    "exposed_comm_fraction",
+    "peak_hbm_bytes",
+    "avg_it_power_w",
+    "energy_per_token_j",
+    "pue",
+)
+SWEEP_KEYS = ("name", "profiles", "workloads", "set", "grid", "racks", "steps", "seed", "trace", "metrics")
+MAX_POINTS = 10_000  # a grid beyond this is almost certainly a typo (a list where a scalar was meant)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of the sweep: what it varies (``params``) and everything the run needs."""
+
+    index: int
+    label: str
+    profile: str
+    workload: str | None
+    sets: tuple[str, ...]
+    params: dict[str, Any]
+    racks: int | None = None
+    steps: int | None = None
+    seed: int = 0
+    out_dir: str | None = None
+    write_trace: bool = False
+
+
+@dataclass
+class SweepSpec:
+    """A validated sweep file."""
+
+    file: str
+    name: str
+    profiles: list[str]
+    workloads: list[str | None]
+    sets: list[str] = field(default_factory=list)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    racks: int | None = None
+    steps: int | None = None
+    seed: int = 0
+    trace: bool = False
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+
+    @property
+    def size(self) -> int:
+        return len(self.profiles) * len(self.workloads) * math.prod(len(v) for v in self.grid.values())
+
+
+# ------------------------------------------------------------------------------------------ the file
+def _as_list(data: Mapping[str, Any], key: str, file: str, *, allow_none: bool = False) -> list[Any]:
+    value = data.get(key)
+    items = value if isinstance(value, list) else [value]
+    if not items or (not allow_none and any(v is None for v in items)):
+        raise ConfigError(
+            "needs at least one entry", file=file, path=key, value=value, expected="a name or a list of names"
+        )
+    return items
+
+
+def _near(name: str, base: Path) -> str:
+    """A relative file name that exists next to the sweep file, made absolute; anything else as given."""
+    candidate = base / name
+    for path in (candidate, candidate.with_suffix(".yaml")):
+        if not Path(name).is_absolute() and path.is_file():
+            return str(path.resolve())
+    return name
+
+
+def _set_value(value: Any) -> str:
+    """A grid value as the text of a ``--set`` option (JSON is YAML: numbers, strings, lists survive)."""
+    return json.dumps(value)
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and check a sweep file; every mistake is one line naming the file, the field and the value."""
+    from simcore.profile import parse_set_option, read_yaml
+
+    path = Path(path)
+    file = str(path)
+    if not path.is_file():
+        raise ConfigError("sweep file not found", file=file, expected="a YAML sweep file (docs/sweep.md)")
+    data = read_yaml(path)
+    if not isinstance(data, Mapping):
+        raise ConfigError("a sweep file must be a mapping", file=file, value=type(data).__name__,
+                          expected="profiles:, workloads:, grid: ... (docs/sweep.md)")  # fmt: skip
+    for key in data:
+        if key not in SWEEP_KEYS:
+            close = difflib.get_close_matches(str(key), SWEEP_KEYS, n=1)
+            raise ConfigError("unknown key", file=file, path=str(key), expected=", ".join(SWEEP_KEYS),
+                              hint=f"did you mean {close[0]}?" if close else None)  # fmt: skip
+    if "profiles" not in data:
+        raise ConfigError("missing", file=file, path="profiles", expected="one or more hardware profiles")
+    base = path.parent
+    profiles = [_near(str(p), base) for p in _as_list(data, "profiles", file)]
+    workloads = (
+        [
+            None if w is None else _near(str(w), base)
+            for w in _as_list(data, "workloads", file, allow_none=True)
+        ]
+        if "workloads" in data
+        else [None]
+    )
+    sets = data.get("set") or []
+    if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
+        raise ConfigError(
+            "", file=file, path="set", value=sets, expected='a list of "key.path=value" strings'
+        )
+    for i, option in enumerate(sets):
+        try:
+            parse_set_option(option)
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.message, file=file, path=f"set[{i}]", value=option, expected=exc.expected
+            ) from None
+    grid_raw = data.get("grid") or {}
+    if not isinstance(grid_raw, Mapping):
+        raise ConfigError(
+            "", file=file, path="grid", value=grid_raw, expected="a mapping of key.path: [values]"
+        )
+    grid: dict[str, list[Any]] = {}
+    for key, values in grid_raw.items():
+        if not isinstance(key, str) or not key.strip() or "=" in key:
+            raise ConfigError(
+                "", file=file, path="grid", value=key, expected="a field path like scale_out.nics_per_gpu"
+            )
+        if not isinstance(values, list) or not values:
+            raise ConfigError("needs a non-empty list of values", file=file, path=f"grid.{key}", value=values,
+                              expected="e.g. [4, 8]")  # fmt: skip
+        grid[key.strip()] = list(values)
+    spec = SweepSpec(
+        file=file,
+        name=str(data.get("name") or path.stem),
+        profiles=profiles,
+        workloads=workloads,
+        sets=list(sets),
+        grid=grid,
+        racks=_positive(data, "racks", file),
+        steps=_positive(data, "steps", file),
+        seed=_int(data, "seed", file, default=0),
+        trace=_bool(data, "trace", file),
+        metrics=_metrics(data, file),
+    )
+    if spec.size > MAX_POINTS:
+        raise ConfigError(f"{spec.size:,} points", file=file, path="grid",
+                          expected=f"at most {MAX_POINTS:,} (split the sweep)")  # fmt: skip
+    _check_names(spec)
+    return spec
+
+
+def _int(data: Mapping[str, Any], key: str, file: str, default: int | None) -> Any:
+    value = data.get(key, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError("", file=file, path=key, value=value, expected="an integer")
+    return value
+
+
+def _positive(data: Mapping[str, Any], key: str, file: str) -> int | None:
+    value = _int(data, key, file, default=None)
+    if value is not None and value < 1:
+        raise ConfigError("", file=file, path=key, value=value, expected="a positive integer")
+    return value
+
+
+def _bool(data: Mapping[str, Any], key: str, file: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError("", file=file, path=key, value=value, expected="true or false")
+    return value
+
+
+def _metrics(data: Mapping[str, Any], file: str) -> list[str]:
+    value = data.get("metrics")
+    if value is None:
+        return list(DEFAULT_METRICS)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError("", file=file, path="metrics", value=value, expected="a list of summary.json keys")
+    return list(value)
+
+
+def _check_names(spec: SweepSpec) -> None:
+    """Fail before running anything when a profile or workload name is wrong (not 40 points later)."""
+    from simcore.profile import resolve_profile_path
+    from workloads.model import list_presets
+    from workloads.spec import resolve_workload_path
+
+    for i, name in enumerate(spec.profiles):
+        try:
+            resolve_profile_path(name)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, file=spec.file, path=f"profiles[{i}]", value=name,
+                              expected=exc.expected, hint=exc.hint) from None  # fmt: skip
+    presets = list_presets()
+    for i, name in enumerate(spec.workloads):
+        if name is not None and resolve_workload_path(name) is None and name not in presets:
+            raise ConfigError("workload not found", file=spec.file, path=f"workloads[{i}]", value=name,
+                              expected="a workload spec file (relative to the sweep file) or a model preset")  # fmt: skip
+
+
+def expand(spec: SweepSpec, out: Path | None = None) -> list[SweepPoint]:
+    """Every point, in a fixed order: profiles, then workloads, then the grid keys in file order."""
+    keys = list(spec.grid)
+    points: list[SweepPoint] = []
+    width = max(3, len(str(spec.size - 1)))
+    combos = itertools.product(spec.profiles, spec.workloads, *(spec.grid[k] for k in keys))
+    for i, (profile, workload, *values) in enumerate(combos):
+        label = f"p{i:0{width}d}"
+        params: dict[str, Any] = {
+            "profile": _short(profile),
+            "workload": _short(workload) if workload else None,
+        }
+        params.update(zip(keys, values, strict=True))
+        grid_sets = tuple(f"{k}={_set_value(v)}" for k, v in zip(keys, values, strict=True))
+        points.append(
+            SweepPoint(
+                index=i,
+                label=label,
+                profile=profile,
+                workload=workload,
+                sets=(*spec.sets, *grid_sets),
+                params=params,
+                racks=spec.racks,
+                steps=spec.steps,
+                seed=spec.seed,
+                out_dir=str(out / "points" / label) if out is not None else None,
+                write_trace=spec.trace,
+            )
+        )
+    return points
+
+
+def _short(name: str) -> str:
+    p = Path(name)
+    return p.stem if p.suffix in (".yaml", ".yml") else name
+
+
+# ------------------------------------------------------------------------------------------ running
+def run_point(point: SweepPoint) -> dict[str, Any]:
+    """Run one point (in a worker process or on a Dask worker); never raises: the status says what
+    happened. ``error``: the configuration cannot run (a result); ``crashed``: a racksim bug."""
+    from simcore.runner import RunOptions, run
+
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {"label": point.label, "index": point.index, "params": point.params}
+    try:
+        result = run(
+            RunOptions(
+                profile=point.profile,
+                workload=point.workload,
+                out=Path(point.out_dir) if point.out_dir else None,
+                racks=point.racks,
+                steps=point.steps,
+                seed=point.seed,
+                sets=list(point.sets),
+                write_trace=point.write_trace,
+            )
+        )
+    except RacksimError as exc:
+        record.update(status="error", error=str(exc))
+    except Exception as exc:  # a bug must not cost the other points their results
+        record.update(
+            status="crashed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+        )
+    else:
+        record.update(status="ok", summary=_plain(result.summary))
+    record["wall_s"] = time.perf_counter() - t0
+    return record
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of a summary (numpy scalars to Python numbers)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
+def _local_results(points: list[SweepPoint], jobs: int) -> Iterator[dict[str, Any]]:
+    """Results as they finish, from ``jobs`` worker processes (inline when ``jobs`` is 1)."""
+    if jobs <= 1 or len(points) <= 1:
+        for point in points:
+            yield run_point(point)
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(points))) as pool:
+        futures = [pool.submit(run_point, p) for p in points]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def _dask_results(points: list[SweepPoint], scheduler: str) -> Iterator[dict[str, Any]]:
+    """Results as they finish, from the workers of the Dask scheduler at ``scheduler``."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise RacksimError(
+            "--scheduler needs Dask: pip install -e '.[dask]' (workers need racksim installed too)"
+        ) from None
+    try:
+        client = Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise RacksimError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+    try:
+        futures = client.map(run_point, points, pure=False)
+        for fut in as_completed(futures):
+            yield fut.result()
+    finally:
+        client.close()
+
+
+@dataclass
+class SweepResult:
+    spec: SweepSpec
+    out: Path
+    points: list[dict[str, Any]]
+    wall_s: float
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {"ok": 0, "error": 0, "crashed": 0}
+        for p in self.points:
+            out[p["status"]] = out.get(p["status"], 0) + 1
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "file": self.spec.file,
+            "grid": self.spec.grid,
+            "set": self.spec.sets,
+            "metrics": self.spec.metrics,
+            "counts": self.counts,
+            "wall_s": self.wall_s,
+            "points": self.points,
+        }
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    out: Path | None = None,
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SweepResult:
+    """Run every point and write ``sweep.json`` and ``sweep.csv`` under ``out``."""
+    out = Path(out) if out is not None else Path("runs") / f"sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    jobs = jobs if jobs is not None else max(1, os.cpu_count() or 1)
+    if jobs < 1:
+        raise RacksimError(f"--jobs: got {jobs}; expected at least 1")
+    points = expand(spec, out)
+    say = progress or (lambda _msg: None)
+    where = f"Dask scheduler {scheduler}" if scheduler else f"{min(jobs, len(points))} local process(es)"
+    say(f"{spec.name}: {len(points)} point(s) on {where}; results in {out}")
+    t0 = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    stream = _dask_results(points, scheduler) if scheduler else _local_results(points, jobs)
+    for record in stream:
+        results.append(record)
+        say(f"[{len(results)}/{len(points)}] {record['label']} {_describe(record)}")
+    results.sort(key=lambda r: r["index"])
+    result = SweepResult(spec, out, results, time.perf_counter() - t0)
+    write_json(out / "sweep.json", result.as_json())
+    with atomic_path(out / "sweep.csv") as tmp:
+        tmp.write_text(to_csv(result))
+    return result
+
+
+def _describe(record: dict[str, Any]) -> str:
+    varied = ", ".join(f"{k}={v}" for k, v in record["params"].items() if v is not None)
+    if record["status"] == "ok":
+        s = record["summary"]
+        return (
+            f"{varied}: step {s.get('step_time_s', float('nan')):.4g} s, MFU {100 * s.get('mfu', 0.0):.1f} %"
+        )
+    return f"{varied}: {record['status']}: {record['error']}"
+
+
+# ------------------------------------------------------------------------------------------ output
+def _param_keys(result: SweepResult) -> list[str]:
+    return ["profile", "workload", *result.spec.grid]
+
+
+def _metric(record: dict[str, Any], key: str) -> Any:
+    return (record.get("summary") or {}).get(key)
+
+
+def to_csv(result: SweepResult) -> str:
+    """One row per point: label, parameters, status, the metrics, the error (if any)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    keys = _param_keys(result)
+    writer.writerow(["label", *keys, "status", *result.spec.metrics, "error"])
+    for r in result.points:
+        row = [r["label"], *(r["params"].get(k) for k in keys), r["status"]]
+        row += [_metric(r, m) for m in result.spec.metrics]
+        row.append(r.get("error", ""))
+        writer.writerow(["" if v is None else v for v in row])
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(result: SweepResult) -> str:
+    """The sweep as a text table (parameters that vary, then the metrics; errors in one short column)."""
+    keys = [
+        k for k in _param_keys(result) if len({json.dumps(r["params"].get(k)) for r in result.points}) > 1
+    ]
+    header = ["point", *keys, *result.spec.metrics]
+    rows = []
+    for r in result.points:
+        cells = [r["label"], *(_cell(r["params"].get(k)) for k in keys)]
+        if r["status"] == "ok":
+            cells += [_cell(_metric(r, m)) for m in result.spec.metrics]
+        else:
+            cells += [f"{r['status']}: {r['error']}"[:120]]
+        rows.append(cells)
+    full = [c for c in rows if len(c) == len(header)]  # an error row's message runs past the columns
+    first_metric = len(header) - len(result.spec.metrics)
+    widths = [
+        max(len(h), *(len(c[i]) for c in (rows if i < first_metric else full)), 0)
+        for i, h in enumerate(header)
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for cells in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip())
+    c = result.counts
+    lines.append(
+        f"{len(result.points)} point(s): {c['ok']} ran, {c['error']} could not run, {c['crashed']} crashed; "
+        f"{result.wall_s:.1f} s wall; {result.out / 'sweep.json'}, {result.out / 'sweep.csv'}"
+    )
+    return "\n".join(lines)
+

@@ -1,0 +1,142 @@
+"""``racksim sweep``: the grid expands in a fixed order, every point is an ordinary run (same seed, same
+numbers), physics holds across the grid, infeasible points are results, and bad sweep files are one line."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from simcore.cli import main
+from simcore.errors import ConfigError
+from simcore.runner import RunOptions, run
+from simcore.sweep import expand, load_sweep, run_sweep
+
+NIC_SWEEP = """\
+name: nic
+profiles: [gen1.yaml]
+workloads: [llama3-8b]
+racks: 2
+steps: 1
+set: ["parallelism.tp=8"]
+grid:
+  scale_out.nic_bandwidth: ["100 Gb/s", "200 Gb/s", "400 Gb/s", "800 Gb/s"]
+  parallelism.pp: [1, 3]
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_grid_expands_in_file_order_with_one_set_per_value(tmp_path):
+    spec = load_sweep(_write(tmp_path, NIC_SWEEP))
+    points = expand(spec, tmp_path / "out")
+    assert spec.size == len(points) == 8
+    assert [p.label for p in points] == [f"p{i:03d}" for i in range(8)]
+    assert points[0].params == {
+        "profile": "gen1", "workload": "llama3-8b", "scale_out.nic_bandwidth": "100 Gb/s", "parallelism.pp": 1
+    }  # fmt: skip
+    assert points[1].params["parallelism.pp"] == 3  # the last grid key varies fastest
+    assert points[1].sets == ("parallelism.tp=8", 'scale_out.nic_bandwidth="100 Gb/s"', "parallelism.pp=3")
+    assert points[5].out_dir == str(tmp_path / "out" / "points" / "p005")
+
+
+def test_sweep_points_are_ordinary_runs_and_more_bandwidth_is_never_slower(tmp_path):
+    spec = load_sweep(_write(tmp_path, NIC_SWEEP))
+    result = run_sweep(spec, out=tmp_path / "out", jobs=1)
+    by = {(p["params"]["scale_out.nic_bandwidth"], p["params"]["parallelism.pp"]): p for p in result.points}
+    assert result.counts == {"ok": 4, "error": 4, "crashed": 0}
+    # pp 3 does not divide llama3-8b's 32 layers: a result with its reason, not a failure
+    assert all("pp" in by[(bw, 3)]["error"] for bw in ("100 Gb/s", "200 Gb/s", "400 Gb/s", "800 Gb/s"))
+    steps = [by[(bw, 1)]["summary"]["step_time_s"] for bw in ("100 Gb/s", "200 Gb/s", "400 Gb/s", "800 Gb/s")]
+    assert all(a >= b for a, b in itertools.pairwise(steps)) and steps[0] > steps[-1]
+    # identical to running the point by hand (same seed, same options)
+    direct = run(
+        RunOptions(profile="gen1.yaml", workload="llama3-8b", racks=2, steps=1, write_trace=False,
+                   sets=["parallelism.tp=8", "scale_out.nic_bandwidth=200 Gb/s", "parallelism.pp=1"])
+    ).summary  # fmt: skip
+    assert by[("200 Gb/s", 1)]["summary"]["step_time_s"] == direct["step_time_s"]
+    assert by[("200 Gb/s", 1)]["summary"]["energy_per_token_j"] == direct["energy_per_token_j"]
+    # outputs: sweep.json (all points), sweep.csv (one row each), each point's summary.json, no trace
+    saved = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert [p["label"] for p in saved["points"]] == [f"p{i:03d}" for i in range(8)]
+    rows = list(csv.DictReader((tmp_path / "out" / "sweep.csv").open()))
+    assert len(rows) == 8 and rows[0]["status"] == "ok" and float(rows[0]["step_time_s"]) == steps[0]
+    assert rows[1]["status"] == "error" and rows[1]["step_time_s"] == ""
+    assert (tmp_path / "out" / "points" / "p000" / "summary.json").is_file()
+    assert not list((tmp_path / "out").rglob("trace.h5"))
+
+
+def _numbers(result) -> list:
+    return [(p["label"], p["status"], (p.get("summary") or {}).get("step_time_s")) for p in result.points]
+
+
+def test_process_pool_and_dask_give_the_same_answers_as_one_process(tmp_path):
+    spec = load_sweep(_write(tmp_path, NIC_SWEEP.replace('"100 Gb/s", "200 Gb/s", ', "")))
+    inline = run_sweep(spec, out=tmp_path / "a", jobs=1)
+    pooled = run_sweep(spec, out=tmp_path / "b", jobs=2)
+    assert _numbers(pooled) == _numbers(inline)
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        on_dask = run_sweep(spec, out=tmp_path / "c", scheduler=cluster.scheduler_address)
+    assert _numbers(on_dask) == _numbers(inline)
+
+
+def test_a_crashing_point_keeps_the_others_and_the_command_exits_1(tmp_path, monkeypatch, capsys):
+    import simcore.runner
+
+    real = simcore.runner.run
+
+    def flaky(opts):
+        if "parallelism.pp=3" in opts.sets:
+            raise ZeroDivisionError("boom")
+        return real(opts)
+
+    monkeypatch.setattr(simcore.runner, "run", flaky)
+    path = _write(tmp_path, NIC_SWEEP.replace('"100 Gb/s", "200 Gb/s", "400 Gb/s", ', ""))
+    code = main(["sweep", str(path), "--out", str(tmp_path / "out"), "--jobs", "1", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "1 ran, 0 could not run, 1 crashed" in out and "ZeroDivisionError: boom" in err
+
+
+@pytest.mark.parametrize(
+    "text,where,says",
+    [
+        ("profiles: [gen22.yaml]\n", "profiles[0]", "did you mean 'gen2'?"),
+        ("profiles: gen2.yaml\nworkload: llama3-8b\n", "workload", "did you mean workloads?"),
+        ("profiles: gen2.yaml\nworkloads: [llama9]\n", "workloads[0]", "workload not found"),
+        ("profiles: gen2.yaml\ngrid: {parallelism.tp: 4}\n", "grid.parallelism.tp", "e.g. [4, 8]"),
+        ("profiles: gen2.yaml\nset: [parallelism.tp]\n", "set[0]", "key.path=value"),
+        ("profiles: gen2.yaml\nsteps: 0\n", "steps", "a positive integer"),
+        ("workloads: [llama3-8b]\n", "profiles", "one or more hardware profiles"),
+        (
+            "profiles: gen2.yaml\ngrid: {a: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], b: "
+            + str(list(range(1001)))
+            + "}\n",
+            "grid",
+            "at most 10,000",
+        ),
+    ],
+)
+def test_bad_sweep_files_are_one_line_naming_the_field(tmp_path, capsys, text, where, says):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_sweep(path)
+    assert f"{path}: {where}:" in str(info.value) and says in str(info.value)
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("racksim: error:")
+
+
+def test_the_shipped_example_sweep_is_valid():
+    spec = load_sweep(Path(__file__).parent.parent / "examples" / "sweep-nic-tp.yaml")
+    assert spec.size == 8 and spec.profiles == ["gen1.yaml", "gen2.yaml"]
