@@ -291,6 +291,13 @@ class Reliability:
     )
     detect_time: float = quantity("time", "time to detect a failure", "5 min")
     restart_time: float = quantity("time", "reschedule + reload + warm-up after a failure", "15 min")
+    replace_time: float = quantity(
+        "time",
+        "wait for a replacement node when no hot spare is ready (0: the scheduler always has one, as in"
+        " Llama 3's ~90 % effective training time); a used hot spare is ready again after it",
+        "0 s",
+        allow_zero=True,
+    )
     checkpoint_bandwidth: float = quantity("bandwidth", "checkpoint write bandwidth per GPU", "2 GB/s")
     hot_spares: int = number("spare nodes kept ready per job", 0, integer=True, minimum=0)
 

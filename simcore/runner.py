@@ -7,6 +7,7 @@ the physics of any of them.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from simcore.engine import Machine
 from simcore.errors import ConfigError
 from simcore.power_model import PowerController, PowerResult
 from simcore.profile import Profile, load_profile, profile_summary
+from simcore.reliability import DAY_S, JobPlan, replay_job
 from simcore.report import BreakdownAccumulator
 from simcore.trace import TraceWriter
 
@@ -57,6 +59,11 @@ WORKLOAD_SET_KEYS = (
     "name",
     "kernels",
 )
+
+
+# A checkpoint holds the full training state: bf16 weights (2 B) + fp32 master weights and Adam's two
+# moments (12 B) per parameter (Megatron's distributed checkpoint; gradients are not saved).
+CHECKPOINT_BYTES_PER_PARAM = 14.0
 
 
 @dataclass
@@ -199,6 +206,8 @@ def run(opts: RunOptions) -> RunResult:
         machine.recorder.flush()
         events = machine.recorder.table() if opts.keep_events else None
         summary = summarize(spec, profile, machine, job, breakdown, power_result)
+        if spec.job is not None:
+            summary.update(replay_job(job_plan(spec, profile, summary["step_time_s"], opts.seed)).summary())
         summary["wall_time_s"] = None  # filled below; excluded from determinism comparisons
         if writer is not None:
             _write_trace_tables(writer, profile, spec, machine, job, summary, opts, spec_text(spec))
@@ -215,6 +224,32 @@ def run(opts: RunOptions) -> RunResult:
     if out_dir is not None:
         write_json(Path(out_dir) / "summary.json", summary)
     return RunResult(summary, out_dir, events, wall, controller.wall_s)
+
+
+def job_plan(spec: Any, profile: Profile, step_time_s: float, seed: int) -> JobPlan:
+    """The job-level replay of ``spec.job``: the job's nodes (trays / servers), its checkpoint write time
+    (every GPU writes its shard at the profile's per-GPU checkpoint bandwidth) and the failure model."""
+    from workloads.model import total_params
+
+    rel = profile.reliability
+    ckpt_bytes = spec.job.checkpoint_bytes
+    if ckpt_bytes is None:
+        ckpt_bytes = CHECKPOINT_BYTES_PER_PARAM * total_params(spec.model)
+    rate = rel.node_failures_per_1000_node_days
+    return JobPlan(
+        steps=spec.job.steps,
+        step_time_s=step_time_s,
+        checkpoint_s=ckpt_bytes / (rel.checkpoint_bandwidth * spec.gpus),
+        checkpoint_every=spec.job.checkpoint_every,
+        nodes=math.ceil(spec.gpus / profile.rack.gpus_per_tray),
+        node_mtbf_s=1000.0 * DAY_S / rate if rate > 0 else math.inf,
+        weibull_shape=rel.weibull_shape,
+        detect_s=rel.detect_time,
+        restart_s=rel.restart_time,
+        replace_s=rel.replace_time,
+        hot_spares=rel.hot_spares,
+        seed=seed,
+    )
 
 
 def all_done(env: simpy.Environment, processes: list[simpy.Process]) -> simpy.Event:

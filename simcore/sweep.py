@@ -483,4 +483,3 @@ def format_table(result: SweepResult) -> str:
         f"{result.wall_s:.1f} s wall; {result.out / 'sweep.json'}, {result.out / 'sweep.csv'}"
     )
     return "\n".join(lines)
-

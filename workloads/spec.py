@@ -18,10 +18,21 @@ import yaml
 
 from simcore.errors import ConfigError
 from simcore.profile import apply_overrides, read_yaml
-from simcore.schema import build, choice, flag, int_list, number, section, text
+from simcore.schema import build, choice, flag, int_list, number, quantity, section, text
 from workloads.model import ModelSpec, list_presets, load_model, load_preset
 
-WORKLOAD_KEYS = ("kind", "model", "preset", "parallelism", "batch", "precision", "steps", "name", "kernels")
+WORKLOAD_KEYS = (
+    "kind",
+    "model",
+    "preset",
+    "parallelism",
+    "batch",
+    "precision",
+    "steps",
+    "name",
+    "kernels",
+    "job",
+)
 PRECISIONS = ("bf16", "fp16", "fp8", "fp4")
 
 
@@ -121,6 +132,23 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class Job:
+    """A multi-day job replayed from the simulated step time: failures, checkpoints, restarts."""
+
+    steps: int = number("optimizer steps of the whole job", integer=True, minimum=1)
+    checkpoint_every: int = number(
+        "steps between checkpoints; 0 = Daly's optimum for the job's failure rate", 0, integer=True, minimum=0
+    )
+    checkpoint_bytes: float | None = quantity(
+        "bytes",
+        "size of one checkpoint (default: the full training state, 2 B bf16 weights + 12 B fp32 master "
+        "weights and Adam moments per parameter)",
+        None,
+        optional=True,
+    )
+
+
+@dataclass(frozen=True)
 class _TrainingFields:
     """Schema of the non-model fields of a training spec."""
 
@@ -131,6 +159,9 @@ class _TrainingFields:
     precision: str = choice("compute precision of the GEMMs", PRECISIONS, "bf16")
     steps: int = number("training steps to simulate", 2, integer=True, minimum=1)
     kernels: Kernels = section("kernel implementation choices", {})
+    job: Job | None = section(
+        "a multi-day job replayed from the step time (failures, checkpoints)", None, optional=True
+    )
 
 
 @dataclass(frozen=True)
@@ -146,6 +177,7 @@ class TrainingSpec:
     source_file: str = ""
     source_text: str = ""
     kernels: Kernels = Kernels(flash_attention=True, dropout=False, fused_cross_entropy=False)
+    job: Job | None = None
 
     @property
     def gpus(self) -> int:
@@ -225,6 +257,7 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
         source_file=file,
         source_text=source_text,
         kernels=fields.kernels,
+        job=fields.job,
     )
     validate_training_spec(spec)
     return spec
@@ -466,7 +499,15 @@ def spec_mapping(spec: TrainingSpec) -> dict[str, Any]:
             "dropout": spec.kernels.dropout,
             "fused_cross_entropy": spec.kernels.fused_cross_entropy,
         },
+        **({"job": _job_mapping(spec.job)} if spec.job is not None else {}),
     }
+
+
+def _job_mapping(job: Job) -> dict[str, Any]:
+    out: dict[str, Any] = {"steps": job.steps, "checkpoint_every": job.checkpoint_every}
+    if job.checkpoint_bytes is not None:
+        out["checkpoint_bytes"] = f"{job.checkpoint_bytes:.17g} B"
+    return out
 
 
 def spec_text(spec: TrainingSpec) -> str:

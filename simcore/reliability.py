@@ -1,0 +1,229 @@
+"""Job-level replay: a multi-day training job with node failures, checkpoints and restarts.
+
+The step-level run gives the step time; this module replays ``steps`` of them on a second, coarser
+simpy clock where the events are checkpoints, failures and recoveries (DESIGN.md, "Two time scales"):
+
+- Each of the job's nodes fails as a renewal process with Weibull times between failures (shape ``k``;
+  ``k = 1`` is Poisson) whose mean is ``1000 days / node_failures_per_1000_node_days``; every node starts
+  new at t = 0, a replaced node starts new. Any node failure interrupts the (synchronous) job.
+- The job computes ``checkpoint_every`` steps, then writes a checkpoint (training paused for ``δ`` =
+  checkpoint bytes / (per-GPU write bandwidth x GPUs)); a failure loses everything since the last
+  completed checkpoint.
+- Recovery: detection, then a replacement node, then ``restart_time`` (reschedule, reload, warm-up); a
+  failure during recovery starts it over. Every failure orders a new node, ready ``replace_time`` later;
+  the job takes the first node available: a ready hot spare, else whichever comes first of a spare in
+  preparation and its own new node (``hot_spares`` stay ``hot_spares``: a used one is replaced).
+- A job whose recoveries outlast its failures (it would practically never finish) stops with an error
+  once its wall time passes ``MAX_STRETCH`` x the failure-free time.
+- ``checkpoint_every = 0`` picks Daly's optimum interval (modeling-notes 4.2, Daly 2006 eq. 37):
+  ``τ = sqrt(2δM)·[1 + sqrt(δ/2M)/3 + (δ/2M)/9] − δ`` for ``δ < 2M``, else ``M``, with ``M`` the job's
+  mean time between failures, rounded to whole steps.
+
+Goodput is useful training time (steps x step time) over wall time. The first-order expectation
+``1 − δ/τ − (τ/2 + R)/M`` (R: detection + restart) is reported beside it for comparison.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+
+from simcore.errors import RacksimError
+
+DAY_S = 86_400.0
+MAX_STRETCH = 1000.0  # wall time beyond this many failure-free job times: the job does not finish
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything the replay needs, in SI units."""
+
+    steps: int
+    step_time_s: float
+    checkpoint_s: float  # δ: training paused per checkpoint
+    checkpoint_every: int  # steps between checkpoints; 0 = Daly's optimum
+    nodes: int
+    node_mtbf_s: float  # mean time between failures of one node (inf: never fails)
+    weibull_shape: float = 1.0
+    detect_s: float = 300.0
+    restart_s: float = 900.0
+    replace_s: float = 0.0  # wait for a replacement node when no hot spare is ready
+    hot_spares: int = 0
+    seed: int = 0
+
+    @property
+    def job_mtbf_s(self) -> float:
+        """M: mean time between job-interrupting failures (any of ``nodes``)."""
+        return self.node_mtbf_s / self.nodes if math.isfinite(self.node_mtbf_s) else math.inf
+
+
+def daly_interval_s(checkpoint_s: float, mtbf_s: float) -> float:
+    """Daly's (2006, eq. 37) optimum compute time between checkpoints."""
+    if not math.isfinite(mtbf_s):
+        return math.inf
+    if checkpoint_s >= 2.0 * mtbf_s:
+        return mtbf_s
+    x = checkpoint_s / (2.0 * mtbf_s)
+    return math.sqrt(2.0 * checkpoint_s * mtbf_s) * (1.0 + math.sqrt(x) / 3.0 + x / 9.0) - checkpoint_s
+
+
+def first_order_goodput(interval_s: float, checkpoint_s: float, mtbf_s: float, recovery_s: float) -> float:
+    """``1 − δ/τ − (τ/2 + R)/M``: the expected share of wall time doing new work (small δ, τ, R next to M)."""
+    waste = checkpoint_s / interval_s + (
+        (interval_s / 2.0 + recovery_s) / mtbf_s if math.isfinite(mtbf_s) else 0.0
+    )
+    return max(0.0, 1.0 - waste)
+
+
+@dataclass
+class JobResult:
+    """What the replay measured (every time in seconds)."""
+
+    plan: JobPlan
+    checkpoint_every: int
+    wall_s: float = 0.0
+    failures: int = 0
+    checkpoints: int = 0
+    lost_work_s: float = 0.0  # computing and checkpointing that a failure threw away
+    down_s: float = 0.0  # detection + waiting for a node + restart
+    checkpoint_total_s: float = 0.0  # completed checkpoints
+
+    @property
+    def useful_s(self) -> float:
+        return self.plan.steps * self.plan.step_time_s
+
+    @property
+    def goodput(self) -> float:
+        return self.useful_s / self.wall_s if self.wall_s > 0 else 1.0
+
+    def summary(self) -> dict[str, Any]:
+        """The ``job_*`` keys of summary.json (plus ``goodput``)."""
+        p = self.plan
+        interval = self.checkpoint_every * p.step_time_s
+        return {
+            "goodput": self.goodput,
+            "job_steps": p.steps,
+            "job_wall_s": self.wall_s,
+            "job_days": self.wall_s / DAY_S,
+            "job_failures": self.failures,
+            "job_checkpoints": self.checkpoints,
+            "job_checkpoint_every_steps": self.checkpoint_every,
+            "job_checkpoint_s": p.checkpoint_s,
+            "job_checkpoint_total_s": self.checkpoint_total_s,
+            "job_lost_work_s": self.lost_work_s,
+            "job_down_s": self.down_s,
+            "job_mtbf_s": p.job_mtbf_s,
+            "job_goodput_first_order": first_order_goodput(
+                interval, p.checkpoint_s, p.job_mtbf_s, p.detect_s + p.restart_s
+            ),
+        }
+
+
+class _Failures:
+    """Node failure times: one Weibull renewal process per node, merged in a heap."""
+
+    def __init__(self, plan: JobPlan, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.shape = plan.weibull_shape
+        self.scale = plan.node_mtbf_s / math.gamma(1.0 + 1.0 / plan.weibull_shape)
+        first = self._draw(plan.nodes)
+        self.heap = [(float(t), node) for node, t in enumerate(first)]
+        heapq.heapify(self.heap)
+
+    def _draw(self, n: int) -> np.ndarray:
+        return self.scale * self.rng.weibull(self.shape, n)
+
+    def pop(self) -> float:
+        """Time of the next failure; the failed node is replaced by a new one (its next failure drawn)."""
+        t, node = heapq.heappop(self.heap)
+        heapq.heappush(self.heap, (t + float(self._draw(1)[0]), node))
+        return t
+
+
+def replay_job(plan: JobPlan) -> JobResult:
+    """Run the job on a simpy clock until its last step is checkpointed."""
+    if plan.steps < 1 or plan.step_time_s <= 0:
+        raise ValueError("a job needs steps >= 1 and a positive step time")
+    every = plan.checkpoint_every
+    if every <= 0:
+        tau = daly_interval_s(plan.checkpoint_s, plan.job_mtbf_s)
+        every = (
+            plan.steps
+            if not math.isfinite(tau)
+            else int(min(plan.steps, max(1, round(tau / plan.step_time_s))))
+        )
+    result = JobResult(plan, every)
+    env = simpy.Environment()
+    rng = np.random.default_rng(plan.seed)
+    spares = [0.0] * plan.hot_spares  # when each hot spare is (or will be) ready
+    done = env.event()
+
+    def resume_time(now: float) -> float:
+        """When the job can run again after a failure at ``now`` (detect, get a node, restart)."""
+        ordered = now + plan.replace_s  # the failed node's replacement
+        if spares and min(spares) < ordered:
+            slot = spares.index(min(spares))
+            ready = max(now, spares[slot])
+            spares[slot] = ordered  # the new node refills the pool
+        else:
+            ready = ordered
+        return max(now + plan.detect_s, ready) + plan.restart_s
+
+    def hold(duration: float) -> Generator[simpy.Event, Any, float | None]:
+        """Wait ``duration``; the resume time of a failure that cut it short, else None."""
+        try:
+            yield env.timeout(duration)
+        except simpy.Interrupt as stop:
+            return float(stop.cause)
+        return None
+
+    def trainer() -> Generator[simpy.Event, Any, None]:
+        committed = 0
+        while committed < plan.steps:
+            seg = min(every, plan.steps - committed)
+            t0 = env.now
+            resume = yield from hold(seg * plan.step_time_s + plan.checkpoint_s)
+            if resume is None:
+                committed += seg
+                result.checkpoints += 1
+                result.checkpoint_total_s += plan.checkpoint_s
+                continue
+            result.lost_work_s += env.now - t0
+            while resume is not None:  # recover; a failure meanwhile starts the recovery over
+                r0 = env.now
+                resume = yield from hold(resume - env.now)
+                result.down_s += env.now - r0
+        result.wall_s = env.now
+        done.succeed()
+
+    train = env.process(trainer())
+
+    def failures() -> Generator[simpy.Event, Any, None]:
+        if not math.isfinite(plan.node_mtbf_s):
+            return
+        source = _Failures(plan, rng)
+        while True:
+            t = source.pop()
+            yield env.timeout(t - env.now)  # the run stops at `done`, so this never outlives the job
+            if done.triggered:
+                return
+            result.failures += 1
+            train.interrupt(resume_time(env.now))
+
+    env.process(failures())
+    limit = MAX_STRETCH * plan.steps * (plan.step_time_s + plan.checkpoint_s / every)
+    env.run(until=env.timeout(limit) | done)
+    if not done.triggered:
+        raise RacksimError(
+            f"the job does not finish: after {limit / DAY_S:,.0f} days ({result.failures:,} failures) it is still "
+            f"recovering; a recovery ({(plan.detect_s + plan.replace_s + plan.restart_s) / 3600:.2g} h) is too long "
+            f"next to the job's mean time between failures ({plan.job_mtbf_s / 3600:.2g} h): add hot spares, "
+            "shorten reliability.replace_time / restart_time, or use fewer nodes"
+        )
+    return result

@@ -1,0 +1,141 @@
+"""Job-level replay (simcore.reliability): checkpoints, failures and restarts against closed forms.
+
+Daly (2006): with Poisson failures of mean M, restart cost R (failures during recovery restart it),
+compute interval τ and checkpoint δ, the expected wall time of T_s of work is
+M·e^{R/M}·(e^{(τ+δ)/M} − 1)·T_s/τ. A synchronous job of N nodes whose nodes fail as independent
+exponential renewals is exactly such a Poisson process with M = node MTBF / N.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from simcore.reliability import JobPlan, daly_interval_s, first_order_goodput, replay_job
+from simcore.runner import RunOptions, run
+
+HOUR = 3600.0
+
+
+def _plan(**kw) -> JobPlan:
+    base = dict(
+        steps=100_000,
+        step_time_s=2.0,
+        checkpoint_s=60.0,
+        checkpoint_every=500,
+        nodes=100,
+        node_mtbf_s=300 * HOUR,  # job MTBF 3 h
+        detect_s=300.0,
+        restart_s=900.0,
+    )
+    base.update(kw)
+    return JobPlan(**base)
+
+
+def test_without_failures_the_job_pays_only_its_checkpoints():
+    plan = _plan(node_mtbf_s=math.inf, steps=1234, checkpoint_every=100)
+    r = replay_job(plan)
+    assert r.failures == 0 and r.lost_work_s == 0.0 and r.down_s == 0.0
+    assert r.checkpoints == 13  # 12 full segments and the last 34 steps, each ends with a checkpoint
+    assert r.wall_s == pytest.approx(1234 * 2.0 + 13 * 60.0, rel=1e-12)
+    assert r.goodput == pytest.approx(2468.0 / (2468.0 + 780.0), rel=1e-12)
+
+
+def test_daly_interval_matches_the_modeling_notes_example():
+    # δ = 60 s, M = 3 h: Young 18.97 min, Daly 18.31 min (modeling-notes 4.2)
+    assert math.sqrt(2 * 60 * 3 * HOUR) / 60 == pytest.approx(18.97, abs=0.005)
+    assert daly_interval_s(60.0, 3 * HOUR) / 60 == pytest.approx(18.31, abs=0.005)
+    assert daly_interval_s(7 * HOUR, 3 * HOUR) == 3 * HOUR  # δ >= 2M: checkpoint once per MTBF
+    assert first_order_goodput(18.31 * 60, 60.0, 3 * HOUR, 0.0) == pytest.approx(1 - 0.105, abs=0.002)
+
+
+@pytest.mark.parametrize("every", [250, 550, 2000])
+def test_wall_time_matches_dalys_expectation_for_poisson_failures(every):
+    # ~2,000 failures per run over 3 seeds: the mean wall time is within 2 % of Daly's exact expectation
+    plan = _plan(checkpoint_every=every, steps=every * 1000)
+    m, r_cost = plan.job_mtbf_s, plan.detect_s + plan.restart_s
+    tau, delta = every * plan.step_time_s, plan.checkpoint_s
+    expected = m * math.exp(r_cost / m) * math.expm1((tau + delta) / m) * plan.steps * plan.step_time_s / tau
+    walls = [replay_job(JobPlan(**{**plan.__dict__, "seed": s})).wall_s for s in range(3)]
+    assert sum(walls) / 3 == pytest.approx(expected, rel=0.02)
+
+
+def test_the_automatic_interval_is_dalys_and_beats_a_third_or_thrice_it():
+    auto = replay_job(_plan(checkpoint_every=0, steps=500_000))
+    assert auto.checkpoint_every == round(daly_interval_s(60.0, 3 * HOUR) / 2.0)
+    for every in (auto.checkpoint_every // 3, auto.checkpoint_every * 3):
+        other = replay_job(_plan(checkpoint_every=every, steps=500_000))
+        assert other.goodput < auto.goodput
+
+
+def test_failures_arrive_at_the_nodes_rate_whatever_the_weibull_shape():
+    for shape in (0.7, 1.0, 1.5):
+        r = replay_job(_plan(weibull_shape=shape, steps=1_000_000, checkpoint_every=1000))
+        expected = r.wall_s / (300 * HOUR) * 100  # renewal theorem: N · t / mean
+        assert abs(r.failures - expected) < 5 * math.sqrt(expected), shape
+
+
+def test_more_hot_spares_never_lengthen_the_job_when_replacements_are_slow():
+    walls = [
+        replay_job(_plan(replace_s=6 * HOUR, hot_spares=n, steps=200_000, seed=3)).wall_s
+        for n in (0, 1, 2, 8)
+    ]
+    assert all(a >= b for a, b in itertools.pairwise(walls))
+    assert walls[0] > walls[-1]
+    no_wait = replay_job(_plan(replace_s=0.0, steps=200_000, seed=3)).wall_s
+    assert walls[-1] >= no_wait
+
+
+def test_same_seed_same_job_other_seed_other_failures():
+    a, b = replay_job(_plan(seed=7)), replay_job(_plan(seed=7))
+    assert (a.wall_s, a.failures, a.lost_work_s) == (b.wall_s, b.failures, b.lost_work_s)
+    assert replay_job(_plan(seed=8)).wall_s != a.wall_s
+
+
+def test_a_training_run_with_a_job_section_reports_goodput(tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "model: llama3-8b\nparallelism: {tp: 8, dp: 9}\nbatch: {global_seqs: 72}\nsteps: 1\n"
+        "job: {steps: 50000, checkpoint_every: 1000}\n"
+    )
+    common = dict(profile="gen2.yaml", workload=str(spec), write_trace=False)
+    s = run(RunOptions(**common)).summary
+    assert s["job_steps"] == 50000 and s["job_checkpoint_every_steps"] == 1000 and s["job_checkpoints"] == 50
+    # 72 GPUs = 18 compute trays; checkpoint = 14 B per parameter written at 2 GB/s per GPU
+    assert s["job_mtbf_s"] == pytest.approx(1000 / 6.5 * 86400 / 18, rel=1e-12)
+    assert s["job_checkpoint_s"] == pytest.approx(14 * 8.03e9 / (2e9 * 72), rel=0.01)
+    assert 0 < s["goodput"] <= 1 and s["job_wall_s"] >= 50000 * s["step_time_s"]
+    assert run(RunOptions(**common)).summary["job_wall_s"] == s["job_wall_s"]  # same seed, same job
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(spec.read_text().rsplit("job:", 1)[0])
+    assert (
+        "goodput" not in run(RunOptions(profile="gen2.yaml", workload=str(plain), write_trace=False)).summary
+    )
+
+
+@pytest.mark.parametrize(
+    "job,says",
+    [
+        ("{steps: 0}", "job.steps"),
+        ("{steps: 10, every: 5}", "job.every"),
+        ("{checkpoint_every: 5}", "job.steps"),
+    ],
+)
+def test_bad_job_sections_are_one_line(tmp_path, job, says):
+    from simcore.errors import ConfigError
+
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(f"model: llama3-8b\nparallelism: {{tp: 8}}\nbatch: {{global_seqs: 8}}\njob: {job}\n")
+    with pytest.raises(ConfigError) as info:
+        run(RunOptions(profile="gen2.yaml", workload=str(spec), write_trace=False))
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_job_whose_recoveries_outlast_its_failures_says_so():
+    from simcore.errors import RacksimError
+
+    # job MTBF 3 h, every recovery waits 2 days for a node: e^(R/M) ~ 1e7 failure-free times
+    with pytest.raises(RacksimError, match=r"the job does not finish.*add hot spares"):
+        replay_job(_plan(replace_s=48 * HOUR, steps=2000))
