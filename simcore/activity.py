@@ -84,16 +84,17 @@ _TEMPLATE_DTYPE = np.dtype([(f, EVENT_DTYPE[f]) for f in TEMPLATE_FIELDS])
 
 
 def _struct_of(dtype: np.dtype) -> struct.Struct:
-    """The ``struct`` layout of a packed little-endian structured dtype (byte for byte the same record)."""
+    """The ``struct`` layout of a packed native-order structured dtype (byte for byte the same record:
+    ``=`` is native byte order with standard sizes and no padding, as numpy's packed dtypes)."""
     codes = {"i1": "b", "i2": "h", "i4": "i", "i8": "q", "f4": "f", "f8": "d"}
-    fmt = "<" + "".join(codes[dtype[name].str.lstrip("<>|=")] for name in dtype.names)
+    fmt = "=" + "".join(codes[dtype[name].str.lstrip("<>|=")] for name in dtype.names)
     packer = struct.Struct(fmt)
     if packer.size != dtype.itemsize:  # pragma: no cover - a dtype with padding or an unmapped type
         raise TypeError(f"{dtype} has no packed struct layout ({fmt})")
     return packer
 
 
-_OPEN_ROW = _struct_of(_VARYING_DTYPE.newbyteorder("<"))
+_OPEN_ROW = _struct_of(_VARYING_DTYPE)
 OPEN_ROW_BYTES = _OPEN_ROW.size
 pack_open_row = _OPEN_ROW.pack  # (rank_class, stream, step, micro, t_start, t_end, template id) -> bytes
 
@@ -163,7 +164,10 @@ class ActivityRecorder:
         if tid is None:
             self._templates.append(template)
             tid = self._template_ids[id(template)] = -len(self._templates)
-        self.open_buf += pack_open_row(rank_class, stream, step, micro, t_start, t_end, tid)
+        # struct refuses a float where an integer goes (numpy's conversion truncated it): convert here
+        self.open_buf += pack_open_row(
+            int(rank_class), int(stream), int(step), int(micro), float(t_start), float(t_end), tid
+        )
         if len(self.open_buf) >= self.block_bytes:
             self.emit()
 

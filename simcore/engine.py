@@ -127,9 +127,10 @@ class Machine:
         self._busy: list[list[float]] = []
         self.clock: list[float] = []  # per-class clock factor f/f_max, updated by the power controller
         # Communication kernels share the SMs and HBM with compute: while one runs, compute takes longer by
-        # this fraction. Per class, the latest window [from, until] of such kernels (merged when they touch).
+        # this fraction. Per class: the communication intervals that have not ended yet (unmerged; the
+        # slowdown integrates over their union) and the latest end among them (the hot path's one check).
         self.overlap_slowdown = profile.calibration.comm_overlap_slowdown
-        self._comm_from: list[float] = []
+        self._comm_windows: list[list[tuple[float, float]]] = []
         self._comm_until: list[float] = []
         self._cost_memo: dict[int, tuple[Any, ...]] = {}  # id(work) -> _fused_cost entry
         self._fused_entries: dict[tuple, tuple[Any, ...]] = {}  # (work, dtype, clock, name) -> entry
@@ -158,7 +159,7 @@ class Machine:
         self.classes.append(RankClass(index, name, gpus, self.cluster.place(int(gpus[0]))))
         self._busy.append([0.0] * len(self.streams))
         self.clock.append(1.0)
-        self._comm_from.append(0.0)
+        self._comm_windows.append([])
         self._comm_until.append(0.0)
         self.class_step.append(0)
         self._mem_now = np.append(self._mem_now, 0.0)
@@ -285,7 +286,7 @@ class Machine:
                 sid = self.stream(stream)
         busy = self._busy[rank_class]
         env = self.env
-        now = env._now  # simpy's `now` property, read without the property call (hot path)
+        now = env._now  # simpy's `now` property without the call (hot path; simpy pinned <5 for it)
         free = busy[sid]
         start = free if free > now else now
         if self._comm_until[rank_class] > start and self.overlap_slowdown:
@@ -299,24 +300,43 @@ class Machine:
         return Timeout(env, end - now)
 
     def _slowed(self, rank_class: int, start: float, duration: float) -> float:
-        """How long ``duration`` s of compute from ``start`` takes beside the class's communication window:
-        1 + k times slower inside the window, full speed outside (extra = k x the work done inside)."""
-        k = self.overlap_slowdown
-        inside = max(start, self._comm_from[rank_class])
-        until = self._comm_until[rank_class]
-        work_left = duration - (inside - start)  # compute done at full speed before the window opens
-        if until <= inside or work_left <= 0.0:
-            return duration
-        return duration + k * min(work_left, (until - inside) / (1.0 + k))
+        """How long ``duration`` s of compute from ``start`` takes beside the class's communication: 1 + k
+        times slower inside the union of its intervals, full speed outside them."""
+        k1 = 1.0 + self.overlap_slowdown
+        t, work = start, duration
+        for a, b in _union(self._comm_windows[rank_class]):
+            if b <= t:
+                continue
+            if a > t:  # full speed until the interval opens
+                if work <= a - t:
+                    break
+                work -= a - t
+                t = a
+            inside = (b - t) / k1  # work the slowed interval can take
+            if work <= inside:
+                return t + work * k1 - start
+            work -= inside
+            t = b
+        return t + work - start
 
-    def _note_comm(self, rank_class: int, start: float, end: float) -> None:
-        """Remember a communication kernel's interval for the compute it will overlap."""
-        if start <= self._comm_until[rank_class]:  # touches the current window: widen it
-            self._comm_from[rank_class] = min(self._comm_from[rank_class], start)
-            self._comm_until[rank_class] = max(self._comm_until[rank_class], end)
-        else:  # a later window (compute is issued in time order, so the old one has about passed)
-            self._comm_from[rank_class] = start
-            self._comm_until[rank_class] = end
+    def _note_comm(self, rank_class: int, start: float, end: float) -> tuple[float, float]:
+        """Remember a communication kernel's interval for the compute it overlaps; returns the entry."""
+        now = self.env._now
+        entry = (start, end)
+        windows = [w for w in self._comm_windows[rank_class] if w[1] > now]  # compute never starts before now
+        windows.append(entry)
+        self._comm_windows[rank_class] = windows
+        self._comm_until[rank_class] = max(self._comm_until[rank_class], end)
+        return entry
+
+    def _forget_comm(self, rank_class: int, entry: tuple[float, float]) -> None:
+        """Drop an interval noted earlier (a flow collective's estimate, once its real end is known)."""
+        windows = self._comm_windows[rank_class]
+        for i, w in enumerate(windows):
+            if w is entry:
+                del windows[i]
+                break
+        self._comm_until[rank_class] = max((w[1] for w in windows), default=0.0)
 
     def collective(
         self,
@@ -461,19 +481,21 @@ class Machine:
         for c in classes:
             self._busy[c][sid] = _PENDING
             self._tail[(c, sid)] = done
+        provisional: list[tuple[int, tuple[float, float]]] = []
         if group.uses_sms and self.overlap_slowdown:
-            # Compute issued while the flows run sees the analytical estimate of the end (the window is
-            # widened to the real end when the flows finish).
+            # Compute issued while the flows run sees the analytical estimate of the end; the real interval
+            # replaces it when the flows finish.
             estimate = self.comm_model.time(
                 op, nbytes, group.layout, algo=algo, concurrency=group.concurrency
             )
-            for c in classes:
-                self._note_comm(c, start, start + estimate.time_s)
+            provisional = [(c, self._note_comm(c, start, start + estimate.time_s)) for c in classes]
 
         def run() -> Generator[simpy.Event, Any, None]:
             yield self.env.timeout(start + fixed - self.env.now)
             yield self.fabric.transfer(pairs[0], pairs[1], per_gpu)
             end = self.env.now
+            for c, entry in provisional:
+                self._forget_comm(c, entry)
             self._record_collective(
                 group, op, nbytes, name, sid, micro, start, end, classes, timing.algorithm
             )
@@ -609,3 +631,15 @@ class Machine:
     def run(self, until: float | None = None, on_progress: Callable[[float], None] | None = None) -> None:
         self.env.run(until=until)
         self.recorder.flush()
+
+
+def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The union of intervals as sorted, disjoint (start, end) pairs (touching ones stay apart: harmless)."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(intervals):
+        if out and a < out[-1][1]:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out

@@ -219,3 +219,78 @@ def test_compute_after_the_window_or_without_slowdown_is_untouched(gen2):
         env.process(proc())
         env.run()
         assert env.now == pytest.approx(wait + 1.0, rel=1e-9)
+
+
+def _slowdown_machine(gen2, comm_s: float) -> tuple[Machine, object]:
+    env = simpy.Environment()
+    machine = Machine(env, gen2, Cluster(gen2, racks=1), FixedComm(comm_s))
+    machine.add_class("a", np.arange(8))
+    machine.add_class("b", np.arange(8, 16))
+    return machine, machine.group("dp", LAYOUT, (0,))
+
+
+def test_compute_that_starts_before_the_window_runs_at_full_speed_until_it_opens(gen2):
+    machine, dp = _slowdown_machine(gen2, 1.5)
+    machine.compute(0, _flops_for(machine, 0.5), 0.0, dtype="bf16", name="x", stream="dp")  # dp busy [0, 0.5]
+    machine.collective(0, dp, "reducescatter", 1e9, name="rs", stream="dp")  # NCCL [0.5, 2.0]
+    machine.compute(0, _flops_for(machine, 1.0), 0.0, dtype="bf16", name="gemm")  # [0, ...]
+    machine.env.run()
+    assert machine.recorder.table()[-1]["t_end"] == pytest.approx(1.0 + 0.19 * 0.5, rel=1e-9)
+
+
+def test_compute_in_the_gap_between_two_communication_windows_is_not_slowed(gen2):
+    machine, dp = _slowdown_machine(gen2, 1.0)
+    env, took = machine.env, {}
+
+    def proc():
+        machine.compute(0, _flops_for(machine, 3.0), 0.0, dtype="bf16", name="x", stream="dp")  # dp [0, 3]
+        machine.collective(0, dp, "reducescatter", 1e9, name="rs", stream="dp")  # NCCL [3, 4]
+        machine.send(0, 1, 1e6, tag="t", layout=LAYOUT, name="p2p")  # NCCL [0, 1]
+        yield env.timeout(1.0)
+        yield machine.compute(0, _flops_for(machine, 1.0), 0.0, dtype="bf16", name="gap")  # [1, 2]
+        took["gap"] = env.now - 1.0
+        yield machine.compute(0, _flops_for(machine, 2.0), 0.0, dtype="bf16", name="across")  # 2 .. 3 .. 4 ..
+        took["across"] = env.now - 2.0
+
+    env.process(proc())
+    env.run()
+    assert took["gap"] == pytest.approx(1.0, rel=1e-9)
+    # 1 s at full speed to t = 3, then the remaining 1 s of work inside [3, 4] at 1/1.19: 0.84 s of it fits,
+    # the last 0.16 s runs at full speed after t = 4
+    assert took["across"] == pytest.approx(1.0 + 1.0 + 0.19 * 1.0 / 1.19, rel=1e-9)
+
+
+def test_a_send_opens_a_window_on_both_ends(gen2):
+    machine, _dp = _slowdown_machine(gen2, 1.0)
+    machine.send(0, 1, 1e6, tag="t", layout=LAYOUT, name="p2p")  # FixedComm: [0, 1] on both classes
+    for cls in (0, 1):
+        machine.compute(cls, _flops_for(machine, 0.5), 0.0, dtype="bf16", name="gemm")
+    machine.env.run()
+    ends = machine.recorder.table()
+    assert np.allclose(ends[ends["kind"] == KIND_COMPUTE]["t_end"], 0.5 * 1.19, rtol=1e-9)
+
+
+def test_tp_overlap_with_userbuffers_is_exempt_from_the_slowdown():
+    from sim_helpers import COMPUTE_ONLY, simulate
+
+    from workloads.spec import load_training_spec
+
+    def compute_busy(overlap: bool, slowdown: str) -> float:
+        spec = load_training_spec(
+            {
+                "model": {**COMPUTE_ONLY, "layers": 2},
+                "parallelism": {"tp": 8, "tp_comm_overlap": overlap, "recompute": "none"},
+                "batch": {"global_seqs": 2},
+                "steps": 1,
+            },
+            file="tp.yaml",
+        )
+        _, machine, _ = simulate(spec, sets=(f"calibration.comm_overlap_slowdown={slowdown}",))
+        t = machine.recorder.table()
+        c = t[t["kind"] == KIND_COMPUTE]
+        return float((c["t_end"] - c["t_start"]).sum())
+
+    # With userbuffers the TP chunks run beside the GEMMs and do not slow them; without overlap the TP
+    # collectives sit between the GEMMs (nothing to slow), so neither run changes with the slowdown.
+    assert compute_busy(True, "0.19") == pytest.approx(compute_busy(True, "0"), rel=1e-12)
+    assert compute_busy(False, "0.19") == pytest.approx(compute_busy(False, "0"), rel=1e-12)
