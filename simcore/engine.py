@@ -349,8 +349,12 @@ class Machine:
         stream: str | None = None,
         micro: int = -1,
         algo: str = "auto",
+        repeat: int = 1,
     ) -> simpy.Event:
         """Issue a collective on ``group``; it starts once every member class has issued it.
+
+        ``repeat`` runs that many identical calls back to back as one event (e.g. the two TP all-reduces
+        of every layer of a serving iteration): ``repeat`` x the time of one, ``repeat`` x the bytes.
 
         Members are matched by their n-th call on (group, micro-batch), numbered when issued (in program
         order, even if the stream defers the arrival): a forward and another micro-batch's backward running
@@ -363,7 +367,7 @@ class Machine:
             call = self._group_calls.get(counter, 0)
             self._group_calls[counter] = call + 1
             key = (group.key, micro, call)
-        return self._arrive(rank_class, group, op, nbytes, name, sid, micro, algo, key)
+        return self._arrive(rank_class, group, op, nbytes, name, sid, micro, algo, key, repeat)
 
     def _arrive(
         self,
@@ -376,18 +380,19 @@ class Machine:
         micro: int,
         algo: str,
         key: tuple[Any, ...] | None,
+        repeat: int = 1,
     ) -> simpy.Event:
         """One member reaches its matched call: launch when it is the last (or the only) one."""
         if self._busy[rank_class][sid] == _PENDING:
             # The stream still runs a flow-level collective of unknown end: arrive after it.
             return self._after(
                 self._tail[(rank_class, sid)],
-                lambda: self._arrive(rank_class, group, op, nbytes, name, sid, micro, algo, key),
+                lambda: self._arrive(rank_class, group, op, nbytes, name, sid, micro, algo, key, repeat),
             )
         now = self.env.now
         ready = max(now, self._busy[rank_class][sid])
         if key is None:
-            return self._launch(group, op, nbytes, name, sid, micro, algo, ready, (rank_class,))
+            return self._launch(group, op, nbytes, name, sid, micro, algo, ready, (rank_class,), repeat)
         rv = self._rendezvous.get(key)
         if rv is None:
             rv = self._rendezvous[key] = _Rendezvous(done=self.env.event(), what=(op, name))
@@ -402,7 +407,9 @@ class Machine:
         self._busy[rank_class][sid] = max(self._busy[rank_class][sid], ready)
         if rv.arrived == len(group.member_classes):
             del self._rendezvous[key]
-            finished = self._launch(group, op, nbytes, name, sid, micro, algo, rv.ready_at, tuple(rv.classes))
+            finished = self._launch(
+                group, op, nbytes, name, sid, micro, algo, rv.ready_at, tuple(rv.classes), repeat
+            )
             done = rv.done
             finished.callbacks.append(lambda _ev: done.succeed())
         return rv.done
@@ -427,15 +434,16 @@ class Machine:
         algo: str,
         start: float,
         classes: tuple[int, ...],
+        repeat: int = 1,
     ) -> simpy.Event:
         """Start a collective whose members are all ready at ``start``; the event fires when it ends."""
         if self.fabric is not None and group.uses_scale_out:
             rows = self._group_rows(group, classes)
             if rows is not None:
                 return self._run_collective_flow(
-                    group, op, nbytes, name, sid, micro, algo, start, classes, rows
+                    group, op, nbytes, name, sid, micro, algo, start, classes, rows, repeat
                 )
-        end = self._run_collective(group, op, nbytes, name, sid, micro, algo, start, classes)
+        end = self._run_collective(group, op, nbytes, name, sid, micro, algo, start, classes, repeat)
         return self.env.timeout(end - self.env.now)
 
     def _group_rows(self, group: CommGroup, classes: tuple[int, ...]) -> np.ndarray | None:
@@ -464,12 +472,15 @@ class Machine:
         start: float,
         classes: tuple[int, ...],
         rows: np.ndarray,
+        repeat: int = 1,
     ) -> simpy.Event:
-        """A collective whose scale-out phase runs as max-min fair flows on the shared fabric."""
+        """A collective whose scale-out phase runs as max-min fair flows on the shared fabric (``repeat``
+        calls move ``repeat`` x the bytes and pay ``repeat`` x the fixed part)."""
         assert self.fabric is not None
         timing = self.comm_model.time(op, nbytes, group.layout, algo=algo, concurrency=_NO_CONTENTION)
-        per_gpu = self.comm_model.scale_out_bytes_per_gpu(op, nbytes, group.layout, timing.algorithm)
-        fixed = max(0.0, timing.time_s - per_gpu / self.fabric.links.nic_Bps)
+        one = self.comm_model.scale_out_bytes_per_gpu(op, nbytes, group.layout, timing.algorithm)
+        fixed = repeat * max(0.0, timing.time_s - one / self.fabric.links.nic_Bps)
+        per_gpu = repeat * one
         pairs = self._pairs_memo.get(group.key)
         if pairs is None:
             parts = [self.fabric.links.rail_pairs(row) for row in rows]
@@ -488,7 +499,7 @@ class Machine:
             estimate = self.comm_model.time(
                 op, nbytes, group.layout, algo=algo, concurrency=group.concurrency
             )
-            provisional = [(c, self._note_comm(c, start, start + estimate.time_s)) for c in classes]
+            provisional = [(c, self._note_comm(c, start, start + repeat * estimate.time_s)) for c in classes]
 
         def run() -> Generator[simpy.Event, Any, None]:
             yield self.env.timeout(start + fixed - self.env.now)
@@ -497,7 +508,7 @@ class Machine:
             for c, entry in provisional:
                 self._forget_comm(c, entry)
             self._record_collective(
-                group, op, nbytes, name, sid, micro, start, end, classes, timing.algorithm
+                group, op, repeat * nbytes, name, sid, micro, start, end, classes, timing.algorithm
             )
             for c in classes:
                 if self._tail.get((c, sid)) is done:
@@ -519,10 +530,13 @@ class Machine:
         algo: str,
         start: float,
         classes: tuple[int, ...],
+        repeat: int = 1,
     ) -> float:
         timing = self.comm_model.time(op, nbytes, group.layout, algo=algo, concurrency=group.concurrency)
-        end = start + timing.time_s
-        self._record_collective(group, op, nbytes, name, sid, micro, start, end, classes, timing.algorithm)
+        end = start + repeat * timing.time_s
+        self._record_collective(
+            group, op, repeat * nbytes, name, sid, micro, start, end, classes, timing.algorithm
+        )
         return end
 
     def _record_collective(

@@ -58,6 +58,10 @@ WORKLOAD_SET_KEYS = (
     "kind",
     "name",
     "kernels",
+    "job",
+    "kv_cache",
+    "scheduler",
+    "requests",
 )
 
 
@@ -138,6 +142,86 @@ def build_training_spec(opts: RunOptions, profile: Profile, workload_sets: list[
     return spec, racks
 
 
+def _is_inference(opts: RunOptions, workload_sets: list[str]) -> bool:
+    """Whether the workload is a serving spec (``kind: inference``)."""
+    from workloads.spec import load_workload
+
+    raw, _label, _text = load_workload(opts.workload or DEFAULT_MODEL, workload_sets)
+    return raw.get("kind") == "inference"
+
+
+def build_inference_spec(opts: RunOptions, profile: Profile, workload_sets: list[str]) -> tuple[Any, int]:
+    """The serving spec and how many racks it uses."""
+    from workloads.inference import load_inference_spec
+    from workloads.spec import load_workload
+
+    raw, label, text = load_workload(opts.workload or DEFAULT_MODEL, workload_sets)
+    spec = load_inference_spec(raw, file=label, source_text=text)
+    racks = opts.racks or max(1, -(-spec.gpus // profile.gpus_per_rack))
+    if opts.racks is None and racks > profile.cluster.racks:
+        racks = profile.cluster.racks
+    return spec, racks
+
+
+def spec_requests(spec: Any, seed: int) -> list[Any]:
+    from workloads.inference import make_requests
+
+    return make_requests(spec, seed)
+
+
+def summarize_serving(
+    spec: Any,
+    profile: Profile,
+    machine: Machine,
+    job: Any,
+    breakdown: BreakdownAccumulator,
+    power_result: PowerResult | None,
+) -> dict[str, Any]:
+    """The DESIGN.md summary keys of a serving run (inference keys + the shared throughput/power keys)."""
+    from workloads.inference import serving_summary, tokens_of
+
+    end = job.step_times.ends[0]
+    weights = machine.gpu_multiplicity().astype(float)
+    brk = breakdown.step_breakdown([(0.0, end)], weights)
+    summary = serving_summary(job)
+    summary.update(
+        {
+            "exposed_comm_fraction": brk.exposed_comm,
+            "exposed_comm_by_group": brk.exposed_by_group,
+            "compute_fraction": brk.compute,
+            "bubble_fraction": 0.0,
+            "idle_fraction": brk.idle,
+            "events": machine.recorder.rows,
+            "profile": profile_summary(profile),
+            "workload": {
+                "kind": "inference",
+                "name": spec.name,
+                "model": spec.model.name,
+                "precision": spec.precision,
+                "parallelism": {"tp": spec.parallelism.tp, "replicas": spec.parallelism.replicas},
+                "scheduler": {
+                    "max_num_seqs": spec.scheduler.max_num_seqs,
+                    "max_batch_tokens": spec.scheduler.max_batch_tokens,
+                    "chunked_prefill": spec.scheduler.chunked_prefill,
+                },
+            },
+            "collective_algorithms": dict(sorted(machine.comm_log.items())),
+        }
+    )
+    tokens = tokens_of(job)
+    if power_result is not None:
+        summary.update(power_result.summary)
+        summary["energy_per_token_j"] = power_result.summary["facility_energy_j"] / tokens if tokens else None
+        summary["energy_convention"] = "facility energy (IT + cooling + overhead) per generated token"
+    not_modelled = []
+    for key in ("avg_it_power_w", "peak_it_power_w", "facility_power_w", "pue", "energy_per_token_j"):
+        summary.setdefault(key, None)
+        if summary[key] is None:
+            not_modelled.append(key)
+    summary["not_modelled"] = not_modelled
+    return summary
+
+
 def make_comm_model(profile: Profile, cluster: Cluster) -> Any:
     from simcore.collectives import CollectiveModel
 
@@ -164,19 +248,36 @@ def run(opts: RunOptions) -> RunResult:
         )
     profile_sets, workload_sets = split_sets(opts.sets)
     profile = load_profile(opts.profile, profile_sets)
-    spec, racks = build_training_spec(opts, profile, workload_sets)
+    serving = _is_inference(opts, workload_sets)
+    if serving:
+        spec, racks = build_inference_spec(opts, profile, workload_sets)
+    else:
+        spec, racks = build_training_spec(opts, profile, workload_sets)
     profile.peak_flops(
         spec.precision
     )  # an accelerator without this precision is an input error, say so first
     cluster = Cluster(profile, racks=racks)
     cluster.require(spec.gpus)
-    # Memory check before simulating: a clear one-line answer beats a simulated OOM.
-    stage_memory(spec, profile.accelerator.hbm_capacity)
-    say(
-        f"simulating {spec.name} on {spec.gpus} GPUs of {profile.name} "
-        f"(tp{spec.parallelism.tp} pp{spec.parallelism.pp} dp{spec.parallelism.dp} cp{spec.parallelism.cp} "
-        f"ep{spec.parallelism.ep}), {spec.steps} steps"
-    )
+    if serving:
+        if opts.contention != "analytic" or opts.fidelity != "representative":
+            raise ConfigError(
+                "serving runs one rank class per replica with analytic contention",
+                path="--contention/--fidelity",
+                value=f"{opts.contention}/{opts.fidelity}",
+                expected="the defaults (analytic, representative)",
+            )
+        say(
+            f"serving {spec.name} on {spec.gpus} GPUs of {profile.name} (tp{spec.parallelism.tp} x "
+            f"{spec.parallelism.replicas} replicas), {len(spec_requests(spec, opts.seed))} requests"
+        )
+    else:
+        # Memory check before simulating: a clear one-line answer beats a simulated OOM.
+        stage_memory(spec, profile.accelerator.hbm_capacity)
+        say(
+            f"simulating {spec.name} on {spec.gpus} GPUs of {profile.name} "
+            f"(tp{spec.parallelism.tp} pp{spec.parallelism.pp} dp{spec.parallelism.dp} cp{spec.parallelism.cp} "
+            f"ep{spec.parallelism.ep}), {spec.steps} steps"
+        )
 
     out_dir = opts.out
     writer = None
@@ -196,8 +297,13 @@ def run(opts: RunOptions) -> RunResult:
         recorder.add_sink(breakdown)
         if writer is not None:
             machine.recorder.add_sink(writer.append_events)
-        job = TrainingJob(spec, machine, fidelity=opts.fidelity)
-        machine.dims = job.dims
+        if serving:
+            from workloads.inference import ServingJob
+
+            job = ServingJob(spec, machine, seed=opts.seed)
+        else:
+            job = TrainingJob(spec, machine, fidelity=opts.fidelity)
+            machine.dims = job.dims
         controller = PowerController(machine)
         processes = job.start()
         env.process(controller.process(all_done(env, processes)))
@@ -205,12 +311,16 @@ def run(opts: RunOptions) -> RunResult:
         power_result = controller.finalize()
         machine.recorder.flush()
         events = machine.recorder.table() if opts.keep_events else None
-        summary = summarize(spec, profile, machine, job, breakdown, power_result)
-        if spec.job is not None:
+        if serving:
+            summary = summarize_serving(spec, profile, machine, job, breakdown, power_result)
+        else:
+            summary = summarize(spec, profile, machine, job, breakdown, power_result)
+        if not serving and spec.job is not None:
             summary.update(replay_job(job_plan(spec, profile, summary["step_time_s"], opts.seed)).summary())
         summary["wall_time_s"] = None  # filled below; excluded from determinism comparisons
         if writer is not None:
-            _write_trace_tables(writer, profile, spec, machine, job, summary, opts, spec_text(spec))
+            text = spec.source_text if serving else spec_text(spec)
+            _write_trace_tables(writer, profile, spec, machine, job, summary, opts, text)
             for group, series in power_result.series().items():
                 writer.write_series(f"timeseries/{group}", power_result.time_s, series)
             writer.file["timeseries/power/rack_w"].attrs["racks_per_type"] = power_result.racks_per_type
@@ -382,14 +492,30 @@ def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = sys
 
     wl = summary["workload"]
     par = wl["parallelism"]
+    if wl.get("kind") == "inference":
+        layout = f"tp{par['tp']} x {par['replicas']} replicas"
+        head = [
+            ("requests/s", fmt("requests_per_s") + f"  ({summary['requests_completed']} served)"),
+            ("TTFT p50 / p99", fmt("ttft_s_p50", 1e3, " ms") + " / " + fmt("ttft_s_p99", 1e3, " ms")),
+            ("TPOT p50 / p99", fmt("tpot_s_p50", 1e3, " ms") + " / " + fmt("tpot_s_p99", 1e3, " ms")),
+            ("iteration time", fmt("step_time_s", 1e3, " ms") + f"  ({summary['iterations']} iterations)"),
+            (
+                "output tokens/s",
+                fmt("tokens_per_s", 1, "") + f"  ({fmt('tokens_per_s_per_gpu', 1, ' per GPU')})",
+            ),
+        ]
+    else:
+        layout = f"tp{par['tp']} pp{par['pp']} dp{par['dp']} cp{par['cp']} ep{par['ep']}"
+        head = [
+            ("step time", fmt("step_time_s", 1, " s")),
+            ("tokens/s", fmt("tokens_per_s", 1, "") + f"  ({fmt('tokens_per_s_per_gpu', 1, ' per GPU')})"),
+        ]
     rows = [
         (
             "workload",
-            f"{wl['name']} ({wl['precision']}), tp{par['tp']} pp{par['pp']} dp{par['dp']} "
-            f"cp{par['cp']} ep{par['ep']}, {summary['gpus']} GPUs on {summary['profile']['name']}",
+            f"{wl['name']} ({wl['precision']}), {layout}, {summary['gpus']} GPUs on {summary['profile']['name']}",
         ),
-        ("step time", fmt("step_time_s", 1, " s")),
-        ("tokens/s", fmt("tokens_per_s", 1, "") + f"  ({fmt('tokens_per_s_per_gpu', 1, ' per GPU')})"),
+        *head,
         ("model TFLOP/s per GPU", fmt("model_tflops_per_gpu") + f"   MFU {fmt('mfu', 100, ' %', 3)}"),
         ("exposed communication", fmt("exposed_comm_fraction", 100, " %", 3)),
         ("pipeline bubble / idle", fmt("bubble_fraction", 100, " %", 3)),

@@ -1,0 +1,159 @@
+"""Inference serving (workloads/inference.py): the scheduler against closed forms, physics and published
+TensorRT-LLM throughput."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import yaml
+
+from simcore.errors import CapacityError, ConfigError
+from simcore.kernels.compute import ComputeModel
+from simcore.profile import load_profile
+from simcore.runner import RunOptions, run
+from workloads.inference import iteration_work, load_inference_spec, replica_costs
+
+DESIGN_KEYS = (
+    "step_time_s", "tokens_per_s", "tokens_per_s_per_gpu", "model_tflops_per_gpu", "mfu", "gpus",
+    "exposed_comm_fraction", "bubble_fraction", "peak_hbm_bytes", "avg_it_power_w", "peak_it_power_w",
+    "facility_power_w", "pue", "energy_per_token_j", "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99",
+    "requests_per_s",
+)  # fmt: skip
+
+
+def _serve(tmp_path, profile="h100-dgx.yaml", sets=(), seed=0, **spec):
+    data = {"kind": "inference", "model": "llama3-8b", "precision": "fp8", **spec}
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return run(
+        RunOptions(profile=profile, workload=str(path), write_trace=False, sets=list(sets), seed=seed)
+    ).summary
+
+
+def test_a_lone_request_takes_one_prefill_then_one_decode_per_token(tmp_path):
+    s = _serve(tmp_path, requests={"count": 1, "input_tokens": 1000, "output_tokens": 3})
+    spec = load_inference_spec({"model": "llama3-8b", "precision": "fp8"}, file="x")
+    costs, model = replica_costs(spec), ComputeModel(load_profile("h100-dgx.yaml"))
+    prefill = model.time_fused(iteration_work(costs, [], [(0, 1000)], 1)[0], "fp8", 1.0).time_s
+    decode1 = model.time_fused(iteration_work(costs, [1001], [], 1)[0], "fp8", 1.0).time_s
+    decode2 = model.time_fused(iteration_work(costs, [1002], [], 1)[0], "fp8", 1.0).time_s
+    assert s["ttft_s_p50"] == pytest.approx(prefill, rel=1e-12)
+    assert s["tpot_s_p50"] == pytest.approx((decode1 + decode2) / 2, rel=1e-12)
+    assert s["iterations"] == 3 and s["requests_completed"] == 1
+    # batch-1 decode reads every weight once: at least weights / HBM bandwidth, and not far above it
+    hbm = load_profile("h100-dgx.yaml").accelerator.hbm_bandwidth
+    floor = costs.weights_per_gpu / hbm
+    assert floor < decode1 < 1.5 * floor / 0.85
+
+
+def test_more_hbm_bandwidth_never_slows_decoding(tmp_path):
+    req = {"count": 16, "input_tokens": 256, "output_tokens": 32}
+    tpots = [
+        _serve(tmp_path, sets=[f"accelerator.hbm_bandwidth={bw} TB/s"], requests=req)["tpot_s_p50"]
+        for bw in (2.0, 3.35, 5.0, 8.0)
+    ]
+    assert all(a > b for a, b in itertools.pairwise(tpots))
+
+
+def test_batching_trades_latency_for_throughput(tmp_path):
+    req = {"count": 128, "input_tokens": 128, "output_tokens": 64}
+    small = _serve(tmp_path, scheduler={"max_num_seqs": 4}, requests=req)
+    large = _serve(tmp_path, scheduler={"max_num_seqs": 64}, requests=req)
+    assert large["tokens_per_s"] > 4 * small["tokens_per_s"]  # decode is weight-bound: batching is ~free
+    assert large["tpot_s_p50"] > small["tpot_s_p50"]
+
+
+def test_an_underloaded_server_serves_the_offered_rate_and_a_seed_fixes_the_arrivals(tmp_path):
+    req = {"count": 300, "rate": 20.0, "input_tokens": 256, "output_tokens": 32}
+    a = _serve(tmp_path, requests=req, seed=1)
+    assert a["requests_per_s"] == pytest.approx(20.0, rel=0.12)  # 300 Poisson arrivals: ~6 % noise
+    b = _serve(tmp_path, requests=req, seed=1)
+    assert {k: v for k, v in b.items() if k != "wall_time_s"} == {
+        k: v for k, v in a.items() if k != "wall_time_s"
+    }
+    assert _serve(tmp_path, requests=req, seed=2)["ttft_s_p99"] != a["ttft_s_p99"]
+    assert all(a[k] is not None for k in DESIGN_KEYS), [k for k in DESIGN_KEYS if a[k] is None]
+
+
+def test_chunked_prefill_splits_a_long_prompt_into_budget_sized_iterations(tmp_path):
+    s = _serve(
+        tmp_path,
+        scheduler={"chunked_prefill": True, "max_batch_tokens": 1024},
+        requests={"count": 1, "input_tokens": 4096, "output_tokens": 2},
+    )
+    spec = load_inference_spec({"model": "llama3-8b", "precision": "fp8"}, file="x")
+    costs, model = replica_costs(spec), ComputeModel(load_profile("h100-dgx.yaml"))
+    chunks = [
+        model.time_fused(iteration_work(costs, [], [(p, 1024)], int(p == 3072))[0], "fp8", 1.0).time_s
+        for p in (0, 1024, 2048, 3072)
+    ]
+    assert s["ttft_s_p50"] == pytest.approx(sum(chunks), rel=1e-12)  # each chunk attends to the cache so far
+    assert chunks[3] > chunks[0]
+    whole = _serve(tmp_path, scheduler={"chunked_prefill": False, "max_batch_tokens": 1024},
+                   requests={"count": 1, "input_tokens": 4096, "output_tokens": 2})  # fmt: skip
+    assert whole["iterations"] == 2  # a prompt longer than the budget runs alone, in one iteration
+
+
+def test_the_kv_cache_bounds_concurrency_and_a_request_too_long_is_one_line(tmp_path):
+    s = _serve(tmp_path, requests={"count": 400, "input_tokens": 4000, "output_tokens": 64})
+    assert 0 < s["kv_cache_peak_bytes"] <= s["kv_cache_capacity_bytes"]
+    assert s["peak_hbm_bytes"] <= 0.9 * 80e9 * (1 + 1e-9)
+    with pytest.raises(CapacityError, match="KV cache"):
+        _serve(
+            tmp_path,
+            model="llama3-70b",
+            precision="bf16",
+            requests={"count": 1, "input_tokens": 100, "output_tokens": 10},
+        )
+
+
+# TensorRT-LLM v1.0 performance overview (shared/reference/inference_runs.yaml): offline, fixed lengths,
+# FP8 weights and (as its FP8 checkpoints ship) FP8 KV cache, H100 SXM. racksim within 25 %.
+TRTLLM = [
+    ("llama3-8b", 1, 1000, 1000, 15220),
+    ("llama3-8b", 1, 2048, 128, 3450),
+    ("llama3-70b", 2, 128, 128, 6378),
+]
+
+
+@pytest.mark.parametrize("model,tp,isl,osl,measured", TRTLLM)
+def test_offline_throughput_is_near_tensorrt_llm(tmp_path, model, tp, isl, osl, measured):
+    s = _serve(
+        tmp_path,
+        model=model,
+        parallelism={"tp": tp},
+        kv_cache={"precision": "fp8"},
+        scheduler={"max_num_seqs": 512, "max_batch_tokens": 8192},
+        requests={"count": 600, "input_tokens": isl, "output_tokens": osl},
+    )
+    assert s["tokens_per_s"] == pytest.approx(measured, rel=0.25)
+
+
+@pytest.mark.parametrize(
+    "extra,where",
+    [
+        ({"parallelism": {"tp": 3}}, "parallelism.tp"),
+        ({"parallelism": {"pp": 2}}, "parallelism.pp"),
+        ({"schedular": {}}, "did you mean 'scheduler'?"),
+        ({"requests": {"rate": 0}}, "requests.rate"),
+        ({"precision": "fp4"}, "fp4"),
+    ],
+)
+def test_bad_serving_specs_are_one_line(tmp_path, extra, where):
+    with pytest.raises(ConfigError) as info:
+        _serve(tmp_path, **extra)
+    assert where in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_trace_file_drives_the_arrivals(tmp_path):
+    trace = tmp_path / "trace.csv"
+    trace.write_text("arrival_s,input_tokens,output_tokens\n0.0,100,5\n0.5,200,3\n0.25,50,4\n")
+    s = _serve(tmp_path, requests={"trace": str(trace)})
+    assert s["requests_completed"] == 3 and s["makespan_s"] > 0.5
+    bad = tmp_path / "bad.csv"
+    bad.write_text("arrival,input_tokens,output_tokens\n0,1,1\n")
+    with pytest.raises(ConfigError, match="missing columns"):
+        _serve(tmp_path, requests={"trace": str(bad)})
+    assert math.isfinite(s["tpot_s_p50"])

@@ -1,0 +1,529 @@
+"""LLM inference serving: continuous batching of a request stream on tensor-parallel replicas.
+
+A spec (``kind: inference``, docs/inference.md) gives the model, ``parallelism: {tp, replicas}``, the
+precision of the weights, a scheduler and a request stream. Each replica is one simpy process (one rank
+class standing for its ``tp`` GPUs) that runs the engine loop of vLLM / TensorRT-LLM style servers:
+
+1. admit waiting requests (first come, first served) while the running set is below ``max_num_seqs`` and
+   the KV cache can hold the request's prompt + output (reserved at admission: no preemption);
+2. build an iteration of at most ``max_batch_tokens`` tokens: one decode token per running sequence, then
+   prefill chunks (``chunked_prefill``) or, without chunking, whole prompts in iterations of their own;
+3. run it: every layer's GEMMs (weights read once per iteration, so small batches are HBM-bound), the
+   attention over each sequence's cached context (flash for prefill, a KV-cache read for decode), two
+   TP all-reduces per layer, and the LM head for the sequences that emit a token;
+4. a sequence emits its first token at the end of the iteration that finishes its prompt (TTFT), then one
+   per iteration (TPOT); a finished sequence frees its KV cache.
+
+Requests arrive by a Poisson process (``rate``), all at once (offline, no ``rate``) or from a CSV trace
+(``arrival_s, input_tokens, output_tokens``); they go to the replica with the fewest outstanding ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import deque
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simpy
+
+from simcore.errors import ConfigError
+from simcore.kernels.compute import KIND_ATTENTION, KIND_ELEMENTWISE, KIND_GEMM
+from simcore.schema import build, choice, flag, number, section, text
+from workloads.model import ModelSpec, kv_heads_per_rank, layer_params, load_model, load_preset, total_params
+
+INFERENCE_KEYS = (
+    "kind",
+    "name",
+    "model",
+    "preset",
+    "parallelism",
+    "precision",
+    "kv_cache",
+    "scheduler",
+    "requests",
+)
+WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp4": 0.5625}  # fp4: 4 bits + one fp8 scale per 16
+ACT_BYTES = 2.0  # activations stay 16 bit between kernels
+
+
+@dataclass(frozen=True)
+class ServingParallelism:
+    tp: int = number("tensor-parallel size of one replica", 1, integer=True, minimum=1)
+    pp: int = number("pipeline-parallel size (only 1 is modelled for serving)", 1, integer=True, minimum=1)
+    replicas: int = number("independent model replicas (data parallel)", 1, integer=True, minimum=1)
+
+
+@dataclass(frozen=True)
+class KVCache:
+    precision: str = choice("precision of the cached keys and values", ("bf16", "fp16", "fp8"), "bf16")
+    memory_fraction: float = number(
+        "share of HBM the server may use for weights + KV cache (vLLM gpu_memory_utilization)",
+        0.9,
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+    )
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    max_num_seqs: int = number("sequences running at once per replica", 256, integer=True, minimum=1)
+    max_batch_tokens: int = number(
+        "tokens per iteration (decode tokens + prefill)", 8192, integer=True, minimum=1
+    )
+    chunked_prefill: bool = flag("prefill in chunks that share iterations with decodes", True)
+
+
+@dataclass(frozen=True)
+class Requests:
+    count: int = number("requests to serve", 1000, integer=True, minimum=1)
+    rate: float | None = number(
+        "mean arrival rate, requests/s (Poisson); absent = offline (all arrive at t = 0)",
+        None,
+        minimum=0,
+        exclusive_minimum=True,
+        optional=True,
+    )
+    input_tokens: int = number("prompt tokens per request", 1024, integer=True, minimum=1)
+    output_tokens: int = number("generated tokens per request", 256, integer=True, minimum=1)
+    trace: str = text("CSV of arrival_s, input_tokens, output_tokens (replaces count/rate/tokens)", "")
+
+
+@dataclass(frozen=True)
+class _ServingFields:
+    kind: str = choice("workload kind", ("inference",), "inference")
+    name: str = text("name of this workload", "")
+    parallelism: ServingParallelism = section("how the model is split", {})
+    precision: str = choice("precision of the weights and GEMMs", tuple(WEIGHT_BYTES), "bf16")
+    kv_cache: KVCache = section("KV cache", {})
+    scheduler: Scheduler = section("continuous-batching scheduler", {})
+    requests: Requests = section("the request stream", {})
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """A validated serving workload."""
+
+    name: str
+    model: ModelSpec
+    parallelism: ServingParallelism
+    precision: str
+    kv_cache: KVCache
+    scheduler: Scheduler
+    requests: Requests
+    source_file: str = ""
+    source_text: str = ""
+
+    @property
+    def gpus(self) -> int:
+        return self.parallelism.tp * self.parallelism.replicas
+
+
+def load_inference_spec(data: Mapping[str, Any], *, file: str, source_text: str = "") -> InferenceSpec:
+    """Validate a ``kind: inference`` mapping; every mistake is one line naming the field."""
+    import difflib
+
+    data = dict(data)
+    for key in data:
+        if key not in INFERENCE_KEYS:
+            close = difflib.get_close_matches(str(key), INFERENCE_KEYS, n=1)
+            raise ConfigError("unknown field", file=file, path=str(key), expected=f"one of {', '.join(INFERENCE_KEYS)}",
+                              hint=f"did you mean {close[0]!r}?" if close else None)  # fmt: skip
+    model_data = data.pop("model", None)
+    preset = data.pop("preset", None)
+    if isinstance(model_data, str):
+        preset, model_data = model_data, None
+    if model_data is None and preset is None:
+        raise ConfigError(
+            "missing model", file=file, path="model", expected="a model mapping or a preset name"
+        )
+    model = (
+        load_model(model_data, file=file, path="model")
+        if model_data is not None
+        else load_preset(str(preset))
+    )
+    fields = build(_ServingFields, data, file=file, path="")
+    par = fields.parallelism
+    if par.pp != 1:
+        raise ConfigError("pipeline-parallel serving is not modelled", file=file, path="parallelism.pp",
+                          value=par.pp, expected="1 (split with tp and replicas)")  # fmt: skip
+    heads_ok = model.heads % par.tp == 0
+    if not heads_ok:
+        divisors = [d for d in range(1, model.heads + 1) if model.heads % d == 0]
+        raise ConfigError(f"tp = {par.tp} does not divide heads = {model.heads}", file=file, path="parallelism.tp",
+                          value=par.tp, expected=f"one of {', '.join(map(str, divisors))}")  # fmt: skip
+    req = fields.requests
+    if req.trace and not Path(req.trace).is_file():
+        raise ConfigError("trace file not found", file=file, path="requests.trace", value=req.trace,
+                          expected="a CSV with columns arrival_s, input_tokens, output_tokens")  # fmt: skip
+    return InferenceSpec(
+        name=fields.name or f"{model.name}-serving",
+        model=model,
+        parallelism=par,
+        precision=fields.precision,
+        kv_cache=fields.kv_cache,
+        scheduler=fields.scheduler,
+        requests=req,
+        source_file=file,
+        source_text=source_text,
+    )
+
+
+# ------------------------------------------------------------------------------------------ requests
+@dataclass
+class Request:
+    index: int
+    arrival_s: float
+    input_tokens: int
+    output_tokens: int
+    prefilled: int = 0
+    generated: int = 0
+    first_token_s: float = math.nan
+    done_s: float = math.nan
+
+
+def make_requests(spec: InferenceSpec, seed: int) -> list[Request]:
+    """The request stream: a CSV trace, Poisson arrivals at ``rate``, or all at t = 0 (offline)."""
+    req = spec.requests
+    if req.trace:
+        return _read_trace(Path(req.trace))
+    if req.rate is None:
+        arrivals = np.zeros(req.count)
+    else:
+        rng = np.random.default_rng(seed)
+        arrivals = np.cumsum(rng.exponential(1.0 / req.rate, req.count))
+    return [Request(i, float(t), req.input_tokens, req.output_tokens) for i, t in enumerate(arrivals)]
+
+
+def _read_trace(path: Path) -> list[Request]:
+    out: list[Request] = []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        need = {"arrival_s", "input_tokens", "output_tokens"}
+        if not reader.fieldnames or not need <= set(reader.fieldnames):
+            raise ConfigError("missing columns", file=str(path), value=reader.fieldnames,
+                              expected="arrival_s, input_tokens, output_tokens")  # fmt: skip
+        for line, row in enumerate(reader, start=2):
+            try:
+                t, n_in, n_out = float(row["arrival_s"]), int(row["input_tokens"]), int(row["output_tokens"])
+            except ValueError:
+                raise ConfigError("not a number", file=str(path), path=f"line {line}", value=dict(row),
+                                  expected="arrival_s (s), input_tokens, output_tokens (whole numbers)") from None  # fmt: skip
+            if t < 0 or n_in < 1 or n_out < 1:
+                raise ConfigError("out of range", file=str(path), path=f"line {line}", value=dict(row),
+                                  expected="arrival_s >= 0, token counts >= 1")  # fmt: skip
+            out.append(Request(len(out), t, n_in, n_out))
+    if not out:
+        raise ConfigError("no requests", file=str(path), expected="at least one row")
+    out.sort(key=lambda r: (r.arrival_s, r.index))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ costs
+@dataclass(frozen=True)
+class ReplicaCosts:
+    """Per-GPU sizes of one replica that the iteration cost needs (after TP sharding)."""
+
+    layers: int
+    weight_bytes_dense: float  # per layer, everything but routed experts
+    expert_bytes: float  # one routed expert (0 for dense)
+    experts: int
+    top_k: int
+    flops_per_token_layer: float  # 2 x active parameters of a layer
+    act_bytes_per_token_layer: float  # activation traffic through a layer's kernels
+    heads: float  # attention heads per GPU
+    head_dim: float
+    kv_bytes_per_token_layer: float  # cached K and V of one token in one layer, per GPU
+    lm_head_flops_per_token: float
+    lm_head_bytes: float
+    hidden: int
+    gemm_min_dim: float  # smallest weight dimension of the layer's GEMMs on one GPU
+    head_min_dim: float
+    weights_per_gpu: float  # all weights of the replica on one GPU
+
+
+def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
+    m, tp = spec.model, spec.parallelism.tp
+    wb = WEIGHT_BYTES[spec.precision]
+    kvb = WEIGHT_BYTES[spec.kv_cache.precision] if spec.kv_cache.precision != "fp16" else 2.0
+    lp = [layer_params(m, i) for i in range(m.layers)]
+    dense = sum(p.total - p.routed_experts for p in lp) / m.layers
+    active = sum(p.active for p in lp) / m.layers
+    moe = m.moe
+    expert = lp[-1].routed_experts / moe.experts if moe is not None and lp[-1].routed_experts else 0.0
+    moe_share = sum(1 for p in lp if p.routed_experts) / m.layers
+    d = float(m.head_dim or m.hidden // m.heads)
+    if m.mla is not None:  # the latent and the rope key are cached once per token, whole on every rank
+        kv_token = (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) * kvb
+        qk_dim = m.mla.kv_lora_rank + m.mla.qk_rope_head_dim  # absorbed attention runs in the latent space
+    else:
+        kv_token = 2.0 * kv_heads_per_rank(m, tp) * d * kvb
+        qk_dim = d
+    ffn_width = m.ffn_hidden if moe is None else moe.top_k * moe.expert_ffn_hidden
+    up = 2 if m.ffn == "swiglu" else 1
+    act = ACT_BYTES * (6 * m.hidden + (m.heads + 2 * m.kv_heads) * d / tp + (up + 1) * ffn_width / tp)
+    head = m.vocab * m.hidden
+    return ReplicaCosts(
+        layers=m.layers,
+        weight_bytes_dense=dense * wb / tp,
+        expert_bytes=expert * wb / tp * moe_share,
+        experts=moe.experts if moe is not None else 0,
+        top_k=moe.top_k if moe is not None else 0,
+        flops_per_token_layer=2.0 * active / tp,
+        act_bytes_per_token_layer=act,
+        heads=m.heads / tp,
+        head_dim=qk_dim,
+        kv_bytes_per_token_layer=kv_token,
+        lm_head_flops_per_token=2.0 * head / tp,
+        lm_head_bytes=head * wb / tp,
+        hidden=m.hidden,
+        gemm_min_dim=float(min(m.hidden, (m.heads + 2 * m.kv_heads) * d / tp, ffn_width / tp)),
+        head_min_dim=float(min(m.hidden, m.vocab / tp)),
+        weights_per_gpu=total_params(m) * wb / tp,
+    )
+
+
+def iteration_work(
+    c: ReplicaCosts, decode_ctx: list[int], prefill: list[tuple[int, int]], logits: int
+) -> tuple[tuple[tuple[float, float, float, int], ...], float]:
+    """Kernels of one iteration on one GPU, as the engine's fused work, and the bytes of one TP all-reduce.
+
+    ``decode_ctx``: cached context of each decoding sequence; ``prefill``: (tokens already cached, chunk)
+    per prefilling sequence; ``logits``: sequences that emit a token (LM head rows).
+    """
+    tokens = len(decode_ctx) + sum(n for _, n in prefill)
+    touched = c.experts * -math.expm1(tokens * math.log1p(-c.top_k / c.experts)) if c.experts else 0.0
+    gemm_bytes = c.weight_bytes_dense + touched * c.expert_bytes + tokens * c.act_bytes_per_token_layer
+    # The efficiency curve's small-dimension penalty applies to the weight dimensions: a few-token decode
+    # GEMM is bound by reading the weights (its HBM term), not by padding its rows to a tile.
+    gemm = (tokens * c.flops_per_token_layer, gemm_bytes, c.gemm_min_dim, KIND_GEMM)
+    items = [gemm]
+    if prefill:  # flash attention over the cached context + the causal chunk
+        flops = sum(4.0 * n * (p + n / 2.0) * c.heads * c.head_dim for p, n in prefill)
+        kv = sum(p + n for p, n in prefill) * c.kv_bytes_per_token_layer
+        items.append((flops, kv, 0.0, KIND_ATTENTION))
+    if decode_ctx:  # one query per sequence against its cache: HBM-bound
+        ctx = float(sum(decode_ctx))
+        items.append(
+            (4.0 * ctx * c.heads * c.head_dim, ctx * c.kv_bytes_per_token_layer, 0.0, KIND_ELEMENTWISE)
+        )
+    layer = tuple(items)
+    head = (logits * c.lm_head_flops_per_token, c.lm_head_bytes + logits * c.hidden * ACT_BYTES,
+            c.head_min_dim, KIND_GEMM)  # fmt: skip
+    return layer * c.layers + ((head,) if logits else ()), tokens * c.hidden * ACT_BYTES
+
+
+# ------------------------------------------------------------------------------------------ serving
+@dataclass
+class ServingStats:
+    """What the replicas measured."""
+
+    requests: list[Request]
+    iterations: int = 0
+    iteration_time_s: float = 0.0
+    tokens_processed: int = 0
+    peak_kv_bytes: float = 0.0
+    kv_capacity_bytes: float = 0.0
+    ends: list[float] = field(default_factory=list)
+
+
+class ServingJob:
+    """The replicas as simpy processes on a Machine (one rank class per replica)."""
+
+    def __init__(self, spec: InferenceSpec, machine: Any, seed: int = 0) -> None:
+        self.spec, self.machine = spec, machine
+        machine.profile.peak_flops(spec.precision)  # fp4 on an H100 is an input error: say so first
+        self.costs = replica_costs(spec)
+        tp = spec.parallelism.tp
+        hbm = machine.profile.accelerator.hbm_capacity * spec.kv_cache.memory_fraction
+        kv_capacity = hbm - self.costs.weights_per_gpu
+        self.kv_token_bytes = self.costs.kv_bytes_per_token_layer * self.costs.layers
+        longest = max((r.input_tokens + r.output_tokens for r in make_requests(spec, seed)), default=0)
+        if kv_capacity < longest * self.kv_token_bytes:
+            from simcore.errors import CapacityError
+
+            raise CapacityError(
+                f"{spec.name}: the weights need {self.costs.weights_per_gpu / 1e9:.1f} GB of the "
+                f"{hbm / 1e9:.1f} GB usable per GPU, leaving no room for one request's KV cache "
+                f"({longest * self.kv_token_bytes / 1e9:.2f} GB); try tp: {2 * tp} or precision: fp8"
+            )
+        self.stats = ServingStats(make_requests(spec, seed), kv_capacity_bytes=kv_capacity)
+        self.queues: list[deque[Request]] = []
+        self.wakeups: list[simpy.Event] = []
+        self.outstanding: list[int] = []
+        self.class_stage: list[int] = []
+        self.groups: list[Any] = []
+        for r in range(spec.parallelism.replicas):
+            gpus = np.arange(r * tp, (r + 1) * tp)
+            cls = machine.add_class(f"replica{r}", gpus)
+            self.class_stage.append(0)
+            layout = machine.cluster.layout(gpus)
+            self.groups.append(machine.group("tp", layout, (cls,)) if tp > 1 else None)
+            self.queues.append(deque())
+            self.wakeups.append(machine.env.event())
+            self.outstanding.append(0)
+            machine.alloc(cls, self.costs.weights_per_gpu)
+
+    @property
+    def step_times(self) -> Any:
+        """The whole run as one 'step' (the trace and the breakdown use step boundaries)."""
+        return _Ends([max(self.stats.ends, default=0.0)])
+
+    def start(self) -> list[simpy.Process]:
+        env = self.machine.env
+        procs = [env.process(self._arrivals())]
+        procs += [env.process(self._replica(r)) for r in range(len(self.queues))]
+        return procs
+
+    def _arrivals(self) -> Generator[simpy.Event, Any, None]:
+        env = self.machine.env
+        for req in self.stats.requests:
+            if req.arrival_s > env.now:
+                yield env.timeout(req.arrival_s - env.now)
+            r = min(range(len(self.queues)), key=lambda i: (self.outstanding[i], i))
+            self.queues[r].append(req)
+            self.outstanding[r] += 1
+            if not self.wakeups[r].triggered:
+                self.wakeups[r].succeed()
+        for r in range(len(self.queues)):  # no more arrivals: idle replicas may stop
+            self.queues[r].append(None)  # type: ignore[arg-type]
+            if not self.wakeups[r].triggered:
+                self.wakeups[r].succeed()
+
+    def _replica(self, r: int) -> Generator[simpy.Event, Any, None]:
+        m, env, sch = self.machine, self.machine.env, self.spec.scheduler
+        c, group, queue = self.costs, self.groups[r], self.queues[r]
+        running: list[Request] = []
+        kv_used = 0.0
+        closed = False
+        while True:
+            # 1. admit (FIFO) while there is room; the whole request's KV is reserved
+            while queue and queue[0] is not None and len(running) < sch.max_num_seqs:
+                need = (queue[0].input_tokens + queue[0].output_tokens) * self.kv_token_bytes
+                if kv_used + need > self.stats.kv_capacity_bytes:
+                    break
+                req = queue.popleft()
+                kv_used += need
+                running.append(req)
+            if queue and queue[0] is None:
+                closed = True
+                queue.popleft()
+            self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, kv_used)
+            if not running:
+                if closed and not queue:
+                    self.stats.ends.append(env.now)
+                    return
+                self.wakeups[r] = env.event()
+                yield self.wakeups[r]
+                continue
+            # 2. the iteration: decodes first, then prefill chunks within the token budget
+            budget = sch.max_batch_tokens
+            decode = [q for q in running if q.prefilled == q.input_tokens][:budget]
+            prefilling = [q for q in running if q.prefilled < q.input_tokens]
+            chunks: list[tuple[Request, int]] = []
+            if sch.chunked_prefill or not decode or not prefilling:
+                room = budget - len(decode) if sch.chunked_prefill else budget
+                if not sch.chunked_prefill and prefilling:
+                    decode = []  # prefill-first iterations (vLLM without chunked prefill)
+                for q in prefilling:
+                    left = q.input_tokens - q.prefilled
+                    if room <= 0 or (not sch.chunked_prefill and chunks and left > room):
+                        break
+                    # whole prompts without chunking (one longer than the budget runs alone)
+                    n = min(left, room) if sch.chunked_prefill else left
+                    chunks.append((q, n))
+                    room -= n
+            finishing = [q for q, n in chunks if q.prefilled + n == q.input_tokens]
+            work, ar_bytes = iteration_work(
+                c,
+                [q.input_tokens + q.generated for q in decode],
+                [(q.prefilled, n) for q, n in chunks],
+                len(decode) + len(finishing),
+            )
+            t0 = env.now
+            yield m.compute_fused(r, work, dtype=self.spec.precision, name="iteration")
+            if group is not None:
+                yield m.collective(r, group, "allreduce", ar_bytes, name="tp_allreduce", repeat=2 * c.layers)
+            self.stats.iterations += 1
+            self.stats.iteration_time_s += env.now - t0
+            self.stats.tokens_processed += len(decode) + sum(n for _, n in chunks)
+            # 3. tokens out
+            now = env.now
+            for q, n in chunks:
+                q.prefilled += n
+            for q in finishing:
+                q.first_token_s = now
+                q.generated = 1
+            for q in decode:
+                q.generated += 1
+            for q in [q for q in running if q.generated >= q.output_tokens and q.prefilled == q.input_tokens]:
+                q.done_s = now
+                running.remove(q)
+                kv_used -= (q.input_tokens + q.output_tokens) * self.kv_token_bytes
+                self.outstanding[r] -= 1
+
+
+@dataclass
+class _Ends:
+    ends: list[float]
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def serving_summary(job: ServingJob) -> dict[str, Any]:
+    """The DESIGN.md inference keys and the throughput / utilisation keys shared with training."""
+    spec, st, m = job.spec, job.stats, job.machine
+    done = [q for q in st.requests if not math.isnan(q.done_s)]
+    ttft = [q.first_token_s - q.arrival_s for q in done]
+    tpot = [(q.done_s - q.first_token_s) / (q.output_tokens - 1) for q in done if q.output_tokens > 1]
+    e2e = [q.done_s - q.arrival_s for q in done]
+    start = min((q.arrival_s for q in st.requests), default=0.0)
+    end = max((q.done_s for q in done), default=start)
+    span = max(end - start, 1e-12)
+    out_tokens = sum(q.output_tokens for q in done)
+    in_tokens = sum(q.input_tokens for q in done)
+    flops = 2.0 * _active_params(spec.model) * (in_tokens + out_tokens)
+    gpus = spec.gpus
+    model_tflops = flops / span / gpus
+    peak = m.profile.peak_flops(spec.precision)
+    return {
+        "ttft_s_p50": _percentile(ttft, 50),
+        "ttft_s_p99": _percentile(ttft, 99),
+        "tpot_s_p50": _percentile(tpot, 50),
+        "tpot_s_p99": _percentile(tpot, 99),
+        "e2e_s_p50": _percentile(e2e, 50),
+        "e2e_s_p99": _percentile(e2e, 99),
+        "requests_per_s": len(done) / span,
+        "requests_completed": len(done),
+        "step_time_s": st.iteration_time_s / st.iterations if st.iterations else 0.0,
+        "iterations": st.iterations,
+        "tokens_per_s": out_tokens / span,
+        "tokens_per_s_per_gpu": out_tokens / span / gpus,
+        "input_tokens_per_s": in_tokens / span,
+        "model_tflops_per_gpu": model_tflops / 1e12,
+        "mfu": model_tflops / peak,
+        "flops_convention": "model FLOPs = 2N per prompt and generated token (attention not counted)",
+        "gpus": gpus,
+        "kv_cache_peak_bytes": st.peak_kv_bytes,
+        "kv_cache_capacity_bytes": st.kv_capacity_bytes,
+        "peak_hbm_bytes": job.costs.weights_per_gpu + st.peak_kv_bytes,
+        "makespan_s": end,
+    }
+
+
+def _active_params(model: ModelSpec) -> float:
+    from workloads.model import active_params
+
+    return float(active_params(model))
+
+
+def tokens_of(job: ServingJob) -> int:
+    """Output tokens served (the energy-per-token denominator)."""
+    return sum(q.output_tokens for q in job.stats.requests if not math.isnan(q.done_s))
