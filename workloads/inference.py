@@ -343,7 +343,8 @@ class ServingJob:
         hbm = machine.profile.accelerator.hbm_capacity * spec.kv_cache.memory_fraction
         kv_capacity = hbm - self.costs.weights_per_gpu
         self.kv_token_bytes = self.costs.kv_bytes_per_token_layer * self.costs.layers
-        longest = max((r.input_tokens + r.output_tokens for r in make_requests(spec, seed)), default=0)
+        requests = make_requests(spec, seed)
+        longest = max((r.input_tokens + r.output_tokens for r in requests), default=0)
         if kv_capacity < longest * self.kv_token_bytes:
             from simcore.errors import CapacityError
 
@@ -352,7 +353,7 @@ class ServingJob:
                 f"{hbm / 1e9:.1f} GB usable per GPU, leaving no room for one request's KV cache "
                 f"({longest * self.kv_token_bytes / 1e9:.2f} GB); try tp: {2 * tp} or precision: fp8"
             )
-        self.stats = ServingStats(make_requests(spec, seed), kv_capacity_bytes=kv_capacity)
+        self.stats = ServingStats(requests, kv_capacity_bytes=kv_capacity)
         self.queues: list[deque[Request]] = []
         self.wakeups: list[simpy.Event] = []
         self.outstanding: list[int] = []
