@@ -287,7 +287,10 @@ class Reliability:
         "job-interrupting failures per 1000 node-days (Meta RSC-1: 6.5)", 6.5, minimum=0
     )
     weibull_shape: float = number(
-        "shape of time-between-failures (1 = exponential)", 1.0, minimum=0, exclusive_minimum=True
+        "shape of time-between-failures (1 = exponential; HPC logs fit 0.5-1.5, Schroeder & Gibson DSN'06;"
+        " below 0.2 nearly every draw is ~0 s and the replay cannot advance)",
+        1.0,
+        minimum=0.2,
     )
     detect_time: float = quantity("time", "time to detect a failure", "5 min")
     restart_time: float = quantity("time", "reschedule + reload + warm-up after a failure", "15 min")

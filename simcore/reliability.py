@@ -38,6 +38,7 @@ from simcore.errors import RacksimError
 
 DAY_S = 86_400.0
 MAX_STRETCH = 1000.0  # wall time beyond this many failure-free job times: the job does not finish
+MAX_FAILURES = 10_000_000  # more failures than this: the job does not finish either
 
 
 @dataclass(frozen=True)
@@ -118,9 +119,12 @@ class JobResult:
             "job_checkpoint_total_s": self.checkpoint_total_s,
             "job_lost_work_s": self.lost_work_s,
             "job_down_s": self.down_s,
-            "job_mtbf_s": p.job_mtbf_s,
+            "job_mtbf_s": p.job_mtbf_s if math.isfinite(p.job_mtbf_s) else None,  # None: never fails
             "job_goodput_first_order": first_order_goodput(
-                interval, p.checkpoint_s, p.job_mtbf_s, p.detect_s + p.restart_s
+                interval,
+                p.checkpoint_s,
+                p.job_mtbf_s,
+                p.detect_s + p.restart_s + (p.replace_s if p.hot_spares == 0 else 0.0),
             ),
         }
 
@@ -210,16 +214,18 @@ def replay_job(plan: JobPlan) -> JobResult:
         source = _Failures(plan, rng)
         while True:
             t = source.pop()
-            yield env.timeout(t - env.now)  # the run stops at `done`, so this never outlives the job
+            yield env.timeout(max(0.0, t - env.now))  # the run stops at `done`: never outlives the job
             if done.triggered:
                 return
             result.failures += 1
+            if result.failures > MAX_FAILURES:
+                return  # the wall-time limit reports it
             train.interrupt(resume_time(env.now))
 
     env.process(failures())
     limit = MAX_STRETCH * plan.steps * (plan.step_time_s + plan.checkpoint_s / every)
     env.run(until=env.timeout(limit) | done)
-    if not done.triggered:
+    if not done.triggered or result.failures > MAX_FAILURES:
         raise RacksimError(
             f"the job does not finish: after {limit / DAY_S:,.0f} days ({result.failures:,} failures) it is still "
             f"recovering; a recovery ({(plan.detect_s + plan.replace_s + plan.restart_s) / 3600:.2g} h) is too long "

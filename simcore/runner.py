@@ -259,6 +259,13 @@ def run(opts: RunOptions) -> RunResult:
     cluster = Cluster(profile, racks=racks)
     cluster.require(spec.gpus)
     if serving:
+        if opts.steps is not None:
+            raise ConfigError(
+                "a serving run serves its request stream; it has no training steps",
+                path="--steps",
+                value=opts.steps,
+                expected="requests.count (or a trace) in the serving spec",
+            )
         if opts.contention != "analytic" or opts.fidelity != "representative":
             raise ConfigError(
                 "serving runs one rank class per replica with analytic contention",
@@ -488,7 +495,9 @@ def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = sys
 
     def fmt(key: str, scale: float = 1.0, unit: str = "", digits: int = 4) -> str:
         v = summary.get(key)
-        return "n/a (not modelled yet)" if v is None else f"{v * scale:.{digits}g}{unit}"
+        if v is None:
+            return "n/a (one output token)" if key.startswith("tpot") else "n/a (not modelled yet)"
+        return f"{v * scale:.{digits}g}{unit}"
 
     wl = summary["workload"]
     par = wl["parallelism"]

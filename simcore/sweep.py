@@ -324,14 +324,24 @@ def _local_results(points: list[SweepPoint], jobs: int) -> Iterator[dict[str, An
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=min(jobs, len(points))) as pool:
-        futures = [pool.submit(run_point, p) for p in points]
+        futures = {pool.submit(run_point, p): p for p in points}
         try:
             for fut in as_completed(futures):
-                yield fut.result()
+                yield _result_or_crash(fut, futures[fut])
         except BaseException:
             for fut in futures:
                 fut.cancel()
             raise
+
+
+def _result_or_crash(fut: Any, point: SweepPoint) -> dict[str, Any]:
+    """A finished future's record; a worker that died (killed, out of memory) is that point's crash."""
+    try:
+        return fut.result()
+    except Exception as exc:
+        return {"label": point.label, "index": point.index, "params": point.params, "status": "crashed",
+                "error": f"worker lost: {type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+                "wall_s": 0.0}  # fmt: skip
 
 
 def _dask_results(points: list[SweepPoint], scheduler: str) -> Iterator[dict[str, Any]]:
@@ -348,8 +358,9 @@ def _dask_results(points: list[SweepPoint], scheduler: str) -> Iterator[dict[str
         raise RacksimError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
     try:
         futures = client.map(run_point, points, pure=False)
+        by_key = {f.key: p for f, p in zip(futures, points, strict=True)}
         for fut in as_completed(futures):
-            yield fut.result()
+            yield _result_or_crash(fut, by_key[fut.key])
     finally:
         client.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import yaml
 
@@ -157,3 +158,59 @@ def test_a_trace_file_drives_the_arrivals(tmp_path):
     with pytest.raises(ConfigError, match="missing columns"):
         _serve(tmp_path, requests={"trace": str(bad)})
     assert math.isfinite(s["tpot_s_p50"])
+
+
+def test_two_replicas_share_the_load_and_serve_every_request(tmp_path):
+    req = {"count": 64, "input_tokens": 256, "output_tokens": 16}
+    one = _serve(tmp_path, scheduler={"max_num_seqs": 8}, requests=req)
+    two = _serve(tmp_path, parallelism={"replicas": 2}, scheduler={"max_num_seqs": 8}, requests=req)
+    assert one["requests_completed"] == two["requests_completed"] == 64
+    assert two["gpus"] == 2 and two["makespan_s"] == pytest.approx(one["makespan_s"] / 2, rel=0.1)
+
+
+def test_a_tp_iteration_is_its_kernels_plus_two_all_reduces_per_layer(tmp_path):
+    from simcore.cluster import Cluster
+    from simcore.collectives import CollectiveModel
+
+    s = _serve(
+        tmp_path, parallelism={"tp": 2}, requests={"count": 1, "input_tokens": 512, "output_tokens": 2}
+    )
+    spec = load_inference_spec({"model": "llama3-8b", "precision": "fp8", "parallelism": {"tp": 2}}, file="x")
+    prof = load_profile("h100-dgx.yaml")
+    costs = replica_costs(spec)
+    work, ar_bytes = iteration_work(costs, [], [(0, 512)], 1)
+    cluster = Cluster(prof, racks=1)
+    allreduce = (
+        CollectiveModel(prof, cluster).time("allreduce", ar_bytes, cluster.layout(np.arange(2))).time_s
+    )
+    expected = ComputeModel(prof).time_fused(work, "fp8", 1.0).time_s + 2 * costs.layers * allreduce
+    assert s["ttft_s_p50"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_without_chunking_waiting_prompts_preempt_the_decodes(tmp_path):
+    req = {"count": 100, "rate": 20.0, "input_tokens": 512, "output_tokens": 256}
+    chunked = _serve(tmp_path, scheduler={"chunked_prefill": True}, requests=req)
+    whole = _serve(tmp_path, scheduler={"chunked_prefill": False}, requests=req)
+    assert whole["requests_completed"] == chunked["requests_completed"] == 100
+    # prefill-first iterations: a new prompt never waits for the running decodes (low TTFT) ...
+    assert whole["ttft_s_p50"] < 2 * chunked["ttft_s_p50"]
+    # ... and the decodes pause for every prompt that arrives
+    assert whole["tpot_s_p99"] > chunked["tpot_s_p50"]
+
+
+def test_a_trace_next_to_the_spec_is_found_and_bad_rows_are_one_line(tmp_path):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "t.csv").write_text("arrival_s,input_tokens,output_tokens\n0,64,2\n")
+    spec = sub / "serve.yaml"
+    spec.write_text("kind: inference\nmodel: llama3-8b\nprecision: fp8\nrequests: {trace: t.csv}\n")
+    assert (
+        run(RunOptions(profile="h100-dgx.yaml", workload=str(spec), write_trace=False)).summary[
+            "requests_completed"
+        ]
+        == 1
+    )
+    for row in ("0.5,100", "nan,10,10", "inf,10,10", "-1,10,10"):
+        (sub / "t.csv").write_text(f"arrival_s,input_tokens,output_tokens\n{row}\n")
+        with pytest.raises(ConfigError, match="line 2"):
+            run(RunOptions(profile="h100-dgx.yaml", workload=str(spec), write_trace=False))

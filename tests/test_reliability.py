@@ -139,3 +139,13 @@ def test_a_job_whose_recoveries_outlast_its_failures_says_so():
     # job MTBF 3 h, every recovery waits 2 days for a node: e^(R/M) ~ 1e7 failure-free times
     with pytest.raises(RacksimError, match=r"the job does not finish.*add hot spares"):
         replay_job(_plan(replace_s=48 * HOUR, steps=2000))
+
+
+def test_a_low_weibull_shape_runs_and_a_degenerate_one_is_refused():
+    from simcore.errors import ConfigError
+    from simcore.profile import load_profile
+
+    r = replay_job(_plan(weibull_shape=0.2, steps=20_000))
+    assert r.wall_s > 0 and math.isfinite(r.goodput)
+    with pytest.raises(ConfigError, match=r"reliability\.weibull_shape"):
+        load_profile("gen2.yaml", ["reliability.weibull_shape=0.01"])

@@ -21,6 +21,7 @@ Requests arrive by a Poisson process (``rate``), all at once (offline, no ``rate
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Generator, Mapping
@@ -158,9 +159,15 @@ def load_inference_spec(data: Mapping[str, Any], *, file: str, source_text: str 
         raise ConfigError(f"tp = {par.tp} does not divide heads = {model.heads}", file=file, path="parallelism.tp",
                           value=par.tp, expected=f"one of {', '.join(map(str, divisors))}")  # fmt: skip
     req = fields.requests
-    if req.trace and not Path(req.trace).is_file():
-        raise ConfigError("trace file not found", file=file, path="requests.trace", value=req.trace,
-                          expected="a CSV with columns arrival_s, input_tokens, output_tokens")  # fmt: skip
+    if req.trace:  # relative to the spec file first (sweeps and Dask workers run elsewhere), then as given
+        given = Path(req.trace)
+        candidates = [given] if given.is_absolute() else [Path(file).parent / given, given]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise ConfigError("trace file not found", file=file, path="requests.trace", value=req.trace,
+                              expected="a CSV with columns arrival_s, input_tokens, output_tokens, next to "
+                              "the spec or given from the working directory")  # fmt: skip
+        req = dataclasses.replace(req, trace=str(found.resolve()))
     return InferenceSpec(
         name=fields.name or f"{model.name}-serving",
         model=model,
@@ -202,22 +209,25 @@ def make_requests(spec: InferenceSpec, seed: int) -> list[Request]:
 
 def _read_trace(path: Path) -> list[Request]:
     out: list[Request] = []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        need = {"arrival_s", "input_tokens", "output_tokens"}
-        if not reader.fieldnames or not need <= set(reader.fieldnames):
-            raise ConfigError("missing columns", file=str(path), value=reader.fieldnames,
-                              expected="arrival_s, input_tokens, output_tokens")  # fmt: skip
-        for line, row in enumerate(reader, start=2):
-            try:
-                t, n_in, n_out = float(row["arrival_s"]), int(row["input_tokens"]), int(row["output_tokens"])
-            except ValueError:
-                raise ConfigError("not a number", file=str(path), path=f"line {line}", value=dict(row),
-                                  expected="arrival_s (s), input_tokens, output_tokens (whole numbers)") from None  # fmt: skip
-            if t < 0 or n_in < 1 or n_out < 1:
-                raise ConfigError("out of range", file=str(path), path=f"line {line}", value=dict(row),
-                                  expected="arrival_s >= 0, token counts >= 1")  # fmt: skip
-            out.append(Request(len(out), t, n_in, n_out))
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the trace: {exc}", file=str(path), expected="a UTF-8 CSV") from None
+    reader = csv.DictReader(text.splitlines())
+    need = {"arrival_s", "input_tokens", "output_tokens"}
+    if not reader.fieldnames or not need <= set(reader.fieldnames):
+        raise ConfigError("missing columns", file=str(path), value=reader.fieldnames,
+                          expected="arrival_s, input_tokens, output_tokens")  # fmt: skip
+    for line, row in enumerate(reader, start=2):
+        try:
+            t, n_in, n_out = float(row["arrival_s"]), int(row["input_tokens"]), int(row["output_tokens"])
+        except (TypeError, ValueError):  # a short row gives None
+            raise ConfigError("not a number", file=str(path), path=f"line {line}", value=dict(row),
+                              expected="arrival_s (s), input_tokens, output_tokens (whole numbers)") from None  # fmt: skip
+        if not math.isfinite(t) or t < 0 or n_in < 1 or n_out < 1:
+            raise ConfigError("out of range", file=str(path), path=f"line {line}", value=dict(row),
+                              expected="a finite arrival_s >= 0, token counts >= 1")  # fmt: skip
+        out.append(Request(len(out), t, n_in, n_out))
     if not out:
         raise ConfigError("no requests", file=str(path), expected="at least one row")
     out.sort(key=lambda r: (r.arrival_s, r.index))
@@ -415,6 +425,8 @@ class ServingJob:
                 closed = True
                 queue.popleft()
             self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, kv_used)
+            if not running and queue and queue[0] is not None:  # every request fits an empty cache (checked)
+                raise RuntimeError(f"replica {r}: nothing runs yet request {queue[0].index} is not admitted")
             if not running:
                 if closed and not queue:
                     self.stats.ends.append(env.now)
@@ -427,9 +439,9 @@ class ServingJob:
             decode = [q for q in running if q.prefilled == q.input_tokens][:budget]
             prefilling = [q for q in running if q.prefilled < q.input_tokens]
             chunks: list[tuple[Request, int]] = []
-            if sch.chunked_prefill or not decode or not prefilling:
+            if prefilling:
                 room = budget - len(decode) if sch.chunked_prefill else budget
-                if not sch.chunked_prefill and prefilling:
+                if not sch.chunked_prefill:
                     decode = []  # prefill-first iterations (vLLM without chunked prefill)
                 for q in prefilling:
                     left = q.input_tokens - q.prefilled
@@ -515,7 +527,7 @@ def serving_summary(job: ServingJob) -> dict[str, Any]:
         "kv_cache_peak_bytes": st.peak_kv_bytes,
         "kv_cache_capacity_bytes": st.kv_capacity_bytes,
         "peak_hbm_bytes": job.costs.weights_per_gpu + st.peak_kv_bytes,
-        "makespan_s": end,
+        "makespan_s": end - start,
     }
 
 
