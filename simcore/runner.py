@@ -208,18 +208,7 @@ def summarize_serving(
             "collective_algorithms": dict(sorted(machine.comm_log.items())),
         }
     )
-    tokens = tokens_of(job)
-    if power_result is not None:
-        summary.update(power_result.summary)
-        summary["energy_per_token_j"] = power_result.summary["facility_energy_j"] / tokens if tokens else None
-        summary["energy_convention"] = "facility energy (IT + cooling + overhead) per generated token"
-    not_modelled = []
-    for key in ("avg_it_power_w", "peak_it_power_w", "facility_power_w", "pue", "energy_per_token_j"):
-        summary.setdefault(key, None)
-        if summary[key] is None:
-            not_modelled.append(key)
-    summary["not_modelled"] = not_modelled
-    return summary
+    return _with_power(summary, power_result, tokens_of(job), "generated")
 
 
 def make_comm_model(profile: Profile, cluster: Cluster) -> Any:
@@ -434,10 +423,18 @@ def summarize(
         },
         "collective_algorithms": dict(sorted(machine.comm_log.items())),
     }
+    return _with_power(summary, power_result, tokens * spec.steps, "trained")
+
+
+def _with_power(
+    summary: dict[str, Any], power_result: PowerResult | None, tokens: float, which: str
+) -> dict[str, Any]:
+    """Add the power model's keys and energy per ``which`` token; list the keys it could not fill."""
     if power_result is not None:
         summary.update(power_result.summary)
-        summary["energy_per_token_j"] = power_result.summary["facility_energy_j"] / (tokens * spec.steps)
-        summary["energy_convention"] = "facility energy (IT + cooling + overhead) per trained token"
+        energy = power_result.summary["facility_energy_j"]
+        summary["energy_per_token_j"] = energy / tokens if tokens else None
+        summary["energy_convention"] = f"facility energy (IT + cooling + overhead) per {which} token"
     not_modelled = []
     for key in ("avg_it_power_w", "peak_it_power_w", "facility_power_w", "pue", "energy_per_token_j"):
         summary.setdefault(key, None)
