@@ -260,7 +260,7 @@ class ReplicaCosts:
 def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
     m, tp = spec.model, spec.parallelism.tp
     wb = WEIGHT_BYTES[spec.precision]
-    kvb = WEIGHT_BYTES[spec.kv_cache.precision] if spec.kv_cache.precision != "fp16" else 2.0
+    kvb = WEIGHT_BYTES[spec.kv_cache.precision]
     lp = [layer_params(m, i) for i in range(m.layers)]
     dense = sum(p.total - p.routed_experts for p in lp) / m.layers
     active = sum(p.active for p in lp) / m.layers
