@@ -6,7 +6,8 @@ per GPU and per rack and sizes a fleet for a target throughput:
     racks_needed = ceil(target_tokens_per_s / (tokens_per_s / racks_used))
     MW_needed    = racks_needed * facility_power_w / racks_used / 1e6
 
-where ``racks_used = gpus / gpus_per_rack`` of that run. This assumes the throughput per rack of the run
+where ``racks_used = ceil(gpus / gpus_per_tray) * gpus_per_tray / gpus_per_rack`` of that run (a job
+occupies whole trays or servers, whose idle parts draw power too). This assumes the throughput per rack of the run
 holds at fleet scale (data-parallel weak scaling). The default target is
 ``max(1e7, 10 ** ceil(log10(best tokens/s of the runs)))`` tokens/s, a round fleet-size question the
 best profile cannot already answer with the simulated racks.
@@ -29,7 +30,10 @@ from simcore.errors import RacksimError
 
 DEFAULT_MIN_TARGET = 1e7
 TARGET_FORMULA = "max(1e7, 10**ceil(log10(best tokens_per_s)))"
-RACKS_FORMULA = "racks_needed = ceil(target / (tokens_per_s / racks_used)); racks_used = gpus / gpus_per_rack"
+RACKS_FORMULA = (
+    "racks_needed = ceil(target / (tokens_per_s / racks_used)); "
+    "racks_used = ceil(gpus / gpus_per_tray) * gpus_per_tray / gpus_per_rack"
+)
 MW_FORMULA = "MW_needed = racks_needed * facility_power_w / racks_used / 1e6"
 
 # (key, label, unit, scale, format) of the table rows, in order
@@ -103,7 +107,9 @@ def row_metrics(summary: dict[str, Any], out_dir: Path | None) -> dict[str, Any]
     """The per-profile numbers of the table (None where the run did not model it)."""
     gpus = _num(summary.get("gpus"))
     per_rack = _num((summary.get("profile") or {}).get("gpus_per_rack"))
-    racks_used = gpus / per_rack if gpus and per_rack else None
+    # A job occupies whole trays / servers (their idle GPUs, CPUs and fans draw power too): count those.
+    per_tray = _num((summary.get("profile") or {}).get("gpus_per_tray")) or 1.0
+    racks_used = math.ceil(gpus / per_tray) * per_tray / per_rack if gpus and per_rack else None
     tps = _num(summary.get("tokens_per_s"))
     it_w = _num(summary.get("avg_it_power_w"))
     facility_w = _num(summary.get("facility_power_w"))

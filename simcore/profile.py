@@ -738,6 +738,7 @@ def profile_summary(p: Profile) -> dict[str, Any]:
         "name": p.name,
         "accelerator": p.accelerator.name,
         "gpus_per_rack": p.gpus_per_rack,
+        "gpus_per_tray": p.rack.gpus_per_tray,
         "scale_up_domain": p.scale_up.domain_size,
         "scale_up_bw_per_direction_Bps": p.scale_up.bw_per_direction_Bps,
         "nic_bw_per_gpu_Bps": p.scale_out.nic_bandwidth * p.scale_out.nics_per_gpu,

@@ -52,6 +52,9 @@ def test_row_metrics_normalise_per_rack() -> None:
     assert m["rack_kw"] == pytest.approx(120.0)
     summary["pue"] = None
     assert row_metrics(summary, None)["pue"] is None
+    # a one-GPU job on 8-GPU servers occupies (and powers) a whole server: 8 of the rack's 32 GPUs
+    one = {**summary, "gpus": 1, "profile": {"name": "h100-dgx", "gpus_per_rack": 32, "gpus_per_tray": 8}}
+    assert row_metrics(one, None)["racks_used"] == 0.25
 
 
 def test_compare_two_profiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
