@@ -44,6 +44,7 @@ DEFAULT_METRICS = (
 )
 SWEEP_KEYS = ("name", "profiles", "workloads", "set", "grid", "racks", "steps", "seed", "trace", "metrics")
 MAX_POINTS = 10_000  # a grid beyond this is almost certainly a typo (a list where a scalar was meant)
+SAVE_EVERY_S = 10.0  # a running sweep rewrites its outputs this often (an interrupted one keeps its points)
 
 
 @dataclass(frozen=True)
@@ -371,6 +372,11 @@ class SweepResult:
     out: Path
     points: list[dict[str, Any]]
     wall_s: float
+    total: int = 0  # points in the sweep (more than ``points`` while it runs or when interrupted)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.points) >= self.total
 
     @property
     def counts(self) -> dict[str, int]:
@@ -387,6 +393,8 @@ class SweepResult:
             "set": self.spec.sets,
             "metrics": self.spec.metrics,
             "counts": self.counts,
+            "points_total": self.total,
+            "complete": self.complete,
             "wall_s": self.wall_s,
             "points": self.points,
         }
@@ -409,16 +417,27 @@ def run_sweep(
     say = progress or (lambda _msg: None)
     where = f"Dask scheduler {scheduler}" if scheduler else f"{min(jobs, len(points))} local process(es)"
     say(f"{spec.name}: {len(points)} point(s) on {where}; results in {out}")
-    t0 = time.perf_counter()
+    t0 = last_save = time.perf_counter()
     results: list[dict[str, Any]] = []
     stream = _dask_results(points, scheduler) if scheduler else _local_results(points, jobs)
-    for record in stream:
-        results.append(record)
-        say(f"[{len(results)}/{len(points)}] {record['label']} {_describe(record)}")
-    results.sort(key=lambda r: r["index"])
-    result = SweepResult(spec, out, results, time.perf_counter() - t0)
-    write_json(out / "sweep.json", result.as_json())
-    with atomic_path(out / "sweep.csv") as tmp:
+    try:
+        for record in stream:
+            results.append(record)
+            say(f"[{len(results)}/{len(points)}] {record['label']} {_describe(record)}")
+            if time.perf_counter() - last_save > SAVE_EVERY_S:  # a long sweep keeps what it has done
+                _save(SweepResult(spec, out, results, time.perf_counter() - t0, len(points)))
+                last_save = time.perf_counter()
+    except KeyboardInterrupt:
+        _save(SweepResult(spec, out, results, time.perf_counter() - t0, len(points)))
+        raise
+    return _save(SweepResult(spec, out, results, time.perf_counter() - t0, len(points)))
+
+
+def _save(result: SweepResult) -> SweepResult:
+    """Write sweep.json and sweep.csv (atomically) with the points finished so far, in point order."""
+    result.points = sorted(result.points, key=lambda r: r["index"])
+    write_json(result.out / "sweep.json", result.as_json())
+    with atomic_path(result.out / "sweep.csv") as tmp:
         tmp.write_text(to_csv(result))
     return result
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 
@@ -44,13 +45,20 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_sweep(args.sweep_file)
     quiet = args.quiet or args.json
-    result = run_sweep(
-        spec,
-        out=args.out,
-        jobs=args.jobs,
-        scheduler=args.scheduler,
-        progress=None if quiet else (lambda msg: print(f"racksim: {msg}", file=sys.stderr)),
-    )
+    out = args.out or Path("runs") / f"sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    try:
+        result = run_sweep(
+            spec,
+            out=out,
+            jobs=args.jobs,
+            scheduler=args.scheduler,
+            progress=None if quiet else (lambda msg: print(f"racksim: {msg}", file=sys.stderr)),
+        )
+    except KeyboardInterrupt:
+        print(
+            f"racksim: interrupted; {out}/sweep.json and sweep.csv keep the finished points", file=sys.stderr
+        )
+        return 130
     if args.json:
         print(json.dumps(result.as_json(), indent=2, sort_keys=True))
     else:

@@ -140,3 +140,20 @@ def test_bad_sweep_files_are_one_line_naming_the_field(tmp_path, capsys, text, w
 def test_the_shipped_example_sweep_is_valid():
     spec = load_sweep(Path(__file__).parent.parent / "examples" / "sweep-nic-tp.yaml")
     assert spec.size == 8 and spec.profiles == ["gen1.yaml", "gen2.yaml"]
+
+
+def test_an_interrupted_sweep_keeps_the_points_it_finished(tmp_path):
+    spec = load_sweep(_write(tmp_path, NIC_SWEEP))
+    seen = []
+
+    def stop_after_two(msg: str) -> None:
+        seen.append(msg)
+        if len(seen) == 3:  # the header line, then two finished points
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out=tmp_path / "out", jobs=1, progress=stop_after_two)
+    saved = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert saved["complete"] is False and saved["points_total"] == 8
+    assert [p["label"] for p in saved["points"]] == ["p000", "p001"]
+    assert len((tmp_path / "out" / "sweep.csv").read_text().splitlines()) == 3
