@@ -163,12 +163,6 @@ def build_inference_spec(opts: RunOptions, profile: Profile, workload_sets: list
     return spec, racks
 
 
-def spec_requests(spec: Any, seed: int) -> list[Any]:
-    from workloads.inference import make_requests
-
-    return make_requests(spec, seed)
-
-
 def summarize_serving(
     spec: Any,
     profile: Profile,
@@ -264,7 +258,12 @@ def run(opts: RunOptions) -> RunResult:
             )
         say(
             f"serving {spec.name} on {spec.gpus} GPUs of {profile.name} (tp{spec.parallelism.tp} x "
-            f"{spec.parallelism.replicas} replicas), {len(spec_requests(spec, opts.seed))} requests"
+            f"{spec.parallelism.replicas} replicas), "
+            + (
+                f"requests from {spec.requests.trace}"
+                if spec.requests.trace
+                else f"{spec.requests.count} requests"
+            )
         )
     else:
         # Memory check before simulating: a clear one-line answer beats a simulated OOM.
