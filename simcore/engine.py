@@ -569,7 +569,7 @@ class Machine:
         )
         for c in classes:
             self._busy[c][sid] = end
-            if group.uses_sms:
+            if group.uses_sms and self.overlap_slowdown:
                 self._note_comm(c, start, end)
             self.recorder.record_op(c, sid, self.class_step[c], micro, start, end, template)
         self.comm_log[algorithm] = self.comm_log.get(algorithm, 0) + 1
@@ -595,8 +595,9 @@ class Machine:
         end = start + timing.time_s
         self._busy[src_class][sid_send] = end
         self._busy[dst_class][sid_recv] = end
-        self._note_comm(src_class, start, end)
-        self._note_comm(dst_class, start, end)
+        if self.overlap_slowdown:
+            self._note_comm(src_class, start, end)
+            self._note_comm(dst_class, start, end)
         u_up = 1.0 if layout.top_tier == TIER_SCALE_UP else 0.0
         u_out = 1.0 - u_up
         nid = self.recorder.name_id(name)

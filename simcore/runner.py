@@ -30,6 +30,8 @@ from simcore.profile import Profile, load_profile, profile_summary
 from simcore.reliability import DAY_S, JobPlan, replay_job
 from simcore.report import BreakdownAccumulator
 from simcore.trace import TraceWriter
+from workloads.inference import INFERENCE_KEYS
+from workloads.spec import WORKLOAD_KEYS
 
 DEFAULT_MODEL = "llama3-70b"
 SUMMARY_KEYS = (
@@ -48,21 +50,8 @@ SUMMARY_KEYS = (
     "pue",
     "energy_per_token_j",
 )
-WORKLOAD_SET_KEYS = (
-    "model",
-    "preset",
-    "parallelism",
-    "batch",
-    "precision",
-    "steps",
-    "kind",
-    "name",
-    "kernels",
-    "job",
-    "kv_cache",
-    "scheduler",
-    "requests",
-)
+# --set keys that go to the workload spec (training and serving fields); the rest go to the profile.
+WORKLOAD_SET_KEYS = tuple(dict.fromkeys((*WORKLOAD_KEYS, *INFERENCE_KEYS)))
 
 
 # A checkpoint holds the full training state: bf16 weights (2 B) + fp32 master weights and Adam's two
