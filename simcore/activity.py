@@ -94,6 +94,38 @@ def _struct_of(dtype: np.dtype) -> struct.Struct:
     return packer
 
 
+def _byte_runs(source: np.dtype, fields: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:
+    """(source offset, event offset, width) of each run of ``fields`` that lies contiguously, in the same
+    order, in both ``source`` and EVENT_DTYPE: a block is assembled by copying these byte runs, a handful
+    of wide copies instead of one strided copy per field."""
+    runs: list[tuple[int, int, int]] = []
+    for name in EVENT_DTYPE.names:
+        if name not in fields:
+            continue
+        src, dst, width = source.fields[name][1], EVENT_DTYPE.fields[name][1], EVENT_DTYPE[name].itemsize
+        if runs and runs[-1][0] + runs[-1][2] == src and runs[-1][1] + runs[-1][2] == dst:
+            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + width)
+        else:
+            runs.append((src, dst, width))
+    return tuple(runs)
+
+
+_VARYING_RUNS = _byte_runs(_VARYING_DTYPE, VARYING_FIELDS)
+_TEMPLATE_RUNS = _byte_runs(_TEMPLATE_DTYPE, TEMPLATE_FIELDS)
+
+
+def _bytes_at(records: np.ndarray, offset: int, width: int) -> np.ndarray:
+    """The ``width`` bytes at ``offset`` of every record, as one opaque (void) item per record."""
+    return np.ndarray(
+        len(records), dtype=f"V{width}", buffer=records, offset=offset, strides=(records.dtype.itemsize,)
+    )
+
+
+def _copy_runs(dst: np.ndarray, src: np.ndarray, runs: tuple[tuple[int, int, int], ...]) -> None:
+    for src_offset, dst_offset, width in runs:
+        _bytes_at(dst, dst_offset, width)[...] = _bytes_at(src, src_offset, width)
+
+
 _OPEN_ROW = _struct_of(_VARYING_DTYPE)
 OPEN_ROW_BYTES = _OPEN_ROW.size
 pack_open_row = _OPEN_ROW.pack  # (rank_class, stream, step, micro, t_start, t_end, template id) -> bytes
@@ -201,8 +233,7 @@ class ActivityRecorder:
         block = np.empty(n, dtype=EVENT_DTYPE)
         if n == 0:
             return block
-        for name in VARYING_FIELDS:
-            block[name] = varying[name]
+        _copy_runs(block, varying, _VARYING_RUNS)
         # ids >= 0 index the kept templates, ids < 0 this block's (-1 is the first); each template is
         # converted once
         kept_table = self._kept_records.extend(self._kept)
@@ -216,8 +247,7 @@ class ActivityRecorder:
             values[local] = local_table.take(-1 - tid[local])
         else:
             values = kept_table.take(tid)
-        for name in TEMPLATE_FIELDS:
-            block[name] = values[name]
+        _copy_runs(block, values, _TEMPLATE_RUNS)
         return block
 
     def _convert_open(self) -> None:
