@@ -86,6 +86,13 @@ class Parallelism:
         "--overlap-moe-expert-parallel-comm); the last stage holds one more micro-batch",
         False,
     )
+    ep_dispatch: str = choice(
+        "MoE token dispatch across scale-up domains: alltoall (NCCL all-to-all: every token copy crosses "
+        "the network to its expert's GPU) or deepep (DeepEP / hybrid-EP: one copy per destination domain "
+        "over the NIC, forwarded to the experts over the scale-up links)",
+        ("alltoall", "deepep"),
+        "alltoall",
+    )
     cp_comm: str = choice(
         "context-parallel K/V exchange: p2p ring overlapped with the attention core (Transformer Engine's "
         "default) or a plain all-gather before it",
@@ -286,6 +293,14 @@ def validate_training_spec(spec: TrainingSpec) -> None:
         seq_len=spec.model.seq_len,
         layers_per_chunk=par.layers_per_chunk,
     )
+    if par.ep_dispatch != "alltoall" and spec.model.moe is None:
+        raise ConfigError(
+            "ep_dispatch chooses how expert all-to-alls move tokens, and this model has no experts",
+            file=file,
+            path="parallelism.ep_dispatch",
+            value=par.ep_dispatch,
+            expected="alltoall for a dense model",
+        )
     if par.ep_comm_overlap and spec.model.moe is None:
         raise ConfigError(
             "ep_comm_overlap overlaps expert all-to-alls, and this model has no experts",
@@ -402,6 +417,7 @@ def auto_training_spec(
                     recompute=recompute,
                     recompute_layers=0,
                     ep_comm_overlap=False,
+                    ep_dispatch="alltoall",
                     order="tp-cp-ep-dp-pp",
                     tp_comm_overlap=False,
                     cp_comm="p2p",

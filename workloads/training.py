@@ -396,6 +396,26 @@ class TrainingJob:
         self.layouts: dict[str, GroupLayout] = {"pp_p2p": base["pp_p2p"]}
         for kind, rows in self.group_rows.items():
             self.layouts[kind] = cluster.worst_layout(rows)
+        self.ep_send_scale = self._ep_send_scale()
+
+    def _ep_send_scale(self) -> float:
+        """Bytes an expert all-to-all moves under ``ep_dispatch`` / under a plain all-to-all.
+
+        DeepEP sends a token once to each scale-up domain holding any of its experts and forwards it to
+        the experts' GPUs over the scale-up links, so the NIC carries E[remote domains] copies per token
+        instead of top_k·(D-1)/D. The program's all-to-all is scaled by that ratio: its time is the NIC's
+        (the forwarding runs pipelined under the RDMA transfer on scale-up links 5-10x faster), and inside
+        one domain DeepEP moves what an all-to-all moves.
+        """
+        moe = self.spec.model.moe
+        layout = self.layouts.get("ep")
+        if self.spec.parallelism.ep_dispatch != "deepep" or moe is None or layout is None:
+            return 1.0
+        domains = layout.domains
+        if domains <= 1:
+            return 1.0
+        # (D-1)/D·E[domains touched] remote copies (the token's own domain is as likely as any other)
+        return mdl.domains_per_token(moe, domains) / moe.top_k
 
     def _classes(self) -> None:
         """Create rank classes and the communicators each one uses."""
@@ -776,7 +796,8 @@ class TrainingJob:
 
     def _issue(self, cls: int, seg: Segment, mb: int) -> simpy.Event:
         grp = self.groups[(seg.group, cls)]
-        return self.m.collective(cls, grp, seg.op, seg.nbytes, name=seg.name, micro=mb)
+        nbytes = seg.nbytes * self.ep_send_scale if seg.group == "ep" and seg.op == "alltoall" else seg.nbytes
+        return self.m.collective(cls, grp, seg.op, nbytes, name=seg.name, micro=mb)
 
     def _grad_sync(self, cls: int, vstage: int, layers: list[int]) -> list[simpy.Event]:
         """Reduce-scatter (ZeRO >= 1) or all-reduce (ZeRO 0) of one gradient bucket on the dp stream:

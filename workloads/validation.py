@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -204,6 +205,42 @@ SOFTWARE: tuple[Software, ...] = (
     ),
 )
 DEFAULT_SOFTWARE = Software("", note="racksim defaults (ZeRO-1, overlapped gradient reduction)")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a source's published performance recipe fixes for one model on one GPU family where its rows
+    are silent (read from the recipe's code, never fitted to a row's measurement)."""
+
+    match: str  # prefix of the row's group
+    model: str  # racksim model name (preset)
+    accelerator: str  # case-insensitive part of the profile's accelerator name
+    parallelism: Mapping[str, Any]
+    source: str
+
+
+RECIPES: tuple[Recipe, ...] = (
+    Recipe(
+        "Megatron-Bridge",
+        "deepseek-v3",
+        "H100",
+        MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": True, "dp_overlap": False}),
+        "Megatron-Bridge scripts/performance/configs/deepseek/deepseek_llm_pretrain.py, "
+        "deepseek_v3_h100_1024gpus_{bf16,fp8}_config: enable_deepep=True, MoE all-to-all 1F1B overlap "
+        "(moe_a2a_1f1b), overlap_grad_reduce=False; its Blackwell configs keep the plain all-to-all",
+    ),
+)
+
+
+def recipe_for(group: str, model: str, accelerator: str) -> Recipe | None:
+    for recipe in RECIPES:
+        if (
+            group.startswith(recipe.match)
+            and model == recipe.model
+            and recipe.accelerator.lower() in accelerator.lower()
+        ):
+            return recipe
+    return None
 
 
 def software_for(group: str) -> Software:
@@ -553,6 +590,11 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     }
     if layout is not None:
         parallelism["layers_per_chunk"] = list(layout)
+    recipe = recipe_for(group, model.name, profile.accelerator.name)
+    if recipe is not None:
+        parallelism.update(recipe.parallelism)
+        settings = ", ".join(f"{k}: {v}" for k, v in recipe.parallelism.items())
+        assumptions.append(f"recipe ({recipe.source}) -> {settings}")
     spec: dict[str, Any] = {
         "kind": "training",
         "name": rid,
