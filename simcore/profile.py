@@ -337,6 +337,13 @@ class Calibration:
         maximum=1,
         exclusive_minimum=True,
     )
+    attention_half_head_dim: float = number(
+        "head dimension at which flash attention reaches half its large-head rate: attention_efficiency "
+        "holds at head dim 128 and scales by d/(d + this) / (128/(128 + this)); default: FlashAttention-3 "
+        "forward on H100 runs head dims 64 / 128 / 256 at ~0.77 / 1 / 1.16 of the 128 rate",
+        48.0,
+        minimum=0,
+    )
     hbm_efficiency: float = number(
         "achievable fraction of HBM bandwidth", 0.85, minimum=0, maximum=1, exclusive_minimum=True
     )

@@ -316,7 +316,7 @@ def iteration_work(
     if prefill:  # flash attention over the cached context + the causal chunk
         flops = sum(4.0 * n * (p + n / 2.0) * c.heads * c.head_dim for p, n in prefill)
         kv = sum(p + n for p, n in prefill) * c.kv_bytes_per_token_layer
-        items.append((flops, kv, 0.0, KIND_ATTENTION))
+        items.append((flops, kv, float(c.head_dim), KIND_ATTENTION))  # min_dim: the head dimension
     if decode_ctx:  # one query per sequence against its cache: HBM-bound
         ctx = float(sum(decode_ctx))
         items.append(

@@ -805,8 +805,15 @@ def _attention_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
         # Flash-style core: the causal mask halves the executed work; bytes are Q, K, V read and O written.
         core_flops = 0.5 * 2.0 * tokens * x.s * heads * (dqk + dv)
         core_bytes = dt * (tokens * heads * (dqk + dv) + x.b * x.s * kv * (dqk + dv))
+        # Its shape is that of the score GEMM QK^T (s x s x d_qk) per head: the head dimension sets how well
+        # the kernel fills the tensor cores.
+        shape = (math.ceil(x.s), math.ceil(x.s), int(dqk))
         core: list[_Item] = [
-            _FwdOp(Op("attn_core", "attention", core_flops, core_bytes), _FLASH_BWD_FLOP_FACTOR, 2.0)
+            _FwdOp(
+                Op("attn_core", "attention", core_flops, core_bytes, shape, math.ceil(heads)),
+                _FLASH_BWD_FLOP_FACTOR,
+                2.0,
+            )
         ]
     else:
         core = _unfused_core(spec, x, heads, kv)

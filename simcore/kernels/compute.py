@@ -2,8 +2,9 @@
 
 time = max(flops / (peak * eff(d) * f), nbytes / (hbm_bw * hbm_eff)) + overhead, where
 eff(d) = max_eff * d / (d + half_dim) for a GEMM whose smallest dimension is d (small GEMMs cannot
-fill the tensor cores), attention runs at a fixed fraction of the GEMM efficiency, and element-wise
-work is memory-bound by construction. f is the clock factor set by power caps and throttling: it
+fill the tensor cores), attention runs at a fraction of the GEMM efficiency that grows with the head
+dimension d (its inner GEMM dimension): attn_eff * [d / (d + attn_half)] / [128 / (128 + attn_half)],
+equal to attn_eff at d = 128 and never above max_eff; element-wise work is memory-bound by construction. f is the clock factor set by power caps and throttling: it
 stretches only the compute-bound part (ASTRA-sim's roofline, modeling-notes 1.6 and 2.1).
 """
 
@@ -17,6 +18,8 @@ import numpy as np
 from simcore.profile import Profile
 
 KIND_GEMM, KIND_ATTENTION, KIND_ELEMENTWISE = 0, 1, 2
+# attention_efficiency is stated at this head dimension (the common one: Llama, GPT-3, Qwen3, Mixtral)
+ATTENTION_REFERENCE_HEAD_DIM = 128.0
 KIND_IDS = {
     "gemm": KIND_GEMM,
     "attention": KIND_ATTENTION,
@@ -37,20 +40,25 @@ def roofline_times(
     max_eff: float,
     half_dim: float,
     attn_eff: float,
+    attn_half: float,
     hbm_bw: float,
     overhead_s: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vectorised roofline: (time_s, tensor busy fraction, HBM busy fraction) per op."""
+    """Vectorised roofline: (time_s, tensor busy fraction, HBM busy fraction) per op (``min_dim`` of an
+    attention op is its head dimension; 0 = the reference head dimension)."""
     n = flops.shape[0]
     t = np.empty(n)
     u_t = np.empty(n)
     u_m = np.empty(n)
+    ref = ATTENTION_REFERENCE_HEAD_DIM
     for i in range(n):
         eff = max_eff
         if kind[i] == 0 and min_dim[i] > 0.0:
             eff = max_eff * min_dim[i] / (min_dim[i] + half_dim)
         elif kind[i] == 1:
             eff = max_eff * attn_eff
+            if min_dim[i] > 0.0:
+                eff = min(max_eff, eff * min_dim[i] / (min_dim[i] + attn_half) * (ref + attn_half) / ref)
         t_c = 0.0
         if kind[i] != 2 and flops[i] > 0.0:
             t_c = flops[i] / (peak_flops * eff * clock[i])
@@ -73,12 +81,17 @@ def roofline_times_ref(
     max_eff: float,
     half_dim: float,
     attn_eff: float,
+    attn_half: float,
     hbm_bw: float,
     overhead_s: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Plain-numpy statement of ``roofline_times`` (used by tests)."""
     gemm_eff = np.where(min_dim > 0, max_eff * min_dim / (min_dim + half_dim), max_eff)
-    eff = np.where(kind == 0, gemm_eff, max_eff * attn_eff)
+    ref = ATTENTION_REFERENCE_HEAD_DIM
+    with np.errstate(divide="ignore", invalid="ignore"):
+        head_factor = np.where(min_dim > 0, min_dim / (min_dim + attn_half) * (ref + attn_half) / ref, 1.0)
+    attn = np.minimum(max_eff * attn_eff * head_factor, np.where(min_dim > 0, max_eff, np.inf))
+    eff = np.where(kind == 0, gemm_eff, attn)
     with np.errstate(divide="ignore", invalid="ignore"):
         t_c = np.where((kind != 2) & (flops > 0), flops / (peak_flops * eff * clock), 0.0)
     t_m = nbytes / hbm_bw
@@ -102,6 +115,7 @@ class ComputeModel:
         self.hbm_bw = profile.accelerator.hbm_bandwidth * profile.calibration.hbm_efficiency
         self.overhead_s = profile.accelerator.kernel_overhead
         self.attn_eff = profile.calibration.attention_efficiency
+        self.attn_half = profile.calibration.attention_half_head_dim
         self._memo: dict[tuple, ComputeTiming] = {}
 
     def params(self, dtype: str) -> tuple[float, float, float]:
@@ -134,6 +148,7 @@ class ComputeModel:
             max_eff,
             half_dim,
             self.attn_eff,
+            self.attn_half,
             self.hbm_bw,
             self.overhead_s,
         )
