@@ -1,31 +1,40 @@
 """parallelism.ep_dispatch: DeepEP sends a token once per destination scale-up domain (and DeepSeek-V3's
-group-limited routing caps those domains), so only the network part of an expert all-to-all shrinks."""
+group-limited routing caps those domains), so an expert all-to-all that crosses domains puts fewer bytes on
+the NICs; inside one domain nothing changes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import simpy
 from sim_helpers import simulate
 
 from simcore.activity import GROUP_IDS, KIND_COLLECTIVE
+from simcore.cluster import Cluster
+from simcore.collectives import CollectiveModel
+from simcore.engine import Machine
 from simcore.errors import ConfigError
-from workloads.model import MoESpec, domains_per_token, load_model, load_preset
+from simcore.profile import load_profile
+from workloads.model import MoESpec, domain_touch_probabilities, domains_per_token, load_model, load_preset
 from workloads.spec import load_training_spec, model_to_mapping
+from workloads.training import TrainingJob
 from workloads.validation import NotRunnable, load_table, map_row, select_rows
 
 
-def _monte_carlo(moe: MoESpec, domains: int, tokens: int = 40_000, seed: int = 7) -> float:
-    """Distinct domains per token by drawing routes: top groups at random, then top_k experts inside them."""
+def _monte_carlo(moe: MoESpec, sizes: list[int], tokens: int = 40_000, seed: int = 7) -> float:
+    """Distinct domains per token by drawing routes: top groups at random, then top_k experts inside them;
+    domain j holds the next ``sizes[j]`` experts."""
     rng = np.random.default_rng(seed)
     e, k = moe.experts, moe.top_k
     g_all, g_pick = moe.route_groups, moe.route_group_topk or moe.route_groups
     per_group = e // g_all
+    bounds = np.cumsum(sizes)
     touched = np.empty(tokens)
     for t in range(tokens):
         groups = rng.choice(g_all, size=g_pick, replace=False)
         pool = (groups[:, None] * per_group + np.arange(per_group)[None, :]).ravel()
         experts = rng.choice(pool, size=k, replace=False)
-        touched[t] = len(np.unique(experts // (e // domains)))
+        touched[t] = len(np.unique(np.searchsorted(bounds, experts, side="right")))
     return float(touched.mean())
 
 
@@ -38,6 +47,9 @@ def _monte_carlo(moe: MoESpec, domains: int, tokens: int = 40_000, seed: int = 7
         (256, 8, 1, 0, 8),  # no group limit
         (128, 8, 1, 0, 2),  # Qwen3-30B-A3B over two servers
         (8, 2, 1, 0, 4),  # Mixtral: few experts
+        (96, 8, 8, 2, 12),  # groups of 12 over domains of 8: neither nests in the other
+        (256, 8, 8, 4, [32, 224]),  # EP 64 on 72-GPU domains: 8 ranks in one, 56 in the next
+        (256, 8, 8, 4, [24, 72, 72, 88]),  # uneven and not aligned with the groups
     ],
 )
 def test_domains_per_token_matches_drawn_routes(experts, top_k, groups, group_topk, domains):
@@ -48,9 +60,10 @@ def test_domains_per_token_matches_drawn_routes(experts, top_k, groups, group_to
         route_groups=groups,
         route_group_topk=group_topk,
     )
+    sizes = [experts // domains] * domains if isinstance(domains, int) else domains
     exact = domains_per_token(moe, domains)
-    assert exact == pytest.approx(_monte_carlo(moe, domains), rel=0.01)
-    assert 1.0 <= exact <= min(top_k, domains)
+    assert exact == pytest.approx(_monte_carlo(moe, sizes), rel=0.01)
+    assert 1.0 <= exact <= min(top_k, len(sizes))
 
 
 def test_group_limit_and_fewer_domains_mean_fewer_copies():
@@ -97,6 +110,44 @@ def test_deepep_moves_fewer_bytes_only_when_the_group_crosses_domains():
     # EP 8: the group is one server; DeepEP's intranode path moves what an all-to-all moves
     inside = [_ep_bytes_and_step(_spec(d, ep=8)) for d in ("alltoall", "deepep")]
     assert inside[0] == inside[1]
+
+
+def _job(preset: str, ep: int, dp: int, profile: str) -> TrainingJob:
+    spec = load_training_spec(
+        {
+            "kind": "training",
+            "model": {"preset": preset, "seq_len": 1024, "layers": 4},
+            "parallelism": {"dp": dp, "ep": ep, "recompute": "none", "ep_dispatch": "deepep"},
+            "batch": {"global_seqs": dp, "micro": 1},
+        },
+        file="nvl.yaml",
+    )
+    prof = load_profile(profile)
+    cluster = Cluster(prof, racks=-(-spec.gpus // prof.gpus_per_rack))
+    return TrainingJob(spec, Machine(simpy.Environment(), prof, cluster, CollectiveModel(prof, cluster)))
+
+
+def test_uneven_domains_of_an_nvl72_rack_use_their_real_split():
+    # EP 32 over 72-GPU domains: groups of 32 ranks split 32 | 8+24 | 16+16 ...; the job waits for the
+    # busiest NIC: a GPU of the 8-rank part, whose copies mostly leave its domain
+    job = _job("deepseek-v3", 32, 128, "gb200-nvl72.yaml")
+    moe = job.spec.model.moe
+    per_rank = moe.experts // 32
+    expected = 0.0
+    for small in range(1, 32):
+        reach = domain_touch_probabilities(moe, [small * per_rank, (32 - small) * per_rank])
+        if any(
+            len(np.unique(row // 72)) == 2 and np.sum(row // 72 == row[0] // 72) == small
+            for row in job.group_rows["ep"]
+        ):
+            expected = max(expected, reach[1] / (moe.top_k * (1 - small / 32)))
+            expected = max(expected, reach[0] / (moe.top_k * (1 - (32 - small) / 32)))
+    assert job.ep_send_scale == pytest.approx(expected, rel=1e-12)
+    assert 0.0 < expected < 1.0
+    # EP 128 on 72-GPU domains (128 experts do not split over 3 domains evenly): runs, and dedups
+    assert 0.0 < _job("qwen3-30b-a3b", 128, 256, "gb200-nvl72.yaml").ep_send_scale < 1.0
+    # inside one domain: nothing to deduplicate
+    assert _job("qwen3-30b-a3b", 32, 64, "gb200-nvl72.yaml").ep_send_scale == 1.0
 
 
 def test_bad_dispatch_and_routing_groups_are_one_line_errors():

@@ -18,6 +18,8 @@ from simcore.kernels.compute import (
     roofline_times_ref,
 )
 from simcore.profile import load_profile
+from workloads.inference import load_inference_spec, replica_costs
+from workloads.spec import load_training_spec
 
 # peak, max_eff, half_dim, attn_eff, attn_half, hbm_bw, overhead
 _PARAMS = (989e12, 0.75, 200.0, 0.55, 48.0, 2.8e12, 4e-6)
@@ -76,3 +78,33 @@ def test_attention_never_beats_the_best_gemm():
 def test_no_head_dim_dependence_when_switched_off():
     model = ComputeModel(load_profile("h100-dgx.yaml", ["calibration.attention_half_head_dim=0"]))
     assert _attention_time(model, 64.0) == pytest.approx(_attention_time(model, 256.0), rel=1e-12)
+
+
+def _attention_dims(preset: str, cp: int = 1) -> set[float]:
+    from workloads.training import KIND_IDS, layer_segments
+
+    spec = load_training_spec(
+        {
+            "kind": "training",
+            "model": {"preset": preset, "seq_len": 4096, "layers": 4},
+            "parallelism": {"tp": 1, "cp": cp, "dp": 1, "recompute": "none"},
+            "batch": {"global_seqs": 1, "micro": 1},
+        },
+        file="x.yaml",
+    )
+    dims = set()
+    for phase in ("fwd", "bwd"):
+        for seg in layer_segments(spec, 1, phase):
+            seg = getattr(seg, "compute", seg)
+            dims |= {w[2] for w in seg.work if w[3] == KIND_IDS["attention"]}
+    return dims
+
+
+def test_training_and_serving_hand_attention_its_head_dimension():
+    assert _attention_dims("gpt-oss-120b") == {64.0}  # 64 heads of 64
+    assert _attention_dims("llama3-8b", cp=2) == {128.0}  # the head dim, not the (sharded) sequence
+    assert _attention_dims("deepseek-v3") == {192.0}  # MLA: 128 + 64 rope dims for the scores
+    serving = load_inference_spec(
+        {"model": "deepseek-v3", "precision": "fp8", "parallelism": {"tp": 8}}, file="x"
+    )
+    assert replica_costs(serving).attention_head_dim == 192.0  # prefill runs per head, not in the latent

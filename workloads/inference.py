@@ -248,6 +248,7 @@ class ReplicaCosts:
     act_bytes_per_token_layer: float  # activation traffic through a layer's kernels
     heads: float  # attention heads per GPU
     head_dim: float
+    attention_head_dim: float  # head dim of the prefill attention kernel (MLA prefill runs per head, 192)
     kv_bytes_per_token_layer: float  # cached K and V of one token in one layer, per GPU
     lm_head_flops_per_token: float
     lm_head_bytes: float
@@ -288,6 +289,7 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
         act_bytes_per_token_layer=act,
         heads=m.heads / tp,
         head_dim=qk_dim,
+        attention_head_dim=float(m.qk_head_dim),
         kv_bytes_per_token_layer=kv_token,
         lm_head_flops_per_token=2.0 * head / tp,
         lm_head_bytes=head * wb / tp,
@@ -316,7 +318,7 @@ def iteration_work(
     if prefill:  # flash attention over the cached context + the causal chunk
         flops = sum(4.0 * n * (p + n / 2.0) * c.heads * c.head_dim for p, n in prefill)
         kv = sum(p + n for p, n in prefill) * c.kv_bytes_per_token_layer
-        items.append((flops, kv, float(c.head_dim), KIND_ATTENTION))  # min_dim: the head dimension
+        items.append((flops, kv, c.attention_head_dim, KIND_ATTENTION))  # min_dim: the head dimension
     if decode_ctx:  # one query per sequence against its cache: HBM-bound
         ctx = float(sum(decode_ctx))
         items.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from types import MappingProxyType
@@ -272,39 +272,53 @@ def _load_moe(data: Any, *, file: str | None, path: str, layers: int) -> MoESpec
     )
 
 
-def domains_per_token(moe: MoESpec, domains: int) -> float:
+def domains_per_token(moe: MoESpec, domains: int | Sequence[int]) -> float:
     """Expected number of distinct expert-parallel domains (scale-up domains) holding at least one of a
-    token's top_k experts, when the experts are laid out in contiguous blocks over ``domains`` domains and
-    routing is uniform within the groups a token may use (the force-balanced routing of benchmarks).
+    token's top_k experts, under uniform routing within the groups a token may use (the force-balanced
+    routing of benchmarks).
 
-    Exact under group-limited routing when groups nest in domains or domains in groups; otherwise the
-    group limit is ignored (an upper bound). DeepSeek-V3 on 8 domains: 8 groups, 4 per token -> 3.6 of 8,
-    against 5.3 without the limit.
+    ``domains`` is a count (the experts split evenly) or the experts each domain holds, in order: experts
+    lie in contiguous blocks over the EP ranks, so a 72-GPU domain may hold an uneven share. Exact for any
+    layout: for each domain, the chance that none of the k picks lands on it is averaged over the sets of
+    routing groups a token can choose (counted by how many of the domain's experts they contain).
+    DeepSeek-V3 on 8 domains: 8 groups, 4 per token -> 3.6 of 8, against 5.3 without the limit.
     """
+    return float(sum(domain_touch_probabilities(moe, domains)))
+
+
+def domain_touch_probabilities(moe: MoESpec, domains: int | Sequence[int]) -> list[float]:
+    """P(a token reaches domain j) for each domain (see ``domains_per_token``)."""
     e, k = moe.experts, moe.top_k
-    if domains <= 1:
-        return float(domains)
-    if e % domains:
-        raise ValueError(f"{domains} domains do not split {e} experts evenly")
-    g_all, g_pick = moe.route_groups, moe.route_group_topk or moe.route_groups
-    nested = g_all % domains == 0 or domains % g_all == 0
-    if not nested or g_pick == g_all:
-        g_all, g_pick = 1, 1
-    pool = g_pick * e // g_all  # experts a token chooses among
-
-    def untouched(in_pool: int) -> float:  # P(none of the k picks lands on `in_pool` given experts)
-        return math.comb(pool - in_pool, k) / math.comb(pool, k)
-
-    if g_all % domains == 0:  # each domain holds g_all / domains whole groups
-        per_domain = g_all // domains
-        p_miss = 0.0
-        for chosen in range(0, min(per_domain, g_pick) + 1):  # hypergeometric: chosen groups in the domain
-            ways = math.comb(per_domain, chosen) * math.comb(g_all - per_domain, g_pick - chosen)
-            p_miss += ways / math.comb(g_all, g_pick) * untouched(chosen * e // g_all)
-        p_touch = 1.0 - p_miss
-    else:  # each group spans domains / g_all domains: the domain's group must be chosen
-        p_touch = g_pick / g_all * (1.0 - untouched(e // domains))
-    return domains * p_touch
+    if isinstance(domains, int):
+        if domains < 1 or e % domains:
+            raise ValueError(f"{domains} domains do not split {e} experts evenly")
+        sizes = [e // domains] * domains
+    else:
+        sizes = [int(n) for n in domains]
+    if sum(sizes) != e or min(sizes) < 1:
+        raise ValueError(f"domain sizes {sizes} do not cover {e} experts")
+    g_all = moe.route_groups
+    g_pick = moe.route_group_topk or g_all
+    per_group = e // g_all
+    pool = g_pick * per_group  # experts a token chooses among
+    sets = math.comb(g_all, g_pick)
+    out: list[float] = []
+    start = 0
+    for size in sizes:
+        end = start + size
+        # experts of this domain in each routing group
+        overlap = [max(0, min(end, (i + 1) * per_group) - max(start, i * per_group)) for i in range(g_all)]
+        # ways[c][t]: sets of c groups holding t of the domain's experts
+        ways: list[dict[int, int]] = [dict() for _ in range(g_pick + 1)]
+        ways[0][0] = 1
+        for o in overlap:
+            for c in range(g_pick - 1, -1, -1):
+                for t, n in ways[c].items():
+                    ways[c + 1][t + o] = ways[c + 1].get(t + o, 0) + n
+        miss = sum(n * math.comb(pool - t, k) for t, n in ways[g_pick].items()) / (sets * math.comb(pool, k))
+        out.append(1.0 - miss)
+        start = end
+    return out
 
 
 def _load_mla(data: Any, *, file: str | None, path: str) -> MLASpec:
@@ -694,7 +708,9 @@ def _emit(items: list[_Item], phase: str) -> list[Op | Comm]:
             continue
         op = item.op
         flops, nbytes = op.flops * item.bwd_flops, op.nbytes * item.bwd_bytes
-        if op.gemm_mnk is not None:
+        if op.gemm_mnk is not None and op.kind == "attention":  # dQ, dK, dV, dS: the same head dimension
+            out.append(Op(op.name, op.kind, flops, nbytes, op.gemm_mnk, op.count))
+        elif op.gemm_mnk is not None:
             m, n, k = op.gemm_mnk
             out.append(Op(op.name, op.kind, flops, nbytes, (m, k, n), 2 * op.count))
         else:
@@ -807,7 +823,7 @@ def _attention_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
         core_bytes = dt * (tokens * heads * (dqk + dv) + x.b * x.s * kv * (dqk + dv))
         # Its shape is that of the score GEMM QK^T (s x s x d_qk) per head: the head dimension sets how well
         # the kernel fills the tensor cores.
-        shape = (math.ceil(x.s), math.ceil(x.s), int(dqk))
+        shape = (math.ceil(x.s / x.cp), math.ceil(x.s), int(dqk))
         core: list[_Item] = [
             _FwdOp(
                 Op("attn_core", "attention", core_flops, core_bytes, shape, math.ceil(heads)),

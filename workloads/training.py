@@ -92,7 +92,10 @@ def _work(ops: list[Any]) -> Work:
     out = []
     for op in ops:
         mnk = getattr(op, "gemm_mnk", None)
-        min_dim = float(min(mnk)) if mnk else 0.0
+        if op.kind == "attention":  # the score GEMM (s_q, s_kv, head dim): efficiency follows the head dim
+            min_dim = float(mnk[2]) if mnk else 0.0
+        else:
+            min_dim = float(min(mnk)) if mnk else 0.0
         out.append((float(op.flops), float(op.nbytes), min_dim, KIND_IDS.get(op.kind, 0)))
     return tuple(out)
 
@@ -402,20 +405,32 @@ class TrainingJob:
         """Bytes an expert all-to-all moves under ``ep_dispatch`` / under a plain all-to-all.
 
         DeepEP sends a token once to each scale-up domain holding any of its experts and forwards it to
-        the experts' GPUs over the scale-up links, so the NIC carries E[remote domains] copies per token
-        instead of top_k·(D-1)/D. The program's all-to-all is scaled by that ratio: its time is the NIC's
-        (the forwarding runs pipelined under the RDMA transfer on scale-up links 5-10x faster), and inside
-        one domain DeepEP moves what an all-to-all moves.
+        the experts' GPUs over the scale-up links: a GPU in domain s puts sum_{j != s} P(token reaches j)
+        copies per token on its NIC instead of top_k·(1 - n_s/ep). The program's all-to-all is scaled by
+        the largest such ratio over the job's EP groups and their domains (a synchronous job waits for its
+        busiest NIC). The scaled all-to-all's scale-up term shrinks with it, where DeepEP forwards every
+        copy: that term stays below the NIC's on every shipped profile (scale-up links are 8-20x faster), so
+        the NIC time is what the scale sets.
         """
         moe = self.spec.model.moe
-        layout = self.layouts.get("ep")
-        if self.spec.parallelism.ep_dispatch != "deepep" or moe is None or layout is None:
+        rows = self.group_rows.get("ep")
+        if self.spec.parallelism.ep_dispatch != "deepep" or moe is None or rows is None:
             return 1.0
-        domains = layout.domains
-        if domains <= 1:
-            return 1.0
-        # (D-1)/D·E[domains touched] remote copies (the token's own domain is as likely as any other)
-        return mdl.domains_per_token(moe, domains) / moe.top_k
+        ep, per_rank = rows.shape[1], moe.experts // rows.shape[1]
+        splits = {
+            tuple(np.unique(row // self.m.cluster.domain_size, return_counts=True)[1].tolist())
+            for row in rows  # EP ranks are consecutive GPUs: each domain holds a contiguous block of them
+        }
+        scale = 0.0
+        for ranks in splits:
+            if len(ranks) <= 1:  # inside one domain: no NIC traffic (and not the group the job waits for)
+                continue
+            reach = mdl.domain_touch_probabilities(moe, [n * per_rank for n in ranks])
+            for s_dom, n in enumerate(ranks):
+                dedup = sum(reach) - reach[s_dom]
+                plain = moe.top_k * (1.0 - n / ep)
+                scale = max(scale, dedup / plain)
+        return min(1.0, scale) if scale > 0.0 else 1.0
 
     def _classes(self) -> None:
         """Create rank classes and the communicators each one uses."""

@@ -592,9 +592,11 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
         parallelism["layers_per_chunk"] = list(layout)
     recipe = recipe_for(group, model.name, profile.accelerator.name)
     if recipe is not None:
-        parallelism.update(recipe.parallelism)
-        settings = ", ".join(f"{k}: {v}" for k, v in recipe.parallelism.items())
-        assumptions.append(f"recipe ({recipe.source}) -> {settings}")
+        silent = {k: v for k, v in recipe.parallelism.items() if k not in par_in}  # the row's word wins
+        parallelism.update(silent)
+        if silent:
+            settings = ", ".join(f"{k}: {v}" for k, v in silent.items())
+            assumptions.append(f"recipe ({recipe.source}) -> {settings}")
     spec: dict[str, Any] = {
         "kind": "training",
         "name": rid,
