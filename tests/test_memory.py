@@ -66,6 +66,22 @@ def test_swiglu_gqa_flash_derivation():
     assert layer_activation_bytes(spec, 0, micro_batch=1) == 8192 * per_token
 
 
+def test_fp8_keeps_the_quantized_gemm_inputs():
+    # Llama 3 8B as above with an FP8 recipe: the QKV, fc1 and fc2 inputs are kept in 1 byte instead of 2
+    # (h + h + f = 2h + 3.5h), and the out-projection keeps its 1-byte input beside the 16-bit attention
+    # output flash attention needs (+h): 34h + 128 - 4.5h per token.
+    spec = load_preset("llama3-8b")
+    fp8 = layer_activation_bytes(spec, 0, micro_batch=1, gemm_input_bytes=1.0)
+    assert fp8 == 8192 * (34 * 4096 + 128 - 4.5 * 4096)
+    # NVFP4 keeps less still; full recompute keeps only the 16-bit layer input whatever the recipe
+    assert layer_activation_bytes(spec, 0, micro_batch=1, gemm_input_bytes=0.5625) < fp8
+    for g in (2.0, 1.0, 0.5625):
+        assert (
+            layer_activation_bytes(spec, 0, micro_batch=1, recompute="full", gemm_input_bytes=g)
+            == 8192 * 2 * 4096
+        )
+
+
 def test_context_parallel_splits_tokens():
     spec = load_preset("llama3-8b")
     assert layer_activation_bytes(spec, 0, micro_batch=1, cp=4) == pytest.approx(
@@ -201,3 +217,30 @@ def test_explain_oom_when_it_fits_or_nothing_helps():
     assert "fits" in explain_oom(training_memory(spec, recompute="full"), 200e9)
     tiny = explain_oom(training_memory(load_preset("gpt-1.7b"), zero=3, fsdp=True, recompute="full"), 1e6)
     assert "stage 0 needs" in tiny
+
+
+def test_an_fp8_job_allocates_what_the_memory_model_says():
+    from sim_helpers import simulate
+
+    from workloads.spec import _memory_kwargs, load_training_spec
+
+    def spec(precision: str):
+        return load_training_spec(
+            {
+                "kind": "training",
+                "model": {"preset": "llama3-8b", "layers": 4},
+                "parallelism": {"tp": 2, "pp": 2, "dp": 2, "recompute": "none"},
+                "batch": {"global_seqs": 8, "micro": 1},
+                "precision": precision,
+            },
+            file="fp8.yaml",
+        )
+
+    fp8, bf16 = spec("fp8"), spec("bf16")
+    mem = [training_memory(fp8.model, **_memory_kwargs(fp8, s)) for s in range(2)]
+    assert all(
+        m.activations < training_memory(bf16.model, **_memory_kwargs(bf16, i)).activations
+        for i, m in enumerate(mem)
+    )
+    _, machine, _ = simulate(fp8)
+    assert list(machine.mem_peak) == pytest.approx([m.total for m in mem], rel=1e-12)

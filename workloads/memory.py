@@ -135,8 +135,14 @@ def layer_activation_bytes(
     recompute: str = "none",
     flash_attention: bool = True,
     dropout: bool = False,
+    gemm_input_bytes: float = _ACT_BYTES,
 ) -> float:
     """Activation bytes one layer keeps for the backward pass, for one micro-batch, on one GPU.
+
+    ``gemm_input_bytes``: bytes per element of the linear layers' saved inputs (their weight gradient reads
+    them). FP8/FP4 recipes (Transformer Engine) keep the quantized copy the forward GEMM used, 1 B (fp8)
+    or ~0.56 B (nvfp4 with its scales), instead of the 16-bit tensor; the attention output stays 16-bit
+    for flash attention's backward, so there the quantized copy comes on top.
 
     With flash_attention=False, dropout=True and a GPT layer this is exactly Korthikanti et al. §4-5:
     s·b·h·(34 + 5·a·s/h) without parallelism, s·b·h·(10 + 24/t + 5·a·s/(h·t)) with TP, s·b·h/t·(34 + 5·a·s/h)
@@ -154,31 +160,36 @@ def layer_activation_bytes(
     heads = spec.heads / tp
     kv = kv_heads_per_rank(spec, tp)
     dqk, dv = spec.qk_head_dim, spec.v_head_dim
+    g = gemm_input_bytes
+    quantized = g != _ACT_BYTES
     # Per-token bytes of the attention block.
-    replicated = _ACT_BYTES * 2 * h + mask * h  # norm input, projection input; output dropout mask
+    replicated = (_ACT_BYTES + g) * h + mask * h  # norm input, projection input; output dropout mask
     per_rank = _ACT_BYTES * (heads * dqk + kv * (dqk + dv))  # Q, K, V
     per_rank += _ACT_BYTES * heads * dv  # attention output = out-projection input
     if spec.mla is not None:
         m = spec.mla
         replicated += _ACT_BYTES * (m.q_lora_rank + m.kv_lora_rank)  # latent norm inputs (local tokens)
         # Gathered latents feed the up-projections on every TP rank: SP does not split them.
-        per_rank += _ACT_BYTES * (m.q_lora_rank + m.kv_lora_rank + m.qk_rope_head_dim)
+        per_rank += g * (m.q_lora_rank + m.kv_lora_rank) + _ACT_BYTES * m.qk_rope_head_dim
     if flash_attention:
         per_rank += _LSE_BYTES * heads
+        if quantized:  # the out-projection's quantized input, beside the 16-bit output flash keeps
+            per_rank += g * heads * dv
     elif recompute == "none":
         # softmax output (+ dropout mask and dropout output) over all s keys; selective recomputes them.
         per_rank += heads * s * (_ACT_BYTES + (mask + _ACT_BYTES if dropout else 0.0))
 
     # Per-token bytes of the MLP block.
-    inner = _INNER_PER_WIDTH[spec.ffn]
+    # fc1's 16-bit output (the activation's backward reads it) and fc2's input (the activation's output)
+    inner = _INNER_PER_WIDTH[spec.ffn] - _ACT_BYTES + g
     moe = spec.moe
     if moe is None or not spec.is_moe_layer(layer_index):
-        replicated += _ACT_BYTES * 2 * h + mask * h  # norm input, fc1 input; dropout mask
+        replicated += (_ACT_BYTES + g) * h + mask * h  # norm input, fc1 input; dropout mask
         per_rank += inner * spec.dense_ffn_hidden / tp
     else:
         # Expert layers work on sequence-parallel shards (tokens / tp) with whole experts.
         routed = moe.top_k * moe.imbalance
-        expert = _ACT_BYTES * 2 * h + inner * moe.expert_ffn_hidden + _ACT_BYTES * h  # in, inner, out
+        expert = (_ACT_BYTES + g) * h + inner * moe.expert_ffn_hidden + _ACT_BYTES * h  # in, inner, out
         moe_bytes = _ACT_BYTES * 2 * h + _PROB_BYTES * moe.experts + mask * h  # norm in, router in, probs
         moe_bytes += routed * expert + moe.shared_experts * inner * moe.expert_ffn_hidden
         per_rank += moe_bytes / tp
@@ -240,6 +251,7 @@ def training_memory(
     combined_1f1b: bool = False,
     stage_index: int = 0,
     layers_per_chunk: tuple[int, ...] | None = None,
+    gemm_input_bytes: float = _ACT_BYTES,
 ) -> MemoryBreakdown:
     """Training memory per GPU on pipeline stage `stage_index` (mixed-precision Adam, 1F1B pipelining).
 
@@ -303,6 +315,7 @@ def training_memory(
         "cp": cp,
         "flash_attention": flash_attention,
         "dropout": dropout,
+        "gemm_input_bytes": gemm_input_bytes,
     }
     recomputed = recomputed_layers(spec, pp, vp, stage_index, recompute, recompute_layers, layers_per_chunk)
     chunk_activations = tuple(

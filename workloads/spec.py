@@ -34,6 +34,9 @@ WORKLOAD_KEYS = (
     "job",
 )
 PRECISIONS = ("bf16", "fp16", "fp8", "fp4")
+# Bytes per element of a linear layer's input kept for its weight gradient: FP8/FP4 recipes keep the
+# quantized copy the forward GEMM used (Transformer Engine); NVFP4 adds one fp8 scale per 16 values.
+SAVED_GEMM_INPUT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp4": 0.5 + 1.0 / 16}
 
 
 @dataclass(frozen=True)
@@ -469,6 +472,7 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         combined_1f1b=par.ep_comm_overlap,
         stage_index=stage,
         layers_per_chunk=par.layers_per_chunk,
+        gemm_input_bytes=SAVED_GEMM_INPUT_BYTES.get(spec.precision, 2.0),
     )
 
 
