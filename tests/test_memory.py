@@ -244,3 +244,22 @@ def test_an_fp8_job_allocates_what_the_memory_model_says():
     )
     _, machine, _ = simulate(fp8)
     assert list(machine.mem_peak) == pytest.approx([m.total for m in mem], rel=1e-12)
+
+
+def test_gradient_buffer_follows_the_reduction_precision():
+    from workloads.spec import _memory_kwargs, load_training_spec
+
+    def grads(reduce: str) -> float:
+        spec = load_training_spec(
+            {
+                "kind": "training",
+                "model": "llama3-8b",
+                "parallelism": {"tp": 8, "grad_reduce": reduce},
+                "batch": {"global_seqs": 1, "micro": 1},
+            },
+            file="g.yaml",
+        )
+        return training_memory(spec.model, **_memory_kwargs(spec, 0)).gradients
+
+    # Megatron's main_grad buffer: fp32 by default, bf16 with grad_reduce_in_fp32 off
+    assert grads("bf16") == pytest.approx(grads("fp32") / 2, rel=1e-12)

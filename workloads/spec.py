@@ -465,7 +465,9 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         num_microbatches=spec.microbatches,
         seq_len=spec.model.seq_len,
         param_dtype_bytes=2,
-        grad_dtype_bytes=4 if spec.precision != "fp4" else 2,
+        # the gradient buffer holds what the reduction moves (Megatron's main_grad: fp32 unless
+        # grad_reduce_in_fp32 is off); FP4 recipes keep 16-bit gradients
+        grad_dtype_bytes=4 if par.grad_reduce == "fp32" and spec.precision != "fp4" else 2,
         flash_attention=spec.kernels.flash_attention,
         dropout=spec.kernels.dropout,
         fused_cross_entropy=spec.kernels.fused_cross_entropy,
