@@ -9,7 +9,8 @@ pipelines, full fidelity, MoE and throttling) must reproduce the summaries commi
 those files (``update-golden`` rewrites them and prints what changed).
 
 Speed: every benchmark is timed next to a calibration loop in the same process (plain simpy events/s for
-Python-bound work, a fixed numpy workload for kernels), and only the ratio ``rate / calibration rate`` is
+Python-bound work, a fixed numpy workload for kernels, Python driving tiny numpy arrays for cost-model
+queries), and only the ratio ``rate / calibration rate`` is
 compared with ``benchmarks/baseline.json``, so a slower or busier machine moves both and the ratio stays
 put. A benchmark fails only when that ratio is more than ``--threshold`` (1.5x) worse than the baseline
 after re-measuring (noise only ever slows things down, so the best of several tries is the honest figure).

@@ -82,6 +82,34 @@ def test_fp8_keeps_the_quantized_gemm_inputs():
         )
 
 
+def test_mla_moe_layer_derivation_in_bf16_and_fp8():
+    # DeepSeek-V3, an expert layer (index 3), one 4096-token sequence, no parallelism, flash attention.
+    # h 7168; 128 heads, d_qk 192, d_v 128; latents q 1536, kv 512, rope 64; 256 experts, top 8, width 2048,
+    # one shared expert, SwiGLU. Per token, in bytes, with g the bytes of a saved GEMM input:
+    spec = load_preset("deepseek-v3")
+    h = 7168
+
+    def per_token(g: float) -> float:
+        attention = (2 + g) * h  # norm input + projection input (quantized: its own copy)
+        attention += g * h if g < 2 else 0  # fp8: the q and kv down-projections quantize it separately
+        attention += 2 * (128 * 192 + 128 * (192 + 128))  # Q, K, V (16-bit, flash reads them)
+        attention += 2 * 128 * 128 + (g * 128 * 128 if g < 2 else 0)  # attention output (+ quantized copy)
+        attention += 2 * (1536 + 512) + g * (1536 + 512) + 2 * 64  # latent norm inputs, latents, rope key
+        attention += 4 * 128  # fp32 log-sum-exp
+        inner = 6 - 2 + g  # SwiGLU: gate and up outputs (16-bit), their product (fc2 input)
+        moe = (
+            2 * 2 * h + 4 * 256 + (g * h if g < 2 else 0)
+        )  # norm + router inputs, probabilities (+ shared fc1)
+        moe += 8 * (g * h + inner * 2048 + 2 * h)  # each routed copy: fc1 input, inner, expert output
+        moe += inner * 2048  # the shared expert
+        return attention + moe
+
+    for g in (2.0, 1.0):
+        got = layer_activation_bytes(spec, 3, micro_batch=1, gemm_input_bytes=g)
+        assert got == pytest.approx(4096 * per_token(g), rel=1e-12)
+    assert per_token(1.0) < per_token(2.0)
+
+
 def test_context_parallel_splits_tokens():
     spec = load_preset("llama3-8b")
     assert layer_activation_bytes(spec, 0, micro_batch=1, cp=4) == pytest.approx(

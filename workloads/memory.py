@@ -161,20 +161,23 @@ def layer_activation_bytes(
     kv = kv_heads_per_rank(spec, tp)
     dqk, dv = spec.qk_head_dim, spec.v_head_dim
     g = gemm_input_bytes
-    quantized = g != _ACT_BYTES
+    quantized = g < _ACT_BYTES  # linear layers keep a separate quantized copy of their input
     # Per-token bytes of the attention block.
     replicated = (_ACT_BYTES + g) * h + mask * h  # norm input, projection input; output dropout mask
     per_rank = _ACT_BYTES * (heads * dqk + kv * (dqk + dv))  # Q, K, V
-    per_rank += _ACT_BYTES * heads * dv  # attention output = out-projection input
+    # The attention output: 16-bit for flash attention's backward (and, unquantized, the out-projection's
+    # input too); a quantized out-projection keeps its own copy.
+    per_rank += (_ACT_BYTES if flash_attention or not quantized else 0.0) * heads * dv
+    per_rank += g * heads * dv if quantized else 0.0
     if spec.mla is not None:
         m = spec.mla
         replicated += _ACT_BYTES * (m.q_lora_rank + m.kv_lora_rank)  # latent norm inputs (local tokens)
+        if quantized and m.q_lora_rank:  # the q and kv down-projections each quantize the norm output
+            replicated += g * h
         # Gathered latents feed the up-projections on every TP rank: SP does not split them.
         per_rank += g * (m.q_lora_rank + m.kv_lora_rank) + _ACT_BYTES * m.qk_rope_head_dim
     if flash_attention:
         per_rank += _LSE_BYTES * heads
-        if quantized:  # the out-projection's quantized input, beside the 16-bit output flash keeps
-            per_rank += g * heads * dv
     elif recompute == "none":
         # softmax output (+ dropout mask and dropout output) over all s keys; selective recomputes them.
         per_rank += heads * s * (_ACT_BYTES + (mask + _ACT_BYTES if dropout else 0.0))
@@ -187,10 +190,14 @@ def layer_activation_bytes(
         replicated += (_ACT_BYTES + g) * h + mask * h  # norm input, fc1 input; dropout mask
         per_rank += inner * spec.dense_ffn_hidden / tp
     else:
-        # Expert layers work on sequence-parallel shards (tokens / tp) with whole experts.
+        # Expert layers work on sequence-parallel shards (tokens / tp) with whole experts. Each routed copy
+        # keeps the experts' fc1 input (the dispatched token), the inner activations and the expert output
+        # (the combine's weighting by the router probability needs it for the probabilities' gradient).
         routed = moe.top_k * moe.imbalance
-        expert = (_ACT_BYTES + g) * h + inner * moe.expert_ffn_hidden + _ACT_BYTES * h  # in, inner, out
+        expert = g * h + inner * moe.expert_ffn_hidden + _ACT_BYTES * h
         moe_bytes = _ACT_BYTES * 2 * h + _PROB_BYTES * moe.experts + mask * h  # norm in, router in, probs
+        if quantized and moe.shared_experts:  # the shared experts' fc1 quantizes the (16-bit) router input
+            moe_bytes += g * h
         moe_bytes += routed * expert + moe.shared_experts * inner * moe.expert_ffn_hidden
         per_rank += moe_bytes / tp
     return tokens * (replicated / seq_split + per_rank)
