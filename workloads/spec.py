@@ -296,22 +296,20 @@ def validate_training_spec(spec: TrainingSpec) -> None:
         seq_len=spec.model.seq_len,
         layers_per_chunk=par.layers_per_chunk,
     )
-    if par.ep_dispatch != "alltoall" and spec.model.moe is None:
-        raise ConfigError(
-            "ep_dispatch chooses how expert all-to-alls move tokens, and this model has no experts",
-            file=file,
-            path="parallelism.ep_dispatch",
-            value=par.ep_dispatch,
-            expected="alltoall for a dense model",
-        )
-    if par.ep_comm_overlap and spec.model.moe is None:
-        raise ConfigError(
-            "ep_comm_overlap overlaps expert all-to-alls, and this model has no experts",
-            file=file,
-            path="parallelism.ep_comm_overlap",
-            value=True,
-            expected="false for a dense model",
-        )
+    if spec.model.moe is None:  # settings of expert all-to-alls on a model without experts
+        for key, what, dense_value in (
+            ("ep_dispatch", "chooses how expert all-to-alls move tokens", "alltoall"),
+            ("ep_comm_overlap", "overlaps expert all-to-alls", False),
+        ):
+            value = getattr(par, key)
+            if value != dense_value:
+                raise ConfigError(
+                    f"{key} {what}, and this model has no experts",
+                    file=file,
+                    path=f"parallelism.{key}",
+                    value=value,
+                    expected=f"{str(dense_value).lower()} for a dense model",
+                )
     per_replica = spec.batch.global_seqs / par.dp
     if spec.batch.global_seqs % par.dp:
         raise ConfigError(
