@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from simcore import interrupts
 from simcore.cli_args import add_set_option
 from simcore.errors import RacksimError
 
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["run", *argv]
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command or "run")
+    interrupts.install()
     try:
         return handler(args) if handler else 2
     except RacksimError as exc:

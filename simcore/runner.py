@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from simcore import interrupts
 from simcore.activity import ActivityRecorder
 from simcore.atomic import write_json
 from simcore.cluster import Cluster
@@ -292,6 +293,7 @@ def run(opts: RunOptions) -> RunResult:
         processes = job.start()
         env.process(controller.process(all_done(env, processes)))
         machine.run()
+        interrupts.raise_if_requested()  # a Ctrl-C swallowed during the run still stops it before any output
         power_result = controller.finalize()
         machine.recorder.flush()
         events = machine.recorder.table() if opts.keep_events else None

@@ -258,6 +258,31 @@ def test_sigint_during_real_run_leaves_no_trace(tmp_path: Path) -> None:
     assert not (out / "summary.json").exists()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed one
+def test_a_ctrl_c_swallowed_during_the_run_still_stops_it_before_any_output(tmp_path: Path) -> None:
+    """A KeyboardInterrupt raised inside a finalizer is printed and dropped by Python; the handler racksim
+    installs remembers the request, and the run checks it before it writes its trace or summary."""
+    from simcore import interrupts
+    from simcore.runner import RunOptions, run
+
+    previous = signal.getsignal(signal.SIGINT)
+    interrupts.install()
+    try:
+
+        class Dies:
+            def __del__(self) -> None:
+                signal.raise_signal(signal.SIGINT)  # delivered here: "Exception ignored in ..."
+
+        Dies()  # its KeyboardInterrupt is swallowed, as in a finalizer during a run
+        out = tmp_path / "out"
+        with pytest.raises(KeyboardInterrupt):
+            run(RunOptions(profile="gen2.yaml", workload="llama3-8b", steps=1, out=out))
+        assert _leftovers(out) == [] and not (out / "summary.json").exists()
+    finally:
+        interrupts.reset()
+        signal.signal(signal.SIGINT, previous)
+
+
 # ---------------------------------------------------------------------------------------------- reading
 
 
