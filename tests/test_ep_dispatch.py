@@ -10,7 +10,7 @@ import simpy
 from sim_helpers import simulate
 
 from simcore.activity import GROUP_IDS, KIND_COLLECTIVE
-from simcore.cluster import Cluster
+from simcore.cluster import Cluster, make_layout
 from simcore.collectives import CollectiveModel
 from simcore.engine import Machine
 from simcore.errors import ConfigError
@@ -148,6 +148,39 @@ def test_uneven_domains_of_an_nvl72_rack_use_their_real_split():
     assert 0.0 < _job("qwen3-30b-a3b", 128, 256, "gb200-nvl72.yaml").ep_send_scale < 1.0
     # inside one domain: nothing to deduplicate
     assert _job("qwen3-30b-a3b", 32, 64, "gb200-nvl72.yaml").ep_send_scale == 1.0
+
+
+def test_forwarding_inside_the_domain_bounds_the_saving():
+    # EP 16 over two 8-GPU servers: dedup alone would send a quarter of the bytes (one remote copy instead
+    # of four). DeepEP still forwards every copy over the scale-up links: with those made slower (500 instead
+    # of 900 GB/s), that forwarding (an all-to-all among one server's GPUs) sets the time, not the dedup.
+    def scale(sets: tuple[str, ...]) -> tuple[float, float]:
+        spec = load_training_spec(
+            {
+                "kind": "training",
+                "model": {"preset": "qwen3-30b-a3b", "seq_len": 1024, "layers": 2},
+                "parallelism": {"tp": 8, "dp": 2, "ep": 16, "recompute": "none", "ep_dispatch": "deepep"},
+                "batch": {"global_seqs": 2, "micro": 1},
+            },
+            file="fwd.yaml",
+        )
+        prof = load_profile("h100-dgx.yaml", list(sets))
+        cluster = Cluster(prof, racks=1)
+        machine = Machine(simpy.Environment(), prof, cluster, CollectiveModel(prof, cluster))
+        job = TrainingJob(spec, machine)
+        layout = job.layouts["ep"]
+        inside = make_layout(layout.ranks_per_domain, 1, tuple(1 for _ in layout.tier_blocks))
+        model = machine.comm_model
+        return job.ep_send_scale, model.time("alltoall", 2.0**30, inside).time_s / model.time(
+            "alltoall", 2.0**30, layout
+        ).time_s
+
+    moe = load_preset("qwen3-30b-a3b").moe
+    dedup = domains_per_token(moe, 2) / 2 / (moe.top_k / 2)  # remote domains / remote copies, even split
+    fast, floor = scale(())
+    assert fast == pytest.approx(dedup, rel=1e-9) and floor < dedup
+    slow, floor = scale(("scale_up.bandwidth=500 GB/s",))
+    assert dedup < floor < 1.0 and slow == pytest.approx(floor, rel=1e-9)
 
 
 def test_bad_dispatch_and_routing_groups_are_one_line_errors():

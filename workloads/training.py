@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from simcore.cluster import GroupLayout, ParallelDims, validate_order
+from simcore.cluster import GroupLayout, ParallelDims, make_layout, validate_order
 from simcore.engine import CommGroup, Machine
 from simcore.kernels.compute import KIND_IDS
 from workloads import model as mdl
@@ -408,9 +408,10 @@ class TrainingJob:
         the experts' GPUs over the scale-up links: a GPU in domain s puts sum_{j != s} P(token reaches j)
         copies per token on its NIC instead of top_k·(1 - n_s/ep). The program's all-to-all is scaled by
         the largest such ratio over the job's EP groups and their domains (a synchronous job waits for its
-        busiest NIC). The scaled all-to-all's scale-up term shrinks with it, where DeepEP forwards every
-        copy: that term stays below the NIC's on every shipped profile (scale-up links are 8-20x faster), so
-        the NIC time is what the scale sets.
+        busiest NIC). DeepEP also forwards the copies landing in a domain to their GPUs: the scale never
+        goes below that forwarding's own time (an all-to-all of the same bytes among one domain's GPUs)
+        relative to the plain all-to-all's. On the shipped profiles that floor is 0.09-0.22 against scales of
+        0.25-0.67; it binds when the scale-up links are slow next to the NICs.
         """
         moe = self.spec.model.moe
         rows = self.group_rows.get("ep")
@@ -430,7 +431,12 @@ class TrainingJob:
                 dedup = sum(reach) - reach[s_dom]
                 plain = moe.top_k * (1.0 - n / ep)
                 scale = max(scale, dedup / plain)
-        return min(1.0, scale) if scale > 0.0 else 1.0
+        if scale == 0.0:
+            return 1.0
+        layout, probe = self.layouts["ep"], float(2**30)  # large enough that latencies do not count
+        inside = make_layout(layout.ranks_per_domain, 1, tuple(1 for _ in layout.tier_blocks))
+        forward = self.m.comm_model.time("alltoall", probe, inside).time_s
+        return min(1.0, max(scale, forward / self.m.comm_model.time("alltoall", probe, layout).time_s))
 
     def _classes(self) -> None:
         """Create rank classes and the communicators each one uses."""
