@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["run", *argv]
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command or "run")
-    interrupts.install()
+    previous_sigint = interrupts.install()
     try:
         return handler(args) if handler else 2
     except RacksimError as exc:
@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("racksim: interrupted; no partial outputs were kept", file=sys.stderr)
         return 130
+    finally:
+        interrupts.restore(previous_sigint)
 
 
 if __name__ == "__main__":  # pragma: no cover

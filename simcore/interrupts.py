@@ -3,38 +3,51 @@
 Python delivers SIGINT as a KeyboardInterrupt wherever the main thread happens to be; raised inside a
 finalizer or a weakref callback (h5py, numpy and simpy objects die all the time during a run) it is printed
 as "Exception ignored" and dropped, and the run would go on to write complete outputs as if nobody had
-asked it to stop. The handler installed here raises as usual and also remembers the request, so the run
-checks once more before it writes anything.
+asked it to stop. The handler installed here raises as usual and also counts the request, so a run checks,
+before it writes anything, whether one arrived since it started.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
-_requested = False
+_requests = 0
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
-    global _requested
-    _requested = True
+    global _requests
+    _requests += 1
     raise KeyboardInterrupt
 
 
-def install() -> None:
-    """Route SIGINT through the remembering handler (main thread only; elsewhere a no-op)."""
-    if threading.current_thread() is threading.main_thread():
+def install() -> Callable[..., Any] | int | None:
+    """Route SIGINT through the counting handler and return the handler it replaces. Only Python's default
+    one is replaced (an ignored SIGINT or a caller's own handler is left alone), only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
+    return previous
 
 
-def raise_if_requested() -> None:
-    """Raise KeyboardInterrupt if Ctrl-C was pressed, even if the first one was swallowed."""
-    if _requested:
+def restore(previous: Callable[..., Any] | int | None) -> None:
+    """Put back what ``install`` replaced."""
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, previous)
+
+
+def mark() -> int:
+    """The request count now: take it when a run starts."""
+    return _requests
+
+
+def raise_if_requested(since: int) -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed after ``mark()`` returned ``since``, even if the
+    KeyboardInterrupt it raised was swallowed."""
+    if _requests != since:
         raise KeyboardInterrupt
-
-
-def reset() -> None:
-    """Forget a past request (tests; a long-lived process that handled it)."""
-    global _requested
-    _requested = False

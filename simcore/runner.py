@@ -207,6 +207,7 @@ def run(opts: RunOptions) -> RunResult:
     from workloads.training import TrainingJob
 
     wall0 = time.perf_counter()
+    ctrl_c = interrupts.mark()  # only a Ctrl-C pressed during this run stops it
     say = opts.progress or (lambda _msg: None)
     if opts.contention not in ("analytic", "flow"):
         raise ConfigError(
@@ -293,7 +294,7 @@ def run(opts: RunOptions) -> RunResult:
         processes = job.start()
         env.process(controller.process(all_done(env, processes)))
         machine.run()
-        interrupts.raise_if_requested()  # a Ctrl-C swallowed during the run still stops it before any output
+        interrupts.raise_if_requested(ctrl_c)  # a Ctrl-C swallowed during the run still stops it
         power_result = controller.finalize()
         machine.recorder.flush()
         events = machine.recorder.table() if opts.keep_events else None
@@ -310,6 +311,7 @@ def run(opts: RunOptions) -> RunResult:
             for group, series in power_result.series().items():
                 writer.write_series(f"timeseries/{group}", power_result.time_s, series)
             writer.file["timeseries/power/rack_w"].attrs["racks_per_type"] = power_result.racks_per_type
+            interrupts.raise_if_requested(ctrl_c)  # ... or one swallowed while summarising, before the trace
             writer.close()
     except BaseException:
         if writer is not None:
@@ -318,6 +320,7 @@ def run(opts: RunOptions) -> RunResult:
     wall = time.perf_counter() - wall0
     summary["wall_time_s"] = round(wall, 3)
     if out_dir is not None:
+        interrupts.raise_if_requested(ctrl_c)
         write_json(Path(out_dir) / "summary.json", summary)
     return RunResult(summary, out_dir, events, wall, controller.wall_s)
 

@@ -259,27 +259,50 @@ def test_sigint_during_real_run_leaves_no_trace(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed one
-def test_a_ctrl_c_swallowed_during_the_run_still_stops_it_before_any_output(tmp_path: Path) -> None:
+def test_a_ctrl_c_swallowed_during_the_run_still_stops_it_before_any_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A KeyboardInterrupt raised inside a finalizer is printed and dropped by Python; the handler racksim
-    installs remembers the request, and the run checks it before it writes its trace or summary."""
+    installs counts the request, and the run checks before it writes its trace or summary. A Ctrl-C from
+    before the run (or one its caller handled) does not stop a later run."""
     from simcore import interrupts
+    from simcore.engine import Machine
     from simcore.runner import RunOptions, run
 
-    previous = signal.getsignal(signal.SIGINT)
+    class Dies:
+        def __del__(self) -> None:
+            signal.raise_signal(signal.SIGINT)  # delivered here: "Exception ignored in ..."
+
+    def opts(name: str) -> RunOptions:
+        return RunOptions(profile="gen2.yaml", workload="llama3-8b", steps=1, out=tmp_path / name)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever the test runner set
     interrupts.install()
     try:
+        Dies()  # a request before the run, swallowed: not this run's
+        assert run(opts("before")).summary["step_time_s"] > 0
+        plain_run = Machine.run
 
-        class Dies:
-            def __del__(self) -> None:
-                signal.raise_signal(signal.SIGINT)  # delivered here: "Exception ignored in ..."
+        def run_then_swallow(self: Machine, *args: object, **kwargs: object) -> None:
+            plain_run(self, *args, **kwargs)
+            Dies()  # during the run, swallowed
 
-        Dies()  # its KeyboardInterrupt is swallowed, as in a finalizer during a run
-        out = tmp_path / "out"
+        monkeypatch.setattr(Machine, "run", run_then_swallow)
         with pytest.raises(KeyboardInterrupt):
-            run(RunOptions(profile="gen2.yaml", workload="llama3-8b", steps=1, out=out))
-        assert _leftovers(out) == [] and not (out / "summary.json").exists()
+            run(opts("during"))
+        assert _leftovers(tmp_path / "during") == [] and not (tmp_path / "during" / "summary.json").exists()
     finally:
-        interrupts.reset()
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_the_ctrl_c_handler_leaves_an_ignored_sigint_alone() -> None:
+    from simcore import interrupts
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert interrupts.install() is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
         signal.signal(signal.SIGINT, previous)
 
 

@@ -410,8 +410,10 @@ class TrainingJob:
         the largest such ratio over the job's EP groups and their domains (a synchronous job waits for its
         busiest NIC). DeepEP also forwards the copies landing in a domain to their GPUs: the scale never
         goes below that forwarding's own time (an all-to-all of the same bytes among one domain's GPUs)
-        relative to the plain all-to-all's. On the shipped profiles that floor is 0.09-0.22 against scales of
-        0.25-0.67; it binds when the scale-up links are slow next to the NICs.
+        relative to the plain all-to-all's (measured at concurrency 1: with NICs shared by several groups it
+        overstates the floor slightly). It binds where scale-up links are slow next to the NICs and EP spans
+        few domains: H800 (200 GB/s NVLink) over 2-4 servers, 0.33-0.50; elsewhere it stays under the scale
+        the NICs set.
         """
         moe = self.spec.model.moe
         rows = self.group_rows.get("ep")
