@@ -61,6 +61,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="profile override applied to every row, for what-if studies (e.g. "
         "calibration.gemm.bf16.max_efficiency=0.7); repeatable",
     )
+    p.add_argument(
+        "--specs",
+        metavar="DIR",
+        help="also write each runnable row's workload YAML to DIR, headed by its assumptions and the command "
+        "that reruns it (to see how racksim read a row, or to change one thing and run it again)",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-row progress lines on stderr")
     return p
 
@@ -68,7 +74,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Run the validation; 0 when it ran (the errors are results, not failures), 2 on bad input."""
     from simcore.errors import RacksimError
-    from workloads.validation import RowResult, format_report, load_table, validate, write_report_json
+    from workloads.validation import (
+        RowResult,
+        format_report,
+        load_table,
+        validate,
+        write_report_json,
+        write_row_specs,
+    )
 
     if args.jobs < 1:
         raise RacksimError(f"--jobs: got {args.jobs}; expected at least 1")
@@ -92,4 +105,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_report(report))
     if args.json is not None:
         write_report_json(report, args.json)
+    if args.specs is not None:
+        written = write_row_specs(table, patterns, args.specs)
+        print(f"racksim: {len(written)} row workloads written to {args.specs}", file=sys.stderr)
     return 0

@@ -235,6 +235,34 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     assert len(json.loads(out.read_text())) == 2
 
 
+def test_specs_rerun_to_the_validated_prediction(tmp_path, capsys):
+    """`validate --specs DIR` writes each runnable row's workload with its assumptions and the command that
+    reruns it; that command reproduces the row's prediction exactly (unrunnable rows get no file)."""
+    import shlex
+
+    from simcore.cli import main
+
+    parser = argparse.ArgumentParser()
+    validate_cli.add_parser(parser.add_subparsers(dest="command"))
+    rows = "nemo2407-h100-LLAMA2-7B-8gpu,*Gaudi2-N48*"
+    args = parser.parse_args(
+        ["validate", "--rows", rows, "--specs", str(tmp_path / "specs"), "--json", str(tmp_path / "v.json")]
+    )
+    assert validate_cli.run(args) == 0
+    [spec] = sorted((tmp_path / "specs").iterdir())
+    text = spec.read_text()
+    assert "# assumption: " in text and "# measured: 16934 tokens/s/GPU" in text
+    rerun = next(line for line in text.splitlines() if line.startswith("# rerun: python run_sim.py "))
+    assert (
+        main([*shlex.split(rerun.removeprefix("# rerun: python run_sim.py ")), "--out", str(tmp_path / "o")])
+        == 0
+    )
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    [validated] = [r for r in json.loads((tmp_path / "v.json").read_text()) if r["runnable"]]
+    assert summary["tokens_per_s_per_gpu"] == pytest.approx(validated["predicted"], rel=1e-12)
+    capsys.readouterr()
+
+
 def test_cli_bad_inputs_are_one_line_errors(tmp_path):
     parser = argparse.ArgumentParser()
     validate_cli.add_parser(parser.add_subparsers(dest="command"))

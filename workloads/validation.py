@@ -914,6 +914,39 @@ def validate(
     return report
 
 
+def row_spec_text(plan: RowPlan, workload_path: str) -> str:
+    """A row's workload as racksim runs it, headed by where it comes from, every assumption made for it and
+    the command that reruns it (``validate --specs``)."""
+    sets = "".join(f" --set {s}" for s in plan.profile_sets)
+    header = [
+        f"# {plan.id} ({plan.group})",
+        f"# measured: {plan.measured:g} {plan.metric}",
+        *(f"# assumption: {a}" for a in plan.assumptions),
+        f"# rerun: python run_sim.py --profile {plan.profile} --workload {workload_path}"
+        f" --racks {plan.racks} --steps 1{sets}",
+    ]
+    return "\n".join(header) + "\n" + yaml.safe_dump(plan.spec, sort_keys=False)
+
+
+def write_row_specs(table: Mapping[str, Any], patterns: Iterable[str], directory: str | Path) -> list[Path]:
+    """Write each selected runnable row's workload YAML to ``directory`` (atomically, one file per row)."""
+    from simcore.atomic import atomic_path
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for row in select_rows(table, patterns):
+        try:
+            plan = map_row(row, table)
+        except (NotRunnable, RacksimError):
+            continue
+        path = out / (re.sub(r"[^A-Za-z0-9._-]+", "_", plan.id) + ".yaml")
+        with atomic_path(path) as tmp:
+            tmp.write_text(row_spec_text(plan, str(path)))
+        written.append(path)
+    return written
+
+
 def _fmt(v: float | None, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
