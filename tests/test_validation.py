@@ -244,14 +244,16 @@ def test_specs_rerun_to_the_validated_prediction(tmp_path, capsys):
 
     parser = argparse.ArgumentParser()
     validate_cli.add_parser(parser.add_subparsers(dest="command"))
-    rows = "nemo2407-h100-LLAMA2-7B-8gpu,*Gaudi2-N48*"
+    # a row whose profile needs overrides with spaces in them (A100 40GB: "hbm_capacity=40 GB")
+    rows = "llmfoundry-a100_40gb-mpt125m-seq2048-32gpu,*Gaudi2-N48*"
     args = parser.parse_args(
         ["validate", "--rows", rows, "--specs", str(tmp_path / "specs"), "--json", str(tmp_path / "v.json")]
     )
     assert validate_cli.run(args) == 0
     [spec] = sorted((tmp_path / "specs").iterdir())
     text = spec.read_text()
-    assert "# assumption: " in text and "# measured: 16934 tokens/s/GPU" in text
+    assert "# assumption: " in text and "# measured: 127122 tokens/s/GPU" in text
+    assert "--set 'accelerator.hbm_capacity=40 GB'" in text
     rerun = next(line for line in text.splitlines() if line.startswith("# rerun: python run_sim.py "))
     assert (
         main([*shlex.split(rerun.removeprefix("# rerun: python run_sim.py ")), "--out", str(tmp_path / "o")])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
+import shlex
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -917,12 +918,12 @@ def validate(
 def row_spec_text(plan: RowPlan, workload_path: str) -> str:
     """A row's workload as racksim runs it, headed by where it comes from, every assumption made for it and
     the command that reruns it (``validate --specs``)."""
-    sets = "".join(f" --set {s}" for s in plan.profile_sets)
+    sets = "".join(f" --set {shlex.quote(s)}" for s in plan.profile_sets)  # e.g. "hbm_capacity=40 GB"
     header = [
         f"# {plan.id} ({plan.group})",
         f"# measured: {plan.measured:g} {plan.metric}",
         *(f"# assumption: {a}" for a in plan.assumptions),
-        f"# rerun: python run_sim.py --profile {plan.profile} --workload {workload_path}"
+        f"# rerun: python run_sim.py --profile {shlex.quote(plan.profile)} --workload {shlex.quote(workload_path)}"
         f" --racks {plan.racks} --steps 1{sets}",
     ]
     return "\n".join(header) + "\n" + yaml.safe_dump(plan.spec, sort_keys=False)
