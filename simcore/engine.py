@@ -134,6 +134,11 @@ class Machine:
         self.overlap_slowdown = profile.calibration.comm_overlap_slowdown
         self._comm_windows: list[list[tuple[float, float]]] = []
         self._comm_until: list[float] = []
+        # The host thread of each class issues its kernels in program order, ``host_kernel_s`` each; it runs
+        # ahead of the GPU until a host synchronisation (a device-to-host copy) makes it wait. Per class:
+        # when it will have issued everything issued so far. A kernel cannot end before it is issued.
+        self.host_kernel_s = profile.calibration.host_kernel_time
+        self._host: list[float] = []
         self._cost_memo: dict[int, tuple[Any, ...]] = {}  # id(work) -> _fused_cost entry
         self._fused_entries: dict[tuple, tuple[Any, ...]] = {}  # (work, dtype, clock, name) -> entry
         self._open_buf = self.recorder.open_buf  # hot path: rows packed onto it in place
@@ -163,6 +168,7 @@ class Machine:
         self.clock.append(1.0)
         self._comm_windows.append([])
         self._comm_until.append(0.0)
+        self._host.append(0.0)
         self.class_step.append(0)
         self._mem_now = np.append(self._mem_now, 0.0)
         self.mem_peak = np.append(self.mem_peak, 0.0)
@@ -258,8 +264,12 @@ class Machine:
         name: str,
         stream: str = "compute",
         micro: int = -1,
+        launches: int = 0,
     ) -> simpy.Event:
         """Run several ops back to back as one event (``work`` = ((flops, nbytes, min_dim, kind_id), ...)).
+
+        ``launches`` kernels are issued by the class's host thread first (``host_kernel_s`` each): when the
+        host is behind the GPU, the GPU idles until the last of them is issued (host-bound execution).
 
         The engine's hottest path: costs are memoised per (work, dtype, clock, name), rows are appended to
         the recorder as (varying part, template id) and stream state lives in plain lists, which keeps the
@@ -294,6 +304,15 @@ class Machine:
         if self._comm_until[rank_class] > start and self.overlap_slowdown:
             duration = self._slowed(rank_class, start, duration)
         end = start + duration
+        if launches and self.host_kernel_s:
+            issued = self._host[rank_class] + launches * self.host_kernel_s
+            self._host[rank_class] = issued
+            # Host-bound when the last kernel (an average one) is issued too late to end with the rest: the
+            # GPU then waits between kernels; the row keeps the busy time, the wait shows before it.
+            tail = issued + duration / launches
+            if tail > end:
+                end = tail
+                start = end - duration
         busy[sid] = end
         buf = self._open_buf
         buf += pack_open_row(rank_class, sid, self.class_step[rank_class], micro, start, end, tid)
@@ -311,6 +330,16 @@ class Machine:
         ev._ok = True
         heappush(env._queue, (now + delay, NORMAL, next(env._eid), ev))
         return ev
+
+    def host_issue(self, rank_class: int, launches: int) -> None:
+        """The host thread issues ``launches`` kernels that the GPU does not wait for here (collectives)."""
+        self._host[rank_class] += launches * self.host_kernel_s
+
+    def host_sync(self, rank_class: int) -> None:
+        """The host thread waits for the GPU work issued so far (a device-to-host copy, ``.item()``)."""
+        now = self.env._now
+        if self._host[rank_class] < now:
+            self._host[rank_class] = now
 
     def _slowed(self, rank_class: int, start: float, duration: float) -> float:
         """How long ``duration`` s of compute from ``start`` takes beside the class's communication: 1 + k

@@ -355,6 +355,14 @@ class Calibration:
         minimum=0,
         maximum=1,
     )
+    host_kernel_time: float = quantity(
+        "time",
+        "CPU time the training framework's one host thread per GPU spends issuing one kernel (Python, "
+        "autograd, dispatcher, cudaLaunchKernel): a GPU never runs a kernel before its host has issued it, so"
+        " small kernels (fine-grained experts, small micro-batches) go host-bound; 0 = never host-bound",
+        "0 us",
+        allow_zero=True,
+    )
     fitted_to: tuple[str, ...] = text_list("reference rows / sources these values were fitted to", [])
 
 

@@ -193,7 +193,7 @@ def layer_activation_bytes(
         # Expert layers work on sequence-parallel shards (tokens / tp) with whole experts. Each routed copy
         # keeps the experts' fc1 input (the dispatched token), the inner activations and the expert output
         # (the combine's weighting by the router probability needs it for the probabilities' gradient).
-        routed = moe.top_k * moe.imbalance
+        routed = moe.top_k * moe.load_factor
         expert = g * h + inner * moe.expert_ffn_hidden + _ACT_BYTES * h
         moe_bytes = _ACT_BYTES * 2 * h + _PROB_BYTES * moe.experts + mask * h  # norm in, router in, probs
         if quantized and moe.shared_experts:  # the shared experts' fc1 quantizes the (16-bit) router input

@@ -64,6 +64,20 @@ class MoESpec:
     # groups and a token picks its top_k experts among its best `route_group_topk` groups (0 = no limit).
     route_groups: int = 1
     route_group_topk: int = 0
+    # Token-drop MoE: each expert takes at most capacity_factor x its mean share of the routed tokens and
+    # its input is padded to that capacity (static shapes: no host synchronisation per layer). None =
+    # dropless (Megatron's default): the busiest rank takes `imbalance` x its share and the host reads the
+    # tokens-per-expert counts every layer.
+    capacity_factor: float | None = None
+
+    @property
+    def load_factor(self) -> float:
+        """Token copies the busiest expert-parallel rank computes and receives, relative to the mean."""
+        return self.imbalance if self.capacity_factor is None else self.capacity_factor
+
+    @property
+    def dropless(self) -> bool:
+        return self.capacity_factor is None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +156,7 @@ _MOE_OPTIONAL = (
     "dense_ffn_hidden",
     "route_groups",
     "route_group_topk",
+    "capacity_factor",
 )
 _MLA_REQUIRED = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
 _MLA_OPTIONAL = ("q_lora_rank",)
@@ -203,6 +218,11 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int | float) or not value >= minimum:
             raise self.error(key, "must be a number", value=value, expected=f"a number >= {minimum}")
         return float(value)
+
+    def optional_number(self, key: str, *, minimum: float) -> float | None:
+        if self.data.get(key) is None:
+            return None
+        return self.get_number(key, minimum=minimum, default=minimum)
 
     def get_bool(self, key: str, *, default: bool) -> bool:
         value = self.data.get(key, default)
@@ -269,6 +289,7 @@ def _load_moe(data: Any, *, file: str | None, path: str, layers: int) -> MoESpec
         dense_ffn_hidden=r.optional_int("dense_ffn_hidden"),
         route_groups=groups,
         route_group_topk=group_topk,
+        capacity_factor=r.optional_number("capacity_factor", minimum=1.0),
     )
 
 
@@ -924,11 +945,11 @@ def _mlp_fwd(spec: ModelSpec, layer_index: int, x: _Shard) -> list[_Item]:
         start, end = _tp_points("mlp", x.tokens * h * dt, x.tokens * h * dt, x.sp)
         return [_norm("mlp_norm", x.tokens_sp, h, dt), start, *ffn, end, *tail]
     # Expert layers run on sequence-parallel shards (Megatron requires SP with TP for MoE) with whole experts
-    # (expert-TP = 1): no TP collective, an all-to-all pair over EP. The busiest EP rank gets `imbalance` x
+    # (expert-TP = 1): no TP collective, an all-to-all pair over EP. The busiest EP rank gets `load_factor` x
     # its share of token copies; its GEMMs and all-to-all bytes are the ones returned.
     t_moe = x.tokens / x.tp
     local_experts = moe.experts // x.ep
-    routed = t_moe * moe.top_k * moe.imbalance
+    routed = t_moe * moe.top_k * moe.load_factor
     a2a = routed * h * dt
     items: list[_Item] = [
         _norm("mlp_norm", t_moe, h, dt),

@@ -250,8 +250,15 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
         )
     if model_data is not None and "preset" in model_data:
         base = load_preset(model_data["preset"])
-        rest = {k: v for k, v in model_data.items() if k != "preset"}
-        model = load_model({**model_to_mapping(base), **rest}, file=file, path="model")
+        merged = model_to_mapping(base)
+        for key, value in model_data.items():
+            if key == "preset":
+                continue
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}  # e.g. `moe: {capacity_factor: 1.0}` on a preset
+            else:
+                merged[key] = value
+        model = load_model(merged, file=file, path="model")
     elif model_data is not None:
         model = load_model(model_data, file=file, path="model")
     else:

@@ -21,7 +21,7 @@ reduction, the gradient-norm all-reduce and the optimizer.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,8 @@ class Segment:
     op: str = ""
     nbytes: float = 0.0
     dtype: str = ""  # compute precision of this segment; "" = the job's precision
+    launches: int = 0  # kernels the host issues for this segment (calibration.host_kernel_time each)
+    host_sync: bool = False  # the host waits for this segment to finish before issuing the next
 
     @property
     def is_compute(self) -> bool:
@@ -86,6 +88,37 @@ class StepTimes:
     """Step boundaries (global gradient-norm sync) as they happen."""
 
     ends: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HostSync:
+    """A device-to-host synchronisation inside a program: dropless MoE copies the router's tokens-per-expert
+    counts to the host (the all-to-all splits and grouped-GEMM sizes are host integers), so the host stops
+    running ahead and issues the rest of the layer only once the GPU has finished the router."""
+
+
+# Kernels a framework launches for what racksim models as one op, when it is more than one (Megatron-Core):
+# the router's gating GEMM is followed by softmax / top-k, the load-balancing loss terms and the routing map;
+# the (fused) permutation builds an index map, sorts and gathers. Per pass, forward or backward.
+FRAMEWORK_KERNELS = {"router": 10, "moe_permute": 3, "moe_unpermute": 3}
+# Flash attention's backward is a preprocess (dO·O), the main kernel and the dQ conversion.
+_FLASH_BWD_KERNELS = 3
+
+
+def _launches(ops: list[Any], phase: str) -> int:
+    """Kernel launches of a fused segment: a GEMM op is ``count`` GEMMs (one per local expert, dgrad and
+    wgrad); flash attention is one kernel forward (``count`` is its heads); framework ops are several."""
+    total = 0
+    for op in ops:
+        base = op.name.removesuffix("_recompute")
+        if op.kind == "gemm":
+            total += op.count
+        elif op.kind == "attention":
+            total += 1 if phase == "fwd" or op.name.endswith("_recompute") else _FLASH_BWD_KERNELS
+        else:
+            total += 1
+        total += FRAMEWORK_KERNELS.get(base, 0)
+    return total
 
 
 def _work(ops: list[Any]) -> Work:
@@ -135,11 +168,22 @@ def program_segments(
         if pending:
             is_core = _is_core(pending[0].name)
             dtype = core_dtype if is_core and split_core else ""
-            segments.append(Segment(name=_fused_name(pending, phase), work=_work(pending), dtype=dtype))
+            segments.append(
+                Segment(
+                    name=_fused_name(pending, phase),
+                    work=_work(pending),
+                    dtype=dtype,
+                    launches=_launches(pending, phase),
+                )
+            )
             pending.clear()
 
     for item in program:
-        if isinstance(item, mdl.Comm):
+        if isinstance(item, HostSync):
+            flush()
+            if segments and segments[-1].is_compute:
+                segments[-1] = replace(segments[-1], host_sync=True)
+        elif isinstance(item, mdl.Comm):
             flush()
             if sizes.get(item.group, 1) > 1 and item.nbytes > 0:
                 segments.append(Segment(name=item.name, group=item.group, op=item.op, nbytes=item.nbytes))
@@ -207,12 +251,17 @@ def layer_items(spec: TrainingSpec, layer: int, variant: str) -> list[Any]:
     """
     kw = _layer_kwargs(spec)
     quant = bool(high_precision(spec.precision))
+    moe = spec.model.moe
+    sync = moe is not None and moe.dropless and spec.model.is_moe_layer(layer)
+    fwd = _with_casts(mdl.layer_program(spec.model, layer, phase="fwd", **kw), "fwd", quant)
+    if sync:  # dropless routing: the host reads the tokens-per-expert counts after the router, every forward
+        at = next(i for i, item in enumerate(fwd) if isinstance(item, mdl.Op) and item.name == "router")
+        fwd.insert(at + 1, HostSync())
     if variant == "fwd":
-        return _with_casts(mdl.layer_program(spec.model, layer, phase="fwd", **kw), "fwd", quant)
+        return fwd
     bwd = _with_casts(mdl.layer_program(spec.model, layer, phase="bwd", **kw), "bwd", quant)
     if variant == "bwd":
         return bwd
-    fwd = _with_casts(mdl.layer_program(spec.model, layer, phase="fwd", **kw), "fwd", quant)
     if variant == "bwd_full":
         replay = [
             mdl.Op(f"{op.name}_recompute", op.kind, op.flops, op.nbytes, op.gemm_mnk, op.count)
@@ -537,9 +586,7 @@ class TrainingJob:
             if which == "output" and high_precision(self.spec.precision):
                 # Megatron/TE keep the output layer (LM head) in bf16 under FP8 and FP4 recipes.
                 prog = tuple(
-                    Segment(seg.name, seg.work, dtype="bf16")
-                    if isinstance(seg, Segment) and seg.work
-                    else seg
+                    replace(seg, dtype="bf16") if isinstance(seg, Segment) and seg.work else seg
                     for seg in prog
                 )
             self._programs[key] = prog
@@ -609,6 +656,7 @@ class TrainingJob:
         for kind, count in (("dp", dense), ("edp", expert)):
             grp = self._group(kind, cls)
             if grp is not None and count > 0:
+                self.m.host_issue(cls, 1)
                 events.append(self.m.collective(cls, grp, op, bytes_per * count, name=f"{name}", stream="dp"))
         return events
 
@@ -646,6 +694,7 @@ class TrainingJob:
         last_mb = spec.microbatches - 1
         for step in range(spec.steps):
             m.class_step[cls] = step
+            m.host_sync(cls)  # the previous step ended with the loss and gradient norm read on the host
             state = _StepState()
             if self.zero in (1, 2):
                 yield from self._param_gather_at_step_start(cls, state)
@@ -783,6 +832,7 @@ class TrainingJob:
 
     def _send(self, cls: int, delta: int, tag_base: tuple, name: str, mb: int) -> None:
         peer = self._peer(cls, delta)
+        self.m.host_issue(cls, 1)
         self.m.send(
             cls,
             peer,
@@ -804,10 +854,21 @@ class TrainingJob:
             if isinstance(seg, Overlapped):
                 evs = [self._issue(cls, c, mb) for c in seg.comms]
                 c = seg.compute
-                yield m.compute_fused(cls, c.work, dtype=c.dtype or self.dtype, name=c.name, micro=mb)
+                yield m.compute_fused(
+                    cls, c.work, dtype=c.dtype or self.dtype, name=c.name, micro=mb, launches=c.launches
+                )
                 yield simpy.AllOf(self.env, evs) if len(evs) > 1 else evs[0]
             elif seg.work:
-                yield m.compute_fused(cls, seg.work, dtype=seg.dtype or self.dtype, name=seg.name, micro=mb)
+                yield m.compute_fused(
+                    cls,
+                    seg.work,
+                    dtype=seg.dtype or self.dtype,
+                    name=seg.name,
+                    micro=mb,
+                    launches=seg.launches,
+                )
+                if seg.host_sync:
+                    m.host_sync(cls)
             else:
                 ev = self._issue(cls, seg, mb)
                 if overlap and seg.group == "tp":
@@ -818,6 +879,7 @@ class TrainingJob:
             yield simpy.AllOf(self.env, pending) if len(pending) > 1 else pending[0]
 
     def _issue(self, cls: int, seg: Segment, mb: int) -> simpy.Event:
+        self.m.host_issue(cls, 1)
         grp = self.groups[(seg.group, cls)]
         nbytes = seg.nbytes * self.ep_send_scale if seg.group == "ep" and seg.op == "alltoall" else seg.nbytes
         return self.m.collective(cls, grp, seg.op, nbytes, name=seg.name, micro=mb)

@@ -306,6 +306,10 @@ class NotRunnable(Exception):
     """A row racksim cannot express; the message is the reason printed in the table."""
 
 
+# Megatron-Bridge's token-drop MoE recipes (moe_expert_capacity_factor 1.0, moe_pad_expert_input_to_capacity).
+TOKEN_DROP_CAPACITY = 1.0
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
@@ -561,6 +565,12 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
 
     model, how = resolve_model(row, table)
     assumptions.append(f"model: {how}")
+    if model.moe is not None and re.search(
+        r"token\s*-?drop", f"{rid} {row.get('model', {}).get('name', '')}", re.I
+    ):
+        # Megatron-Bridge's token-drop recipes: capacity factor 1 with expert inputs padded to capacity
+        model = replace(model, moe=replace(model.moe, capacity_factor=TOKEN_DROP_CAPACITY))
+        assumptions.append(f"token-drop: moe.capacity_factor {TOKEN_DROP_CAPACITY:g} (padded to capacity)")
     precision, note = precision_of(row.get("precision"))
     if note:
         assumptions.append(note)

@@ -1,0 +1,172 @@
+"""Host-bound execution: a GPU never runs a kernel before its host thread has issued it
+(calibration.host_kernel_time per kernel), the host runs ahead until a device-to-host synchronisation, and
+dropless MoE synchronises once per layer forward (token-drop with a capacity factor does not)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import simpy
+from sim_helpers import simulate
+
+from simcore.cluster import Cluster
+from simcore.engine import Machine
+from simcore.errors import ConfigError
+from simcore.kernels.compute import KIND_IDS
+from simcore.profile import load_profile
+from workloads import model as mdl
+from workloads.spec import load_training_spec
+from workloads.training import FRAMEWORK_KERNELS, HostSync, layer_items, layer_segments
+
+H = 20e-6  # host time per kernel in these tests
+
+
+class _NoComm:
+    def time(self, *args, **kwargs):  # pragma: no cover - no collective runs here
+        raise AssertionError("no collective expected")
+
+
+def _machine(host_s: float) -> Machine:
+    prof = load_profile("gen2.yaml", [f"calibration.host_kernel_time={host_s * 1e6} us"])
+    m = Machine(simpy.Environment(), prof, Cluster(prof, racks=1), _NoComm())
+    m.add_class("a", np.arange(4))
+    return m
+
+
+def _work_for(m: Machine, seconds: float) -> tuple[tuple[float, float, float, int], ...]:
+    """One memory-bound op that takes ``seconds`` on the GPU."""
+    over = m.profile.accelerator.kernel_overhead
+    t1 = m.compute_model.time(0.0, 1e9, "bf16", 0.0, "elementwise", 1.0).time_s
+    nbytes = 1e9 * (seconds - over) / (t1 - over)
+    return ((0.0, nbytes, 0.0, KIND_IDS["elementwise"]),)
+
+
+def _run(m: Machine, program: list[tuple[float, int, bool]]) -> list[float]:
+    """Run (GPU seconds, launches, sync after) segments back to back; return their end times."""
+    ends: list[float] = []
+    works = [(_work_for(m, g), n, sync) for g, n, sync in program]
+
+    def proc():
+        for work, n, sync in works:
+            yield m.compute_fused(0, work, dtype="bf16", name="seg", launches=n)
+            ends.append(m.env.now)
+            if sync:
+                m.host_sync(0)
+
+    m.env.process(proc())
+    m.env.run()
+    return ends
+
+
+def test_host_bound_segments_take_the_launch_time_and_gpu_bound_ones_the_gpu_time():
+    m = _machine(H)
+    # 50 segments of 10 kernels, 1 us of GPU work each: the host needs 200 us per segment.
+    ends = _run(m, [(10e-6, 10, False)] * 50)
+    assert ends[-1] == pytest.approx(50 * 10 * H + 10e-6 / 10, rel=1e-9)
+    # The same segments with 1 ms of GPU work each: the host runs ahead, the GPU sets the pace.
+    m = _machine(H)
+    ends = _run(m, [(1e-3, 10, False)] * 50)
+    assert ends[-1] == pytest.approx(50 * 1e-3, rel=1e-9)
+    # No host cost: the GPU time, however many launches.
+    m = _machine(0.0)
+    assert _run(m, [(10e-6, 10, False)] * 50)[-1] == pytest.approx(50 * 10e-6, rel=1e-9)
+
+
+def test_a_host_sync_stops_the_host_running_ahead():
+    # A long kernel (it starts once issued), then ten tiny ones: the host issued them during the long one...
+    free = _run(_machine(H), [(1e-3, 1, False), (10e-6, 10, False)])
+    assert free == pytest.approx([H + 1e-3, H + 1e-3 + 10e-6], rel=1e-9)
+    # ...unless it waited for the long one first: then the GPU waits for every launch.
+    synced = _run(_machine(H), [(1e-3, 1, True), (10e-6, 10, False)])
+    assert synced[-1] == pytest.approx(H + 1e-3 + 10 * H + 1e-6, rel=1e-9)
+
+
+def _moe_spec(micro: int = 1, capacity: float | None = None, layers: int = 4) -> object:
+    moe = {"capacity_factor": capacity} if capacity is not None else {}
+    return load_training_spec(
+        {
+            "kind": "training",
+            "model": {"preset": "qwen3-30b-a3b", "layers": layers, "moe": moe},
+            "parallelism": {"tp": 1, "pp": 1, "dp": 8, "ep": 8, "recompute": "none"},
+            "batch": {"global_seqs": 8 * micro * 4, "micro": micro},
+            "precision": "fp8",
+            "steps": 1,
+        },
+        file="moe.yaml",
+    )
+
+
+def test_dropless_moe_syncs_once_per_layer_forward_and_token_drop_never():
+    dropless, drop = _moe_spec(), _moe_spec(capacity=1.0)
+    fwd = layer_items(dropless, 0, "fwd")
+    syncs = [i for i, item in enumerate(fwd) if isinstance(item, HostSync)]
+    assert len(syncs) == 1 and fwd[syncs[0] - 1].name == "router"
+    assert not any(isinstance(item, HostSync) for item in layer_items(dropless, 0, "bwd"))
+    # Full recompute replays the forward, synchronisation included.
+    assert sum(isinstance(item, HostSync) for item in layer_items(dropless, 0, "bwd_full")) == 1
+    assert not any(isinstance(item, HostSync) for item in layer_items(drop, 0, "fwd"))
+    segs = layer_segments(dropless, 0, "fwd")
+    assert [s.host_sync for s in segs].count(True) == 1
+
+
+def test_launches_count_grouped_experts_and_framework_kernels():
+    spec = _moe_spec()
+    local = 128 // 8
+    ops = {"fwd": [], "bwd": []}
+    for phase in ops:
+        ops[phase] = [i for i in layer_items(spec, 0, phase) if isinstance(i, mdl.Op)]
+    up_fwd = next(op for op in ops["fwd"] if op.name == "expert_mlp_up")
+    up_bwd = next(op for op in ops["bwd"] if op.name == "expert_mlp_up")
+    assert (up_fwd.count, up_bwd.count) == (local, 2 * local)  # one GEMM per local expert; dgrad + wgrad
+    for phase in ("fwd", "bwd"):
+        segs = [s for s in layer_segments(spec, 0, phase) if getattr(s, "work", ())]
+        total = sum(s.launches for s in segs)
+        gemms = sum(op.count for op in ops[phase] if op.kind == "gemm")
+        others = sum(1 for op in ops[phase] if op.kind != "gemm")
+        attention_extra = 2 if phase == "bwd" else 0  # flash backward: 3 kernels
+        assert total == gemms + others + sum(FRAMEWORK_KERNELS.values()) + attention_extra
+
+
+def _step(spec: object, host_us: float, profile: str = "b200-dgx.yaml") -> float:
+    return simulate(spec, profile, sets=(f"calibration.host_kernel_time={host_us} us",))[2]
+
+
+def test_host_cost_slows_small_micro_batches_of_fine_grained_moe_and_dropless_more():
+    # Without host cost token-drop at capacity 1 and balanced dropless run the same kernels.
+    assert _step(_moe_spec(capacity=1.0), 0) == pytest.approx(_step(_moe_spec(), 0), rel=1e-12)
+    base = _step(_moe_spec(), 0)
+    slow = [_step(_moe_spec(), h) for h in (10, 25, 50)]
+    assert base <= slow[0] <= slow[1] <= slow[2] and slow[2] > 1.2 * base  # monotone, and it binds
+    # The per-layer synchronisation costs dropless routing time the token-drop run does not pay.
+    assert _step(_moe_spec(), 25) > _step(_moe_spec(capacity=1.0), 25)
+    # Larger micro-batches amortise the launches: tokens per second gain more than without host cost.
+    per_token = lambda micro, h: _step(_moe_spec(micro=micro), h) / micro  # noqa: E731
+    assert per_token(4, 50) / per_token(1, 50) < per_token(4, 0) / per_token(1, 0)
+
+
+def test_large_dense_layers_are_never_host_bound():
+    spec = load_training_spec(
+        {
+            "kind": "training",
+            "model": {"preset": "llama3-70b", "layers": 4},
+            "parallelism": {"tp": 8, "pp": 1, "dp": 1, "recompute": "none"},
+            "batch": {"global_seqs": 4, "micro": 1},
+            "precision": "bf16",
+            "steps": 1,
+        },
+        file="dense.yaml",
+    )
+    assert _step(spec, 65, "h100-dgx.yaml") == pytest.approx(_step(spec, 0, "h100-dgx.yaml"), rel=2e-3)
+
+
+def test_capacity_factor_pads_expert_work_and_is_validated():
+    def expert_flops(spec):
+        return sum(
+            i.flops for i in layer_items(spec, 0, "fwd") if isinstance(i, mdl.Op) and "expert" in i.name
+        )
+
+    assert expert_flops(_moe_spec(capacity=1.25)) == pytest.approx(
+        1.25 * expert_flops(_moe_spec()), rel=1e-12
+    )
+    with pytest.raises(ConfigError, match="capacity_factor"):
+        _moe_spec(capacity=0.5)
