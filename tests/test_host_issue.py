@@ -81,7 +81,7 @@ def test_a_host_sync_stops_the_host_running_ahead():
     assert synced[-1] == pytest.approx(H + 1e-3 + 10 * H + 1e-6, rel=1e-9)
 
 
-def _moe_spec(micro: int = 1, capacity: float | None = None, layers: int = 4) -> object:
+def _moe_spec(micro: int = 1, capacity: float | None = None, layers: int = 4, graphs: bool = False) -> object:
     moe = {"capacity_factor": capacity} if capacity is not None else {}
     return load_training_spec(
         {
@@ -91,6 +91,7 @@ def _moe_spec(micro: int = 1, capacity: float | None = None, layers: int = 4) ->
             "batch": {"global_seqs": 8 * micro * 4, "micro": micro},
             "precision": "fp8",
             "steps": 1,
+            "kernels": {"cuda_graphs": graphs},
         },
         file="moe.yaml",
     )
@@ -170,3 +171,25 @@ def test_capacity_factor_pads_expert_work_and_is_validated():
     )
     with pytest.raises(ConfigError, match="capacity_factor"):
         _moe_spec(capacity=0.5)
+
+
+def test_cuda_graphs_replace_the_captured_launches_with_one_and_leave_dropless_experts_eager():
+    for phase in ("fwd", "bwd"):
+        eager = [s for s in layer_segments(_moe_spec(), 0, phase) if getattr(s, "work", ())]
+        drop = [
+            s
+            for s in layer_segments(_moe_spec(capacity=1.0, graphs=True), 0, phase)
+            if getattr(s, "work", ())
+        ]
+        part = [s for s in layer_segments(_moe_spec(graphs=True), 0, phase) if getattr(s, "work", ())]
+        assert [s.launches for s in drop] == [1] * len(drop)  # token drop: every segment is one graph
+        for e, p in zip(eager, part, strict=True):
+            assert p.launches <= e.launches
+            if p.name.endswith(":moe"):  # the routed experts and the permutation stay eager
+                assert p.launches >= e.launches - 1 - sum(FRAMEWORK_KERNELS.values()) and p.launches > 1
+        assert sum(p.launches for p in part) < sum(e.launches for e in eager)
+    # Host-bound at micro-batch 1: graphs win back most of the host time; token drop + graphs all of it.
+    eager_s, part_s = _step(_moe_spec(), 35), _step(_moe_spec(graphs=True), 35)
+    full_s, gpu_s = _step(_moe_spec(capacity=1.0, graphs=True), 35), _step(_moe_spec(), 0)
+    assert gpu_s <= full_s < part_s < eager_s
+    assert full_s == pytest.approx(gpu_s, rel=0.02)

@@ -131,6 +131,13 @@ class Kernels:
         "gradient written in place; no fp32 probabilities kept for backward",
         False,
     )
+    cuda_graphs: bool = flag(
+        "capture each transformer layer's forward and backward in CUDA graphs (Megatron --cuda-graph-impl, "
+        "TE make_graphed_callables): a captured segment costs its host one graph launch instead of one per "
+        "kernel; the experts and token permutation of dropless MoE (token counts known only at run time) "
+        "stay eager, as in Megatron's partial scopes (attn, moe_router, moe_preprocess)",
+        False,
+    )
 
 
 @dataclass(frozen=True)
@@ -186,7 +193,9 @@ class TrainingSpec:
     steps: int
     source_file: str = ""
     source_text: str = ""
-    kernels: Kernels = Kernels(flash_attention=True, dropout=False, fused_cross_entropy=False)
+    kernels: Kernels = Kernels(
+        flash_attention=True, dropout=False, fused_cross_entropy=False, cuda_graphs=False
+    )
     job: Job | None = None
 
     @property

@@ -105,12 +105,22 @@ FRAMEWORK_KERNELS = {"router": 10, "moe_permute": 3, "moe_unpermute": 3}
 _FLASH_BWD_KERNELS = 3
 
 
-def _launches(ops: list[Any], phase: str) -> int:
+def _is_dynamic(name: str) -> bool:
+    """Ops whose shapes depend on the routing (dropless MoE): a CUDA graph cannot capture them."""
+    return name.startswith(("expert_", "moe_"))
+
+
+def _launches(ops: list[Any], phase: str, graphed: bool = False, dropless: bool = False) -> int:
     """Kernel launches of a fused segment: a GEMM op is ``count`` GEMMs (one per local expert, dgrad and
-    wgrad); flash attention is one kernel forward (``count`` is its heads); framework ops are several."""
+    wgrad); flash attention is one kernel forward (``count`` is its heads); framework ops are several.
+    ``graphed``: the segment replays as one CUDA graph, except dropless MoE's routed-expert ops."""
     total = 0
+    captured = False
     for op in ops:
         base = op.name.removesuffix("_recompute")
+        if graphed and not (dropless and _is_dynamic(base)):
+            captured = True
+            continue
         if op.kind == "gemm":
             total += op.count
         elif op.kind == "attention":
@@ -118,7 +128,7 @@ def _launches(ops: list[Any], phase: str) -> int:
         else:
             total += 1
         total += FRAMEWORK_KERNELS.get(base, 0)
-    return total
+    return total + (1 if captured else 0)
 
 
 def _work(ops: list[Any]) -> Work:
@@ -153,6 +163,8 @@ def program_segments(
     *,
     cp_ring: bool = False,
     core_dtype: str = "",
+    graphed: bool = False,
+    dropless: bool = False,
 ) -> tuple[Step, ...]:
     """Fuse the compute ops between collectives; drop collectives over groups of size 1.
 
@@ -173,7 +185,7 @@ def program_segments(
                     name=_fused_name(pending, phase),
                     work=_work(pending),
                     dtype=dtype,
-                    launches=_launches(pending, phase),
+                    launches=_launches(pending, phase, graphed, dropless),
                 )
             )
             pending.clear()
@@ -318,12 +330,15 @@ def layer_segments(
     items = layer_items(spec, layer, variant)
     sizes = {"tp": par.tp, "cp": par.cp, "ep": par.ep}
     label = "bwd" if phase == "bwd" else "fwd"
+    moe = spec.model.moe
     return program_segments(
         items,
         label,
         sizes,
         cp_ring=par.cp > 1 and par.cp_comm == "p2p",
         core_dtype=high_precision(spec.precision),
+        graphed=spec.kernels.cuda_graphs,
+        dropless=moe is not None and moe.dropless,
     )
 
 
@@ -879,7 +894,8 @@ class TrainingJob:
             yield simpy.AllOf(self.env, pending) if len(pending) > 1 else pending[0]
 
     def _issue(self, cls: int, seg: Segment, mb: int) -> simpy.Event:
-        self.m.host_issue(cls, 1)
+        if not (self.spec.kernels.cuda_graphs and seg.group in ("tp", "cp")):  # else inside the graph
+            self.m.host_issue(cls, 1)
         grp = self.groups[(seg.group, cls)]
         nbytes = seg.nbytes * self.ep_send_scale if seg.group == "ep" and seg.op == "alltoall" else seg.nbytes
         return self.m.collective(cls, grp, seg.op, nbytes, name=seg.name, micro=mb)
