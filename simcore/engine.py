@@ -139,6 +139,7 @@ class Machine:
         # when it will have issued everything issued so far. A kernel cannot end before it is issued.
         self.host_kernel_s = profile.calibration.host_kernel_time
         self._host: list[float] = []
+        self.host_wait: list[float] = []  # per class: compute-stream time spent waiting for launches
         self._cost_memo: dict[int, tuple[Any, ...]] = {}  # id(work) -> _fused_cost entry
         self._fused_entries: dict[tuple, tuple[Any, ...]] = {}  # (work, dtype, clock, name) -> entry
         self._open_buf = self.recorder.open_buf  # hot path: rows packed onto it in place
@@ -169,6 +170,7 @@ class Machine:
         self._comm_windows.append([])
         self._comm_until.append(0.0)
         self._host.append(0.0)
+        self.host_wait.append(0.0)
         self.class_step.append(0)
         self._mem_now = np.append(self._mem_now, 0.0)
         self.mem_peak = np.append(self.mem_peak, 0.0)
@@ -311,6 +313,7 @@ class Machine:
             # GPU then waits between kernels; the row keeps the busy time, the wait shows before it.
             tail = issued + duration / launches
             if tail > end:
+                self.host_wait[rank_class] += tail - end
                 end = tail
                 start = end - duration
         busy[sid] = end

@@ -398,6 +398,7 @@ def summarize(
         "exposed_comm_by_group": brk.exposed_by_group,
         "compute_fraction": brk.compute,
         "bubble_fraction": brk.idle,
+        "host_wait_fraction": _host_wait_fraction(machine, weights, ends[-1] if ends else 0.0),
         "peak_hbm_bytes": float(np.max(machine.mem_peak)) if len(machine.mem_peak) else 0.0,
         "step_times_s": step_times,
         "events": machine.recorder.rows,
@@ -417,6 +418,16 @@ def summarize(
         "collective_algorithms": dict(sorted(machine.comm_log.items())),
     }
     return _with_power(summary, power_result, tokens * spec.steps, "trained")
+
+
+def _host_wait_fraction(machine: Machine, weights: np.ndarray, elapsed: float) -> float:
+    """Share of the run the GPUs' compute streams waited for their host to issue kernels (host-bound
+    execution, calibration.host_kernel_time), GPU-weighted; the other fractions count that time as idle or
+    as exposed communication."""
+    if elapsed <= 0.0 or not len(weights):
+        return 0.0
+    waits = np.asarray(machine.host_wait, dtype=float)
+    return float(np.dot(waits, weights) / weights.sum() / elapsed)
 
 
 def _with_power(
@@ -480,6 +491,12 @@ def _write_trace_tables(
     )
 
 
+def _host_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """A line for host-bound runs only (most runs never wait for their host)."""
+    wait = summary.get("host_wait_fraction") or 0.0
+    return [("waiting for the host", f"{100 * wait:.3g} %  (kernel launches)")] if wait >= 0.001 else []
+
+
 def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = sys.stdout) -> None:
     """The short human table every run prints."""
 
@@ -518,6 +535,7 @@ def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = sys
         ("model TFLOP/s per GPU", fmt("model_tflops_per_gpu") + f"   MFU {fmt('mfu', 100, ' %', 3)}"),
         ("exposed communication", fmt("exposed_comm_fraction", 100, " %", 3)),
         ("pipeline bubble / idle", fmt("bubble_fraction", 100, " %", 3)),
+        *_host_row(summary),
         ("peak HBM", fmt("peak_hbm_bytes", 1e-9, " GB")),
         (
             "IT power avg / peak",

@@ -193,3 +193,30 @@ def test_cuda_graphs_replace_the_captured_launches_with_one_and_leave_dropless_e
     full_s, gpu_s = _step(_moe_spec(capacity=1.0, graphs=True), 35), _step(_moe_spec(), 0)
     assert gpu_s <= full_s < part_s < eager_s
     assert full_s == pytest.approx(gpu_s, rel=0.02)
+
+
+def test_summary_reports_the_time_gpus_wait_for_their_host(tmp_path):
+    from simcore.runner import RunOptions, run
+
+    path = tmp_path / "moe.yaml"
+    path.write_text(
+        "kind: training\nmodel: {preset: qwen3-30b-a3b, layers: 4}\nprecision: fp8\nsteps: 1\n"
+        "parallelism: {tp: 1, pp: 1, dp: 8, ep: 8}\nbatch: {global_seqs: 32, micro: 1}\n"
+    )
+
+    def summary(host_us: float) -> dict:
+        opts = RunOptions(
+            profile="b200-dgx.yaml",
+            workload=str(path),
+            sets=[f"calibration.host_kernel_time={host_us} us"],
+            write_trace=False,
+            out=str(tmp_path / f"run{host_us}"),
+        )
+        return run(opts).summary
+
+    off, on = summary(0), summary(50)
+    assert off["host_wait_fraction"] == 0.0
+    # The step grew by about the time the GPUs waited for launches.
+    grown = 1.0 - off["step_time_s"] / on["step_time_s"]
+    assert 0.2 < on["host_wait_fraction"] < 1.0
+    assert on["host_wait_fraction"] == pytest.approx(grown, abs=0.05)
