@@ -307,14 +307,18 @@ class Machine:
             duration = self._slowed(rank_class, start, duration)
         end = start + duration
         if launches and self.host_kernel_s:
-            issued = self._host[rank_class] + launches * self.host_kernel_s
+            host = self._host[rank_class]
+            issued = host + launches * self.host_kernel_s
             self._host[rank_class] = issued
-            # Host-bound when the last kernel (an average one) is issued too late to end with the rest: the
-            # GPU then waits between kernels; the row keeps the busy time, the wait shows before it.
+            # The first kernel starts once issued, the last (an average one) ends after its issue: when either
+            # bound is later, the GPU waits for launches; the row keeps the busy time, the wait before it.
+            late = host + self.host_kernel_s + duration
             tail = issued + duration / launches
-            if tail > end:
-                self.host_wait[rank_class] += tail - end
-                end = tail
+            if tail > late:
+                late = tail
+            if late > end:
+                self.host_wait[rank_class] += late - end
+                end = late
                 start = end - duration
         busy[sid] = end
         buf = self._open_buf

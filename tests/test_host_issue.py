@@ -9,14 +9,15 @@ import pytest
 import simpy
 from sim_helpers import simulate
 
+from simcore.activity import KIND_RECV
 from simcore.cluster import Cluster
 from simcore.engine import Machine
 from simcore.errors import ConfigError
 from simcore.kernels.compute import KIND_IDS
 from simcore.profile import load_profile
 from workloads import model as mdl
-from workloads.spec import load_training_spec
-from workloads.training import FRAMEWORK_KERNELS, HostSync, layer_items, layer_segments
+from workloads.spec import TrainingSpec, load_training_spec
+from workloads.training import FRAMEWORK_KERNELS, HostSync, TrainingJob, layer_items, layer_segments
 
 H = 20e-6  # host time per kernel in these tests
 
@@ -63,10 +64,14 @@ def test_host_bound_segments_take_the_launch_time_and_gpu_bound_ones_the_gpu_tim
     # 50 segments of 10 kernels, 1 us of GPU work each: the host needs 200 us per segment.
     ends = _run(m, [(10e-6, 10, False)] * 50)
     assert ends[-1] == pytest.approx(50 * 10 * H + 10e-6 / 10, rel=1e-9)
-    # The same segments with 1 ms of GPU work each: the host runs ahead, the GPU sets the pace.
+    # The same segments with 1 ms of GPU work each: the host runs ahead, the GPU sets the pace once the
+    # first kernel is issued.
     m = _machine(H)
     ends = _run(m, [(1e-3, 10, False)] * 50)
-    assert ends[-1] == pytest.approx(50 * 1e-3, rel=1e-9)
+    assert ends[-1] == pytest.approx(H + 50 * 1e-3, rel=1e-9)
+    # More launches never finish a segment sooner (the first kernel waits for its own launch too).
+    after_sync = [_run(_machine(H), [(1e-3, 1, True), (1e-3, n, False)])[-1] for n in (1, 2, 10, 100)]
+    assert after_sync == sorted(after_sync)
     # No host cost: the GPU time, however many launches.
     m = _machine(0.0)
     assert _run(m, [(10e-6, 10, False)] * 50)[-1] == pytest.approx(50 * 10e-6, rel=1e-9)
@@ -81,7 +86,9 @@ def test_a_host_sync_stops_the_host_running_ahead():
     assert synced[-1] == pytest.approx(H + 1e-3 + 10 * H + 1e-6, rel=1e-9)
 
 
-def _moe_spec(micro: int = 1, capacity: float | None = None, layers: int = 4, graphs: bool = False) -> object:
+def _moe_spec(
+    micro: int = 1, capacity: float | None = None, layers: int = 4, graphs: bool = False
+) -> TrainingSpec:
     moe = {"capacity_factor": capacity} if capacity is not None else {}
     return load_training_spec(
         {
@@ -119,13 +126,12 @@ def test_launches_count_grouped_experts_and_framework_kernels():
     up_fwd = next(op for op in ops["fwd"] if op.name == "expert_mlp_up")
     up_bwd = next(op for op in ops["bwd"] if op.name == "expert_mlp_up")
     assert (up_fwd.count, up_bwd.count) == (local, 2 * local)  # one GEMM per local expert; dgrad + wgrad
-    for phase in ("fwd", "bwd"):
-        segs = [s for s in layer_segments(spec, 0, phase) if getattr(s, "work", ())]
-        total = sum(s.launches for s in segs)
-        gemms = sum(op.count for op in ops[phase] if op.kind == "gemm")
-        others = sum(1 for op in ops[phase] if op.kind != "gemm")
-        attention_extra = 2 if phase == "bwd" else 0  # flash backward: 3 kernels
-        assert total == gemms + others + sum(FRAMEWORK_KERNELS.values()) + attention_extra
+    # By hand (fp8, 16 local experts): forward 8 attention-side kernels (2 norms, 2 casts, qkv, rope, flash,
+    # out), router 1 + 10, permute 1 + 3, 2 expert casts, 2 x 16 expert GEMMs, activation, unpermute 1 + 3.
+    fwd = 8 + 11 + 4 + 2 + 32 + 1 + 4
+    # Backward: GEMMs twice (experts 2 x 32, router 2, qkv 2, out 2), flash 3, the rest once, framework extras.
+    bwd = 4 + 1 + 32 + 1 + 1 + 32 + 4 + (2 + 10) + 1 + 1 + 2 + 3 + 1 + 1 + 2 + 1
+    assert (_total_launches(spec, "fwd"), _total_launches(spec, "bwd")) == (fwd, bwd) == (62, 99)
 
 
 def _step(spec: object, host_us: float, profile: str = "b200-dgx.yaml") -> float:
@@ -220,3 +226,147 @@ def test_summary_reports_the_time_gpus_wait_for_their_host(tmp_path):
     grown = 1.0 - off["step_time_s"] / on["step_time_s"]
     assert 0.2 < on["host_wait_fraction"] < 1.0
     assert on["host_wait_fraction"] == pytest.approx(grown, abs=0.05)
+
+
+def _dense_spec(precision: str = "bf16", recompute: str = "none", **par: object) -> TrainingSpec:
+    return load_training_spec(
+        {
+            "kind": "training",
+            "model": {"preset": "llama3-8b", "layers": 2},
+            "parallelism": {"tp": 1, "pp": 1, "dp": 1, "recompute": recompute, **par},
+            "batch": {"global_seqs": 2, "micro": 1},
+            "precision": precision,
+            "steps": 2,
+        },
+        file="dense.yaml",
+    )
+
+
+def _total_launches(spec: TrainingSpec, phase: str) -> int:
+    return sum(s.launches for s in layer_segments(spec, 0, phase) if getattr(s, "work", ()))
+
+
+@pytest.mark.parametrize(
+    "precision,recompute,fwd,bwd",
+    [
+        # norm, qkv, rope, flash, out, norm, up, act, down
+        ("bf16", "none", 9, 2 + 1 + 2 + 1 + 2 + 3 + 1 + 2 + 1),
+        ("bf16", "selective", 9, 15 + 1),  # the attention core's forward again
+        ("bf16", "full", 9, 9 + 15),  # the whole forward again
+        ("fp8", "none", 9 + 4, 15 + 4),  # a cast before each of the four GEMMs, both ways
+    ],
+)
+def test_launch_totals_of_a_dense_layer_by_hand(precision, recompute, fwd, bwd):
+    spec = _dense_spec(precision, recompute)
+    assert (_total_launches(spec, "fwd"), _total_launches(spec, "bwd")) == (fwd, bwd)
+
+
+def test_unfused_attention_is_one_batched_gemm_per_pass_whatever_the_micro_batch():
+    def core(micro: int) -> tuple[int, int]:
+        spec = load_training_spec(
+            {
+                "kind": "training",
+                "model": {"preset": "llama3-8b", "layers": 2},
+                "parallelism": {"tp": 1, "pp": 1, "dp": 1, "recompute": "none"},
+                "batch": {"global_seqs": micro, "micro": micro},
+                "kernels": {"flash_attention": False},
+                "steps": 1,
+            },
+            file="unfused.yaml",
+        )
+        return _total_launches(spec, "fwd"), _total_launches(spec, "bwd")
+
+    assert core(1) == core(8)
+
+
+def test_bf16_lm_head_of_an_fp8_job_keeps_its_launches():
+    job = simulate(_dense_spec("fp8"), "h100-dgx.yaml")[0]
+    prog = job._edge_program("output", "fwd")
+    assert all(s.dtype == "bf16" and s.launches > 0 for s in prog if getattr(s, "work", ()))
+
+
+def test_every_step_starts_with_the_host_in_step_and_each_collective_is_issued_once():
+    spec = load_training_spec(
+        {
+            "kind": "training",
+            "model": {"preset": "llama3-8b", "layers": 2},
+            "parallelism": {"tp": 2, "pp": 2, "dp": 2, "recompute": "none", "tp_comm_overlap": False},
+            "batch": {"global_seqs": 8, "micro": 1},
+            "steps": 2,
+        },
+        file="multi.yaml",
+    )
+    # pp 1 (no pipeline receive re-synchronises the host): the second step starts with its host in step too,
+    # so it repeats the first exactly, first launch included.
+    job = simulate(_dense_spec(), "h100-dgx.yaml", sets=("calibration.host_kernel_time=35 us",))[0]
+    first, second = (job.step_times.ends[0], job.step_times.ends[1] - job.step_times.ends[0])
+    assert second == pytest.approx(first, rel=1e-9)
+    issued: list[int] = []
+    original = Machine.host_issue
+
+    def counting(self, rank_class, launches):
+        issued.append(rank_class)
+        return original(self, rank_class, launches)
+
+    Machine.host_issue = counting
+    try:
+        job, machine, _ = simulate(spec, "h100-dgx.yaml", sets=("calibration.host_kernel_time=35 us",))
+    finally:
+        Machine.host_issue = original
+    table = machine.recorder.table()
+    for cls in range(len(machine.classes)):
+        comm_rows = int(((table["rank_class"] == cls) & (table["kind"] != 0)).sum())
+        recvs = int(((table["rank_class"] == cls) & (table["kind"] == KIND_RECV)).sum())
+        assert issued.count(cls) == comm_rows - recvs  # every collective and send, once; receives are free
+
+
+def test_pipeline_receives_sync_the_host_in_plain_1f1b_only():
+    def job(vp: int) -> TrainingJob:
+        spec = load_training_spec(
+            {
+                "kind": "training",
+                "model": {"preset": "llama3-8b", "layers": 4},
+                "parallelism": {"tp": 1, "pp": 2, "dp": 1, "vp": vp, "recompute": "none"},
+                "batch": {"global_seqs": 4, "micro": 1},
+                "steps": 1,
+            },
+            file="pp.yaml",
+        )
+        return simulate(spec, "h100-dgx.yaml")[0]
+
+    assert job(1).p2p_sync and not job(2).p2p_sync
+
+
+def test_token_drop_rows_map_to_capacity_one_and_capacity_pads_activations():
+    from workloads.spec import stage_memory
+    from workloads.validation import load_table, map_row, select_rows
+
+    table, _ = load_table()
+    row = select_rows(table, ["Qwen3_30B_a3B_(tokendrop)-DGX-B200"])[0]
+    plan = map_row(row, table)
+    assert plan.spec["model"]["moe"]["capacity_factor"] == 1.0
+    assert any("token-drop" in a for a in plan.assumptions)
+    dropless = map_row(select_rows(table, ["mbridge-25.11-Pre-Training-Qwen3_30B_a3B-DGX-B200"])[0], table)
+    assert dropless.spec["model"]["moe"].get("capacity_factor") is None
+
+    def act(capacity):
+        return stage_memory(_moe_spec(capacity=capacity))[0].activations
+
+    assert act(1.5) > act(1.0) == pytest.approx(act(None), rel=1e-12)
+
+
+def test_preset_overrides_merge_nested_sections_key_by_key():
+    spec = _moe_spec(capacity=1.25)
+    moe = spec.model.moe
+    assert (moe.experts, moe.top_k, moe.expert_ffn_hidden, moe.capacity_factor) == (128, 8, 768, 1.25)
+    # A section meant to replace the preset's keeps every key it does not reset (documented).
+    ds = load_training_spec(
+        {
+            "kind": "training",
+            "model": {"preset": "deepseek-v3", "moe": {"experts": 64, "top_k": 6, "expert_ffn_hidden": 1408}},
+            "parallelism": {"tp": 1, "pp": 1, "dp": 8, "ep": 8},
+            "batch": {"global_seqs": 8, "micro": 1},
+        },
+        file="ds.yaml",
+    )
+    assert (ds.model.moe.experts, ds.model.moe.shared_experts, ds.model.moe.dense_layers) == (64, 1, 3)

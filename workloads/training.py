@@ -121,7 +121,9 @@ def _launches(ops: list[Any], phase: str, graphed: bool = False, dropless: bool 
         if graphed and not (dropless and _is_dynamic(base)):
             captured = True
             continue
-        if op.kind == "gemm":
+        if op.kind == "gemm" and _is_core(base):  # unfused core: one batched GEMM over sequences and heads
+            total += 1 if phase == "fwd" or op.name.endswith("_recompute") else 2
+        elif op.kind == "gemm":
             total += op.count
         elif op.kind == "attention":
             total += 1 if phase == "fwd" or op.name.endswith("_recompute") else _FLASH_BWD_KERNELS
@@ -267,7 +269,11 @@ def layer_items(spec: TrainingSpec, layer: int, variant: str) -> list[Any]:
     sync = moe is not None and moe.dropless and spec.model.is_moe_layer(layer)
     fwd = _with_casts(mdl.layer_program(spec.model, layer, phase="fwd", **kw), "fwd", quant)
     if sync:  # dropless routing: the host reads the tokens-per-expert counts after the router, every forward
-        at = next(i for i, item in enumerate(fwd) if isinstance(item, mdl.Op) and item.name == "router")
+        at = next(
+            (i for i, item in enumerate(fwd) if isinstance(item, mdl.Op) and item.name == "router"), None
+        )
+        if at is None:
+            raise ValueError(f"MoE layer {layer} of {spec.model.name} has no router op")
         fwd.insert(at + 1, HostSync())
     if variant == "fwd":
         return fwd
@@ -404,6 +410,10 @@ class TrainingJob:
         self.expert_dp = par.dp * par.cp * par.tp // par.ep if spec.model.moe is not None else 1
         self.grad_bytes = 4.0 if par.grad_reduce == "fp32" else 2.0
         self.chunks = par.vp
+        # Megatron's plain 1F1B exchanges activations with batched isend/irecv followed by
+        # torch.cuda.synchronize() (batch_p2p_comm, batch_p2p_sync): the host waits at every pipeline
+        # receive. The interleaved schedule overlaps its p2p instead (overlap_p2p_comm) and does not.
+        self.p2p_sync = par.pp > 1 and par.vp == 1
         # A combined schedule (EP overlap) pairs different micro-batches: one warm-up forward at least.
         self._min_warmup = 1 if par.ep_comm_overlap else 0
         self.vstages = par.pp * par.vp
@@ -735,6 +745,7 @@ class TrainingJob:
                         state.dp_events += self._grad_sync(cls, vstage, bucket)
             if state.dp_events:
                 yield simpy.AllOf(self.env, state.dp_events)
+            m.host_issue(cls, 1)
             yield m.collective(cls, self.world_group, "allreduce", 4.0, name="grad_norm", stream="dp")
             yield from self._optimizer(cls)
             if cls == 0:
@@ -788,6 +799,8 @@ class TrainingJob:
         m = self.m
         if vstage > 0:
             yield m.recv(("act", m.class_step[cls], mb, vstage, cls))
+            if self.p2p_sync:
+                m.host_sync(cls)
         m.alloc(cls, self.act_bytes[cls][vstage // self.dims.pp])
         layers = list(self.vstage_layers(vstage))
         zero3 = self.zero == 3
@@ -820,6 +833,8 @@ class TrainingJob:
             yield from self._run_program(cls, self._edge_program("output", "bwd"), mb)
         else:
             yield m.recv(("grad", m.class_step[cls], mb, vstage, cls))
+            if self.p2p_sync:
+                m.host_sync(cls)
         bucket: list[int] = []
         reduce_now = last_mb and par.dp_overlap and not zero3
         for i, layer in enumerate(layers):

@@ -566,7 +566,7 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     model, how = resolve_model(row, table)
     assumptions.append(f"model: {how}")
     if model.moe is not None and re.search(
-        r"token\s*-?drop", f"{rid} {row.get('model', {}).get('name', '')}", re.I
+        r"token\s*-?drop", f"{rid} {(row.get('model') or {}).get('name', '')}", re.I
     ):
         # Megatron-Bridge's token-drop recipes: capacity factor 1 with expert inputs padded to capacity
         model = replace(model, moe=replace(model.moe, capacity_factor=TOKEN_DROP_CAPACITY))
