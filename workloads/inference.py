@@ -35,7 +35,7 @@ import simpy
 from simcore.errors import ConfigError
 from simcore.kernels.compute import KIND_ATTENTION, KIND_ELEMENTWISE, KIND_GEMM
 from simcore.schema import build, choice, flag, number, section, text
-from workloads.model import ModelSpec, kv_heads_per_rank, layer_params, load_model, load_preset, total_params
+from workloads.model import ModelSpec, kv_heads_per_rank, layer_params, resolve_model_section, total_params
 
 INFERENCE_KEYS = (
     "kind",
@@ -135,19 +135,7 @@ def load_inference_spec(data: Mapping[str, Any], *, file: str, source_text: str 
             close = difflib.get_close_matches(str(key), INFERENCE_KEYS, n=1)
             raise ConfigError("unknown field", file=file, path=str(key), expected=f"one of {', '.join(INFERENCE_KEYS)}",
                               hint=f"did you mean {close[0]!r}?" if close else None)  # fmt: skip
-    model_data = data.pop("model", None)
-    preset = data.pop("preset", None)
-    if isinstance(model_data, str):
-        preset, model_data = model_data, None
-    if model_data is None and preset is None:
-        raise ConfigError(
-            "missing model", file=file, path="model", expected="a model mapping or a preset name"
-        )
-    model = (
-        load_model(model_data, file=file, path="model")
-        if model_data is not None
-        else load_preset(str(preset))
-    )
+    model = resolve_model_section(data.pop("model", None), data.pop("preset", None), file=file)
     fields = build(_ServingFields, data, file=file, path="")
     par = fields.parallelism
     if par.pp != 1:
@@ -256,6 +244,14 @@ class ReplicaCosts:
     gemm_min_dim: float  # smallest weight dimension of the layer's GEMMs on one GPU
     head_min_dim: float
     weights_per_gpu: float  # all weights of the replica on one GPU
+    window: int | None = None  # sliding-window layers attend to (and cache) their last `window` tokens
+    windowed_layers: int = 0
+
+    def kv_bytes(self, tokens: float) -> float:
+        """KV cache of one sequence of ``tokens`` over all layers (windowed layers keep their window)."""
+        full = (self.layers - self.windowed_layers) * tokens
+        band = self.windowed_layers * min(tokens, self.window) if self.window is not None else 0.0
+        return (full + band) * self.kv_bytes_per_token_layer
 
 
 def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
@@ -297,7 +293,19 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
         gemm_min_dim=float(min(m.hidden, (m.heads + 2 * m.kv_heads) * d / tp, ffn_width / tp)),
         head_min_dim=float(min(m.hidden, m.vocab / tp)),
         weights_per_gpu=total_params(m) * wb / tp,
+        window=m.sliding_window,
+        windowed_layers=sum(1 for i in range(m.layers) if m.attention_window(i) is not None),
     )
+
+
+def _keys_attended(cached: int, new: int, window: int | None) -> float:
+    """Keys the ``new`` tokens after ``cached`` attend to in all (causal, within the window)."""
+    if window is None:
+        return new * (cached + new / 2.0)  # the causal triangle over the chunk, as the flash kernel runs it
+    first, last = cached + 1, cached + new  # key counts of the chunk's first and last token: min(j, window)
+    inside = max(0, min(last, window) - first + 1)  # tokens whose whole prefix fits the window
+    lo = first
+    return inside * (lo + lo + inside - 1) / 2.0 + (new - inside) * window
 
 
 def iteration_work(
@@ -314,20 +322,26 @@ def iteration_work(
     # The efficiency curve's small-dimension penalty applies to the weight dimensions: a few-token decode
     # GEMM is bound by reading the weights (its HBM term), not by padding its rows to a tile.
     gemm = (tokens * c.flops_per_token_layer, gemm_bytes, c.gemm_min_dim, KIND_GEMM)
-    items = [gemm]
-    if prefill:  # flash attention over the cached context + the causal chunk
-        flops = sum(4.0 * n * (p + n / 2.0) * c.heads * c.head_dim for p, n in prefill)
-        kv = sum(p + n for p, n in prefill) * c.kv_bytes_per_token_layer
-        items.append((flops, kv, c.attention_head_dim, KIND_ATTENTION))  # min_dim: the head dimension
-    if decode_ctx:  # one query per sequence against its cache: HBM-bound
-        ctx = float(sum(decode_ctx))
-        items.append(
-            (4.0 * ctx * c.heads * c.head_dim, ctx * c.kv_bytes_per_token_layer, 0.0, KIND_ELEMENTWISE)
-        )
-    layer = tuple(items)
+
+    def layer(window: int | None) -> tuple[tuple[float, float, float, int], ...]:
+        items = [gemm]
+        if prefill:  # flash attention over the cached context (its window) + the causal chunk
+            keys = sum(_keys_attended(p, n, window) for p, n in prefill)
+            read = sum((p if window is None else min(p, window)) + n for p, n in prefill)
+            flops = 4.0 * keys * c.heads * c.head_dim
+            items.append((flops, read * c.kv_bytes_per_token_layer, c.attention_head_dim, KIND_ATTENTION))
+        if decode_ctx:  # one query per sequence against its cache (its window): HBM-bound
+            ctx = float(sum(n if window is None else min(n, window) for n in decode_ctx))
+            items.append(
+                (4.0 * ctx * c.heads * c.head_dim, ctx * c.kv_bytes_per_token_layer, 0.0, KIND_ELEMENTWISE)
+            )
+        return tuple(items)
+
+    full = layer(None) * (c.layers - c.windowed_layers)
+    windowed = layer(c.window) * c.windowed_layers if c.windowed_layers else ()
     head = (logits * c.lm_head_flops_per_token, c.lm_head_bytes + logits * c.hidden * ACT_BYTES,
             c.head_min_dim, KIND_GEMM)  # fmt: skip
-    return layer * c.layers + ((head,) if logits else ()), tokens * c.hidden * ACT_BYTES
+    return full + windowed + ((head,) if logits else ()), tokens * c.hidden * ACT_BYTES
 
 
 # ------------------------------------------------------------------------------------------ serving
@@ -354,16 +368,15 @@ class ServingJob:
         tp = spec.parallelism.tp
         hbm = machine.profile.accelerator.hbm_capacity * spec.kv_cache.memory_fraction
         kv_capacity = hbm - self.costs.weights_per_gpu
-        self.kv_token_bytes = self.costs.kv_bytes_per_token_layer * self.costs.layers
         requests = make_requests(spec, seed)
         longest = max((r.input_tokens + r.output_tokens for r in requests), default=0)
-        if kv_capacity < longest * self.kv_token_bytes:
+        if kv_capacity < self.costs.kv_bytes(longest):
             from simcore.errors import CapacityError
 
             raise CapacityError(
                 f"{spec.name}: the weights need {self.costs.weights_per_gpu / 1e9:.1f} GB of the "
                 f"{hbm / 1e9:.1f} GB usable per GPU, leaving no room for one request's KV cache "
-                f"({longest * self.kv_token_bytes / 1e9:.2f} GB); try tp: {2 * tp} or precision: fp8"
+                f"({self.costs.kv_bytes(longest) / 1e9:.2f} GB); try tp: {2 * tp} or precision: fp8"
             )
         self.stats = ServingStats(requests, kv_capacity_bytes=kv_capacity)
         self.queues: list[deque[Request]] = []
@@ -417,7 +430,7 @@ class ServingJob:
         while True:
             # 1. admit (FIFO) while there is room; the whole request's KV is reserved
             while queue and queue[0] is not None and len(running) < sch.max_num_seqs:
-                need = (queue[0].input_tokens + queue[0].output_tokens) * self.kv_token_bytes
+                need = self.costs.kv_bytes(queue[0].input_tokens + queue[0].output_tokens)
                 if kv_used + need > self.stats.kv_capacity_bytes:
                     break
                 req = queue.popleft()
@@ -479,7 +492,7 @@ class ServingJob:
             for q in [q for q in running if q.generated >= q.output_tokens and q.prefilled == q.input_tokens]:
                 q.done_s = now
                 running.remove(q)
-                kv_used -= (q.input_tokens + q.output_tokens) * self.kv_token_bytes
+                kv_used -= self.costs.kv_bytes(q.input_tokens + q.output_tokens)
                 self.outstanding[r] -= 1
 
 

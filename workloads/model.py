@@ -8,6 +8,7 @@ docs/models.md; the code follows that document.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from collections.abc import Mapping, Sequence
@@ -110,11 +111,25 @@ class ModelSpec:
     tied_embeddings: bool = False
     bias: bool = False  # linear layers and norms carry biases (GPT-2/3, Megatron GPT, MPT yamls)
     position_embedding: str = "rope"  # rope | alibi | learned (learned adds seq_len x hidden params)
+    # Sliding-window attention: a windowed layer's query attends to its last `sliding_window` tokens only.
+    # Every `full_attention_every`-th layer (1-based) keeps full causal attention (GPT-OSS: 2, Gemma 3: 6);
+    # 0 = every layer is windowed (Mistral 7B v0.1). None = no window.
+    sliding_window: int | None = None
+    full_attention_every: int = 0
     source: str = ""
 
     def __post_init__(self) -> None:
         if self.head_dim is None:
             object.__setattr__(self, "head_dim", self.hidden // self.heads)
+
+    def attention_window(self, layer_index: int) -> int | None:
+        """Keys a query of this layer attends to at most (None = the whole causal prefix)."""
+        if self.sliding_window is None:
+            return None
+        every = self.full_attention_every
+        if every and (layer_index + 1) % every == 0:
+            return None
+        return self.sliding_window
 
     @property
     def qk_head_dim(self) -> int:
@@ -147,7 +162,17 @@ class ModelSpec:
 # --------------------------------------------------------------------------------------------------
 
 _MODEL_REQUIRED = ("name", "layers", "hidden", "ffn_hidden", "heads", "kv_heads", "vocab", "seq_len", "ffn")
-_MODEL_OPTIONAL = ("head_dim", "moe", "mla", "tied_embeddings", "bias", "position_embedding", "source")
+_MODEL_OPTIONAL = (
+    "head_dim",
+    "moe",
+    "mla",
+    "tied_embeddings",
+    "bias",
+    "position_embedding",
+    "sliding_window",
+    "full_attention_every",
+    "source",
+)
 _MOE_REQUIRED = ("experts", "top_k", "expert_ffn_hidden")
 _MOE_OPTIONAL = (
     "shared_experts",
@@ -389,6 +414,15 @@ def load_model(data: Any, *, file: str | None = None, path: str = "model") -> Mo
             value=kv_heads,
             expected=f"kv_heads = heads = {heads}",
         )
+    window = r.optional_int("sliding_window")
+    full_every = r.get_int("full_attention_every", minimum=0, default=0)
+    if full_every and window is None:
+        raise r.error(
+            "full_attention_every",
+            "full_attention_every only applies to a model with sliding_window",
+            value=full_every,
+            expected="sliding_window: TOKENS as well, or no full_attention_every",
+        )
     source = data.get("source", "")
     if not isinstance(source, str):
         raise r.error("source", "must be a string", value=source, expected="a citation")
@@ -408,8 +442,47 @@ def load_model(data: Any, *, file: str | None = None, path: str = "model") -> Mo
         tied_embeddings=r.get_bool("tied_embeddings", default=False),
         bias=r.get_bool("bias", default=False),
         position_embedding=r.get_str("position_embedding", default="rope", choices=POSITION_KINDS),
+        sliding_window=window,
+        full_attention_every=full_every,
         source=source,
     )
+
+
+def model_to_mapping(model: ModelSpec) -> dict[str, Any]:
+    """The model as a spec mapping (None fields dropped), so presets can be overridden field by field."""
+    return {k: v for k, v in dataclasses.asdict(model).items() if v is not None}
+
+
+def resolve_model_section(model_data: Any, preset: Any = None, *, file: str | None = None) -> ModelSpec:
+    """A workload's model: a preset name, an inline mapping, or a mapping that starts from ``preset:`` and
+    overrides fields (nested sections such as ``moe`` merge key by key)."""
+    if isinstance(model_data, str):
+        preset, model_data = model_data, None
+    if model_data is None and preset is None:
+        raise ConfigError(
+            "missing model", file=file, path="model", expected="a model mapping or `preset: NAME`"
+        )
+    if model_data is None:
+        return load_preset(str(preset))
+    if not isinstance(model_data, Mapping):
+        raise ConfigError(
+            "must be a mapping or a preset name",
+            file=file,
+            path="model",
+            value=model_data,
+            expected="a model mapping or a preset name",
+        )
+    if "preset" not in model_data:
+        return load_model(model_data, file=file, path="model")
+    merged = model_to_mapping(load_preset(str(model_data["preset"])))
+    for key, value in model_data.items():
+        if key == "preset":
+            continue
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}  # e.g. `moe: {capacity_factor: 1.0}` on a preset
+        else:
+            merged[key] = value
+    return load_model(merged, file=file, path="model")
 
 
 def _preset_dir() -> Any:
@@ -571,14 +644,38 @@ def active_params(spec: ModelSpec) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _attention_core_flops_fwd_per_token(spec: ModelSpec, seq_len: int) -> float:
-    """QK^T and PV of one layer for one query token against `seq_len` keys, full (unmasked) matrix."""
-    return 2.0 * seq_len * spec.heads * (spec.qk_head_dim + spec.v_head_dim)
+def _attention_core_flops_fwd_per_token(spec: ModelSpec, seq_len: int, window: int | None = None) -> float:
+    """QK^T and PV of one layer for one query token against `seq_len` keys, full (unmasked) matrix; a
+    sliding-window layer counts its window instead (the same convention: the band, unhalved)."""
+    keys = seq_len if window is None else min(window, seq_len)
+    return 2.0 * keys * spec.heads * (spec.qk_head_dim + spec.v_head_dim)
 
 
-def layer_attention_flops_per_token(spec: ModelSpec, seq_len: int | None = None) -> float:
-    """Forward attention-core FLOPs of one layer per token (full s x s matrix, the model-FLOP convention)."""
-    return _attention_core_flops_fwd_per_token(spec, spec.seq_len if seq_len is None else seq_len)
+def _attention_fwd_all_layers(spec: ModelSpec, seq_len: int) -> float:
+    """``_attention_core_flops_fwd_per_token`` summed over the layers (their windows)."""
+    if spec.sliding_window is None:
+        return spec.layers * _attention_core_flops_fwd_per_token(spec, seq_len)
+    return sum(
+        _attention_core_flops_fwd_per_token(spec, seq_len, spec.attention_window(i))
+        for i in range(spec.layers)
+    )
+
+
+def causal_keys_per_query(seq_len: float, window: int | None = None) -> float:
+    """Mean keys a query attends to under the causal mask (and a sliding window): s/2 without a window
+    (the flash kernel's executed share), (w(w+1)/2 + (s-w)·w)/s with one (w < s)."""
+    if window is None or window >= seq_len:
+        return 0.5 * seq_len
+    return (window * (window + 1) / 2.0 + (seq_len - window) * window) / seq_len
+
+
+def layer_attention_flops_per_token(
+    spec: ModelSpec, seq_len: int | None = None, layer_index: int | None = None
+) -> float:
+    """Forward attention-core FLOPs of one layer per token (full s x s matrix, the model-FLOP convention;
+    a sliding-window layer's band when ``layer_index`` names one)."""
+    window = None if layer_index is None else spec.attention_window(layer_index)
+    return _attention_core_flops_fwd_per_token(spec, spec.seq_len if seq_len is None else seq_len, window)
 
 
 def check_recompute(recompute: str, *, file: str | None = None, path: str = "parallelism.recompute") -> None:
@@ -603,7 +700,7 @@ def model_flops_per_token(spec: ModelSpec, seq_len: int | None = None) -> float:
     """
     s = spec.seq_len if seq_len is None else seq_len
     dense = non_embedding_params(spec, active=True) + spec.vocab * spec.hidden
-    return 6.0 * dense + 3.0 * spec.layers * _attention_core_flops_fwd_per_token(spec, s)
+    return 6.0 * dense + 3.0 * _attention_fwd_all_layers(spec, s)
 
 
 def hardware_flops_per_token(spec: ModelSpec, seq_len: int | None = None, recompute: str = "none") -> float:
@@ -615,7 +712,7 @@ def hardware_flops_per_token(spec: ModelSpec, seq_len: int | None = None, recomp
     check_recompute(recompute)
     s = spec.seq_len if seq_len is None else seq_len
     flops = model_flops_per_token(spec, s)
-    attention_fwd = spec.layers * _attention_core_flops_fwd_per_token(spec, s)
+    attention_fwd = _attention_fwd_all_layers(spec, s)
     if recompute == "selective":
         flops += attention_fwd
     elif recompute == "full":
@@ -798,7 +895,7 @@ class _Shard:
         return self.tokens / self.tp if self.sp else self.tokens
 
 
-def _attention_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
+def _attention_fwd(spec: ModelSpec, x: _Shard, window: int | None = None) -> list[_Item]:
     h, tokens, dt = spec.hidden, x.tokens, x.dt
     heads = spec.heads / x.tp
     kv = kv_heads_per_rank(spec, x.tp)
@@ -839,8 +936,9 @@ def _attention_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
         rope_elements = tokens * (heads + kv) * rope_dims
         projections.append(_pointwise("rope", "elementwise", rope_elements, 4.0, 2, dt))
     if x.flash:
-        # Flash-style core: the causal mask halves the executed work; bytes are Q, K, V read and O written.
-        core_flops = 0.5 * 2.0 * tokens * x.s * heads * (dqk + dv)
+        # Flash-style core: the causal mask halves the executed work (a sliding window bounds it: flash
+        # kernels skip the blocks outside the band); bytes are Q, K, V read and O written.
+        core_flops = 2.0 * tokens * causal_keys_per_query(x.s, window) * heads * (dqk + dv)
         core_bytes = dt * (tokens * heads * (dqk + dv) + x.b * x.s * kv * (dqk + dv))
         # Its shape is that of the score GEMM QK^T (s x s x d_qk) per head: the head dimension sets how well
         # the kernel fills the tensor cores.
@@ -1003,7 +1101,8 @@ def layer_program(
         raise IndexError(f"layer_index {layer_index} out of range for {spec.layers} layers")
     s = spec.seq_len if seq_len is None else seq_len
     x = _Shard(micro_batch, s, tp, sp, cp, ep, float(dtype_bytes), flash_attention, dropout)
-    return _emit(_attention_fwd(spec, x) + _mlp_fwd(spec, layer_index, x), phase)
+    window = spec.attention_window(layer_index)
+    return _emit(_attention_fwd(spec, x, window) + _mlp_fwd(spec, layer_index, x), phase)
 
 
 def layer_ops(spec: ModelSpec, layer_index: int, **kwargs: Any) -> list[Op]:

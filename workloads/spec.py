@@ -7,7 +7,6 @@ used, so errors read the same way: file, field path, value, expectation.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -19,7 +18,7 @@ import yaml
 from simcore.errors import ConfigError
 from simcore.profile import apply_overrides, read_yaml
 from simcore.schema import build, choice, flag, int_list, number, quantity, section, text
-from workloads.model import ModelSpec, list_presets, load_model, load_preset
+from workloads.model import ModelSpec, list_presets, model_to_mapping, resolve_model_section
 
 WORKLOAD_KEYS = (
     "kind",
@@ -241,37 +240,7 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
             value=data.get("kind"),
             expected="training",
         )
-    model_data = data.pop("model", None)
-    preset = data.pop("preset", None)
-    if model_data is None and preset is None:
-        raise ConfigError(
-            "missing model", file=file, path="model", expected="a model mapping or `preset: NAME`"
-        )
-    if isinstance(model_data, str):
-        preset, model_data = model_data, None
-    if model_data is not None and not isinstance(model_data, Mapping):
-        raise ConfigError(
-            "must be a mapping or a preset name",
-            file=file,
-            path="model",
-            value=model_data,
-            expected="a model mapping or a preset name",
-        )
-    if model_data is not None and "preset" in model_data:
-        base = load_preset(model_data["preset"])
-        merged = model_to_mapping(base)
-        for key, value in model_data.items():
-            if key == "preset":
-                continue
-            if isinstance(value, dict) and isinstance(merged.get(key), dict):
-                merged[key] = {**merged[key], **value}  # e.g. `moe: {capacity_factor: 1.0}` on a preset
-            else:
-                merged[key] = value
-        model = load_model(merged, file=file, path="model")
-    elif model_data is not None:
-        model = load_model(model_data, file=file, path="model")
-    else:
-        model = load_preset(str(preset))
+    model = resolve_model_section(data.pop("model", None), data.pop("preset", None), file=file)
     fields = build(_TrainingFields, data, file=file, path="")
     spec = TrainingSpec(
         name=fields.name or model.name,
@@ -287,11 +256,6 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
     )
     validate_training_spec(spec)
     return spec
-
-
-def model_to_mapping(model: ModelSpec) -> dict[str, Any]:
-    """The model as a spec mapping (None fields dropped), so presets can be overridden field by field."""
-    return {k: v for k, v in dataclasses.asdict(model).items() if v is not None}
 
 
 def validate_training_spec(spec: TrainingSpec) -> None:

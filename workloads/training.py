@@ -451,7 +451,7 @@ class TrainingJob:
             mode = self.layer_recompute(layer)
             if mode == "none":
                 continue
-            core = mdl.layer_attention_flops_per_token(model, s)
+            core = mdl.layer_attention_flops_per_token(model, s, layer)
             flops += core if mode == "selective" else 2.0 * mdl.layer_params(model, layer).active + core
         return flops
 
@@ -575,10 +575,11 @@ class TrainingJob:
 
     # ------------------------------------------------------------------ programs
     def _layer_program(self, layer: int, phase: str) -> tuple[Step, ...]:
-        """Programs depend on the layer only through dense vs MoE and its recompute: share them (and the
-        engine's memo)."""
+        """Programs depend on the layer only through dense vs MoE, its attention window and its recompute:
+        share them (and the engine's memo)."""
         mode = self.layer_recompute(layer)
-        key = (self.spec.model.is_moe_layer(layer), phase, mode)
+        model = self.spec.model
+        key = (model.is_moe_layer(layer), model.attention_window(layer), phase, mode)
         prog = self._programs.get(key)
         if prog is None:
             prog = self._programs[key] = layer_segments(self.spec, layer, phase, mode)

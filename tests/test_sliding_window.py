@@ -1,0 +1,134 @@
+"""Sliding-window attention (GPT-OSS, Gemma, Mistral): a windowed layer's query attends to its last
+``sliding_window`` keys; every ``full_attention_every``-th layer keeps full causal attention."""
+
+from __future__ import annotations
+
+import pytest
+from sim_helpers import simulate
+
+from simcore.errors import ConfigError
+from workloads import model as mdl
+from workloads.spec import TrainingSpec, load_training_spec
+
+
+def _core_flops(spec: mdl.ModelSpec, layer: int, seq: int = 4096) -> float:
+    ops = mdl.layer_ops(spec, layer, micro_batch=1, seq_len=seq)
+    return next(op.flops for op in ops if op.name == "attn_core")
+
+
+@pytest.mark.parametrize("s,w", [(16, 1), (16, 5), (16, 16), (16, 40), (37, 7), (4096, 128)])
+def test_causal_keys_per_query_is_the_mean_band_width(s, w):
+    brute = sum(min(i + 1, w) for i in range(s)) / s
+    expected = brute if w < s else s / 2  # the full causal triangle: the kernel's executed half
+    assert mdl.causal_keys_per_query(s, w) == pytest.approx(expected, rel=1e-12)
+    assert mdl.causal_keys_per_query(s, None) == s / 2
+
+
+def test_gpt_oss_alternates_windowed_and_full_layers_and_their_core_work():
+    spec = mdl.load_preset("gpt-oss-120b")
+    assert [spec.attention_window(i) for i in range(4)] == [128, None, 128, None]
+    ratio = _core_flops(spec, 0) / _core_flops(spec, 1)
+    assert ratio == pytest.approx(mdl.causal_keys_per_query(4096, 128) / 2048, rel=1e-12)
+    assert ratio < 0.07  # 128 of 4,096 keys: the windowed core does ~1/16 of the full one's work
+    # Everything else in the layer is the same.
+    other = [op.flops for op in mdl.layer_ops(spec, 0, micro_batch=1) if op.name != "attn_core"]
+    assert other == [op.flops for op in mdl.layer_ops(spec, 1, micro_batch=1) if op.name != "attn_core"]
+
+
+def test_model_flops_count_each_layers_band():
+    spec = mdl.load_preset("gpt-oss-120b")
+    full = mdl.ModelSpec(**{**spec.__dict__, "sliding_window": None, "full_attention_every": 0})
+    per_layer = 2.0 * spec.heads * (spec.qk_head_dim + spec.v_head_dim)
+    saved = 3.0 * 18 * per_layer * (4096 - 128)  # 18 windowed layers count 128 keys instead of 4,096
+    assert mdl.model_flops_per_token(full) - mdl.model_flops_per_token(spec) == pytest.approx(
+        saved, rel=1e-12
+    )
+
+
+def test_a_window_as_long_as_the_sequence_changes_nothing():
+    base = mdl.load_preset("llama3-8b")
+    wide = mdl.ModelSpec(**{**base.__dict__, "sliding_window": base.seq_len})
+    assert mdl.layer_ops(wide, 0, micro_batch=1) == mdl.layer_ops(base, 0, micro_batch=1)
+    assert mdl.model_flops_per_token(wide) == mdl.model_flops_per_token(base)
+
+
+def _spec(window: int | None, every: int = 0) -> TrainingSpec:
+    model: dict = {"preset": "llama3-8b", "layers": 4, "seq_len": 8192}
+    if window is not None:
+        model |= {"sliding_window": window, "full_attention_every": every}
+    return load_training_spec(
+        {
+            "kind": "training",
+            "model": model,
+            "parallelism": {"tp": 1, "pp": 1, "dp": 1, "recompute": "none"},
+            "batch": {"global_seqs": 1, "micro": 1},
+            "steps": 1,
+        },
+        file="swa.yaml",
+    )
+
+
+def test_a_smaller_window_is_never_slower_and_full_layers_keep_their_cost():
+    steps = [simulate(_spec(w), "h100-dgx.yaml")[2] for w in (None, 4096, 1024, 128)]
+    assert steps == sorted(steps, reverse=True) and steps[-1] < 0.95 * steps[0]
+    # Half the layers full: between the all-windowed and the all-full step.
+    half = simulate(_spec(128, every=2), "h100-dgx.yaml")[2]
+    assert steps[-1] < half < steps[0]
+    # The job builds one program per kind of layer, not one for all.
+    job = simulate(_spec(128, every=2), "h100-dgx.yaml")[0]
+    assert {key[1] for key in job._programs if len(key) == 4} == {128, None}
+
+
+def test_bad_window_fields_name_the_field():
+    with pytest.raises(ConfigError, match="full_attention_every"):
+        mdl.load_model(
+            {**mdl.load_preset("llama3-8b").__dict__, "moe": None, "mla": None, "full_attention_every": 2}
+        )
+    with pytest.raises(ConfigError, match="sliding_window"):
+        _spec(0)
+
+
+@pytest.mark.parametrize("cached,new,w", [(0, 10, 4), (3, 5, 4), (0, 8, 100), (50, 20, 32), (7, 1, 8)])
+def test_serving_counts_the_keys_each_new_token_attends_to(cached, new, w):
+    from workloads.inference import _keys_attended
+
+    brute = sum(min(j, w) for j in range(cached + 1, cached + new + 1))
+    assert _keys_attended(cached, new, w) == pytest.approx(brute, rel=1e-12)
+
+
+def test_serving_a_windowed_model_caches_and_reads_only_the_window(tmp_path):
+    import yaml
+
+    from simcore.runner import RunOptions, run
+    from workloads.inference import load_inference_spec, replica_costs
+
+    def serve(window: int | None) -> dict:
+        model = {"preset": "llama3-8b"} | (
+            {"sliding_window": window, "full_attention_every": 2} if window else {}
+        )
+        path = tmp_path / f"serve{window}.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "kind": "inference",
+                    "model": model,
+                    "precision": "fp8",
+                    "requests": {"count": 8, "input_tokens": 8192, "output_tokens": 64},
+                }
+            )
+        )
+        return run(RunOptions(profile="h100-dgx.yaml", workload=str(path), write_trace=False)).summary
+
+    full, half = serve(None), serve(512)
+    # Half the layers keep 512 of 8,256 tokens: the KV cache is ~53 % of the full one.
+    spec = load_inference_spec(
+        {"model": {"preset": "llama3-8b", "sliding_window": 512, "full_attention_every": 2}}, file="x"
+    )
+    costs = replica_costs(spec)
+    assert costs.windowed_layers == 16
+    assert costs.kv_bytes(8256) == pytest.approx(costs.kv_bytes_per_token_layer * (16 * 8256 + 16 * 512))
+    assert half["kv_cache_peak_bytes"] == pytest.approx(
+        full["kv_cache_peak_bytes"] * (8256 + 512) / 16512, rel=1e-9
+    )
+    # Less attention work and fewer cache reads: faster to the first token and between tokens.
+    assert half["ttft_s_p50"] < full["ttft_s_p50"] and half["tpot_s_p50"] < full["tpot_s_p50"]
