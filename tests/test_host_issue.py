@@ -370,3 +370,30 @@ def test_preset_overrides_merge_nested_sections_key_by_key():
         file="ds.yaml",
     )
     assert (ds.model.moe.experts, ds.model.moe.shared_experts, ds.model.moe.dense_layers) == (64, 1, 3)
+
+
+def test_plain_1f1b_syncs_the_host_at_every_activation_and_gradient_receive():
+    spec = load_training_spec(
+        {
+            "kind": "training",
+            "model": {"preset": "llama3-8b", "layers": 4},
+            "parallelism": {"tp": 1, "pp": 2, "dp": 1, "recompute": "none"},
+            "batch": {"global_seqs": 6, "micro": 1},
+            "steps": 1,
+        },
+        file="pp.yaml",
+    )
+    calls: list[int] = []
+    original = Machine.host_sync
+
+    def counting(self, rank_class):
+        calls.append(rank_class)
+        return original(self, rank_class)
+
+    Machine.host_sync = counting
+    try:
+        simulate(spec, "h100-dgx.yaml")
+    finally:
+        Machine.host_sync = original
+    # One at the step start, then one per micro-batch's receive: gradients on stage 0, activations on 1.
+    assert (calls.count(0), calls.count(1)) == (1 + 6, 1 + 6)

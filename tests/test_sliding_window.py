@@ -18,10 +18,18 @@ def _core_flops(spec: mdl.ModelSpec, layer: int, seq: int = 4096) -> float:
 
 @pytest.mark.parametrize("s,w", [(16, 1), (16, 5), (16, 16), (16, 40), (37, 7), (4096, 128)])
 def test_causal_keys_per_query_is_the_mean_band_width(s, w):
-    brute = sum(min(i + 1, w) for i in range(s)) / s
-    expected = brute if w < s else s / 2  # the full causal triangle: the kernel's executed half
-    assert mdl.causal_keys_per_query(s, w) == pytest.approx(expected, rel=1e-12)
+    # The flash kernel's executed share in the continuous convention: the integral of min(x, w) over a
+    # query position x in [0, s], per query (s/2 without a window).
+    grid = [(i + 0.5) * s / 20000 for i in range(20000)]
+    integral = sum(min(x, w) for x in grid) / len(grid)
+    assert mdl.causal_keys_per_query(s, w) == pytest.approx(integral, rel=1e-6)
     assert mdl.causal_keys_per_query(s, None) == s / 2
+
+
+def test_a_smaller_window_never_costs_more_and_the_full_window_meets_full_attention():
+    keys = [mdl.causal_keys_per_query(4096, w) for w in (4096, 4095, 2048, 1024, 128, 1)]
+    assert keys[0] == 2048 and keys[1] == pytest.approx(2048, abs=1e-3)
+    assert keys == sorted(keys, reverse=True)
 
 
 def test_gpt_oss_alternates_windowed_and_full_layers_and_their_core_work():
@@ -39,7 +47,9 @@ def test_model_flops_count_each_layers_band():
     spec = mdl.load_preset("gpt-oss-120b")
     full = mdl.ModelSpec(**{**spec.__dict__, "sliding_window": None, "full_attention_every": 0})
     per_layer = 2.0 * spec.heads * (spec.qk_head_dim + spec.v_head_dim)
-    saved = 3.0 * 18 * per_layer * (4096 - 128)  # 18 windowed layers count 128 keys instead of 4,096
+    # The convention counts twice a causal query's keys: s for a full layer, 2·(w - w²/2s) for a windowed one.
+    band = 2.0 * (128 - 128 * 128 / (2 * 4096))
+    saved = 3.0 * 18 * per_layer * (4096 - band)
     assert mdl.model_flops_per_token(full) - mdl.model_flops_per_token(spec) == pytest.approx(
         saved, rel=1e-12
     )
@@ -92,8 +102,37 @@ def test_bad_window_fields_name_the_field():
 def test_serving_counts_the_keys_each_new_token_attends_to(cached, new, w):
     from workloads.inference import _keys_attended
 
-    brute = sum(min(j, w) for j in range(cached + 1, cached + new + 1))
-    assert _keys_attended(cached, new, w) == pytest.approx(brute, rel=1e-12)
+    grid = [cached + (i + 0.5) * new / 20000 for i in range(20000)]
+    integral = sum(min(x, w) for x in grid) * new / len(grid)
+    assert _keys_attended(cached, new, w) == pytest.approx(integral, rel=1e-6)
+    if cached + new <= w:  # inside the window: exactly the unwindowed count
+        assert _keys_attended(cached, new, w) == _keys_attended(cached, new, None)
+
+
+def test_serving_windowed_layers_read_and_attend_to_their_window_only():
+    from workloads.inference import iteration_work, load_inference_spec, replica_costs
+
+    def costs(window):
+        model = {"preset": "llama3-8b"} | ({"sliding_window": window} if window else {})
+        return replica_costs(load_inference_spec({"model": model}, file="x"))
+
+    full, win = costs(None), costs(256)
+    assert win.windowed_layers == win.layers == 32
+    assert win.kv_bytes(100) == full.kv_bytes(100)  # shorter than the window: the same cache
+    assert win.kv_bytes(10_000) == pytest.approx(full.kv_bytes(256), rel=1e-12)
+    # Decode only: a windowed layer reads min(context, window) keys per sequence.
+    work_f, _ = iteration_work(full, [4000, 100], [], 0)
+    work_w, _ = iteration_work(win, [4000, 100], [], 0)
+    decode_f, decode_w = work_f[0][1], work_w[0][1]  # the cache-read op of the first layer
+    assert next(op[1] for op in work_w if op[3] == work_f[1][3]) == pytest.approx(
+        (256 + 100) * win.kv_bytes_per_token_layer
+    )
+    assert decode_w == decode_f  # the GEMM part is untouched
+    # Prefill only, after 3,000 cached tokens: the chunk attends to the window, reads window + chunk.
+    work_w, _ = iteration_work(win, [], [(3000, 500)], 0)
+    attn = next(op for op in work_w if op[2] == win.attention_head_dim)
+    assert attn[0] == pytest.approx(4.0 * 500 * 256 * win.heads * win.head_dim)
+    assert attn[1] == pytest.approx((256 + 500) * win.kv_bytes_per_token_layer)
 
 
 def test_serving_a_windowed_model_caches_and_reads_only_the_window(tmp_path):
@@ -132,3 +171,98 @@ def test_serving_a_windowed_model_caches_and_reads_only_the_window(tmp_path):
     )
     # Less attention work and fewer cache reads: faster to the first token and between tokens.
     assert half["ttft_s_p50"] < full["ttft_s_p50"] and half["tpot_s_p50"] < full["tpot_s_p50"]
+
+
+def test_a_cache_bound_windowed_server_never_overfills_and_frees_everything(tmp_path):
+    import yaml
+
+    from simcore.runner import RunOptions, run
+
+    path = tmp_path / "serve.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "kind": "inference",
+                "model": {"preset": "llama3-8b", "sliding_window": 1024, "full_attention_every": 2},
+                "precision": "fp8",
+                "kv_cache": {"memory_fraction": 0.2},
+                "requests": {"count": 64, "input_tokens": 8192, "output_tokens": 256},
+            }
+        )
+    )
+    s = run(RunOptions(profile="h100-dgx.yaml", workload=str(path), write_trace=False)).summary
+    assert s["requests_completed"] == 64
+    assert 0 < s["kv_cache_peak_bytes"] <= s["kv_cache_capacity_bytes"]
+    # 16 full layers hold 8,448 tokens and 16 windowed ones 1,024: the cache admits more requests than the
+    # all-full model's capacity / request would.
+    from workloads.inference import load_inference_spec, replica_costs
+
+    costs = replica_costs(
+        load_inference_spec(
+            {
+                "model": {"preset": "llama3-8b", "sliding_window": 1024, "full_attention_every": 2},
+                "precision": "fp8",
+            },
+            file="x",
+        )
+    )
+    per_request = costs.kv_bytes(8448)
+    assert per_request == pytest.approx(costs.kv_bytes_per_token_layer * 16 * (8448 + 1024))
+    assert s["kv_cache_peak_bytes"] / per_request == pytest.approx(
+        round(s["kv_cache_peak_bytes"] / per_request)
+    )
+
+
+def test_hardware_flops_of_windowed_layers_follow_the_recompute_mode():
+    for mode in ("selective", "full"):
+        spec = _spec(128, every=2)
+        spec = load_training_spec(
+            {
+                "kind": "training",
+                "model": {
+                    "preset": "llama3-8b",
+                    "layers": 4,
+                    "seq_len": 8192,
+                    "sliding_window": 128,
+                    "full_attention_every": 2,
+                },
+                "parallelism": {"tp": 1, "pp": 1, "dp": 1, "recompute": mode},
+                "batch": {"global_seqs": 1, "micro": 1},
+                "steps": 1,
+            },
+            file="hfu.yaml",
+        )
+        job = simulate(spec, "h100-dgx.yaml")[0]
+        expected = mdl.hardware_flops_per_token(spec.model, 8192, mode)
+        assert job.hardware_flops_per_token() == pytest.approx(expected, rel=1e-12)
+        windowless = mdl.ModelSpec(
+            **{**spec.model.__dict__, "sliding_window": None, "full_attention_every": 0}
+        )
+        assert expected < mdl.hardware_flops_per_token(windowless, 8192, mode)
+
+
+def test_ring_context_parallelism_rejects_a_window_and_a_preset_window_can_be_turned_off():
+    base = {
+        "kind": "training",
+        "model": {"preset": "llama3-8b", "layers": 4, "sliding_window": 512},
+        "parallelism": {"tp": 1, "pp": 1, "dp": 1, "cp": 2},
+        "batch": {"global_seqs": 1, "micro": 1},
+    }
+    with pytest.raises(ConfigError, match="cp_comm"):
+        load_training_spec(base, file="cp.yaml")
+    ok = load_training_spec(
+        {**base, "parallelism": {**base["parallelism"], "cp_comm": "allgather"}}, file="cp.yaml"
+    )
+    assert ok.model.sliding_window == 512
+    off = load_training_spec(
+        {
+            **base,
+            "model": {"preset": "gpt-oss-120b", "sliding_window": None},
+            "parallelism": {"ep": 8, "dp": 8},
+            "batch": {"global_seqs": 8, "micro": 1},
+        },
+        file="off.yaml",
+    )
+    assert off.model.sliding_window is None and off.model.full_attention_every == 0
+    with pytest.raises(ConfigError, match=r"model\.preset"):
+        load_training_spec({**base, "model": {"preset": None}}, file="bad.yaml")

@@ -299,13 +299,15 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
 
 
 def _keys_attended(cached: int, new: int, window: int | None) -> float:
-    """Keys the ``new`` tokens after ``cached`` attend to in all (causal, within the window)."""
-    if window is None:
-        return new * (cached + new / 2.0)  # the causal triangle over the chunk, as the flash kernel runs it
-    first, last = cached + 1, cached + new  # key counts of the chunk's first and last token: min(j, window)
-    inside = max(0, min(last, window) - first + 1)  # tokens whose whole prefix fits the window
-    lo = first
-    return inside * (lo + lo + inside - 1) / 2.0 + (new - inside) * window
+    """Keys the ``new`` tokens after ``cached`` attend to in all (causal, within the window), in the
+    continuous convention of the flash kernel's executed share: the integral of min(x, window) over
+    [cached, cached + new], which is new·(cached + new/2) without a window (the causal triangle)."""
+    lo, hi = float(cached), float(cached + new)
+    if window is None or hi <= window:
+        return new * (cached + new / 2.0)
+    if lo >= window:
+        return new * float(window)
+    return (window * window - lo * lo) / 2.0 + (hi - window) * window
 
 
 def iteration_work(

@@ -474,7 +474,17 @@ def resolve_model_section(model_data: Any, preset: Any = None, *, file: str | No
         )
     if "preset" not in model_data:
         return load_model(model_data, file=file, path="model")
-    merged = model_to_mapping(load_preset(str(model_data["preset"])))
+    name = model_data["preset"]
+    if not isinstance(name, str) or name not in list_presets():
+        raise ConfigError(
+            "unknown model preset",
+            file=file,
+            path="model.preset",
+            value=name,
+            expected="one of " + ", ".join(list_presets()),
+            hint=_did_you_mean(str(name), list_presets()),
+        )
+    merged = model_to_mapping(load_preset(name))
     for key, value in model_data.items():
         if key == "preset":
             continue
@@ -482,6 +492,11 @@ def resolve_model_section(model_data: Any, preset: Any = None, *, file: str | No
             merged[key] = {**merged[key], **value}  # e.g. `moe: {capacity_factor: 1.0}` on a preset
         else:
             merged[key] = value
+    if "sliding_window" in model_data and model_data["sliding_window"] is None:
+        # `sliding_window: null` turns the preset's window off, with the layer pattern that belonged to it
+        merged.pop("sliding_window", None)
+        if "full_attention_every" not in model_data:
+            merged.pop("full_attention_every", None)
     return load_model(merged, file=file, path="model")
 
 
@@ -645,9 +660,9 @@ def active_params(spec: ModelSpec) -> int:
 
 
 def _attention_core_flops_fwd_per_token(spec: ModelSpec, seq_len: int, window: int | None = None) -> float:
-    """QK^T and PV of one layer for one query token against `seq_len` keys, full (unmasked) matrix; a
-    sliding-window layer counts its window instead (the same convention: the band, unhalved)."""
-    keys = seq_len if window is None else min(window, seq_len)
+    """QK^T and PV of one layer for one query token, counting twice the keys a causal query attends to: the
+    full (unmasked) `seq_len` for an ordinary layer, ~2w for a sliding-window one (one rule for both)."""
+    keys = 2.0 * causal_keys_per_query(seq_len, window)
     return 2.0 * keys * spec.heads * (spec.qk_head_dim + spec.v_head_dim)
 
 
@@ -662,11 +677,14 @@ def _attention_fwd_all_layers(spec: ModelSpec, seq_len: int) -> float:
 
 
 def causal_keys_per_query(seq_len: float, window: int | None = None) -> float:
-    """Mean keys a query attends to under the causal mask (and a sliding window): s/2 without a window
-    (the flash kernel's executed share), (w(w+1)/2 + (s-w)·w)/s with one (w < s)."""
+    """Mean keys a query attends to under the causal mask (and a sliding window), in the continuous
+    convention of the flash kernel's executed share: s/2 without a window, w - w²/(2s) with one (w < s),
+    which meets s/2 at w = s and never grows as the window shrinks. Flash kernels skip whole tiles outside
+    the band, so a small window's edge tiles run partly empty: not counted (a window of 128 with 128-wide
+    tiles executes up to twice the band)."""
     if window is None or window >= seq_len:
         return 0.5 * seq_len
-    return (window * (window + 1) / 2.0 + (seq_len - window) * window) / seq_len
+    return window - window * window / (2.0 * seq_len)
 
 
 def layer_attention_flops_per_token(

@@ -276,6 +276,14 @@ def validate_training_spec(spec: TrainingSpec) -> None:
         seq_len=spec.model.seq_len,
         layers_per_chunk=par.layers_per_chunk,
     )
+    if spec.model.sliding_window is not None and par.cp > 1 and par.cp_comm == "p2p":
+        raise ConfigError(
+            "Transformer Engine's ring (p2p) context parallelism does not run sliding-window attention",
+            file=file,
+            path="parallelism.cp_comm",
+            value=par.cp_comm,
+            expected="allgather (or cp: 1) for a model with sliding_window",
+        )
     if spec.model.moe is None:  # settings of expert all-to-alls on a model without experts
         for key, what, dense_value in (
             ("ep_dispatch", "chooses how expert all-to-alls move tokens", "alltoall"),
