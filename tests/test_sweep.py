@@ -142,6 +142,35 @@ def test_the_shipped_example_sweep_is_valid():
     assert spec.size == 8 and spec.profiles == ["gen1.yaml", "gen2.yaml"]
 
 
+def test_the_host_bound_example_shows_launch_costs_micro_batches_and_cuda_graphs(tmp_path):
+    spec = load_sweep(Path(__file__).parent.parent / "examples" / "sweep-host-bound.yaml")
+    result = run_sweep(spec, out=tmp_path / "out", jobs=1)
+    rows = {
+        (
+            p["params"]["calibration.host_kernel_time"],
+            p["params"]["batch.micro"],
+            p["params"]["kernels.cuda_graphs"],
+        ): p
+        for p in result.points
+    }
+    assert len(rows) == 12 and all(p["status"] == "ok" for p in rows.values())
+
+    def step(host, micro, graphs):
+        return rows[(host, micro, graphs)]["summary"]["step_time_s"]
+
+    # No host cost: graphs change nothing; more host time per kernel never speeds a run up; graphs never
+    # slow one down; a larger micro-batch amortises the launches.
+    assert step("0 us", 1, False) == step("0 us", 1, True)
+    for micro in (1, 2):
+        for graphs in (False, True):
+            s = [step(h, micro, graphs) for h in ("0 us", "35 us", "65 us")]
+            assert s == sorted(s)
+        assert step("65 us", micro, True) <= step("65 us", micro, False)
+    assert step("65 us", 2, False) < step("65 us", 1, False)
+    assert rows[("0 us", 1, False)]["summary"]["host_wait_fraction"] == 0.0
+    assert rows[("65 us", 1, False)]["summary"]["host_wait_fraction"] > 0.5
+
+
 def test_an_interrupted_sweep_keeps_the_points_it_finished(tmp_path):
     spec = load_sweep(_write(tmp_path, NIC_SWEEP))
     seen = []
