@@ -151,18 +151,21 @@ def test_host_cost_slows_small_micro_batches_of_fine_grained_moe_and_dropless_mo
     assert per_token(4, 50) / per_token(1, 50) < per_token(4, 0) / per_token(1, 0)
 
 
+def _training(model: dict, parallelism: dict, global_seqs: int, **top: object) -> TrainingSpec:
+    """A one-step training spec (micro-batch 1 unless ``batch`` is given in ``top``)."""
+    data = {
+        "kind": "training",
+        "model": model,
+        "parallelism": {"pp": 1, "recompute": "none", **parallelism},
+        "batch": {"global_seqs": global_seqs, "micro": 1},
+        "steps": 1,
+        **top,
+    }
+    return load_training_spec(data, file="test.yaml")
+
+
 def test_large_dense_layers_are_never_host_bound():
-    spec = load_training_spec(
-        {
-            "kind": "training",
-            "model": {"preset": "llama3-70b", "layers": 4},
-            "parallelism": {"tp": 8, "pp": 1, "dp": 1, "recompute": "none"},
-            "batch": {"global_seqs": 4, "micro": 1},
-            "precision": "bf16",
-            "steps": 1,
-        },
-        file="dense.yaml",
-    )
+    spec = _training({"preset": "llama3-70b", "layers": 4}, {"tp": 8, "dp": 1}, 4)
     assert _step(spec, 65, "h100-dgx.yaml") == pytest.approx(_step(spec, 0, "h100-dgx.yaml"), rel=2e-3)
 
 
@@ -373,16 +376,7 @@ def test_preset_overrides_merge_nested_sections_key_by_key():
 
 
 def test_plain_1f1b_syncs_the_host_at_every_activation_and_gradient_receive():
-    spec = load_training_spec(
-        {
-            "kind": "training",
-            "model": {"preset": "llama3-8b", "layers": 4},
-            "parallelism": {"tp": 1, "pp": 2, "dp": 1, "recompute": "none"},
-            "batch": {"global_seqs": 6, "micro": 1},
-            "steps": 1,
-        },
-        file="pp.yaml",
-    )
+    spec = _training({"preset": "llama3-8b", "layers": 4}, {"tp": 1, "pp": 2, "dp": 1}, 6)
     calls: list[int] = []
     original = Machine.host_sync
 
