@@ -270,8 +270,9 @@ class Machine:
     ) -> simpy.Event:
         """Run several ops back to back as one event (``work`` = ((flops, nbytes, min_dim, kind_id), ...)).
 
-        ``launches`` kernels are issued by the class's host thread first (``host_kernel_s`` each): when the
-        host is behind the GPU, the GPU idles until the last of them is issued (host-bound execution).
+        ``launches`` kernels are issued by the class's host thread first (``host_kernel_s`` each): the first
+        cannot start, nor the last end, before its issue, so a host behind the GPU leaves it waiting
+        (host-bound execution).
 
         The engine's hottest path: costs are memoised per (work, dtype, clock, name), rows are appended to
         the recorder as (varying part, template id) and stream state lives in plain lists, which keeps the
