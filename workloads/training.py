@@ -6,7 +6,9 @@ again, TP collectives included; selective: the attention core), TP/CP/EP collect
 activations and gradients between pipeline stages, data-parallel gradient reduction in buckets overlapped
 with the last micro-batch's backward (dense parameters over dp·cp, routed experts over their own
 expert-data-parallel group), ZeRO-3/FSDP parameter gathers per layer prefetched one layer ahead, the
-optimizer step on the local shard, and a global gradient-norm all-reduce that closes the step.
+optimizer step on the local shard, and a global gradient-norm all-reduce that closes the step. Each
+class's host thread issues the kernels (``calibration.host_kernel_time`` each) and runs ahead of its GPU
+until it synchronises: at step start, at plain-1F1B pipeline receives and after dropless MoE routers.
 
 Representative mode (default) simulates one class per pipeline stage, since every TP/CP/DP peer of a
 stage does the same thing at the same time; ``fidelity="full"`` simulates every rank and lets the
@@ -112,7 +114,8 @@ def _is_dynamic(name: str) -> bool:
 
 def _launches(ops: list[Any], phase: str, graphed: bool = False, dropless: bool = False) -> int:
     """Kernel launches of a fused segment: a GEMM op is ``count`` GEMMs (one per local expert, dgrad and
-    wgrad); flash attention is one kernel forward (``count`` is its heads); framework ops are several.
+    wgrad), but Megatron's unfused attention core is one batched GEMM whatever its ``count``; flash
+    attention is one kernel forward (``count`` is its heads); framework ops are several.
     ``graphed``: the segment replays as one CUDA graph, except dropless MoE's routed-expert ops."""
     total = 0
     captured = False
