@@ -27,17 +27,22 @@ def test_causal_keys_per_query_is_the_mean_band_width(s, w):
 
 
 def test_a_smaller_window_never_costs_more_and_the_full_window_meets_full_attention():
-    keys = [mdl.causal_keys_per_query(4096, w) for w in (4096, 4095, 2048, 1024, 128, 1)]
-    assert keys[0] == 2048 and keys[1] == pytest.approx(2048, abs=1e-3)
-    assert keys == sorted(keys, reverse=True)
+    for keys_of in (mdl.causal_keys_per_query, mdl.flash_keys_per_query):
+        keys = [keys_of(4096, w) for w in (4096, 4095, 2048, 1024, 128, 1)]
+        assert keys[0] == 2048 and keys[1] == pytest.approx(2048, abs=1e-3)
+        assert keys == sorted(keys, reverse=True)
+    # A flash kernel also runs the tile a window's edge cuts, and never more than the causal triangle.
+    assert mdl.flash_keys_per_query(4096, 128) == mdl.causal_keys_per_query(4096, 128) + mdl.FLASH_TILE
+    assert mdl.flash_keys_per_query(4096, 3900) == 2048  # band 2,043 + a tile: capped
 
 
 def test_gpt_oss_alternates_windowed_and_full_layers_and_their_core_work():
     spec = mdl.load_preset("gpt-oss-120b")
     assert [spec.attention_window(i) for i in range(4)] == [128, None, 128, None]
     ratio = _core_flops(spec, 0) / _core_flops(spec, 1)
-    assert ratio == pytest.approx(mdl.causal_keys_per_query(4096, 128) / 2048, rel=1e-12)
-    assert ratio < 0.07  # 128 of 4,096 keys: the windowed core does ~1/16 of the full one's work
+    # The band (126 keys per query) plus one 128-key tile its edge cuts, against the causal 2,048.
+    assert ratio == pytest.approx((128 - 128**2 / 8192 + mdl.FLASH_TILE) / 2048, rel=1e-12)
+    assert ratio < 0.13  # ~1/8 of the full core's work
     # Everything else in the layer is the same.
     other = [op.flops for op in mdl.layer_ops(spec, 0, micro_batch=1) if op.name != "attn_core"]
     assert other == [op.flops for op in mdl.layer_ops(spec, 1, micro_batch=1) if op.name != "attn_core"]
@@ -131,7 +136,7 @@ def test_serving_windowed_layers_read_and_attend_to_their_window_only():
     # Prefill only, after 3,000 cached tokens: the chunk attends to the window, reads window + chunk.
     work_w, _ = iteration_work(win, [], [(3000, 500)], 0)
     attn = next(op for op in work_w if op[2] == win.attention_head_dim)
-    assert attn[0] == pytest.approx(4.0 * 500 * 256 * win.heads * win.head_dim)
+    assert attn[0] == pytest.approx(4.0 * 500 * (256 + mdl.FLASH_TILE) * win.heads * win.head_dim)
     assert attn[1] == pytest.approx((256 + 500) * win.kv_bytes_per_token_layer)
 
 

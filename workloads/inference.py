@@ -35,7 +35,14 @@ import simpy
 from simcore.errors import ConfigError
 from simcore.kernels.compute import KIND_ATTENTION, KIND_ELEMENTWISE, KIND_GEMM
 from simcore.schema import build, choice, flag, number, section, text
-from workloads.model import ModelSpec, kv_heads_per_rank, layer_params, resolve_model_section, total_params
+from workloads.model import (
+    FLASH_TILE,
+    ModelSpec,
+    kv_heads_per_rank,
+    layer_params,
+    resolve_model_section,
+    total_params,
+)
 
 INFERENCE_KEYS = (
     "kind",
@@ -310,6 +317,15 @@ def _keys_attended(cached: int, new: int, window: int | None) -> float:
     return (window * window - lo * lo) / 2.0 + (hi - window) * window
 
 
+def _flash_keys(cached: int, new: int, window: int | None) -> float:
+    """Keys a flash kernel computes for the chunk: the band, plus the tile each query's window edge cuts
+    (model.flash_keys_per_query), never more than without the window."""
+    full = _keys_attended(cached, new, None)
+    if window is None:
+        return full
+    return min(_keys_attended(cached, new, window) + new * FLASH_TILE, full)
+
+
 def iteration_work(
     c: ReplicaCosts, decode_ctx: list[int], prefill: list[tuple[int, int]], logits: int
 ) -> tuple[tuple[tuple[float, float, float, int], ...], float]:
@@ -328,7 +344,7 @@ def iteration_work(
     def layer(window: int | None) -> tuple[tuple[float, float, float, int], ...]:
         items = [gemm]
         if prefill:  # flash attention over the cached context (its window) + the causal chunk
-            keys = sum(_keys_attended(p, n, window) for p, n in prefill)
+            keys = sum(_flash_keys(p, n, window) for p, n in prefill)
             read = sum((p if window is None else min(p, window)) + n for p, n in prefill)
             flops = 4.0 * keys * c.heads * c.head_dim
             items.append((flops, read * c.kv_bytes_per_token_layer, c.attention_head_dim, KIND_ATTENTION))

@@ -676,15 +676,26 @@ def _attention_fwd_all_layers(spec: ModelSpec, seq_len: int) -> float:
     )
 
 
+# Key-block width of flash attention kernels (FlashAttention-2/3, cuDNN: 128 keys per tile on Hopper and
+# Blackwell). A sliding window skips whole tiles outside its band; the tiles its edges cut run in full.
+FLASH_TILE = 128
+
+
 def causal_keys_per_query(seq_len: float, window: int | None = None) -> float:
-    """Mean keys a query attends to under the causal mask (and a sliding window), in the continuous
-    convention of the flash kernel's executed share: s/2 without a window, w - w²/(2s) with one (w < s),
-    which meets s/2 at w = s and never grows as the window shrinks. Flash kernels skip whole tiles outside
-    the band, so a small window's edge tiles run partly empty: not counted (a window of 128 with 128-wide
-    tiles executes up to twice the band)."""
+    """Mean keys a query attends to under the causal mask (and a sliding window), continuous: s/2 without a
+    window, w - w²/(2s) with one (w < s), which meets s/2 at w = s and never grows as the window shrinks."""
     if window is None or window >= seq_len:
         return 0.5 * seq_len
     return window - window * window / (2.0 * seq_len)
+
+
+def flash_keys_per_query(seq_len: float, window: int | None = None) -> float:
+    """Keys a flash kernel computes per query: the causal band plus the tiles a window's edges cut (one tile
+    more per query block: a 128-token window runs ~2x its band), never more than the whole causal triangle."""
+    band = causal_keys_per_query(seq_len, window)
+    if window is None:
+        return band
+    return min(band + FLASH_TILE, 0.5 * seq_len)
 
 
 def layer_attention_flops_per_token(
@@ -955,8 +966,9 @@ def _attention_fwd(spec: ModelSpec, x: _Shard, window: int | None = None) -> lis
         projections.append(_pointwise("rope", "elementwise", rope_elements, 4.0, 2, dt))
     if x.flash:
         # Flash-style core: the causal mask halves the executed work (a sliding window bounds it: flash
-        # kernels skip the blocks outside the band); bytes are Q, K, V read and O written.
-        core_flops = 2.0 * tokens * causal_keys_per_query(x.s, window) * heads * (dqk + dv)
+        # kernels skip the tiles outside the band, not the ones its edges cut); bytes are Q, K, V read and O
+        # written.
+        core_flops = 2.0 * tokens * flash_keys_per_query(x.s, window) * heads * (dqk + dv)
         core_bytes = dt * (tokens * heads * (dqk + dv) + x.b * x.s * kv * (dqk + dv))
         # Its shape is that of the score GEMM QK^T (s x s x d_qk) per head: the head dimension sets how well
         # the kernel fills the tensor cores.
