@@ -220,7 +220,6 @@ def test_a_cache_bound_windowed_server_never_overfills_and_frees_everything(tmp_
 
 def test_hardware_flops_of_windowed_layers_follow_the_recompute_mode():
     for mode in ("selective", "full"):
-        spec = _spec(128, every=2)
         spec = load_training_spec(
             {
                 "kind": "training",

@@ -668,8 +668,6 @@ def _attention_core_flops_fwd_per_token(spec: ModelSpec, seq_len: int, window: i
 
 def _attention_fwd_all_layers(spec: ModelSpec, seq_len: int) -> float:
     """``_attention_core_flops_fwd_per_token`` summed over the layers (their windows)."""
-    if spec.sliding_window is None:
-        return spec.layers * _attention_core_flops_fwd_per_token(spec, seq_len)
     return sum(
         _attention_core_flops_fwd_per_token(spec, seq_len, spec.attention_window(i))
         for i in range(spec.layers)
