@@ -138,6 +138,8 @@ class Machine:
         # ahead of the GPU until a host synchronisation (a device-to-host copy) makes it wait. Per class:
         # when it will have issued everything issued so far. A kernel cannot end before it is issued.
         self.host_kernel_s = profile.calibration.host_kernel_time
+        # Each kernel's fixed GPU cost (launch gap, ramp-up, last-wave drain); the roofline charges one per op.
+        self.kernel_overhead_s = profile.accelerator.kernel_overhead
         self._host: list[float] = []
         self.host_wait: list[float] = []  # per class: compute-stream time spent waiting for launches
         self._cost_memo: dict[int, tuple[Any, ...]] = {}  # id(work) -> _fused_cost entry
@@ -267,12 +269,15 @@ class Machine:
         stream: str = "compute",
         micro: int = -1,
         launches: int = 0,
+        kernels: int = 0,
     ) -> simpy.Event:
         """Run several ops back to back as one event (``work`` = ((flops, nbytes, min_dim, kind_id), ...)).
 
         ``launches`` kernels are issued by the class's host thread first (``host_kernel_s`` each): the first
         cannot start, nor the last end, before its issue, so a host behind the GPU leaves it waiting
-        (host-bound execution).
+        (host-bound execution). ``kernels`` is how many kernels the GPU runs for it (as many as launches,
+        unless a CUDA graph replays them in one); the roofline charges ``accelerator.kernel_overhead`` once
+        per op, the kernels beyond one per op pay it here.
 
         The engine's hottest path: costs are memoised per (work, dtype, clock, name), rows are appended to
         the recorder as (varying part, template id) and stream state lives in plain lists, which keeps the
@@ -293,6 +298,8 @@ class Machine:
                 memo = (work, *memo[1:])
             self._cost_memo[id(work)] = memo
             duration, tid = memo[4], memo[5]
+        if kernels > len(work):
+            duration += (kernels - len(work)) * self.kernel_overhead_s
         if stream == "compute":
             sid = 0
         else:

@@ -89,7 +89,15 @@ class Accelerator:
     throttle_slope: float = number(
         "clock fraction lost per kelvin above the slowdown temperature", 0.03, minimum=0, maximum=1
     )
-    kernel_overhead: float = quantity("time", "fixed launch/tail cost per compute op", "4 us")
+    kernel_overhead: float = quantity(
+        "time",
+        "fixed GPU cost per kernel on top of its roofline time: the gap after the kernel before it, the"
+        " ramp-up of its first tiles, the drain of a partly filled last wave. A modeled op is one kernel"
+        " unless the workload counts more (a grouped expert GEMM runs one GEMM per local expert, a router"
+        " several small kernels), so fine-grained MoE and small models pay it, large GEMMs do not notice",
+        "4 us",
+        allow_zero=True,
+    )
 
 
 # --------------------------------------------------------------------------------------------- scale-up

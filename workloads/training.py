@@ -66,6 +66,7 @@ class Segment:
     nbytes: float = 0.0
     dtype: str = ""  # compute precision of this segment; "" = the job's precision
     launches: int = 0  # kernels the host issues for this segment (calibration.host_kernel_time each)
+    kernels: int = 0  # kernels the GPU runs (accelerator.kernel_overhead each); a CUDA graph runs them all
     host_sync: bool = False  # the host waits for this segment to finish before issuing the next
 
     @property
@@ -191,6 +192,7 @@ def program_segments(
                     work=_work(pending),
                     dtype=dtype,
                     launches=_launches(pending, phase, graphed, dropless),
+                    kernels=_launches(pending, phase),
                 )
             )
             pending.clear()
@@ -889,7 +891,13 @@ class TrainingJob:
                 evs = [self._issue(cls, c, mb) for c in seg.comms]
                 c = seg.compute
                 yield m.compute_fused(
-                    cls, c.work, dtype=c.dtype or self.dtype, name=c.name, micro=mb, launches=c.launches
+                    cls,
+                    c.work,
+                    dtype=c.dtype or self.dtype,
+                    name=c.name,
+                    micro=mb,
+                    launches=c.launches,
+                    kernels=c.kernels,
                 )
                 yield simpy.AllOf(self.env, evs) if len(evs) > 1 else evs[0]
             elif seg.work:
@@ -900,6 +908,7 @@ class TrainingJob:
                     name=seg.name,
                     micro=mb,
                     launches=seg.launches,
+                    kernels=seg.kernels,
                 )
                 if seg.host_sync:
                     m.host_sync(cls)
