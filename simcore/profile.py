@@ -13,7 +13,8 @@ import difflib
 import itertools
 import json
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -559,12 +560,40 @@ def load_profile(name: str | Path, overrides: Iterable[str] = ()) -> Profile:
     raw, texts = _load_raw(path, ())
     overrides = list(overrides)
     raw = apply_overrides(raw, overrides)
-    profile = build(Profile, raw, file=str(path), path="")
-    _check_consistency(profile, str(path))
+    with blaming_overrides(overrides):
+        profile = build(Profile, raw, file=str(path), path="")
+        _check_consistency(profile, str(path))
     source_text = "\n".join(texts)
     if overrides:
         source_text += "\n# --set\n" + "\n".join(f"# {o}" for o in overrides)
     return _with_source(profile, str(path), source_text)
+
+
+@contextmanager
+def blaming_overrides(overrides: list[str]) -> Iterator[None]:
+    """Re-raise a ConfigError about a field a ``--set`` option wrote as that option's error."""
+    try:
+        yield
+    except ConfigError as err:
+        raise blame_override(err, overrides) from None
+
+
+def blame_override(err: ConfigError, overrides: list[str]) -> ConfigError:
+    """Name the ``--set`` option that put a rejected value there, not only the file it was set over."""
+    if not err.path:
+        return err
+    for option in reversed(overrides):  # the last one wins, as in apply_overrides
+        key = ".".join(parse_set_option(option)[0])
+        if err.path == key or err.path.startswith(key + "."):
+            return ConfigError(
+                err.message,
+                file=f"--set {option} (over {err.file})",
+                path=err.path,
+                value=err.value,
+                expected=err.expected,
+                hint=err.hint,
+            )
+    return err
 
 
 def profile_from_mapping(data: Mapping[str, Any], file: str = "<mapping>") -> Profile:

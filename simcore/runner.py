@@ -27,7 +27,7 @@ from simcore.contention import FabricDriver
 from simcore.engine import Machine
 from simcore.errors import ConfigError
 from simcore.power_model import PowerController, PowerResult
-from simcore.profile import Profile, load_profile, profile_summary
+from simcore.profile import Profile, blaming_overrides, load_profile, profile_summary
 from simcore.reliability import DAY_S, JobPlan, replay_job
 from simcore.report import BreakdownAccumulator
 from simcore.trace import TraceWriter
@@ -97,7 +97,12 @@ def split_sets(sets: list[str]) -> tuple[list[str], list[str]]:
 
 
 def build_training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str]) -> tuple[Any, int]:
-    """The training spec and how many racks the run uses."""
+    """The training spec and how many racks the run uses (an error in a field ``--set`` wrote names it)."""
+    with blaming_overrides(workload_sets):
+        return _training_spec(opts, profile, workload_sets)
+
+
+def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str]) -> tuple[Any, int]:
     from simcore.profile import apply_overrides
     from workloads.model import load_preset
     from workloads.spec import auto_training_spec, load_training_spec, load_workload, spec_mapping
@@ -146,7 +151,8 @@ def build_inference_spec(opts: RunOptions, profile: Profile, workload_sets: list
     from workloads.spec import load_workload
 
     raw, label, text = load_workload(opts.workload or DEFAULT_MODEL, workload_sets)
-    spec = load_inference_spec(raw, file=label, source_text=text)
+    with blaming_overrides(workload_sets):
+        spec = load_inference_spec(raw, file=label, source_text=text)
     racks = opts.racks or max(1, -(-spec.gpus // profile.gpus_per_rack))
     if opts.racks is None and racks > profile.cluster.racks:
         racks = profile.cluster.racks

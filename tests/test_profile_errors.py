@@ -375,3 +375,24 @@ def test_in_memory_mapping_errors_name_the_source():
     with pytest.raises(ConfigError) as info:
         profile_from_mapping(data, file="<sweep point 3>")
     assert_names(str(info.value), "<sweep point 3>", "scale_up.bandwidth", "wrong unit")
+
+
+@pytest.mark.parametrize(
+    ("option", "path", "says"),
+    [
+        ("calibration.host_kernel_time=0", "calibration.host_kernel_time", "a unit is required"),
+        ("accelerator.idle_power=2000 W", "accelerator.idle_power", "below the TDP"),  # a cross-field rule
+        ("cooling=3", "cooling", "mapping"),
+    ],
+)
+def test_a_rejected_set_value_names_the_option_not_only_the_file(option, path, says):
+    message = load_error(PROFILES_DIR / "gen1.yaml", (option,))
+    assert message.startswith(f"--set {option} (over ")
+    assert_names(message, "gen1.yaml", path, says)
+
+
+def test_a_files_own_mistake_names_the_file_whatever_else_set_changed(tmp_path):
+    (tmp_path / "hot.yaml").write_text("extends: gen1.yaml\nname: hot\ncooling:\n  inlet_temp: 45\n")
+    message = load_error(tmp_path / "hot.yaml", ("name=x", "scale_up.bandwidth=900 GB/s"))
+    assert "--set" not in message
+    assert_names(message, "hot.yaml", "cooling.inlet_temp", "a unit is required")

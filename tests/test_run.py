@@ -149,10 +149,13 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     [
         (["--profile", "nope.yaml"], "profile not found"),
         (["--profile", "gen2.yaml", "--workload", "llama9-1t"], "workload not found"),
-        (["--profile", "gen2.yaml", "--set", 'scale_up.bandwidth="900 GB"'], "scale_up.bandwidth"),
+        (
+            ["--profile", "gen2.yaml", "--set", 'scale_up.bandwidth="900 GB"'],
+            '--set scale_up.bandwidth="900 GB" (over ',
+        ),
         (
             ["--profile", "gen2.yaml", "--set", "parallelism.tp=3", "--workload", "llama3-8b"],
-            "parallelism.tp",
+            "--set parallelism.tp=3 (over preset:llama3-8b): parallelism.tp",
         ),
     ],
 )
@@ -194,3 +197,26 @@ def test_run_sim_without_its_dependencies_says_to_install(tmp_path):
     assert out.returncode == 2
     assert "not installed: simpy" in out.stderr and "pip install -e ." in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_set_reaches_into_a_model_named_by_preset(tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "kind: training\nmodel: llama3-8b\nparallelism: {tp: 1, pp: 1, dp: 8}\n"
+        "batch: {global_seqs: 8, micro: 1}\nsteps: 1\n"
+    )
+
+    def step(*sets: str) -> float:
+        opts = RunOptions(
+            profile="gen2.yaml",
+            workload=str(spec),
+            sets=list(sets),
+            write_trace=False,
+            out=str(tmp_path / "o"),
+        )
+        return run(opts).summary["step_time_s"]
+
+    # model.layers on a preset name: the preset with that one key changed (half the layers, ~half the step).
+    assert step("model.layers=16") == pytest.approx(step() / 2, rel=0.1)
+    with pytest.raises(ConfigError, match=r"--set model\.layers=0 \(over .*job\.yaml\): model\.layers"):
+        step("model.layers=0")

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from simcore.errors import ConfigError
-from simcore.profile import apply_overrides, read_yaml
+from simcore.profile import apply_overrides, parse_set_option, read_yaml
 from simcore.schema import build, choice, flag, int_list, number, quantity, section, text
 from workloads.model import ModelSpec, list_presets, model_to_mapping, resolve_model_section
 
@@ -345,7 +345,11 @@ def load_workload(name: str, overrides: Iterable[str] = ()) -> tuple[dict[str, A
                 value=type(raw).__name__,
                 expected="kind:, model:, parallelism:, batch: ...",
             )
-        return apply_overrides(dict(raw), overrides), str(path), path.read_text()
+        return (
+            apply_overrides(_preset_as_section(dict(raw), overrides), overrides),
+            str(path),
+            path.read_text(),
+        )
     presets = list_presets()
     if name not in presets:
         close = difflib.get_close_matches(name, presets, n=3)
@@ -356,6 +360,18 @@ def load_workload(name: str, overrides: Iterable[str] = ()) -> tuple[dict[str, A
             hint=f"did you mean {', '.join(close)}?" if close else f"presets: {', '.join(presets)}",
         )
     return {"preset": name}, f"preset:{name}", ""
+
+
+def _preset_as_section(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """``model: NAME`` becomes ``model: {preset: NAME}`` when a ``--set model.KEY=...`` reaches into it, so
+    ``--set model.layers=4`` works on a spec that names its model by preset (docs/models.md)."""
+    if isinstance(raw.get("model"), str):
+        for option in overrides:
+            keys = parse_set_option(option)[0]
+            if keys[0] == "model" and len(keys) > 1:
+                raw["model"] = {"preset": raw["model"]}
+                break
+    return raw
 
 
 def auto_training_spec(
