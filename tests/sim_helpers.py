@@ -10,6 +10,7 @@ from simcore.cluster import Cluster
 from simcore.collectives import CollectiveModel
 from simcore.engine import Machine
 from simcore.profile import load_profile
+from workloads.spec import TrainingSpec, load_training_spec
 from workloads.training import TrainingJob
 
 # 16 identical compute-bound layers and a tiny vocabulary: stage times are proportional to their layers,
@@ -39,3 +40,28 @@ def simulate(
     job.start()
     machine.run()
     return job, machine, job.step_times.ends[0]
+
+
+def qwen3_moe_spec(
+    micro: int = 1,
+    *,
+    capacity: float | None = None,
+    layers: int = 4,
+    graphs: bool = False,
+    micro_batches: int = 4,
+) -> TrainingSpec:
+    """Qwen3-30B-A3B (128 experts of width 768, top-8) on one 8-GPU server, EP 8, FP8: the fine-grained
+    MoE whose small kernels make host launches and per-kernel GPU overhead matter."""
+    moe = {"capacity_factor": capacity} if capacity is not None else {}
+    return load_training_spec(
+        {
+            "kind": "training",
+            "model": {"preset": "qwen3-30b-a3b", "layers": layers, "moe": moe},
+            "parallelism": {"tp": 1, "pp": 1, "dp": 8, "ep": 8, "recompute": "none"},
+            "batch": {"global_seqs": 8 * micro * micro_batches, "micro": micro},
+            "precision": "fp8",
+            "steps": 1,
+            "kernels": {"cuda_graphs": graphs},
+        },
+        file="moe.yaml",
+    )

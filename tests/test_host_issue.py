@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import simpy
-from sim_helpers import simulate
+from sim_helpers import qwen3_moe_spec, simulate
 
 from simcore.activity import KIND_RECV
 from simcore.cluster import Cluster
@@ -89,19 +89,7 @@ def test_a_host_sync_stops_the_host_running_ahead():
 def _moe_spec(
     micro: int = 1, capacity: float | None = None, layers: int = 4, graphs: bool = False
 ) -> TrainingSpec:
-    moe = {"capacity_factor": capacity} if capacity is not None else {}
-    return load_training_spec(
-        {
-            "kind": "training",
-            "model": {"preset": "qwen3-30b-a3b", "layers": layers, "moe": moe},
-            "parallelism": {"tp": 1, "pp": 1, "dp": 8, "ep": 8, "recompute": "none"},
-            "batch": {"global_seqs": 8 * micro * 4, "micro": micro},
-            "precision": "fp8",
-            "steps": 1,
-            "kernels": {"cuda_graphs": graphs},
-        },
-        file="moe.yaml",
-    )
+    return qwen3_moe_spec(micro, capacity=capacity, layers=layers, graphs=graphs)
 
 
 def test_dropless_moe_syncs_once_per_layer_forward_and_token_drop_never():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import simpy
-from sim_helpers import simulate
+from sim_helpers import qwen3_moe_spec, simulate
 
 from simcore.cluster import Cluster
 from simcore.engine import Machine
@@ -64,18 +64,7 @@ def test_kernels_beyond_one_per_op_pay_the_overhead_in_closed_form(overhead_us):
 
 
 def _moe(graphs: bool = False, micro: int = 1) -> TrainingSpec:
-    return load_training_spec(
-        {
-            "kind": "training",
-            "model": {"preset": "qwen3-30b-a3b", "layers": 4},
-            "parallelism": {"tp": 1, "pp": 1, "dp": 8, "ep": 8, "recompute": "none"},
-            "batch": {"global_seqs": 8 * micro * 2, "micro": micro},
-            "precision": "fp8",
-            "steps": 1,
-            "kernels": {"cuda_graphs": graphs},
-        },
-        file="moe.yaml",
-    )
+    return qwen3_moe_spec(micro, graphs=graphs, micro_batches=2)
 
 
 def _dense() -> TrainingSpec:

@@ -889,27 +889,10 @@ class TrainingJob:
         for seg in program:
             if isinstance(seg, Overlapped):
                 evs = [self._issue(cls, c, mb) for c in seg.comms]
-                c = seg.compute
-                yield m.compute_fused(
-                    cls,
-                    c.work,
-                    dtype=c.dtype or self.dtype,
-                    name=c.name,
-                    micro=mb,
-                    launches=c.launches,
-                    kernels=c.kernels,
-                )
+                yield self._compute(cls, seg.compute, mb)
                 yield simpy.AllOf(self.env, evs) if len(evs) > 1 else evs[0]
             elif seg.work:
-                yield m.compute_fused(
-                    cls,
-                    seg.work,
-                    dtype=seg.dtype or self.dtype,
-                    name=seg.name,
-                    micro=mb,
-                    launches=seg.launches,
-                    kernels=seg.kernels,
-                )
+                yield self._compute(cls, seg, mb)
                 if seg.host_sync:
                     m.host_sync(cls)
             else:
@@ -920,6 +903,17 @@ class TrainingJob:
                     yield ev
         if pending:
             yield simpy.AllOf(self.env, pending) if len(pending) > 1 else pending[0]
+
+    def _compute(self, cls: int, seg: Segment, mb: int) -> simpy.Event:
+        return self.m.compute_fused(
+            cls,
+            seg.work,
+            dtype=seg.dtype or self.dtype,
+            name=seg.name,
+            micro=mb,
+            launches=seg.launches,
+            kernels=seg.kernels,
+        )
 
     def _issue(self, cls: int, seg: Segment, mb: int) -> simpy.Event:
         if not (self.spec.kernels.cuda_graphs and seg.group in ("tp", "cp")):  # else inside the graph
