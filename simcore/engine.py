@@ -239,24 +239,28 @@ class Machine:
         work = ((flops, nbytes, min_dim, KIND_IDS.get(kind, 0)),)
         return self.compute_fused(rank_class, work, dtype=dtype, name=name, stream=stream, micro=micro)
 
-    def _fused_cost(self, work: tuple, dtype: str, clock: float, name: str) -> tuple[Any, ...]:
-        """(work, clock, dtype, name, time s, template id) of a fused compute op: the memo entry.
+    def _fused_cost(self, work: tuple, dtype: str, clock: float, name: str, extra: int) -> tuple[Any, ...]:
+        """(work, clock, dtype, name, time s, template id, extra kernels) of a fused compute op: the memo entry.
 
-        Entries are kept per (work, dtype, clock, name), so classes that alternate between clocks (a
+        ``extra`` kernels beyond one per op add ``kernel_overhead`` each, time in which the tensor cores and
+        HBM idle: the row's utilisations are diluted to match, so energy counts only the roofline's work.
+        Entries are kept per (work, dtype, clock, name, extra), so classes that alternate between clocks (a
         throttled job) pay one dictionary lookup, not a new cost evaluation, when the fast memo misses.
         """
-        key = (work, dtype, clock, name)
+        key = (work, dtype, clock, name, extra)
         entry = self._fused_entries.get(key)
         if entry is None:
             if len(self._fused_entries) > _COST_MEMO_MAX:
                 self._fused_entries.clear()
             timing = self.compute_model.time_fused(work, dtype, clock)
+            time_s = timing.time_s + extra * self.kernel_overhead_s
+            busy = timing.time_s / time_s if time_s > 0 else 0.0
             template = (
                 KIND_COMPUTE, 0, 0, self.recorder.name_id(name), sum(w[0] for w in work),
-                sum(w[1] for w in work), timing.u_tensor, timing.u_hbm, 0.0, 0.0,
+                sum(w[1] for w in work), timing.u_tensor * busy, timing.u_hbm * busy, 0.0, 0.0,
             )  # fmt: skip
             tid = self.recorder.keep_template(template)
-            entry = self._fused_entries[key] = (work, clock, dtype, name, timing.time_s, tid)
+            entry = self._fused_entries[key] = (work, clock, dtype, name, time_s, tid, extra)
         return entry
 
     def compute_fused(
@@ -277,7 +281,7 @@ class Machine:
         cannot start, nor the last end, before its issue, so a host behind the GPU leaves it waiting
         (host-bound execution). ``kernels`` is how many kernels the GPU runs for it (as many as launches,
         unless a CUDA graph replays them in one); the roofline charges ``accelerator.kernel_overhead`` once
-        per op, the kernels beyond one per op pay it here.
+        per op, the kernels beyond one per op pay it here (idle tensor cores and HBM in the row's utilisation).
 
         The engine's hottest path: costs are memoised per (work, dtype, clock, name), rows are appended to
         the recorder as (varying part, template id) and stream state lives in plain lists, which keeps the
@@ -287,19 +291,25 @@ class Machine:
         # this very tuple, which keeps it alive so its id stays unique), holding the cost at the latest
         # (dtype, clock, name) it ran with.
         clock = self.clock[rank_class]
+        extra = kernels - len(work) if kernels > len(work) else 0
         memo = self._cost_memo.get(id(work))
         if memo is not None:
-            m_work, m_clock, m_dtype, m_name, duration, tid = memo
-        if memo is None or m_work is not work or m_clock != clock or m_dtype != dtype or m_name != name:
+            m_work, m_clock, m_dtype, m_name, duration, tid, m_extra = memo
+        if (
+            memo is None
+            or m_work is not work
+            or m_clock != clock
+            or m_dtype != dtype
+            or m_name != name
+            or m_extra != extra
+        ):
             if len(self._cost_memo) > _COST_MEMO_MAX:  # a caller building fresh tuples every call
                 self._cost_memo.clear()
-            memo = self._fused_cost(work, dtype, clock, name)
+            memo = self._fused_cost(work, dtype, clock, name, extra)
             if memo[0] is not work:  # an equal tuple came first: hold this one, or the next call misses
                 memo = (work, *memo[1:])
             self._cost_memo[id(work)] = memo
             duration, tid = memo[4], memo[5]
-        if kernels > len(work):
-            duration += (kernels - len(work)) * self.kernel_overhead_s
         if stream == "compute":
             sid = 0
         else:
@@ -320,6 +330,7 @@ class Machine:
             self._host[rank_class] = issued
             # The first kernel starts once issued, the last (an average one) ends after its issue: when either
             # bound is later, the GPU waits for launches; the row keeps the busy time, the wait before it.
+            # ``duration`` includes every kernel's overhead: a graph's kernels share its one launch.
             late = host + self.host_kernel_s + duration
             tail = issued + duration / launches
             if tail > late:

@@ -545,6 +545,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             if not isinstance(nxt, dict):
                 raise ConfigError(
                     "--set goes through a field that is not a section",
+                    file=_set_label(option),
                     path=".".join(keys[: i + 1]),
                     value=nxt,
                     expected="a mapping",
@@ -578,16 +579,24 @@ def blaming_overrides(overrides: list[str]) -> Iterator[None]:
         raise blame_override(err, overrides) from None
 
 
+def _set_label(option: str) -> str:
+    """``--set KEY=VALUE`` as one line of an error message."""
+    return "--set " + option.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def blame_override(err: ConfigError, overrides: list[str]) -> ConfigError:
-    """Name the ``--set`` option that put a rejected value there, not only the file it was set over."""
-    if not err.path:
+    """Name the ``--set`` option that put a rejected value there, not only the file it was set over: the
+    error's field is the option's key, inside it (``a.b.c``, a list element ``a.b[1]``) or a section the
+    option reached into (``--set a.b.c=1`` where ``a.b`` is rejected)."""
+    if not err.path or (err.file or "").startswith("--set "):
         return err
     for option in reversed(overrides):  # the last one wins, as in apply_overrides
         key = ".".join(parse_set_option(option)[0])
-        if err.path == key or err.path.startswith(key + "."):
+        if err.path == key or err.path.startswith((key + ".", key + "[")) or key.startswith(err.path + "."):
+            over = f" (over {err.file})" if err.file else ""
             return ConfigError(
                 err.message,
-                file=f"--set {option} (over {err.file})",
+                file=f"{_set_label(option)}{over}",
                 path=err.path,
                 value=err.value,
                 expected=err.expected,

@@ -103,9 +103,14 @@ def build_training_spec(opts: RunOptions, profile: Profile, workload_sets: list[
 
 
 def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str]) -> tuple[Any, int]:
-    from simcore.profile import apply_overrides
     from workloads.model import load_preset
-    from workloads.spec import auto_training_spec, load_training_spec, load_workload, spec_mapping
+    from workloads.spec import (
+        apply_workload_overrides,
+        auto_training_spec,
+        load_training_spec,
+        load_workload,
+        spec_mapping,
+    )
 
     name = opts.workload or DEFAULT_MODEL
     raw, label, text = load_workload(name, workload_sets)
@@ -122,7 +127,7 @@ def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str])
         )
         if not workload_sets:
             return auto, racks
-        raw = apply_overrides(spec_mapping(auto), workload_sets)
+        raw = apply_workload_overrides(spec_mapping(auto), workload_sets)
         spec = load_training_spec(raw, file=label, source_text=text)
         return spec, max(racks, -(-spec.gpus // profile.gpus_per_rack))
     spec = load_training_spec(raw, file=label, source_text=text)

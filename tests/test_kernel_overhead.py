@@ -23,20 +23,21 @@ class _NoComm:
         raise AssertionError("no collective expected")
 
 
-def _machine(overhead_us: float) -> Machine:
+def _machine(overhead_us: float, host_us: float = 0.0) -> Machine:
     prof = load_profile(
-        "gen2.yaml", [f"accelerator.kernel_overhead={overhead_us} us", "calibration.host_kernel_time=0 us"]
+        "gen2.yaml",
+        [f"accelerator.kernel_overhead={overhead_us} us", f"calibration.host_kernel_time={host_us} us"],
     )
     m = Machine(simpy.Environment(), prof, Cluster(prof, racks=1), _NoComm())
     m.add_class("a", np.arange(4))
     return m
 
 
-def _segment_time(m: Machine, work: tuple, kernels: int) -> float:
+def _segment_time(m: Machine, work: tuple, kernels: int, launches: int = 0) -> float:
     ends: list[float] = []
 
     def proc():
-        yield m.compute_fused(0, work, dtype="bf16", name="seg", kernels=kernels)
+        yield m.compute_fused(0, work, dtype="bf16", name="seg", kernels=kernels, launches=launches)
         ends.append(m.env.now)
 
     m.env.process(proc())
@@ -61,6 +62,71 @@ def test_kernels_beyond_one_per_op_pay_the_overhead_in_closed_form(overhead_us):
     assert _segment_time(_machine(overhead_us), (GEMM, NORM), 17) == pytest.approx(
         bare + 17 * over, rel=1e-12, abs=1e-15
     )
+
+
+def test_the_overhead_is_gpu_time_before_the_host_bounds():
+    """The extra kernels lengthen the GPU time the host-bound bounds are taken over (closed form)."""
+    over, host = 4e-6, 20e-6
+    bare = _segment_time(_machine(0.0), (GEMM, NORM), kernels=0)
+    gpu = bare + 17 * over
+    # GPU-bound: the first kernel waits for its launch, then the GPU time, overhead included.
+    assert _segment_time(_machine(4.0, 20.0), (GEMM, NORM), 17, launches=17) == pytest.approx(host + gpu)
+    # Host-bound (a tiny op, 17 launches): the last kernel ends its share of the GPU time after its issue.
+    tiny = ((0.0, 1e3, 0.0, KIND_IDS["elementwise"]),)
+    small = _segment_time(_machine(4.0), tiny, 0) + 16 * over  # the roofline's own overhead, then 16 more
+    assert _segment_time(_machine(4.0, 20.0), tiny, 17, launches=17) == pytest.approx(17 * host + small / 17)
+
+
+def test_overhead_time_idles_the_tensor_cores_and_hbm():
+    """Energy: the rows keep the roofline's busy tensor and HBM time; the overhead is idle time."""
+
+    def busy(kernels: int) -> tuple[float, float, float]:
+        m = _machine(4.0)
+        _segment_time(m, (GEMM, NORM), kernels)
+        t = m.recorder.table()
+        dt = t["t_end"] - t["t_start"]
+        return float(dt.sum()), float((t["u_tensor"] * dt).sum()), float((t["u_hbm"] * dt).sum())
+
+    (d0, tensor0, hbm0), (d1, tensor1, hbm1) = busy(0), busy(17)
+    assert d1 == pytest.approx(d0 + 15 * 4e-6, rel=1e-9)
+    assert (tensor1, hbm1) == pytest.approx((tensor0, hbm0), rel=1e-6)
+
+
+def test_every_training_compute_carries_its_kernels(monkeypatch):
+    """Every compute a training job issues (layers, recompute, the ring-CP core beside its K/V exchange,
+    embedding and LM head) tells the engine its kernels: as many as its launches when not graphed."""
+    calls: list[tuple[str, int, int, int]] = []
+    original = Machine.compute_fused
+
+    def recording(self, rank_class, work, **kw):
+        calls.append((kw["name"], len(work), kw.get("launches", 0), kw.get("kernels", 0)))
+        return original(self, rank_class, work, **kw)
+
+    monkeypatch.setattr(Machine, "compute_fused", recording)
+    spec = load_training_spec(
+        {
+            "kind": "training",
+            "model": {"preset": "llama3-8b", "layers": 4, "seq_len": 8192},
+            "parallelism": {"tp": 1, "pp": 2, "cp": 2, "dp": 1, "cp_comm": "p2p", "recompute": "selective"},
+            "batch": {"global_seqs": 2, "micro": 1},
+            "steps": 1,
+        },
+        file="cp.yaml",
+    )
+    job = simulate(spec, "h100-dgx.yaml")[0]
+    names = {c[0] for c in calls}
+    assert {"fwd:attn_core", "bwd:attn_core"} <= names  # the ring-CP core, its own (Overlapped) segment
+    edges = [
+        s
+        for which in ("embedding", "output")
+        for phase in ("fwd", "bwd")
+        for s in job._edge_program(which, phase)
+        if getattr(s, "work", ())
+    ]
+    assert edges and all(s.kernels == s.launches >= len(s.work) for s in edges)
+    for name, ops, launches, kernels in calls:
+        if name != "optimizer":
+            assert kernels == launches >= ops > 0, name
 
 
 def _moe(graphs: bool = False, micro: int = 1) -> TrainingSpec:

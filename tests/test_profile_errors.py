@@ -396,3 +396,22 @@ def test_a_files_own_mistake_names_the_file_whatever_else_set_changed(tmp_path):
     message = load_error(tmp_path / "hot.yaml", ("name=x", "scale_up.bandwidth=900 GB/s"))
     assert "--set" not in message
     assert_names(message, "hot.yaml", "cooling.inlet_temp", "a unit is required")
+
+
+@pytest.mark.parametrize(
+    ("option", "path"),
+    [
+        ("rack.psu_efficiency=[[0.5, 0.9], [1.0, x]]", "rack.psu_efficiency[1]"),  # a list element
+        ("accelerator.kernel_overhead.x=1", "accelerator.kernel_overhead"),  # reaching into a value
+        ("name.first=x", "name"),  # through a field that is not a section (apply_overrides itself)
+    ],
+)
+def test_set_errors_name_the_option_inside_lists_values_and_sections(option, path):
+    message = load_error(PROFILES_DIR / "gen1.yaml", (option,))
+    assert message.startswith(f"--set {option}") and path in message
+    assert "over None" not in message
+
+
+def test_a_set_option_with_a_newline_stays_one_line():
+    message = load_error(PROFILES_DIR / "gen1.yaml", ("cooling.inlet_temp=45\n",))
+    assert message.startswith("--set cooling.inlet_temp=45\\n (over ")

@@ -220,3 +220,24 @@ def test_set_reaches_into_a_model_named_by_preset(tmp_path):
     assert step("model.layers=16") == pytest.approx(step() / 2, rel=0.1)
     with pytest.raises(ConfigError, match=r"--set model\.layers=0 \(over .*job\.yaml\): model\.layers"):
         step("model.layers=0")
+
+
+def test_set_model_then_a_model_key_and_serving_errors_name_the_option(tmp_path):
+    spec = tmp_path / "serve.yaml"
+    spec.write_text("kind: inference\nmodel: llama3-8b\nrequests: {count: 4}\n")
+
+    def serve(*sets: str) -> dict:
+        opts = RunOptions(
+            profile="h100-dgx.yaml",
+            workload=str(spec),
+            sets=list(sets),
+            write_trace=False,
+            out=str(tmp_path / "o"),
+        )
+        return run(opts).summary
+
+    with pytest.raises(ConfigError, match=r"^--set scheduler\.max_num_seqs=0 \(over .*serve\.yaml\)"):
+        serve("scheduler.max_num_seqs=0")
+    with pytest.raises(ConfigError, match=r"^--set model\.layers=0 \(over .*serve\.yaml\): model\.layers"):
+        serve("model=llama3-70b", "model.layers=0")  # a preset set by --set is reachable too
+    assert serve("model=llama3-70b", "model.layers=8", "parallelism.tp=8")["requests_per_s"] > 0

@@ -229,8 +229,10 @@ class _Reader:
 
     def get_int(self, key: str, *, minimum: int = 1, default: int | None = None) -> int:
         value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, "must be an integer", value=value, expected=f"an integer >= {minimum}")
+        if value < minimum:
+            raise self.error(key, "out of range", value=value, expected=f"an integer >= {minimum}")
         return value
 
     def optional_int(self, key: str) -> int | None:

@@ -345,11 +345,7 @@ def load_workload(name: str, overrides: Iterable[str] = ()) -> tuple[dict[str, A
                 value=type(raw).__name__,
                 expected="kind:, model:, parallelism:, batch: ...",
             )
-        return (
-            apply_overrides(_preset_as_section(dict(raw), overrides), overrides),
-            str(path),
-            path.read_text(),
-        )
+        return apply_workload_overrides(dict(raw), overrides), str(path), path.read_text()
     presets = list_presets()
     if name not in presets:
         close = difflib.get_close_matches(name, presets, n=3)
@@ -362,15 +358,15 @@ def load_workload(name: str, overrides: Iterable[str] = ()) -> tuple[dict[str, A
     return {"preset": name}, f"preset:{name}", ""
 
 
-def _preset_as_section(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """``model: NAME`` becomes ``model: {preset: NAME}`` when a ``--set model.KEY=...`` reaches into it, so
+def apply_workload_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """``--set`` options on a workload spec, in order. ``model: NAME`` becomes ``model: {preset: NAME}``
+    when a ``--set model.KEY=...`` reaches into it (also after a ``--set model=NAME``), so
     ``--set model.layers=4`` works on a spec that names its model by preset (docs/models.md)."""
-    if isinstance(raw.get("model"), str):
-        for option in overrides:
-            keys = parse_set_option(option)[0]
-            if keys[0] == "model" and len(keys) > 1:
-                raw["model"] = {"preset": raw["model"]}
-                break
+    for option in overrides:
+        keys = parse_set_option(option)[0]
+        if keys[0] == "model" and len(keys) > 1 and isinstance(raw.get("model"), str):
+            raw = {**raw, "model": {"preset": raw["model"]}}
+        raw = apply_overrides(raw, [option])
     return raw
 
 
