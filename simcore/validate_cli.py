@@ -1,12 +1,13 @@
-"""``racksim validate``: run the published training runs racksim can express and print the error table.
+"""``racksim validate``: run the published runs racksim can express and print the error table.
 
-    python run_sim.py validate [--table PATH] [--rows PATTERN] [--json PATH] [--jobs N] [--set KEY=VALUE]
+    python run_sim.py validate [--serving] [--table PATH] [--rows PATTERN] [--json PATH] [--jobs N] [--set KEY=VALUE]
 
 Each row of the table (``training_runs.yaml`` format; default: the packaged copy of
-``shared/reference/training_runs.yaml``) is mapped to a profile and a workload spec by
-``workloads.validation``, simulated for one step, and its prediction converted to the metric the source
-printed. Rows it cannot express are listed with the reason. The logic lives in ``workloads.validation``;
-this module is only the command line.
+``shared/reference/training_runs.yaml``; with ``--serving`` the ``inference_runs.yaml`` copy) is mapped to a
+profile and a workload spec by ``workloads.validation`` (``workloads.serving_validation`` for inference
+rows), simulated (one training step, or a serving run's request stream), and its prediction converted to the
+metric the source printed. Rows it cannot express are listed with the reason. The logic lives in
+``workloads``; this module is only the command line.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``validate`` on the CLI's subparsers."""
     p = subparsers.add_parser(
         "validate",
-        help="simulate the published training runs and print predicted vs measured",
+        help="simulate the published training (or, --serving, inference) runs and print predicted vs measured",
         description="Run every row of a training-runs table that racksim can express (model, hardware, "
         "parallelism, batch, precision) and print predicted vs measured, the error per row, the mean "
         "absolute percentage error and the worst row. Rows that cannot be expressed are listed with the reason.",
@@ -29,7 +30,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--table",
         type=Path,
         default=None,
-        help="a table in the training_runs.yaml format (default: the packaged shared/reference copy)",
+        help="a table in the training_runs.yaml or inference_runs.yaml format (default: the packaged "
+        "shared/reference copy of training_runs.yaml, or with --serving of inference_runs.yaml)",
+    )
+    p.add_argument(
+        "--serving",
+        action="store_true",
+        help="validate serving: the packaged inference_runs.yaml (TensorRT-LLM offline throughput rows)",
     )
     p.add_argument(
         "--rows",
@@ -86,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise RacksimError(f"--jobs: got {args.jobs}; expected at least 1")
     patterns = [p.strip() for arg in args.rows for p in arg.split(",") if p.strip()]
-    table, label = load_table(args.table)
+    table, label = load_table(args.table, serving=args.serving)
 
     def progress(res: RowResult) -> None:
         if args.quiet:

@@ -408,7 +408,7 @@ class RowPlan:
     spec: dict[str, Any]
     metric: str
     measured: float
-    convert: str  # tokens | step | tflops | minutes
+    convert: str  # tokens | step | tflops | minutes | serving_tokens (a serving run's output tokens/s)
     scale: float = 1.0  # FLOP per iteration (tflops) or steps to target (minutes)
     assumptions: tuple[str, ...] = ()
 
@@ -768,12 +768,21 @@ def predicted_metric(plan: RowPlan, summary: Mapping[str, Any]) -> float:
         return plan.scale / step / float(summary["gpus"]) / 1e12
     if plan.convert == "minutes":
         return plan.scale * step / 60.0
+    if plan.convert == "serving_tokens":
+        return float(summary["tokens_per_s"])
     raise ValueError(plan.convert)
 
 
+def plan_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
+    """A training row (``map_row``) or an inference row (``workloads.serving_validation``)."""
+    from workloads.serving_validation import is_serving_row, map_serving_row
+
+    return map_serving_row(row, table) if is_serving_row(row) else map_row(row, table)
+
+
 def run_plan(plan: RowPlan, extra_sets: Iterable[str] = ()) -> RowResult:
-    """Simulate one mapped row (one step, no trace) and compare; ``extra_sets`` are profile overrides
-    applied to every row (what-if calibration studies)."""
+    """Simulate one mapped row (one training step, or a serving run's whole request stream; no trace) and
+    compare; ``extra_sets`` are profile overrides applied to every row (what-if calibration studies)."""
     from simcore.runner import RunOptions, run
 
     t0 = time.perf_counter()
@@ -788,7 +797,7 @@ def run_plan(plan: RowPlan, extra_sets: Iterable[str] = ()) -> RowResult:
                     profile=plan.profile,
                     workload=str(path),
                     racks=plan.racks,
-                    steps=1,
+                    steps=None if plan.convert == "serving_tokens" else 1,
                     sets=[*plan.profile_sets, *extra_sets],
                     write_trace=False,
                 )
@@ -810,15 +819,23 @@ def run_plan(plan: RowPlan, extra_sets: Iterable[str] = ()) -> RowResult:
 
 
 # ------------------------------------------------------------------------------------------- tables
-def load_table(path: str | Path | None = None) -> tuple[dict[str, Any], str]:
-    """The reference table (default: the packaged copy of shared/reference/training_runs.yaml) and its name."""
+def load_table(path: str | Path | None = None, *, serving: bool = False) -> tuple[dict[str, Any], str]:
+    """The reference table and its name (default: the packaged copy of shared/reference/training_runs.yaml,
+    or with ``serving`` of inference_runs.yaml)."""
     if path is None:
-        text = (resources.files("workloads") / DEFAULT_TABLE).read_text(encoding="utf-8")
-        label = f"workloads/{DEFAULT_TABLE}"
+        from workloads.serving_validation import DEFAULT_SERVING_TABLE
+
+        default = DEFAULT_SERVING_TABLE if serving else DEFAULT_TABLE
+        text = (resources.files("workloads") / default).read_text(encoding="utf-8")
+        label = f"workloads/{default}"
     else:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError("table not found", file=str(path), expected="a training_runs.yaml-style file")
+            raise ConfigError(
+                "table not found",
+                file=str(path),
+                expected="a training_runs.yaml- or inference_runs.yaml-style file",
+            )
         text, label = p.read_text(encoding="utf-8"), str(path)
     try:
         data = yaml.safe_load(text)
@@ -901,7 +918,7 @@ def validate(
     for row in select_rows(table, patterns):
         rid, group = str(row.get("id", "?")), str(row.get("group", ""))
         try:
-            slots.append(map_row(row, table))
+            slots.append(plan_row(row, table))
         except NotRunnable as exc:
             slots.append(RowResult(rid, group, False, reason=str(exc)))
         except RacksimError as exc:
@@ -934,7 +951,7 @@ def row_spec_text(plan: RowPlan, workload_path: str) -> str:
         f"# measured: {plan.measured:g} {plan.metric}",
         *(f"# assumption: {a}" for a in plan.assumptions),
         f"# rerun: python run_sim.py --profile {shlex.quote(plan.profile)} --workload {shlex.quote(workload_path)}"
-        f" --racks {plan.racks} --steps 1{sets}",
+        f" --racks {plan.racks}{'' if plan.convert == 'serving_tokens' else ' --steps 1'}{sets}",
     ]
     return "\n".join(header) + "\n" + yaml.safe_dump(plan.spec, sort_keys=False)
 
@@ -948,7 +965,7 @@ def write_row_specs(table: Mapping[str, Any], patterns: Iterable[str], directory
     written = []
     for row in select_rows(table, patterns):
         try:
-            plan = map_row(row, table)
+            plan = plan_row(row, table)
         except (NotRunnable, RacksimError):
             continue
         path = out / (re.sub(r"[^A-Za-z0-9._-]+", "_", plan.id) + ".yaml")
