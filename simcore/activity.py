@@ -277,15 +277,18 @@ class ActivityRecorder:
         """The rows recorded since the last emitted block, from the ``first``-th on (for consumers that
         poll: pass how many they already took; converted rows are kept, so polling costs no extra work)."""
         self._convert_open()
-        out, start = [], 0
-        for part in self._converted:
-            end = start + len(part)
-            if end > first:
-                out.append(part[max(0, first - start) :])
-            start = end
+        # Walk back from the newest part: a poller asks for the last few parts, while a long open block
+        # (a slow serving run emits rarely) holds thousands of them.
+        out, end = [], self._converted_rows
+        for part in reversed(self._converted):
+            if end <= first:
+                break
+            start = end - len(part)
+            out.append(part[max(0, first - start) :])
+            end = start
         if not out:
             return np.zeros(0, dtype=EVENT_DTYPE)
-        return out[0] if len(out) == 1 else np.concatenate(out)
+        return out[0] if len(out) == 1 else np.concatenate(out[::-1])
 
     def flush(self) -> None:
         if self.open_buf:

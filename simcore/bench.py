@@ -117,7 +117,7 @@ class RunCase:
 
     profile: str
     workload: str | dict[str, Any]
-    steps: int = 1
+    steps: int | None = 1  # None: a serving run (its request stream, no steps)
     racks: int | None = None
     sets: tuple[str, ...] = ()
     fidelity: str = "representative"

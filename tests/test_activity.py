@@ -92,3 +92,17 @@ def test_polling_sees_each_open_row_once_and_the_block_is_unchanged() -> None:
     assert np.array_equal(table["flops"], np.arange(120.0))
     assert np.array_equal(table["name"], np.arange(120) % 7)
     assert b"".join(b.tobytes() for b in blocks) == table.tobytes()
+
+
+def test_polling_from_any_position_of_a_long_open_block() -> None:
+    """Many polls between emissions leave the open block in many converted parts; a poll from any row
+    (not only the last one taken) returns exactly the rows from there on."""
+    rec = ActivityRecorder(block_rows=10_000, keep=False)
+    for i in range(300):
+        rec.record_op(0, 0, 0, -1, float(i), i + 0.5, (0, 0, 0, 0, float(i), 0.0, 0.0, 0.0, 0.0, 0.0))
+        if i % 3 == 0:
+            rec.open_rows(i)  # converts what is new: one part per poll
+    assert len(rec._converted) > 90
+    for first in (0, 1, 2, 3, 150, 151, 298, 299, 300, 400):
+        rows = rec.open_rows(first)
+        assert np.array_equal(rows["flops"], np.arange(float(min(first, 300)), 300.0)), first
