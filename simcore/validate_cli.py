@@ -36,7 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--serving",
         action="store_true",
-        help="validate serving: the packaged inference_runs.yaml (TensorRT-LLM offline throughput rows)",
+        help="validate serving: the packaged inference_runs.yaml (TensorRT-LLM offline throughput rows); "
+        "with --table, only that table's inference rows",
     )
     p.add_argument(
         "--rows",
@@ -94,6 +95,13 @@ def run(args: argparse.Namespace) -> int:
         raise RacksimError(f"--jobs: got {args.jobs}; expected at least 1")
     patterns = [p.strip() for arg in args.rows for p in arg.split(",") if p.strip()]
     table, label = load_table(args.table, serving=args.serving)
+    if args.serving and args.table is not None:
+        from workloads.serving_validation import is_serving_row
+
+        table["runs"] = [r for r in table["runs"] if isinstance(r, dict) and is_serving_row(r)]
+        if not table["runs"]:
+            raise RacksimError(f"--serving: {label} has no inference rows (rows with a `scenario`)")
+        label += " (inference rows)"
 
     def progress(res: RowResult) -> None:
         if args.quiet:
@@ -113,6 +121,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_report_json(report, args.json)
     if args.specs is not None:
-        written = write_row_specs(table, patterns, args.specs)
+        written = write_row_specs(table, patterns, args.specs, args.sets)
         print(f"racksim: {len(written)} row workloads written to {args.specs}", file=sys.stderr)
     return 0

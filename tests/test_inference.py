@@ -101,13 +101,30 @@ def test_the_kv_cache_bounds_concurrency_and_a_request_too_long_is_one_line(tmp_
     s = _serve(tmp_path, requests={"count": 400, "input_tokens": 4000, "output_tokens": 64})
     assert 0 < s["kv_cache_peak_bytes"] <= s["kv_cache_capacity_bytes"]
     assert s["peak_hbm_bytes"] <= 0.9 * 80e9 * (1 + 1e-9)
-    with pytest.raises(CapacityError, match="KV cache"):
+    with pytest.raises(CapacityError, match="KV cache") as exc:
         _serve(
             tmp_path,
             model="llama3-70b",
             precision="bf16",
             requests={"count": 1, "input_tokens": 100, "output_tokens": 10},
         )
+    assert str(exc.value).endswith("try tp: 2 or precision: fp8 or kv_cache.precision: fp8")
+    # FP8 weights that still do not fit: the remedy is the narrower format the GPU runs, if any
+    one_request = {"count": 1, "input_tokens": 100, "output_tokens": 10}
+    kv8 = {"precision": "fp8"}
+    with pytest.raises(CapacityError) as exc:
+        _serve(tmp_path, model="llama3-405b", parallelism={"tp": 4}, kv_cache=kv8, requests=one_request)
+    assert str(exc.value).endswith("try tp: 8")  # an H100 has no FP4: no precision to suggest
+    with pytest.raises(CapacityError) as exc:
+        _serve(
+            tmp_path,
+            "b200-dgx.yaml",
+            model="llama3-405b",
+            parallelism={"tp": 2},
+            kv_cache=kv8,
+            requests=one_request,
+        )
+    assert str(exc.value).endswith("try tp: 4 or precision: fp4")
 
 
 # TensorRT-LLM v1.0 performance overview (shared/reference/inference_runs.yaml): offline, fixed lengths,

@@ -9,10 +9,12 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
 from simcore import validate_cli
+from simcore.errors import RacksimError
 from workloads.serving_validation import REQUESTS, map_serving_row
-from workloads.validation import NotRunnable, load_table, run_plan, select_rows, validate
+from workloads.validation import NotRunnable, load_table, plan_row, run_plan, select_rows, validate
 
 TABLE, LABEL = load_table(serving=True)
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "inference_runs.yaml"
@@ -143,3 +145,148 @@ def test_a_table_may_mix_training_and_serving_rows():
     }
     report = validate(mixed)
     assert [r.metric for r in report.runnable] == ["output tokens/s (engine)", "iteration s"]
+
+
+# What each (model, GPU, precision) of the TensorRT-LLM overview runs as: preset, profile, weight and KV
+# precision (a mapping slip that shifts one group would move its errors, not fail a mapping test).
+EXPECTED_GROUPS = {
+    ("Llama 3.1 8B", "H100", "FP8"): ("llama3-8b", "h100-dgx.yaml", "fp8", "fp8"),
+    ("Llama 3.1 8B", "H200", "FP8"): ("llama3-8b", "h200-hgx.yaml", "fp8", "fp8"),
+    ("Llama 3.3 70B", "H100", "FP8"): ("llama3-70b", "h100-dgx.yaml", "fp8", "fp8"),
+    ("Llama 3.3 70B", "H200", "FP8"): ("llama3-70b", "h200-hgx.yaml", "fp8", "fp8"),
+    ("Llama 3.3 70B", "B200", "FP4"): ("llama3-70b", "b200-dgx.yaml", "fp4", "fp8"),
+    ("Llama 3.3 70B", "GB200", "FP4"): ("llama3-70b", "gb200-nvl72.yaml", "fp4", "fp8"),
+    ("Llama 3.1 405B", "H100", "FP8"): ("llama3-405b", "h100-dgx.yaml", "fp8", "fp8"),
+    ("Llama 3.1 405B", "H200", "FP8"): ("llama3-405b", "h200-hgx.yaml", "fp8", "fp8"),
+    ("Llama 3.1 405B", "B200", "FP4"): ("llama3-405b", "b200-dgx.yaml", "fp4", "fp8"),
+    ("Llama 3.1 405B", "GB200", "FP4"): ("llama3-405b", "gb200-nvl72.yaml", "fp4", "fp8"),
+    ("Qwen3-235B-A22B", "H100", "FP8"): ("qwen3-235b-a22b", "h100-dgx.yaml", "fp8", "fp8"),
+    ("Qwen3-235B-A22B", "H200", "FP8"): ("qwen3-235b-a22b", "h200-hgx.yaml", "fp8", "fp8"),
+    ("Qwen3-235B-A22B", "B200", "FP4"): ("qwen3-235b-a22b", "b200-dgx.yaml", "fp4", "fp8"),
+}
+
+
+def test_every_tensorrt_llm_row_runs_its_groups_preset_profile_and_precisions():
+    seen = set()
+    for row in TABLE["runs"]:
+        if not str(row.get("group", "")).startswith("TensorRT"):
+            continue
+        hw = row["hardware"]
+        key = (row["model"], hw["accelerator"], row["precision"])
+        plan = map_serving_row(row, TABLE)
+        spec = plan.spec
+        got = (spec["model"], plan.profile, spec["precision"], spec["kv_cache"]["precision"])
+        assert got == EXPECTED_GROUPS[key], row["id"]
+        assert spec["parallelism"] == {"tp": hw["tp"], "replicas": 1}, row["id"]
+        assert (spec["requests"]["input_tokens"], spec["requests"]["output_tokens"]) == (
+            row["workload"]["input_len"],
+            row["workload"]["output_len"],
+        )
+        assert plan.measured == row["results"]["total_output_tokens_per_s"]  # per engine, not per GPU
+        seen.add(key)
+    assert seen == set(EXPECTED_GROUPS)
+
+
+def test_a_tensor_parallel_engine_row_within_tolerance():
+    """The table prints tokens/s per tp-sized engine: racksim's whole-replica throughput is compared
+    (a per-GPU mix-up would be off by the tp factor, 2x here)."""
+    res = run_plan(map_serving_row(_row("trtllm-v1.0-Llama_3.3_70B-H100-tp2-2048-2048"), TABLE))
+    assert res.runnable and abs(res.error_pct) < 10, res
+
+
+def _variant(**changes: object) -> dict:
+    row = json.loads(json.dumps(_row("trtllm-v1.0-Llama_3.1_8B-H100-tp1-2048-128")))
+    for path, value in changes.items():
+        section, _, key = path.partition("__")
+        if key:
+            row[section][key] = value
+        else:
+            row[section] = value
+    return row
+
+
+@pytest.mark.parametrize(
+    "changes,reason",
+    [
+        ({"hardware": "H100"}, "`hardware` is 'H100', expected a mapping"),
+        ({"workload": ["128"]}, "`workload` is ['128'], expected a mapping"),
+        ({"results": 5.0}, "`results` is 5.0, expected a mapping"),
+        ({"hardware__tp": "eight"}, "`hardware.tp` is 'eight', expected a positive whole number"),
+        ({"hardware__tp": 0}, "`hardware.tp` is 0, expected a positive whole number"),
+        ({"hardware__tp": 2.5}, "`hardware.tp` is 2.5, expected a positive whole number"),
+        ({"workload__input_len": 0}, "`workload.input_len` is 0, expected a positive whole number"),
+        ({"workload__output_len": -5}, "`workload.output_len` is -5, expected a positive whole number"),
+        (
+            {"results__total_output_tokens_per_s": 0},
+            "`results.total_output_tokens_per_s` is 0, expected a positive",
+        ),
+        ({"hardware__pp": 2}, "pp > 1: racksim serves TP replicas only"),
+        ({"hardware__ep": 8}, "ep > 1: racksim serves TP replicas only"),
+    ],
+)
+def test_malformed_rows_are_not_runnable_with_the_field_named(changes, reason):
+    with pytest.raises(NotRunnable) as exc:
+        plan_row(_variant(**changes), TABLE)
+    assert str(exc.value).startswith(reason)
+
+
+def test_a_reference_note_without_hardware_says_so():
+    note = _row("vidur-fidelity")
+    with pytest.raises(NotRunnable, match="a reference note, not a measured run"):
+        plan_row(note, TABLE)
+    report = validate({"runs": [note, "not a row"]})
+    assert [r.runnable for r in report.rows] == [False, False]
+    assert "expected a mapping" in report.rows[1].reason
+
+
+def test_training_rows_with_non_positive_measurements_or_counts_are_not_runnable():
+    training, _ = load_table()
+    row = json.loads(
+        json.dumps(next(r for r in training["runs"] if r["id"] == "korthikanti-22B-full_recompute"))
+    )
+    plan_row(row, training)  # as shipped: runnable
+    zero = json.loads(json.dumps(row))
+    zero["results"]["iteration_time_s"] = 0
+    with pytest.raises(NotRunnable, match=r"`results.iteration_time_s` is 0, expected a positive"):
+        plan_row(zero, training)
+    bad_tp = json.loads(json.dumps(row))
+    bad_tp["parallelism"]["tp"] = -8
+    with pytest.raises(NotRunnable, match=r"`parallelism.tp` is -8, expected a positive whole number"):
+        plan_row(bad_tp, training)
+    not_a_section = json.loads(json.dumps(row))
+    not_a_section["batch"] = 1536
+    with pytest.raises(NotRunnable, match=r"`batch` is 1536, expected a mapping"):
+        plan_row(not_a_section, training)
+
+
+def test_serving_with_a_table_keeps_only_its_inference_rows_and_specs_carry_the_sets(tmp_path, capsys):
+    training, _ = load_table()
+    mixed = {
+        "runs": [
+            _row("trtllm-v1.0-Llama_3.1_8B-H100-tp1-2048-128"),
+            next(r for r in training["runs"] if r["id"] == "korthikanti-22B-full_recompute"),
+        ],
+        "hardware_platforms": training["hardware_platforms"],
+        "model_catalog": training["model_catalog"],
+    }
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump(mixed))
+    parser = argparse.ArgumentParser()
+    validate_cli.add_parser(parser.add_subparsers(dest="command"))
+    out, specs = str(tmp_path / "v.json"), str(tmp_path / "s")
+    overhead = "accelerator.kernel_overhead=5 us"
+    argv = ["validate", "--serving", "--table", str(path), "--json", out, "--quiet", "--specs", specs]
+    args = parser.parse_args([*argv, "--set", overhead])
+    assert validate_cli.run(args) == 0
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert [r["id"] for r in result] == ["trtllm-v1.0-Llama_3.1_8B-H100-tp1-2048-128"]
+    [spec] = sorted((tmp_path / "s").iterdir())
+    rerun = next(line for line in spec.read_text().splitlines() if line.startswith("# rerun: "))
+    assert rerun.endswith("--set 'accelerator.kernel_overhead=5 us'")
+    # A training-only table has nothing to validate with --serving: one clear error.
+    only_training = tmp_path / "training.yaml"
+    only_training.write_text(yaml.safe_dump({**mixed, "runs": mixed["runs"][1:]}))
+    args = parser.parse_args(["validate", "--serving", "--table", str(only_training), "--quiet"])
+    with pytest.raises(RacksimError, match="has no inference rows"):
+        validate_cli.run(args)
+    capsys.readouterr()

@@ -394,7 +394,7 @@ class ServingJob:
             raise CapacityError(
                 f"{spec.name}: the weights need {self.costs.weights_per_gpu / 1e9:.1f} GB of the "
                 f"{hbm / 1e9:.1f} GB usable per GPU, leaving no room for one request's KV cache "
-                f"({self.costs.kv_bytes(longest) / 1e9:.2f} GB); try tp: {2 * tp} or precision: fp8"
+                f"({self.costs.kv_bytes(longest) / 1e9:.2f} GB); try {' or '.join(self._capacity_remedies())}"
             )
         self.stats = ServingStats(requests, kv_capacity_bytes=kv_capacity)
         self.queues: list[deque[Request]] = []
@@ -412,6 +412,19 @@ class ServingJob:
             self.wakeups.append(machine.env.event())
             self.outstanding.append(0)
             machine.alloc(cls, self.costs.weights_per_gpu)
+
+    def _capacity_remedies(self) -> list[str]:
+        """What would make room for the KV cache: more GPUs per replica, narrower weights the accelerator
+        runs, a narrower cache."""
+        spec, acc = self.spec, self.machine.profile.accelerator
+        out = [f"tp: {2 * spec.parallelism.tp}"]
+        narrower = [p for p in ("fp8", "fp4") if WEIGHT_BYTES[p] < WEIGHT_BYTES[spec.precision]]
+        runnable = [p for p in narrower if p in acc.peak_flops]
+        if runnable:
+            out.append(f"precision: {runnable[0]}")
+        if WEIGHT_BYTES[spec.kv_cache.precision] > WEIGHT_BYTES["fp8"]:
+            out.append("kv_cache.precision: fp8")
+        return out
 
     @property
     def step_times(self) -> Any:

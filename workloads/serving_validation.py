@@ -8,8 +8,10 @@ lengths, one TP engine): the model by name, the system by its GPU, tp, precision
 What the rows leave open is stated once, here and in docs/inference.md, never tuned per row:
 
 * FP8 and NVFP4 checkpoints (TensorRT-LLM's, as the overview runs them) quantize the KV cache to FP8;
-* the scheduler runs up to 512 sequences and 8,192 tokens per iteration with chunked prefill, and the
-  KV cache gets 90 % of HBM (the overview's "KV cache fraction 0.90-0.95");
+* the scheduler runs up to 512 sequences and 8,192 tokens per iteration with chunked prefill;
+  weights and KV cache together get 90 % of HBM (racksim's ``kv_cache.memory_fraction`` is vLLM's
+  ``gpu_memory_utilization``; the overview's "KV cache fraction 0.90-0.95" is TensorRT-LLM's share of the
+  memory left after the weights, slightly more cache than racksim gives it);
 * 1,000 requests, all at t = 0 (offline), enough that the ramp-up and the last wave are a small share.
 
 MLPerf Inference rows are listed with their reason: their request lengths follow the OpenOrca sample set,
@@ -22,7 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from workloads.validation import NotRunnable, RowPlan
+from workloads.validation import NotRunnable, RowPlan, measured_value, positive_int, row_section
 
 DEFAULT_SERVING_TABLE = "reference/inference_runs.yaml"
 
@@ -60,12 +62,13 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
     """The serving run for one row, or ``NotRunnable`` with the reason."""
     rid, group = str(row.get("id", "?")), str(row.get("group", ""))
     scenario = str(row.get("scenario", ""))
-    hw = row.get("hardware") or {}
     if "offline" not in scenario.lower():
         raise NotRunnable(f"scenario {scenario!r}: only offline throughput rows are compared")
-    workload = row.get("workload") or {}
-    isl, osl = workload.get("input_len"), workload.get("output_len")
-    if not isinstance(isl, int) or not isinstance(osl, int):
+    hw = row_section(row, "hardware")
+    workload = row_section(row, "workload")
+    isl = positive_int(workload, "input_len", "workload")
+    osl = positive_int(workload, "output_len", "workload")
+    if isl is None or osl is None:
         raise NotRunnable("request lengths not given (MLPerf's OpenOrca sample set is not in the table)")
     model = SERVING_MODELS.get(_key(str(row.get("model", ""))))
     if model is None:
@@ -77,9 +80,12 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
     precision = SERVING_PRECISIONS.get(_key(str(row.get("precision", ""))))
     if precision is None:
         raise NotRunnable(f"precision {row.get('precision')!r} is not one racksim serves")
-    tp = int(hw.get("tp") or hw.get("total_accelerators") or 1)
-    measured = (row.get("results") or {}).get("total_output_tokens_per_s")
-    if not isinstance(measured, (int, float)):
+    tp = positive_int(hw, "tp", "hardware") or positive_int(hw, "total_accelerators", "hardware") or 1
+    unmodelled = [k for k in ("pp", "ep") if (positive_int(hw, k, "hardware") or 1) > 1]
+    if unmodelled:
+        raise NotRunnable(f"{'/'.join(unmodelled)} > 1: racksim serves TP replicas only")
+    measured = measured_value(row_section(row, "results"), "total_output_tokens_per_s")
+    if measured is None:
         raise NotRunnable("no total output tokens/s in the row")
     kv = "fp8" if precision in ("fp8", "fp4") else precision
     spec = {

@@ -348,7 +348,7 @@ def _megatron_gpt(layers: int, hidden: int, heads: int, ffn: int | None, vocab: 
 
 def resolve_model(row: Mapping[str, Any], table: Mapping[str, Any]) -> tuple[ModelSpec, str]:
     """The row's model and how it was found: catalog ref, published name, or layers/hidden/heads."""
-    m = dict(row.get("model") or {})
+    m = dict(row_section(row, "model"))
     catalog = table.get("model_catalog") or {}
     seq = m.get("seq_len") or row.get("model_seq_len")
     name = str(m.get("name") or "")
@@ -475,6 +475,39 @@ def _int(value: Any) -> int | None:
     return None
 
 
+def row_section(row: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A row's ``key`` section (empty when absent); anything but a mapping makes the row not runnable."""
+    value = row.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise NotRunnable(f"`{key}` is {value!r}, expected a mapping")
+    return value
+
+
+def positive_int(section: Mapping[str, Any], key: str, where: str) -> int | None:
+    """A count the row gives (GPUs, a parallel degree, a batch or a length): None when absent, else a
+    positive whole number or the row is not runnable."""
+    value = section.get(key)
+    if value is None:
+        return None
+    n = _int(value)
+    if n is None or n < 1:
+        raise NotRunnable(f"`{where}.{key}` is {value!r}, expected a positive whole number")
+    return n
+
+
+def measured_value(section: Mapping[str, Any], key: str) -> float | None:
+    """A printed measurement: None when absent or not a number; a non-positive one makes the row not
+    runnable (an error relative to zero means nothing)."""
+    value = section.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not value > 0:
+        raise NotRunnable(f"`results.{key}` is {value!r}, expected a positive measurement")
+    return float(value)
+
+
 def _recompute_of(value: Any) -> str | None:
     if value is None:
         return None
@@ -490,19 +523,19 @@ def _recompute_of(value: Any) -> str | None:
 
 
 def _metric(row: Mapping[str, Any], sw: Software) -> tuple[str, float, str]:
-    res = row.get("results") or {}
-    if isinstance(res.get("tokens_per_s_per_gpu"), int | float):
-        return "tokens/s/GPU", float(res["tokens_per_s_per_gpu"]), "tokens"
-    if isinstance(res.get("iteration_time_s"), int | float):
-        return "iteration s", float(res["iteration_time_s"]), "step"
-    if isinstance(res.get("tflops_per_gpu"), int | float):
+    res = row_section(row, "results")
+    if (v := measured_value(res, "tokens_per_s_per_gpu")) is not None:
+        return "tokens/s/GPU", v, "tokens"
+    if (v := measured_value(res, "iteration_time_s")) is not None:
+        return "iteration s", v, "step"
+    if (v := measured_value(res, "tflops_per_gpu")) is not None:
         label = {"megatron_full_recompute": "SC21 96BSlh2", "megatron": "Megatron 72BSlh2"}.get(
             sw.flops, "6N+attn"
         )
-        return f"TFLOP/s/GPU ({label})", float(res["tflops_per_gpu"]), "tflops"
+        return f"TFLOP/s/GPU ({label})", v, "tflops"
     for key in ("median_raw_minutes", "mean_raw_minutes"):
-        if isinstance(res.get(key), int | float):
-            return "minutes (raw)", float(res[key]), "minutes"
+        if (v := measured_value(res, key)) is not None:
+            return "minutes (raw)", v, "minutes"
     raise NotRunnable("no printed metric racksim can predict (tokens/s, iteration time, TFLOP/s, minutes)")
 
 
@@ -513,7 +546,7 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     rid = str(row.get("id", "?"))
     group = str(row.get("group", ""))
     sw = software_for(group)
-    hw = row.get("hardware") or {}
+    hw = row_section(row, "hardware")
     ref = hw.get("ref")
     if not ref:
         acc = str(hw.get("accelerator") or "")
@@ -526,17 +559,17 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     platform = PLATFORMS.get(ref)
     if platform is None:
         raise NotRunnable(f"hardware platform {ref!r} is not mapped to a racksim profile")
-    gpus = _int(hw.get("gpus"))
+    gpus = positive_int(hw, "gpus", "hardware")
     if not gpus:
         raise NotRunnable("number of GPUs not given")
     metric, measured, convert = _metric(row, sw)
 
-    par_in = row.get("parallelism") or {}
-    tp = _int(par_in.get("tp")) or 1
-    pp = _int(par_in.get("pp")) or 1
-    cp = _int(par_in.get("cp")) or 1
-    vp = _int(par_in.get("vp"))
-    ep = _int(par_in.get("ep")) or 1
+    par_in = row_section(row, "parallelism")
+    tp = positive_int(par_in, "tp", "parallelism") or 1
+    pp = positive_int(par_in, "pp", "parallelism") or 1
+    cp = positive_int(par_in, "cp", "parallelism") or 1
+    vp = positive_int(par_in, "vp", "parallelism")
+    ep = positive_int(par_in, "ep", "parallelism") or 1
     fsdp_size = _int(par_in.get("fsdp")) or 0
     fsdp = sw.fsdp or fsdp_size > 0 or "fsdp" in str(par_in.get("dp_type", "")).lower()
     if not any(k in par_in for k in ("tp", "pp", "dp", "dp_type", "fsdp")) or (
@@ -548,7 +581,7 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     dp = gpus // (tp * pp * cp)
     if vp is None:
         vp = sw.vp if sw.vp and pp > 1 else 1
-    given_dp = _int(par_in.get("dp"))
+    given_dp = positive_int(par_in, "dp", "parallelism")
     if given_dp is not None and given_dp != dp:
         raise NotRunnable(f"dp = {given_dp} but GPUs / (tp·pp·cp) = {dp}")
     assumptions: list[str] = []
@@ -557,16 +590,16 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     if platform.note:
         assumptions.append(platform.note)
 
-    batch = row.get("batch") or {}
-    gbs = _int(batch.get("global_batch_seqs"))
+    batch = row_section(row, "batch")
+    gbs = positive_int(batch, "global_batch_seqs", "batch")
     if not gbs:
         raise NotRunnable("global batch not given")
-    micro = _int(batch.get("micro_batch"))
+    micro = positive_int(batch, "micro_batch", "batch")
 
     model, how = resolve_model(row, table)
     assumptions.append(f"model: {how}")
     if model.moe is not None and re.search(
-        r"token\s*-?drop", f"{rid} {(row.get('model') or {}).get('name', '')}", re.I
+        r"token\s*-?drop", f"{rid} {row_section(row, 'model').get('name', '')}", re.I
     ):
         # Megatron-Bridge's token-drop recipes: capacity factor 1 with expert inputs padded to capacity
         model = replace(model, moe=replace(model.moe, capacity_factor=TOKEN_DROP_CAPACITY))
@@ -777,6 +810,10 @@ def plan_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     """A training row (``map_row``) or an inference row (``workloads.serving_validation``)."""
     from workloads.serving_validation import is_serving_row, map_serving_row
 
+    if not isinstance(row, Mapping):
+        raise NotRunnable(f"row is {row!r}, expected a mapping")
+    if not is_serving_row(row) and "hardware" not in row and "parallelism" not in row:
+        raise NotRunnable("no hardware, parallelism or scenario: a reference note, not a measured run")
     return map_serving_row(row, table) if is_serving_row(row) else map_row(row, table)
 
 
@@ -890,6 +927,8 @@ def select_rows(table: Mapping[str, Any], patterns: Iterable[str] = ()) -> list[
         return rows
 
     def hit(row: Mapping[str, Any]) -> bool:
+        if not isinstance(row, Mapping):
+            return False
         for p in pats:
             for text in (str(row.get("id", "")), str(row.get("group", ""))):
                 if fnmatch.fnmatchcase(text, p) or p in text:
@@ -916,7 +955,9 @@ def validate(
     extra = tuple(extra_sets)
     slots: list[RowResult | RowPlan] = []
     for row in select_rows(table, patterns):
-        rid, group = str(row.get("id", "?")), str(row.get("group", ""))
+        rid, group = (
+            (str(row.get("id", "?")), str(row.get("group", ""))) if isinstance(row, Mapping) else ("?", "")
+        )
         try:
             slots.append(plan_row(row, table))
         except NotRunnable as exc:
@@ -942,10 +983,11 @@ def validate(
     return report
 
 
-def row_spec_text(plan: RowPlan, workload_path: str) -> str:
+def row_spec_text(plan: RowPlan, workload_path: str, extra_sets: Iterable[str] = ()) -> str:
     """A row's workload as racksim runs it, headed by where it comes from, every assumption made for it and
-    the command that reruns it (``validate --specs``)."""
-    sets = "".join(f" --set {shlex.quote(s)}" for s in plan.profile_sets)  # e.g. "hbm_capacity=40 GB"
+    the command that reruns it (``validate --specs``; ``extra_sets`` are validate's own ``--set``s)."""
+    # e.g. "hbm_capacity=40 GB", then the what-if overrides the row was validated with
+    sets = "".join(f" --set {shlex.quote(s)}" for s in (*plan.profile_sets, *extra_sets))
     header = [
         f"# {plan.id} ({plan.group})",
         f"# measured: {plan.measured:g} {plan.metric}",
@@ -956,8 +998,12 @@ def row_spec_text(plan: RowPlan, workload_path: str) -> str:
     return "\n".join(header) + "\n" + yaml.safe_dump(plan.spec, sort_keys=False)
 
 
-def write_row_specs(table: Mapping[str, Any], patterns: Iterable[str], directory: str | Path) -> list[Path]:
-    """Write each selected runnable row's workload YAML to ``directory`` (atomically, one file per row)."""
+def write_row_specs(
+    table: Mapping[str, Any], patterns: Iterable[str], directory: str | Path, extra_sets: Iterable[str] = ()
+) -> list[Path]:
+    """Write each selected runnable row's workload YAML to ``directory`` (atomically, one file per row);
+    ``extra_sets`` are the profile overrides every row was run with, repeated in each rerun line."""
+    extra = tuple(extra_sets)
     from simcore.atomic import atomic_path
 
     out = Path(directory)
@@ -970,7 +1016,7 @@ def write_row_specs(table: Mapping[str, Any], patterns: Iterable[str], directory
             continue
         path = out / (re.sub(r"[^A-Za-z0-9._-]+", "_", plan.id) + ".yaml")
         with atomic_path(path) as tmp:
-            tmp.write_text(row_spec_text(plan, str(path)))
+            tmp.write_text(row_spec_text(plan, str(path), extra))
         written.append(path)
     return written
 
