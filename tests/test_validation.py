@@ -128,6 +128,21 @@ def test_nemo_and_bridge_rows_map_precision_parallelism_and_platforms():
         _plan("mbridge-25.11-Pre-Training-DeepSeekV3_(w/_MTP)*")
 
 
+def test_gradient_reduction_precision_follows_each_sources_recipes():
+    """Megatron-Bridge's performance recipes reduce gradients in bf16 (grad_reduce_in_fp32 = False in every
+    model's common config); NeMo 24.07 and Megatron-Core keep Megatron's fp32 default."""
+    bridge = _plan("mbridge-25.11-Pre-Training-LLAMA3.1_405B-DGX-GB300-256-FP8-CS-gbs1536")
+    assert bridge.spec["parallelism"]["grad_reduce"] == "bf16"
+    assert (
+        _plan("mbridge-25.09-Pre-Training-LLAMA3_70B-DGX-H100-64-*").spec["parallelism"]["grad_reduce"]
+        == "bf16"
+    )
+    for other in ("nemo2407-h100-Nemotron-340B-128gpu", "megatron-core-h100-7.1B"):
+        assert _plan(other).spec["parallelism"]["grad_reduce"] == "fp32", other
+    # 16-bit gradient buffers leave the 405B on 288 GB without the recompute fp32 ones forced
+    assert bridge.spec["parallelism"]["recompute"] == "none"
+
+
 def test_mosaic_rows_run_fsdp_on_the_stated_a100():
     plan = _plan("llmfoundry-a100_40gb-mpt7b-seq2048-64gpu")
     par = plan.spec["parallelism"]

@@ -183,7 +183,10 @@ SOFTWARE: tuple[Software, ...] = (
     Software(
         "Megatron-Bridge",
         tp_comm_overlap=True,
-        note="Megatron-Bridge performance recipes: distributed optimizer, TP overlap",
+        grad_reduce="bf16",
+        note="Megatron-Bridge performance recipes: distributed optimizer, TP overlap, 16-bit gradient "
+        "reduction (every model's set_*_common_configs in scripts/performance/configs sets "
+        "grad_reduce_in_fp32 = False)",
     ),
     Software(
         "MLPerf",
