@@ -133,9 +133,10 @@ def test_cli_serving_prints_the_table_writes_json_and_specs_rerun(tmp_path, caps
     capsys.readouterr()
 
 
-def test_a_table_may_mix_training_and_serving_rows():
+def _mixed_table() -> dict:
+    """One serving row and one training row, with the training table's platforms and model catalog."""
     training, _ = load_table()
-    mixed = {
+    return {
         "runs": [
             _row("trtllm-v1.0-Llama_3.1_8B-H100-tp1-2048-128"),
             next(r for r in training["runs"] if r["id"] == "korthikanti-22B-full_recompute"),
@@ -143,7 +144,10 @@ def test_a_table_may_mix_training_and_serving_rows():
         "hardware_platforms": training["hardware_platforms"],
         "model_catalog": training["model_catalog"],
     }
-    report = validate(mixed)
+
+
+def test_a_table_may_mix_training_and_serving_rows():
+    report = validate(_mixed_table())
     assert [r.metric for r in report.runnable] == ["output tokens/s (engine)", "iteration s"]
 
 
@@ -260,15 +264,7 @@ def test_training_rows_with_non_positive_measurements_or_counts_are_not_runnable
 
 
 def test_serving_with_a_table_keeps_only_its_inference_rows_and_specs_carry_the_sets(tmp_path, capsys):
-    training, _ = load_table()
-    mixed = {
-        "runs": [
-            _row("trtllm-v1.0-Llama_3.1_8B-H100-tp1-2048-128"),
-            next(r for r in training["runs"] if r["id"] == "korthikanti-22B-full_recompute"),
-        ],
-        "hardware_platforms": training["hardware_platforms"],
-        "model_catalog": training["model_catalog"],
-    }
+    mixed = _mixed_table()
     path = tmp_path / "mixed.yaml"
     path.write_text(yaml.safe_dump(mixed))
     parser = argparse.ArgumentParser()
