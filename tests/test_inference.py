@@ -108,13 +108,21 @@ def test_the_kv_cache_bounds_concurrency_and_a_request_too_long_is_one_line(tmp_
             precision="bf16",
             requests={"count": 1, "input_tokens": 100, "output_tokens": 10},
         )
-    assert str(exc.value).endswith("try tp: 2 or precision: fp8 or kv_cache.precision: fp8")
+    assert str(exc.value).endswith("try tp: 2 or precision: fp8")  # 141 GB of weights: the cache cannot help
+    with pytest.raises(CapacityError) as exc:  # 70.6 GB of FP8 weights fit; a 20k-token bf16 cache does not
+        _serve(
+            tmp_path, model="llama3-70b", requests={"count": 1, "input_tokens": 20000, "output_tokens": 10}
+        )
+    assert str(exc.value).endswith("try tp: 2 or kv_cache.precision: fp8")
     # FP8 weights that still do not fit: the remedy is the narrower format the GPU runs, if any
     one_request = {"count": 1, "input_tokens": 100, "output_tokens": 10}
     kv8 = {"precision": "fp8"}
     with pytest.raises(CapacityError) as exc:
         _serve(tmp_path, model="llama3-405b", parallelism={"tp": 4}, kv_cache=kv8, requests=one_request)
     assert str(exc.value).endswith("try tp: 8")  # an H100 has no FP4: no precision to suggest
+    with pytest.raises(CapacityError) as exc:  # weights alone over HBM: a narrower cache cannot help
+        _serve(tmp_path, model="llama3-405b", precision="bf16", parallelism={"tp": 8}, requests=one_request)
+    assert str(exc.value).endswith("try tp: 16 or precision: fp8")
     with pytest.raises(CapacityError) as exc:
         _serve(
             tmp_path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 from pathlib import Path
 
@@ -218,6 +219,8 @@ def _variant(**changes: object) -> dict:
         ({"hardware__tp": "eight"}, "`hardware.tp` is 'eight', expected a positive whole number"),
         ({"hardware__tp": 0}, "`hardware.tp` is 0, expected a positive whole number"),
         ({"hardware__tp": 2.5}, "`hardware.tp` is 2.5, expected a positive whole number"),
+        ({"hardware__tp": True}, "`hardware.tp` is True, expected a positive whole number"),
+        ({"results__total_output_tokens_per_s": True}, "no total output tokens/s in the row"),
         ({"workload__input_len": 0}, "`workload.input_len` is 0, expected a positive whole number"),
         ({"workload__output_len": -5}, "`workload.output_len` is -5, expected a positive whole number"),
         (
@@ -286,3 +289,60 @@ def test_serving_with_a_table_keeps_only_its_inference_rows_and_specs_carry_the_
     with pytest.raises(RacksimError, match="has no inference rows"):
         validate_cli.run(args)
     capsys.readouterr()
+
+
+def _training_variant(rid: str, **changes: object) -> dict:
+    training, _ = load_table()
+    row = json.loads(json.dumps(next(r for r in training["runs"] if r["id"] == rid)))
+    for path, value in changes.items():
+        section, _, key = path.partition("__")
+        row[section][key] = value
+    return row
+
+
+@pytest.mark.parametrize(
+    "rid,changes,reason",
+    [
+        ("megatron-sc21-t1-1.7B", {"parallelism__tp": True}, "`parallelism.tp` is True, expected a positive"),
+        ("megatron-sc21-t1-1.7B", {"results__tflops_per_gpu": True}, "no printed metric"),
+        ("megatron-sc21-t1-1.7B", {"results__tflops_per_gpu": math.inf}, "`results.tflops_per_gpu` is inf"),
+        ("megatron-sc21-t1-1.7B", {"model__layers": "24"}, "`model.layers` is '24', expected a positive"),
+        (
+            "megatron-sc21-t1-1.7B",
+            {"model__seq_len": 2048.7},
+            "`model.seq_len` is 2048.7, expected a positive",
+        ),
+        ("megatron-sc21-t1-1.7B", {"model__ref": ["a"]}, "`model.ref` is ['a'], expected a catalog name"),
+        (
+            "megatron-sc21-t1-1.7B",
+            {"hardware__ref": {"x": 1}},
+            "`hardware.ref` is {'x': 1}, expected a platform",
+        ),
+        (
+            "megatron-sc21-t1-1.7B",
+            {"batch__global_batch_seqs": 8},
+            "global batch 8 does not divide over dp = 32",
+        ),
+        ("megatron-sc21-t1-1.7B", {"parallelism__fsdp": -1}, "`parallelism.fsdp` is -1, expected a positive"),
+        (
+            "mlperf-train-v3.1-gpt3-NVIDIA-eos_n64_ngc23.09_nemo",
+            {"batch__train_samples_to_target": 0},
+            "`batch.train_samples_to_target` is 0, expected a positive count",
+        ),
+    ],
+)
+def test_malformed_training_rows_are_not_runnable_with_the_field_named(rid, changes, reason):
+    training, _ = load_table()
+    with pytest.raises(NotRunnable) as exc:
+        plan_row(_training_variant(rid, **changes), training)
+    assert str(exc.value).startswith(reason)
+
+
+def test_a_malformed_model_catalog_is_not_a_traceback():
+    training, _ = load_table()
+    row = _training_variant("megatron-sc21-t1-1.7B")
+    with pytest.raises(NotRunnable, match="`model_catalog` is list, expected a mapping"):
+        plan_row(row, {**training, "model_catalog": ["llama"]})
+    row["model"] = {"ref": "mine"}
+    with pytest.raises(NotRunnable, match=r"`model_catalog\.mine` does not give layers, hidden and heads"):
+        plan_row(row, {**training, "model_catalog": {"mine": {"layers": 24, "heads": 16}}})

@@ -415,15 +415,16 @@ class ServingJob:
 
     def _capacity_remedies(self) -> list[str]:
         """What would make room for the KV cache: more GPUs per replica, narrower weights the accelerator
-        runs, a narrower cache."""
+        runs, a narrower cache (when the weights alone fit)."""
         spec, acc = self.spec, self.machine.profile.accelerator
         out = [f"tp: {2 * spec.parallelism.tp}"]
         narrower = [p for p in ("fp8", "fp4") if WEIGHT_BYTES[p] < WEIGHT_BYTES[spec.precision]]
         runnable = [p for p in narrower if p in acc.peak_flops]
         if runnable:
             out.append(f"precision: {runnable[0]}")
-        if WEIGHT_BYTES[spec.kv_cache.precision] > WEIGHT_BYTES["fp8"]:
-            out.append("kv_cache.precision: fp8")
+        usable = acc.hbm_capacity * spec.kv_cache.memory_fraction
+        if WEIGHT_BYTES[spec.kv_cache.precision] > WEIGHT_BYTES["fp8"] and self.costs.weights_per_gpu < usable:
+            out.append("kv_cache.precision: fp8")  # only helps when the weights leave some room
         return out
 
     @property

@@ -353,19 +353,26 @@ def resolve_model(row: Mapping[str, Any], table: Mapping[str, Any]) -> tuple[Mod
     """The row's model and how it was found: catalog ref, published name, or layers/hidden/heads."""
     m = dict(row_section(row, "model"))
     catalog = table.get("model_catalog") or {}
-    seq = m.get("seq_len") or row.get("model_seq_len")
+    if not isinstance(catalog, Mapping):
+        raise NotRunnable(f"the table's `model_catalog` is {type(catalog).__name__}, expected a mapping")
+    seq = positive_int(m, "seq_len", "model") or positive_int(row, "model_seq_len", "row")
     name = str(m.get("name") or "")
     if re.search(r"w/\s*mtp", name, re.I):
         raise NotRunnable("DeepSeek-V3 multi-token-prediction module is not modelled")
     spec: ModelSpec | None = None
     how = ""
     ref = m.get("ref")
+    if ref is not None and not isinstance(ref, str):
+        raise NotRunnable(f"`model.ref` is {ref!r}, expected a catalog name")
     if ref and ref in CATALOG_PRESETS:
         spec, how = load_preset(CATALOG_PRESETS[ref]), f"catalog {ref} -> preset {CATALOG_PRESETS[ref]}"
     elif ref and ref in catalog and isinstance(catalog[ref], Mapping) and catalog[ref].get("layers"):
-        c = catalog[ref]
+        c, where = catalog[ref], f"model_catalog.{ref}"
+        shape = [positive_int(c, k, where) for k in ("layers", "hidden", "heads")]
+        if None in shape:
+            raise NotRunnable(f"`{where}` does not give layers, hidden and heads")
         spec = _megatron_gpt(
-            c["layers"], c["hidden"], c["heads"], c.get("ffn"), c.get("vocab", 51200), seq or 2048
+            *shape, positive_int(c, "ffn", where), positive_int(c, "vocab", where) or 51200, seq or 2048
         )
         how = f"catalog {ref}"
     if spec is None and name:
@@ -377,17 +384,18 @@ def resolve_model(row: Mapping[str, Any], table: Mapping[str, Any]) -> tuple[Mod
             key = names.get(_norm(name.split("(")[0]))
         if key is not None:
             spec, how = _model_by_name(key), f"name {name.split('(')[0].strip()!r} -> {key}"
-    if spec is None and m.get("layers") and m.get("hidden") and m.get("heads"):
-        vocab = m.get("vocab") or 51200
-        shape = (m["layers"], m["hidden"], m["heads"])
+    dims = {k: positive_int(m, k, "model") for k in ("layers", "hidden", "heads", "ffn", "vocab")}
+    if spec is None and dims["layers"] and dims["hidden"] and dims["heads"]:
+        vocab = dims["vocab"] or 51200
+        shape = (dims["layers"], dims["hidden"], dims["heads"])
         for preset in list_presets():
             p = load_preset(preset)
             same = (p.layers, p.hidden, p.heads) == shape and p.vocab == vocab
-            if same and (not seq or p.seq_len == seq) and (not m.get("ffn") or p.ffn_hidden == m["ffn"]):
+            if same and (not seq or p.seq_len == seq) and (not dims["ffn"] or p.ffn_hidden == dims["ffn"]):
                 spec, how = p, f"layers/hidden/heads -> preset {preset}"
                 break
         if spec is None:
-            spec = _megatron_gpt(*shape, m.get("ffn"), vocab, seq or 2048)
+            spec = _megatron_gpt(*shape, dims["ffn"], vocab, seq or 2048)
             how = "layers/hidden/heads -> Megatron GPT (4h GELU, learned positions)"
     if spec is None:
         if name:
@@ -506,8 +514,8 @@ def measured_value(section: Mapping[str, Any], key: str) -> float | None:
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if not value > 0:
-        raise NotRunnable(f"`results.{key}` is {value!r}, expected a positive measurement")
+    if not (math.isfinite(value) and value > 0):
+        raise NotRunnable(f"`results.{key}` is {value!r}, expected a positive, finite measurement")
     return float(value)
 
 
@@ -551,6 +559,8 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     sw = software_for(group)
     hw = row_section(row, "hardware")
     ref = hw.get("ref")
+    if ref is not None and not isinstance(ref, str):
+        raise NotRunnable(f"`hardware.ref` is {ref!r}, expected a platform name")
     if not ref:
         acc = str(hw.get("accelerator") or "")
         for key, label in NOT_EXPRESSIBLE_ACCELERATORS:
@@ -573,7 +583,7 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     cp = positive_int(par_in, "cp", "parallelism") or 1
     vp = positive_int(par_in, "vp", "parallelism")
     ep = positive_int(par_in, "ep", "parallelism") or 1
-    fsdp_size = _int(par_in.get("fsdp")) or 0
+    fsdp_size = 0 if par_in.get("fsdp") in (None, 0) else positive_int(par_in, "fsdp", "parallelism") or 0
     fsdp = sw.fsdp or fsdp_size > 0 or "fsdp" in str(par_in.get("dp_type", "")).lower()
     if not any(k in par_in for k in ("tp", "pp", "dp", "dp_type", "fsdp")) or (
         par_in.get("tp") is None and par_in.get("dp") is None and not fsdp
@@ -597,6 +607,8 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     gbs = positive_int(batch, "global_batch_seqs", "batch")
     if not gbs:
         raise NotRunnable("global batch not given")
+    if gbs % dp:
+        raise NotRunnable(f"global batch {gbs} does not divide over dp = {dp} replicas")
     micro = positive_int(batch, "micro_batch", "batch")
 
     model, how = resolve_model(row, table)
@@ -680,8 +692,10 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
             scale = gbs * model.seq_len * model_flops_per_token(model, model.seq_len)
     elif convert == "minutes":
         samples = batch.get("train_samples_to_target")
-        if not isinstance(samples, int | float):
+        if isinstance(samples, bool) or not isinstance(samples, int | float):
             raise NotRunnable("MLPerf minutes without train_samples_to_target")
+        if not (math.isfinite(samples) and samples > 0):
+            raise NotRunnable(f"`batch.train_samples_to_target` is {samples!r}, expected a positive count")
         steps = float(samples) / (gbs * model.seq_len)
         scale = steps * (1.0 + sw.eval_overhead)
         assumptions.append(f"{steps:g} steps to target (train_samples_to_target counts tokens)")
