@@ -423,7 +423,10 @@ class ServingJob:
         if runnable:
             out.append(f"precision: {runnable[0]}")
         usable = acc.hbm_capacity * spec.kv_cache.memory_fraction
-        if WEIGHT_BYTES[spec.kv_cache.precision] > WEIGHT_BYTES["fp8"] and self.costs.weights_per_gpu < usable:
+        if (
+            WEIGHT_BYTES[spec.kv_cache.precision] > WEIGHT_BYTES["fp8"]
+            and self.costs.weights_per_gpu < usable
+        ):
             out.append("kv_cache.precision: fp8")  # only helps when the weights leave some room
         return out
 
