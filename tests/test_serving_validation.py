@@ -199,8 +199,9 @@ def test_a_tensor_parallel_engine_row_within_tolerance():
     assert res.runnable and abs(res.error_pct) < 10, res
 
 
-def _variant(**changes: object) -> dict:
-    row = json.loads(json.dumps(_row("trtllm-v1.0-Llama_3.1_8B-H100-tp1-2048-128")))
+def _edited(row: dict, changes: dict) -> dict:
+    """A deep copy of a table row with ``section__key`` (or whole ``section``) values replaced."""
+    row = json.loads(json.dumps(row))
     for path, value in changes.items():
         section, _, key = path.partition("__")
         if key:
@@ -208,6 +209,10 @@ def _variant(**changes: object) -> dict:
         else:
             row[section] = value
     return row
+
+
+def _variant(**changes: object) -> dict:
+    return _edited(_row("trtllm-v1.0-Llama_3.1_8B-H100-tp1-2048-128"), changes)
 
 
 @pytest.mark.parametrize(
@@ -293,11 +298,7 @@ def test_serving_with_a_table_keeps_only_its_inference_rows_and_specs_carry_the_
 
 def _training_variant(rid: str, **changes: object) -> dict:
     training, _ = load_table()
-    row = json.loads(json.dumps(next(r for r in training["runs"] if r["id"] == rid)))
-    for path, value in changes.items():
-        section, _, key = path.partition("__")
-        row[section][key] = value
-    return row
+    return _edited(next(r for r in training["runs"] if r["id"] == rid), changes)
 
 
 @pytest.mark.parametrize(
