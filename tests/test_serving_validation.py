@@ -328,7 +328,7 @@ def _training_variant(rid: str, **changes: object) -> dict:
         (
             "mlperf-train-v3.1-gpt3-NVIDIA-eos_n64_ngc23.09_nemo",
             {"batch__train_samples_to_target": 0},
-            "`batch.train_samples_to_target` is 0, expected a positive count",
+            "`batch.train_samples_to_target` is 0, expected a positive, finite number",
         ),
     ],
 )

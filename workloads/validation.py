@@ -508,15 +508,20 @@ def positive_int(section: Mapping[str, Any], key: str, where: str) -> int | None
     return n
 
 
-def measured_value(section: Mapping[str, Any], key: str) -> float | None:
-    """A printed measurement: None when absent or not a number; a non-positive one makes the row not
-    runnable (an error relative to zero means nothing)."""
+def positive_number(section: Mapping[str, Any], key: str, where: str) -> float | None:
+    """A quantity the row gives: None when absent or not a number; a non-positive or non-finite one makes
+    the row not runnable."""
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if not (math.isfinite(value) and value > 0):
-        raise NotRunnable(f"`results.{key}` is {value!r}, expected a positive, finite measurement")
+        raise NotRunnable(f"`{where}.{key}` is {value!r}, expected a positive, finite number")
     return float(value)
+
+
+def measured_value(section: Mapping[str, Any], key: str) -> float | None:
+    """A printed measurement from ``results`` (an error relative to zero or infinity means nothing)."""
+    return positive_number(section, key, "results")
 
 
 def _recompute_of(value: Any) -> str | None:
@@ -691,12 +696,10 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
         else:
             scale = gbs * model.seq_len * model_flops_per_token(model, model.seq_len)
     elif convert == "minutes":
-        samples = batch.get("train_samples_to_target")
-        if isinstance(samples, bool) or not isinstance(samples, int | float):
+        samples = positive_number(batch, "train_samples_to_target", "batch")
+        if samples is None:
             raise NotRunnable("MLPerf minutes without train_samples_to_target")
-        if not (math.isfinite(samples) and samples > 0):
-            raise NotRunnable(f"`batch.train_samples_to_target` is {samples!r}, expected a positive count")
-        steps = float(samples) / (gbs * model.seq_len)
+        steps = samples / (gbs * model.seq_len)
         scale = steps * (1.0 + sw.eval_overhead)
         assumptions.append(f"{steps:g} steps to target (train_samples_to_target counts tokens)")
         if sw.eval_overhead:
