@@ -508,8 +508,10 @@ def _host_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return [("waiting for the host", f"{100 * wait:.3g} %  (kernel launches)")] if wait >= 0.001 else []
 
 
-def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = sys.stdout) -> None:
-    """The short human table every run prints."""
+def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = None) -> None:
+    """The short human table every run prints (to ``stream``, default the current ``sys.stdout``: bound at
+    call time, so a redirected or captured stdout is honoured)."""
+    stream = sys.stdout if stream is None else stream
 
     def fmt(key: str, scale: float = 1.0, unit: str = "", digits: int = 4) -> str:
         v = summary.get(key)

@@ -66,8 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="append",
         default=[],
         metavar="KEY.PATH=VALUE",
-        help="profile override applied to every row, for what-if studies (e.g. "
-        "calibration.gemm.bf16.max_efficiency=0.7); repeatable",
+        help="profile or workload override applied to every row, for what-if studies (e.g. "
+        "calibration.gemm.bf16.max_efficiency=0.7 or kernels.cuda_graphs=true); repeatable",
     )
     p.add_argument(
         "--specs",

@@ -301,3 +301,20 @@ def test_custom_table_rows_with_unknown_platforms_are_listed_with_a_reason(tmp_p
     rep = validate({"runs": [row], "hardware_platforms": {}}, patterns=[])
     assert not rep.rows[0].runnable and "my_cluster" in rep.rows[0].reason
     assert rep.mape is None and math.isnan(rep.by_group()[row["group"]][1])
+
+
+def test_validate_sets_reach_the_workload_and_errors_name_the_row_not_a_temp_file():
+    """`validate --set` is split as `run` splits it: a workload field (CUDA graphs) changes a host-bound
+    row's prediction, a profile field still applies, and a bad one is that row's reason without the
+    temporary file it ran from."""
+    from workloads.validation import run_plan
+
+    plan = _plan("mbridge-25.11-Pre-Training-Qwen3_30B_a3B-DGX-B200-8-FP8-MX-gbs512")
+    base = run_plan(plan)
+    graphed = run_plan(plan, ["kernels.cuda_graphs=true"])
+    assert base.runnable and graphed.runnable
+    assert graphed.predicted > 1.1 * base.predicted  # micro-batch 1 of a 128-expert model: host-bound
+    bad = run_plan(plan, ["parallelism.tp=3"])
+    assert not bad.runnable
+    assert "the row's workload" in bad.reason and "racksim-validate-" not in bad.reason
+    assert "does not divide heads" in bad.reason

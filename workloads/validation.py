@@ -837,9 +837,13 @@ def plan_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     return map_serving_row(row, table) if is_serving_row(row) else map_row(row, table)
 
 
+ROW_WORKLOAD = "the row's workload"  # how a per-row error names the temporary spec file the row ran from
+
+
 def run_plan(plan: RowPlan, extra_sets: Iterable[str] = ()) -> RowResult:
     """Simulate one mapped row (one training step, or a serving run's whole request stream; no trace) and
-    compare; ``extra_sets`` are profile overrides applied to every row (what-if calibration studies)."""
+    compare; ``extra_sets`` are profile or workload overrides applied to every row (what-if studies, split
+    as ``run`` splits them). Errors name the row's workload, not the temporary file it ran from."""
     from simcore.runner import RunOptions, run
 
     t0 = time.perf_counter()
@@ -861,12 +865,12 @@ def run_plan(plan: RowPlan, extra_sets: Iterable[str] = ()) -> RowResult:
             )
         except CapacityError as exc:
             base.runnable = False
-            base.reason = f"does not fit in racksim's memory model: {exc}"
+            base.reason = "does not fit in racksim's memory model: " + str(exc).replace(str(path), ROW_WORKLOAD)
             base.wall_s = time.perf_counter() - t0
             return base
         except RacksimError as exc:
             base.runnable = False
-            base.reason = _clean(str(exc))
+            base.reason = _clean(str(exc).replace(str(path), ROW_WORKLOAD))
             base.wall_s = time.perf_counter() - t0
             return base
     base.predicted = predicted_metric(plan, result.summary)
