@@ -130,15 +130,20 @@ def test_nemo_and_bridge_rows_map_precision_parallelism_and_platforms():
 
 def test_gradient_reduction_precision_follows_each_sources_recipes():
     """Megatron-Bridge's performance recipes reduce gradients in bf16 (grad_reduce_in_fp32 = False in every
-    model's common config); NeMo 24.07 and Megatron-Core keep Megatron's fp32 default."""
+    model's common config); NeMo 24.07 and Megatron-Core keep Megatron's fp32 default, except the NeMo
+    Nemotron-340B layout, whose launcher config syncs gradients in bf16 (a recipe, stated in the row's
+    assumptions)."""
     bridge = _plan("mbridge-25.11-Pre-Training-LLAMA3.1_405B-DGX-GB300-256-FP8-CS-gbs1536")
     assert bridge.spec["parallelism"]["grad_reduce"] == "bf16"
     assert (
         _plan("mbridge-25.09-Pre-Training-LLAMA3_70B-DGX-H100-64-*").spec["parallelism"]["grad_reduce"]
         == "bf16"
     )
-    for other in ("nemo2407-h100-Nemotron-340B-128gpu", "megatron-core-h100-7.1B"):
+    for other in ("nemo2407-h100-LLAMA3-70B-64gpu", "megatron-core-h100-7.1B"):
         assert _plan(other).spec["parallelism"]["grad_reduce"] == "fp32", other
+    nemotron = _plan("nemo2407-h100-Nemotron-340B-128gpu")
+    assert nemotron.spec["parallelism"]["grad_reduce"] == "bf16"
+    assert any("nemotron_340b.yaml" in a and "grad_reduce: bf16" in a for a in nemotron.assumptions)
     # 16-bit gradient buffers leave the 405B on 288 GB without the recompute fp32 ones forced
     assert bridge.spec["parallelism"]["recompute"] == "none"
 

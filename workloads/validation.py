@@ -233,6 +233,16 @@ RECIPES: tuple[Recipe, ...] = (
         "deepseek_v3_h100_1024gpus_{bf16,fp8}_config: enable_deepep=True, MoE all-to-all 1F1B overlap "
         "(moe_a2a_1f1b), overlap_grad_reduce=False; its Blackwell configs keep the plain all-to-all",
     ),
+    Recipe(
+        "NeMo",
+        "nemotron-4-340b",
+        "H100",
+        MappingProxyType({"grad_reduce": "bf16"}),
+        "NeMo-Framework-Launcher conf/training/nemotron/nemotron_340b.yaml (tp 8, pp 8, vp 12, the row's "
+        "layout): optim mcore_distributed_optim with grad_sync_dtype bf16; it also sets no activation "
+        "checkpointing, which racksim's memory model puts 0.6 GB over 80 GB, so recompute stays the least "
+        "that fits",
+    ),
 )
 
 
