@@ -875,7 +875,8 @@ def run_plan(plan: RowPlan, extra_sets: Iterable[str] = ()) -> RowResult:
             )
         except CapacityError as exc:
             base.runnable = False
-            base.reason = "does not fit in racksim's memory model: " + str(exc).replace(str(path), ROW_WORKLOAD)
+            fit = str(exc).replace(str(path), ROW_WORKLOAD)
+            base.reason = f"does not fit in racksim's memory model: {fit}"
             base.wall_s = time.perf_counter() - t0
             return base
         except RacksimError as exc:
