@@ -873,15 +873,12 @@ def run_plan(plan: RowPlan, extra_sets: Iterable[str] = ()) -> RowResult:
                     write_trace=False,
                 )
             )
-        except CapacityError as exc:
+        except RacksimError as exc:  # CapacityError included: the row's layout does not fit
+            reason = _clean(str(exc).replace(str(path), ROW_WORKLOAD))
+            if isinstance(exc, CapacityError):
+                reason = f"does not fit in racksim's memory model: {reason}"
             base.runnable = False
-            fit = str(exc).replace(str(path), ROW_WORKLOAD)
-            base.reason = f"does not fit in racksim's memory model: {fit}"
-            base.wall_s = time.perf_counter() - t0
-            return base
-        except RacksimError as exc:
-            base.runnable = False
-            base.reason = _clean(str(exc).replace(str(path), ROW_WORKLOAD))
+            base.reason = reason
             base.wall_s = time.perf_counter() - t0
             return base
     base.predicted = predicted_metric(plan, result.summary)
@@ -1037,7 +1034,8 @@ def write_row_specs(
     table: Mapping[str, Any], patterns: Iterable[str], directory: str | Path, extra_sets: Iterable[str] = ()
 ) -> list[Path]:
     """Write each selected runnable row's workload YAML to ``directory`` (atomically, one file per row);
-    ``extra_sets`` are the profile overrides every row was run with, repeated in each rerun line."""
+    ``extra_sets`` are the profile or workload overrides every row was run with, repeated in each rerun
+    line."""
     extra = tuple(extra_sets)
     from simcore.atomic import atomic_path
 
