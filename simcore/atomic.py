@@ -7,10 +7,12 @@ half-written one; the temporary file is removed on any exception.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +41,20 @@ def write_json(target: str | Path, data: Any) -> None:
     """Write JSON atomically (sorted keys, so identical runs give identical bytes)."""
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def new_run_dir(prefix: str = "", root: str | Path = "runs") -> Path:
+    """Create and return a fresh ``root/<prefix><YYYYmmdd-HHMMSS>`` directory, suffixed ``-2``, ``-3`` ...
+    when that name is taken: runs started in the same second (parallel shells, a sweep script) must not
+    write into, and overwrite, each other's outputs. ``mkdir`` without ``exist_ok`` is the atomic claim."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stem = f"{prefix}{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    for n in itertools.count(1):
+        path = root / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")  # itertools.count never ends

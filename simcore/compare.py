@@ -19,13 +19,12 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
-from simcore.atomic import write_json
+from simcore.atomic import new_run_dir, write_json
 from simcore.errors import RacksimError
 
 DEFAULT_MIN_TARGET = 1e7
@@ -158,7 +157,7 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
 
     if len(opts.profiles) < 1:
         raise RacksimError("--profiles: give at least one hardware profile")
-    out = opts.out or Path("runs") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out = opts.out or new_run_dir("compare-")
     say = opts.progress or (lambda _msg: None)
     used: set[str] = set()
     rows: list[dict[str, Any]] = []

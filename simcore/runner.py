@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import simpy
 
 from simcore import interrupts
 from simcore.activity import ActivityRecorder
-from simcore.atomic import write_json
+from simcore.atomic import new_run_dir, write_json
 from simcore.cluster import Cluster
 from simcore.contention import FabricDriver
 from simcore.engine import Machine
@@ -280,7 +279,7 @@ def run(opts: RunOptions) -> RunResult:
     writer = None
     if opts.write_trace:
         if out_dir is None:
-            out_dir = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+            out_dir = new_run_dir()
         writer = TraceWriter(Path(out_dir) / "trace.h5")
     try:
         env = simpy.Environment()

@@ -24,11 +24,10 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from simcore.atomic import atomic_path, write_json
+from simcore.atomic import atomic_path, new_run_dir, write_json
 from simcore.errors import ConfigError, RacksimError
 
 # Table columns when the sweep file names none: the DESIGN.md summary keys a co-design question asks first.
@@ -409,10 +408,10 @@ def run_sweep(
     progress: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Run every point and write ``sweep.json`` and ``sweep.csv`` under ``out``."""
-    out = Path(out) if out is not None else Path("runs") / f"sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     jobs = jobs if jobs is not None else max(1, os.cpu_count() or 1)
     if jobs < 1:
         raise RacksimError(f"--jobs: got {jobs}; expected at least 1")
+    out = Path(out) if out is not None else new_run_dir("sweep-")
     points = expand(spec, out)
     say = progress or (lambda _msg: None)
     where = f"Dask scheduler {scheduler}" if scheduler else f"{min(jobs, len(points))} local process(es)"

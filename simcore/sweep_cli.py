@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 
 
@@ -41,11 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """0 when every point ran or could not run for a stated reason; 1 when a point crashed (a bug)."""
+    from simcore.atomic import new_run_dir
     from simcore.sweep import format_table, load_sweep, run_sweep
 
     spec = load_sweep(args.sweep_file)
     quiet = args.quiet or args.json
-    out = args.out or Path("runs") / f"sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or new_run_dir("sweep-")
     try:
         result = run_sweep(
             spec,

@@ -1,0 +1,55 @@
+"""Default output directories: runs started in the same second get their own directory, never a shared one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+import simcore.atomic as atomic
+
+SMALL_SPEC = """\
+kind: training
+preset: llama3-8b
+parallelism: {tp: 8, pp: 1, dp: 1, cp: 1, ep: 1, vp: 1, sequence_parallel: true, zero: 1}
+batch: {global_seqs: 2, micro: 1}
+precision: bf16
+steps: 1
+"""
+
+
+class _FrozenClock:
+    """Every call to now() is the same second, as for runs started together from parallel shells."""
+
+    @staticmethod
+    def now() -> datetime:
+        return datetime(2026, 12, 6, 14, 31, 7)
+
+
+def test_same_second_gets_numbered_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(atomic, "datetime", _FrozenClock)
+    made = [atomic.new_run_dir("sweep-", root=tmp_path / "runs") for _ in range(3)]
+    assert [p.name for p in made] == [
+        "sweep-20261206-143107",
+        "sweep-20261206-143107-2",
+        "sweep-20261206-143107-3",
+    ]
+    assert all(p.is_dir() for p in made)
+
+
+def test_two_runs_in_one_second_keep_both_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gen2: object
+) -> None:
+    """Two runs without --out in the same second: each summary.json and trace.h5 survives in its own folder."""
+    from simcore.runner import RunOptions, run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(atomic, "datetime", _FrozenClock)
+    (tmp_path / "pp.yaml").write_text(SMALL_SPEC)
+    first = run(RunOptions(profile="gen2.yaml", workload="pp.yaml", steps=1))
+    second = run(RunOptions(profile="gen2.yaml", workload="pp.yaml", steps=1, seed=1))
+    assert first.out_dir != second.out_dir
+    for result in (first, second):
+        assert (Path(result.out_dir) / "summary.json").is_file()
+        assert (Path(result.out_dir) / "trace.h5").is_file()
