@@ -446,6 +446,7 @@ class RowResult:
     measured: float | None = None
     predicted: float | None = None
     error_pct: float | None = None
+    step_s: float | None = None  # racksim's training step; None for serving rows and rows that did not run
     wall_s: float = 0.0
     assumptions: tuple[str, ...] = ()
 
@@ -459,6 +460,15 @@ class RowResult:
             return 100.0 * (self.measured / self.predicted - 1.0)
         return self.error_pct
 
+    @property
+    def measured_step_s(self) -> float | None:
+        """The step the measurement implies (racksim's step scaled by the speed error): the error in seconds
+        per step, which separates a fixed per-step remainder from a rate error (docs/validation.md)."""
+        speed = self.speed_error_pct
+        if self.step_s is None or speed is None:
+            return None
+        return self.step_s * (1.0 + speed / 100.0)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -469,6 +479,8 @@ class RowResult:
             "measured": self.measured,
             "predicted": self.predicted,
             "error_pct": self.error_pct,
+            "step_s": self.step_s,
+            "measured_step_s": self.measured_step_s,
         }
 
 
@@ -883,6 +895,8 @@ def run_plan(plan: RowPlan, extra_sets: Iterable[str] = ()) -> RowResult:
             return base
     base.predicted = predicted_metric(plan, result.summary)
     base.error_pct = 100.0 * (base.predicted - plan.measured) / plan.measured
+    if plan.convert != "serving_tokens":
+        base.step_s = result.summary["step_time_s"]
     base.wall_s = time.perf_counter() - t0
     return base
 
@@ -1096,7 +1110,8 @@ def format_report(report: Report, *, width: int = 72) -> str:
 
 
 def write_report_json(report: Report, path: str | Path) -> None:
-    """One object per row (id, runnable, reason, metric, measured, predicted, error_pct), atomically."""
+    """One object per row (id, runnable, reason, metric, measured, predicted, error_pct, and for training
+    rows step_s / measured_step_s), atomically."""
     from simcore.atomic import write_json
 
     write_json(path, [r.as_json() for r in report.rows])
