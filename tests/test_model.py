@@ -293,6 +293,22 @@ def test_layer_flops_sum_to_two_n_per_token_plus_causal_attention(preset, tp, sp
     assert attention == pytest.approx(spec.layers * 2 * b * spec.seq_len**2 * d_attn)
 
 
+@pytest.mark.parametrize(("tp", "sp"), [(1, False), (4, True)])
+def test_hidden_dropout_moves_its_mask_and_output_over_every_element(tp, sp):
+    """Dropout after attention and after the MLP touches each of the shard's tokens x hidden outputs: a
+    1-byte mask written and the 2-byte output read again (it once counted one element per token)."""
+    spec = load_preset("gpt-7.5b")
+    b = 2
+    ops = layer_ops(spec, 0, micro_batch=b, tp=tp, sp=sp, dropout=True)
+    tokens_shard = b * spec.seq_len / (tp if sp else 1)
+    for name in ("attn_dropout", "mlp_dropout"):
+        [op] = [op for op in ops if op.name == name]
+        assert op.nbytes == pytest.approx(tokens_shard * spec.hidden * (2 + 1))
+    plain = sum(op.nbytes for op in layer_ops(spec, 0, micro_batch=b, tp=tp, sp=sp))
+    with_dropout = sum(op.nbytes for op in ops)
+    assert with_dropout - plain == pytest.approx(2 * tokens_shard * spec.hidden * 3)
+
+
 def test_moe_layer_flops_use_active_experts():
     spec = load_preset("mixtral-8x7b")
     b, tp, ep = 1, 2, 4

@@ -995,14 +995,14 @@ def _attention_fwd(spec: ModelSpec, x: _Shard, window: int | None = None) -> lis
     items += [tp_start, *projections, *core]
     items += [_gemm("attn_out", tokens, h, heads * dv, dt), tp_end]
     if x.dropout:
-        items.append(_hidden_dropout("attn_dropout", x))
+        items.append(_hidden_dropout("attn_dropout", x, h))
     return items
 
 
-def _hidden_dropout(name: str, x: _Shard) -> _FwdOp:
+def _hidden_dropout(name: str, x: _Shard, hidden: int) -> _FwdOp:
     """Dropout of a block's output (fused with the bias and residual add): writes a 1-byte mask and rereads
-    the output once more on the sequence-parallel shard."""
-    return _pointwise(name, "elementwise", x.tokens_sp * 1.0, 2.0, 1.0 + 1.0 / x.dt, x.dt)
+    the output once more, over the sequence-parallel shard's tokens x hidden elements."""
+    return _pointwise(name, "elementwise", x.tokens_sp * hidden, 2.0, 1.0 + 1.0 / x.dt, x.dt)
 
 
 def _unfused_core(spec: ModelSpec, x: _Shard, heads: float, kv: float) -> list[_Item]:
@@ -1067,7 +1067,7 @@ def _mlp_fwd(spec: ModelSpec, layer_index: int, x: _Shard) -> list[_Item]:
     moe = spec.moe
     if moe is None or not spec.is_moe_layer(layer_index):
         ffn = _ffn_fwd(spec, "mlp", x.tokens, spec.dense_ffn_hidden / x.tp, dt)
-        tail = [_hidden_dropout("mlp_dropout", x)] if x.dropout else []
+        tail = [_hidden_dropout("mlp_dropout", x, h)] if x.dropout else []
         if x.tp == 1:
             return [_norm("mlp_norm", x.tokens_sp, h, dt), *ffn, *tail]
         start, end = _tp_points("mlp", x.tokens * h * dt, x.tokens * h * dt, x.sp)
