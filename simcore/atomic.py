@@ -7,7 +7,6 @@ half-written one; the temporary file is removed on any exception.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import tempfile
@@ -50,11 +49,11 @@ def new_run_dir(prefix: str = "", root: str | Path = "runs") -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     stem = f"{prefix}{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    for n in itertools.count(1):
-        path = root / (stem if n == 1 else f"{stem}-{n}")
+    path, n = root / stem, 1
+    while True:
         try:
             path.mkdir()
+            return path
         except FileExistsError:
-            continue
-        return path
-    raise AssertionError("unreachable")  # itertools.count never ends
+            n += 1
+            path = root / f"{stem}-{n}"
