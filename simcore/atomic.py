@@ -57,3 +57,25 @@ def new_run_dir(prefix: str = "", root: str | Path = "runs") -> Path:
         except FileExistsError:
             n += 1
             path = root / f"{stem}-{n}"
+
+
+def discard_if_empty(path: str | Path) -> None:
+    """Remove a claimed output directory again if nothing was written into it (``rmdir`` refuses a
+    non-empty one): a run that fails before its first output leaves no empty folder behind."""
+    with contextlib.suppress(OSError):
+        Path(path).rmdir()
+
+
+@contextlib.contextmanager
+def output_dir(out: str | Path | None, prefix: str = "") -> Iterator[Path]:
+    """``out`` as given, or a fresh :func:`new_run_dir` that is discarded if the block fails before
+    writing anything into it."""
+    if out is not None:
+        yield Path(out)
+        return
+    path = new_run_dir(prefix)
+    try:
+        yield path
+    except BaseException:
+        discard_if_empty(path)
+        raise

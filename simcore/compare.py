@@ -24,7 +24,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from simcore.atomic import new_run_dir, write_json
+from simcore.atomic import output_dir, write_json
 from simcore.errors import RacksimError
 
 DEFAULT_MIN_TARGET = 1e7
@@ -157,62 +157,64 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
 
     if len(opts.profiles) < 1:
         raise RacksimError("--profiles: give at least one hardware profile")
-    out = opts.out or new_run_dir("compare-")
-    say = opts.progress or (lambda _msg: None)
-    used: set[str] = set()
-    rows: list[dict[str, Any]] = []
-    for i, profile in enumerate(opts.profiles, 1):
-        label = _label(profile, used)
-        run_dir = out / label
-        say(f"[{i}/{len(opts.profiles)}] {label}: running {opts.workload or 'the default workload'}")
-        row: dict[str, Any] = {"label": label, "profile": profile, "out_dir": str(run_dir)}
-        try:
-            result = run(
-                RunOptions(
-                    profile=profile,
-                    workload=opts.workload,
-                    out=run_dir,
-                    racks=opts.racks,
-                    steps=opts.steps,
-                    seed=opts.seed,
-                    sets=list(opts.sets or []),
-                    write_trace=opts.write_trace,
+    with output_dir(opts.out, "compare-") as out:  # a compare that runs nothing leaves no empty folder
+        say = opts.progress or (lambda _msg: None)
+        used: set[str] = set()
+        rows: list[dict[str, Any]] = []
+        for i, profile in enumerate(opts.profiles, 1):
+            label = _label(profile, used)
+            run_dir = out / label
+            say(f"[{i}/{len(opts.profiles)}] {label}: running {opts.workload or 'the default workload'}")
+            row: dict[str, Any] = {"label": label, "profile": profile, "out_dir": str(run_dir)}
+            try:
+                result = run(
+                    RunOptions(
+                        profile=profile,
+                        workload=opts.workload,
+                        out=run_dir,
+                        racks=opts.racks,
+                        steps=opts.steps,
+                        seed=opts.seed,
+                        sets=list(opts.sets or []),
+                        write_trace=opts.write_trace,
+                    )
                 )
-            )
-        except RacksimError as exc:  # e.g. the model does not fit this generation's HBM: say so in the table
-            row["error"] = str(exc)
-            row["metrics"] = None
-            say(f"[{i}/{len(opts.profiles)}] {label}: {exc}")
+            except (
+                RacksimError
+            ) as exc:  # e.g. the model does not fit this generation's HBM: say so in the table
+                row["error"] = str(exc)
+                row["metrics"] = None
+                say(f"[{i}/{len(opts.profiles)}] {label}: {exc}")
+                rows.append(row)
+                continue
+            row["metrics"] = row_metrics(result.summary, run_dir if opts.write_trace else None)
+            row["workload"] = result.summary.get("workload")
+            row["hardware"] = result.summary.get("profile")
             rows.append(row)
-            continue
-        row["metrics"] = row_metrics(result.summary, run_dir if opts.write_trace else None)
-        row["workload"] = result.summary.get("workload")
-        row["hardware"] = result.summary.get("profile")
-        rows.append(row)
-    if all(r["metrics"] is None for r in rows):
-        raise RacksimError(
-            "compare: no profile could run the workload: " + "; ".join(r["error"] for r in rows)
-        )
-    target = opts.target_tokens_per_s or default_target(rows)
-    for r in rows:
-        if r["metrics"] is not None:
-            size_fleet(r["metrics"], target)
-    table = {
-        "workload": opts.workload,
-        "target_tokens_per_s": target,
-        "target_formula": "given on the command line" if opts.target_tokens_per_s else TARGET_FORMULA,
-        "racks_formula": RACKS_FORMULA,
-        "mw_formula": MW_FORMULA,
-        "assumption": "throughput per rack of the simulated run holds at fleet scale (data-parallel weak scaling)",
-        "profiles": rows,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "compare.json", table)
-    from simcore.plots import save_figure
+        if all(r["metrics"] is None for r in rows):
+            raise RacksimError(
+                "compare: no profile could run the workload: " + "; ".join(r["error"] for r in rows)
+            )
+        target = opts.target_tokens_per_s or default_target(rows)
+        for r in rows:
+            if r["metrics"] is not None:
+                size_fleet(r["metrics"], target)
+        table = {
+            "workload": opts.workload,
+            "target_tokens_per_s": target,
+            "target_formula": "given on the command line" if opts.target_tokens_per_s else TARGET_FORMULA,
+            "racks_formula": RACKS_FORMULA,
+            "mw_formula": MW_FORMULA,
+            "assumption": "throughput per rack of the simulated run holds at fleet scale (data-parallel weak scaling)",
+            "profiles": rows,
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "compare.json", table)
+        from simcore.plots import save_figure
 
-    save_figure(compare_figure(table), out / "compare.png")
-    table["outputs"] = [str(out / "compare.json"), str(out / "compare.png")]
-    return table
+        save_figure(compare_figure(table), out / "compare.png")
+        table["outputs"] = [str(out / "compare.json"), str(out / "compare.png")]
+        return table
 
 
 def _fmt(value: Any, scale: float, fmt: str) -> str:

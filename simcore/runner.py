@@ -20,7 +20,7 @@ import simpy
 
 from simcore import interrupts
 from simcore.activity import ActivityRecorder
-from simcore.atomic import new_run_dir, write_json
+from simcore.atomic import discard_if_empty, new_run_dir, write_json
 from simcore.cluster import Cluster
 from simcore.contention import FabricDriver
 from simcore.engine import Machine
@@ -326,6 +326,8 @@ def run(opts: RunOptions) -> RunResult:
     except BaseException:
         if writer is not None:
             writer.abort()
+        if opts.out is None and out_dir is not None:
+            discard_if_empty(out_dir)
         raise
     wall = time.perf_counter() - wall0
     summary["wall_time_s"] = round(wall, 3)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simcore.atomic import atomic_path, new_run_dir, write_json
+from simcore.atomic import atomic_path, output_dir, write_json
 from simcore.errors import ConfigError, RacksimError
 
 # Table columns when the sweep file names none: the DESIGN.md summary keys a co-design question asks first.
@@ -411,25 +411,25 @@ def run_sweep(
     jobs = jobs if jobs is not None else max(1, os.cpu_count() or 1)
     if jobs < 1:
         raise RacksimError(f"--jobs: got {jobs}; expected at least 1")
-    out = Path(out) if out is not None else new_run_dir("sweep-")
-    points = expand(spec, out)
-    say = progress or (lambda _msg: None)
-    where = f"Dask scheduler {scheduler}" if scheduler else f"{min(jobs, len(points))} local process(es)"
-    say(f"{spec.name}: {len(points)} point(s) on {where}; results in {out}")
-    t0 = last_save = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    stream = _dask_results(points, scheduler) if scheduler else _local_results(points, jobs)
-    try:
-        for record in stream:
-            results.append(record)
-            say(f"[{len(results)}/{len(points)}] {record['label']} {_describe(record)}")
-            if time.perf_counter() - last_save > SAVE_EVERY_S:  # a long sweep keeps what it has done
-                _save(SweepResult(spec, out, results, time.perf_counter() - t0, len(points)))
-                last_save = time.perf_counter()
-    except KeyboardInterrupt:
-        _save(SweepResult(spec, out, results, time.perf_counter() - t0, len(points)))
-        raise
-    return _save(SweepResult(spec, out, results, time.perf_counter() - t0, len(points)))
+    with output_dir(out, "sweep-") as out_path:
+        points = expand(spec, out_path)
+        say = progress or (lambda _msg: None)
+        where = f"Dask scheduler {scheduler}" if scheduler else f"{min(jobs, len(points))} local process(es)"
+        say(f"{spec.name}: {len(points)} point(s) on {where}; results in {out_path}")
+        t0 = last_save = time.perf_counter()
+        results: list[dict[str, Any]] = []
+        stream = _dask_results(points, scheduler) if scheduler else _local_results(points, jobs)
+        try:
+            for record in stream:
+                results.append(record)
+                say(f"[{len(results)}/{len(points)}] {record['label']} {_describe(record)}")
+                if time.perf_counter() - last_save > SAVE_EVERY_S:  # a long sweep keeps what it has done
+                    _save(SweepResult(spec, out_path, results, time.perf_counter() - t0, len(points)))
+                    last_save = time.perf_counter()
+        except KeyboardInterrupt:
+            _save(SweepResult(spec, out_path, results, time.perf_counter() - t0, len(points)))
+            raise
+        return _save(SweepResult(spec, out_path, results, time.perf_counter() - t0, len(points)))
 
 
 def _save(result: SweepResult) -> SweepResult:

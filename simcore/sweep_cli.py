@@ -40,25 +40,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """0 when every point ran or could not run for a stated reason; 1 when a point crashed (a bug)."""
-    from simcore.atomic import new_run_dir
+    from simcore.atomic import output_dir
     from simcore.sweep import format_table, load_sweep, run_sweep
 
     spec = load_sweep(args.sweep_file)
     quiet = args.quiet or args.json
-    out = args.out or new_run_dir("sweep-")
-    try:
-        result = run_sweep(
-            spec,
-            out=out,
-            jobs=args.jobs,
-            scheduler=args.scheduler,
-            progress=None if quiet else (lambda msg: print(f"racksim: {msg}", file=sys.stderr)),
-        )
-    except KeyboardInterrupt:
-        print(
-            f"racksim: interrupted; {out}/sweep.json and sweep.csv keep the finished points", file=sys.stderr
-        )
-        return 130
+    with output_dir(args.out, "sweep-") as out:  # a sweep that cannot start leaves no empty folder
+        try:
+            result = run_sweep(
+                spec,
+                out=out,
+                jobs=args.jobs,
+                scheduler=args.scheduler,
+                progress=None if quiet else (lambda msg: print(f"racksim: {msg}", file=sys.stderr)),
+            )
+        except KeyboardInterrupt:
+            print(
+                f"racksim: interrupted; {out}/sweep.json and sweep.csv keep the finished points",
+                file=sys.stderr,
+            )
+            return 130
     if args.json:
         print(json.dumps(result.as_json(), indent=2, sort_keys=True))
     else:

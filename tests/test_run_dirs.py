@@ -53,3 +53,31 @@ def test_two_runs_in_one_second_keep_both_outputs(
     for result in (first, second):
         assert (Path(result.out_dir) / "summary.json").is_file()
         assert (Path(result.out_dir) / "trace.h5").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sweep", "SWEEP", "--jobs", "0"],  # rejected after the sweep file loaded
+        ["compare", "--profiles", "no-such-profile.yaml"],  # no profile can run
+    ],
+)
+def test_a_command_that_cannot_start_leaves_no_empty_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    from simcore.cli import main
+
+    sweep_file = Path(__file__).resolve().parents[1] / "examples" / "sweep-nic-tp.yaml"
+    monkeypatch.chdir(tmp_path)
+    assert main([str(sweep_file) if a == "SWEEP" else a for a in argv]) == 2
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_discard_keeps_a_folder_with_outputs(tmp_path: Path) -> None:
+    kept = atomic.new_run_dir(root=tmp_path)
+    (kept / "sweep.json").write_text("{}")
+    atomic.discard_if_empty(kept)
+    assert (kept / "sweep.json").is_file()
+    empty = atomic.new_run_dir(root=tmp_path)
+    atomic.discard_if_empty(empty)
+    assert not empty.exists()
