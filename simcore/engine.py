@@ -138,6 +138,7 @@ class Machine:
         # ahead of the GPU until a host synchronisation (a device-to-host copy) makes it wait. Per class:
         # when it will have issued everything issued so far. A kernel cannot end before it is issued.
         self.host_kernel_s = profile.calibration.host_kernel_time
+        self.step_host_s = profile.calibration.step_host_time  # per training step, before its first kernel
         # Each kernel's fixed GPU cost (launch gap, ramp-up, last-wave drain); the roofline charges one per op.
         self.kernel_overhead_s = profile.accelerator.kernel_overhead
         self._host: list[float] = []
@@ -360,6 +361,15 @@ class Machine:
     def host_issue(self, rank_class: int, launches: int) -> None:
         """The host thread issues ``launches`` kernels that the GPU does not wait for here (collectives)."""
         self._host[rank_class] += launches * self.host_kernel_s
+
+    def host_work(self, rank_class: int, seconds: float) -> simpy.Event:
+        """The host thread works ``seconds`` on its own (no kernel issued meanwhile): an event when it is done.
+        Called right after a host_sync, the GPU idles for it; that idle time counts as waiting for the host."""
+        now = self.env._now
+        done = max(self._host[rank_class], now) + seconds
+        self._host[rank_class] = done
+        self.host_wait[rank_class] += max(0.0, done - max(now, self._busy[rank_class][0]))
+        return self.env.timeout(done - now)
 
     def host_sync(self, rank_class: int) -> None:
         """The host thread waits for the GPU work issued so far (a device-to-host copy, ``.item()``)."""

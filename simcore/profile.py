@@ -372,6 +372,15 @@ class Calibration:
         "0 us",
         allow_zero=True,
     )
+    step_host_time: float = quantity(
+        "time",
+        "host time per training iteration outside the kernel stream (data-loader hand-off, the loss and "
+        "gradient-norm reads, the optimizer's per-parameter bookkeeping, logging): the host has just waited "
+        "for the GPUs at the step boundary, so they idle until it issues the next step's first kernel; "
+        "0 = none",
+        "0 s",
+        allow_zero=True,
+    )
     fitted_to: tuple[str, ...] = text_list("reference rows / sources these values were fitted to", [])
 
 

@@ -433,9 +433,9 @@ def summarize(
 
 
 def _host_wait_fraction(machine: Machine, weights: np.ndarray, elapsed: float) -> float:
-    """Share of the run the GPUs' compute streams waited for their host to issue kernels (host-bound
-    execution, calibration.host_kernel_time), GPU-weighted; the other fractions count that time as idle or
-    as exposed communication."""
+    """Share of the run the GPUs' compute streams waited for their host: to issue kernels (host-bound
+    execution, calibration.host_kernel_time) and for its per-step work (calibration.step_host_time),
+    GPU-weighted; the other fractions count that time as idle or as exposed communication."""
     if elapsed <= 0.0 or not len(weights):
         return 0.0
     waits = np.asarray(machine.host_wait, dtype=float)
@@ -506,7 +506,11 @@ def _write_trace_tables(
 def _host_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """A line for host-bound runs only (most runs never wait for their host)."""
     wait = summary.get("host_wait_fraction") or 0.0
-    return [("waiting for the host", f"{100 * wait:.3g} %  (kernel launches)")] if wait >= 0.001 else []
+    return (
+        [("waiting for the host", f"{100 * wait:.3g} %  (launches, per-step host work)")]
+        if wait >= 0.001
+        else []
+    )
 
 
 def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = None) -> None:

@@ -205,7 +205,7 @@ def test_summary_reports_the_time_gpus_wait_for_their_host(tmp_path):
         opts = RunOptions(
             profile="b200-dgx.yaml",
             workload=str(path),
-            sets=[f"calibration.host_kernel_time={host_us} us"],
+            sets=[f"calibration.host_kernel_time={host_us} us", "calibration.step_host_time=0 s"],
             write_trace=False,
             out=str(tmp_path / f"run{host_us}"),
         )
@@ -379,3 +379,23 @@ def test_plain_1f1b_syncs_the_host_at_every_activation_and_gradient_receive():
         Machine.host_sync = original
     # One at the step start, then one per micro-batch's receive: gradients on stage 0, activations on 1.
     assert (calls.count(0), calls.count(1)) == (1 + 6, 1 + 6)
+
+
+@pytest.mark.parametrize("par", [{}, {"tp": 2, "pp": 2, "dp": 2, "zero": 1}])
+def test_per_step_host_time_delays_every_step_by_exactly_itself(par):
+    """calibration.step_host_time: after the step-boundary sync the host works that long before issuing the
+    next step's first kernel, so every step of the run (all stages at once) starts that much later and
+    nothing else moves; the GPUs count the wait as waiting for their host."""
+    spec = _dense_spec(**par)
+
+    def run(step_host: str) -> tuple[TrainingJob, Machine]:
+        sets = ("calibration.host_kernel_time=35 us", f"calibration.step_host_time={step_host}")
+        job, machine, _ = simulate(spec, "h100-dgx.yaml", sets=sets)
+        return job, machine
+
+    (base, m0), (slow, m1) = run("0 s"), run("50 ms")
+    assert len(base.step_times.ends) == len(slow.step_times.ends) == 2
+    for i, (a, b) in enumerate(zip(base.step_times.ends, slow.step_times.ends, strict=True)):
+        assert b - a == pytest.approx(0.050 * (i + 1), rel=1e-9)
+    for c in range(len(m0.classes)):
+        assert m1.host_wait[c] - m0.host_wait[c] == pytest.approx(2 * 0.050, rel=1e-9)

@@ -726,6 +726,8 @@ class TrainingJob:
         for step in range(spec.steps):
             m.class_step[cls] = step
             m.host_sync(cls)  # the previous step ended with the loss and gradient norm read on the host
+            if m.step_host_s:  # ... then the host does its per-iteration work before the first kernel
+                yield m.host_work(cls, m.step_host_s)
             state = _StepState()
             if self.zero in (1, 2):
                 yield from self._param_gather_at_step_start(cls, state)
