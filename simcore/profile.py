@@ -368,7 +368,7 @@ class Calibration:
         "time",
         "CPU time the training framework's one host thread per GPU spends issuing one kernel (Python, "
         "autograd, dispatcher, cudaLaunchKernel): a GPU never runs a kernel before its host has issued it, so"
-        " small kernels (fine-grained experts, small micro-batches) go host-bound; 0 = never host-bound",
+        " small kernels (fine-grained experts, small micro-batches) go host-bound; 0 = no launch cost",
         "0 us",
         allow_zero=True,
     )
@@ -377,7 +377,7 @@ class Calibration:
         "host time per training iteration outside the kernel stream (data-loader hand-off, the loss and "
         "gradient-norm reads, the optimizer's per-parameter bookkeeping, logging): the host has just waited "
         "for the GPUs at the step boundary, so they idle until it issues the next step's first kernel; "
-        "0 = none",
+        "the shipped profiles set 70 ms, fitted to the published runs (docs/validation.md); 0 = none",
         "0 s",
         allow_zero=True,
     )
