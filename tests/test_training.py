@@ -194,10 +194,12 @@ def test_bubble_shrinks_with_microbatches_and_interleaving():
         ({"tp": 2, "pp": 2, "dp": 4, "ep": 8}, {"preset": "mixtral-8x7b", "seq_len": 1024}, 16),
     ],
 )
-def test_full_fidelity_equals_representative(par, model, gbs):
+@pytest.mark.parametrize("step_host", ["0 s", "70 ms"])
+def test_full_fidelity_equals_representative(par, model, gbs, step_host):
     spec = _spec(par, model=model, gbs=gbs)
-    _, _, rep = _simulate(spec)
-    _, _, full = _simulate(spec, fidelity="full")
+    sets = (f"calibration.step_host_time={step_host}",)
+    _, _, rep = _simulate(spec, sets=sets)
+    _, _, full = _simulate(spec, sets=sets, fidelity="full")
     assert full == pytest.approx(rep, rel=1e-9)
 
 
