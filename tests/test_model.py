@@ -389,6 +389,29 @@ def test_ep_alltoall_scales_with_imbalance():
     assert uneven[0].nbytes == pytest.approx(1.5 * even[0].nbytes)
 
 
+def test_several_local_experts_regroup_received_tokens():
+    """Megatron's all-to-all dispatcher regroups the received tokens by local expert after the dispatch and
+    back to rank order before the combine: one read + write of the routed tokens each, inverse in backward."""
+    spec = load_preset("mixtral-8x7b")  # 8 experts, top 2
+    kw = {"micro_batch": 1, "tp": 2, "sp": True}
+    routed_bytes = spec.seq_len / 2 * 2 * spec.hidden * 2  # tokens/tp x top_k x hidden x bf16
+    for phase in ("fwd", "bwd"):
+        program = layer_program(spec, 0, ep=4, phase=phase, **kw)  # 2 local experts
+        names = [item.name for item in program]
+        first, second = ("moe_dispatch", "moe_combine") if phase == "fwd" else ("moe_combine", "moe_dispatch")
+        sort, unsort = ("moe_sort_chunks", "moe_unsort_chunks")
+        if phase == "bwd":
+            sort, unsort = unsort, sort
+        assert names.index(first) < names.index(sort) < names.index("expert_mlp_up") < names.index(unsort)
+        assert names.index(unsort) < names.index(second)
+        for item in program:
+            if item.name in ("moe_sort_chunks", "moe_unsort_chunks"):
+                assert item.nbytes == pytest.approx(2 * routed_bytes) and item.flops == 0
+    for ep in (1, 8):  # no all-to-all, or one expert per rank: nothing to regroup
+        names = {op.name for op in layer_ops(spec, 0, ep=ep, **kw)}
+        assert not names & {"moe_sort_chunks", "moe_unsort_chunks"}
+
+
 def test_program_interleaves_ops_and_comms_in_order():
     spec = load_preset("llama3-8b")
     program = layer_program(spec, 0, micro_batch=1, tp=2, sp=True, cp=2)

@@ -912,6 +912,7 @@ class _Shard:
     dt: float  # bytes per activation element
     flash: bool = True  # flash attention (fused, causal blocks skipped) or Megatron's unfused core
     dropout: bool = False  # dropout after attention and MLP (and on the scores when unfused)
+    regroup: bool = True  # all-to-all dispatcher: regroup received tokens by local expert (DeepEP does not)
 
     @property
     def tokens(self) -> float:
@@ -1091,7 +1092,16 @@ def _mlp_fwd(spec: ModelSpec, layer_index: int, x: _Shard) -> list[_Item]:
                 bwd=(Comm("moe_dispatch", "ep", "alltoall", a2a),),
             )
         )
+    # Megatron's all-to-all dispatcher receives the tokens grouped by source rank; with several local experts
+    # it regroups them by expert ("permutation 2", sort_chunks_by_idxs; a transpose copy when token-drop
+    # pads) and restores the rank order before the combine: one copy of the routed tokens each way, whose
+    # backward is the inverse copy. DeepEP / hybrid-EP hand over tokens already laid out per local expert.
+    regroup = x.regroup and x.ep > 1 and local_experts > 1
+    if regroup:
+        items.append(_FwdOp(Op("moe_sort_chunks", "elementwise", 0.0, 2.0 * a2a), 1.0, 1.0))
     items += _ffn_fwd(spec, "expert_mlp", routed / local_experts, moe.expert_ffn_hidden, dt, local_experts)
+    if regroup:
+        items.append(_FwdOp(Op("moe_unsort_chunks", "elementwise", 0.0, 2.0 * a2a), 1.0, 1.0))
     if x.ep > 1:
         items.append(
             _CommPoint(
@@ -1119,18 +1129,21 @@ def layer_program(
     phase: str = "fwd",
     flash_attention: bool = True,
     dropout: bool = False,
+    ep_dispatch: str = "alltoall",
 ) -> list[Op | Comm]:
     """Kernels and collectives of one transformer layer for one micro-batch on one GPU, in execution order.
 
     Recompute is not included: before a layer's backward the workload replays its ``phase="fwd"`` program
     (full) or its ``attn_core*`` ops (selective). Data-parallel gradient reduction is per step, not here.
     ``flash_attention=False`` is Megatron's unfused core (scores through HBM); ``dropout`` adds the dropout
-    kernels (on the block outputs, and on the scores when unfused).
+    kernels (on the block outputs, and on the scores when unfused). ``ep_dispatch`` is the MoE token
+    dispatcher (``alltoall`` regroups the received tokens by local expert; ``deepep`` need not).
     """
     if not 0 <= layer_index < spec.layers:
         raise IndexError(f"layer_index {layer_index} out of range for {spec.layers} layers")
     s = spec.seq_len if seq_len is None else seq_len
-    x = _Shard(micro_batch, s, tp, sp, cp, ep, float(dtype_bytes), flash_attention, dropout)
+    regroup = ep_dispatch == "alltoall"
+    x = _Shard(micro_batch, s, tp, sp, cp, ep, float(dtype_bytes), flash_attention, dropout, regroup)
     window = spec.attention_window(layer_index)
     return _emit(_attention_fwd(spec, x, window) + _mlp_fwd(spec, layer_index, x), phase)
 

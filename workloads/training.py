@@ -257,6 +257,7 @@ def _layer_kwargs(spec: TrainingSpec) -> dict[str, Any]:
         ep=spec.parallelism.ep,
         flash_attention=spec.kernels.flash_attention,
         dropout=spec.kernels.dropout,
+        ep_dispatch=spec.parallelism.ep_dispatch,
         **_program_kwargs(spec),
     )
 
