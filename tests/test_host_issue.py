@@ -115,12 +115,12 @@ def test_launches_count_grouped_experts_and_framework_kernels():
     up_bwd = next(op for op in ops["bwd"] if op.name == "expert_mlp_up")
     assert (up_fwd.count, up_bwd.count) == (local, 2 * local)  # one GEMM per local expert; dgrad + wgrad
     # By hand (fp8, 16 local experts): forward 8 attention-side kernels (2 norms, 2 casts, qkv, rope, flash,
-    # out), router 1 + 10, permute 1 + 3, regroup by local expert 1, 2 expert casts, 2 x 16 expert GEMMs,
-    # activation, regroup back 1, unpermute 1 + 3.
-    fwd = 8 + 11 + 4 + 1 + 2 + 32 + 1 + 1 + 4
+    # out) + Qwen3's q and k norms 2, router 1 + 10, permute 1 + 3, regroup by local expert 1, 2 expert casts,
+    # 2 x 16 expert GEMMs, activation, regroup back 1, unpermute 1 + 3.
+    fwd = 8 + 2 + 11 + 4 + 1 + 2 + 32 + 1 + 1 + 4
     # Backward: GEMMs twice (experts 2 x 32, router 2, qkv 2, out 2), flash 3, the rest once, framework extras.
-    bwd = 4 + 1 + 1 + 32 + 1 + 1 + 32 + 1 + 4 + (2 + 10) + 1 + 1 + 2 + 3 + 1 + 1 + 2 + 1
-    assert (_total_launches(spec, "fwd"), _total_launches(spec, "bwd")) == (fwd, bwd) == (64, 101)
+    bwd = 4 + 1 + 1 + 32 + 1 + 1 + 32 + 1 + 4 + (2 + 10) + 1 + 1 + 2 + 3 + 2 + 1 + 1 + 2 + 1
+    assert (_total_launches(spec, "fwd"), _total_launches(spec, "bwd")) == (fwd, bwd) == (66, 103)
 
 
 def _step(spec: object, host_us: float, profile: str = "b200-dgx.yaml") -> float:

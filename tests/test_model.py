@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from simcore.errors import ConfigError
+from workloads.memory import layer_activation_bytes
 from workloads.model import (
     Comm,
     Op,
@@ -23,6 +24,7 @@ from workloads.model import (
     load_preset,
     megatron_flops_per_iteration,
     model_flops_per_token,
+    model_to_mapping,
     non_embedding_params,
     optimizer_bytes,
     output_ops,
@@ -387,6 +389,25 @@ def test_ep_alltoall_scales_with_imbalance():
     assert even[0].nbytes == spec.seq_len / 2 * 2 * spec.hidden * 2
     uneven = [c for c in layer_comm(skewed, 0, **kw) if c.group == "ep"]
     assert uneven[0].nbytes == pytest.approx(1.5 * even[0].nbytes)
+
+
+def test_qk_norm_adds_two_head_norms_their_params_and_saved_inputs():
+    plain = load_model(LLAMA3_8B, file="job.yaml")  # 32 heads, 8 KV heads of 128
+    normed = load_model({**LLAMA3_8B, "qk_norm": True}, file="job.yaml")
+    assert layer_params(normed, 0).total - layer_params(plain, 0).total == 2 * 128
+    kw = {"micro_batch": 2, "tp": 4, "sp": True}
+    [op] = [op for op in layer_ops(normed, 0, **kw) if op.name == "qk_norm"]
+    local = 2 * plain.seq_len * (32 + 8) / 4 * 128  # q and k elements of this TP rank's heads
+    assert (op.kind, op.nbytes) == ("norm", pytest.approx(local * 2 * 2))  # read + write, bf16
+    assert not [op for op in layer_ops(plain, 0, **kw) if op.name == "qk_norm"]
+    [bwd] = [op for op in layer_ops(normed, 0, phase="bwd", **kw) if op.name == "qk_norm"]
+    assert bwd.nbytes == pytest.approx(2 * op.nbytes)
+    extra = layer_activation_bytes(normed, 0, **kw) - layer_activation_bytes(plain, 0, **kw)
+    assert extra == pytest.approx(local * 2)  # the norms' 16-bit inputs
+    assert load_preset("qwen3-30b-a3b").qk_norm and load_preset("qwen3-235b-a22b").qk_norm
+    mla = load_preset("deepseek-v3")
+    err = config_error({**model_to_mapping(mla), "qk_norm": True})
+    assert err.path == "model.qk_norm" and "latent" in str(err)
 
 
 def test_several_local_experts_regroup_received_tokens():

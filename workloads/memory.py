@@ -165,6 +165,8 @@ def layer_activation_bytes(
     # Per-token bytes of the attention block.
     replicated = (_ACT_BYTES + g) * h + mask * h  # norm input, projection input; output dropout mask
     per_rank = _ACT_BYTES * (heads * dqk + kv * (dqk + dv))  # Q, K, V
+    if spec.qk_norm and spec.mla is None:
+        per_rank += _ACT_BYTES * (heads + kv) * dqk  # the per-head norms' inputs
     # The attention output: 16-bit for flash attention's backward (and, unquantized, the out-projection's
     # input too); a quantized out-projection keeps its own copy.
     per_rank += (_ACT_BYTES if flash_attention or not quantized else 0.0) * heads * dv

@@ -111,6 +111,7 @@ class ModelSpec:
     tied_embeddings: bool = False
     bias: bool = False  # linear layers and norms carry biases (GPT-2/3, Megatron GPT, MPT yamls)
     position_embedding: str = "rope"  # rope | alibi | learned (learned adds seq_len x hidden params)
+    qk_norm: bool = False  # RMSNorm over each query and key head before RoPE (Qwen3, OLMo 2, Gemma 3)
     # Sliding-window attention: a windowed layer's query attends to its last `sliding_window` tokens only.
     # Every `full_attention_every`-th layer (1-based) keeps full causal attention (GPT-OSS: 2, Gemma 3: 6);
     # 0 = every layer is windowed (Mistral 7B v0.1). None = no window.
@@ -168,6 +169,7 @@ _MODEL_OPTIONAL = (
     "mla",
     "tied_embeddings",
     "bias",
+    "qk_norm",
     "position_embedding",
     "sliding_window",
     "full_attention_every",
@@ -416,6 +418,13 @@ def load_model(data: Any, *, file: str | None = None, path: str = "model") -> Mo
             value=kv_heads,
             expected=f"kv_heads = heads = {heads}",
         )
+    if mla is not None and r.get_bool("qk_norm", default=False):
+        raise r.error(
+            "qk_norm",
+            "multi-head latent attention normalizes its q and kv latents (mla), not each head",
+            value=True,
+            expected="qk_norm: false (or no mla section)",
+        )
     window = r.optional_int("sliding_window")
     full_every = r.get_int("full_attention_every", minimum=0, default=0)
     if full_every and window is None:
@@ -443,6 +452,7 @@ def load_model(data: Any, *, file: str | None = None, path: str = "model") -> Mo
         mla=mla,
         tied_embeddings=r.get_bool("tied_embeddings", default=False),
         bias=r.get_bool("bias", default=False),
+        qk_norm=r.get_bool("qk_norm", default=False),
         position_embedding=r.get_str("position_embedding", default="rope", choices=POSITION_KINDS),
         sliding_window=window,
         full_attention_every=full_every,
@@ -598,6 +608,8 @@ def _attention_params(spec: ModelSpec) -> tuple[int, int]:
     params = h * qkv_width + a * d * h
     if spec.bias:
         params += qkv_width + h
+    if spec.qk_norm:  # one norm of width d for the queries and one for the keys, shared by the heads
+        params += 2 * _norm_params(spec, d)
     return params, 0
 
 
@@ -960,6 +972,10 @@ def _attention_fwd(spec: ModelSpec, x: _Shard, window: int | None = None) -> lis
     tp_start, tp_end = (
         _tp_points("attn", gathered, activation, x.sp) if x.tp > 1 else (_CommPoint(), _CommPoint())
     )
+    if spec.qk_norm and spec.mla is None:
+        # Per-head RMSNorm of the local queries and keys (two kernels, q and k: read + write each).
+        qk_elements = tokens * (heads + kv) * dqk
+        projections.append(_pointwise("qk_norm", "norm", qk_elements, _NORM_FLOPS_PER_ELEMENT, 2, dt))
     if spec.position_embedding == "rope":
         # Rotary embedding of the local queries and keys (a separate memory-bound kernel: read + write).
         rope_dims = spec.mla.qk_rope_head_dim if spec.mla is not None else dqk

@@ -102,8 +102,9 @@ class HostSync:
 
 # Kernels a framework launches for what racksim models as one op, when it is more than one (Megatron-Core):
 # the router's gating GEMM is followed by softmax / top-k, the load-balancing loss terms and the routing map;
-# the (fused) permutation builds an index map, sorts and gathers. Per pass, forward or backward.
-FRAMEWORK_KERNELS = {"router": 10, "moe_permute": 3, "moe_unpermute": 3}
+# the (fused) permutation builds an index map, sorts and gathers; QK-norm is one norm for the queries and
+# one for the keys. Per pass, forward or backward.
+FRAMEWORK_KERNELS = {"router": 10, "moe_permute": 3, "moe_unpermute": 3, "qk_norm": 1}
 # Flash attention's backward is a preprocess (dO·O), the main kernel and the dQ conversion.
 _FLASH_BWD_KERNELS = 3
 
