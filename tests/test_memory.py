@@ -100,7 +100,8 @@ def test_mla_moe_layer_derivation_in_bf16_and_fp8():
         moe = (
             2 * 2 * h + 4 * 256 + (g * h if g < 2 else 0)
         )  # norm + router inputs, probabilities (+ shared fc1)
-        moe += 8 * (g * h + inner * 2048 + 2 * h)  # each routed copy: fc1 input, inner, expert output
+        moe += 8 * (g * h + inner * 2048)  # each routed copy: fc1 input, inner (no expert output: the
+        # probabilities weight inside the activation, Megatron-Core's memory-efficient permutation)
         moe += inner * 2048  # the shared expert
         return attention + moe
 

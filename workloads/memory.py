@@ -17,6 +17,7 @@ from workloads.model import (
     ModelSpec,
     check_parallelism,
     check_recompute,
+    check_recompute_modules,
     kv_heads_per_rank,
     layer_params,
     pipeline_layers,
@@ -136,8 +137,15 @@ def layer_activation_bytes(
     flash_attention: bool = True,
     dropout: bool = False,
     gemm_input_bytes: float = _ACT_BYTES,
+    recompute_modules: tuple[str, ...] = ("core_attn",),
 ) -> float:
     """Activation bytes one layer keeps for the backward pass, for one micro-batch, on one GPU.
+
+    ``recompute: selective`` drops what its ``recompute_modules`` rebuild in the backward: ``core_attn`` the
+    attention scores (unfused core; flash attention keeps none), ``layernorm`` the two norms' outputs (the
+    attention projections', the router's and the dense fc1's saved input), ``moe_act`` the experts'
+    activation output (fc2's saved input), ``mlp`` the dense MLP's fc1 input and inner activations,
+    ``mla_up_proj`` MLA's per-head Q, K and V (rebuilt from the latents).
 
     ``gemm_input_bytes``: bytes per element of the linear layers' saved inputs (their weight gradient reads
     them). FP8/FP4 recipes (Transformer Engine) keep the quantized copy the forward GEMM used, 1 B (fp8)
@@ -149,6 +157,7 @@ def layer_activation_bytes(
     with TP + SP, 34·s·b·h/t selective, 2·s·b·h (/t with SP) full.
     """
     check_recompute(recompute)
+    modules = frozenset(recompute_modules) if recompute == "selective" else frozenset()
     s = spec.seq_len if seq_len is None else seq_len
     tokens = micro_batch * s / cp
     h = spec.hidden
@@ -164,7 +173,11 @@ def layer_activation_bytes(
     quantized = g < _ACT_BYTES  # linear layers keep a separate quantized copy of their input
     # Per-token bytes of the attention block.
     replicated = (_ACT_BYTES + g) * h + mask * h  # norm input, projection input; output dropout mask
+    if "layernorm" in modules:
+        replicated -= g * h  # the projections' input is the norm's output: rebuilt from the norm input
     per_rank = _ACT_BYTES * (heads * dqk + kv * (dqk + dv))  # Q, K, V
+    if spec.mla is not None and "mla_up_proj" in modules:
+        per_rank = 0.0  # MLA's Q, K, V are rebuilt from the kept latents (kept below)
     if spec.qk_norm and spec.mla is None:
         per_rank += _ACT_BYTES * (heads + kv) * dqk  # the per-head norms' inputs
     # The attention output: 16-bit for flash attention's backward (and, unquantized, the out-projection's
@@ -174,13 +187,14 @@ def layer_activation_bytes(
     if spec.mla is not None:
         m = spec.mla
         replicated += _ACT_BYTES * (m.q_lora_rank + m.kv_lora_rank)  # latent norm inputs (local tokens)
-        if quantized and m.q_lora_rank:  # the q and kv down-projections each quantize the norm output
+        # the q and kv down-projections each quantize the norm output
+        if quantized and m.q_lora_rank and "layernorm" not in modules:
             replicated += g * h
         # Gathered latents feed the up-projections on every TP rank: SP does not split them.
         per_rank += g * (m.q_lora_rank + m.kv_lora_rank) + _ACT_BYTES * m.qk_rope_head_dim
     if flash_attention:
         per_rank += _LSE_BYTES * heads
-    elif recompute == "none":
+    elif "core_attn" not in modules:
         # softmax output (+ dropout mask and dropout output) over all s keys; selective recomputes them.
         per_rank += heads * s * (_ACT_BYTES + (mask + _ACT_BYTES if dropout else 0.0))
 
@@ -189,17 +203,25 @@ def layer_activation_bytes(
     inner = _INNER_PER_WIDTH[spec.ffn] - _ACT_BYTES + g
     moe = spec.moe
     if moe is None or not spec.is_moe_layer(layer_index):
-        replicated += (_ACT_BYTES + g) * h + mask * h  # norm input, fc1 input; dropout mask
-        per_rank += inner * spec.dense_ffn_hidden / tp
+        replicated += _ACT_BYTES * h + mask * h  # norm input; dropout mask
+        if not modules & {"layernorm", "mlp"}:
+            replicated += g * h  # fc1 input (the norm output)
+        if "mlp" not in modules:
+            per_rank += inner * spec.dense_ffn_hidden / tp
     else:
         # Expert layers work on sequence-parallel shards (tokens / tp) with whole experts. Each routed copy
-        # keeps the experts' fc1 input (the dispatched token), the inner activations and the expert output
-        # (the combine's weighting by the router probability needs it for the probabilities' gradient).
+        # keeps the experts' fc1 input (the dispatched token) and the inner activations. Megatron-Core
+        # (>= 0.13, "memory-efficient permutation") weights by the router probability inside the expert
+        # activation, whose backward rebuilds what the probabilities' gradient needs from fc1's output: the
+        # expert output is not kept (arXiv:2603.07685 §4.1.2: 26.3 GB per GPU for DeepSeek-V3).
         routed = moe.top_k * moe.load_factor
-        expert = g * h + inner * moe.expert_ffn_hidden + _ACT_BYTES * h
-        moe_bytes = _ACT_BYTES * 2 * h + _PROB_BYTES * moe.experts + mask * h  # norm in, router in, probs
-        if quantized and moe.shared_experts:  # the shared experts' fc1 quantizes the (16-bit) router input
-            moe_bytes += g * h
+        act_out = 0.0 if "moe_act" in modules else g  # fc2's input, per unit of expert width
+        expert = g * h + (inner - g + act_out) * moe.expert_ffn_hidden
+        moe_bytes = _ACT_BYTES * h + _PROB_BYTES * moe.experts + mask * h  # norm in, probs
+        if "layernorm" not in modules:
+            moe_bytes += _ACT_BYTES * h  # the router's input (the norm output)
+            if quantized and moe.shared_experts:  # the shared experts' fc1 quantizes it too
+                moe_bytes += g * h
         moe_bytes += routed * expert + moe.shared_experts * inner * moe.expert_ffn_hidden
         per_rank += moe_bytes / tp
     return tokens * (replicated / seq_split + per_rank)
@@ -246,6 +268,7 @@ def training_memory(
     fsdp: bool = False,
     recompute: str = "none",
     recompute_layers: int = 0,
+    recompute_modules: tuple[str, ...] = ("core_attn",),
     sequence_parallel: bool = False,
     micro_batch: int = 1,
     num_microbatches: int = 1,
@@ -273,6 +296,7 @@ def training_memory(
     del settings["spec"]
     s = spec.seq_len if seq_len is None else seq_len
     check_recompute(recompute)
+    recompute_modules = check_recompute_modules(recompute_modules)
     _check_choice(zero, (0, 1, 2, 3), "parallelism.zero")
     _check_choice(optimizer, _OPTIMIZERS, "optimizer")
     for key in ("dp", "micro_batch", "num_microbatches"):
@@ -325,6 +349,7 @@ def training_memory(
         "flash_attention": flash_attention,
         "dropout": dropout,
         "gemm_input_bytes": gemm_input_bytes,
+        "recompute_modules": recompute_modules,
     }
     recomputed = recomputed_layers(spec, pp, vp, stage_index, recompute, recompute_layers, layers_per_chunk)
     chunk_activations = tuple(
@@ -386,7 +411,18 @@ def _candidates(spec: ModelSpec, st: Mapping[str, Any]) -> list[list[tuple[str, 
     """Changes a user could make, one group per knob, each group ordered from mild to strong."""
     groups: list[list[tuple[str, dict[str, Any]]]] = []
     modes = ("none", "selective", "full")
-    groups.append([(f"recompute: {r}", {"recompute": r}) for r in modes[modes.index(st["recompute"]) + 1 :]])
+    ladder = [(f"recompute: {r}", {"recompute": r}) for r in modes[modes.index(st["recompute"]) + 1 :]]
+    more = ("core_attn", "layernorm", "moe_act" if spec.moe is not None else "mlp")
+    if st["recompute"] != "full" and set(more) - set(st["recompute_modules"]):
+        listed = ", ".join(more)
+        ladder.insert(
+            len(ladder) - 1,
+            (
+                f"recompute: selective with recompute_modules: [{listed}]",
+                {"recompute": "selective", "recompute_modules": more},
+            ),
+        )
+    groups.append(ladder)
     zero = 3 if st["fsdp"] else st["zero"]
     groups.append([(f"zero: {z}", {"zero": z}) for z in range(zero + 1, 4)])
     if st["tp"] > 1 and not st["sequence_parallel"]:

@@ -24,6 +24,10 @@ from simcore.errors import ConfigError
 FFN_KINDS = ("gelu", "swiglu", "squared_relu")
 POSITION_KINDS = ("rope", "alibi", "learned")
 RECOMPUTE_KINDS = ("none", "selective", "full")
+# Megatron-Core's selective-recompute modules (--recompute-modules) racksim models: the attention core
+# (Megatron's default and Korthikanti's selective), the two input norms, the MoE experts' activation
+# function, the dense MLP (fc1 and its activation), MLA's up-projections (Q, K, V from the latents).
+RECOMPUTE_MODULES = ("core_attn", "layernorm", "moe_act", "mlp", "mla_up_proj")
 PHASES = ("fwd", "bwd")
 
 # Old or informal names that map to a preset file named after the printed parameter count.
@@ -613,6 +617,17 @@ def _attention_params(spec: ModelSpec) -> tuple[int, int]:
     return params, 0
 
 
+def mla_up_proj_params(spec: ModelSpec) -> int:
+    """Parameters of MLA's up-projections (Q from its latent, or from the hidden state without one; K's
+    no-RoPE part and V from the KV latent): what ``recompute_modules: [mla_up_proj]`` runs again."""
+    m = spec.mla
+    if m is None:
+        return 0
+    a, qk = spec.heads, m.qk_nope_head_dim + m.qk_rope_head_dim
+    q_up = (m.q_lora_rank or spec.hidden) * a * qk
+    return q_up + m.kv_lora_rank * a * (m.qk_nope_head_dim + m.v_head_dim)
+
+
 def layer_params(spec: ModelSpec, layer_index: int) -> LayerParams:
     """Parameter breakdown of layer `layer_index` (0-based); MoE layers follow `moe.dense_layers`."""
     if not 0 <= layer_index < spec.layers:
@@ -717,6 +732,31 @@ def layer_attention_flops_per_token(
     a sliding-window layer's band when ``layer_index`` names one)."""
     window = None if layer_index is None else spec.attention_window(layer_index)
     return _attention_core_flops_fwd_per_token(spec, spec.seq_len if seq_len is None else seq_len, window)
+
+
+def check_recompute_modules(
+    modules: Any, *, file: str | None = None, path: str = "parallelism.recompute_modules"
+) -> tuple[str, ...]:
+    """The modules as a tuple; a ConfigError for an unknown name (with a did-you-mean) or an empty list."""
+    if isinstance(modules, str) or not isinstance(modules, list | tuple) or not modules:
+        raise ConfigError(
+            "must be a non-empty list",
+            file=file,
+            path=path,
+            value=modules,
+            expected="a list of " + ", ".join(RECOMPUTE_MODULES),
+        )
+    for i, name in enumerate(modules):
+        if name not in RECOMPUTE_MODULES:
+            raise ConfigError(
+                "unknown recompute module",
+                file=file,
+                path=f"{path}[{i}]",
+                value=name,
+                expected="one of " + ", ".join(RECOMPUTE_MODULES),
+                hint=_did_you_mean(str(name), RECOMPUTE_MODULES),
+            )
+    return tuple(modules)
 
 
 def check_recompute(recompute: str, *, file: str | None = None, path: str = "parallelism.recompute") -> None:

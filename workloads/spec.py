@@ -17,7 +17,7 @@ import yaml
 
 from simcore.errors import ConfigError
 from simcore.profile import apply_overrides, parse_set_option, read_yaml
-from simcore.schema import build, choice, flag, int_list, number, quantity, section, text
+from simcore.schema import build, choice, flag, int_list, number, quantity, section, text, text_list
 from workloads.model import ModelSpec, list_presets, model_to_mapping, resolve_model_section
 
 WORKLOAD_KEYS = (
@@ -79,6 +79,12 @@ class Parallelism:
         0,
         integer=True,
         minimum=0,
+    )
+    recompute_modules: tuple[str, ...] = text_list(
+        "with recompute: selective, what the backward rebuilds (Megatron's --recompute-modules): core_attn "
+        "(the attention core), layernorm (the input norms' outputs), moe_act (the experts' activation "
+        "function), mlp (a dense MLP's fc1 and activation)",
+        ["core_attn"],
     )
     order: str = text("rank order, fastest-varying first (Megatron default)", "tp-cp-ep-dp-pp")
     tp_comm_overlap: bool = flag("overlap TP communication with GEMMs (userbuffers-style)", False)
@@ -260,9 +266,30 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
 
 def validate_training_spec(spec: TrainingSpec) -> None:
     """Cross-field checks: parallel sizes divide the model and the batch."""
-    from workloads.model import check_parallelism
+    from workloads.model import check_parallelism, check_recompute_modules
 
     par, file = spec.parallelism, spec.source_file
+    modules = check_recompute_modules(list(par.recompute_modules), file=file)
+    for module, applies, what in (
+        ("mla_up_proj", spec.model.mla is not None, "multi-head latent attention (an mla section)"),
+        ("moe_act", spec.model.moe is not None, "routed experts (a moe section)"),
+    ):
+        if module in modules and not applies:
+            raise ConfigError(
+                f"{module} rebuilds what only a model with {what} has",
+                file=file,
+                path="parallelism.recompute_modules",
+                value=list(modules),
+                expected=f"no {module} for {spec.model.name}",
+            )
+    if par.recompute != "selective" and modules != ("core_attn",):
+        raise ConfigError(
+            "recompute_modules choose what selective recompute rebuilds",
+            file=file,
+            path="parallelism.recompute_modules",
+            value=list(modules),
+            expected="recompute: selective, or no recompute_modules",
+        )
     check_parallelism(
         spec.model,
         tp=par.tp,
@@ -417,6 +444,7 @@ def auto_training_spec(
                     fsdp=False,
                     recompute=recompute,
                     recompute_layers=0,
+                    recompute_modules=("core_attn",),
                     ep_comm_overlap=False,
                     ep_dispatch="alltoall",
                     order="tp-cp-ep-dp-pp",
@@ -458,6 +486,7 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         fsdp=par.fsdp,
         recompute=par.recompute,
         recompute_layers=par.recompute_layers,
+        recompute_modules=tuple(par.recompute_modules),
         sequence_parallel=par.sequence_parallel,
         micro_batch=spec.batch.micro,
         num_microbatches=spec.microbatches,
@@ -506,6 +535,7 @@ def spec_mapping(spec: TrainingSpec) -> dict[str, Any]:
         del par["layers_per_chunk"]  # the automatic split
     else:
         par["layers_per_chunk"] = list(par["layers_per_chunk"])
+    par["recompute_modules"] = list(par["recompute_modules"])
     return {
         "kind": "training",
         "name": spec.name,

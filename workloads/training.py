@@ -288,20 +288,19 @@ def layer_items(spec: TrainingSpec, layer: int, variant: str) -> list[Any]:
     if variant == "bwd":
         return bwd
     if variant == "bwd_full":
-        replay = [
-            mdl.Op(f"{op.name}_recompute", op.kind, op.flops, op.nbytes, op.gemm_mnk, op.count)
-            if isinstance(op, mdl.Op)
-            else op
-            for op in fwd
-        ]
-        return replay + bwd
+        return [_replay(op) if isinstance(op, mdl.Op) else op for op in fwd] + bwd
     if variant == "bwd_selective":
+        modules = set(spec.parallelism.recompute_modules)
+        rebuilt = set().union(*(REPLAYED_OPS[m] for m in modules if m != "core_attn"))
+        # The norms, the experts' activation and the dense fc1 are rebuilt as the layer's backward starts
+        # (Megatron's CheckpointWithoutOutput); the attention core right before its own backward.
+        early = [_replay(op) for op in fwd if isinstance(op, mdl.Op) and op.name in rebuilt]
         again = [
-            mdl.Op(f"{op.name}_recompute", op.kind, op.flops, op.nbytes, op.gemm_mnk, op.count)
+            _replay(op)
             for op in fwd
-            if isinstance(op, mdl.Op) and _is_core(op.name)
+            if isinstance(op, mdl.Op) and _is_core(op.name) and "core_attn" in modules
         ]
-        out: list[Any] = []
+        out: list[Any] = early
         for item in bwd:
             if again and isinstance(item, mdl.Op) and _is_core(item.name):
                 out.extend(again)
@@ -309,6 +308,26 @@ def layer_items(spec: TrainingSpec, layer: int, variant: str) -> list[Any]:
             out.append(item)
         return out
     raise ValueError(f"unknown layer variant {variant!r}")
+
+
+# Forward ops each selective-recompute module (other than the attention core) replays before the backward;
+# an FP8/FP4 recipe also re-quantizes the rebuilt GEMM inputs (the ``_cast`` ops).
+REPLAYED_OPS: dict[str, frozenset[str]] = {
+    "layernorm": frozenset(
+        {"attn_norm", "mlp_norm", "shared_expert_up_cast"}
+        | {f"{g}_cast" for g in ("qkv_proj", "q_proj", "q_down_proj", "kv_down_proj", "mlp_up")}
+    ),
+    "moe_act": frozenset(("expert_mlp_act", "expert_mlp_down_cast")),
+    "mlp": frozenset(("mlp_up_cast", "mlp_up", "mlp_act", "mlp_down_cast")),
+    "mla_up_proj": frozenset(
+        ("q_up_proj", "kv_up_proj", "q_up_proj_cast", "kv_up_proj_cast", "q_proj", "q_proj_cast", "rope")
+    ),
+}
+
+
+def _replay(op: Any) -> Any:
+    """A forward op run again in the backward (same work, its own name for the trace)."""
+    return mdl.Op(f"{op.name}_recompute", op.kind, op.flops, op.nbytes, op.gemm_mnk, op.count)
 
 
 def _with_casts(items: list[Any], phase: str, quant: bool) -> list[Any]:
@@ -459,7 +478,15 @@ class TrainingJob:
             if mode == "none":
                 continue
             core = mdl.layer_attention_flops_per_token(model, s, layer)
-            flops += core if mode == "selective" else 2.0 * mdl.layer_params(model, layer).active + core
+            if mode == "full":
+                flops += 2.0 * mdl.layer_params(model, layer).active + core
+                continue
+            modules = self.spec.parallelism.recompute_modules
+            flops += core if "core_attn" in modules else 0.0
+            if "mlp" in modules and not model.is_moe_layer(layer):  # fc1 again (up and gate if gated)
+                flops += 2.0 * model.hidden * model.dense_ffn_hidden * (2 if model.ffn == "swiglu" else 1)
+            if "mla_up_proj" in modules and model.mla is not None:  # the up-projections again
+                flops += 2.0 * mdl.mla_up_proj_params(model)
         return flops
 
     # ------------------------------------------------------------------ memory

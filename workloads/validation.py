@@ -227,11 +227,13 @@ class Recipe:
     accelerator: str  # case-insensitive part of the profile's accelerator name
     parallelism: Mapping[str, Any]
     source: str
+    recompute: tuple[str, ...] | None = None  # selective recompute modules, used when they fit in HBM
 
 
 _MOE_REPORT = (
     "Megatron-Core MoE report (arXiv:2603.07685) Appendix B.2, Qwen3-235B: HybridEP dispatcher on GB300/GB200, "
-    "DeepEP on H100; 1F1B all-to-all overlap off on GB300, on for GB200 and H100"
+    "DeepEP on H100; 1F1B all-to-all overlap off on GB300, on for GB200 and H100; recompute moe_act and "
+    "layernorm on GB200 and H100"
 )
 RECIPES: tuple[Recipe, ...] = (
     Recipe(
@@ -247,6 +249,7 @@ RECIPES: tuple[Recipe, ...] = (
         "GB200",
         MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": True}),
         _MOE_REPORT,
+        recompute=("layernorm", "moe_act"),
     ),
     Recipe(
         "Megatron-Core MoE report",
@@ -254,6 +257,7 @@ RECIPES: tuple[Recipe, ...] = (
         "H100",
         MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": True}),
         _MOE_REPORT,
+        recompute=("layernorm", "moe_act"),
     ),
     Recipe(
         "Megatron-Bridge",
@@ -262,7 +266,19 @@ RECIPES: tuple[Recipe, ...] = (
         MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": True, "dp_overlap": False}),
         "Megatron-Bridge scripts/performance/configs/deepseek/deepseek_llm_pretrain.py, "
         "deepseek_v3_h100_1024gpus_{bf16,fp8}_config: enable_deepep=True, MoE all-to-all 1F1B overlap "
-        "(moe_a2a_1f1b), overlap_grad_reduce=False; its Blackwell configs keep the plain all-to-all",
+        "(moe_a2a_1f1b), overlap_grad_reduce=False, recompute_modules [mla_up_proj, mlp]; its Blackwell "
+        "configs keep the plain all-to-all",
+        recompute=("mla_up_proj", "mlp"),
+    ),
+    Recipe(
+        "Megatron-Bridge",
+        "deepseek-v3",
+        "B200",  # B200 and GB200 (GB300's configs are not in that file)
+        MappingProxyType({}),
+        "Megatron-Bridge scripts/performance/configs/deepseek/deepseek_llm_pretrain.py, "
+        "deepseek_v3_{b200,gb200}_256gpus_{bf16,fp8}_config: recompute_granularity selective, "
+        "recompute_modules [mla_up_proj]",
+        recompute=("mla_up_proj",),
     ),
     Recipe(
         "NeMo",
@@ -728,16 +744,24 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
             "fused_cross_entropy": sw.fused_cross_entropy,
         },
     }
-    given = _recompute_of(par_in.get("activation_recompute")) or sw.recompute
-    recompute, layers, micro_used = _fitting_layout(spec, profile.accelerator.hbm_capacity, given, micro)
+    given_mode = _recompute_of(par_in.get("activation_recompute")) or sw.recompute
+    given = Recompute(given_mode) if given_mode else None
+    preferred = None
+    if recipe is not None and recipe.recompute is not None:
+        preferred = Recompute("selective", 0, recipe.recompute)
+    way, micro_used = _fitting_layout(spec, profile.accelerator.hbm_capacity, given, micro, preferred)
     if given is None:
-        what = f"full, first {layers} layer(s) of each chunk" if layers else recompute
-        assumptions.append(f"recompute not given: {what} (the least that fits in HBM)")
-    parallelism["recompute_layers"] = layers
+        if way == preferred:
+            assert recipe is not None
+            assumptions.append(
+                f"recompute not given: {way.label}, the recipe's ({recipe.source}; it fits in HBM)"
+            )
+        else:
+            assumptions.append(f"recompute not given: {way.label} (the least that fits in HBM)")
     if micro is None:
         why = "pp > 1: 1" if pp > 1 else "pp = 1: the largest that fits (no accumulation unless needed)"
         assumptions.append(f"micro-batch not given ({why}) -> {micro_used}")
-    parallelism["recompute"] = recompute
+    parallelism.update(way.settings())
     spec["batch"]["micro"] = micro_used
     _check_spec(spec)
 
@@ -811,13 +835,46 @@ def _pipeline_layout(model: ModelSpec, pp: int, vp: int) -> tuple[int, ...] | No
         return layout
 
 
-def _fitting_layout(
-    spec: dict[str, Any], capacity: float, recompute: str | None, micro: int | None
-) -> tuple[str, int, int]:
-    """(recompute, recompute_layers, micro-batch) for what the source left open.
+# What Megatron-Bridge's MoE performance recipes recompute when they must (GPT-OSS, Qwen3 and DeepSeek-V3
+# configs: recompute_modules with moe_act and layernorm; the Megatron-Core MoE report, Appendix B.2).
+MOE_RECOMPUTE_MODULES = ("layernorm", "moe_act")
 
-    Recompute: the least that fits every pipeline stage in HBM: none, then full recompute of the first
-    1, 2, ... layers of each chunk (Megatron's block method, as NVIDIA's recipes tune it), then all layers.
+
+@dataclass(frozen=True)
+class Recompute:
+    """One way to recompute: the mode, full recompute's layers per chunk, selective recompute's modules."""
+
+    mode: str
+    layers: int = 0
+    modules: tuple[str, ...] = ("core_attn",)
+
+    @property
+    def label(self) -> str:
+        if self.mode == "selective" and self.modules != ("core_attn",):
+            return "selective, " + " and ".join(self.modules)
+        return f"full, first {self.layers} layer(s) of each chunk" if self.layers else self.mode
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "recompute": self.mode,
+            "recompute_layers": self.layers,
+            "recompute_modules": list(self.modules),
+        }
+
+
+def _fitting_layout(
+    spec: dict[str, Any],
+    capacity: float,
+    recompute: Recompute | None,
+    micro: int | None,
+    preferred: Recompute | None = None,
+) -> tuple[Recompute, int]:
+    """(recompute, micro-batch) for what the source left open.
+
+    Recompute: the source's own (``recompute``) as given; otherwise the recipe's (``preferred``) if it fits,
+    else the least that fits every pipeline stage in HBM: none, then (MoE models) selective recompute of
+    the norms and expert activations, then full recompute of the first 1, 2, ... layers of each chunk
+    (Megatron's block method, as NVIDIA's recipes tune it), then all layers.
     Micro-batch: 1 with pipelining (the bubble wants many micro-batches); without it, the largest divisor of
     the per-replica batch that fits (no gradient accumulation unless memory forces it). Falls back to full
     recompute and micro-batch 1.
@@ -835,7 +892,7 @@ def _fitting_layout(
     else:
         micros = [d for d in range(per_replica, 0, -1) if per_replica % d == 0]
     if recompute is not None:
-        modes = [(recompute, 0)]
+        ways = [recompute]
     else:
         try:
             ts = load_training_spec(spec, file="row")
@@ -845,12 +902,16 @@ def _fitting_layout(
             ts.model, par["pp"], par["vp"], layers_per_chunk=ts.parallelism.layers_per_chunk
         )
         longest = max(len(c) for stage in chunks for c in stage)
-        modes = [("none", 0)] + [("full", n) for n in range(1, longest)] + [("full", 0)]
-    for mode, layers in modes:
+        ways = [Recompute("none")] + [Recompute("full", n) for n in range(1, longest)] + [Recompute("full")]
+        if ts.model.moe is not None:  # Megatron's MoE recipes rebuild the norms and expert activations first
+            ways.insert(1, Recompute("selective", 0, MOE_RECOMPUTE_MODULES))
+        if preferred is not None:
+            ways.insert(0, preferred)
+    for way in ways:
         for mb in micros:
             trial = {
                 **spec,
-                "parallelism": {**par, "recompute": mode, "recompute_layers": layers},
+                "parallelism": {**par, **way.settings()},
                 "batch": {**spec["batch"], "micro": mb},
             }
             try:
@@ -859,8 +920,8 @@ def _fitting_layout(
                 raise NotRunnable(_clean(str(exc))) from None
             stages = range(ts.parallelism.pp)
             if max(training_memory(ts.model, **_memory_kwargs(ts, s)).total for s in stages) <= capacity:
-                return mode, layers, mb
-    return modes[-1][0], modes[-1][1], micros[-1]
+                return way, mb
+    return ways[-1], micros[-1]
 
 
 def predicted_metric(plan: RowPlan, summary: Mapping[str, Any]) -> float:
