@@ -128,6 +128,27 @@ def test_nemo_and_bridge_rows_map_precision_parallelism_and_platforms():
         _plan("mbridge-25.11-Pre-Training-DeepSeekV3_(w/_MTP)*")
 
 
+def test_recompute_follows_the_recipe_then_the_least_that_fits():
+    """Rows do not print their recompute. Megatron-Bridge's DeepSeek-V3 configs rebuild MLA's
+    up-projections (H100: and the dense MLPs); that is used when it fits. Other MoE rows try the MoE
+    recipes' selective [layernorm, moe_act] before any full recompute."""
+    h100 = _plan("mbridge-25.09-Pre-Training-DeepSeekV3_(dropless)-DGX-H100-*").spec["parallelism"]
+    assert (h100["recompute"], h100["recompute_modules"]) == ("selective", ["mla_up_proj", "mlp"])
+    gb200 = _plan("mbridge-25.11-Pre-Training-DeepSeekV3_(w/o_MTP)-DGX-GB200-256-FP8-MX-gbs4096")
+    assert gb200.spec["parallelism"]["recompute_modules"] == ["mla_up_proj"]
+    assert any("the recipe's (Megatron-Bridge" in a for a in gb200.assumptions)
+    oss = _plan("mbridge-25.11-Pre-Training-GPT_OSS_120B-DGX-B200-64-BF16-gbs512")
+    par = oss.spec["parallelism"]
+    assert (par["recompute"], par["recompute_modules"], par["recompute_layers"]) == (
+        "selective",
+        ["layernorm", "moe_act"],
+        0,
+    )
+    assert any("selective, layernorm and moe_act (the least that fits" in a for a in oss.assumptions)
+    dense = _plan("mbridge-25.11-Pre-Training-LLAMA3_70B-DGX-GB200-64-FP8-CS-gbs256").spec["parallelism"]
+    assert dense["recompute"] == "full" and dense["recompute_layers"] > 0  # dense recipes: block recompute
+
+
 def test_gradient_reduction_precision_follows_each_sources_recipes():
     """Megatron-Bridge's performance recipes reduce gradients in bf16 (grad_reduce_in_fp32 = False in every
     model's common config); NeMo 24.07 and Megatron-Core keep Megatron's fp32 default, except the NeMo

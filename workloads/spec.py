@@ -83,7 +83,7 @@ class Parallelism:
     recompute_modules: tuple[str, ...] = text_list(
         "with recompute: selective, what the backward rebuilds (Megatron's --recompute-modules): core_attn "
         "(the attention core), layernorm (the input norms' outputs), moe_act (the experts' activation "
-        "function), mlp (a dense MLP's fc1 and activation)",
+        "function), mlp (a dense MLP's fc1 and activation), mla_up_proj (MLA's Q, K, V from the latents)",
         ["core_attn"],
     )
     order: str = text("rank order, fastest-varying first (Megatron default)", "tp-cp-ep-dp-pp")
