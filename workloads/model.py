@@ -747,28 +747,25 @@ def check_recompute_modules(
             expected="a list of " + ", ".join(RECOMPUTE_MODULES),
         )
     for i, name in enumerate(modules):
-        if name not in RECOMPUTE_MODULES:
-            raise ConfigError(
-                "unknown recompute module",
-                file=file,
-                path=f"{path}[{i}]",
-                value=name,
-                expected="one of " + ", ".join(RECOMPUTE_MODULES),
-                hint=_did_you_mean(str(name), RECOMPUTE_MODULES),
-            )
+        _check_name(name, RECOMPUTE_MODULES, "unknown recompute module", file=file, path=f"{path}[{i}]")
     return tuple(modules)
 
 
 def check_recompute(recompute: str, *, file: str | None = None, path: str = "parallelism.recompute") -> None:
     """Raise a ConfigError unless `recompute` is none, selective or full."""
-    if recompute not in RECOMPUTE_KINDS:
+    _check_name(recompute, RECOMPUTE_KINDS, "unknown recompute mode", file=file, path=path)
+
+
+def _check_name(value: Any, choices: tuple[str, ...], problem: str, *, file: str | None, path: str) -> None:
+    """A ConfigError naming the choices (and the closest one) unless ``value`` is one of them."""
+    if value not in choices:
         raise ConfigError(
-            "unknown recompute mode",
+            problem,
             file=file,
             path=path,
-            value=recompute,
-            expected="one of " + ", ".join(RECOMPUTE_KINDS),
-            hint=_did_you_mean(str(recompute), RECOMPUTE_KINDS),
+            value=value,
+            expected="one of " + ", ".join(choices),
+            hint=_did_you_mean(str(value), choices),
         )
 
 

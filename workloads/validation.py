@@ -236,28 +236,20 @@ _MOE_REPORT = (
     "layernorm on GB200 and H100"
 )
 RECIPES: tuple[Recipe, ...] = (
-    Recipe(
-        "Megatron-Core MoE report",
-        "qwen3-235b-a22b",
-        "GB300",
-        MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": False}),
-        _MOE_REPORT,
-    ),
-    Recipe(
-        "Megatron-Core MoE report",
-        "qwen3-235b-a22b",
-        "GB200",
-        MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": True}),
-        _MOE_REPORT,
-        recompute=("layernorm", "moe_act"),
-    ),
-    Recipe(
-        "Megatron-Core MoE report",
-        "qwen3-235b-a22b",
-        "H100",
-        MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": True}),
-        _MOE_REPORT,
-        recompute=("layernorm", "moe_act"),
+    *(
+        Recipe(
+            "Megatron-Core MoE report",
+            "qwen3-235b-a22b",
+            accelerator,
+            MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": overlap}),
+            _MOE_REPORT,
+            recompute=recompute,
+        )
+        for accelerator, overlap, recompute in (
+            ("GB300", False, None),
+            ("GB200", True, ("layernorm", "moe_act")),
+            ("H100", True, ("layernorm", "moe_act")),
+        )
     ),
     Recipe(
         "Megatron-Bridge",
