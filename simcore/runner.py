@@ -423,8 +423,11 @@ def summarize(
             "global_seqs": spec.batch.global_seqs,
             "micro": spec.batch.micro,
             "parallelism": {
-                k: getattr(spec.parallelism, k)
-                for k in ("tp", "pp", "dp", "cp", "ep", "vp", "zero", "recompute")
+                **{
+                    k: getattr(spec.parallelism, k)
+                    for k in ("tp", "pp", "dp", "cp", "ep", "vp", "zero", "recompute")
+                },
+                "recompute_modules": list(spec.parallelism.recompute_modules),
             },
         },
         "collective_algorithms": dict(sorted(machine.comm_log.items())),

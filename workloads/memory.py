@@ -142,10 +142,11 @@ def layer_activation_bytes(
     """Activation bytes one layer keeps for the backward pass, for one micro-batch, on one GPU.
 
     ``recompute: selective`` drops what its ``recompute_modules`` rebuild in the backward: ``core_attn`` the
-    attention scores (unfused core; flash attention keeps none), ``layernorm`` the two norms' outputs (the
-    attention projections', the router's and the dense fc1's saved input), ``moe_act`` the experts'
-    activation output (fc2's saved input), ``mlp`` the dense MLP's fc1 input and inner activations,
-    ``mla_up_proj`` MLA's per-head Q, K and V (rebuilt from the latents).
+    attention scores (unfused core; flash attention keeps none), ``layernorm`` the outputs of the norms that
+    are modules of their own (an expert layer's pre-MLP norm: the router's input; MLA's input norm: the
+    down-projections' input; Transformer Engine fuses the other norms into their linear layers),
+    ``moe_act`` the experts' activation output (fc2's saved input), ``mlp`` a dense MLP's fc1 input and
+    inner activations, ``mla_up_proj`` MLA's per-head Q, K and V (rebuilt from the latents).
 
     ``gemm_input_bytes``: bytes per element of the linear layers' saved inputs (their weight gradient reads
     them). FP8/FP4 recipes (Transformer Engine) keep the quantized copy the forward GEMM used, 1 B (fp8)
@@ -173,8 +174,10 @@ def layer_activation_bytes(
     quantized = g < _ACT_BYTES  # linear layers keep a separate quantized copy of their input
     # Per-token bytes of the attention block.
     replicated = (_ACT_BYTES + g) * h + mask * h  # norm input, projection input; output dropout mask
-    if "layernorm" in modules:
-        replicated -= g * h  # the projections' input is the norm's output: rebuilt from the norm input
+    if "layernorm" in modules and spec.mla is not None:
+        # MLA's input norm is a module of its own (Transformer Engine fuses a standard attention's norm
+        # into the QKV projection, which the layernorm module then leaves alone): its output is rebuilt
+        replicated -= g * h
     per_rank = _ACT_BYTES * (heads * dqk + kv * (dqk + dv))  # Q, K, V
     if spec.mla is not None and "mla_up_proj" in modules:
         per_rank = 0.0  # MLA's Q, K, V are rebuilt from the kept latents (kept below)
@@ -204,9 +207,8 @@ def layer_activation_bytes(
     moe = spec.moe
     if moe is None or not spec.is_moe_layer(layer_index):
         replicated += _ACT_BYTES * h + mask * h  # norm input; dropout mask
-        if not modules & {"layernorm", "mlp"}:
-            replicated += g * h  # fc1 input (the norm output)
         if "mlp" not in modules:
+            replicated += g * h  # fc1 input (the norm output, fused into fc1: only mlp rebuilds it)
             per_rank += inner * spec.dense_ffn_hidden / tp
     else:
         # Expert layers work on sequence-parallel shards (tokens / tp) with whole experts. Each routed copy
@@ -412,7 +414,13 @@ def _candidates(spec: ModelSpec, st: Mapping[str, Any]) -> list[list[tuple[str, 
     groups: list[list[tuple[str, dict[str, Any]]]] = []
     modes = ("none", "selective", "full")
     ladder = [(f"recompute: {r}", {"recompute": r}) for r in modes[modes.index(st["recompute"]) + 1 :]]
-    more = ("core_attn", "layernorm", "moe_act" if spec.moe is not None else "mlp")
+    # the modules that free memory here: the unfused core's scores, the expert layers' router input and
+    # activations, a dense MLP, MLA's Q, K, V
+    more = (
+        *(("core_attn",) if not st["flash_attention"] else ()),
+        *(("layernorm", "moe_act") if spec.moe is not None else ("mlp",)),
+        *(("mla_up_proj",) if spec.mla is not None else ()),
+    )
     if st["recompute"] != "full" and set(more) - set(st["recompute_modules"]):
         listed = ", ".join(more)
         ladder.insert(

@@ -1187,7 +1187,7 @@ def layer_program(
     """Kernels and collectives of one transformer layer for one micro-batch on one GPU, in execution order.
 
     Recompute is not included: before a layer's backward the workload replays its ``phase="fwd"`` program
-    (full) or its ``attn_core*`` ops (selective). Data-parallel gradient reduction is per step, not here.
+    (full) or what ``recompute_modules`` rebuild (selective). Data-parallel gradient reduction is per step, not here.
     ``flash_attention=False`` is Megatron's unfused core (scores through HBM); ``dropout`` adds the dropout
     kernels (on the block outputs, and on the scores when unfused). ``ep_dispatch`` is the MoE token
     dispatcher (``alltoall`` regroups the received tokens by local expert; ``deepep`` need not).

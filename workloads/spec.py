@@ -81,9 +81,11 @@ class Parallelism:
         minimum=0,
     )
     recompute_modules: tuple[str, ...] = text_list(
-        "with recompute: selective, what the backward rebuilds (Megatron's --recompute-modules): core_attn "
-        "(the attention core), layernorm (the input norms' outputs), moe_act (the experts' activation "
-        "function), mlp (a dense MLP's fc1 and activation), mla_up_proj (MLA's Q, K, V from the latents)",
+        "with recompute: selective (ignored otherwise), what the backward rebuilds (Megatron's "
+        "--recompute-modules): core_attn (the attention core), layernorm (the norms Transformer Engine does "
+        "not fuse into a linear layer: an MoE layer's pre-MLP norm, MLA's input norm), moe_act (the "
+        "experts' activation function), mlp (a dense MLP, norm to fc2), mla_up_proj (MLA's Q, K, V from "
+        "the latents)",
         ["core_attn"],
     )
     order: str = text("rank order, fastest-varying first (Megatron default)", "tp-cp-ep-dp-pp")
@@ -270,26 +272,22 @@ def validate_training_spec(spec: TrainingSpec) -> None:
 
     par, file = spec.parallelism, spec.source_file
     modules = check_recompute_modules(list(par.recompute_modules), file=file)
+    model = spec.model
+    dense_layers = model.moe is None or model.moe.dense_layers > 0
     for module, applies, what in (
-        ("mla_up_proj", spec.model.mla is not None, "multi-head latent attention (an mla section)"),
-        ("moe_act", spec.model.moe is not None, "routed experts (a moe section)"),
+        ("mla_up_proj", model.mla is not None, "multi-head latent attention (an mla section)"),
+        ("moe_act", model.moe is not None, "routed experts (a moe section)"),
+        ("mlp", dense_layers, "dense MLP layers (no moe section, or moe.dense_layers > 0)"),
     ):
-        if module in modules and not applies:
+        # as in Megatron, the modules only matter with selective recompute (ignored otherwise)
+        if par.recompute == "selective" and module in modules and not applies:
             raise ConfigError(
                 f"{module} rebuilds what only a model with {what} has",
                 file=file,
                 path="parallelism.recompute_modules",
                 value=list(modules),
-                expected=f"no {module} for {spec.model.name}",
+                expected=f"no {module} for {model.name}",
             )
-    if par.recompute != "selective" and modules != ("core_attn",):
-        raise ConfigError(
-            "recompute_modules choose what selective recompute rebuilds",
-            file=file,
-            path="parallelism.recompute_modules",
-            value=list(modules),
-            expected="recompute: selective, or no recompute_modules",
-        )
     check_parallelism(
         spec.model,
         tp=par.tp,

@@ -266,8 +266,9 @@ def _layer_kwargs(spec: TrainingSpec) -> dict[str, Any]:
 def layer_items(spec: TrainingSpec, layer: int, variant: str) -> list[Any]:
     """Ops and collectives of one layer for one micro-batch.
 
-    ``variant``: ``fwd``; ``bwd`` (no recompute); ``bwd_selective`` (the attention core's forward replayed
-    just before its backward, Korthikanti et al. §5); ``bwd_full`` (the whole layer forward, TP/CP/EP
+    ``variant``: ``fwd``; ``bwd`` (no recompute); ``bwd_selective`` (what ``recompute_modules`` rebuild:
+    the attention core's forward replayed just before its backward, Korthikanti et al. §5, the others as
+    the backward starts); ``bwd_full`` (the whole layer forward, TP/CP/EP
     collectives included, replayed before the backward: Megatron's full recompute, one layer at a time).
     """
     kw = _layer_kwargs(spec)
@@ -291,16 +292,14 @@ def layer_items(spec: TrainingSpec, layer: int, variant: str) -> list[Any]:
         return [_replay(op) if isinstance(op, mdl.Op) else op for op in fwd] + bwd
     if variant == "bwd_selective":
         modules = set(spec.parallelism.recompute_modules)
-        rebuilt = set().union(*(REPLAYED_OPS[m] for m in modules if m != "core_attn"))
-        # The norms, the experts' activation and the dense fc1 are rebuilt as the layer's backward starts
-        # (Megatron's CheckpointWithoutOutput); the attention core right before its own backward.
-        early = [_replay(op) for op in fwd if isinstance(op, mdl.Op) and op.name in rebuilt]
+        # The other modules are rebuilt as the layer's backward starts (Megatron's CheckpointWithoutOutput);
+        # the attention core right before its own backward.
         again = [
             _replay(op)
             for op in fwd
             if isinstance(op, mdl.Op) and _is_core(op.name) and "core_attn" in modules
         ]
-        out: list[Any] = early
+        out: list[Any] = _early_replays(spec.model, layer, fwd, modules)
         for item in bwd:
             if again and isinstance(item, mdl.Op) and _is_core(item.name):
                 out.extend(again)
@@ -310,19 +309,39 @@ def layer_items(spec: TrainingSpec, layer: int, variant: str) -> list[Any]:
     raise ValueError(f"unknown layer variant {variant!r}")
 
 
-# Forward ops each selective-recompute module (other than the attention core) replays before the backward;
-# an FP8/FP4 recipe also re-quantizes the rebuilt GEMM inputs (the ``_cast`` ops).
-REPLAYED_OPS: dict[str, frozenset[str]] = {
-    "layernorm": frozenset(
-        {"attn_norm", "mlp_norm", "shared_expert_up_cast"}
-        | {f"{g}_cast" for g in ("qkv_proj", "q_proj", "q_down_proj", "kv_down_proj", "mlp_up")}
-    ),
-    "moe_act": frozenset(("expert_mlp_act", "expert_mlp_down_cast")),
-    "mlp": frozenset(("mlp_up_cast", "mlp_up", "mlp_act", "mlp_down_cast")),
-    "mla_up_proj": frozenset(
-        ("q_up_proj", "kv_up_proj", "q_up_proj_cast", "kv_up_proj_cast", "q_proj", "q_proj_cast", "rope")
-    ),
-}
+def _early_replays(model: Any, layer: int, fwd: list[Any], modules: set[str]) -> list[Any]:
+    """Forward items selective recompute runs again as a layer's backward starts (all but the attention
+    core), with the casts an FP8/FP4 recipe redoes on the rebuilt GEMM inputs. ``layernorm`` rebuilds only
+    the norms that are modules of their own (an expert layer's pre-MLP norm, MLA's input norm; Transformer
+    Engine fuses the others into the next linear layer); ``mlp`` re-runs a dense MLP block, norm to fc2 and
+    its TP collectives, as Megatron's checkpoint of the whole module does."""
+    moe_layer = model.is_moe_layer(layer)
+    mla = model.mla is not None
+    names: set[str] = set()
+    if "layernorm" in modules:
+        names |= {"attn_norm", "q_down_proj_cast", "kv_down_proj_cast"} if mla else set()
+        names |= {"mlp_norm", "shared_expert_up_cast"} if moe_layer else set()
+    if "moe_act" in modules and moe_layer:
+        names |= {"expert_mlp_act", "expert_mlp_down_cast"}
+    if "mla_up_proj" in modules and mla:
+        names |= {
+            "q_up_proj",
+            "kv_up_proj",
+            "q_up_proj_cast",
+            "kv_up_proj_cast",
+            "q_proj",
+            "q_proj_cast",
+            "rope",
+        }
+    out = [_replay(op) for op in fwd if isinstance(op, mdl.Op) and op.name in names]
+    if "mlp" in modules and not moe_layer:
+        ops = [i for i, item in enumerate(fwd) if isinstance(item, mdl.Op)]
+        start = next(i for i in ops if fwd[i].name == "mlp_norm")
+        end = next(i for i in ops if fwd[i].name == "mlp_down") + 1
+        while end < len(fwd) and isinstance(fwd[end], mdl.Comm):  # fc2's TP reduce-scatter / all-reduce
+            end += 1
+        out += [_replay(item) if isinstance(item, mdl.Op) else item for item in fwd[start:end]]
+    return out
 
 
 def _replay(op: Any) -> Any:
@@ -483,8 +502,8 @@ class TrainingJob:
                 continue
             modules = self.spec.parallelism.recompute_modules
             flops += core if "core_attn" in modules else 0.0
-            if "mlp" in modules and not model.is_moe_layer(layer):  # fc1 again (up and gate if gated)
-                flops += 2.0 * model.hidden * model.dense_ffn_hidden * (2 if model.ffn == "swiglu" else 1)
+            if "mlp" in modules and not model.is_moe_layer(layer):  # fc1 (up and gate if gated) and fc2 again
+                flops += 2.0 * model.hidden * model.dense_ffn_hidden * (3 if model.ffn == "swiglu" else 2)
             if "mla_up_proj" in modules and model.mla is not None:  # the up-projections again
                 flops += 2.0 * mdl.mla_up_proj_params(model)
         return flops
