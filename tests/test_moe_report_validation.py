@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from workloads.validation import NotRunnable, load_table, map_row, select_rows, validate
+from workloads.validation import load_table, map_row, select_rows, validate
 
 REPORT = Path(__file__).resolve().parents[1] / "workloads" / "reference" / "moe_report_runs.yaml"
 TABLE, LABEL = load_table(REPORT)
@@ -27,10 +25,17 @@ def test_report_rows_take_the_reports_dispatcher_and_overlap_per_platform():
         assert par["ep_dispatch"] == "deepep" and par["ep_comm_overlap"] is overlap, part
     long = _plan("*Qwen3*seq131072").spec
     assert (long["parallelism"]["cp"], long["parallelism"]["dp"], long["model"]["seq_len"]) == (4, 2, 131072)
-    # The report's DeepSeek-V3 runs include the MTP layer, which racksim does not model
+    # The report's DeepSeek-V3 runs include the MTP module (its pipeline layouts end in an MTP stage)
     for row in select_rows(TABLE, ["*DeepSeekV3*"]):
-        with pytest.raises(NotRunnable, match="multi-token-prediction"):
-            map_row(row, TABLE)
+        plan = map_row(row, TABLE)
+        assert plan.spec["model"]["mtp_layers"] == 1 and plan.spec["parallelism"]["ep_dispatch"] == "deepep"
+    h100 = _plan("*DeepSeekV3*H100*").spec["parallelism"]
+    assert h100["ep_comm_overlap"] and h100["recompute_modules"] == [
+        "mlp",
+        "mla_up_proj",
+        "moe_act",
+        "layernorm",
+    ]
 
 
 def test_report_rows_within_15_percent():

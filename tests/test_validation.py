@@ -124,8 +124,8 @@ def test_nemo_and_bridge_rows_map_precision_parallelism_and_platforms():
     # 61 layers on pp 4 x vp 4: the unprinted Megatron layout becomes the most even one (an assumption)
     ds = _plan("mbridge-25.11-Pre-Training-DeepSeekV3_(w/o_MTP)-DGX-GB200-256-BF16-gbs4096")
     assert ds.spec["parallelism"]["layers_per_chunk"] == [3] + [4] * 13 + [3, 3]
-    with pytest.raises(NotRunnable, match="multi-token-prediction"):
-        _plan("mbridge-25.11-Pre-Training-DeepSeekV3_(w/_MTP)*")
+    mtp = _plan("mbridge-25.11-Pre-Training-DeepSeekV3_(w/_MTP)*")
+    assert mtp.spec["model"]["mtp_layers"] == 1 and ds.spec["model"].get("mtp_layers", 0) == 0
 
 
 def test_recompute_follows_the_recipe_then_the_least_that_fits():

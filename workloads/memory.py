@@ -20,6 +20,7 @@ from workloads.model import (
     check_recompute_modules,
     kv_heads_per_rank,
     layer_params,
+    mtp_extra_params,
     pipeline_layers,
 )
 from workloads.schedule import interleaved
@@ -121,6 +122,14 @@ def stage_params(
         dense += h * (2 if spec.bias else 1)
         if not spec.tied_embeddings or pp > 1:
             dense += spec.vocab * h / tp
+        if spec.mtp_layers:  # MTP modules: a layer of the last layer's kind, norms and eh_proj each
+            p = layer_params(spec, spec.layers - 1)
+            duplicated = p.attention_tp_duplicated + p.norms + p.router + p.shared_experts
+            local = (p.attention - p.attention_tp_duplicated + p.dense_ffn) / tp + duplicated
+            proj = 2 * h * h
+            extra = proj / tp + mtp_extra_params(spec) - proj
+            dense += spec.mtp_layers * (local + extra)
+            experts += spec.mtp_layers * p.routed_experts / ep
     return StageParams(dense, experts, largest)
 
 
@@ -377,7 +386,14 @@ def training_memory(
         # final-norm input and LM-head input (bf16), and for backward the fp32 cross-entropy probabilities,
         # or with the fused kernel the 16-bit logit gradient it wrote over the logits; one micro-batch.
         kept = _ACT_BYTES if fused_cross_entropy else _PROB_BYTES
-        activations += tokens * (2 * _ACT_BYTES * h / seq_split + kept * spec.vocab / tp)
+        head = tokens * (2 * _ACT_BYTES * h / seq_split + kept * spec.vocab / tp)
+        activations += head
+        if spec.mtp_layers:
+            # each MTP module, for the micro-batch in flight: its layer, the two norm inputs and eh_proj's
+            # 2h input, and the shared head's tensors once more
+            module = layer_activation_bytes(spec, spec.layers - 1, recompute=base_mode, **act_kw)
+            module += tokens * (2 * _ACT_BYTES * h / seq_split + gemm_input_bytes * 2 * h)
+            activations += spec.mtp_layers * (module + head)
 
     cp_buffers = 0.0
     if cp > 1:

@@ -116,6 +116,9 @@ class ModelSpec:
     bias: bool = False  # linear layers and norms carry biases (GPT-2/3, Megatron GPT, MPT yamls)
     position_embedding: str = "rope"  # rope | alibi | learned (learned adds seq_len x hidden params)
     qk_norm: bool = False  # RMSNorm over each query and key head before RoPE (Qwen3, OLMo 2, Gemma 3)
+    # Multi-token prediction (DeepSeek-V3 §2.2): modules after the last layer, each one more transformer
+    # layer (the last layer's kind) predicting one more token through the shared output head.
+    mtp_layers: int = 0
     # Sliding-window attention: a windowed layer's query attends to its last `sliding_window` tokens only.
     # Every `full_attention_every`-th layer (1-based) keeps full causal attention (GPT-OSS: 2, Gemma 3: 6);
     # 0 = every layer is windowed (Mistral 7B v0.1). None = no window.
@@ -174,6 +177,7 @@ _MODEL_OPTIONAL = (
     "tied_embeddings",
     "bias",
     "qk_norm",
+    "mtp_layers",
     "position_embedding",
     "sliding_window",
     "full_attention_every",
@@ -457,6 +461,7 @@ def load_model(data: Any, *, file: str | None = None, path: str = "model") -> Mo
         tied_embeddings=r.get_bool("tied_embeddings", default=False),
         bias=r.get_bool("bias", default=False),
         qk_norm=r.get_bool("qk_norm", default=False),
+        mtp_layers=r.get_int("mtp_layers", minimum=0, default=0),
         position_embedding=r.get_str("position_embedding", default="rope", choices=POSITION_KINDS),
         sliding_window=window,
         full_attention_every=full_every,
@@ -673,9 +678,21 @@ def non_embedding_params(spec: ModelSpec, *, active: bool = False) -> int:
     return sum(p.active if active else p.total for p in layers)
 
 
+def mtp_extra_params(spec: ModelSpec) -> int:
+    """One MTP module beyond its transformer layer: the embedding and hidden-state norms, the 2h -> h
+    projection (eh_proj) and the module's final norm (embedding and output head are the model's)."""
+    return 2 * spec.hidden * spec.hidden + 3 * _norm_params(spec, spec.hidden)
+
+
+def mtp_params(spec: ModelSpec, *, active: bool = False) -> int:
+    """All MTP modules: each a transformer layer of the last layer's kind plus ``mtp_extra_params``."""
+    last = layer_params(spec, spec.layers - 1)
+    return spec.mtp_layers * ((last.active if active else last.total) + mtp_extra_params(spec))
+
+
 def total_params(spec: ModelSpec) -> int:
-    """Every parameter of the model, counted once (tied embeddings once)."""
-    return embedding_params(spec) + non_embedding_params(spec) + output_params(spec)
+    """Every parameter of the model, counted once (tied embeddings once; MTP modules included)."""
+    return embedding_params(spec) + non_embedding_params(spec) + output_params(spec) + mtp_params(spec)
 
 
 def active_params(spec: ModelSpec) -> int:
@@ -778,7 +795,12 @@ def model_flops_per_token(spec: ModelSpec, seq_len: int | None = None) -> float:
     """
     s = spec.seq_len if seq_len is None else seq_len
     dense = non_embedding_params(spec, active=True) + spec.vocab * spec.hidden
-    return 6.0 * dense + 3.0 * _attention_fwd_all_layers(spec, s)
+    # each MTP module: its layer and projection, the shared head once more, the last layer's attention
+    dense += mtp_params(spec, active=True) + spec.mtp_layers * spec.vocab * spec.hidden
+    attention = _attention_fwd_all_layers(spec, s) + spec.mtp_layers * _attention_core_flops_fwd_per_token(
+        spec, s, spec.attention_window(spec.layers - 1)
+    )
+    return 6.0 * dense + 3.0 * attention
 
 
 def hardware_flops_per_token(spec: ModelSpec, seq_len: int | None = None, recompute: str = "none") -> float:
@@ -1240,6 +1262,44 @@ def embedding_program(
             )
         else:
             items.append(_CommPoint(fwd=(Comm("embedding_allreduce", "tp", "allreduce", nbytes),)))
+    return _emit(items, phase)
+
+
+def mtp_input_program(
+    spec: ModelSpec,
+    *,
+    micro_batch: int,
+    seq_len: int | None = None,
+    tp: int = 1,
+    sp: bool = False,
+    cp: int = 1,
+    dtype_bytes: float = 2,
+    phase: str = "fwd",
+) -> list[Op | Comm]:
+    """The input of one MTP module (Megatron-Core's MultiTokenPredictionLayer): the next tokens' embedding
+    and the previous depth's hidden state, each RMS-normed, concatenated and projected 2h -> h by a
+    column-parallel eh_proj whose output is gathered over TP. Its transformer layer and the shared output
+    head follow (run by the workload, as the last layer's and the head's programs)."""
+    s = spec.seq_len if seq_len is None else seq_len
+    dt = float(dtype_bytes)
+    tokens = micro_batch * s / cp
+    h = spec.hidden
+    shard = tokens / tp if sp else tokens
+    items: list[_Item] = [
+        _pointwise("mtp_embedding", "elementwise", shard * h, 0.0, 2, dt),
+        _norm("mtp_enorm", shard, h, dt),
+        _norm("mtp_hnorm", shard, h, dt),
+    ]
+    if tp > 1:
+        items.append(
+            _CommPoint(
+                fwd=(Comm("mtp_allgather", "tp", "allgather", tokens * 2 * h * dt),),
+                bwd=(Comm("mtp_grad_reducescatter", "tp", "reducescatter", tokens * 2 * h * dt),),
+            )
+        )
+    items.append(_gemm("mtp_eh_proj", tokens, h / tp, 2 * h, dt))
+    if tp > 1:
+        items.append(_CommPoint(fwd=(Comm("mtp_gather_output", "tp", "allgather", tokens * h * dt),)))
     return _emit(items, phase)
 
 

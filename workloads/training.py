@@ -647,13 +647,16 @@ class TrainingJob:
         return "full" if layer in self._recomputed else "none"
 
     def _edge_program(self, which: str, phase: str) -> tuple[Step, ...]:
-        """Embedding (first virtual stage) or output layer + loss (last), with their TP collectives."""
+        """Embedding (first virtual stage), output layer + loss (last) or an MTP module's input projection,
+        with their TP collectives."""
         key = (which, phase)
         prog = self._programs.get(key)
         if prog is None:
             par = self.spec.parallelism
             if which == "embedding":
                 program = mdl.embedding_program(self.spec.model, phase=phase, **_program_kwargs(self.spec))
+            elif which == "mtp":
+                program = mdl.mtp_input_program(self.spec.model, phase=phase, **_program_kwargs(self.spec))
             else:
                 program = mdl.output_program(
                     self.spec.model,
@@ -702,7 +705,15 @@ class TrainingJob:
             out += model.hidden * (2 if model.bias else 1)
             if not model.tied_embeddings or self.dims.pp > 1:
                 out += model.vocab * model.hidden / tp
+            out += model.mtp_layers * self._mtp_param_split()[0]
         return out
+
+    def _mtp_param_split(self) -> tuple[float, float]:
+        """(dense, routed-expert) parameters one GPU holds for one MTP module (its layer, norms, eh_proj)."""
+        model, tp = self.spec.model, self.spec.parallelism.tp
+        dense, expert = self.layer_param_split(model.layers - 1)
+        proj = 2 * model.hidden * model.hidden
+        return dense + proj / tp + (mdl.mtp_extra_params(model) - proj), expert
 
     def _bucket_params(self, vstage: int, layers: list[int]) -> tuple[float, float]:
         """(dense, expert) parameters of a bucket of layers of a virtual stage, edge layers included."""
@@ -711,6 +722,10 @@ class TrainingJob:
             d, e = self.layer_param_split(layer)
             dense += d
             expert += e
+        if (
+            vstage == self.vstages - 1 and self.vstage_layers(vstage)[-1] in layers
+        ):  # the MTP modules' experts
+            expert += self.spec.model.mtp_layers * self._mtp_param_split()[1]
         return dense + self._edge_params(vstage, layers), expert
 
     def _stage_params(self, cls: int) -> tuple[float, float]:
@@ -874,6 +889,7 @@ class TrainingJob:
             yield from self._run_program(cls, self._layer_program(layer, "fwd"), mb)
         if vstage == self.vstages - 1:
             yield from self._run_program(cls, self._edge_program("output", "fwd"), mb)
+            yield from self._mtp(cls, mb, "fwd")
         else:
             self._send(cls, +1, ("act", m.class_step[cls], mb, vstage + 1), f"pp_send_act mb{mb}", mb)
 
@@ -886,6 +902,7 @@ class TrainingJob:
         if vstage == self.vstages - 1:
             if zero3:  # the LM head is gathered with the last layer
                 yield from self._zero3_gather(cls, vstage, layers, 0, ("B", mb), state)
+            yield from self._mtp(cls, mb, "bwd")
             yield from self._run_program(cls, self._edge_program("output", "bwd"), mb)
         else:
             yield m.recv(("grad", m.class_step[cls], mb, vstage, cls))
@@ -915,6 +932,18 @@ class TrainingJob:
         m.free(cls, self.act_bytes[cls][vstage // self.dims.pp])
         if vstage > 0:
             self._send(cls, -1, ("grad", m.class_step[cls], mb, vstage - 1), f"pp_send_grad mb{mb}", mb)
+
+    def _mtp(self, cls: int, mb: int, phase: str) -> Generator[simpy.Event, Any, None]:
+        """The multi-token-prediction modules on the last virtual stage: input projection, a transformer
+        layer of the last layer's kind and the shared output head with its loss; backward in reverse."""
+        parts = (
+            self._edge_program("mtp", phase),
+            self._layer_program(self.spec.model.layers - 1, phase),
+            self._edge_program("output", phase),
+        )
+        for _ in range(self.spec.model.mtp_layers):
+            for program in parts if phase == "fwd" else parts[::-1]:
+                yield from self._run_program(cls, program, mb)
 
     def _send(self, cls: int, delta: int, tag_base: tuple, name: str, mb: int) -> None:
         peer = self._peer(cls, delta)

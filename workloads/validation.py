@@ -235,6 +235,11 @@ _MOE_REPORT = (
     "DeepEP on H100; 1F1B all-to-all overlap off on GB300, on for GB200 and H100; recompute moe_act and "
     "layernorm on GB200 and H100"
 )
+_MOE_REPORT_DEEPSEEK = (
+    "Megatron-Core MoE report (arXiv:2603.07685) Appendix B.2 and Table 17, DeepSeek-V3: HybridEP on "
+    "GB300/GB200, DeepEP on H100; 1F1B all-to-all overlap on GB300 and H100, off on GB200; recompute none on "
+    "GB300, mlp on GB200, mlp, mla_up_proj, moe_act and layernorm on H100"
+)
 RECIPES: tuple[Recipe, ...] = (
     *(
         Recipe(
@@ -249,6 +254,21 @@ RECIPES: tuple[Recipe, ...] = (
             ("GB300", False, None),
             ("GB200", True, ("layernorm", "moe_act")),
             ("H100", True, ("layernorm", "moe_act")),
+        )
+    ),
+    *(
+        Recipe(
+            "Megatron-Core MoE report",
+            "deepseek-v3",
+            accelerator,
+            MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": overlap}),
+            _MOE_REPORT_DEEPSEEK,
+            recompute=recompute,
+        )
+        for accelerator, overlap, recompute in (
+            ("GB300", True, None),
+            ("GB200", False, ("mlp",)),
+            ("H100", True, ("mlp", "mla_up_proj", "moe_act", "layernorm")),
         )
     ),
     Recipe(
@@ -406,8 +426,6 @@ def resolve_model(row: Mapping[str, Any], table: Mapping[str, Any]) -> tuple[Mod
         raise NotRunnable(f"the table's `model_catalog` is {type(catalog).__name__}, expected a mapping")
     seq = positive_int(m, "seq_len", "model") or positive_int(row, "model_seq_len", "row")
     name = str(m.get("name") or "")
-    if re.search(r"w/\s*mtp", name, re.I):
-        raise NotRunnable("DeepSeek-V3 multi-token-prediction module is not modelled")
     spec: ModelSpec | None = None
     how = ""
     ref = m.get("ref")
@@ -452,6 +470,9 @@ def resolve_model(row: Mapping[str, Any], table: Mapping[str, Any]) -> tuple[Mod
         raise NotRunnable("model shape not given (no name, catalog ref, or layers/hidden/heads)")
     if seq and seq != spec.seq_len:
         spec = replace(spec, seq_len=int(seq))
+    if re.search(r"w/\s*mtp", name, re.I):  # DeepSeek-V3 trains one MTP module (depth 1, its report §2.2)
+        spec = replace(spec, mtp_layers=1)
+        how += "; w/ MTP: mtp_layers 1 (on the last pipeline stage)"
     return spec, how
 
 
