@@ -126,6 +126,10 @@ def test_nemo_and_bridge_rows_map_precision_parallelism_and_platforms():
     assert ds.spec["parallelism"]["layers_per_chunk"] == [3] + [4] * 13 + [3, 3]
     mtp = _plan("mbridge-25.11-Pre-Training-DeepSeekV3_(w/_MTP)*")
     assert mtp.spec["model"]["mtp_layers"] == 1 and ds.spec["model"].get("mtp_layers", 0) == 0
+    # 25.09 rows do not name MTP: Megatron-Bridge's DeepSeek-V3 recipe trains with one module
+    unnamed = _plan("mbridge-25.09-Pre-Training-DeepSeekV3_(dropless)-DGX-H100-*")
+    assert unnamed.spec["model"]["mtp_layers"] == 1
+    assert any(a.startswith("MTP not named: the recipe's mtp_layers 1") for a in unnamed.assumptions)
 
 
 def test_recompute_follows_the_recipe_then_the_least_that_fits():

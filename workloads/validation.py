@@ -228,6 +228,7 @@ class Recipe:
     parallelism: Mapping[str, Any]
     source: str
     recompute: tuple[str, ...] | None = None  # selective recompute modules, used when they fit in HBM
+    mtp_layers: int | None = None  # multi-token-prediction modules, unless the row's model name says
 
 
 _MOE_REPORT = (
@@ -279,8 +280,9 @@ RECIPES: tuple[Recipe, ...] = (
         "Megatron-Bridge scripts/performance/configs/deepseek/deepseek_llm_pretrain.py, "
         "deepseek_v3_h100_1024gpus_{bf16,fp8}_config: enable_deepep=True, MoE all-to-all 1F1B overlap "
         "(moe_a2a_1f1b), overlap_grad_reduce=False, recompute_modules [mla_up_proj, mlp]; its Blackwell "
-        "configs keep the plain all-to-all",
+        "configs keep the plain all-to-all; recipes/deepseek/deepseek_v3.py sets mtp_num_layers = 1",
         recompute=("mla_up_proj", "mlp"),
+        mtp_layers=1,
     ),
     Recipe(
         "Megatron-Bridge",
@@ -289,8 +291,9 @@ RECIPES: tuple[Recipe, ...] = (
         MappingProxyType({}),
         "Megatron-Bridge scripts/performance/configs/deepseek/deepseek_llm_pretrain.py, "
         "deepseek_v3_{b200,gb200}_256gpus_{bf16,fp8}_config: recompute_granularity selective, "
-        "recompute_modules [mla_up_proj]",
+        "recompute_modules [mla_up_proj]; recipes/deepseek/deepseek_v3.py sets mtp_num_layers = 1",
         recompute=("mla_up_proj",),
+        mtp_layers=1,
     ),
     Recipe(
         "NeMo",
@@ -743,6 +746,12 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
         if silent:
             settings = ", ".join(f"{k}: {v}" for k, v in silent.items())
             assumptions.append(f"recipe ({recipe.source}) -> {settings}")
+        model_name = str(row_section(row, "model").get("name") or "")
+        if recipe.mtp_layers is not None and not re.search(r"mtp", model_name, re.I):
+            model = replace(model, mtp_layers=recipe.mtp_layers)
+            assumptions.append(
+                f"MTP not named: the recipe's mtp_layers {recipe.mtp_layers} ({recipe.source})"
+            )
     spec: dict[str, Any] = {
         "kind": "training",
         "name": rid,
