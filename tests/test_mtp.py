@@ -72,3 +72,57 @@ def test_mtp_layers_must_be_a_whole_number_at_least_0():
             {**mdl.model_to_mapping(mdl.load_preset("llama3-8b")), "mtp_layers": -1}, file="m.yaml"
         )
     assert info.value.path == "model.mtp_layers"
+
+
+def test_module_collectives_follow_megatron_tp_and_sequence_parallelism():
+    ds = mdl.load_preset("deepseek-v3")
+
+    def comms(sp: bool, phase: str) -> list[str]:
+        program = mdl.mtp_input_program(ds, micro_batch=1, tp=2, sp=sp, phase=phase)
+        return [c.op for c in program if isinstance(c, mdl.Comm)]
+
+    # vocab-parallel lookup, column-parallel eh_proj (its input gathered with SP), output gathered
+    assert comms(True, "fwd") == ["reducescatter", "allgather", "allgather"]
+    assert comms(True, "bwd") == ["allgather", "allgather", "reducescatter", "allgather"]
+    assert comms(False, "fwd") == ["allreduce", "allgather"]
+    assert comms(False, "bwd") == ["allreduce"]
+    assert not [c for c in mdl.mtp_input_program(ds, micro_batch=1) if isinstance(c, mdl.Comm)]
+
+
+def test_the_last_stage_holds_the_module_and_an_embedding_copy():
+    from workloads.memory import stage_params
+
+    ds = dataclasses.replace(mdl.load_preset("deepseek-v3"), layers=8)
+    kw = {"tp": 2, "pp": 2, "ep": 8, "stage_index": 1}
+    plain = stage_params(ds, **kw)
+    mtp = stage_params(dataclasses.replace(ds, mtp_layers=1), **kw)
+    last = mdl.layer_params(ds, 7)
+    proj = 2 * ds.hidden**2
+    local = (last.attention - last.attention_tp_duplicated + last.dense_ffn) / 2 + (
+        last.attention_tp_duplicated + last.norms + last.router + last.shared_experts
+    )
+    module = local + proj / 2 + (mdl.mtp_extra_params(ds) - proj)
+    assert mtp.dense - plain.dense == pytest.approx(module + ds.vocab * ds.hidden / 2)
+    assert mtp.experts - plain.experts == pytest.approx(last.routed_experts / 8)
+    # with pp 1 the stage already holds the embedding
+    one = {"tp": 2, "pp": 1, "ep": 8, "stage_index": 0}
+    diff = stage_params(dataclasses.replace(ds, mtp_layers=1), **one).dense - stage_params(ds, **one).dense
+    assert diff == pytest.approx(module)
+
+
+def test_serving_rejects_mtp_and_row_names_decide_it():
+    from workloads.inference import load_inference_spec
+    from workloads.validation import mtp_named
+
+    with pytest.raises(ConfigError) as info:
+        load_inference_spec(
+            {
+                "kind": "inference",
+                "model": {"preset": "deepseek-v3", "mtp_layers": 1},
+                "parallelism": {"tp": 8},
+            },
+            file="serve.yaml",
+        )
+    assert info.value.path == "model.mtp_layers"
+    names = ("DeepSeekV3 (w/ MTP)", "DeepSeekV3 (w/o MTP)", "DeepSeekV3_(w/o_MTP)", "with MTP", "DeepSeekV3")
+    assert [mtp_named(n) for n in names] == [1, 0, 0, 1, None]

@@ -145,6 +145,10 @@ def load_inference_spec(data: Mapping[str, Any], *, file: str, source_text: str 
     model = resolve_model_section(data.pop("model", None), data.pop("preset", None), file=file)
     fields = build(_ServingFields, data, file=file, path="")
     par = fields.parallelism
+    if model.mtp_layers:
+        raise ConfigError("serving does not run multi-token-prediction modules (speculative decoding is not "
+                          "modelled)", file=file, path="model.mtp_layers", value=model.mtp_layers,
+                          expected="0 for kind: inference")  # fmt: skip
     if par.pp != 1:
         raise ConfigError("pipeline-parallel serving is not modelled", file=file, path="parallelism.pp",
                           value=par.pp, expected="1 (split with tp and replicas)")  # fmt: skip

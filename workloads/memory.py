@@ -130,6 +130,8 @@ def stage_params(
             extra = proj / tp + mtp_extra_params(spec) - proj
             dense += spec.mtp_layers * (local + extra)
             experts += spec.mtp_layers * p.routed_experts / ep
+            if pp > 1:  # the modules' embedding lookup: a copy of the embedding on the last stage
+                dense += spec.vocab * h / tp
     return StageParams(dense, experts, largest)
 
 
@@ -391,8 +393,9 @@ def training_memory(
         if spec.mtp_layers:
             # each MTP module, for the micro-batch in flight: its layer, the two norm inputs and eh_proj's
             # 2h input, and the shared head's tensors once more
-            module = layer_activation_bytes(spec, spec.layers - 1, recompute=base_mode, **act_kw)
-            module += tokens * (2 * _ACT_BYTES * h / seq_split + gemm_input_bytes * 2 * h)
+            mode = "full" if spec.layers - 1 in recomputed else base_mode  # as the model's last layer
+            module = layer_activation_bytes(spec, spec.layers - 1, recompute=mode, **act_kw)
+            module += tokens * (2 * _ACT_BYTES + gemm_input_bytes * 2) * h / seq_split
             activations += spec.mtp_layers * (module + head)
 
     cp_buffers = 0.0

@@ -1276,30 +1276,40 @@ def mtp_input_program(
     dtype_bytes: float = 2,
     phase: str = "fwd",
 ) -> list[Op | Comm]:
-    """The input of one MTP module (Megatron-Core's MultiTokenPredictionLayer): the next tokens' embedding
-    and the previous depth's hidden state, each RMS-normed, concatenated and projected 2h -> h by a
-    column-parallel eh_proj whose output is gathered over TP. Its transformer layer and the shared output
-    head follow (run by the workload, as the last layer's and the head's programs)."""
+    """The input of one MTP module (Megatron-Core's MultiTokenPredictionLayer): the next tokens'
+    (vocab-parallel) embedding and the previous depth's hidden state, each RMS-normed, concatenated and
+    projected 2h -> h by a column-parallel eh_proj whose output is gathered over TP (and split again into
+    sequence-parallel shards). Its transformer layer and the shared output head follow (run by the
+    workload, as the last layer's and the head's programs)."""
     s = spec.seq_len if seq_len is None else seq_len
     dt = float(dtype_bytes)
     tokens = micro_batch * s / cp
     h = spec.hidden
     shard = tokens / tp if sp else tokens
-    items: list[_Item] = [
-        _pointwise("mtp_embedding", "elementwise", shard * h, 0.0, 2, dt),
-        _norm("mtp_enorm", shard, h, dt),
-        _norm("mtp_hnorm", shard, h, dt),
-    ]
-    if tp > 1:
-        items.append(
-            _CommPoint(
-                fwd=(Comm("mtp_allgather", "tp", "allgather", tokens * 2 * h * dt),),
-                bwd=(Comm("mtp_grad_reducescatter", "tp", "reducescatter", tokens * 2 * h * dt),),
+    items: list[_Item] = [_pointwise("mtp_embedding", "elementwise", tokens * h, 0.0, 2, dt)]
+    if tp > 1:  # the vocab-parallel lookup's partial sums meet over TP, as the model's own embedding
+        nbytes = tokens * h * dt
+        if sp:
+            items.append(
+                _CommPoint(
+                    fwd=(Comm("mtp_embedding_reducescatter", "tp", "reducescatter", nbytes),),
+                    bwd=(Comm("mtp_embedding_grad_allgather", "tp", "allgather", nbytes),),
+                )
             )
-        )
-    items.append(_gemm("mtp_eh_proj", tokens, h / tp, 2 * h, dt))
+        else:
+            items.append(_CommPoint(fwd=(Comm("mtp_embedding_allreduce", "tp", "allreduce", nbytes),)))
+    items += [_norm("mtp_enorm", shard, h, dt), _norm("mtp_hnorm", shard, h, dt)]
     if tp > 1:
-        items.append(_CommPoint(fwd=(Comm("mtp_gather_output", "tp", "allgather", tokens * h * dt),)))
+        items.append(_tp_points("mtp_eh_proj", tokens * 2 * h * dt, tokens * h * dt, sp)[0])
+    items.append(_gemm("mtp_eh_proj", tokens, h / tp, 2 * h, dt))
+    if tp > 1:  # gather the column-parallel output; with SP it is split again (whose backward gathers), and
+        # the weight gradient re-gathers eh_proj's saved sharded input (Korthikanti et al. §4.2.2)
+        gathered = (Comm("mtp_eh_proj_gather", "tp", "allgather", tokens * h * dt),)
+        back = (
+            Comm("mtp_sp_grad_allgather", "tp", "allgather", tokens * h * dt),
+            Comm("mtp_eh_proj_input_allgather", "tp", "allgather", tokens * 2 * h * dt),
+        )
+        items.append(_CommPoint(fwd=gathered, bwd=back if sp else ()))
     return _emit(items, phase)
 
 

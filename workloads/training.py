@@ -492,7 +492,8 @@ class TrainingJob:
         the model-FLOP convention of docs/models.md: what ``hardware_tflops_per_gpu`` should divide."""
         model, s = self.spec.model, self.spec.model.seq_len
         flops = mdl.model_flops_per_token(model, s)
-        for layer in range(model.layers):
+        # each MTP module's layer recomputes as the model's last layer does
+        for layer in [*range(model.layers), *[model.layers - 1] * model.mtp_layers]:
             mode = self.layer_recompute(layer)
             if mode == "none":
                 continue
@@ -706,6 +707,8 @@ class TrainingJob:
             if not model.tied_embeddings or self.dims.pp > 1:
                 out += model.vocab * model.hidden / tp
             out += model.mtp_layers * self._mtp_param_split()[0]
+            if model.mtp_layers and self.dims.pp > 1:  # the modules' copy of the embedding
+                out += model.vocab * model.hidden / tp
         return out
 
     def _mtp_param_split(self) -> tuple[float, float]:

@@ -473,10 +473,19 @@ def resolve_model(row: Mapping[str, Any], table: Mapping[str, Any]) -> tuple[Mod
         raise NotRunnable("model shape not given (no name, catalog ref, or layers/hidden/heads)")
     if seq and seq != spec.seq_len:
         spec = replace(spec, seq_len=int(seq))
-    if re.search(r"w/\s*mtp", name, re.I):  # DeepSeek-V3 trains one MTP module (depth 1, its report §2.2)
-        spec = replace(spec, mtp_layers=1)
-        how += "; w/ MTP: mtp_layers 1 (on the last pipeline stage)"
+    named = mtp_named(name)
+    if named:  # DeepSeek-V3 trains one MTP module (depth 1, its report §2.2)
+        spec = replace(spec, mtp_layers=named)
+        how += f"; w/ MTP: mtp_layers {named} (on the last pipeline stage)"
     return spec, how
+
+
+def mtp_named(name: str) -> int | None:
+    """What a row's model name says of multi-token prediction: None (nothing), 0 ("w/o MTP", "without
+    MTP", "no MTP") or 1 (any other mention, e.g. "w/ MTP")."""
+    if not re.search(r"(?<![a-z])mtp(?![a-z])", name, re.I):
+        return None
+    return 0 if re.search(r"(w/o|without|no)[\s_-]*mtp", name, re.I) else 1
 
 
 # ------------------------------------------------------------------------------------------- rows
@@ -747,7 +756,7 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
             settings = ", ".join(f"{k}: {v}" for k, v in silent.items())
             assumptions.append(f"recipe ({recipe.source}) -> {settings}")
         model_name = str(row_section(row, "model").get("name") or "")
-        if recipe.mtp_layers is not None and not re.search(r"mtp", model_name, re.I):
+        if recipe.mtp_layers is not None and mtp_named(model_name) is None:
             model = replace(model, mtp_layers=recipe.mtp_layers)
             assumptions.append(
                 f"MTP not named: the recipe's mtp_layers {recipe.mtp_layers} ({recipe.source})"
