@@ -1252,17 +1252,19 @@ def embedding_program(
         _pointwise("embedding", "elementwise", tokens * spec.hidden, 0.0, tensors, dtype_bytes)
     ]
     if tp > 1:
-        nbytes = tokens * spec.hidden * dtype_bytes
-        if sp:
-            items.append(
-                _CommPoint(
-                    fwd=(Comm("embedding_reducescatter", "tp", "reducescatter", nbytes),),
-                    bwd=(Comm("embedding_grad_allgather", "tp", "allgather", nbytes),),
-                )
-            )
-        else:
-            items.append(_CommPoint(fwd=(Comm("embedding_allreduce", "tp", "allreduce", nbytes),)))
+        items.append(_vocab_parallel_point("embedding", tokens * spec.hidden * dtype_bytes, sp))
     return _emit(items, phase)
+
+
+def _vocab_parallel_point(name: str, nbytes: float, sp: bool) -> _CommPoint:
+    """Where a vocab-parallel embedding lookup's partial sums meet over TP: reduce-scattered into
+    sequence-parallel shards (all-gathered back in the backward), or all-reduced without SP."""
+    if sp:
+        return _CommPoint(
+            fwd=(Comm(f"{name}_reducescatter", "tp", "reducescatter", nbytes),),
+            bwd=(Comm(f"{name}_grad_allgather", "tp", "allgather", nbytes),),
+        )
+    return _CommPoint(fwd=(Comm(f"{name}_allreduce", "tp", "allreduce", nbytes),))
 
 
 def mtp_input_program(
@@ -1287,17 +1289,8 @@ def mtp_input_program(
     h = spec.hidden
     shard = tokens / tp if sp else tokens
     items: list[_Item] = [_pointwise("mtp_embedding", "elementwise", tokens * h, 0.0, 2, dt)]
-    if tp > 1:  # the vocab-parallel lookup's partial sums meet over TP, as the model's own embedding
-        nbytes = tokens * h * dt
-        if sp:
-            items.append(
-                _CommPoint(
-                    fwd=(Comm("mtp_embedding_reducescatter", "tp", "reducescatter", nbytes),),
-                    bwd=(Comm("mtp_embedding_grad_allgather", "tp", "allgather", nbytes),),
-                )
-            )
-        else:
-            items.append(_CommPoint(fwd=(Comm("mtp_embedding_allreduce", "tp", "allreduce", nbytes),)))
+    if tp > 1:  # the vocab-parallel lookup, as the model's own embedding
+        items.append(_vocab_parallel_point("mtp_embedding", tokens * h * dt, sp))
     items += [_norm("mtp_enorm", shard, h, dt), _norm("mtp_hnorm", shard, h, dt)]
     if tp > 1:
         items.append(_tp_points("mtp_eh_proj", tokens * 2 * h * dt, tokens * h * dt, sp)[0])

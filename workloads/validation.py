@@ -245,31 +245,19 @@ RECIPES: tuple[Recipe, ...] = (
     *(
         Recipe(
             "Megatron-Core MoE report",
-            "qwen3-235b-a22b",
+            model,
             accelerator,
             MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": overlap}),
-            _MOE_REPORT,
+            _MOE_REPORT if model.startswith("qwen3") else _MOE_REPORT_DEEPSEEK,
             recompute=recompute,
         )
-        for accelerator, overlap, recompute in (
-            ("GB300", False, None),
-            ("GB200", True, ("layernorm", "moe_act")),
-            ("H100", True, ("layernorm", "moe_act")),
-        )
-    ),
-    *(
-        Recipe(
-            "Megatron-Core MoE report",
-            "deepseek-v3",
-            accelerator,
-            MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": overlap}),
-            _MOE_REPORT_DEEPSEEK,
-            recompute=recompute,
-        )
-        for accelerator, overlap, recompute in (
-            ("GB300", True, None),
-            ("GB200", False, ("mlp",)),
-            ("H100", True, ("mlp", "mla_up_proj", "moe_act", "layernorm")),
+        for model, accelerator, overlap, recompute in (
+            ("qwen3-235b-a22b", "GB300", False, None),
+            ("qwen3-235b-a22b", "GB200", True, ("layernorm", "moe_act")),
+            ("qwen3-235b-a22b", "H100", True, ("layernorm", "moe_act")),
+            ("deepseek-v3", "GB300", True, None),
+            ("deepseek-v3", "GB200", False, ("mlp",)),
+            ("deepseek-v3", "H100", True, ("mlp", "mla_up_proj", "moe_act", "layernorm")),
         )
     ),
     Recipe(
