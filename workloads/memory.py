@@ -19,8 +19,8 @@ from workloads.model import (
     check_recompute,
     check_recompute_modules,
     kv_heads_per_rank,
-    layer_params,
-    mtp_extra_params,
+    layer_param_split,
+    mtp_param_split,
     pipeline_layers,
 )
 from workloads.schedule import interleaved
@@ -110,12 +110,10 @@ def stage_params(
     dense, experts, largest = 0.0, 0.0, 0.0
     for chunk in pipeline_layers(spec, pp, vp, layers_per_chunk=layers_per_chunk)[stage_index]:
         for i in chunk:
-            p = layer_params(spec, i)
-            duplicated = p.attention_tp_duplicated + p.norms + p.router + p.shared_experts
-            local = (p.attention - p.attention_tp_duplicated + p.dense_ffn) / tp + duplicated
+            local, routed = layer_param_split(spec, i, tp=tp, ep=ep)
             dense += local
-            experts += p.routed_experts / ep
-            largest = max(largest, local + p.routed_experts / ep)
+            experts += routed
+            largest = max(largest, local + routed)
     if stage_index == 0:
         dense += spec.vocab * h / tp + (spec.seq_len * h if spec.position_embedding == "learned" else 0)
     if stage_index == pp - 1:
@@ -123,13 +121,9 @@ def stage_params(
         if not spec.tied_embeddings or pp > 1:
             dense += spec.vocab * h / tp
         if spec.mtp_layers:  # MTP modules: a layer of the last layer's kind, norms and eh_proj each
-            p = layer_params(spec, spec.layers - 1)
-            duplicated = p.attention_tp_duplicated + p.norms + p.router + p.shared_experts
-            local = (p.attention - p.attention_tp_duplicated + p.dense_ffn) / tp + duplicated
-            proj = 2 * h * h
-            extra = proj / tp + mtp_extra_params(spec) - proj
-            dense += spec.mtp_layers * (local + extra)
-            experts += spec.mtp_layers * p.routed_experts / ep
+            local, routed = mtp_param_split(spec, tp=tp, ep=ep)
+            dense += spec.mtp_layers * local
+            experts += spec.mtp_layers * routed
             if pp > 1:  # the modules' embedding lookup: a copy of the embedding on the last stage
                 dense += spec.vocab * h / tp
     return StageParams(dense, experts, largest)

@@ -684,6 +684,23 @@ def mtp_extra_params(spec: ModelSpec) -> int:
     return 2 * spec.hidden * spec.hidden + 3 * _norm_params(spec, spec.hidden)
 
 
+def layer_param_split(spec: ModelSpec, layer_index: int, *, tp: int = 1, ep: int = 1) -> tuple[float, float]:
+    """(dense, routed-expert) parameters one GPU holds for a layer: TP shards attention and dense MLPs
+    (norms, routers, shared experts and MLA down-projections are whole on every TP rank), EP shards the
+    routed experts."""
+    p = layer_params(spec, layer_index)
+    whole = p.attention_tp_duplicated + p.norms + p.router + p.shared_experts
+    return (p.attention - p.attention_tp_duplicated + p.dense_ffn) / tp + whole, p.routed_experts / ep
+
+
+def mtp_param_split(spec: ModelSpec, *, tp: int = 1, ep: int = 1) -> tuple[float, float]:
+    """``layer_param_split`` of one MTP module: its layer (the last layer's kind), its norms and its
+    column-parallel eh_proj."""
+    dense, experts = layer_param_split(spec, spec.layers - 1, tp=tp, ep=ep)
+    proj = 2 * spec.hidden * spec.hidden
+    return dense + proj / tp + mtp_extra_params(spec) - proj, experts
+
+
 def mtp_params(spec: ModelSpec, *, active: bool = False) -> int:
     """All MTP modules: each a transformer layer of the last layer's kind plus ``mtp_extra_params``."""
     last = layer_params(spec, spec.layers - 1)

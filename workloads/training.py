@@ -686,10 +686,9 @@ class TrainingJob:
         hit = self._layer_params.get(layer)
         if hit is None:
             par = self.spec.parallelism
-            p = mdl.layer_params(self.spec.model, layer)
-            whole = p.attention_tp_duplicated + p.norms + p.router + p.shared_experts
-            dense = (p.attention - p.attention_tp_duplicated + p.dense_ffn) / par.tp + whole
-            hit = self._layer_params[layer] = (dense, p.routed_experts / par.ep)
+            hit = self._layer_params[layer] = mdl.layer_param_split(
+                self.spec.model, layer, tp=par.tp, ep=par.ep
+            )
         return hit
 
     def _edge_params(self, vstage: int, layers: list[int]) -> float:
@@ -713,10 +712,8 @@ class TrainingJob:
 
     def _mtp_param_split(self) -> tuple[float, float]:
         """(dense, routed-expert) parameters one GPU holds for one MTP module (its layer, norms, eh_proj)."""
-        model, tp = self.spec.model, self.spec.parallelism.tp
-        dense, expert = self.layer_param_split(model.layers - 1)
-        proj = 2 * model.hidden * model.hidden
-        return dense + proj / tp + (mdl.mtp_extra_params(model) - proj), expert
+        par = self.spec.parallelism
+        return mdl.mtp_param_split(self.spec.model, tp=par.tp, ep=par.ep)
 
     def _bucket_params(self, vstage: int, layers: list[int]) -> tuple[float, float]:
         """(dense, expert) parameters of a bucket of layers of a virtual stage, edge layers included."""
@@ -725,9 +722,8 @@ class TrainingJob:
             d, e = self.layer_param_split(layer)
             dense += d
             expert += e
-        if (
-            vstage == self.vstages - 1 and self.vstage_layers(vstage)[-1] in layers
-        ):  # the MTP modules' experts
+        last_layer_here = vstage == self.vstages - 1 and self.vstage_layers(vstage)[-1] in layers
+        if last_layer_here:  # the MTP modules' routed experts go with the model's last layer
             expert += self.spec.model.mtp_layers * self._mtp_param_split()[1]
         return dense + self._edge_params(vstage, layers), expert
 
@@ -939,6 +935,8 @@ class TrainingJob:
     def _mtp(self, cls: int, mb: int, phase: str) -> Generator[simpy.Event, Any, None]:
         """The multi-token-prediction modules on the last virtual stage: input projection, a transformer
         layer of the last layer's kind and the shared output head with its loss; backward in reverse."""
+        if not self.spec.model.mtp_layers:
+            return
         parts = (
             self._edge_program("mtp", phase),
             self._layer_program(self.spec.model.layers - 1, phase),
