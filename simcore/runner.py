@@ -344,8 +344,9 @@ def job_plan(spec: Any, profile: Profile, step_time_s: float, seed: int) -> JobP
 
     rel = profile.reliability
     ckpt_bytes = spec.job.checkpoint_bytes
-    if ckpt_bytes is None:
-        ckpt_bytes = CHECKPOINT_BYTES_PER_PARAM * total_params(spec.model)
+    if ckpt_bytes is None:  # bf16 Adam moments (optimizer.moments) save 4 B of the 14 per parameter
+        per_param = CHECKPOINT_BYTES_PER_PARAM - 2 * (4.0 - spec.optimizer.moment_bytes)
+        ckpt_bytes = per_param * total_params(spec.model)
     rate = rel.node_failures_per_1000_node_days
     return JobPlan(
         steps=spec.job.steps,

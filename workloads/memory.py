@@ -29,7 +29,6 @@ _ACT_BYTES = 2.0  # activations are kept in bf16/fp16 (Korthikanti's 2-byte tens
 _MASK_BYTES = 1.0  # a dropout mask is one byte per element
 _LSE_BYTES = 4.0  # flash attention keeps one fp32 log-sum-exp per query and head
 _PROB_BYTES = 4.0  # fp32 router probabilities and cross-entropy probabilities
-_ADAM_STATE_BYTES = 8.0  # fp32 m and v
 _MASTER_BYTES = 4.0  # fp32 master weights
 # MLP inner activations per token, in bytes per unit of FFN width.
 _INNER_PER_WIDTH = MappingProxyType({"gelu": 4.0, "squared_relu": 4.0, "swiglu": 6.0})
@@ -284,6 +283,7 @@ def training_memory(
     grad_dtype_bytes: float = 2,
     optimizer: str = "adam",
     master_weights: bool = True,
+    moment_bytes: float = 4.0,
     flash_attention: bool = True,
     dropout: bool = False,
     fused_cross_entropy: bool = False,
@@ -295,7 +295,8 @@ def training_memory(
     """Training memory per GPU on pipeline stage `stage_index` (mixed-precision Adam, 1F1B pipelining).
 
     Weights `param_dtype_bytes`, gradients `grad_dtype_bytes` (4 = fp32 accumulation), optimizer 12 B/param
-    (fp32 master + m + v; 8 without master weights) on the parameters of stage_params(). ZeRO-1 shards the
+    (fp32 master + m + v, each moment `moment_bytes`: 8 B/param with bf16 moments; 4 less without master
+    weights) on the parameters of stage_params(). ZeRO-1 shards the
     optimizer over dp·cp, ZeRO-2 also the gradients, ZeRO-3 / FSDP also the weights; routed experts shard
     over their own data-parallel group dp·cp·tp/ep.
     """
@@ -341,7 +342,7 @@ def training_memory(
             return params.dense / dense_group + params.experts / expert_group
         return params.dense + params.experts
 
-    optimizer_per_param = _ADAM_STATE_BYTES + (_MASTER_BYTES if master_weights else 0.0)
+    optimizer_per_param = 2 * moment_bytes + (_MASTER_BYTES if master_weights else 0.0)  # Adam's m and v
     weights = param_dtype_bytes * per_gpu(zero >= 3)
     gradients = grad_dtype_bytes * per_gpu(zero >= 2)
     optimizer_states = optimizer_per_param * per_gpu(zero >= 1)

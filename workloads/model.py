@@ -1404,13 +1404,15 @@ def optimizer_bytes(
     param_dtype_bytes: float = 2,
     grad_dtype_bytes: float = 2,
     master_weights: bool = True,
+    moment_bytes: float = 4,
 ) -> float:
     """HBM bytes an Adam step moves for `num_params` (the local shard).
 
-    Reads the gradient; reads and writes m and v (fp32); with master weights reads and writes the fp32
-    master copy and writes the low-precision model copy, otherwise reads and writes the weights.
+    Reads the gradient; reads and writes m and v (fp32, or ``moment_bytes`` each); with master weights
+    reads and writes the fp32 master copy and writes the low-precision model copy, otherwise reads and
+    writes the weights.
     """
-    per_param = grad_dtype_bytes + 2 * (4 + 4)
+    per_param = grad_dtype_bytes + 2 * 2 * moment_bytes
     per_param += (2 * 4 + param_dtype_bytes) if master_weights else 2 * param_dtype_bytes
     return float(num_params) * per_param
 

@@ -30,6 +30,7 @@ WORKLOAD_KEYS = (
     "steps",
     "name",
     "kernels",
+    "optimizer",
     "job",
 )
 PRECISIONS = ("bf16", "fp16", "fp8", "fp4")
@@ -156,6 +157,23 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class Optimizer:
+    """Adam's state in HBM (the optimizer step and its memory)."""
+
+    moments: str = choice(
+        "storage precision of Adam's first and second moments: fp32, or bf16 (Megatron's precision-aware "
+        "optimizer, --exp-avg-dtype / --exp-avg-sq-dtype bf16; DeepSeek-V3 trains so, its report §3.3.2); "
+        "the fp32 master weights stay",
+        ("fp32", "bf16"),
+        "fp32",
+    )
+
+    @property
+    def moment_bytes(self) -> float:
+        return 2.0 if self.moments == "bf16" else 4.0
+
+
+@dataclass(frozen=True)
 class Job:
     """A multi-day job replayed from the simulated step time: failures, checkpoints, restarts."""
 
@@ -166,7 +184,7 @@ class Job:
     checkpoint_bytes: float | None = quantity(
         "bytes",
         "size of one checkpoint (default: the full training state, 2 B bf16 weights + 12 B fp32 master "
-        "weights and Adam moments per parameter)",
+        "weights and Adam moments per parameter; 10 B with optimizer.moments: bf16)",
         None,
         optional=True,
     )
@@ -183,6 +201,7 @@ class _TrainingFields:
     precision: str = choice("compute precision of the GEMMs", PRECISIONS, "bf16")
     steps: int = number("training steps to simulate", 2, integer=True, minimum=1)
     kernels: Kernels = section("kernel implementation choices", {})
+    optimizer: Optimizer = section("Adam's state", {})
     job: Job | None = section(
         "a multi-day job replayed from the step time (failures, checkpoints)", None, optional=True
     )
@@ -204,6 +223,7 @@ class TrainingSpec:
         flash_attention=True, dropout=False, fused_cross_entropy=False, cuda_graphs=False
     )
     job: Job | None = None
+    optimizer: Optimizer = Optimizer(moments="fp32")
 
     @property
     def gpus(self) -> int:
@@ -261,6 +281,7 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
         source_text=source_text,
         kernels=fields.kernels,
         job=fields.job,
+        optimizer=fields.optimizer,
     )
     validate_training_spec(spec)
     return spec
@@ -500,6 +521,7 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         stage_index=stage,
         layers_per_chunk=par.layers_per_chunk,
         gemm_input_bytes=SAVED_GEMM_INPUT_BYTES.get(spec.precision, 2.0),
+        moment_bytes=spec.optimizer.moment_bytes,
     )
 
 
@@ -546,7 +568,9 @@ def spec_mapping(spec: TrainingSpec) -> dict[str, Any]:
             "flash_attention": spec.kernels.flash_attention,
             "dropout": spec.kernels.dropout,
             "fused_cross_entropy": spec.kernels.fused_cross_entropy,
+            "cuda_graphs": spec.kernels.cuda_graphs,
         },
+        "optimizer": {"moments": spec.optimizer.moments},
         **({"job": _job_mapping(spec.job)} if spec.job is not None else {}),
     }
 

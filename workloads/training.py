@@ -1016,7 +1016,7 @@ class TrainingJob:
         yield self.m.compute(
             cls,
             mdl.optimizer_flops(shard),
-            mdl.optimizer_bytes(shard),
+            mdl.optimizer_bytes(shard, moment_bytes=self.spec.optimizer.moment_bytes),
             dtype="bf16",
             name="optimizer",
             kind="optimizer",

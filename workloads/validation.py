@@ -229,6 +229,7 @@ class Recipe:
     source: str
     recompute: tuple[str, ...] | None = None  # selective recompute modules, used when they fit in HBM
     mtp_layers: int | None = None  # multi-token-prediction modules, unless the row's model name says
+    moments: str | None = None  # Adam's moments' storage precision (optimizer.moments)
 
 
 _MOE_REPORT = (
@@ -239,7 +240,8 @@ _MOE_REPORT = (
 _MOE_REPORT_DEEPSEEK = (
     "Megatron-Core MoE report (arXiv:2603.07685) Appendix B.2 and Table 17, DeepSeek-V3: HybridEP on "
     "GB300/GB200, DeepEP on H100; 1F1B all-to-all overlap on GB300 and H100, off on GB200; recompute none on "
-    "GB300, mlp on GB200, mlp, mla_up_proj, moe_act and layernorm on H100"
+    "GB300, mlp on GB200, mlp, mla_up_proj, moe_act and layernorm on H100; Table 18: low-precision "
+    "optimizer states"
 )
 RECIPES: tuple[Recipe, ...] = (
     *(
@@ -250,6 +252,7 @@ RECIPES: tuple[Recipe, ...] = (
             MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": overlap}),
             _MOE_REPORT if model.startswith("qwen3") else _MOE_REPORT_DEEPSEEK,
             recompute=recompute,
+            moments=None if model.startswith("qwen3") else "bf16",
         )
         for model, accelerator, overlap, recompute in (
             ("qwen3-235b-a22b", "GB300", False, None),
@@ -268,9 +271,11 @@ RECIPES: tuple[Recipe, ...] = (
         "Megatron-Bridge scripts/performance/configs/deepseek/deepseek_llm_pretrain.py, "
         "deepseek_v3_h100_1024gpus_{bf16,fp8}_config: enable_deepep=True, MoE all-to-all 1F1B overlap "
         "(moe_a2a_1f1b), overlap_grad_reduce=False, recompute_modules [mla_up_proj, mlp]; its Blackwell "
-        "configs keep the plain all-to-all; recipes/deepseek/deepseek_v3.py sets mtp_num_layers = 1",
+        "configs keep the plain all-to-all; recipes/deepseek/deepseek_v3.py sets mtp_num_layers = 1 and "
+        "bf16 Adam moments (exp_avg_dtype, exp_avg_sq_dtype)",
         recompute=("mla_up_proj", "mlp"),
         mtp_layers=1,
+        moments="bf16",
     ),
     Recipe(
         "Megatron-Bridge",
@@ -279,9 +284,11 @@ RECIPES: tuple[Recipe, ...] = (
         MappingProxyType({}),
         "Megatron-Bridge scripts/performance/configs/deepseek/deepseek_llm_pretrain.py, "
         "deepseek_v3_{b200,gb200}_256gpus_{bf16,fp8}_config: recompute_granularity selective, "
-        "recompute_modules [mla_up_proj]; recipes/deepseek/deepseek_v3.py sets mtp_num_layers = 1",
+        "recompute_modules [mla_up_proj]; recipes/deepseek/deepseek_v3.py sets mtp_num_layers = 1 and bf16 "
+        "Adam moments",
         recompute=("mla_up_proj",),
         mtp_layers=1,
+        moments="bf16",
     ),
     Recipe(
         "NeMo",
@@ -763,6 +770,9 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
             "fused_cross_entropy": sw.fused_cross_entropy,
         },
     }
+    if recipe is not None and recipe.moments is not None:
+        spec["optimizer"] = {"moments": recipe.moments}
+        assumptions.append(f"optimizer not given: the recipe's {recipe.moments} Adam moments")
     given_mode = _recompute_of(par_in.get("activation_recompute")) or sw.recompute
     given = Recompute(given_mode) if given_mode else None
     preferred = None
