@@ -262,6 +262,7 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                 path=path,
                 value=_short(raw),
                 expected="a list of strings",
+                hint=f"write [{raw}]" if isinstance(raw, str) else None,
             )
         return tuple(raw)
     if kind == "int_list":

@@ -143,3 +143,20 @@ def test_savings_match_the_megatron_core_moe_report_table_4():
     assert saved(("mla_up_proj",), 2.0) / old_expert_output == pytest.approx(30.4 / 26.3, rel=0.05)
     # the activation output is fc2's saved input: its FP8 copy (1 B) matches the report's 3.8 GB
     assert saved(("moe_act",), 1.0) / old_expert_output == pytest.approx(3.8 / 26.3, rel=0.05)
+
+
+def test_a_bare_module_name_gets_a_one_line_hint():
+    from simcore.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_training_spec(
+            {
+                "kind": "training",
+                "model": "llama3-8b",
+                "parallelism": {"recompute": "selective", "recompute_modules": "mlp"},
+                "batch": {"global_seqs": 8},
+            },
+            file="bare.yaml",
+        )
+    text = str(info.value)
+    assert info.value.path == "parallelism.recompute_modules" and "write [mlp]" in text and "\n" not in text
