@@ -104,6 +104,10 @@ def test_the_last_stage_holds_the_module_and_an_embedding_copy():
     module = local + proj / 2 + (mdl.mtp_extra_params(ds) - proj)
     assert mtp.dense - plain.dense == pytest.approx(module + ds.vocab * ds.hidden / 2)
     assert mtp.experts - plain.experts == pytest.approx(last.routed_experts / 8)
+    # ZeRO-3 gathers the modules together with the last layer
+    assert mtp.largest_layer == pytest.approx(
+        local + last.routed_experts / 8 + module + last.routed_experts / 8
+    )
     # with pp 1 the stage already holds the embedding
     one = {"tp": 2, "pp": 1, "ep": 8, "stage_index": 0}
     diff = stage_params(dataclasses.replace(ds, mtp_layers=1), **one).dense - stage_params(ds, **one).dense

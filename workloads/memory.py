@@ -123,6 +123,9 @@ def stage_params(
             local, routed = mtp_param_split(spec, tp=tp, ep=ep)
             dense += spec.mtp_layers * local
             experts += spec.mtp_layers * routed
+            # ZeRO-3 gathers the modules with the model's last layer: one bucket
+            last_local, last_routed = layer_param_split(spec, spec.layers - 1, tp=tp, ep=ep)
+            largest = max(largest, last_local + last_routed + spec.mtp_layers * (local + routed))
             if pp > 1:  # the modules' embedding lookup: a copy of the embedding on the last stage
                 dense += spec.vocab * h / tp
     return StageParams(dense, experts, largest)
