@@ -780,8 +780,7 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
         preferred = Recompute("selective", 0, recipe.recompute)
     way, micro_used = _fitting_layout(spec, profile.accelerator.hbm_capacity, given, micro, preferred)
     if given is None:
-        if way == preferred:
-            assert recipe is not None
+        if recipe is not None and way == preferred:
             assumptions.append(
                 f"recompute not given: {way.label}, the recipe's ({recipe.source}; it fits in HBM)"
             )
