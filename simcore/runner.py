@@ -192,7 +192,11 @@ def summarize_serving(
                 "name": spec.name,
                 "model": spec.model.name,
                 "precision": spec.precision,
-                "parallelism": {"tp": spec.parallelism.tp, "replicas": spec.parallelism.replicas},
+                "parallelism": {
+                    "tp": spec.parallelism.tp,
+                    "replicas": spec.parallelism.replicas,
+                    "attention_dp": spec.parallelism.attention_dp,
+                },
                 "scheduler": {
                     "max_num_seqs": spec.scheduler.max_num_seqs,
                     "max_batch_tokens": spec.scheduler.max_batch_tokens,
@@ -258,8 +262,8 @@ def run(opts: RunOptions) -> RunResult:
                 expected="the defaults (analytic, representative)",
             )
         say(
-            f"serving {spec.name} on {spec.gpus} GPUs of {profile.name} (tp{spec.parallelism.tp} x "
-            f"{spec.parallelism.replicas} replicas), "
+            f"serving {spec.name} on {spec.gpus} GPUs of {profile.name} (tp{spec.parallelism.tp}"
+            f"{' attention-dp' if spec.parallelism.attention_dp else ''} x {spec.parallelism.replicas} replicas), "
             + (
                 f"requests from {spec.requests.trace}"
                 if spec.requests.trace

@@ -64,6 +64,11 @@ class ServingParallelism:
     tp: int = number("tensor-parallel size of one replica", 1, integer=True, minimum=1)
     pp: int = number("pipeline-parallel size (only 1 is modelled for serving)", 1, integer=True, minimum=1)
     replicas: int = number("independent model replicas (data parallel)", 1, integer=True, minimum=1)
+    attention_dp: bool = flag(
+        "MoE models: every layer but the routed experts data-parallel over the replica's tp GPUs (each runs "
+        "its own batch and KV cache), the experts sharded over all tp (TensorRT-LLM enable_attention_dp)",
+        False,
+    )
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,11 @@ def load_inference_spec(data: Mapping[str, Any], *, file: str, source_text: str 
     if par.pp != 1:
         raise ConfigError("pipeline-parallel serving is not modelled", file=file, path="parallelism.pp",
                           value=par.pp, expected="1 (split with tp and replicas)")  # fmt: skip
-    heads_ok = model.heads % par.tp == 0
+    if par.attention_dp and model.moe is None:
+        raise ConfigError("attention data parallelism shards the routed experts: it needs an MoE model",
+                          file=file, path="parallelism.attention_dp", value=True,
+                          expected="false for a dense model (serve it tensor-parallel)")  # fmt: skip
+    heads_ok = par.attention_dp or model.heads % par.tp == 0
     if not heads_ok:
         divisors = [d for d in range(1, model.heads + 1) if model.heads % d == 0]
         raise ConfigError(f"tp = {par.tp} does not divide heads = {model.heads}", file=file, path="parallelism.tp",
@@ -257,6 +266,16 @@ class ReplicaCosts:
     weights_per_gpu: float  # all weights of the replica on one GPU
     window: int | None = None  # sliding-window layers attend to (and cache) their last `window` tokens
     windowed_layers: int = 0
+    # attention_dp: the fields above are one DP rank's own share (its batch, its KV cache, the replicated
+    # layers); the routed experts run every rank's tokens, sharded over all tp GPUs
+    ranks: int = 1  # DP ranks per replica (tp with attention_dp, else 1)
+    routed_experts: int = 0
+    routed_top_k: int = 0
+    routed_expert_bytes: float = 0.0  # one routed expert on one GPU, per layer (MoE share folded in)
+    routed_flops_per_token_layer: float = 0.0
+    routed_act_bytes_per_token_layer: float = 0.0
+    routed_min_dim: float = 0.0
+    moe_layers: int = 0
 
     def kv_bytes(self, tokens: float) -> float:
         """KV cache of one sequence of ``tokens`` over all layers (windowed layers keep their window)."""
@@ -266,6 +285,8 @@ class ReplicaCosts:
 
 
 def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
+    if spec.parallelism.attention_dp:
+        return _attention_dp_costs(spec)
     m, tp = spec.model, spec.parallelism.tp
     wb = WEIGHT_BYTES[spec.precision]
     kvb = WEIGHT_BYTES[spec.kv_cache.precision]
@@ -306,6 +327,66 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
         weights_per_gpu=total_params(m) * wb / tp,
         window=m.sliding_window,
         windowed_layers=sum(1 for i in range(m.layers) if m.attention_window(i) is not None),
+    )
+
+
+def _attention_dp_costs(spec: InferenceSpec) -> ReplicaCosts:
+    """One DP rank of an attention-data-parallel replica: attention, norms, dense layers, embedding and LM
+    head whole on every GPU for its own batch and KV cache (all KV heads); the routed experts of every
+    rank's tokens sharded over the replica's tp GPUs (expert or tensor parallel: the same bytes and FLOPs
+    per GPU when the routing is balanced)."""
+    m, tp = spec.model, spec.parallelism.tp
+    moe = m.moe
+    assert moe is not None  # load_inference_spec rejects attention_dp for dense models
+    wb = WEIGHT_BYTES[spec.precision]
+    kvb = WEIGHT_BYTES[spec.kv_cache.precision]
+    lp = [layer_params(m, i) for i in range(m.layers)]
+    replicated = sum(p.total - p.routed_experts for p in lp) / m.layers
+    routed = [p for p in lp if p.routed_experts]
+    moe_share = len(routed) / m.layers
+    expert = routed[-1].routed_experts / moe.experts
+    active_routed = sum(p.active_routed for p in lp) / m.layers
+    d = float(m.head_dim or m.hidden // m.heads)
+    if m.mla is not None:
+        kv_token = (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) * kvb
+        qk_dim = m.mla.kv_lora_rank + m.mla.qk_rope_head_dim
+    else:
+        kv_token = 2.0 * m.kv_heads * d * kvb
+        qk_dim = d
+    up = 2 if m.ffn == "swiglu" else 1
+    dense_ffn = sum((up + 1) * m.dense_ffn_hidden for p in lp if not p.routed_experts)
+    qkv = (m.heads + 2 * m.kv_heads) * d
+    ffn_width = moe.top_k * moe.expert_ffn_hidden
+    head = m.vocab * m.hidden
+    routed_total = sum(p.routed_experts for p in lp)
+    return ReplicaCosts(
+        layers=m.layers,
+        weight_bytes_dense=replicated * wb,
+        expert_bytes=0.0,
+        experts=0,
+        top_k=0,
+        flops_per_token_layer=2.0 * (sum(p.active for p in lp) / m.layers - active_routed),
+        act_bytes_per_token_layer=ACT_BYTES * (6 * m.hidden + qkv + dense_ffn / m.layers),
+        heads=float(m.heads),
+        head_dim=qk_dim,
+        attention_head_dim=float(m.qk_head_dim),
+        kv_bytes_per_token_layer=kv_token,
+        lm_head_flops_per_token=2.0 * head,
+        lm_head_bytes=head * wb,
+        hidden=m.hidden,
+        gemm_min_dim=float(min(m.hidden, qkv)),
+        head_min_dim=float(m.hidden),
+        weights_per_gpu=(total_params(m) - routed_total) * wb + routed_total * wb / tp,
+        window=m.sliding_window,
+        windowed_layers=sum(1 for i in range(m.layers) if m.attention_window(i) is not None),
+        ranks=tp,
+        routed_experts=moe.experts,
+        routed_top_k=moe.top_k,
+        routed_expert_bytes=expert * wb / tp * moe_share,
+        routed_flops_per_token_layer=2.0 * active_routed / tp,
+        routed_act_bytes_per_token_layer=ACT_BYTES * (up + 1) * ffn_width / tp * moe_share,
+        routed_min_dim=float(min(m.hidden, ffn_width / tp)),
+        moe_layers=len(routed),
     )
 
 
@@ -366,6 +447,32 @@ def iteration_work(
     return full + windowed + ((head,) if logits else ()), tokens * c.hidden * ACT_BYTES
 
 
+def routed_work(c: ReplicaCosts, tokens: int) -> tuple[tuple[float, float, float, int], ...]:
+    """The routed experts of an attention-DP iteration on one GPU: every rank's ``tokens``, the experts
+    they touch (``E·(1 − (1 − k/E)^tokens)``) read once, a 1/tp share of their FLOPs."""
+    touched = c.routed_experts * -math.expm1(tokens * math.log1p(-c.routed_top_k / c.routed_experts))
+    item = (
+        tokens * c.routed_flops_per_token_layer,
+        touched * c.routed_expert_bytes + tokens * c.routed_act_bytes_per_token_layer,
+        c.routed_min_dim,
+        KIND_GEMM,
+    )
+    return (item,) * c.layers
+
+
+def slowest_rank(
+    model: Any, works: list[tuple[tuple[float, float, float, int], ...]], dtype: str, clock: float
+) -> int:
+    """Index of the DP rank whose own work takes longest on ``model`` (a ComputeModel): the other ranks wait
+    for it at the experts' all-gather. One roofline call for all ranks, not memoised (fresh every iteration)."""
+    if len(works) == 1:
+        return 0
+    rows = [(d, *op) for d, w in enumerate(works) for op in w]
+    arr = np.array(rows, dtype=np.float64)
+    t, _, _ = model.times(arr[:, 1], arr[:, 2], arr[:, 3], arr[:, 4].astype(np.int64), dtype, clock)
+    return int(np.argmax(np.bincount(arr[:, 0].astype(np.int64), weights=t, minlength=len(works))))
+
+
 # ------------------------------------------------------------------------------------------ serving
 @dataclass
 class ServingStats:
@@ -411,7 +518,10 @@ class ServingJob:
             cls = machine.add_class(f"replica{r}", gpus)
             self.class_stage.append(0)
             layout = machine.cluster.layout(gpus)
-            self.groups.append(machine.group("tp", layout, (cls,)) if tp > 1 else None)
+            kind = (
+                "ep" if self.costs.ranks > 1 else "tp"
+            )  # attention DP: the experts' all-gather / reduce-scatter
+            self.groups.append(machine.group(kind, layout, (cls,)) if tp > 1 else None)
             self.queues.append(deque())
             self.wakeups.append(machine.env.event())
             self.outstanding.append(0)
@@ -460,79 +570,115 @@ class ServingJob:
             if not self.wakeups[r].triggered:
                 self.wakeups[r].succeed()
 
+    def _admit(self, queue: deque[Request], running: list[list[Request]], kv_used: list[float]) -> None:
+        """Admit waiting requests first come, first served, each to the DP rank with the fewest running
+        sequences that has a sequence slot and KV room for the whole request (reserved now: no preemption)."""
+        sch, capacity = self.spec.scheduler, self.stats.kv_capacity_bytes
+        while queue and queue[0] is not None:
+            need = self.costs.kv_bytes(queue[0].input_tokens + queue[0].output_tokens)
+            ranks = sorted(
+                (d for d in range(len(running)) if len(running[d]) < sch.max_num_seqs),
+                key=lambda d: (len(running[d]), d),
+            )
+            fits = next((d for d in ranks if kv_used[d] + need <= capacity), None)
+            if fits is None:
+                return
+            running[fits].append(queue.popleft())
+            kv_used[fits] += need
+
+    def _batch(self, running: list[Request]) -> tuple[list[Request], list[tuple[Request, int]]]:
+        """One rank's iteration: a decode token per running sequence, then prefill chunks within the token
+        budget (whole prompts in prefill-only iterations without chunked prefill)."""
+        sch = self.spec.scheduler
+        budget = sch.max_batch_tokens
+        decode = [q for q in running if q.prefilled == q.input_tokens][:budget]
+        prefilling = [q for q in running if q.prefilled < q.input_tokens]
+        chunks: list[tuple[Request, int]] = []
+        if prefilling:
+            room = budget - len(decode) if sch.chunked_prefill else budget
+            if not sch.chunked_prefill:
+                decode = []  # prefill-first iterations (vLLM without chunked prefill)
+            for q in prefilling:
+                left = q.input_tokens - q.prefilled
+                if room <= 0 or (not sch.chunked_prefill and chunks and left > room):
+                    break
+                # whole prompts without chunking (one longer than the budget runs alone)
+                n = min(left, room) if sch.chunked_prefill else left
+                chunks.append((q, n))
+                room -= n
+        return decode, chunks
+
     def _replica(self, r: int) -> Generator[simpy.Event, Any, None]:
-        m, env, sch = self.machine, self.machine.env, self.spec.scheduler
+        m, env = self.machine, self.machine.env
         c, group, queue = self.costs, self.groups[r], self.queues[r]
-        running: list[Request] = []
-        kv_used = 0.0
+        running: list[list[Request]] = [[] for _ in range(c.ranks)]
+        kv_used = [0.0] * c.ranks
         closed = False
         while True:
             # 1. admit (FIFO) while there is room; the whole request's KV is reserved
-            while queue and queue[0] is not None and len(running) < sch.max_num_seqs:
-                need = self.costs.kv_bytes(queue[0].input_tokens + queue[0].output_tokens)
-                if kv_used + need > self.stats.kv_capacity_bytes:
-                    break
-                req = queue.popleft()
-                kv_used += need
-                running.append(req)
+            self._admit(queue, running, kv_used)
             if queue and queue[0] is None:
                 closed = True
                 queue.popleft()
-            self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, kv_used)
-            if not running and queue and queue[0] is not None:  # every request fits an empty cache (checked)
+            self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, *kv_used)
+            busy = any(running)
+            if not busy and queue and queue[0] is not None:  # every request fits an empty cache (checked)
                 raise RuntimeError(f"replica {r}: nothing runs yet request {queue[0].index} is not admitted")
-            if not running:
+            if not busy:
                 if closed and not queue:
                     self.stats.ends.append(env.now)
                     return
                 self.wakeups[r] = env.event()
                 yield self.wakeups[r]
                 continue
-            # 2. the iteration: decodes first, then prefill chunks within the token budget
-            budget = sch.max_batch_tokens
-            decode = [q for q in running if q.prefilled == q.input_tokens][:budget]
-            prefilling = [q for q in running if q.prefilled < q.input_tokens]
-            chunks: list[tuple[Request, int]] = []
-            if prefilling:
-                room = budget - len(decode) if sch.chunked_prefill else budget
-                if not sch.chunked_prefill:
-                    decode = []  # prefill-first iterations (vLLM without chunked prefill)
-                for q in prefilling:
-                    left = q.input_tokens - q.prefilled
-                    if room <= 0 or (not sch.chunked_prefill and chunks and left > room):
-                        break
-                    # whole prompts without chunking (one longer than the budget runs alone)
-                    n = min(left, room) if sch.chunked_prefill else left
-                    chunks.append((q, n))
-                    room -= n
-            finishing = [q for q, n in chunks if q.prefilled + n == q.input_tokens]
-            work, ar_bytes = iteration_work(
-                c,
-                [q.input_tokens + q.generated for q in decode],
-                [(q.prefilled, n) for q, n in chunks],
-                len(decode) + len(finishing),
-            )
+            # 2. each rank's iteration: decodes first, then prefill chunks within the token budget
+            batches = [self._batch(run) for run in running]
+            finishing = [[q for q, n in chunks if q.prefilled + n == q.input_tokens] for _, chunks in batches]
+            works, ar_bytes = [], 0.0
+            for (decode, chunks), done in zip(batches, finishing, strict=True):
+                if not decode and not chunks:
+                    works.append(())
+                    continue
+                work, ar_bytes = iteration_work(
+                    c,
+                    [q.input_tokens + q.generated for q in decode],
+                    [(q.prefilled, n) for q, n in chunks],
+                    len(decode) + len(done),
+                )
+                works.append(work)
+            tokens = sum(len(decode) + sum(n for _, n in chunks) for decode, chunks in batches)
+            work = works[slowest_rank(m.compute_model, works, self.spec.precision, m.clock[r])]
+            if c.ranks > 1:  # the routed experts run every rank's tokens
+                work = work + routed_work(c, tokens)
             t0 = env.now
             yield m.compute_fused(r, work, dtype=self.spec.precision, name="iteration")
-            if group is not None:
+            if group is not None and c.ranks > 1:  # tokens to the experts and back (TensorRT-LLM's ADP MoE)
+                gathered = tokens * c.hidden * ACT_BYTES
+                yield m.collective(r, group, "allgather", gathered, name="ep_allgather", repeat=c.moe_layers)
+                yield m.collective(r, group, "reducescatter", gathered, name="ep_reducescatter",
+                                   repeat=c.moe_layers)  # fmt: skip
+            elif group is not None:
                 yield m.collective(r, group, "allreduce", ar_bytes, name="tp_allreduce", repeat=2 * c.layers)
             self.stats.iterations += 1
             self.stats.iteration_time_s += env.now - t0
-            self.stats.tokens_processed += len(decode) + sum(n for _, n in chunks)
+            self.stats.tokens_processed += tokens
             # 3. tokens out
             now = env.now
-            for q, n in chunks:
-                q.prefilled += n
-            for q in finishing:
-                q.first_token_s = now
-                q.generated = 1
-            for q in decode:
-                q.generated += 1
-            for q in [q for q in running if q.generated >= q.output_tokens and q.prefilled == q.input_tokens]:
-                q.done_s = now
-                running.remove(q)
-                kv_used -= self.costs.kv_bytes(q.input_tokens + q.output_tokens)
-                self.outstanding[r] -= 1
+            for d, ((decode, chunks), done) in enumerate(zip(batches, finishing, strict=True)):
+                for q, n in chunks:
+                    q.prefilled += n
+                for q in done:
+                    q.first_token_s = now
+                    q.generated = 1
+                for q in decode:
+                    q.generated += 1
+                for q in [
+                    q for q in running[d] if q.generated >= q.output_tokens and q.prefilled == q.input_tokens
+                ]:
+                    q.done_s = now
+                    running[d].remove(q)
+                    kv_used[d] -= self.costs.kv_bytes(q.input_tokens + q.output_tokens)
+                    self.outstanding[r] -= 1
 
 
 @dataclass
