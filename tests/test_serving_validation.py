@@ -14,7 +14,8 @@ import yaml
 
 from simcore import validate_cli
 from simcore.errors import RacksimError
-from workloads.serving_validation import REQUESTS, map_serving_row
+from workloads.model import load_preset
+from workloads.serving_validation import REQUESTS, map_serving_row, trtllm_bench_limits
 from workloads.validation import NotRunnable, load_table, plan_row, run_plan, select_rows, validate
 
 TABLE, LABEL = load_table(serving=True)
@@ -45,10 +46,12 @@ def test_a_tensorrt_llm_row_maps_its_model_system_tp_precision_and_lengths():
         "fp8",
     )
     assert spec["kv_cache"]["precision"] == "fp8" and spec["requests"] == {
-        "count": REQUESTS,
+        "count": 3000,  # the overview's --num-requests for 1000/1000
         "input_tokens": 1000,
         "output_tokens": 1000,
     }
+    limits = trtllm_bench_limits(load_preset("llama3-70b"), "fp8", "fp8", 2, 1000, 1000, 80e9)
+    assert (spec["scheduler"]["max_num_seqs"], spec["scheduler"]["max_batch_tokens"]) == limits
     assert "rate" not in spec["requests"]  # offline: every request at t = 0
     fp4 = map_serving_row(_row("trtllm-v1.0-Qwen3-235B-A22B-B200-tp8-128-128"), TABLE)
     assert (fp4.spec["model"], fp4.spec["precision"], fp4.spec["kv_cache"]["precision"]) == (
@@ -57,6 +60,25 @@ def test_a_tensorrt_llm_row_maps_its_model_system_tp_precision_and_lengths():
         "fp8",
     )
     assert fp4.profile == "b200-dgx.yaml" and fp4.measured == 63362
+
+
+def test_trtllm_bench_limits_follow_its_kv_estimate_caps_and_rounding():
+    """trtllm-bench's default max_batch_size / max_num_tokens (tuning.py): worked by hand for Llama-3.3-70B
+    FP8 on two 80 GB GPUs at 1000/1000: KV per token 2·80 layers·8 heads·128·1 B = 0.000153 GiB,
+    engine 70.55e9 B = 65.7 GiB, (160 - 65.7) GiB · 0.95 / (0.000153 · 2000) = 292.9 requests -> 384
+    (multiples of 128 from 256), tokens 292.9 · 2 = 585.8 -> 2,048 (the floor)."""
+    llama70, llama8 = load_preset("llama3-70b"), load_preset("llama3-8b")
+    assert trtllm_bench_limits(llama70, "fp8", "fp8", 2, 1000, 1000, 80e9) == (384, 2048)
+    assert REQUESTS == 1000  # lengths the overview does not list
+    # a small model hits the 4,096-request cap; tokens = 4,096 x (1 + 128/128)
+    assert trtllm_bench_limits(llama8, "fp8", "fp8", 1, 128, 128, 80e9) == (4096, 8192)
+    # a long request leaves room for few: at least 64 requests and 2,048 tokens
+    assert trtllm_bench_limits(llama70, "fp4", "fp8", 1, 20000, 2000, 180e9) == (64, 2048)
+    # rounding: below 256 to multiples of 32, below 1,024 of 128, above of 256
+    for tp, isl, osl in ((1, 128, 2048), (2, 500, 2000), (4, 128, 4096), (8, 2048, 2048)):
+        bs, tokens = trtllm_bench_limits(llama70, "fp8", "fp8", tp, isl, osl, 141e9)
+        step = 32 if bs <= 256 else 128 if bs <= 1024 else 256
+        assert bs % step == 0 and 64 <= bs <= 4096 and tokens % 256 == 0 and 2048 <= tokens <= 32768
 
 
 def test_every_tensorrt_llm_row_maps_and_every_mlperf_row_says_why_not():

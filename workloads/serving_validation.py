@@ -8,11 +8,16 @@ lengths, one TP engine): the model by name, the system by its GPU, tp, precision
 What the rows leave open is stated once, here and in docs/inference.md, never tuned per row:
 
 * FP8 and NVFP4 checkpoints (TensorRT-LLM's, as the overview runs them) quantize the KV cache to FP8;
-* the scheduler runs up to 512 sequences and 8,192 tokens per iteration with chunked prefill;
-  weights and KV cache together get 90 % of HBM (racksim's ``kv_cache.memory_fraction`` is vLLM's
-  ``gpu_memory_utilization``; the overview's "KV cache fraction 0.90-0.95" is TensorRT-LLM's share of the
-  memory left after the weights, slightly more cache than racksim gives it);
-* 1,000 requests, all at t = 0 (offline), enough that the ramp-up and the last wave are a small share.
+* the scheduler limits are the ones ``trtllm-bench`` derives when the command gives none, as the
+  overview's did (``trtllm_bench_limits``: the requests of the run's lengths that fit its KV estimate,
+  capped at 4,096; tokens per iteration from those), with chunked prefill; weights and KV cache together
+  get 90 % of HBM (racksim's ``kv_cache.memory_fraction`` is vLLM's ``gpu_memory_utilization``; the
+  overview's "KV cache fraction 0.90-0.95" is TensorRT-LLM's share of the memory left after the weights);
+* every row is served tensor parallel, MoE rows too: the overview's MoE recipe asks for attention DP but
+  prints ``enable_attention_dp`` inside ``cuda_graph_config``, a strict config that rejects it, so the rows
+  do not show which ran (racksim's attention-DP model predicts them 44-107 % fast, docs/inference.md);
+* the overview's request count for each input / output length (30,000 at 128/128 ... 1,000 at
+  20,000/2,000; 1,000 for lengths it does not list), all at t = 0 (offline).
 
 MLPerf Inference rows are listed with their reason: their request lengths follow the OpenOrca sample set,
 which the table does not give.
@@ -20,10 +25,13 @@ which the table does not give.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from simcore.profile import load_profile
+from workloads.model import ModelSpec, load_preset, total_params
 from workloads.validation import NotRunnable, RowPlan, measured_value, positive_int, row_section
 
 DEFAULT_SERVING_TABLE = "reference/inference_runs.yaml"
@@ -45,8 +53,57 @@ SERVING_SYSTEMS = {
 }
 SERVING_PRECISIONS = {"fp8": "fp8", "fp4": "fp4", "nvfp4": "fp4", "bf16": "bf16", "fp16": "fp16"}
 REQUESTS = 1000
-SCHEDULER = {"max_num_seqs": 512, "max_batch_tokens": 8192, "chunked_prefill": True}
+BENCH_KV_FRACTION = 0.95  # the overview: "in many cases ... --kv_cache_free_gpu_mem_fraction 0.95"
+BENCH_BYTES = {"fp8": 1.0, "fp4": 0.5, "bf16": 2.0, "fp16": 2.0}  # trtllm-bench's BYTES_PER_ELEM
+# trtllm-bench's --num-requests per (input, output) length in the overview's "Preparing a Dataset" table
+OVERVIEW_REQUESTS = {
+    (128, 128): 30000,
+    (128, 2048): 3000,
+    (128, 4096): 1500,
+    (1000, 2000): 1500,
+    (2048, 128): 3000,
+    (2048, 2048): 1500,
+    (5000, 500): 1500,
+    (1000, 1000): 3000,
+    (500, 2000): 3000,
+    (20000, 2000): 1000,
+}
 KV_MEMORY_FRACTION = 0.9
+
+
+def trtllm_bench_limits(
+    model: ModelSpec, precision: str, kv_precision: str, tp: int, isl: int, osl: int, gpu_memory_bytes: float
+) -> tuple[int, int]:
+    """(max_batch_size, max_num_tokens) that ``trtllm-bench throughput`` derives when the command gives
+    neither, as the overview's runs did (TensorRT-LLM ``tensorrt_llm/bench/build/tuning.py``,
+    ``calc_engine_setting`` and ``finetune_setting`` of the v1.0 era): the requests of length isl + osl
+    that fit the KV memory left after the weights over the TP group (at least one KV head per GPU), capped
+    at 4,096, rounded up; tokens = that batch x (1 + isl / osl), capped at 32,768, rounded up."""
+    # torch's total_memory, which trtllm-bench reads in GiB, is the marketed capacity in GiB to within 1 %
+    # (H100 79.6, H200 140.4, B200 179.1 GiB): read the profile's GB as GiB
+    gib = 1024.0**3
+    gpu_gib = gpu_memory_bytes / 1e9
+    kv_heads = max(tp, model.kv_heads)
+    head_dim = model.head_dim or model.hidden // model.heads
+    per_token = 2 * model.layers * kv_heads * head_dim * BENCH_BYTES[kv_precision] / gib
+    engine = total_params(model) * BENCH_BYTES[precision] / gib
+    available = gpu_gib * tp - engine
+    requests = available * BENCH_KV_FRACTION / (per_token * (isl + osl))
+    raw_bs = min(requests, 4096.0)
+    raw_tokens = min(raw_bs * (1 + isl / osl), 32768.0)
+    if raw_bs < 256:
+        batch = max(64, 32 * math.ceil(raw_bs / 32))
+    elif raw_bs < 1024:
+        batch = 128 * math.ceil(raw_bs / 128)
+    else:
+        batch = 256 * math.ceil(raw_bs / 256)
+    if raw_tokens < 4096:
+        tokens = max(2048, 256 * math.ceil(raw_tokens / 256))
+    elif raw_tokens < 8192:
+        tokens = 512 * math.ceil(raw_tokens / 512)
+    else:
+        tokens = 1024 * math.ceil(raw_tokens / 1024)
+    return int(batch), int(tokens)
 
 
 def is_serving_row(row: Mapping[str, Any]) -> bool:
@@ -88,22 +145,28 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
     if measured is None:
         raise NotRunnable("no total output tokens/s in the row")
     kv = "fp8" if precision in ("fp8", "fp4") else precision
+    preset = load_preset(model)
+    requests = OVERVIEW_REQUESTS.get((isl, osl), REQUESTS)
+    device = load_profile(profile).accelerator.hbm_capacity
+    max_seqs, max_tokens = trtllm_bench_limits(preset, precision, kv, tp, isl, osl, device)
+    scheduler = {"max_num_seqs": max_seqs, "max_batch_tokens": max_tokens, "chunked_prefill": True}
+    parallelism: dict[str, Any] = {"tp": tp, "replicas": 1}
     spec = {
         "kind": "inference",
         "name": rid,
         "model": model,
-        "parallelism": {"tp": tp, "replicas": 1},
+        "parallelism": parallelism,
         "precision": precision,
         "kv_cache": {"precision": kv, "memory_fraction": KV_MEMORY_FRACTION},
-        "scheduler": dict(SCHEDULER),
-        "requests": {"count": REQUESTS, "input_tokens": isl, "output_tokens": osl},
+        "scheduler": scheduler,
+        "requests": {"count": requests, "input_tokens": isl, "output_tokens": osl},
     }
     assumptions = (
         f"model {row.get('model')!r} -> {model}",
         f"{accel} -> {profile}",
         f"KV cache {kv} (the {row.get('precision')} checkpoint's)",
-        f"{REQUESTS} requests at t = 0, max_num_seqs {SCHEDULER['max_num_seqs']}, "
-        f"max_batch_tokens {SCHEDULER['max_batch_tokens']}",
+        f"{requests} requests at t = 0, max_num_seqs {max_seqs}, max_batch_tokens {max_tokens} "
+        "(trtllm-bench's defaults for the lengths)",
     )
     return RowPlan(
         id=rid,
