@@ -156,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `racksim schema | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # an output path that is a directory, a file, missing or not writable
+        if exc.filename is None:
+            raise
+        print(f"racksim: error: {exc.filename}: {exc.strerror or exc}; expected a path racksim can write "
+              "(check --out / --json / --specs)", file=sys.stderr)  # fmt: skip
+        return 2
     except KeyboardInterrupt:
         print("racksim: interrupted; no partial outputs were kept", file=sys.stderr)
         return 130

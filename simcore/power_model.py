@@ -30,6 +30,7 @@ import simpy
 
 from simcore.activity import ActivityRecorder
 from simcore.engine import Machine
+from simcore.errors import ConfigError
 from simcore.kernels import grid, power, thermal
 from simcore.profile import Profile, load_temperature_csv, resolve_beside
 
@@ -77,6 +78,16 @@ class PowerController:
         self.slope = power.per_class(acc.throttle_slope, n)
         self._rack_mix(machine)
         self.static_rack_w = _static_rack_power(self.p)
+        floor_w = self.static_rack_w + machine.cluster.gpus_per_rack * acc.idle_power
+        if self.p.rack.power_limit < floor_w:  # no cap can hold it, and the cooling is sized to it
+            raise ConfigError(
+                f"below the rack's idle draw ({floor_w / 1e3:.3g} kW: {machine.cluster.gpus_per_rack} GPUs at "
+                f"{acc.idle_power:.0f} W + {self.static_rack_w / 1e3:.3g} kW of CPUs, NICs, switches and fans)",
+                file=self.p.source_file,
+                path="rack.power_limit",
+                value=f"{self.p.rack.power_limit / 1e3:.3g} kW",
+                expected=f">= {floor_w / 1e3:.3g} kW",
+            )
         csv_name = self.p.cooling.facility.outside_temp_csv
         self._ambient = (
             load_temperature_csv(resolve_beside(csv_name, self.p.source_file), file=self.p.source_file)

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from simcore import yaml_strict
 from simcore.errors import ConfigError
 from simcore.schema import (
     build,
@@ -98,6 +99,7 @@ class Accelerator:
         " several small kernels), so fine-grained MoE and small models pay it, large GEMMs do not notice",
         "4 us",
         allow_zero=True,
+        maximum=10e-3,
     )
 
 
@@ -371,6 +373,7 @@ class Calibration:
         " small kernels (fine-grained experts, small micro-batches) go host-bound; 0 = no launch cost",
         "0 us",
         allow_zero=True,
+        maximum=10e-3,
     )
     step_host_time: float = quantity(
         "time",
@@ -380,6 +383,7 @@ class Calibration:
         "the shipped profiles set 70 ms, fitted to the published runs (docs/validation.md); 0 = none",
         "0 s",
         allow_zero=True,
+        maximum=600.0,
     )
     fitted_to: tuple[str, ...] = text_list("reference rows / sources these values were fitted to", [])
 
@@ -429,6 +433,11 @@ class Profile:
 
 def resolve_profile_path(name: str | Path, relative_to: Path | None = None) -> Path:
     """Find a profile: as given (or relative to the extending file), in the working dir, then built-ins."""
+    if not str(name).strip():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise ConfigError(
+            "empty profile name", path="--profile", expected=f"a YAML file or one of: {', '.join(known)}"
+        )
     candidate = Path(name)
     names = [candidate] if candidate.suffix else [candidate, candidate.with_suffix(".yaml")]
     search: list[Path] = []
@@ -454,11 +463,17 @@ def resolve_profile_path(name: str | Path, relative_to: Path | None = None) -> P
 def read_yaml(path: Path) -> Any:
     """Read YAML with errors that name the file and the line."""
     try:
-        text_value = path.read_text()
+        text_value = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read file: {exc.strerror}", file=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r})",
+            file=str(path),
+            expected="a YAML file",
+        ) from None
     try:
-        return yaml.safe_load(text_value)
+        return yaml_strict.loads(text_value)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
@@ -535,7 +550,7 @@ def parse_set_option(option: str) -> tuple[list[str], Any]:
     if not keys:
         raise ConfigError("--set needs a key path", value=option, expected="key.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml_strict.loads(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return keys, value

@@ -111,7 +111,7 @@ def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str])
         spec_mapping,
     )
 
-    name = opts.workload or DEFAULT_MODEL
+    name = DEFAULT_MODEL if opts.workload is None else opts.workload
     raw, label, text = load_workload(name, workload_sets)
     if set(raw) == {"preset"}:
         # A bare model preset: lay it out on the requested racks, then apply --set on top and re-validate.
@@ -145,7 +145,9 @@ def _is_inference(opts: RunOptions, workload_sets: list[str]) -> bool:
     """Whether the workload is a serving spec (``kind: inference``)."""
     from workloads.spec import load_workload
 
-    raw, _label, _text = load_workload(opts.workload or DEFAULT_MODEL, workload_sets)
+    raw, _label, _text = load_workload(
+        DEFAULT_MODEL if opts.workload is None else opts.workload, workload_sets
+    )
     return raw.get("kind") == "inference"
 
 
@@ -154,7 +156,7 @@ def build_inference_spec(opts: RunOptions, profile: Profile, workload_sets: list
     from workloads.inference import load_inference_spec
     from workloads.spec import load_workload
 
-    raw, label, text = load_workload(opts.workload or DEFAULT_MODEL, workload_sets)
+    raw, label, text = load_workload(DEFAULT_MODEL if opts.workload is None else opts.workload, workload_sets)
     with blaming_overrides(workload_sets):
         spec = load_inference_spec(raw, file=label, source_text=text)
     racks = opts.racks or max(1, -(-spec.gpus // profile.gpus_per_rack))
@@ -280,6 +282,9 @@ def run(opts: RunOptions) -> RunResult:
         )
 
     out_dir = opts.out
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ConfigError("exists and is not a directory", path="--out", value=str(out_dir),
+                          expected="a directory for summary.json and trace.h5 (new or existing)")  # fmt: skip
     writer = None
     if opts.write_trace:
         if out_dir is None:

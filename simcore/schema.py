@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from simcore.errors import ConfigError
-from simcore.units import SI_UNITS, _example, parse_quantity
+from simcore.units import SI_UNITS, _example, format_quantity, parse_quantity
 
 MISSING = dataclasses.MISSING
 _REQUIRED = object()
@@ -36,8 +36,10 @@ def quantity(
     positive: bool | None = None,
     allow_zero: bool = False,
     optional: bool = False,
+    maximum: float | None = None,
 ) -> Any:
-    """A physical quantity written with a unit; stored as an SI float.
+    """A physical quantity written with a unit; stored as an SI float (``maximum``, in SI units, catches unit
+    slips such as "35 s" for a per-kernel time, which would otherwise run for hours).
 
     ``positive`` (default: true for every kind but ``temperature``, whose Celsius values may be zero or
     negative) rejects values <= 0; with ``allow_zero`` only values < 0 are rejected (a fan power that may
@@ -56,6 +58,7 @@ def quantity(
             positive=positive,
             allow_zero=allow_zero,
             optional=optional,
+            maximum=maximum,
         )
     )
 
@@ -228,6 +231,18 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                 path=path,
                 value=raw,
                 expected=f'a value above zero, e.g. "{_example(meta["unit_kind"])}"',
+            )
+        if meta.get("maximum") is not None and value > meta["maximum"]:
+            raise ConfigError(
+                "implausibly large (a unit slip?)",
+                file=file,
+                path=path,
+                value=raw,
+                expected=f"at most {format_quantity(meta['maximum'], meta['unit_kind'])}",
+            )
+        if meta["unit_kind"] == "temperature" and value < -273.15:
+            raise ConfigError(
+                "below absolute zero", file=file, path=path, value=raw, expected="above -273.15 degC"
             )
         return value
     if kind == "number":

@@ -477,3 +477,16 @@ def test_pipeline_activation_is_sequence_parallel_shard():
     full = activation_bytes(spec, micro_batch=2)
     assert full == 2 * spec.seq_len * spec.hidden * 2
     assert activation_bytes(spec, micro_batch=2, tp=4, sp=True, cp=2) == full / 8
+
+
+def test_a_preset_with_new_sizes_derives_its_default_head_dim_again():
+    """llama3-8b's head_dim is hidden // heads: widening the model widens the heads (an explicit head_dim,
+    as Qwen3's, stays); sizes that do not divide are the usual one-line error."""
+    from workloads.model import resolve_model_section
+
+    assert resolve_model_section({"preset": "llama3-8b", "hidden": 5120}).head_dim == 160
+    assert resolve_model_section({"preset": "llama3-8b", "heads": 64, "kv_heads": 8}).head_dim == 64
+    assert resolve_model_section({"preset": "llama3-8b", "hidden": 5120, "head_dim": 128}).head_dim == 128
+    assert resolve_model_section({"preset": "qwen3-30b-a3b", "hidden": 4096}).head_dim == 128
+    with pytest.raises(ConfigError, match="does not divide hidden"):
+        resolve_model_section({"preset": "llama3-8b", "hidden": 33}, file="w.yaml")

@@ -505,7 +505,14 @@ def resolve_model_section(model_data: Any, preset: Any = None, *, file: str | No
             expected="one of " + ", ".join(list_presets()),
             hint=_did_you_mean(str(name), list_presets()),
         )
-    merged = model_to_mapping(load_preset(name))
+    base = load_preset(name)
+    merged = model_to_mapping(base)
+    if (
+        ("hidden" in model_data or "heads" in model_data)
+        and "head_dim" not in model_data
+        and base.head_dim == base.hidden // base.heads
+    ):  # the preset's head_dim is the hidden // heads default: derive it again from the new sizes
+        merged.pop("head_dim", None)
     for key, value in model_data.items():
         if key == "preset":
             continue

@@ -241,6 +241,8 @@ class TrainingSpec:
 
 def resolve_workload_path(name: str) -> Path | None:
     """A spec file given by path (or path without .yaml); None when ``name`` is not a file."""
+    if not name.strip():
+        raise ConfigError("empty workload name", path="--workload", expected="a spec file or a model preset")
     for candidate in (Path(name), Path(name).with_suffix(".yaml")):
         if candidate.is_file():
             return candidate
@@ -262,11 +264,11 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
             )
     if data.get("kind", "training") != "training":
         raise ConfigError(
-            "only training workloads are supported so far",
+            "unknown workload kind",
             file=file,
             path="kind",
             value=data.get("kind"),
-            expected="training",
+            expected="training or inference (docs/workloads.md, docs/inference.md)",
         )
     model = resolve_model_section(data.pop("model", None), data.pop("preset", None), file=file)
     fields = build(_TrainingFields, data, file=file, path="")

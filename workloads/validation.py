@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from simcore.errors import CapacityError, ConfigError, RacksimError
+from simcore.profile import read_yaml
 from workloads.model import (
     ModelSpec,
     list_presets,
@@ -1029,7 +1030,7 @@ def load_table(path: str | Path | None = None, *, serving: bool = False) -> tupl
         from workloads.serving_validation import DEFAULT_SERVING_TABLE
 
         default = DEFAULT_SERVING_TABLE if serving else DEFAULT_TABLE
-        text = (resources.files("workloads") / default).read_text(encoding="utf-8")
+        data = yaml.safe_load((resources.files("workloads") / default).read_text(encoding="utf-8"))
         label = f"workloads/{default}"
     else:
         p = Path(path)
@@ -1039,11 +1040,7 @@ def load_table(path: str | Path | None = None, *, serving: bool = False) -> tupl
                 file=str(path),
                 expected="a training_runs.yaml- or inference_runs.yaml-style file",
             )
-        text, label = p.read_text(encoding="utf-8"), str(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}".splitlines()[0], file=label) from None
+        data, label = read_yaml(p), str(path)
     if not isinstance(data, Mapping) or not isinstance(data.get("runs"), list):
         raise ConfigError("not a training-runs table", file=label, expected="a mapping with a `runs:` list")
     return dict(data), label

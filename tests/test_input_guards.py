@@ -1,0 +1,59 @@
+"""Inputs that used to run into nonsense or a traceback: each is now one line naming the field, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from simcore.cli import main
+
+
+def _error(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]  # progress lines come first on stderr
+    assert last.startswith("racksim") and "error" in last and "Traceback" not in err, err
+    return last
+
+
+def test_a_rack_limit_below_the_idle_draw_is_refused(capsys, tmp_path):
+    err = _error(capsys, ["--profile", "h100-dgx", "--set", "rack.power_limit=5 kW", "--steps", "1",
+                          "--out", str(tmp_path / "o")])  # fmt: skip
+    assert "rack.power_limit" in err and "idle draw" in err and "expected >=" in err
+
+
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [
+        ("calibration.host_kernel_time=35 s", "implausibly large"),
+        ("accelerator.kernel_overhead=1000 s", "implausibly large"),
+        ("calibration.step_host_time=1e9 s", "implausibly large"),
+        ("cooling.inlet_temp=-300 degC", "below absolute zero"),
+    ],
+)
+def test_unit_slips_are_caught_before_a_run_of_hours(capsys, tmp_path, setting, words):
+    err = _error(
+        capsys, ["--profile", "gen2", "--set", setting, "--steps", "1", "--out", str(tmp_path / "o")]
+    )
+    assert setting.split("=")[0] in err and words in err
+
+
+def test_empty_names_are_errors_not_defaults(capsys):
+    assert "empty profile name" in _error(capsys, ["--profile", ""])
+    assert "empty workload name" in _error(capsys, ["--profile", "gen2", "--workload", ""])
+
+
+def test_an_output_path_that_is_a_file_is_one_line(capsys, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    err = _error(
+        capsys, ["--profile", "gen2", "--workload", "llama3-8b", "--steps", "1", "--out", str(taken)]
+    )
+    assert str(taken) in err and "--out" in err and "not a directory" in err
+
+
+def test_an_unknown_workload_kind_lists_both_kinds(capsys, tmp_path):
+    spec = tmp_path / "w.yaml"
+    spec.write_text("kind: serving\nmodel: llama3-8b\n")
+    err = _error(capsys, ["--profile", "gen2", "--workload", str(spec)])
+    assert "kind" in err and "training or inference" in err
