@@ -343,6 +343,8 @@ def run(opts: RunOptions) -> RunResult:
     if out_dir is not None:
         interrupts.raise_if_requested(ctrl_c)
         write_json(Path(out_dir) / "summary.json", summary)
+        if writer is None:  # --no-trace: an earlier run's trace must not pass for this run's
+            (Path(out_dir) / "trace.h5").unlink(missing_ok=True)
     return RunResult(summary, out_dir, events, wall, controller.wall_s)
 
 
@@ -579,4 +581,5 @@ def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = Non
     for label, value in rows:
         print(f"  {label:<{width}}  {value}", file=stream)
     if out_dir is not None:
-        print(f"  {'outputs':<{width}}  {out_dir}/summary.json, {out_dir}/trace.h5", file=stream)
+        trace = f", {out_dir}/trace.h5" if (Path(out_dir) / "trace.h5").is_file() else ""
+        print(f"  {'outputs':<{width}}  {out_dir}/summary.json{trace}", file=stream)

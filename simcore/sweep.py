@@ -266,6 +266,39 @@ def expand(spec: SweepSpec, out: Path | None = None) -> list[SweepPoint]:
     return points
 
 
+def preflight(spec: SweepSpec, points: list[SweepPoint]) -> None:
+    """Read the first point of each profile (its profile and workload with every ``set`` and grid value, no
+    simulation): a misspelt field fails every point alike, so it stops the sweep here; a value that only
+    some points cannot run (tp not dividing heads) stays a per-point ``error`` result."""
+    from simcore.profile import load_profile
+    from simcore.runner import (
+        RunOptions,
+        _is_inference,
+        build_inference_spec,
+        build_training_spec,
+        split_sets,
+    )
+
+    seen: set[str] = set()
+    for point in points:
+        if point.profile in seen:
+            continue
+        seen.add(point.profile)
+        opts = RunOptions(profile=point.profile, workload=point.workload, racks=point.racks, steps=point.steps,
+                          sets=list(point.sets), write_trace=False)  # fmt: skip
+        profile_sets, workload_sets = split_sets(opts.sets)
+        try:
+            profile = load_profile(point.profile, profile_sets)
+            build = build_inference_spec if _is_inference(opts, workload_sets) else build_training_spec
+            build(opts, profile, workload_sets)
+        except ConfigError as exc:
+            if exc.message.startswith("unknown field"):
+                raise ConfigError(f"{exc} (in every point)", file=spec.file, path="set / grid",
+                                  expected="field names a profile or workload has") from None  # fmt: skip
+        except RacksimError:
+            pass  # a per-point result
+
+
 def _short(name: str) -> str:
     p = Path(name)
     return p.stem if p.suffix in (".yaml", ".yml") else name
@@ -411,6 +444,7 @@ def run_sweep(
     jobs = jobs if jobs is not None else max(1, os.cpu_count() or 1)
     if jobs < 1:
         raise RacksimError(f"--jobs: got {jobs}; expected at least 1")
+    preflight(spec, expand(spec))
     with output_dir(out, "sweep-") as out_path:
         points = expand(spec, out_path)
         say = progress or (lambda _msg: None)

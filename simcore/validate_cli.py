@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise RacksimError(f"--jobs: got {args.jobs}; expected at least 1")
     patterns = [p.strip() for arg in args.rows for p in arg.split(",") if p.strip()]
+    if args.rows and not patterns:  # `--rows ""` is a slip, not "every row"
+        raise RacksimError("--rows: empty pattern; expected a glob or text of row ids or groups")
     table, label = load_table(args.table, serving=args.serving)
     if args.serving and args.table is not None:
         from workloads.serving_validation import is_serving_row

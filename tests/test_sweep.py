@@ -188,3 +188,16 @@ def test_an_interrupted_sweep_keeps_the_points_it_finished(tmp_path):
     assert saved["complete"] is False and saved["points_total"] == 8
     assert [p["label"] for p in saved["points"]] == ["p000", "p001"]
     assert len((tmp_path / "out" / "sweep.csv").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    "extra",
+    ['set: ["cooling.inlt_temp=30 degC"]', 'grid:\n  scale_out.nic_bandwith: ["400 Gb/s", "800 Gb/s"]'],
+)
+def test_a_misspelt_set_or_grid_field_stops_the_sweep_before_any_point(tmp_path, extra):
+    path = _write(tmp_path, f"name: typo\nprofiles: [gen2]\nworkloads: [llama3-8b]\nsteps: 1\n{extra}\n")
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="unknown field") as err:
+        run_sweep(load_sweep(path), out=out, jobs=1)
+    assert "in every point" in str(err.value) and "did you mean" in str(err.value)
+    assert not out.exists()  # nothing ran, nothing written

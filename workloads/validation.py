@@ -1084,7 +1084,12 @@ class Report:
 
 def select_rows(table: Mapping[str, Any], patterns: Iterable[str] = ()) -> list[Mapping[str, Any]]:
     """Rows whose id or group matches any glob (or substring) pattern; all rows without patterns."""
-    pats = [p for p in patterns if p]
+    patterns = list(patterns)
+    if patterns and not any(p.strip() for p in patterns):  # `--rows ""`: a slip, not "every row"
+        raise ConfigError(
+            "empty row pattern", path="--rows", value="", expected="a glob or text of row ids or groups"
+        )
+    pats = [p for p in patterns if p.strip()]
     rows = list(table.get("runs") or [])
     if not pats:
         return rows
