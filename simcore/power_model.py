@@ -79,6 +79,14 @@ class PowerController:
         self._rack_mix(machine)
         self.static_rack_w = _static_rack_power(self.p)
         floor_w = self.static_rack_w + machine.cluster.gpus_per_rack * acc.idle_power
+        if self.p.rack.psu_rated_power < floor_w:
+            raise ConfigError(
+                f"the power shelf cannot carry the rack's idle draw ({floor_w / 1e3:.3g} kW)",
+                file=self.p.source_file,
+                path="rack.psu_rated_power",
+                value=f"{self.p.rack.psu_rated_power / 1e3:.3g} kW",
+                expected=f">= {floor_w / 1e3:.3g} kW",
+            )
         if self.p.rack.power_limit < floor_w:  # no cap can hold it, and the cooling is sized to it
             raise ConfigError(
                 f"below the rack's idle draw ({floor_w / 1e3:.3g} kW: {machine.cluster.gpus_per_rack} GPUs at "

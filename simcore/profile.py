@@ -695,6 +695,23 @@ def _check_consistency(p: Profile, file: str) -> None:
             path="cooling.flow_per_kw",
             expected='a flow like "1.5 L/min/kW"',
         )
+    rack = p.rack
+    loss_share = (
+        rack.power_limit * rack.distribution_resistance / rack.bus_voltage**2
+    )  # I^2 R / P at the limit
+    if loss_share > 0.2:  # real racks lose well under 1 %: a unit slip in the voltage or the resistance
+        raise ConfigError(
+            (
+                f"the distribution would burn {100 * loss_share:.3g} % of the rack's power at its limit"
+                if loss_share < 1
+                else "the distribution's loss would exceed the rack's power at its limit"
+            )
+            + f" (I^2 R with I = {rack.power_limit / rack.bus_voltage:.3g} A)",
+            file=file,
+            path="rack.bus_voltage",
+            value=f"{rack.bus_voltage:g} V with {rack.distribution_resistance * 1e3:g} mohm",
+            expected="a bus voltage and resistance that lose under 20 % (e.g. 54 V and 0.1 mohm)",
+        )
     if p.scale_up.domain_size % p.rack.gpus_per_tray and p.rack.gpus_per_tray % p.scale_up.domain_size:
         raise ConfigError(
             "scale-up domain and tray size do not nest",

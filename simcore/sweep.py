@@ -387,8 +387,10 @@ def _dask_results(points: list[SweepPoint], scheduler: str) -> Iterator[dict[str
         ) from None
     try:
         client = Client(scheduler, timeout="10s")
-    except (OSError, TimeoutError) as exc:
-        raise RacksimError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+    except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not an address (no port, bad scheme)
+        raise RacksimError(
+            f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc}); expected e.g. tcp://host:8786"
+        ) from None
     try:
         futures = client.map(run_point, points, pure=False)
         by_key = {f.key: p for f, p in zip(futures, points, strict=True)}

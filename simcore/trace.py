@@ -705,6 +705,8 @@ class Trace:
     def step_bounds(self) -> list[tuple[float, float]]:
         """(start, end) of every step window, the same windows the run's summary used."""
         ends = [float(x) for x in self.step_ends]
+        if not ends:
+            raise TraceError(f"{self.path}: no /steps table, so no step windows (damaged file); re-run it")
         return list(zip([0.0, *ends[:-1]], ends, strict=True))
 
     def summary(self) -> dict[str, Any] | None:

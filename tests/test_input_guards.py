@@ -57,3 +57,29 @@ def test_an_unknown_workload_kind_lists_both_kinds(capsys, tmp_path):
     spec.write_text("kind: serving\nmodel: llama3-8b\n")
     err = _error(capsys, ["--profile", "gen2", "--workload", str(spec)])
     assert "kind" in err and "training or inference" in err
+
+
+@pytest.mark.parametrize(
+    ("setting", "field", "words"),
+    [
+        ("rack.bus_voltage=1e-9 V", "rack.bus_voltage", "exceed the rack's power"),
+        ("rack.distribution_resistance=5 mohm", "rack.bus_voltage", "% of the rack's power"),
+        ("rack.psu_rated_power=1 W", "rack.psu_rated_power", "idle draw"),
+    ],
+)
+def test_a_rack_that_cannot_deliver_its_power_is_refused(capsys, tmp_path, setting, field, words):
+    err = _error(
+        capsys, ["--profile", "gen2", "--set", setting, "--steps", "1", "--out", str(tmp_path / "o")]
+    )
+    assert field in err and words in err
+
+
+def test_a_trace_without_steps_is_one_line(capsys, tmp_path):
+    import h5py
+
+    out = tmp_path / "run"
+    assert main(["--profile", "gen2", "--workload", "llama3-8b", "--steps", "1", "--out", str(out)]) == 0
+    with h5py.File(out / "trace.h5", "a") as f:
+        del f["steps"]
+    capsys.readouterr()
+    assert "no /steps" in _error(capsys, ["analyze", str(out / "trace.h5")])
