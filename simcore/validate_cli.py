@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     patterns = [p.strip() for arg in args.rows for p in arg.split(",") if p.strip()]
     if args.rows and not patterns:  # `--rows ""` is a slip, not "every row"
         raise RacksimError("--rows: empty pattern; expected a glob or text of row ids or groups")
+    _check_set_keys(args.sets or [])
     table, label = load_table(args.table, serving=args.serving)
     if args.serving and args.table is not None:
         from workloads.serving_validation import is_serving_row
@@ -127,3 +128,24 @@ def run(args: argparse.Namespace) -> int:
         written = write_row_specs(table, patterns, args.specs, args.sets)
         print(f"racksim: {len(written)} row workloads written to {args.specs}", file=sys.stderr)
     return 0
+
+
+def _check_set_keys(sets: list[str]) -> None:
+    """A --set whose first key is neither a profile section nor a workload field would make every row "not
+    runnable": say so once, before any row runs."""
+    import dataclasses
+    import difflib
+
+    from simcore.errors import ConfigError
+    from simcore.profile import Profile, parse_set_option
+    from simcore.runner import WORKLOAD_SET_KEYS
+
+    known = sorted({f.name for f in dataclasses.fields(Profile) if not f.name.startswith("source_")}
+                   | set(WORKLOAD_SET_KEYS))  # fmt: skip
+    for option in sets:
+        keys, _ = parse_set_option(option)
+        if keys[0] not in known:
+            close = difflib.get_close_matches(keys[0], known, n=1)
+            raise ConfigError("unknown field", path=f"--set {option}", value=keys[0],
+                              expected="a profile section or workload field: " + ", ".join(known),
+                              hint=f"did you mean {close[0]!r}?" if close else None)  # fmt: skip

@@ -83,3 +83,16 @@ def test_a_trace_without_steps_is_one_line(capsys, tmp_path):
         del f["steps"]
     capsys.readouterr()
     assert "no /steps" in _error(capsys, ["analyze", str(out / "trace.h5")])
+
+
+def test_validate_with_a_misspelt_set_stops_before_any_row(capsys):
+    err = _error(capsys, ["validate", "--rows", "mpt-1b", "--set", "calibrtion.host_kernel_time=0us"])
+    assert "--set calibrtion" in err and "did you mean 'calibration'" in err
+
+
+def test_a_request_longer_than_the_cache_blames_the_request_not_the_weights(capsys, tmp_path):
+    spec = tmp_path / "serve.yaml"
+    spec.write_text("kind: inference\nmodel: llama3-8b\nprecision: fp8\n"
+                    "requests: {count: 2, input_tokens: 100000000, output_tokens: 8}\n")  # fmt: skip
+    err = _error(capsys, ["--profile", "h100-dgx", "--workload", str(spec), "--out", str(tmp_path / "o")])
+    assert "one request of 100,000,008 tokens" in err and "shorter requests" in err
