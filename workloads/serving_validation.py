@@ -71,6 +71,13 @@ OVERVIEW_REQUESTS = {
 KV_MEMORY_FRACTION = 0.9
 
 
+def _round_up(value: float, floor: int, tiers: tuple[tuple[float, int], ...]) -> int:
+    """finetune_setting's rounding: up to a multiple of the step of the first tier ``value`` is below, and
+    at least ``floor``."""
+    step = next(step for bound, step in tiers if value < bound)
+    return max(floor, step * math.ceil(value / step))
+
+
 def trtllm_bench_limits(
     model: ModelSpec, precision: str, kv_precision: str, tp: int, isl: int, osl: int, gpu_memory_bytes: float
 ) -> tuple[int, int]:
@@ -91,18 +98,8 @@ def trtllm_bench_limits(
     requests = available * BENCH_KV_FRACTION / (per_token * (isl + osl))
     raw_bs = min(requests, 4096.0)
     raw_tokens = min(raw_bs * (1 + isl / osl), 32768.0)
-    if raw_bs < 256:
-        batch = max(64, 32 * math.ceil(raw_bs / 32))
-    elif raw_bs < 1024:
-        batch = 128 * math.ceil(raw_bs / 128)
-    else:
-        batch = 256 * math.ceil(raw_bs / 256)
-    if raw_tokens < 4096:
-        tokens = max(2048, 256 * math.ceil(raw_tokens / 256))
-    elif raw_tokens < 8192:
-        tokens = 512 * math.ceil(raw_tokens / 512)
-    else:
-        tokens = 1024 * math.ceil(raw_tokens / 1024)
+    batch = _round_up(raw_bs, 64, ((256, 32), (1024, 128), (math.inf, 256)))
+    tokens = _round_up(raw_tokens, 2048, ((4096, 256), (8192, 512), (math.inf, 1024)))
     return int(batch), int(tokens)
 
 
