@@ -324,6 +324,11 @@ def check_golden(
     say: Callable[[str], None] = lambda _m: None,
 ) -> int:
     """Re-run every golden case and compare with the committed summaries; 0 when all match, else 1."""
+    if not Path(golden_dir).is_dir():  # a wrong --golden-dir: say so before 18 runs
+        raise RacksimError(
+            f"--golden-dir {golden_dir}: no such directory; expected benchmarks/golden/ or a directory "
+            "written by `bench update-golden`"
+        )
     all_cases = golden_cases()
     cases = _select(all_cases, only, lambda gc: gc.id)
     failed = 0

@@ -96,6 +96,9 @@ def parse_ranks(spec: str | None, class_names: Sequence[str]) -> list[int] | Non
                 "rank class out of range", path="--ranks", value=token, expected=f"indices 0..{n - 1}"
             )
         out.update(picked)
+    if not out:  # `--ranks ,`: a slip, not "no classes" (an empty timeline)
+        raise ConfigError("no rank class given", path="--ranks", value=spec,
+                          expected=f"class indices 0..{n - 1}, ranges like 2-5, class names, or all")  # fmt: skip
     return sorted(out)
 
 

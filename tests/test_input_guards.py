@@ -96,3 +96,16 @@ def test_a_request_longer_than_the_cache_blames_the_request_not_the_weights(caps
                     "requests: {count: 2, input_tokens: 100000000, output_tokens: 8}\n")  # fmt: skip
     err = _error(capsys, ["--profile", "h100-dgx", "--workload", str(spec), "--out", str(tmp_path / "o")])
     assert "one request of 100,000,008 tokens" in err and "shorter requests" in err
+
+
+def test_an_empty_rank_list_and_a_missing_golden_dir_are_one_line(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert main(["--profile", "gen2", "--workload", "llama3-8b", "--steps", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    err = _error(
+        capsys, ["export-perfetto", str(out / "trace.h5"), "--ranks", ",", "--out", str(tmp_path / "p.json")]
+    )
+    assert "--ranks" in err and "no rank class" in err
+    assert "no such directory" in _error(
+        capsys, ["bench", "check-golden", "--golden-dir", str(tmp_path / "none")]
+    )
