@@ -109,3 +109,9 @@ def test_an_empty_rank_list_and_a_missing_golden_dir_are_one_line(capsys, tmp_pa
     assert "no such directory" in _error(
         capsys, ["bench", "check-golden", "--golden-dir", str(tmp_path / "none")]
     )
+
+
+def test_recompute_layers_beyond_the_model_is_one_line(capsys, tmp_path):
+    err = _error(capsys, ["--profile", "gen2", "--workload", "llama3-8b", "--set", "parallelism.recompute=full",
+                          "--set", "parallelism.recompute_layers=100", "--out", str(tmp_path / "o")])  # fmt: skip
+    assert "parallelism.recompute_layers" in err and "more layers" in err

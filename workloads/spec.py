@@ -311,6 +311,14 @@ def validate_training_spec(spec: TrainingSpec) -> None:
                 value=list(modules),
                 expected=f"no {module} for {model.name}",
             )
+    if par.recompute_layers > model.layers:
+        raise ConfigError(
+            "more layers to recompute than the model has",
+            file=file,
+            path="parallelism.recompute_layers",
+            value=par.recompute_layers,
+            expected=f"0 (every layer) .. {model.layers} (the first N layers of each pipeline chunk)",
+        )
     check_parallelism(
         spec.model,
         tp=par.tp,
