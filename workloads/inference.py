@@ -284,6 +284,17 @@ class ReplicaCosts:
         return (full + band) * self.kv_bytes_per_token_layer
 
 
+def _cache_per_token(m: ModelSpec, kv_heads: float, kvb: float) -> tuple[float, float]:
+    """(KV bytes one token caches in one layer on one GPU holding ``kv_heads``, the decode attention's
+    query-key width). MLA caches its latent and rope key once per token, whole on every rank, and its
+    absorbed attention runs in the latent space."""
+    if m.mla is not None:
+        latent = m.mla.kv_lora_rank + m.mla.qk_rope_head_dim
+        return latent * kvb, float(latent)
+    d = float(m.head_dim or m.hidden // m.heads)
+    return 2.0 * kv_heads * d * kvb, d
+
+
 def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
     if spec.parallelism.attention_dp:
         return _attention_dp_costs(spec)
@@ -297,12 +308,7 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
     expert = lp[-1].routed_experts / moe.experts if moe is not None and lp[-1].routed_experts else 0.0
     moe_share = sum(1 for p in lp if p.routed_experts) / m.layers
     d = float(m.head_dim or m.hidden // m.heads)
-    if m.mla is not None:  # the latent and the rope key are cached once per token, whole on every rank
-        kv_token = (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) * kvb
-        qk_dim = m.mla.kv_lora_rank + m.mla.qk_rope_head_dim  # absorbed attention runs in the latent space
-    else:
-        kv_token = 2.0 * kv_heads_per_rank(m, tp) * d * kvb
-        qk_dim = d
+    kv_token, qk_dim = _cache_per_token(m, kv_heads_per_rank(m, tp), kvb)
     ffn_width = m.ffn_hidden if moe is None else moe.top_k * moe.expert_ffn_hidden
     up = 2 if m.ffn == "swiglu" else 1
     act = ACT_BYTES * (6 * m.hidden + (m.heads + 2 * m.kv_heads) * d / tp + (up + 1) * ffn_width / tp)
@@ -347,12 +353,7 @@ def _attention_dp_costs(spec: InferenceSpec) -> ReplicaCosts:
     expert = routed[-1].routed_experts / moe.experts
     active_routed = sum(p.active_routed for p in lp) / m.layers
     d = float(m.head_dim or m.hidden // m.heads)
-    if m.mla is not None:
-        kv_token = (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) * kvb
-        qk_dim = m.mla.kv_lora_rank + m.mla.qk_rope_head_dim
-    else:
-        kv_token = 2.0 * m.kv_heads * d * kvb
-        qk_dim = d
+    kv_token, qk_dim = _cache_per_token(m, m.kv_heads, kvb)
     up = 2 if m.ffn == "swiglu" else 1
     dense_ffn = sum((up + 1) * m.dense_ffn_hidden for p in lp if not p.routed_experts)
     qkv = (m.heads + 2 * m.kv_heads) * d
@@ -526,9 +527,8 @@ class ServingJob:
             cls = machine.add_class(f"replica{r}", gpus)
             self.class_stage.append(0)
             layout = machine.cluster.layout(gpus)
-            kind = (
-                "ep" if self.costs.ranks > 1 else "tp"
-            )  # attention DP: the experts' all-gather / reduce-scatter
+            # attention DP: the group carries the experts' all-gather / reduce-scatter
+            kind = "ep" if self.costs.ranks > 1 else "tp"
             self.groups.append(machine.group(kind, layout, (cls,)) if tp > 1 else None)
             self.queues.append(deque())
             self.wakeups.append(machine.env.event())
