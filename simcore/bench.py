@@ -1372,7 +1372,11 @@ def _say(msg: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch ``bench ACTION``: 0 pass, 1 regression or changed answer, 2 bad input."""
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only is not None else None
+    if only == []:  # `--only ""` is a slip, not "everything"
+        raise ConfigError(
+            "empty --only", path="--only", value=args.only, expected="names or globs, comma-separated"
+        )
     try:
         if args.threshold <= 1.0:
             raise ConfigError("threshold must be above 1", path="--threshold", value=args.threshold)

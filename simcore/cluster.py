@@ -183,7 +183,8 @@ class Cluster:
             need = self.racks_needed(gpus)
             raise CapacityError(
                 f"the job needs {gpus} GPUs = {need} racks of {self.gpus_per_rack}, but the cluster "
-                f"({self.profile.source_file or self.profile.name}) has {self.racks} racks ({self.gpus} GPUs); "
+                f"({self.profile.source_file or self.profile.name}) has {self.racks} rack{'s' * (self.racks != 1)} "
+                f"({self.gpus} GPUs); "
                 f"use --racks {need} or a smaller parallelism"
             )
 

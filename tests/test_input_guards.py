@@ -115,3 +115,15 @@ def test_recompute_layers_beyond_the_model_is_one_line(capsys, tmp_path):
     err = _error(capsys, ["--profile", "gen2", "--workload", "llama3-8b", "--set", "parallelism.recompute=full",
                           "--set", "parallelism.recompute_layers=100", "--out", str(tmp_path / "o")])  # fmt: skip
     assert "parallelism.recompute_layers" in err and "more layers" in err
+
+
+def test_an_empty_only_is_an_error_and_a_layout_too_big_for_the_row_says_racks(capsys, tmp_path):
+    assert "--only" in _error(capsys, ["bench", "check-golden", "--only", ""])
+    from workloads.validation import load_table, select_rows, validate
+
+    table, _ = load_table()
+    report = validate(
+        {"runs": select_rows(table, ["megatron-sc21-t1-1.7B"])}, extra_sets=["parallelism.tp=3"]
+    )
+    (row,) = report.rows
+    assert not row.runnable and row.reason.startswith("does not fit the row's racks: the job needs")

@@ -1008,7 +1008,9 @@ def run_plan(plan: RowPlan, extra_sets: Iterable[str] = ()) -> RowResult:
             )
         except RacksimError as exc:  # CapacityError included: the row's layout does not fit
             reason = _clean(str(exc).replace(str(path), ROW_WORKLOAD))
-            if isinstance(exc, CapacityError):
+            if isinstance(exc, CapacityError) and reason.startswith("the job needs"):
+                reason = f"does not fit the row's racks: {reason}"  # a --set that changed the GPU count
+            elif isinstance(exc, CapacityError):
                 reason = f"does not fit in racksim's memory model: {reason}"
             base.runnable = False
             base.reason = reason
