@@ -1373,6 +1373,8 @@ def _say(msg: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Dispatch ``bench ACTION``: 0 pass, 1 regression or changed answer, 2 bad input."""
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only is not None else None
+    if getattr(args, "retries", 0) < 0:
+        raise ConfigError("must not be negative", path="--retries", value=args.retries, expected="0 or more")
     if only == []:  # `--only ""` is a slip, not "everything"
         raise ConfigError(
             "empty --only", path="--only", value=args.only, expected="names or globs, comma-separated"
@@ -1389,7 +1391,7 @@ def run(args: argparse.Namespace) -> int:
         baseline = load_baseline(args.compare) if args.compare is not None else None
         passes = 3 if args.action == "update-baseline" else 1
         records, verdicts = run_suite(
-            args.scale, only, baseline, args.threshold, max(0, args.retries), _say, passes=passes
+            args.scale, only, baseline, args.threshold, args.retries, _say, passes=passes
         )
         print(format_table(records, verdicts, args.scale, args.threshold))
         failed = [v.name for v in verdicts or [] if v.failed(args.threshold)]
