@@ -43,6 +43,7 @@ SERVING_MODELS = {
     "llama3.370b": "llama3-70b",
     "llama3.1405b": "llama3-405b",
     "qwen3235ba22b": "qwen3-235b-a22b",
+    "qwen330ba3b": "qwen3-30b-a3b",
 }
 # The GPU a row names -> the shipped profile of the system it ran in.
 SERVING_SYSTEMS = {
