@@ -369,3 +369,15 @@ def test_a_malformed_model_catalog_is_not_a_traceback():
     row["model"] = {"ref": "mine"}
     with pytest.raises(NotRunnable, match=r"`model_catalog\.mine` does not give layers, hidden and heads"):
         plan_row(row, {**training, "model_catalog": {"mine": {"layers": 24, "heads": 16}}})
+
+
+def test_the_out_of_sample_qwen3_30b_table_maps_every_row():
+    """workloads/reference/trtllm_overview_qwen3_30b.yaml (docs/inference.md): 20 rows, one GPU, NVFP4."""
+    path = Path(__file__).resolve().parents[1] / "workloads" / "reference" / "trtllm_overview_qwen3_30b.yaml"
+    table, _ = load_table(path)
+    plans = [map_serving_row(row, table) for row in table["runs"]]
+    assert len(plans) == 20
+    assert {(p.spec["model"], p.spec["precision"], p.spec["parallelism"]["tp"]) for p in plans} == {
+        ("qwen3-30b-a3b", "fp4", 1)
+    }
+    assert {p.profile for p in plans} == {"b200-dgx.yaml", "gb200-nvl72.yaml"}
