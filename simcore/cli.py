@@ -156,11 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `racksim schema | head`
         sys.stderr.close()
         return 0
-    except OSError as exc:  # an output path that is a directory, a file, missing or not writable
+    except (
+        OSError
+    ) as exc:  # a path racksim cannot read or write (a directory, a file, missing, no permission)
         if exc.filename is None:
             raise
-        print(f"racksim: error: {exc.filename}: {exc.strerror or exc}; expected a path racksim can write "
-              "(check --out / --json / --specs)", file=sys.stderr)  # fmt: skip
+        print(f"racksim: error: {exc.filename}: {exc.strerror or exc} (check the paths given to --out, --json, "
+              "--specs and the input files)", file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
         print("racksim: interrupted; no partial outputs were kept", file=sys.stderr)

@@ -267,9 +267,11 @@ def expand(spec: SweepSpec, out: Path | None = None) -> list[SweepPoint]:
 
 
 def preflight(spec: SweepSpec, points: list[SweepPoint]) -> None:
-    """Read the first point of each profile (its profile and workload with every ``set`` and grid value, no
-    simulation): a misspelt field fails every point alike, so it stops the sweep here; a value that only
-    some points cannot run (tp not dividing heads) stays a per-point ``error`` result."""
+    """Read the first point of each (profile, workload) pair, with every ``set`` and grid value, without
+    simulating. When every pair meets an unknown field, a misspelt ``set`` or grid key would fail every
+    point alike, so it stops the sweep here. A field that only some pairs lack (``scheduler.*`` in a sweep of
+    training and serving workloads), or a value some points cannot run (tp not dividing heads), stays a
+    per-point ``error`` result."""
     from simcore.profile import load_profile
     from simcore.runner import (
         RunOptions,
@@ -279,11 +281,9 @@ def preflight(spec: SweepSpec, points: list[SweepPoint]) -> None:
         split_sets,
     )
 
-    seen: set[str] = set()
-    for point in points:
-        if point.profile in seen:
-            continue
-        seen.add(point.profile)
+    firsts = {(p.profile, p.workload): p for p in reversed(points)}  # the first point of each pair
+    unknown: list[ConfigError] = []
+    for point in firsts.values():
         opts = RunOptions(profile=point.profile, workload=point.workload, racks=point.racks, steps=point.steps,
                           sets=list(point.sets), write_trace=False)  # fmt: skip
         profile_sets, workload_sets = split_sets(opts.sets)
@@ -292,11 +292,16 @@ def preflight(spec: SweepSpec, points: list[SweepPoint]) -> None:
             build = build_inference_spec if _is_inference(opts, workload_sets) else build_training_spec
             build(opts, profile, workload_sets)
         except ConfigError as exc:
-            if exc.message.startswith("unknown field"):
-                raise ConfigError(f"{exc} (in every point)", file=spec.file, path="set / grid",
-                                  expected="field names a profile or workload has") from None  # fmt: skip
+            if not exc.message.startswith("unknown field"):
+                return  # a pair that reads its fields: the sweep runs, errors stay per point
+            unknown.append(exc)
         except RacksimError:
-            pass  # a per-point result
+            return
+        else:
+            return
+    if unknown:
+        raise ConfigError(f"{unknown[0]} (in every point)", file=spec.file, path="set / grid",
+                          expected="field names a profile or workload has") from None  # fmt: skip
 
 
 def _short(name: str) -> str:

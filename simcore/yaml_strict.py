@@ -15,14 +15,8 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError
 
-# YAML 1.2 core-schema floats (with or without a dot, with an exponent), plus 1.1's .inf / .nan forms
-_FLOAT = re.compile(
-    r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""",
-    re.X,
-)
-_INT = re.compile(r"^[-+]?[0-9]+$")
+# exponent floats without a dot (YAML 1.2 / JSON); everything else resolves as PyYAML's 1.1 rules say
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -31,6 +25,8 @@ class StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged keys may be overridden
+                continue
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, Hashable):  # PyYAML's own error says so below
                 continue
@@ -46,14 +42,13 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# exponent floats without a dot: resolve them as floats before the 1.1 resolvers see them
-StrictLoader.yaml_implicit_resolvers = {
+StrictLoader.yaml_implicit_resolvers = {  # a copy: yaml.SafeLoader keeps its own table
     k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 for _first in "-+0123456789.":
-    StrictLoader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, ("tag:yaml.org,2002:float", _FLOAT))
-    # keep plain integers integers (the float pattern above matches them too)
-    StrictLoader.yaml_implicit_resolvers[_first].insert(0, ("tag:yaml.org,2002:int", _INT))
+    StrictLoader.yaml_implicit_resolvers.setdefault(_first, []).append(
+        ("tag:yaml.org,2002:float", _EXPONENT_FLOAT)
+    )
 
 
 def loads(text: str) -> Any:

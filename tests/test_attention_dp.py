@@ -108,3 +108,12 @@ def test_heads_need_not_divide_the_replica_with_attention_dp():
     assert replica_costs(_spec(tp, True)).ranks == tp
     with pytest.raises(ConfigError, match=r"parallelism\.tp"):
         _spec(tp, False)
+
+
+def test_attention_dp_on_one_gpu_still_runs_the_experts(tmp_path):
+    """tp 1: one rank, no collectives, but the routed experts' FLOPs and weight reads are all there (the
+    split into two roofline items may only cost a little more than the fused one)."""
+    req = {"count": 16, "input_tokens": 500, "output_tokens": 20}
+    dp = _serve(tmp_path, parallelism={"tp": 1, "attention_dp": True}, requests=req)
+    plain = _serve(tmp_path, parallelism={"tp": 1}, requests=req)
+    assert 0.8 < dp["tokens_per_s"] / plain["tokens_per_s"] <= 1.0 + 1e-9

@@ -201,3 +201,14 @@ def test_a_misspelt_set_or_grid_field_stops_the_sweep_before_any_point(tmp_path,
         run_sweep(load_sweep(path), out=out, jobs=1)
     assert "in every point" in str(err.value) and "did you mean" in str(err.value)
     assert not out.exists()  # nothing ran, nothing written
+
+
+def test_a_field_only_some_workloads_have_keeps_the_sweep_running(tmp_path):
+    """scheduler.* belongs to serving: the training points fail one by one, the serving points run."""
+    serve = _write(tmp_path, "kind: inference\nmodel: llama3-8b\nprecision: fp8\n"
+                   "requests: {count: 4, input_tokens: 64, output_tokens: 4}\n", "serve.yaml")  # fmt: skip
+    path = _write(tmp_path, f"name: mixed\nprofiles: [h100-dgx]\nworkloads: [llama3-8b, {serve}]\n"
+                  "grid:\n  scheduler.max_num_seqs: [8, 16]\n")  # fmt: skip
+    result = run_sweep(load_sweep(path), out=tmp_path / "out", jobs=1)
+    status = sorted(r["status"] for r in result.points)
+    assert status == ["error", "error", "ok", "ok"]

@@ -41,3 +41,9 @@ def test_a_file_that_is_not_text_or_has_a_duplicate_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="line 2") as err:
         read_yaml(dup)
     assert "d.yaml" in str(err.value) and "given twice" in str(err.value)
+
+
+def test_merge_keys_may_be_overridden_and_leading_zero_numbers_read_as_before():
+    data = loads("leaf: &t {name: leaf, span_gpus: 256}\nspine: {<<: *t, name: spine, span_gpus: 2048}\n")
+    assert data["spine"] == {"name": "spine", "span_gpus": 2048}
+    assert loads("a: 08\nb: 0128\nc: 007") == yaml.safe_load("a: 08\nb: 0128\nc: 007")

@@ -528,7 +528,7 @@ class ServingJob:
             self.class_stage.append(0)
             layout = machine.cluster.layout(gpus)
             # attention DP: the group carries the experts' all-gather / reduce-scatter
-            kind = "ep" if self.costs.ranks > 1 else "tp"
+            kind = "ep" if self.costs.routed_experts else "tp"
             self.groups.append(machine.group(kind, layout, (cls,)) if tp > 1 else None)
             self.queues.append(deque())
             self.wakeups.append(machine.env.event())
@@ -656,11 +656,13 @@ class ServingJob:
                 works.append(work)
             tokens = sum(len(decode) + sum(n for _, n in chunks) for decode, chunks in batches)
             work = works[slowest_rank(m.compute_model, works, self.spec.precision, m.clock[r])]
-            if c.ranks > 1:  # the routed experts run every rank's tokens
+            if c.routed_experts:  # attention DP (any tp): the routed experts run every rank's tokens
                 work = work + routed_work(c, tokens)
             t0 = env.now
             yield m.compute_fused(r, work, dtype=self.spec.precision, name="iteration")
-            if group is not None and c.ranks > 1:  # tokens to the experts and back (TensorRT-LLM's ADP MoE)
+            if (
+                group is not None and c.routed_experts
+            ):  # tokens to the experts and back (TensorRT-LLM's ADP MoE)
                 gathered = tokens * c.hidden * ACT_BYTES
                 yield m.collective(r, group, "allgather", gathered, name="ep_allgather", repeat=c.moe_layers)
                 yield m.collective(r, group, "reducescatter", gathered, name="ep_reducescatter",

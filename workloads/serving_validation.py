@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from simcore.profile import load_profile
-from workloads.model import ModelSpec, load_preset, total_params
+from workloads.model import ModelSpec, embedding_params, load_preset, output_params, total_params
 from workloads.validation import NotRunnable, RowPlan, measured_value, positive_int, row_section
 
 DEFAULT_SERVING_TABLE = "reference/inference_runs.yaml"
@@ -94,7 +94,15 @@ def trtllm_bench_limits(
     kv_heads = max(tp, model.kv_heads)
     head_dim = model.head_dim or model.hidden // model.heads
     per_token = 2 * model.layers * kv_heads * head_dim * BENCH_BYTES[kv_precision] / gib
-    engine = total_params(model) * BENCH_BYTES[precision] / gib
+    params = float(total_params(model))
+    if precision == "fp4":
+        # trtllm-bench counts the checkpoint's stored elements: an NVFP4 checkpoint packs two quantized weights
+        # per byte (its linear layers; embedding and LM head stay 16-bit), so the v1.0-era estimate took half
+        # the linear weights before applying 0.5 B each (fixed later in TensorRT-LLM: "the buggy path would use
+        # 230B * 0.5 = ~107 GB (2x too small)", tests of calc_engine_setting)
+        unpacked = embedding_params(model) + output_params(model)
+        params = (params - unpacked) / 2 + unpacked
+    engine = params * BENCH_BYTES[precision] / gib
     available = gpu_gib * tp - engine
     requests = available * BENCH_KV_FRACTION / (per_token * (isl + osl))
     raw_bs = min(requests, 4096.0)
