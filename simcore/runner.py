@@ -141,7 +141,7 @@ def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str])
     return spec, racks
 
 
-def _is_inference(opts: RunOptions, workload_sets: list[str]) -> bool:
+def is_inference(opts: RunOptions, workload_sets: list[str]) -> bool:
     """Whether the workload is a serving spec (``kind: inference``)."""
     from workloads.spec import load_workload
 
@@ -238,7 +238,7 @@ def run(opts: RunOptions) -> RunResult:
         )
     profile_sets, workload_sets = split_sets(opts.sets)
     profile = load_profile(opts.profile, profile_sets)
-    serving = _is_inference(opts, workload_sets)
+    serving = is_inference(opts, workload_sets)
     if serving:
         spec, racks = build_inference_spec(opts, profile, workload_sets)
     else:

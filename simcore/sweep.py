@@ -275,9 +275,9 @@ def preflight(spec: SweepSpec, points: list[SweepPoint]) -> None:
     from simcore.profile import load_profile
     from simcore.runner import (
         RunOptions,
-        _is_inference,
         build_inference_spec,
         build_training_spec,
+        is_inference,
         split_sets,
     )
 
@@ -289,7 +289,7 @@ def preflight(spec: SweepSpec, points: list[SweepPoint]) -> None:
         profile_sets, workload_sets = split_sets(opts.sets)
         try:
             profile = load_profile(point.profile, profile_sets)
-            build = build_inference_spec if _is_inference(opts, workload_sets) else build_training_spec
+            build = build_inference_spec if is_inference(opts, workload_sets) else build_training_spec
             build(opts, profile, workload_sets)
         except ConfigError as exc:
             if not exc.message.startswith("unknown field"):

@@ -15,7 +15,7 @@ import yaml
 from simcore import validate_cli
 from simcore.errors import RacksimError
 from workloads.model import load_preset
-from workloads.serving_validation import REQUESTS, map_serving_row, trtllm_bench_limits
+from workloads.serving_validation import map_serving_row, trtllm_bench_limits
 from workloads.validation import NotRunnable, load_table, plan_row, run_plan, select_rows, validate
 
 TABLE, LABEL = load_table(serving=True)
@@ -69,7 +69,6 @@ def test_trtllm_bench_limits_follow_its_kv_estimate_caps_and_rounding():
     (multiples of 128 from 256), tokens 292.9 · 2 = 585.8 -> 2,048 (the floor)."""
     llama70, llama8 = load_preset("llama3-70b"), load_preset("llama3-8b")
     assert trtllm_bench_limits(llama70, "fp8", "fp8", 2, 1000, 1000, 80e9) == (384, 2048)
-    assert REQUESTS == 1000  # lengths the overview does not list
     # a small model hits the 4,096-request cap; tokens = 4,096 x (1 + 128/128)
     assert trtllm_bench_limits(llama8, "fp8", "fp8", 1, 128, 128, 80e9) == (4096, 8192)
     # a long request leaves room for few: at least 64 requests and 2,048 tokens
