@@ -362,14 +362,16 @@ class Machine:
         """The host thread issues ``launches`` kernels that the GPU does not wait for here (collectives)."""
         self._host[rank_class] += launches * self.host_kernel_s
 
-    def host_work(self, rank_class: int, seconds: float) -> simpy.Event:
+    def host_work(self, rank_class: int, seconds: float, since: float | None = None) -> simpy.Event:
         """The host thread works ``seconds`` on its own (no kernel issued meanwhile): an event when it is done.
-        Called right after a host_sync, the GPU idles for it; that idle time counts as waiting for the host."""
+        Called right after a host_sync, the GPU idles for it; that idle time counts as waiting for the host.
+        ``since``: the earliest the work could begin, when the host did it while the GPU ran earlier work
+        (a serving engine preparing the next iteration); by default now."""
         now = self.env._now
-        done = max(self._host[rank_class], now) + seconds
+        done = max(self._host[rank_class], now if since is None else since) + seconds
         self._host[rank_class] = done
         self.host_wait[rank_class] += max(0.0, done - max(now, self._busy[rank_class][0]))
-        return self.env.timeout(done - now)
+        return self.env.timeout(max(0.0, done - now))
 
     def host_sync(self, rank_class: int) -> None:
         """The host thread waits for the GPU work issued so far (a device-to-host copy, ``.item()``)."""

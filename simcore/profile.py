@@ -385,6 +385,25 @@ class Calibration:
         allow_zero=True,
         maximum=600.0,
     )
+    serving_sequence_host_time: float = quantity(
+        "time",
+        "CPU time a serving engine's host thread spends per running sequence per iteration (scheduling, "
+        "input preparation, sampling and output handling in Python); it prepares the next iteration while "
+        "the GPU runs this one (TensorRT-LLM's overlap scheduler), so an iteration takes the longer of the "
+        "two: thousands of sequences of a small model go host-bound; 0 = no host cost",
+        "0 us",
+        allow_zero=True,
+        maximum=10e-3,
+    )
+    serving_kernel_host_time: float = quantity(
+        "time",
+        "CPU time a serving engine's host thread spends issuing one kernel it launches eagerly (Python "
+        "module, dispatcher, cudaLaunchKernel): iterations that cannot replay a CUDA graph (prefill) issue "
+        "every kernel of every layer; 0 = no launch cost",
+        "0 us",
+        allow_zero=True,
+        maximum=10e-3,
+    )
     fitted_to: tuple[str, ...] = text_list("reference rows / sources these values were fitted to", [])
 
 

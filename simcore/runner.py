@@ -187,6 +187,7 @@ def summarize_serving(
             "compute_fraction": brk.compute,
             "bubble_fraction": 0.0,
             "idle_fraction": brk.idle,
+            "host_wait_fraction": _host_wait_fraction(machine, weights, end),
             "events": machine.recorder.rows,
             "profile": profile_summary(profile),
             "workload": {
@@ -197,12 +198,14 @@ def summarize_serving(
                 "parallelism": {
                     "tp": spec.parallelism.tp,
                     "replicas": spec.parallelism.replicas,
+                    "ep": spec.parallelism.ep,
                     "attention_dp": spec.parallelism.attention_dp,
                 },
                 "scheduler": {
                     "max_num_seqs": spec.scheduler.max_num_seqs,
                     "max_batch_tokens": spec.scheduler.max_batch_tokens,
                     "chunked_prefill": spec.scheduler.chunked_prefill,
+                    "cuda_graphs": spec.scheduler.cuda_graphs,
                 },
             },
             "collective_algorithms": dict(sorted(machine.comm_log.items())),
@@ -449,8 +452,8 @@ def summarize(
 
 def _host_wait_fraction(machine: Machine, weights: np.ndarray, elapsed: float) -> float:
     """Share of the run the GPUs' compute streams waited for their host: to issue kernels (host-bound
-    execution, calibration.host_kernel_time) and for its per-step work (calibration.step_host_time),
-    GPU-weighted; the other fractions count that time as idle or as exposed communication."""
+    execution, calibration.host_kernel_time) and for its per-step work (calibration.step_host_time; a
+    serving engine's per-iteration work, calibration.serving_*_host_time), GPU-weighted; the other fractions count that time as idle or as exposed communication."""
     if elapsed <= 0.0 or not len(weights):
         return 0.0
     waits = np.asarray(machine.host_wait, dtype=float)

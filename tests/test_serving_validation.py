@@ -203,7 +203,9 @@ def test_every_tensorrt_llm_row_runs_its_groups_preset_profile_and_precisions():
         spec = plan.spec
         got = (spec["model"], plan.profile, spec["precision"], spec["kv_cache"]["precision"])
         assert got == EXPECTED_GROUPS[key], row["id"]
-        assert spec["parallelism"] == {"tp": hw["tp"], "replicas": 1}, row["id"]
+        # the overview's MoE command passes --ep: a multi-GPU MoE row keeps its experts whole
+        ep = {"ep": hw["tp"]} if spec["model"].startswith("qwen3") and hw["tp"] > 1 else {}
+        assert spec["parallelism"] == {"tp": hw["tp"], "replicas": 1, **ep}, row["id"]
         assert (spec["requests"]["input_tokens"], spec["requests"]["output_tokens"]) == (
             row["workload"]["input_len"],
             row["workload"]["output_len"],

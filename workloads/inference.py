@@ -64,6 +64,13 @@ class ServingParallelism:
     tp: int = number("tensor-parallel size of one replica", 1, integer=True, minimum=1)
     pp: int = number("pipeline-parallel size (only 1 is modelled for serving)", 1, integer=True, minimum=1)
     replicas: int = number("independent model replicas (data parallel)", 1, integer=True, minimum=1)
+    ep: int = number(
+        "MoE models: the routed experts split expert-parallel over ep of the replica's tp GPUs (whole "
+        "experts, E/ep per GPU), tensor-parallel over tp/ep (TensorRT-LLM moe_expert_parallel_size)",
+        1,
+        integer=True,
+        minimum=1,
+    )
     attention_dp: bool = flag(
         "MoE models: every layer but the routed experts data-parallel over the replica's tp GPUs (each runs "
         "its own batch and KV cache), the experts sharded over all tp (TensorRT-LLM enable_attention_dp)",
@@ -90,6 +97,11 @@ class Scheduler:
         "tokens per iteration (decode tokens + prefill)", 8192, integer=True, minimum=1
     )
     chunked_prefill: bool = flag("prefill in chunks that share iterations with decodes", True)
+    cuda_graphs: bool = flag(
+        "decode-only iterations replay a captured CUDA graph (one launch); iterations with prefill issue "
+        "every kernel from the host (TensorRT-LLM's PyTorch backend); false: every iteration eager",
+        True,
+    )
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,11 @@ def load_inference_spec(data: Mapping[str, Any], *, file: str, source_text: str 
         raise ConfigError("attention data parallelism shards the routed experts: it needs an MoE model",
                           file=file, path="parallelism.attention_dp", value=True,
                           expected="false for a dense model (serve it tensor-parallel)")  # fmt: skip
+    if par.ep > 1 and (model.moe is None or par.tp % par.ep or model.moe.experts % par.ep):
+        expected = ("1 for a dense model" if model.moe is None else
+                    f"a divisor of tp = {par.tp} that divides experts = {model.moe.experts}")  # fmt: skip
+        raise ConfigError("expert parallelism splits the routed experts over the replica's GPUs", file=file,
+                          path="parallelism.ep", value=par.ep, expected=expected)  # fmt: skip
     heads_ok = par.attention_dp or model.heads % par.tp == 0
     if not heads_ok:
         divisors = [d for d in range(1, model.heads + 1) if model.heads % d == 0]
@@ -249,10 +266,7 @@ class ReplicaCosts:
 
     layers: int
     weight_bytes_dense: float  # per layer, everything but routed experts
-    expert_bytes: float  # one routed expert (0 for dense)
-    experts: int
-    top_k: int
-    flops_per_token_layer: float  # 2 x active parameters of a layer
+    flops_per_token_layer: float  # 2 x active parameters of a layer but the routed experts'
     act_bytes_per_token_layer: float  # activation traffic through a layer's kernels
     heads: float  # attention heads per GPU
     head_dim: float
@@ -266,8 +280,9 @@ class ReplicaCosts:
     weights_per_gpu: float  # all weights of the replica on one GPU
     window: int | None = None  # sliding-window layers attend to (and cache) their last `window` tokens
     windowed_layers: int = 0
-    # attention_dp: the fields above are one DP rank's own share (its batch, its KV cache, the replicated
-    # layers); the routed experts run every rank's tokens, sharded over all tp GPUs
+    # The routed experts (routed_work), their own GEMMs: each expert's is as narrow as its FFN width. With
+    # attention_dp the fields above are one DP rank's own share (its batch, its KV cache, the replicated
+    # layers) and the routed experts run every rank's tokens, sharded over all tp GPUs.
     ranks: int = 1  # DP ranks per replica (tp with attention_dp, else 1)
     routed_experts: int = 0
     routed_top_k: int = 0
@@ -276,12 +291,51 @@ class ReplicaCosts:
     routed_act_bytes_per_token_layer: float = 0.0
     routed_min_dim: float = 0.0
     moe_layers: int = 0
+    kernels: int = 0  # kernels of one iteration on one GPU (serving_kernels_per_layer over the layers + the
+    # iteration's own), without the second attention kernel of a mixed iteration
 
     def kv_bytes(self, tokens: float) -> float:
         """KV cache of one sequence of ``tokens`` over all layers (windowed layers keep their window)."""
         full = (self.layers - self.windowed_layers) * tokens
         band = self.windowed_layers * min(tokens, self.window) if self.window is not None else 0.0
         return (full + band) * self.kv_bytes_per_token_layer
+
+
+# Kernels of the serving engine outside the layers: embedding lookup, final norm, LM head, and the sampler
+# (logits gather, softmax / top-k, token write-back).
+ITERATION_KERNELS = 6
+
+
+def serving_kernels_per_layer(m: ModelSpec, layer_index: int, tp: int, precision: str) -> int:
+    """Kernels one GPU runs for one layer of a serving iteration (TensorRT-LLM's PyTorch backend): the
+    GEMMs, each FP8 / FP4 GEMM's activation quantisation, the two fused residual + RMSNorm kernels, RoPE
+    with the KV-cache write, one attention kernel (a second one when prefill and decode share the
+    iteration: ``+1``, added by the caller), QK-norm, the TP all-reduces, and the MoE block (router GEMM,
+    top-k, permutation, two grouped GEMMs, activation, finalisation)."""
+    quantized = precision in ("fp8", "fp4")
+    attention_gemms = 2 if m.mla is None else 5  # qkv + out; MLA: q (down, up), kv (down, up), out
+    kernels = 2 + 1 + 1 + attention_gemms * (2 if quantized else 1)  # norms, rope + cache write, attention
+    kernels += 2 if m.qk_norm else 0
+    kernels += 2 if tp > 1 else 0
+    if m.is_moe_layer(layer_index):
+        moe = m.moe
+        assert moe is not None
+        kernels += 7 + (2 if quantized else 0)
+        if moe.shared_experts:
+            kernels += 3 + (2 if quantized else 0)
+    else:
+        kernels += 3 + (2 if quantized else 0)  # up (gate + up), activation, down
+    return kernels
+
+
+def _iteration_kernels(spec: InferenceSpec) -> int:
+    """Kernels of one iteration on one GPU: every layer's (attention DP: no all-reduce, but the experts'
+    all-gather and reduce-scatter in each MoE layer) and the iteration's own."""
+    m, tp, adp = spec.model, spec.parallelism.tp, spec.parallelism.attention_dp
+    layers = sum(serving_kernels_per_layer(m, i, 1 if adp else tp, spec.precision) for i in range(m.layers))
+    if adp and tp > 1:
+        layers += 2 * sum(1 for i in range(m.layers) if m.is_moe_layer(i))
+    return layers + ITERATION_KERNELS
 
 
 def _cache_per_token(m: ModelSpec, kv_heads: float, kvb: float) -> tuple[float, float]:
@@ -307,19 +361,22 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
     moe = m.moe
     expert = lp[-1].routed_experts / moe.experts if moe is not None and lp[-1].routed_experts else 0.0
     moe_share = sum(1 for p in lp if p.routed_experts) / m.layers
+    active_routed = sum(p.active_routed for p in lp) / m.layers
     d = float(m.head_dim or m.hidden // m.heads)
     kv_token, qk_dim = _cache_per_token(m, kv_heads_per_rank(m, tp), kvb)
-    ffn_width = m.ffn_hidden if moe is None else moe.top_k * moe.expert_ffn_hidden
     up = 2 if m.ffn == "swiglu" else 1
-    act = ACT_BYTES * (6 * m.hidden + (m.heads + 2 * m.kv_heads) * d / tp + (up + 1) * ffn_width / tp)
+    dense_ffn = sum((up + 1) * m.dense_ffn_hidden for p in lp if not p.routed_experts) / m.layers
+    ffn_width = 0 if moe is None else moe.top_k * moe.expert_ffn_hidden
+    # the narrowest weight dimension of the other GEMMs: dense FFN layers, shared experts (tensor parallel)
+    dense_widths = [m.dense_ffn_hidden / tp] if dense_ffn else []
+    if moe is not None and moe.shared_experts:
+        dense_widths.append(moe.shared_experts * moe.expert_ffn_hidden / tp)
+    act = ACT_BYTES * (6 * m.hidden + (m.heads + 2 * m.kv_heads) * d / tp + dense_ffn / tp)
     head = m.vocab * m.hidden
     return ReplicaCosts(
         layers=m.layers,
         weight_bytes_dense=dense * wb / tp,
-        expert_bytes=expert * wb / tp * moe_share,
-        experts=moe.experts if moe is not None else 0,
-        top_k=moe.top_k if moe is not None else 0,
-        flops_per_token_layer=2.0 * active / tp,
+        flops_per_token_layer=2.0 * (active - active_routed) / tp,
         act_bytes_per_token_layer=act,
         heads=m.heads / tp,
         head_dim=qk_dim,
@@ -328,11 +385,19 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
         lm_head_flops_per_token=2.0 * head / tp,
         lm_head_bytes=head * wb / tp,
         hidden=m.hidden,
-        gemm_min_dim=float(min(m.hidden, (m.heads + 2 * m.kv_heads) * d / tp, ffn_width / tp)),
+        gemm_min_dim=float(min(m.hidden, (m.heads + 2 * m.kv_heads) * d / tp, *dense_widths)),
         head_min_dim=float(min(m.hidden, m.vocab / tp)),
         weights_per_gpu=total_params(m) * wb / tp,
         window=m.sliding_window,
         windowed_layers=sum(1 for i in range(m.layers) if m.attention_window(i) is not None),
+        routed_experts=moe.experts if moe is not None else 0,
+        routed_top_k=moe.top_k if moe is not None else 0,
+        routed_expert_bytes=expert * wb / tp * moe_share,
+        routed_flops_per_token_layer=2.0 * active_routed / tp,
+        routed_act_bytes_per_token_layer=ACT_BYTES * (up + 1) * ffn_width / tp * moe_share if moe else 0.0,
+        routed_min_dim=float(min(m.hidden, moe.expert_ffn_hidden * spec.parallelism.ep / tp)) if moe else 0.0,
+        moe_layers=sum(1 for p in lp if p.routed_experts),
+        kernels=_iteration_kernels(spec),
     )
 
 
@@ -363,9 +428,6 @@ def _attention_dp_costs(spec: InferenceSpec) -> ReplicaCosts:
     return ReplicaCosts(
         layers=m.layers,
         weight_bytes_dense=replicated * wb,
-        expert_bytes=0.0,
-        experts=0,
-        top_k=0,
         flops_per_token_layer=2.0 * (sum(p.active for p in lp) / m.layers - active_routed),
         act_bytes_per_token_layer=ACT_BYTES * (6 * m.hidden + qkv + dense_ffn / m.layers),
         heads=float(m.heads),
@@ -386,8 +448,9 @@ def _attention_dp_costs(spec: InferenceSpec) -> ReplicaCosts:
         routed_expert_bytes=expert * wb / tp * moe_share,
         routed_flops_per_token_layer=2.0 * active_routed / tp,
         routed_act_bytes_per_token_layer=ACT_BYTES * (up + 1) * ffn_width / tp * moe_share,
-        routed_min_dim=float(min(m.hidden, ffn_width / tp)),
+        routed_min_dim=float(min(m.hidden, moe.expert_ffn_hidden)),  # expert parallel: experts stay whole
         moe_layers=len(routed),
+        kernels=_iteration_kernels(spec),
     )
 
 
@@ -421,8 +484,7 @@ def iteration_work(
     per prefilling sequence; ``logits``: sequences that emit a token (LM head rows).
     """
     tokens = len(decode_ctx) + sum(n for _, n in prefill)
-    touched = c.experts * -math.expm1(tokens * math.log1p(-c.top_k / c.experts)) if c.experts else 0.0
-    gemm_bytes = c.weight_bytes_dense + touched * c.expert_bytes + tokens * c.act_bytes_per_token_layer
+    gemm_bytes = c.weight_bytes_dense + tokens * c.act_bytes_per_token_layer
     # The efficiency curve's small-dimension penalty applies to the weight dimensions: a few-token decode
     # GEMM is bound by reading the weights (its HBM term), not by padding its rows to a tile.
     gemm = (tokens * c.flops_per_token_layer, gemm_bytes, c.gemm_min_dim, KIND_GEMM)
@@ -449,8 +511,9 @@ def iteration_work(
 
 
 def routed_work(c: ReplicaCosts, tokens: int) -> tuple[tuple[float, float, float, int], ...]:
-    """The routed experts of an attention-DP iteration on one GPU: every rank's ``tokens``, the experts
-    they touch (``E·(1 − (1 − k/E)^tokens)``) read once, a 1/tp share of their FLOPs."""
+    """The routed experts of an iteration on one GPU (every DP rank's ``tokens`` with attention DP): the
+    experts they touch (``E·(1 − (1 − k/E)^tokens)``) read once, a 1/tp share of their FLOPs, at the
+    efficiency of a GEMM as narrow as one expert's FFN on one GPU."""
     touched = c.routed_experts * -math.expm1(tokens * math.log1p(-c.routed_top_k / c.routed_experts))
     item = (
         tokens * c.routed_flops_per_token_layer,
@@ -528,7 +591,7 @@ class ServingJob:
             self.class_stage.append(0)
             layout = machine.cluster.layout(gpus)
             # attention DP: the group carries the experts' all-gather / reduce-scatter
-            kind = "ep" if self.costs.routed_experts else "tp"
+            kind = "ep" if spec.parallelism.attention_dp else "tp"
             self.groups.append(machine.group(kind, layout, (cls,)) if tp > 1 else None)
             self.queues.append(deque())
             self.wakeups.append(machine.env.event())
@@ -616,12 +679,27 @@ class ServingJob:
                 room -= n
         return decode, chunks
 
+    def _host_time(self, batches: list[tuple[list[Request], list[tuple[Request, int]]]]) -> float:
+        """Host work of one iteration on the busiest DP rank's host thread: its sequences, and the kernel
+        launches (one graph replay for a decode-only iteration, every kernel otherwise)."""
+        cal = self.machine.profile.calibration
+        sequences = max(len(decode) + len(chunks) for decode, chunks in batches)
+        prefill = any(chunks for _, chunks in batches)
+        if prefill or not self.spec.scheduler.cuda_graphs:
+            mixed = any(decode and chunks for decode, chunks in batches)
+            layers = self.costs.layers if mixed else 0  # context and generation attention kernels
+            launches = self.costs.kernels + layers
+        else:
+            launches = 1
+        return cal.serving_sequence_host_time * sequences + cal.serving_kernel_host_time * launches
+
     def _replica(self, r: int) -> Generator[simpy.Event, Any, None]:
         m, env = self.machine, self.machine.env
         c, group, queue = self.costs, self.groups[r], self.queues[r]
         running: list[list[Request]] = [[] for _ in range(c.ranks)]
         kv_used = [0.0] * c.ranks
         closed = False
+        previous_start: float | None = None
         while True:
             # 1. admit (FIFO) while there is room; the whole request's KV is reserved
             self._admit(queue, running, kv_used)
@@ -656,12 +734,16 @@ class ServingJob:
                 works.append(work)
             tokens = sum(len(decode) + sum(n for _, n in chunks) for decode, chunks in batches)
             work = works[slowest_rank(m.compute_model, works, self.spec.precision, m.clock[r])]
-            if c.routed_experts:  # attention DP (any tp): the routed experts run every rank's tokens
+            if c.routed_experts:  # every rank's tokens (attention DP) through the experts
                 work = work + routed_work(c, tokens)
             t0 = env.now
+            host = self._host_time(batches)
+            if host:  # prepared while the GPU ran the previous iteration (overlap scheduler)
+                yield m.host_work(r, host, since=previous_start)
+            previous_start = env.now
             yield m.compute_fused(r, work, dtype=self.spec.precision, name="iteration")
             if (
-                group is not None and c.routed_experts
+                group is not None and self.spec.parallelism.attention_dp
             ):  # tokens to the experts and back (TensorRT-LLM's ADP MoE)
                 gathered = tokens * c.hidden * ACT_BYTES
                 yield m.collective(r, group, "allgather", gathered, name="ep_allgather", repeat=c.moe_layers)

@@ -16,6 +16,8 @@ What the rows leave open is stated once, here and in docs/inference.md, never tu
 * every row is served tensor parallel, MoE rows too: the overview's MoE recipe asks for attention DP but
   prints ``enable_attention_dp`` inside ``cuda_graph_config``, a strict config that rejects it, so the rows
   do not show which ran (racksim's attention-DP model predicts them 44-107 % fast, docs/inference.md);
+  its MoE command passes ``--ep``, so a multi-GPU MoE row splits its experts expert-parallel over the
+  tp GPUs (whole experts on each);
 * the overview's request count for each input / output length (30,000 at 128/128 ... 1,000 at
   20,000/2,000; 1,000 for lengths it does not list), all at t = 0 (offline).
 
@@ -157,6 +159,8 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
     max_seqs, max_tokens = trtllm_bench_limits(preset, precision, kv, tp, isl, osl, device)
     scheduler = {"max_num_seqs": max_seqs, "max_batch_tokens": max_tokens, "chunked_prefill": True}
     parallelism: dict[str, Any] = {"tp": tp, "replicas": 1}
+    if preset.moe is not None and tp > 1:  # the overview's MoE command passes --ep: whole experts per GPU
+        parallelism["ep"] = math.gcd(tp, preset.moe.experts)
     spec = {
         "kind": "inference",
         "name": rid,
@@ -173,7 +177,9 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
         f"KV cache {kv} (the {row.get('precision')} checkpoint's)",
         f"{requests} requests at t = 0, max_num_seqs {max_seqs}, max_batch_tokens {max_tokens} "
         "(trtllm-bench's defaults for the lengths)",
-    )
+        *([f"experts expert-parallel over {parallelism['ep']} GPUs (the MoE command's --ep)"]
+          if "ep" in parallelism else []),
+    )  # fmt: skip
     return RowPlan(
         id=rid,
         group=group,
