@@ -387,7 +387,7 @@ class Calibration:
     )
     serving_sequence_host_time: float = quantity(
         "time",
-        "CPU time a serving engine's host thread spends per running sequence per iteration (scheduling, "
+        "CPU time a serving engine's host thread spends per sequence in an iteration (scheduling, "
         "input preparation, sampling and output handling in Python); it prepares the next iteration while "
         "the GPU runs this one (TensorRT-LLM's overlap scheduler), so an iteration takes the longer of the "
         "two: thousands of sequences of a small model go host-bound; 0 = no host cost",

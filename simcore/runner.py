@@ -453,7 +453,8 @@ def summarize(
 def _host_wait_fraction(machine: Machine, weights: np.ndarray, elapsed: float) -> float:
     """Share of the run the GPUs' compute streams waited for their host: to issue kernels (host-bound
     execution, calibration.host_kernel_time) and for its per-step work (calibration.step_host_time; a
-    serving engine's per-iteration work, calibration.serving_*_host_time), GPU-weighted; the other fractions count that time as idle or as exposed communication."""
+    serving engine's per-iteration work, calibration.serving_*_host_time), GPU-weighted; the other
+    fractions count that time as idle or as exposed communication."""
     if elapsed <= 0.0 or not len(weights):
         return 0.0
     waits = np.asarray(machine.host_wait, dtype=float)

@@ -158,3 +158,28 @@ def test_bad_expert_parallel_sizes_are_one_line(model, par, message):
     with pytest.raises(ConfigError, match=message) as exc:
         load_inference_spec({"model": model, "parallelism": par}, file="serve.yaml")
     assert "parallelism.ep" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_an_idle_replica_charges_the_host_again_when_a_request_arrives(tmp_path):
+    """Two requests 10 s apart on an otherwise idle server: each TTFT is the host's prefill work plus the
+    prefill, the second's host work not hidden behind the first request's long-finished iterations."""
+    trace = tmp_path / "arrivals.csv"
+    trace.write_text("arrival_s,input_tokens,output_tokens\n0.0,1000,4\n10.0,1000,4\n")
+    per_seq, per_kernel = 5e-3, 10e-6
+    sets = [f"calibration.serving_sequence_host_time={per_seq * 1e6}us",
+            f"calibration.serving_kernel_host_time={per_kernel * 1e6}us"]  # fmt: skip
+    s = _serve(tmp_path, sets=sets, requests={"trace": str(trace)})
+    costs = replica_costs(load_inference_spec({"model": "llama3-8b", "precision": "fp8"}, file="x"))
+    prefill, _ = _gpu_times(2)
+    host = per_seq + costs.kernels * per_kernel
+    assert s["ttft_s_p50"] == pytest.approx(host + prefill, rel=1e-9)
+    assert s["ttft_s_p99"] == pytest.approx(host + prefill, rel=1e-9)
+
+
+def test_attention_dp_takes_no_expert_parallel_size():
+    from simcore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="1 with attention_dp"):
+        load_inference_spec(
+            {"model": "qwen3-30b-a3b", "parallelism": {"tp": 2, "ep": 2, "attention_dp": True}}, file="s.yaml"
+        )

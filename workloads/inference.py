@@ -8,9 +8,12 @@ class standing for its ``tp`` GPUs) that runs the engine loop of vLLM / TensorRT
    the KV cache can hold the request's prompt + output (reserved at admission: no preemption);
 2. build an iteration of at most ``max_batch_tokens`` tokens: one decode token per running sequence, then
    prefill chunks (``chunked_prefill``) or, without chunking, whole prompts in iterations of their own;
-3. run it: every layer's GEMMs (weights read once per iteration, so small batches are HBM-bound), the
-   attention over each sequence's cached context (flash for prefill, a KV-cache read for decode), two
-   TP all-reduces per layer, and the LM head for the sequences that emit a token;
+3. run it: the host thread's work first (per sequence, and per kernel it launches: one CUDA graph for a
+   decode-only iteration, every kernel otherwise), prepared while the GPU runs the iteration before; then
+   every layer's GEMMs (weights read once per iteration, so small batches are HBM-bound; the routed
+   experts as their own GEMM, ``routed_work``), the attention over each sequence's cached context (flash
+   for prefill, a KV-cache read for decode), two TP all-reduces per layer, and the LM head for the
+   sequences that emit a token;
 4. a sequence emits its first token at the end of the iteration that finishes its prompt (TTFT), then one
    per iteration (TPOT); a finished sequence frees its KV cache.
 
@@ -178,6 +181,9 @@ def load_inference_spec(data: Mapping[str, Any], *, file: str, source_text: str 
                     f"a divisor of tp = {par.tp} that divides experts = {model.moe.experts}")  # fmt: skip
         raise ConfigError("expert parallelism splits the routed experts over the replica's GPUs", file=file,
                           path="parallelism.ep", value=par.ep, expected=expected)  # fmt: skip
+    if par.ep > 1 and par.attention_dp:
+        raise ConfigError("attention_dp already splits whole experts over the replica's GPUs", file=file,
+                          path="parallelism.ep", value=par.ep, expected="1 with attention_dp: true")  # fmt: skip
     heads_ok = par.attention_dp or model.heads % par.tp == 0
     if not heads_ok:
         divisors = [d for d in range(1, model.heads + 1) if model.heads % d == 0]
@@ -367,10 +373,9 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
     up = 2 if m.ffn == "swiglu" else 1
     dense_ffn = sum((up + 1) * m.dense_ffn_hidden for p in lp if not p.routed_experts) / m.layers
     ffn_width = 0 if moe is None else moe.top_k * moe.expert_ffn_hidden
-    # the narrowest weight dimension of the other GEMMs: dense FFN layers, shared experts (tensor parallel)
+    # the narrowest weight dimension of the attention projections and dense FFN layers (the shared experts'
+    # few GEMMs ride along at that efficiency)
     dense_widths = [m.dense_ffn_hidden / tp] if dense_ffn else []
-    if moe is not None and moe.shared_experts:
-        dense_widths.append(moe.shared_experts * moe.expert_ffn_hidden / tp)
     act = ACT_BYTES * (6 * m.hidden + (m.heads + 2 * m.kv_heads) * d / tp + dense_ffn / tp)
     head = m.vocab * m.hidden
     return ReplicaCosts(
@@ -478,7 +483,8 @@ def _flash_keys(cached: int, new: int, window: int | None) -> float:
 def iteration_work(
     c: ReplicaCosts, decode_ctx: list[int], prefill: list[tuple[int, int]], logits: int
 ) -> tuple[tuple[tuple[float, float, float, int], ...], float]:
-    """Kernels of one iteration on one GPU, as the engine's fused work, and the bytes of one TP all-reduce.
+    """Kernels of one iteration on one GPU but the routed experts' (``routed_work``), as the engine's fused
+    work, and the bytes of one TP all-reduce.
 
     ``decode_ctx``: cached context of each decoding sequence; ``prefill``: (tokens already cached, chunk)
     per prefilling sequence; ``logits``: sequences that emit a token (LM head rows).
@@ -683,15 +689,18 @@ class ServingJob:
         """Host work of one iteration on the busiest DP rank's host thread: its sequences, and the kernel
         launches (one graph replay for a decode-only iteration, every kernel otherwise)."""
         cal = self.machine.profile.calibration
-        sequences = max(len(decode) + len(chunks) for decode, chunks in batches)
-        prefill = any(chunks for _, chunks in batches)
-        if prefill or not self.spec.scheduler.cuda_graphs:
-            mixed = any(decode and chunks for decode, chunks in batches)
-            layers = self.costs.layers if mixed else 0  # context and generation attention kernels
-            launches = self.costs.kernels + layers
-        else:
-            launches = 1
-        return cal.serving_sequence_host_time * sequences + cal.serving_kernel_host_time * launches
+        eager = not self.spec.scheduler.cuda_graphs or any(chunks for _, chunks in batches)
+
+        def rank(decode: list[Request], chunks: list[tuple[Request, int]]) -> float:
+            if eager:  # every rank runs eager when one prefills (the ranks meet at the experts)
+                mixed = bool(decode and chunks)  # context and generation attention kernels
+                launches = self.costs.kernels + (self.costs.layers if mixed else 0)
+            else:
+                launches = 1
+            sequences = len(decode) + len(chunks)
+            return cal.serving_sequence_host_time * sequences + cal.serving_kernel_host_time * launches
+
+        return max(rank(decode, chunks) for decode, chunks in batches)
 
     def _replica(self, r: int) -> Generator[simpy.Event, Any, None]:
         m, env = self.machine, self.machine.env
@@ -716,6 +725,7 @@ class ServingJob:
                     return
                 self.wakeups[r] = env.event()
                 yield self.wakeups[r]
+                previous_start = None  # idle: the host prepares the next iteration once requests are there
                 continue
             # 2. each rank's iteration: decodes first, then prefill chunks within the token budget
             batches = [self._batch(run) for run in running]
@@ -738,8 +748,12 @@ class ServingJob:
                 work = work + routed_work(c, tokens)
             t0 = env.now
             host = self._host_time(batches)
-            if host:  # prepared while the GPU ran the previous iteration (overlap scheduler)
-                yield m.host_work(r, host, since=previous_start)
+            if host:  # prepared while the GPU ran the previous iteration (overlap scheduler), not before
+                # its requests arrived
+                since = previous_start
+                if since is not None:
+                    since = max([since, *(q.arrival_s for _, chunks in batches for q, _ in chunks)])
+                yield m.host_work(r, host, since=since)
             previous_start = env.now
             yield m.compute_fused(r, work, dtype=self.spec.precision, name="iteration")
             if (
