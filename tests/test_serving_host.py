@@ -109,9 +109,9 @@ def test_kernel_counts_follow_the_layer_structure():
     moe = load_preset("qwen3-30b-a3b")  # QK-norm, 128 experts in every layer
     assert serving_kernels_per_layer(moe, 0, 1, "bf16") > base
     costs = replica_costs(load_inference_spec({"model": "qwen3-30b-a3b", "precision": "fp4"}, file="x"))
-    per_layer = serving_kernels_per_layer(moe, 0, 1, "fp4")
-    assert costs.kernels == moe.layers * per_layer + ITERATION_KERNELS
-    assert 700 < costs.kernels < 1200  # ~20 per layer, as a TensorRT-LLM Qwen3-MoE layer launches
+    # 2 norms + RoPE + attention + (QKV, out) x (quantise, GEMM) + QK-norm 2 + MoE 7 + 2 quantisations
+    assert serving_kernels_per_layer(moe, 0, 1, "fp4") == 2 + 1 + 1 + 2 * 2 + 2 + 7 + 2
+    assert costs.kernels == moe.layers * 19 + ITERATION_KERNELS
 
 
 def test_the_experts_run_at_the_width_of_one_expert():

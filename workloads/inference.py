@@ -40,6 +40,7 @@ from simcore.kernels.compute import KIND_ATTENTION, KIND_ELEMENTWISE, KIND_GEMM
 from simcore.schema import build, choice, flag, number, section, text
 from workloads.model import (
     FLASH_TILE,
+    LayerParams,
     ModelSpec,
     kv_heads_per_rank,
     layer_params,
@@ -364,15 +365,11 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
     lp = [layer_params(m, i) for i in range(m.layers)]
     dense = sum(p.total - p.routed_experts for p in lp) / m.layers
     active = sum(p.active for p in lp) / m.layers
-    moe = m.moe
-    expert = lp[-1].routed_experts / moe.experts if moe is not None and lp[-1].routed_experts else 0.0
-    moe_share = sum(1 for p in lp if p.routed_experts) / m.layers
     active_routed = sum(p.active_routed for p in lp) / m.layers
     d = float(m.head_dim or m.hidden // m.heads)
     kv_token, qk_dim = _cache_per_token(m, kv_heads_per_rank(m, tp), kvb)
     up = 2 if m.ffn == "swiglu" else 1
     dense_ffn = sum((up + 1) * m.dense_ffn_hidden for p in lp if not p.routed_experts) / m.layers
-    ffn_width = 0 if moe is None else moe.top_k * moe.expert_ffn_hidden
     # the narrowest weight dimension of the attention projections and dense FFN layers (the shared experts'
     # few GEMMs ride along at that efficiency)
     dense_widths = [m.dense_ffn_hidden / tp] if dense_ffn else []
@@ -395,15 +392,36 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
         weights_per_gpu=total_params(m) * wb / tp,
         window=m.sliding_window,
         windowed_layers=sum(1 for i in range(m.layers) if m.attention_window(i) is not None),
-        routed_experts=moe.experts if moe is not None else 0,
-        routed_top_k=moe.top_k if moe is not None else 0,
-        routed_expert_bytes=expert * wb / tp * moe_share,
-        routed_flops_per_token_layer=2.0 * active_routed / tp,
-        routed_act_bytes_per_token_layer=ACT_BYTES * (up + 1) * ffn_width / tp * moe_share if moe else 0.0,
-        routed_min_dim=float(min(m.hidden, moe.expert_ffn_hidden * spec.parallelism.ep / tp)) if moe else 0.0,
-        moe_layers=sum(1 for p in lp if p.routed_experts),
         kernels=_iteration_kernels(spec),
+        **_routed_fields(spec, lp, spec.parallelism.ep),
     )
+
+
+def _routed_fields(spec: InferenceSpec, lp: list[LayerParams], ep: int) -> dict[str, Any]:
+    """The ReplicaCosts fields of the routed experts on one of the replica's tp GPUs (none for a dense
+    model): a 1/tp share of the bytes and FLOPs of every expert (balanced routing), each expert's GEMM
+    ``expert_ffn · ep / tp`` wide (whole experts over ep GPUs, tensor parallel over tp / ep)."""
+    m, tp, moe = spec.model, spec.parallelism.tp, spec.model.moe
+    routed = [p for p in lp if p.routed_experts]
+    if moe is None or not routed:
+        return {}
+    wb = WEIGHT_BYTES[spec.precision]
+    up = 2 if m.ffn == "swiglu" else 1
+    moe_share = len(routed) / m.layers
+    return {
+        "routed_experts": moe.experts,
+        "routed_top_k": moe.top_k,
+        "routed_expert_bytes": routed[-1].routed_experts / moe.experts * wb / tp * moe_share,
+        "routed_flops_per_token_layer": 2.0 * sum(p.active_routed for p in lp) / m.layers / tp,
+        "routed_act_bytes_per_token_layer": ACT_BYTES
+        * (up + 1)
+        * moe.top_k
+        * moe.expert_ffn_hidden
+        / tp
+        * moe_share,
+        "routed_min_dim": float(min(m.hidden, moe.expert_ffn_hidden * ep / tp)),
+        "moe_layers": len(routed),
+    }
 
 
 def _attention_dp_costs(spec: InferenceSpec) -> ReplicaCosts:
@@ -418,16 +436,12 @@ def _attention_dp_costs(spec: InferenceSpec) -> ReplicaCosts:
     kvb = WEIGHT_BYTES[spec.kv_cache.precision]
     lp = [layer_params(m, i) for i in range(m.layers)]
     replicated = sum(p.total - p.routed_experts for p in lp) / m.layers
-    routed = [p for p in lp if p.routed_experts]
-    moe_share = len(routed) / m.layers
-    expert = routed[-1].routed_experts / moe.experts
     active_routed = sum(p.active_routed for p in lp) / m.layers
     d = float(m.head_dim or m.hidden // m.heads)
     kv_token, qk_dim = _cache_per_token(m, m.kv_heads, kvb)
     up = 2 if m.ffn == "swiglu" else 1
     dense_ffn = sum((up + 1) * m.dense_ffn_hidden for p in lp if not p.routed_experts)
     qkv = (m.heads + 2 * m.kv_heads) * d
-    ffn_width = moe.top_k * moe.expert_ffn_hidden
     head = m.vocab * m.hidden
     routed_total = sum(p.routed_experts for p in lp)
     return ReplicaCosts(
@@ -448,14 +462,8 @@ def _attention_dp_costs(spec: InferenceSpec) -> ReplicaCosts:
         window=m.sliding_window,
         windowed_layers=sum(1 for i in range(m.layers) if m.attention_window(i) is not None),
         ranks=tp,
-        routed_experts=moe.experts,
-        routed_top_k=moe.top_k,
-        routed_expert_bytes=expert * wb / tp * moe_share,
-        routed_flops_per_token_layer=2.0 * active_routed / tp,
-        routed_act_bytes_per_token_layer=ACT_BYTES * (up + 1) * ffn_width / tp * moe_share,
-        routed_min_dim=float(min(m.hidden, moe.expert_ffn_hidden)),  # expert parallel: experts stay whole
-        moe_layers=len(routed),
         kernels=_iteration_kernels(spec),
+        **_routed_fields(spec, lp, tp),  # expert parallel over the replica: whole experts
     )
 
 
@@ -725,7 +733,6 @@ class ServingJob:
                     return
                 self.wakeups[r] = env.event()
                 yield self.wakeups[r]
-                previous_start = None  # idle: the host prepares the next iteration once requests are there
                 continue
             # 2. each rank's iteration: decodes first, then prefill chunks within the token budget
             batches = [self._batch(run) for run in running]
