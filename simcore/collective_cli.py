@@ -124,6 +124,13 @@ def collective_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str
     parse_algo(args.algo)
     parse_proto(args.proto)
     sizes = [0] if op_name == "barrier" else parse_sizes(args.sizes)
+    if args.imbalance != 1.0 and op_name != "alltoallv":
+        raise ConfigError(
+            f"applies to alltoallv only ({op_name} moves equal bytes on every rank)",
+            path="--imbalance",
+            value=args.imbalance,
+            expected="--op alltoallv, or no --imbalance",
+        )
     if args.ranks < 1:
         raise ConfigError(
             "a collective needs at least one rank", path="--ranks", value=args.ranks, expected="ranks >= 1"

@@ -124,6 +124,8 @@ def test_racks_override_lets_a_large_group_fit(capsys: pytest.CaptureFixture[str
         (["--op", "allreduce", "--ranks", "8", "--sizes", "8M:1M"], "range"),
         (["--op", "allreduce", "--ranks", "8", "--sizes", "1:2:3"], "malformed size range"),
         (["--op", "reducescatter", "--ranks", "8", "--algo", "tree"], "does not implement"),
+        (["--op", "allreduce", "--ranks", "8", "--imbalance", "2"], "applies to alltoallv only"),
+        (["--op", "alltoallv", "--ranks", "8", "--imbalance", "0.5"], "imbalance must be >= 1"),
         (["--op", "allreduce", "--ranks", "8", "--profile", "nosuch.yaml"], "profile not found"),
     ],
 )
