@@ -19,6 +19,16 @@ from simcore.errors import RacksimError
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
+def _output_dir(text: str) -> Path:
+    """--out: a directory; an empty value (an unset shell variable) is a mistake, not the current one."""
+    if not text.strip():
+        from simcore.errors import ConfigError
+
+        raise ConfigError("empty output directory", path="--out", value=text,
+                          expected="a directory, or no --out for runs/<timestamp>")  # fmt: skip
+    return Path(text)
+
+
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
@@ -31,7 +41,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="workload spec YAML, or a model preset (racksim then chooses the parallelism); "
         "default: llama3-70b on one rack",
     )
-    p.add_argument("--out", type=Path, default=None, help="output directory (default runs/<timestamp>)")
+    p.add_argument(
+        "--out", type=_output_dir, default=None, help="output directory (default runs/<timestamp>)"
+    )
     p.add_argument(
         "--racks", type=int, default=None, help="racks in the cluster (default: what the job needs)"
     )
@@ -145,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     known = {"run", "schema", "collective", "-h", "--help"} | set(COMMANDS)
     if not argv or argv[0] not in known:
         argv = ["run", *argv]
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except RacksimError as exc:  # an argument's own check (e.g. an empty --out)
+        print(f"racksim: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     handler = COMMANDS.get(args.command or "run")
     previous_sigint = interrupts.install()
     try:

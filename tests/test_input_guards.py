@@ -41,6 +41,7 @@ def test_unit_slips_are_caught_before_a_run_of_hours(capsys, tmp_path, setting, 
 def test_empty_names_are_errors_not_defaults(capsys):
     assert "empty profile name" in _error(capsys, ["--profile", ""])
     assert "empty workload name" in _error(capsys, ["--profile", "gen2", "--workload", ""])
+    assert "empty output directory" in _error(capsys, ["--profile", "gen2", "--out", " "])
 
 
 def test_an_output_path_that_is_a_file_is_one_line(capsys, tmp_path):
