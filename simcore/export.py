@@ -121,7 +121,8 @@ def parse_steps(spec: str | int | None, n_steps: int) -> tuple[int, int] | None:
             "step selection outside the trace",
             path="--steps",
             value=text,
-            expected=f"N between 1 and {n_steps}, or A-B within 0..{n_steps - 1}",
+            expected=f"N >= 1 (the first N of the trace's {n_steps} steps), or A-B starting within "
+            f"0..{n_steps - 1} (B beyond the last step means up to it)",
         )
     return a, min(b, n_steps - 1) if n_steps else b
 

@@ -202,8 +202,13 @@ def test_selection_parsing_errors() -> None:
     assert parse_steps("2", 5) == (0, 1)
     assert parse_steps("1-3", 5) == (1, 3)
     assert parse_steps("all", 5) is None
-    with pytest.raises(ConfigError, match="--steps"):
+    assert parse_steps("5", 1) == (0, 0)  # the first 5 steps of a 1-step trace: the one step
+    assert parse_steps("0-9", 3) == (0, 2)  # B beyond the last step: up to it
+    with pytest.raises(ConfigError, match="--steps") as err:
         parse_steps("6-7", 5)
+    assert "the first N of the trace's 5 steps" in str(err.value) and "starting within 0..4" in str(err.value)
+    with pytest.raises(ConfigError, match="--steps"):
+        parse_steps("0", 5)
     with pytest.raises(ConfigError, match="--steps"):
         parse_steps("x", 5)
 
