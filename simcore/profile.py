@@ -74,7 +74,7 @@ class Accelerator:
         "flops_rate", "dense (no sparsity) peak tensor throughput per dtype", DTYPES
     )
     hbm_capacity: float = quantity("bytes", "HBM capacity usable by the workload")
-    hbm_bandwidth: float = quantity("bandwidth", "peak HBM bandwidth")
+    hbm_bandwidth: float = quantity("bandwidth", "peak HBM bandwidth", minimum=10e9)
     idle_power: float = quantity("power", "board power when idle (clocks up, nothing running)")
     tdp: float = quantity("power", "thermal design power / total graphics power limit")
     power_cap: float | None = quantity(
@@ -110,7 +110,9 @@ class ScaleUp:
 
     technology: str = text("e.g. NVLink4 + NVSwitch gen3", "")
     domain_size: int = number("GPUs in one scale-up domain", integer=True, minimum=1)
-    bandwidth: float = quantity("bandwidth", "scale-up bandwidth per GPU as the vendor quotes it")
+    bandwidth: float = quantity(
+        "bandwidth", "scale-up bandwidth per GPU as the vendor quotes it", minimum=1e9
+    )
     bandwidth_counts: str = choice(
         "whether `bandwidth` counts both directions (vendor style) or one",
         ("bidirectional", "per_direction"),
@@ -163,7 +165,7 @@ class ScaleOut:
     nics_per_gpu: float = number(
         "NICs per GPU (0.5 = one NIC shared by two GPUs)", 1.0, minimum=0, exclusive_minimum=True
     )
-    nic_bandwidth: float = quantity("bandwidth", "line rate of one NIC, per direction")
+    nic_bandwidth: float = quantity("bandwidth", "line rate of one NIC, per direction", minimum=1e9 / 8)
     efficiency: float = number(
         "achievable fraction of NIC line rate (NDR reaches ~0.92-0.96)",
         0.94,
@@ -312,7 +314,9 @@ class Reliability:
         "0 s",
         allow_zero=True,
     )
-    checkpoint_bandwidth: float = quantity("bandwidth", "checkpoint write bandwidth per GPU", "2 GB/s")
+    checkpoint_bandwidth: float = quantity(
+        "bandwidth", "checkpoint write bandwidth per GPU", "2 GB/s", minimum=1e6
+    )
     hot_spares: int = number("spare nodes kept ready per job", 0, integer=True, minimum=0)
 
 

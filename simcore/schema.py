@@ -37,9 +37,11 @@ def quantity(
     allow_zero: bool = False,
     optional: bool = False,
     maximum: float | None = None,
+    minimum: float | None = None,
 ) -> Any:
     """A physical quantity written with a unit; stored as an SI float (``maximum``, in SI units, catches unit
-    slips such as "35 s" for a per-kernel time, which would otherwise run for hours).
+    slips such as "35 s" for a per-kernel time, which would otherwise run for hours; ``minimum`` the other
+    way, such as "1 MB/s" for a link, whose collectives then last hours of simulated time).
 
     ``positive`` (default: true for every kind but ``temperature``, whose Celsius values may be zero or
     negative) rejects values <= 0; with ``allow_zero`` only values < 0 are rejected (a fan power that may
@@ -59,6 +61,7 @@ def quantity(
             allow_zero=allow_zero,
             optional=optional,
             maximum=maximum,
+            minimum=minimum,
         )
     )
 
@@ -239,6 +242,14 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                 path=path,
                 value=raw,
                 expected=f"at most {format_quantity(meta['maximum'], meta['unit_kind'])}",
+            )
+        if meta.get("minimum") is not None and 0 < value < meta["minimum"]:
+            raise ConfigError(
+                "implausibly small (a unit slip?)",
+                file=file,
+                path=path,
+                value=raw,
+                expected=f"at least {format_quantity(meta['minimum'], meta['unit_kind'])}",
             )
         if meta["unit_kind"] == "temperature" and value < -273.15:
             raise ConfigError(
