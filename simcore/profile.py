@@ -332,12 +332,22 @@ class ClusterShape:
 
 @dataclass(frozen=True)
 class GemmCalibration:
-    """Achievable GEMM efficiency: eff = max_efficiency * d / (d + half_dim), d = smallest GEMM dimension."""
+    """Achievable GEMM efficiency: eff = max_efficiency * d / (d + half_dim), d = smallest weight dimension;
+    the token rows are padded to whole tiles (``row_tile``)."""
 
     max_efficiency: float = number(
         "asymptotic fraction of peak for large GEMMs", minimum=0, maximum=1, exclusive_minimum=True
     )
     half_dim: float = number("GEMM dimension at which efficiency is half the maximum", 64, minimum=0)
+    row_tile: int = number(
+        "rows (tokens) one GEMM tile covers: a GEMM of m rows computes ceil(m / row_tile) tiles' rows, the"
+        " padding costing tensor time but no bytes, which serving batches of any size pay (training's"
+        " micro-batches are whole tiles); default: the smallest tile of Hopper's wgmma and of Blackwell's"
+        " one-CTA UMMA for bf16 / fp8 (64 rows); Blackwell's block-scaled fp4 UMMA needs 128",
+        64,
+        integer=True,
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)

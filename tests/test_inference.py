@@ -37,9 +37,15 @@ def test_a_lone_request_takes_one_prefill_then_one_decode_per_token(tmp_path):
     s = _serve(tmp_path, requests={"count": 1, "input_tokens": 1000, "output_tokens": 3})
     spec = load_inference_spec({"model": "llama3-8b", "precision": "fp8"}, file="x")
     costs, model = replica_costs(spec), ComputeModel(load_profile("h100-dgx.yaml"))
-    prefill = model.time_fused(iteration_work(costs, [], [(0, 1000)], 1)[0], "fp8", 1.0).time_s
-    decode1 = model.time_fused(iteration_work(costs, [1001], [], 1)[0], "fp8", 1.0).time_s
-    decode2 = model.time_fused(iteration_work(costs, [1002], [], 1)[0], "fp8", 1.0).time_s
+    prefill = model.time_fused(
+        iteration_work(costs, [], [(0, 1000)], 1, model.row_tile("fp8"))[0], "fp8", 1.0
+    ).time_s
+    decode1 = model.time_fused(
+        iteration_work(costs, [1001], [], 1, model.row_tile("fp8"))[0], "fp8", 1.0
+    ).time_s
+    decode2 = model.time_fused(
+        iteration_work(costs, [1002], [], 1, model.row_tile("fp8"))[0], "fp8", 1.0
+    ).time_s
     # the prefill runs eager: the host first prepares the one sequence and issues every kernel; the decodes
     # replay a graph, prepared while the GPU runs the iteration before (hidden)
     cal = load_profile("h100-dgx.yaml").calibration
@@ -92,7 +98,9 @@ def test_chunked_prefill_splits_a_long_prompt_into_budget_sized_iterations(tmp_p
     spec = load_inference_spec({"model": "llama3-8b", "precision": "fp8"}, file="x")
     costs, model = replica_costs(spec), ComputeModel(load_profile("h100-dgx.yaml"))
     chunks = [
-        model.time_fused(iteration_work(costs, [], [(p, 1024)], int(p == 3072))[0], "fp8", 1.0).time_s
+        model.time_fused(
+            iteration_work(costs, [], [(p, 1024)], int(p == 3072), model.row_tile("fp8"))[0], "fp8", 1.0
+        ).time_s
         for p in (0, 1024, 2048, 3072)
     ]
     # each chunk attends to the cache so far; the host issues the first chunk's kernels before it runs and

@@ -34,9 +34,13 @@ def _gpu_times(output_tokens: int) -> tuple[float, list[float]]:
     """(prefill of 1,000 tokens, each decode after it) of llama3-8b fp8 on one H100, GPU time only."""
     costs = replica_costs(load_inference_spec({"model": "llama3-8b", "precision": "fp8"}, file="x"))
     model = ComputeModel(load_profile(PROFILE))
-    prefill = model.time_fused(iteration_work(costs, [], [(0, 1000)], 1)[0], "fp8", 1.0).time_s
+    prefill = model.time_fused(
+        iteration_work(costs, [], [(0, 1000)], 1, model.row_tile("fp8"))[0], "fp8", 1.0
+    ).time_s
     decodes = [
-        model.time_fused(iteration_work(costs, [1000 + i], [], 1)[0], "fp8", 1.0).time_s
+        model.time_fused(
+            iteration_work(costs, [1000 + i], [], 1, model.row_tile("fp8"))[0], "fp8", 1.0
+        ).time_s
         for i in range(1, output_tokens)
     ]
     return prefill, decodes

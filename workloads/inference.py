@@ -488,20 +488,34 @@ def _flash_keys(cached: int, new: int, window: int | None) -> float:
     return min(_keys_attended(cached, new, window) + new * FLASH_TILE, full)
 
 
+def tile_rows(rows: float, row_tile: int) -> float:
+    """Rows a GEMM of ``rows`` token rows computes: whole tiles of ``row_tile`` rows (none for none)."""
+    return math.ceil(rows / row_tile - 1e-9) * row_tile if rows > 0 else 0.0
+
+
+def expert_tile_rows(mean_rows: float, row_tile: int) -> float:
+    """Rows an expert's GEMM computes on average when it gets ``mean_rows`` tokens (balanced routing, the
+    counts spread around the mean): its count rounded up to whole tiles, i.e. the mean plus the expected
+    residue (``(row_tile - 1) / 2``), and never less than the one tile a touched expert needs."""
+    return max(float(row_tile), mean_rows + (row_tile - 1) / 2.0)
+
+
 def iteration_work(
-    c: ReplicaCosts, decode_ctx: list[int], prefill: list[tuple[int, int]], logits: int
+    c: ReplicaCosts, decode_ctx: list[int], prefill: list[tuple[int, int]], logits: int, row_tile: int = 1
 ) -> tuple[tuple[tuple[float, float, float, int], ...], float]:
     """Kernels of one iteration on one GPU but the routed experts' (``routed_work``), as the engine's fused
     work, and the bytes of one TP all-reduce.
 
     ``decode_ctx``: cached context of each decoding sequence; ``prefill``: (tokens already cached, chunk)
-    per prefilling sequence; ``logits``: sequences that emit a token (LM head rows).
+    per prefilling sequence; ``logits``: sequences that emit a token (LM head rows); ``row_tile``: rows
+    of one GEMM tile (the profile's ``calibration.gemm.<dtype>.row_tile``).
     """
     tokens = len(decode_ctx) + sum(n for _, n in prefill)
     gemm_bytes = c.weight_bytes_dense + tokens * c.act_bytes_per_token_layer
     # The efficiency curve's small-dimension penalty applies to the weight dimensions: a few-token decode
-    # GEMM is bound by reading the weights (its HBM term), not by padding its rows to a tile.
-    gemm = (tokens * c.flops_per_token_layer, gemm_bytes, c.gemm_min_dim, KIND_GEMM)
+    # GEMM is bound by reading the weights (its HBM term). Its token rows fill whole tiles: 158 decodes
+    # compute 192 rows at a 64-row tile, which is what a compute-bound mid-size batch pays.
+    gemm = (tile_rows(tokens, row_tile) * c.flops_per_token_layer, gemm_bytes, c.gemm_min_dim, KIND_GEMM)
 
     def layer(window: int | None) -> tuple[tuple[float, float, float, int], ...]:
         items = [gemm]
@@ -519,18 +533,22 @@ def iteration_work(
 
     full = layer(None) * (c.layers - c.windowed_layers)
     windowed = layer(c.window) * c.windowed_layers if c.windowed_layers else ()
-    head = (logits * c.lm_head_flops_per_token, c.lm_head_bytes + logits * c.hidden * ACT_BYTES,
+    head = (tile_rows(logits, row_tile) * c.lm_head_flops_per_token, c.lm_head_bytes + logits * c.hidden * ACT_BYTES,
             c.head_min_dim, KIND_GEMM)  # fmt: skip
     return full + windowed + ((head,) if logits else ()), tokens * c.hidden * ACT_BYTES
 
 
-def routed_work(c: ReplicaCosts, tokens: int) -> tuple[tuple[float, float, float, int], ...]:
+def routed_work(
+    c: ReplicaCosts, tokens: int, row_tile: int = 1
+) -> tuple[tuple[float, float, float, int], ...]:
     """The routed experts of an iteration on one GPU (every DP rank's ``tokens`` with attention DP): the
     experts they touch (``E·(1 − (1 − k/E)^tokens)``) read once, a 1/tp share of their FLOPs, at the
-    efficiency of a GEMM as narrow as one expert's FFN on one GPU."""
+    efficiency of a GEMM as narrow as one expert's FFN on one GPU; each touched expert's rows (balanced
+    routing: ``tokens·k / touched`` on average) fill whole tiles of ``row_tile`` (``expert_tile_rows``)."""
     touched = c.routed_experts * -math.expm1(tokens * math.log1p(-c.routed_top_k / c.routed_experts))
+    rows = expert_tile_rows(tokens * c.routed_top_k / touched, row_tile) if tokens else 0.0
     item = (
-        tokens * c.routed_flops_per_token_layer,
+        touched * rows * c.routed_flops_per_token_layer / c.routed_top_k,
         touched * c.routed_expert_bytes + tokens * c.routed_act_bytes_per_token_layer,
         c.routed_min_dim,
         KIND_GEMM,
@@ -572,6 +590,7 @@ class ServingJob:
         self.spec, self.machine = spec, machine
         machine.profile.peak_flops(spec.precision)  # fp4 on an H100 is an input error: say so first
         self.costs = replica_costs(spec)
+        self.row_tile = machine.compute_model.row_tile(spec.precision)
         tp = spec.parallelism.tp
         hbm = machine.profile.accelerator.hbm_capacity * spec.kv_cache.memory_fraction
         kv_capacity = hbm - self.costs.weights_per_gpu
@@ -747,12 +766,13 @@ class ServingJob:
                     [q.input_tokens + q.generated for q in decode],
                     [(q.prefilled, n) for q, n in chunks],
                     len(decode) + len(done),
+                    self.row_tile,
                 )
                 works.append(work)
             tokens = sum(len(decode) + sum(n for _, n in chunks) for decode, chunks in batches)
             work = works[slowest_rank(m.compute_model, works, self.spec.precision, m.clock[r])]
             if c.routed_experts:  # every rank's tokens (attention DP) through the experts
-                work = work + routed_work(c, tokens)
+                work = work + routed_work(c, tokens, self.row_tile)
             t0 = env.now
             host = self._host_time(batches)
             if host:  # prepared while the GPU ran the previous iteration (overlap scheduler), not before

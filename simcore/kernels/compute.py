@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from simcore.profile import Profile
+from simcore.profile import GemmCalibration, Profile
 
 KIND_GEMM, KIND_ATTENTION, KIND_ELEMENTWISE = 0, 1, 2
 # attention_efficiency is stated at this head dimension (the common one: Llama, GPT-3, Qwen3, Mixtral)
@@ -118,12 +118,19 @@ class ComputeModel:
         self.attn_half = profile.calibration.attention_half_head_dim
         self._memo: dict[tuple, ComputeTiming] = {}
 
-    def params(self, dtype: str) -> tuple[float, float, float]:
-        """(peak FLOP/s, max efficiency, half_dim) for a dtype; fp16 falls back to bf16 calibration."""
-        peak = self.profile.peak_flops(dtype)
+    def _gemm_calibration(self, dtype: str) -> GemmCalibration:
+        """The dtype's GEMM calibration; a dtype the profile does not calibrate falls back to bf16's."""
         gemm = self.profile.calibration.gemm
-        cal = gemm.get(dtype) or gemm.get("bf16") or next(iter(gemm.values()))
-        return peak, cal.max_efficiency, cal.half_dim
+        return gemm.get(dtype) or gemm.get("bf16") or next(iter(gemm.values()))
+
+    def params(self, dtype: str) -> tuple[float, float, float]:
+        """(peak FLOP/s, max efficiency, half_dim) for a dtype."""
+        cal = self._gemm_calibration(dtype)
+        return self.profile.peak_flops(dtype), cal.max_efficiency, cal.half_dim
+
+    def row_tile(self, dtype: str) -> int:
+        """Rows one GEMM tile of this dtype covers (a GEMM's token rows are padded to whole tiles)."""
+        return self._gemm_calibration(dtype).row_tile
 
     def times(
         self,
