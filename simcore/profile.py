@@ -332,8 +332,9 @@ class ClusterShape:
 
 @dataclass(frozen=True)
 class GemmCalibration:
-    """Achievable GEMM efficiency: eff = max_efficiency * d / (d + half_dim), d = smallest weight dimension;
-    the token rows are padded to whole tiles (``row_tile``)."""
+    """Achievable GEMM efficiency: eff = max_efficiency * d / (d + half_dim), d = smallest GEMM dimension
+    (serving: of the weights, its token rows padded to whole tiles of ``row_tile`` instead); a dtype
+    without its own entry borrows bf16's, tile included."""
 
     max_efficiency: float = number(
         "asymptotic fraction of peak for large GEMMs", minimum=0, maximum=1, exclusive_minimum=True
@@ -343,7 +344,8 @@ class GemmCalibration:
         "rows (tokens) one GEMM tile covers: a GEMM of m rows computes ceil(m / row_tile) tiles' rows, the"
         " padding costing tensor time but no bytes, which serving batches of any size pay (training's"
         " micro-batches are whole tiles); default: the smallest tile of Hopper's wgmma and of Blackwell's"
-        " one-CTA UMMA for bf16 / fp8 (64 rows); Blackwell's block-scaled fp4 UMMA needs 128",
+        " one-CTA UMMA for bf16 / fp8 (64 rows; the AMD profiles take it as an estimate); Blackwell's"
+        " block-scaled fp4 UMMA needs 128",
         64,
         integer=True,
         minimum=1,

@@ -46,7 +46,7 @@ def test_each_gpu_holds_the_shared_layers_whole_and_a_tp_share_of_the_experts():
 def test_the_experts_of_an_iteration_read_what_its_tokens_touch_and_share_the_flops():
     m = load_preset(MODEL)
     c = replica_costs(_spec(4, True))
-    one = routed_work(c, 1)
+    one = routed_work(c, 1, row_tile=1)
     assert len(one) == m.layers
     flops, nbytes, _, _ = one[0]
     expert = layer_params(m, 0).routed_experts / m.moe.experts
@@ -54,7 +54,7 @@ def test_the_experts_of_an_iteration_read_what_its_tokens_touch_and_share_the_fl
     assert nbytes == pytest.approx(m.moe.top_k * expert / 4 + c.routed_act_bytes_per_token_layer, rel=1e-9)
     assert flops == pytest.approx(2 * layer_params(m, 0).active_routed / 4, rel=1e-12)
     # many tokens: every expert touched once, never more
-    many = routed_work(c, 100_000)[0]
+    many = routed_work(c, 100_000, row_tile=1)[0]
     assert many[1] - 100_000 * c.routed_act_bytes_per_token_layer == pytest.approx(
         m.moe.experts * expert / 4, rel=1e-9
     )
@@ -80,8 +80,8 @@ def test_an_uneven_load_waits_for_the_busier_rank():
     """The iteration runs the slowest rank's own work (the others wait for it at the experts)."""
     c = replica_costs(_spec(2, True))
     model = ComputeModel(load_profile("h100-dgx.yaml"))
-    light = iteration_work(c, [], [(0, 512)], 1)[0]
-    heavy = iteration_work(c, [300] * 64, [(0, 2048), (0, 2048)], 66)[0]
+    light = iteration_work(c, [], [(0, 512)], 1, row_tile=1)[0]
+    heavy = iteration_work(c, [300] * 64, [(0, 2048), (0, 2048)], 66, row_tile=1)[0]
     times = [model.time_fused(w, "fp8", 1.0).time_s for w in (light, heavy)]
     assert times[1] > times[0]
     assert slowest_rank(model, [light, heavy], "fp8", 1.0) == 1

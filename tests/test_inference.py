@@ -38,13 +38,13 @@ def test_a_lone_request_takes_one_prefill_then_one_decode_per_token(tmp_path):
     spec = load_inference_spec({"model": "llama3-8b", "precision": "fp8"}, file="x")
     costs, model = replica_costs(spec), ComputeModel(load_profile("h100-dgx.yaml"))
     prefill = model.time_fused(
-        iteration_work(costs, [], [(0, 1000)], 1, model.row_tile("fp8"))[0], "fp8", 1.0
+        iteration_work(costs, [], [(0, 1000)], 1, row_tile=model.row_tile("fp8"))[0], "fp8", 1.0
     ).time_s
     decode1 = model.time_fused(
-        iteration_work(costs, [1001], [], 1, model.row_tile("fp8"))[0], "fp8", 1.0
+        iteration_work(costs, [1001], [], 1, row_tile=model.row_tile("fp8"))[0], "fp8", 1.0
     ).time_s
     decode2 = model.time_fused(
-        iteration_work(costs, [1002], [], 1, model.row_tile("fp8"))[0], "fp8", 1.0
+        iteration_work(costs, [1002], [], 1, row_tile=model.row_tile("fp8"))[0], "fp8", 1.0
     ).time_s
     # the prefill runs eager: the host first prepares the one sequence and issues every kernel; the decodes
     # replay a graph, prepared while the GPU runs the iteration before (hidden)
@@ -99,7 +99,9 @@ def test_chunked_prefill_splits_a_long_prompt_into_budget_sized_iterations(tmp_p
     costs, model = replica_costs(spec), ComputeModel(load_profile("h100-dgx.yaml"))
     chunks = [
         model.time_fused(
-            iteration_work(costs, [], [(p, 1024)], int(p == 3072), model.row_tile("fp8"))[0], "fp8", 1.0
+            iteration_work(costs, [], [(p, 1024)], int(p == 3072), row_tile=model.row_tile("fp8"))[0],
+            "fp8",
+            1.0,
         ).time_s
         for p in (0, 1024, 2048, 3072)
     ]
@@ -221,7 +223,7 @@ def test_a_tp_iteration_is_its_kernels_plus_two_all_reduces_per_layer(tmp_path):
     spec = load_inference_spec({"model": "llama3-8b", "precision": "fp8", "parallelism": {"tp": 2}}, file="x")
     prof = load_profile("h100-dgx.yaml")
     costs = replica_costs(spec)
-    work, ar_bytes = iteration_work(costs, [], [(0, 512)], 1)
+    work, ar_bytes = iteration_work(costs, [], [(0, 512)], 1, row_tile=1)
     cluster = Cluster(prof, racks=1)
     allreduce = (
         CollectiveModel(prof, cluster).time("allreduce", ar_bytes, cluster.layout(np.arange(2))).time_s

@@ -35,11 +35,11 @@ def _gpu_times(output_tokens: int) -> tuple[float, list[float]]:
     costs = replica_costs(load_inference_spec({"model": "llama3-8b", "precision": "fp8"}, file="x"))
     model = ComputeModel(load_profile(PROFILE))
     prefill = model.time_fused(
-        iteration_work(costs, [], [(0, 1000)], 1, model.row_tile("fp8"))[0], "fp8", 1.0
+        iteration_work(costs, [], [(0, 1000)], 1, row_tile=model.row_tile("fp8"))[0], "fp8", 1.0
     ).time_s
     decodes = [
         model.time_fused(
-            iteration_work(costs, [1000 + i], [], 1, model.row_tile("fp8"))[0], "fp8", 1.0
+            iteration_work(costs, [1000 + i], [], 1, row_tile=model.row_tile("fp8"))[0], "fp8", 1.0
         ).time_s
         for i in range(1, output_tokens)
     ]
@@ -125,7 +125,7 @@ def test_the_experts_run_at_the_width_of_one_expert():
     costs = replica_costs(spec)
     assert costs.routed_min_dim == 768
     assert costs.gemm_min_dim == 2048  # the attention projections: hidden
-    work, _ = iteration_work(costs, [], [(0, 8192)], 1)
+    work, _ = iteration_work(costs, [], [(0, 8192)], 1, row_tile=1)
     assert all(item[2] != 768 for item in work)  # the experts are not in the layer's own work
 
 
@@ -145,7 +145,9 @@ def test_expert_parallel_keeps_each_expert_whole():
     model = ComputeModel(load_profile("h200-hgx.yaml"))
     from workloads.inference import routed_work
 
-    prefill = [model.time_fused(routed_work(c, 8192), "fp8", 1.0).time_s for c in (tensor, expert)]
+    prefill = [
+        model.time_fused(routed_work(c, 8192, row_tile=1), "fp8", 1.0).time_s for c in (tensor, expert)
+    ]
     assert prefill[1] < prefill[0]  # 192-wide shards run far below the GEMM's large-shape efficiency
 
 

@@ -126,15 +126,15 @@ def test_serving_windowed_layers_read_and_attend_to_their_window_only():
     assert win.kv_bytes(100) == full.kv_bytes(100)  # shorter than the window: the same cache
     assert win.kv_bytes(10_000) == pytest.approx(full.kv_bytes(256), rel=1e-12)
     # Decode only: a windowed layer reads min(context, window) keys per sequence.
-    work_f, _ = iteration_work(full, [4000, 100], [], 0)
-    work_w, _ = iteration_work(win, [4000, 100], [], 0)
+    work_f, _ = iteration_work(full, [4000, 100], [], 0, row_tile=1)
+    work_w, _ = iteration_work(win, [4000, 100], [], 0, row_tile=1)
     decode_f, decode_w = work_f[0][1], work_w[0][1]  # the cache-read op of the first layer
     assert next(op[1] for op in work_w if op[3] == work_f[1][3]) == pytest.approx(
         (256 + 100) * win.kv_bytes_per_token_layer
     )
     assert decode_w == decode_f  # the GEMM part is untouched
     # Prefill only, after 3,000 cached tokens: the chunk attends to the window, reads window + chunk.
-    work_w, _ = iteration_work(win, [], [(3000, 500)], 0)
+    work_w, _ = iteration_work(win, [], [(3000, 500)], 0, row_tile=1)
     attn = next(op for op in work_w if op[2] == win.attention_head_dim)
     assert attn[0] == pytest.approx(4.0 * 500 * (256 + mdl.FLASH_TILE) * win.heads * win.head_dim)
     assert attn[1] == pytest.approx((256 + 500) * win.kv_bytes_per_token_layer)

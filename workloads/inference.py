@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import math
 from collections import deque
 from collections.abc import Generator, Mapping
@@ -493,15 +494,27 @@ def tile_rows(rows: float, row_tile: int) -> float:
     return math.ceil(rows / row_tile - 1e-9) * row_tile if rows > 0 else 0.0
 
 
-def expert_tile_rows(mean_rows: float, row_tile: int) -> float:
-    """Rows an expert's GEMM computes on average when it gets ``mean_rows`` tokens (balanced routing, the
-    counts spread around the mean): its count rounded up to whole tiles, i.e. the mean plus the expected
-    residue (``(row_tile - 1) / 2``), and never less than the one tile a touched expert needs."""
-    return max(float(row_tile), mean_rows + (row_tile - 1) / 2.0)
+@functools.lru_cache(maxsize=4096)
+def expert_tile_rows(tokens: int, top_k: int, experts: int, row_tile: int) -> float:
+    """Rows the routed experts' GEMMs compute in all when ``tokens`` each pick ``top_k`` of ``experts``
+    (balanced routing: an expert's count is Binomial(tokens, k/E)), each count rounded up to whole tiles:
+    ``E · E[ceil(X / tile) · tile]``; ``tokens · k`` with one-row tiles."""
+    if tokens <= 0:
+        return 0.0
+    if row_tile == 1:
+        return float(tokens * top_k)
+    p = top_k / experts
+    if p >= 1.0:  # every expert sees every token
+        return experts * tile_rows(tokens, row_tile)
+    x = np.arange(tokens + 1, dtype=np.float64)
+    steps = np.log(tokens - x[:-1]) - np.log(x[:-1] + 1.0) + math.log(p / (1.0 - p))
+    log_pmf = tokens * math.log1p(-p) + np.concatenate(([0.0], np.cumsum(steps)))
+    padded = np.ceil(x / row_tile) * row_tile
+    return float(experts * np.dot(np.exp(log_pmf), padded))
 
 
 def iteration_work(
-    c: ReplicaCosts, decode_ctx: list[int], prefill: list[tuple[int, int]], logits: int, row_tile: int = 1
+    c: ReplicaCosts, decode_ctx: list[int], prefill: list[tuple[int, int]], logits: int, *, row_tile: int
 ) -> tuple[tuple[tuple[float, float, float, int], ...], float]:
     """Kernels of one iteration on one GPU but the routed experts' (``routed_work``), as the engine's fused
     work, and the bytes of one TP all-reduce.
@@ -539,16 +552,16 @@ def iteration_work(
 
 
 def routed_work(
-    c: ReplicaCosts, tokens: int, row_tile: int = 1
+    c: ReplicaCosts, tokens: int, *, row_tile: int
 ) -> tuple[tuple[float, float, float, int], ...]:
     """The routed experts of an iteration on one GPU (every DP rank's ``tokens`` with attention DP): the
     experts they touch (``E·(1 − (1 − k/E)^tokens)``) read once, a 1/tp share of their FLOPs, at the
-    efficiency of a GEMM as narrow as one expert's FFN on one GPU; each touched expert's rows (balanced
-    routing: ``tokens·k / touched`` on average) fill whole tiles of ``row_tile`` (``expert_tile_rows``)."""
+    efficiency of a GEMM as narrow as one expert's FFN on one GPU; each expert's rows fill whole tiles of
+    ``row_tile`` (``expert_tile_rows``)."""
     touched = c.routed_experts * -math.expm1(tokens * math.log1p(-c.routed_top_k / c.routed_experts))
-    rows = expert_tile_rows(tokens * c.routed_top_k / touched, row_tile) if tokens else 0.0
+    rows = expert_tile_rows(tokens, c.routed_top_k, c.routed_experts, row_tile)
     item = (
-        touched * rows * c.routed_flops_per_token_layer / c.routed_top_k,
+        rows * c.routed_flops_per_token_layer / c.routed_top_k,
         touched * c.routed_expert_bytes + tokens * c.routed_act_bytes_per_token_layer,
         c.routed_min_dim,
         KIND_GEMM,
@@ -766,13 +779,13 @@ class ServingJob:
                     [q.input_tokens + q.generated for q in decode],
                     [(q.prefilled, n) for q, n in chunks],
                     len(decode) + len(done),
-                    self.row_tile,
+                    row_tile=self.row_tile,
                 )
                 works.append(work)
             tokens = sum(len(decode) + sum(n for _, n in chunks) for decode, chunks in batches)
             work = works[slowest_rank(m.compute_model, works, self.spec.precision, m.clock[r])]
             if c.routed_experts:  # every rank's tokens (attention DP) through the experts
-                work = work + routed_work(c, tokens, self.row_tile)
+                work = work + routed_work(c, tokens, row_tile=self.row_tile)
             t0 = env.now
             host = self._host_time(batches)
             if host:  # prepared while the GPU ran the previous iteration (overlap scheduler), not before
