@@ -116,6 +116,9 @@ def test_kernel_counts_follow_the_layer_structure():
     # 2 norms + RoPE + attention + (QKV, out) x (quantise, GEMM) + QK-norm 2 + MoE 7 + 2 quantisations
     assert serving_kernels_per_layer(moe, 0, 1, "fp4") == 2 + 1 + 1 + 2 * 2 + 2 + 7 + 2
     assert costs.kernels == moe.layers * 19 + ITERATION_KERNELS
+    mla = load_preset("deepseek-v3")  # MLA: five attention GEMMs and two latent norms, no QK-norm
+    dense_mla = serving_kernels_per_layer(mla, 0, 1, "bf16")  # its first layers are dense
+    assert dense_mla == 2 + 1 + 1 + 5 + 2 + 3
 
 
 def test_the_experts_run_at_the_width_of_one_expert():

@@ -318,12 +318,13 @@ def serving_kernels_per_layer(m: ModelSpec, layer_index: int, tp: int, precision
     """Kernels one GPU runs for one layer of a serving iteration (TensorRT-LLM's PyTorch backend): the
     GEMMs, each FP8 / FP4 GEMM's activation quantisation, the two fused residual + RMSNorm kernels, RoPE
     with the KV-cache write, one attention kernel (a second one when prefill and decode share the
-    iteration: ``+1``, added by the caller), QK-norm, the TP all-reduces, and the MoE block (router GEMM,
+    iteration: ``+1``, added by the caller), QK-norm, MLA's latent norms, the TP all-reduces, and the MoE block (router GEMM,
     top-k, permutation, two grouped GEMMs, activation, finalisation)."""
     quantized = precision in ("fp8", "fp4")
     attention_gemms = 2 if m.mla is None else 5  # qkv + out; MLA: q (down, up), kv (down, up), out
     kernels = 2 + 1 + 1 + attention_gemms * (2 if quantized else 1)  # norms, rope + cache write, attention
     kernels += 2 if m.qk_norm else 0
+    kernels += 2 if m.mla is not None else 0  # RMSNorms of the q and kv latents (DeepSeek-V2/V3)
     kernels += 2 if tp > 1 else 0
     if m.is_moe_layer(layer_index):
         moe = m.moe
