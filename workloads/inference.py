@@ -318,8 +318,8 @@ def serving_kernels_per_layer(m: ModelSpec, layer_index: int, tp: int, precision
     """Kernels one GPU runs for one layer of a serving iteration (TensorRT-LLM's PyTorch backend): the
     GEMMs, each FP8 / FP4 GEMM's activation quantisation, the two fused residual + RMSNorm kernels, RoPE
     with the KV-cache write, one attention kernel (a second one when prefill and decode share the
-    iteration: ``+1``, added by the caller), QK-norm, MLA's latent norms, the TP all-reduces, and the MoE block (router GEMM,
-    top-k, permutation, two grouped GEMMs, activation, finalisation)."""
+    iteration: ``+1``, added by the caller), QK-norm, MLA's latent norms, the TP all-reduces, and the MoE
+    block (router GEMM, top-k, permutation, two grouped GEMMs, activation, finalisation)."""
     quantized = precision in ("fp8", "fp4")
     attention_gemms = 2 if m.mla is None else 5  # qkv + out; MLA: q (down, up), kv (down, up), out
     kernels = 2 + 1 + 1 + attention_gemms * (2 if quantized else 1)  # norms, rope + cache write, attention
@@ -547,8 +547,8 @@ def iteration_work(
 
     full = layer(None) * (c.layers - c.windowed_layers)
     windowed = layer(c.window) * c.windowed_layers if c.windowed_layers else ()
-    head = (tile_rows(logits, row_tile) * c.lm_head_flops_per_token, c.lm_head_bytes + logits * c.hidden * ACT_BYTES,
-            c.head_min_dim, KIND_GEMM)  # fmt: skip
+    head_bytes = c.lm_head_bytes + logits * c.hidden * ACT_BYTES
+    head = (tile_rows(logits, row_tile) * c.lm_head_flops_per_token, head_bytes, c.head_min_dim, KIND_GEMM)
     return full + windowed + ((head,) if logits else ()), tokens * c.hidden * ACT_BYTES
 
 
