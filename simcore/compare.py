@@ -4,11 +4,13 @@ Each profile is one ordinary run (``simcore.runner.run``) into ``OUT/<profile>/`
 per GPU and per rack and sizes a fleet for a target throughput:
 
     racks_needed = ceil(target_tokens_per_s / (tokens_per_s / racks_used))
-    MW_needed    = racks_needed * facility_power_w / racks_used / 1e6
+    MW_needed    = racks_needed * full_rack_it_power_w * pue / 1e6
 
-where ``racks_used = ceil(gpus / gpus_per_tray) * gpus_per_tray / gpus_per_rack`` of that run (a job
-occupies whole trays or servers, whose idle parts draw power too). This assumes the throughput per rack of the run
-holds at fleet scale (data-parallel weak scaling). The default target is
+where ``racks_used = gpus / gpus_per_rack`` of that run and ``full_rack_it_power_w`` (from the run's
+summary) is one rack whose every GPU draws the job's mean GPU power, plus the rack's static load and
+conversion loss. The run itself powers whole racks (idle GPUs included), so a job smaller than a rack
+would otherwise be charged a whole rack's idle draw. This assumes the throughput and power per GPU of the
+run hold at fleet scale (data-parallel weak scaling, racks filled). The default target is
 ``max(1e7, 10 ** ceil(log10(best tokens/s of the runs)))`` tokens/s, a round fleet-size question the
 best profile cannot already answer with the simulated racks.
 """
@@ -29,11 +31,8 @@ from simcore.errors import RacksimError
 
 DEFAULT_MIN_TARGET = 1e7
 TARGET_FORMULA = "max(1e7, 10**ceil(log10(best tokens_per_s)))"
-RACKS_FORMULA = (
-    "racks_needed = ceil(target / (tokens_per_s / racks_used)); "
-    "racks_used = ceil(gpus / gpus_per_tray) * gpus_per_tray / gpus_per_rack"
-)
-MW_FORMULA = "MW_needed = racks_needed * facility_power_w / racks_used / 1e6"
+RACKS_FORMULA = "racks_needed = ceil(target / (tokens_per_s / racks_used)); racks_used = gpus / gpus_per_rack"
+MW_FORMULA = "MW_needed = racks_needed * full_rack_it_power_w * pue / 1e6"
 
 # (key, label, unit, scale, format) of the table rows, in order
 ROWS = (
@@ -47,7 +46,7 @@ ROWS = (
     ("racks_needed", "racks for target", "", 1.0, "{:.0f}"),
     ("mw_needed", "facility power for target", "MW", 1.0, "{:.4g}"),
     ("energy_per_token_j", "energy per token", "J", 1.0, "{:.4g}"),
-    ("rack_kw", "rack IT power (avg)", "kW", 1.0, "{:.4g}"),
+    ("rack_kw", "rack IT power (avg, full rack)", "kW", 1.0, "{:.4g}"),
     ("pue", "PUE", "", 1.0, "{:.3f}"),
     ("power_swing_w", "facility power swing", "kW", 1e-3, "{:.4g}"),
 )
@@ -106,12 +105,14 @@ def row_metrics(summary: dict[str, Any], out_dir: Path | None) -> dict[str, Any]
     """The per-profile numbers of the table (None where the run did not model it)."""
     gpus = _num(summary.get("gpus"))
     per_rack = _num((summary.get("profile") or {}).get("gpus_per_rack"))
-    # A job occupies whole trays / servers (their idle GPUs, CPUs and fans draw power too): count those.
-    per_tray = _num((summary.get("profile") or {}).get("gpus_per_tray")) or 1.0
-    racks_used = math.ceil(gpus / per_tray) * per_tray / per_rack if gpus and per_rack else None
+    racks_used = gpus / per_rack if gpus and per_rack else None
     tps = _num(summary.get("tokens_per_s"))
     it_w = _num(summary.get("avg_it_power_w"))
     facility_w = _num(summary.get("facility_power_w"))
+    pue = _num(summary.get("pue"))
+    full_rack_w = _num(summary.get("full_rack_it_power_w"))
+    if full_rack_w is None and it_w is not None and gpus and per_rack:  # a summary from before the key
+        full_rack_w = it_w / math.ceil(gpus / per_rack)
     swing = _num(summary.get("power_swing_w"))
     if swing is None and out_dir is not None:
         swing = _swing_from_trace(Path(out_dir) / "trace.h5")
@@ -124,10 +125,11 @@ def row_metrics(summary: dict[str, Any], out_dir: Path | None) -> dict[str, Any]
         "gpus": gpus,
         "racks_used": racks_used,
         "energy_per_token_j": _num(summary.get("energy_per_token_j")),
-        "rack_kw": it_w / racks_used / 1e3 if it_w is not None and racks_used else None,
+        "rack_kw": full_rack_w / 1e3 if full_rack_w is not None else None,
+        "full_rack_it_power_w": full_rack_w,
         "avg_it_power_w": it_w,
         "facility_power_w": facility_w,
-        "pue": _num(summary.get("pue")),
+        "pue": pue,
         "power_swing_w": swing,
     }
 
@@ -141,12 +143,11 @@ def default_target(rows: list[dict[str, Any]]) -> float:
 def size_fleet(metrics: dict[str, Any], target: float) -> None:
     """Racks and facility MW for ``target`` tokens/s (see the module docstring for the formulas)."""
     per_rack = metrics.get("tokens_per_s_per_rack")
-    racks_used = metrics.get("racks_used")
     metrics["racks_needed"] = math.ceil(target / per_rack) if per_rack else None
-    fac = metrics.get("facility_power_w")
+    rack_w, pue = metrics.get("full_rack_it_power_w"), metrics.get("pue")
     metrics["mw_needed"] = (
-        metrics["racks_needed"] * fac / racks_used / 1e6
-        if metrics["racks_needed"] and fac is not None and racks_used
+        metrics["racks_needed"] * rack_w * pue / 1e6
+        if metrics["racks_needed"] and rack_w is not None and pue is not None
         else None
     )
 
@@ -205,7 +206,10 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
             "target_formula": "given on the command line" if opts.target_tokens_per_s else TARGET_FORMULA,
             "racks_formula": RACKS_FORMULA,
             "mw_formula": MW_FORMULA,
-            "assumption": "throughput per rack of the simulated run holds at fleet scale (data-parallel weak scaling)",
+            "assumption": (
+                "throughput and power per GPU of the simulated run hold at fleet scale, racks filled "
+                "(data-parallel weak scaling)"
+            ),
             "profiles": rows,
         }
         out.mkdir(parents=True, exist_ok=True)

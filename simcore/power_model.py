@@ -467,6 +467,13 @@ class PowerResult:
         swing_m, ramp_m, band_m = grid.power_swing(grid_w, s.sample_s)
         total_t = float(np.sum(dt))
         throttled = (ser["clock"] < 1.0 - 1e-9) @ mult / mult.sum()
+        # One rack whose every GPU draws the job's mean GPU power (plus the static load and the conversion
+        # loss in the run's proportion): what fleet sizing needs when the job itself fills no whole rack.
+        job_gpu_w = float(np.sum(ser["gpu_w"] @ mult * dt)) / (float(mult.sum()) * total_t)
+        lossless = it_e - loss_e
+        full_rack_it_w = (ctl.static_rack_w + ctl.m.cluster.gpus_per_rack * job_gpu_w) * (
+            it_e / lossless if lossless > 0 else 1.0
+        )
         summary = {
             "avg_it_power_w": it_e / total_t,
             "peak_it_power_w": float(np.max(it_w)),
@@ -483,6 +490,7 @@ class PowerResult:
             "thermal_units": len(ctl.unit_class),
             "max_coolant_out_c": float(np.max(coolant_out)),
             "rack_power_w": float(np.max(rack_in.mean(axis=0))),
+            "full_rack_it_power_w": full_rack_it_w,
             "gpu_energy_j": gpu_e,
             "it_energy_j": it_e,
             "facility_energy_j": it_e + cool_e + over_e,

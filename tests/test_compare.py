@@ -20,11 +20,11 @@ scale_up:
 
 
 def test_fleet_sizing_formulas() -> None:
-    m = {"tokens_per_s_per_rack": 3.0e5, "racks_used": 2.0, "facility_power_w": 2.6e5}
+    m = {"tokens_per_s_per_rack": 3.0e5, "racks_used": 2.0, "full_rack_it_power_w": 1.2e5, "pue": 1.1}
     size_fleet(m, 1e7)
     assert m["racks_needed"] == math.ceil(1e7 / 3.0e5) == 34
-    assert m["mw_needed"] == pytest.approx(34 * 2.6e5 / 2.0 / 1e6)
-    m = {"tokens_per_s_per_rack": None, "racks_used": None, "facility_power_w": None}
+    assert m["mw_needed"] == pytest.approx(34 * 1.2e5 * 1.1 / 1e6)
+    m = {"tokens_per_s_per_rack": None, "racks_used": None, "full_rack_it_power_w": None, "pue": None}
     size_fleet(m, 1e7)
     assert m["racks_needed"] is None and m["mw_needed"] is None
     rows = [{"metrics": {"tokens_per_s": 1.2e5}}, {"metrics": None}, {"metrics": {"tokens_per_s": 3.4e7}}]
@@ -39,6 +39,7 @@ def test_row_metrics_normalise_per_rack() -> None:
         "tokens_per_s": 2.0e5,
         "tokens_per_s_per_gpu": 2.0e5 / 144,
         "avg_it_power_w": 2.4e5,
+        "full_rack_it_power_w": 1.2e5,
         "facility_power_w": 2.7e5,
         "pue": 1.125,
         "power_swing_w": 3.0e4,
@@ -52,9 +53,13 @@ def test_row_metrics_normalise_per_rack() -> None:
     assert m["rack_kw"] == pytest.approx(120.0)
     summary["pue"] = None
     assert row_metrics(summary, None)["pue"] is None
-    # a one-GPU job on 8-GPU servers occupies (and powers) a whole server: 8 of the rack's 32 GPUs
+    # a one-GPU job is 1/32 of a rack; its rack power is a full rack of such GPUs (the summary's key)
     one = {**summary, "gpus": 1, "profile": {"name": "h100-dgx", "gpus_per_rack": 32, "gpus_per_tray": 8}}
-    assert row_metrics(one, None)["racks_used"] == 0.25
+    assert row_metrics(one, None)["racks_used"] == 1 / 32
+    assert row_metrics(one, None)["rack_kw"] == pytest.approx(120.0)
+    # a summary written before full_rack_it_power_w: the IT power over the whole racks the run powered
+    old = {k: v for k, v in one.items() if k != "full_rack_it_power_w"}
+    assert row_metrics(old, None)["rack_kw"] == pytest.approx(240.0)
 
 
 def test_compare_two_profiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,10 +88,7 @@ def test_compare_two_profiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     for r in (base, half):
         m = r["metrics"]
         assert m["racks_needed"] == math.ceil(target / (m["tokens_per_s"] / m["racks_used"]))
-        if m["facility_power_w"] is not None:
-            assert m["mw_needed"] == pytest.approx(
-                m["racks_needed"] * m["facility_power_w"] / m["racks_used"] / 1e6
-            )
+        assert m["mw_needed"] == pytest.approx(m["racks_needed"] * m["full_rack_it_power_w"] * m["pue"] / 1e6)
     # half the scale-up bandwidth cannot make a TP-heavy job faster
     assert half["metrics"]["step_time_s"] >= base["metrics"]["step_time_s"]
     assert table["target_formula"] == "max(1e7, 10**ceil(log10(best tokens_per_s)))"
@@ -114,3 +116,31 @@ def test_all_profiles_failing_is_one_clear_error(tmp_path: Path) -> None:
         run_compare(
             CompareOptions(profiles=[str(tmp_path / "missing.yaml")], workload="llama3-8b", out=tmp_path)
         )
+
+
+def test_sub_rack_job_is_not_charged_the_idle_rest_of_its_rack(tmp_path: Path) -> None:
+    """A 1-GPU serving job powers its whole (mostly idle) rack; the fleet table must not bill that idle
+    draw to every GPU: a full rack of such GPUs stays under the rack's power limit and above its idle floor."""
+    from simcore.profile import load_profile
+
+    spec = tmp_path / "serve.yaml"
+    spec.write_text(
+        "kind: inference\nmodel: llama3-8b\nparallelism: {tp: 1, replicas: 1}\n"
+        "requests: {rate: 5, count: 20, input_tokens: 256, output_tokens: 64}\n"
+    )
+    out = tmp_path / "cmp"
+    code = trace_cli(
+        ["compare", "--profiles", "h100-dgx.yaml", "--workload", str(spec), "--out", str(out), "--no-trace"]
+    )
+    assert code == 0
+    m = json.loads((out / "compare.json").read_text())["profiles"][0]["metrics"]
+    prof = load_profile("h100-dgx.yaml")
+    gpr = prof.gpus_per_rack
+    assert m["racks_used"] == pytest.approx(1 / gpr)
+    # the run itself powered a whole rack: more than a full rack of idle GPUs, i.e. not per-GPU power
+    assert m["avg_it_power_w"] > gpr * prof.accelerator.idle_power
+    assert gpr * prof.accelerator.idle_power < m["full_rack_it_power_w"] < prof.rack.power_limit
+    # at most a full rack of GPUs at TDP beyond the run's own rack
+    assert m["full_rack_it_power_w"] <= m["avg_it_power_w"] + gpr * (
+        prof.accelerator.tdp - prof.accelerator.idle_power
+    )
