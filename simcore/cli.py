@@ -67,7 +67,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="share fabric bandwidth analytically (symmetric jobs, default) or as max-min fair flows "
         "re-solved at every transfer start/end",
     )
-    p.add_argument("--no-trace", action="store_true", help="skip writing trace.h5")
+    p.add_argument(
+        "--no-trace", action="store_true", help="skip writing trace.h5 (summary.json is still written)"
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
 
@@ -89,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         fidelity=args.fidelity,
         contention=args.contention,
         write_trace=not args.no_trace,
+        write_summary=True,
         progress=None if args.json else (lambda msg: print(f"racksim: {msg}", file=sys.stderr)),
     )
     result = run(opts)

@@ -74,6 +74,9 @@ class RunOptions:
     contention: str = "analytic"
     keep_events: bool = False
     write_trace: bool = True
+    # without a trace and without ``out``, still write summary.json to a new runs/<timestamp> (the CLI);
+    # library callers (validate, sweeps, benchmarks) leave it off and write nothing
+    write_summary: bool = False
     progress: Callable[[str], None] | None = None
 
 
@@ -343,6 +346,8 @@ def run(opts: RunOptions) -> RunResult:
         raise
     wall = time.perf_counter() - wall0
     summary["wall_time_s"] = round(wall, 3)
+    if out_dir is None and opts.write_summary:
+        out_dir = new_run_dir()
     if out_dir is not None:
         interrupts.raise_if_requested(ctrl_c)
         write_json(Path(out_dir) / "summary.json", summary)

@@ -81,3 +81,17 @@ def test_discard_keeps_a_folder_with_outputs(tmp_path: Path) -> None:
     empty = atomic.new_run_dir(root=tmp_path)
     atomic.discard_if_empty(empty)
     assert not empty.exists()
+
+
+def test_no_trace_without_out_still_writes_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--no-trace` skips trace.h5 only: the run's summary.json still lands in a new runs/<timestamp>."""
+    from simcore.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pp.yaml").write_text(SMALL_SPEC)
+    assert main(["--profile", "gen2.yaml", "--workload", "pp.yaml", "--no-trace"]) == 0
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    assert (run_dir / "summary.json").is_file() and not (run_dir / "trace.h5").exists()
+    assert f"{Path('runs') / run_dir.name}/summary.json" in capsys.readouterr().out
