@@ -41,7 +41,18 @@ from simcore.schema import (
 )
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "fp6", "fp4")
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "hardware_profiles"
+
+
+def _profiles_dir() -> Path:
+    """hardware_profiles/ as installed (a package, so wheels carry it), else beside the source tree."""
+    try:
+        import hardware_profiles
+    except ImportError:  # an install made before hardware_profiles became a package
+        return Path(__file__).resolve().parent.parent / "hardware_profiles"
+    return Path(hardware_profiles.__file__).resolve().parent
+
+
+PROFILES_DIR = _profiles_dir()
 
 # 80 PLUS Titanium, 230 V internal redundant: 90 % @10 %, 94 % @20 %, 96 % @50 %, 91 % @100 % load
 # (modeling-notes 2.3, from the 80 PLUS table).

@@ -399,3 +399,19 @@ def test_json_schema_shape_without_jsonschema():
     assert "required" in schema["else"]["properties"]["accelerator"]
     tdp = schema["properties"]["accelerator"]["properties"]["tdp"]
     assert tdp["type"] == "string" and "W" in tdp["description"]
+
+
+def test_a_non_editable_install_carries_the_shipped_profiles() -> None:
+    """hardware_profiles/ is a package with its YAML as package data, and racksim finds it through the
+    import system, so a wheel (or a Dask worker's install) has `--profile gen2.yaml` too."""
+    import tomllib
+
+    import hardware_profiles
+    from simcore.profile import PROFILES_DIR
+
+    root = Path(__file__).resolve().parents[1]
+    setup = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "hardware_profiles" in setup["packages"]
+    assert "*.yaml" in setup["package-data"]["hardware_profiles"]
+    assert Path(hardware_profiles.__file__).resolve().parent == PROFILES_DIR
+    assert {"gen1.yaml", "gen2.yaml", "gen3.yaml"} <= {p.name for p in PROFILES_DIR.glob("*.yaml")}
