@@ -530,11 +530,9 @@ def _write_trace_tables(
 def _host_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """A line for host-bound runs only (most runs never wait for their host)."""
     wait = summary.get("host_wait_fraction") or 0.0
-    return (
-        [("waiting for the host", f"{100 * wait:.3g} %  (launches, per-step host work)")]
-        if wait >= 0.001
-        else []
-    )
+    training = summary.get("workload", {}).get("kind") != "inference"
+    what = "launches, per-step host work; part of idle" if training else "launches, per-iteration host work"
+    return [("waiting for the host", f"{100 * wait:.3g} %  ({what})")] if wait >= 0.001 else []
 
 
 def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = None) -> None:
@@ -576,7 +574,11 @@ def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = Non
         *head,
         ("model TFLOP/s per GPU", fmt("model_tflops_per_gpu") + f"   MFU {fmt('mfu', 100, ' %', 3)}"),
         ("exposed communication", fmt("exposed_comm_fraction", 100, " %", 3)),
-        ("pipeline bubble / idle", fmt("bubble_fraction", 100, " %", 3)),
+        (
+            ("idle (waiting for requests)", fmt("idle_fraction", 100, " %", 3))
+            if wl.get("kind") == "inference"
+            else ("idle (bubble, waits)", fmt("bubble_fraction", 100, " %", 3))
+        ),
         *_host_row(summary),
         ("peak HBM", fmt("peak_hbm_bytes", 1e-9, " GB")),
         (

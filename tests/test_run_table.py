@@ -1,0 +1,45 @@
+"""The short table every run prints: each row shows the summary value its label names."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from simcore.runner import print_table
+
+
+def _summary(kind: str, **values: Any) -> dict[str, Any]:
+    par = {"tp": 1, "pp": 1, "dp": 8, "cp": 1, "ep": 8, "replicas": 1}
+    base: dict[str, Any] = {
+        "workload": {"kind": kind, "name": "m", "precision": "bf16", "parallelism": par},
+        "profile": {"name": "p"},
+        "gpus": 8,
+        "requests_completed": 10,
+        "iterations": 5,
+    }
+    return {**base, **values}
+
+
+def _table(summary: dict[str, Any]) -> dict[str, str]:
+    out = io.StringIO()
+    print_table(summary, None, out)
+    rows = {}
+    for line in out.getvalue().splitlines():
+        label, _, value = line.strip().partition("  ")
+        rows[label.strip()] = value.strip()
+    return rows
+
+
+def test_training_idle_row_is_the_bubble_fraction_and_says_it_holds_the_host_wait() -> None:
+    rows = _table(_summary("training", bubble_fraction=0.367, host_wait_fraction=0.368, idle_fraction=0.0))
+    assert rows["idle (bubble, waits)"] == "36.7 %"
+    assert (
+        rows["waiting for the host"].startswith("36.8 %") and "part of idle" in rows["waiting for the host"]
+    )
+
+
+def test_serving_idle_row_is_the_idle_fraction_not_the_zero_bubble() -> None:
+    rows = _table(_summary("inference", bubble_fraction=0.0, idle_fraction=0.048, host_wait_fraction=0.0))
+    assert rows["idle (waiting for requests)"] == "4.8 %"
+    assert not any("bubble" in label for label in rows)
+    assert "waiting for the host" not in rows  # below 0.1 %: no row
