@@ -535,6 +535,25 @@ def _host_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return [("waiting for the host", f"{100 * wait:.3g} %  ({what})")] if wait >= 0.001 else []
 
 
+def _job_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """Lines for a run with a `job:` section (failures, checkpoints, goodput); none otherwise."""
+    if summary.get("goodput") is None or summary.get("job_days") is None:
+        return []
+    lost_h = (summary.get("job_lost_work_s") or 0.0) / 3600.0
+    down_h = (summary.get("job_down_s") or 0.0) / 3600.0
+    return [
+        (
+            "job wall time, goodput",
+            f"{summary['job_days']:.4g} days, goodput {100 * summary['goodput']:.3g} %",
+        ),
+        (
+            "failures, checkpoints",
+            f"{summary.get('job_failures', 0)} failures ({lost_h:.3g} h of work lost, {down_h:.3g} h down), "
+            f"{summary.get('job_checkpoints', 0)} checkpoints every {summary.get('job_checkpoint_every_steps')} steps",
+        ),
+    ]
+
+
 def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = None) -> None:
     """The short human table every run prints (to ``stream``, default the current ``sys.stdout``: bound at
     call time, so a redirected or captured stdout is honoured)."""
@@ -587,6 +606,7 @@ def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = Non
         ),
         ("facility power, PUE", fmt("facility_power_w", 1e-3, " kW") + ", " + fmt("pue", 1, "")),
         ("energy per token", fmt("energy_per_token_j", 1, " J")),
+        *_job_rows(summary),
     ]
     width = max(len(r[0]) for r in rows)
     for label, value in rows:

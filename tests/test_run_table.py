@@ -43,3 +43,22 @@ def test_serving_idle_row_is_the_idle_fraction_not_the_zero_bubble() -> None:
     assert rows["idle (waiting for requests)"] == "4.8 %"
     assert not any("bubble" in label for label in rows)
     assert "waiting for the host" not in rows  # below 0.1 %: no row
+
+
+def test_a_job_run_prints_its_wall_time_goodput_and_failures() -> None:
+    job = {
+        "goodput": 0.912,
+        "job_days": 41.3,
+        "job_failures": 57,
+        "job_lost_work_s": 36000.0,
+        "job_down_s": 18000.0,
+        "job_checkpoints": 310,
+        "job_checkpoint_every_steps": 640,
+    }
+    rows = _table(_summary("training", bubble_fraction=0.1, **job))
+    assert rows["job wall time, goodput"] == "41.3 days, goodput 91.2 %"
+    assert (
+        rows["failures, checkpoints"]
+        == "57 failures (10 h of work lost, 5 h down), 310 checkpoints every 640 steps"
+    )
+    assert "job wall time, goodput" not in _table(_summary("training", bubble_fraction=0.1))
