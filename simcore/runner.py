@@ -249,9 +249,7 @@ def run(opts: RunOptions) -> RunResult:
         spec, racks = build_inference_spec(opts, profile, workload_sets)
     else:
         spec, racks = build_training_spec(opts, profile, workload_sets)
-    profile.peak_flops(
-        spec.precision
-    )  # an accelerator without this precision is an input error, say so first
+    _require_precision(profile, spec)  # an accelerator without this precision is an input error: say so first
     cluster = Cluster(profile, racks=racks)
     cluster.require(spec.gpus)
     if serving:
@@ -524,6 +522,22 @@ def _write_trace_tables(
                 {k: v for k, v in summary.items() if k != "wall_time_s"}, sort_keys=True
             ),
         },
+    )
+
+
+def _require_precision(profile: Profile, spec: Any) -> None:
+    """The workload's precision must be one the accelerator has tensor throughput for; the fix belongs in
+    the workload (or the choice of profile), so the error names the workload's field."""
+    if spec.precision in profile.accelerator.peak_flops:
+        return
+    raise ConfigError(
+        f"{profile.accelerator.name} ({profile.name}) has no {spec.precision} tensor throughput",
+        file=getattr(spec, "source_file", "") or None,
+        path="precision",
+        value=spec.precision,
+        expected="one of "
+        + ", ".join(profile.accelerator.peak_flops)
+        + ", or a profile whose accelerator has it",
     )
 
 

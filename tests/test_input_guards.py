@@ -131,3 +131,33 @@ def test_an_empty_only_is_an_error_and_a_layout_too_big_for_the_row_says_racks(c
     )
     (row,) = report.rows
     assert not row.runnable and row.reason.startswith("does not fit the row's racks: the job needs")
+
+
+_SPEC_TAIL = "parallelism: {tp: 8}\nbatch: {global_seqs: 8, micro: 1}\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "words"),
+    [
+        ("model: llama3-8B\n", ("spec.yaml: model: unknown model preset", "did you mean 'llama3-8b'")),
+        ("preset: llama3-8B\n", ("spec.yaml: preset: unknown model preset",)),
+        ("model: llama3-8b\npreset: llama3-70b\n", ("spec.yaml: preset: the model is given twice",)),
+        ("model: llama3-8b\nprecision: fp4\n", ("spec.yaml: precision:", "H100", "no fp4 tensor throughput")),
+    ],
+)
+def test_workload_mistakes_name_the_workload_file_and_its_field(capsys, tmp_path, head, words):
+    """The fix belongs in the workload, so the error names the workload file and field, not the profile."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("kind: training\n" + head + _SPEC_TAIL)
+    err = _error(capsys, ["--profile", "h100-dgx", "--workload", str(spec), "--out", str(tmp_path / "o")])
+    for word in words:
+        assert word in err, err
+
+
+@pytest.mark.parametrize(
+    ("name", "words"), [("missing.yaml", "missing.yaml: no such file"), ("DIR", "is a directory")]
+)
+def test_a_workload_path_that_is_not_a_file_says_so_before_listing_presets(capsys, tmp_path, name, words):
+    name = str(tmp_path) if name == "DIR" else name
+    err = _error(capsys, ["--profile", "h100-dgx", "--workload", name, "--out", str(tmp_path / "o")])
+    assert words in err and "deepseek-v3" not in err

@@ -479,14 +479,22 @@ def model_to_mapping(model: ModelSpec) -> dict[str, Any]:
 def resolve_model_section(model_data: Any, preset: Any = None, *, file: str | None = None) -> ModelSpec:
     """A workload's model: a preset name, an inline mapping, or a mapping that starts from ``preset:`` and
     overrides fields (nested sections such as ``moe`` merge key by key)."""
+    if model_data is not None and preset is not None:
+        raise ConfigError(
+            "the model is given twice",
+            file=file,
+            path="preset",
+            value=preset,
+            expected="either `model:` (a preset name or a mapping) or `preset: NAME`, not both",
+        )
     if isinstance(model_data, str):
-        preset, model_data = model_data, None
+        return _named_preset(model_data, file=file, path="model")
     if model_data is None and preset is None:
         raise ConfigError(
             "missing model", file=file, path="model", expected="a model mapping or `preset: NAME`"
         )
     if model_data is None:
-        return load_preset(str(preset))
+        return _named_preset(preset, file=file, path="preset")
     if not isinstance(model_data, Mapping):
         raise ConfigError(
             "must be a mapping or a preset name",
@@ -528,6 +536,21 @@ def resolve_model_section(model_data: Any, preset: Any = None, *, file: str | No
         if "full_attention_every" not in model_data:
             merged.pop("full_attention_every", None)
     return load_model(merged, file=file, path="model")
+
+
+def _named_preset(name: Any, *, file: str | None, path: str) -> ModelSpec:
+    """A preset named in a workload file: an unknown name is reported against that file and field."""
+    names = list_presets()
+    if not isinstance(name, str) or dict(_PRESET_ALIASES).get(name, name) not in names:
+        raise ConfigError(
+            "unknown model preset",
+            file=file,
+            path=path,
+            value=name,
+            expected="one of " + ", ".join(names),
+            hint=_did_you_mean(str(name), names),
+        )
+    return load_preset(name)
 
 
 def _preset_dir() -> Any:

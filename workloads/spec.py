@@ -403,6 +403,11 @@ def load_workload(name: str, overrides: Iterable[str] = ()) -> tuple[dict[str, A
             )
         return apply_workload_overrides(dict(raw), overrides), str(path), path.read_text()
     presets = list_presets()
+    if name.endswith((".yaml", ".yml")) or "/" in name or Path(name).is_dir():
+        where = "is a directory" if Path(name).is_dir() else "no such file"
+        raise ConfigError(
+            where, file=name, expected="a workload spec YAML file (docs/workloads.md) or a model preset"
+        )
     if name not in presets:
         close = difflib.get_close_matches(name, presets, n=3)
         raise ConfigError(
