@@ -20,19 +20,20 @@ from simcore.cli_args import add_set_option
 from simcore.errors import ConfigError, RacksimError
 
 SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([KMGT]?)(IB|B)?\s*$", re.IGNORECASE)
 MAX_ROWS = 64
 
 
 def parse_size(text: str) -> int:
-    """``4M`` -> 4194304 (K/M/G/T are powers of two, as in nccl-tests); plain byte counts pass through."""
+    """``4M`` = ``4MB`` = ``4MiB`` -> 4194304: K/M/G/T are powers of two here, as in nccl-tests' ``-b/-e``
+    (profiles read "GB" as 10^9: give a decimal size as a byte count, ``1e9``); plain counts pass through."""
     m = _SIZE.match(text)
     if not m:
         raise ConfigError(
             "malformed size",
             path="--sizes",
             value=text,
-            expected="bytes like 1048576 or 1M, 512K, 8G (powers of two)",
+            expected="bytes like 1048576 or 1e9, or 1M, 512K, 8G (K/M/G/T: powers of two, as in nccl-tests)",
         )
     value = float(m.group(1)) * SIZE_UNITS[m.group(2).upper()]
     if value != int(value):
@@ -85,7 +86,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--sizes",
         default="1M:8G",
-        help="LOW:HIGH doubling, or one size; K/M/G are powers of two (default 1M:8G)",
+        help="LOW:HIGH doubling, or one size; K/M/G/T (also KB, GiB, ...) are powers of two as in nccl-tests, "
+        "a decimal size is a byte count such as 1e9 (default 1M:8G)",
     )
     p.add_argument(
         "--algo",

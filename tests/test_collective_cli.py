@@ -144,7 +144,8 @@ def test_size_parsing() -> None:
     assert collective_cli.parse_size("1K") == 1024
     assert collective_cli.parse_size("8g") == 8 * 2**30
     assert collective_cli.parse_size("1536") == 1536
-    assert collective_cli.parse_size("4MB") == 4 * 2**20
+    assert collective_cli.parse_size("4MB") == collective_cli.parse_size("4MiB") == 4 * 2**20  # nccl-tests
+    assert collective_cli.parse_size("1e9") == 10**9  # a decimal size: a byte count
     assert collective_cli.parse_sizes("1M:8M") == [2**20, 2**21, 2**22, 2**23]
     assert collective_cli.parse_sizes("3:20") == [3, 6, 12]
     with pytest.raises(ConfigError):
