@@ -91,9 +91,23 @@ class RunResult:
 
 def split_sets(sets: list[str]) -> tuple[list[str], list[str]]:
     """Route ``--set`` options to the profile or the workload by their first key."""
+    import dataclasses
+    import difflib
+
+    sections = [f.name for f in dataclasses.fields(Profile) if not f.name.startswith("source_")]
     profile_sets, workload_sets = [], []
     for option in sets:
         key = option.split("=", 1)[0].strip().split(".")[0]
+        if key not in WORKLOAD_SET_KEYS and key not in sections and "=" in option:
+            close = difflib.get_close_matches(key, [*sections, *WORKLOAD_SET_KEYS], n=1)
+            raise ConfigError(
+                f"unknown field {key!r}",
+                path="--set",
+                value=option,
+                expected=f"a profile section ({', '.join(sections)}) or a workload field "
+                f"({', '.join(WORKLOAD_SET_KEYS)})",
+                hint=f"did you mean {close[0]!r}?" if close else None,
+            )
         (workload_sets if key in WORKLOAD_SET_KEYS else profile_sets).append(option)
     return profile_sets, workload_sets
 

@@ -161,3 +161,9 @@ def test_a_workload_path_that_is_not_a_file_says_so_before_listing_presets(capsy
     name = str(tmp_path) if name == "DIR" else name
     err = _error(capsys, ["--profile", "h100-dgx", "--workload", name, "--out", str(tmp_path / "o")])
     assert words in err and "deepseek-v3" not in err
+
+
+def test_a_misspelled_set_key_is_neither_blamed_on_the_profile_nor_ignored(capsys, tmp_path):
+    err = _error(capsys, ["--profile", "gen2", "--set", "paralelism.tp=4", "--out", str(tmp_path / "o")])
+    assert "--set: unknown field 'paralelism'" in err and "did you mean 'parallelism'" in err
+    assert "a workload field" in err and "a profile section" in err
