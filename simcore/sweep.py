@@ -232,6 +232,34 @@ def _check_names(spec: SweepSpec) -> None:
         if name is not None and resolve_workload_path(name) is None and name not in presets:
             raise ConfigError("workload not found", file=spec.file, path=f"workloads[{i}]", value=name,
                               expected="a workload spec file (relative to the sweep file) or a model preset")  # fmt: skip
+    _check_settings(spec)
+
+
+def _check_settings(spec: SweepSpec) -> None:
+    """Fail before running anything when a `set` or grid key is misspelled, or a profile value does not
+    parse on a profile of the sweep (each point would fail alike, far into the run)."""
+    from simcore.profile import load_profile
+    from simcore.runner import split_sets
+
+    options = [(f"set[{i}]", option) for i, option in enumerate(spec.sets)]
+    options += [
+        (f"grid.{key}", f"{key}={_set_value(v)}") for key, values in spec.grid.items() for v in values
+    ]
+    for where, option in options:
+        try:
+            profile_sets, _ = split_sets([option])
+            for profile in spec.profiles if profile_sets else ():
+                load_profile(profile, [*_profile_only(spec.sets), *profile_sets])
+        except ConfigError as exc:
+            raise ConfigError(exc.message, file=spec.file, path=where, value=option,
+                              expected=exc.expected, hint=exc.hint) from None  # fmt: skip
+
+
+def _profile_only(sets: list[str]) -> list[str]:
+    """The profile part of the sweep's fixed `set` options."""
+    from simcore.runner import split_sets
+
+    return split_sets(sets)[0]
 
 
 def expand(spec: SweepSpec, out: Path | None = None) -> list[SweepPoint]:

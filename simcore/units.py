@@ -116,7 +116,9 @@ def parse_quantity(
     is not finite, or cannot be parsed.
     """
     si = SI_UNITS[kind]
-    example = f'a string with a unit, e.g. "{_example(kind)}"'
+    example = f'a string with a unit, e.g. "{_example(kind)}"' + (
+        ' (bytes) or "400 Gb/s" (bits)' if kind == "bandwidth" else ""
+    )
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ConfigError("not a quantity", file=file, path=path, value=value, expected=example)
     if isinstance(value, (int, float)):
@@ -164,9 +166,13 @@ def parse_quantity(
         ) from exc
     if not _same_kind(quantity, target):
         hint = None
-        per_second = quantity / ureg.second
-        if _same_kind(per_second, target):
-            hint = f"a rate needs a time unit: did you mean '{match.group(1)} {unit}/s'?"
+        for guess in _rate_spellings(unit):
+            try:
+                if _same_kind(ureg.Quantity(1.0, guess), target):
+                    hint = f"a rate needs a time unit: did you mean '{match.group(1)} {guess}'?"
+                    break
+            except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, AttributeError):
+                continue
         raise ConfigError(
             f"wrong unit for {KIND_NOUNS.get(kind, kind)}",
             file=file,
@@ -179,6 +185,13 @@ def parse_quantity(
     if not math.isfinite(result):
         raise ConfigError("not a finite number", file=file, path=path, value=value, expected=example)
     return result
+
+
+def _rate_spellings(unit: str) -> list[str]:
+    """Ways a rate may have been meant: "Gbs" / "TFLOPs" (a trailing s for "per second") -> "Gb/s" /
+    "TFLOP/s", else the unit per second."""
+    guesses = [unit[:-1] + "/s"] if unit.endswith("s") and not unit.endswith("/s") and len(unit) > 1 else []
+    return [*guesses, unit + "/s"]
 
 
 def _same_kind(quantity: pint.Quantity, target: pint.Quantity) -> bool:
@@ -194,7 +207,7 @@ def _counted(quantity: pint.Quantity) -> tuple[float, float]:
 def _example(kind: str) -> str:
     return {
         "bytes": "80 GB",
-        "bandwidth": "900 GB/s or 400 Gb/s",
+        "bandwidth": "900 GB/s",
         "flops_rate": "989 TFLOP/s",
         "time": "5 us",
         "power": "700 W",

@@ -197,10 +197,19 @@ def test_an_interrupted_sweep_keeps_the_points_it_finished(tmp_path):
 def test_a_misspelt_set_or_grid_field_stops_the_sweep_before_any_point(tmp_path, extra):
     path = _write(tmp_path, f"name: typo\nprofiles: [gen2]\nworkloads: [llama3-8b]\nsteps: 1\n{extra}\n")
     out = tmp_path / "out"
-    with pytest.raises(ConfigError, match="unknown field") as err:
+    with pytest.raises(ConfigError, match="unknown field") as err:  # caught while reading the sweep file
         run_sweep(load_sweep(path), out=out, jobs=1)
-    assert "in every point" in str(err.value) and "did you mean" in str(err.value)
+    msg = str(err.value)
+    assert "did you mean" in msg and ("sweep.yaml: set[0]:" in msg or "sweep.yaml: grid.scale_out" in msg)
     assert not out.exists()  # nothing ran, nothing written
+
+
+def test_a_grid_value_with_a_bad_unit_stops_the_sweep_while_reading_it(tmp_path):
+    path = _write(tmp_path, 'name: unit\nprofiles: [gen2]\nworkloads: [llama3-8b]\n'
+                  'grid:\n  scale_out.nic_bandwidth: ["400 Gb/s", "800 Gbs"]\n')  # fmt: skip
+    with pytest.raises(ConfigError, match="wrong unit") as err:
+        load_sweep(path)
+    assert "grid.scale_out.nic_bandwidth" in str(err.value) and "did you mean '800 Gb/s'" in str(err.value)
 
 
 def test_a_field_only_some_workloads_have_keeps_the_sweep_running(tmp_path):
