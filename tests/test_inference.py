@@ -133,6 +133,10 @@ def test_the_kv_cache_bounds_concurrency_and_a_request_too_long_is_one_line(tmp_
         _serve(
             tmp_path, model="llama3-70b", requests={"count": 1, "input_tokens": 20000, "output_tokens": 10}
         )
+    # 1.4 GB are left: an fp8 cache (3.3 GB) would not fit either, so only what does fit is suggested
+    assert str(exc.value).endswith("try tp: 2")
+    with pytest.raises(CapacityError) as exc:  # 6,000 tokens: 1.97 GB in bf16, 0.98 GB in fp8 (fits)
+        _serve(tmp_path, model="llama3-70b", requests={"count": 1, "input_tokens": 6000, "output_tokens": 10})
     assert str(exc.value).endswith("try tp: 2 or kv_cache.precision: fp8")
     # FP8 weights that still do not fit: the remedy is the narrower format the GPU runs, if any
     one_request = {"count": 1, "input_tokens": 100, "output_tokens": 10}

@@ -619,12 +619,12 @@ class ServingJob:
                     f"{spec.name}: one request of {longest:,} tokens needs {need / 1e9:.1f} GB of KV cache per "
                     f"GPU; {kv_capacity / 1e9:.1f} GB of the {hbm / 1e9:.1f} GB usable are left after the "
                     f"weights; try shorter requests (requests.input_tokens / output_tokens) or "
-                    f"{' or '.join(self._capacity_remedies())}"
+                    f"{self._capacity_remedies(longest)}"
                 )
             raise CapacityError(
                 f"{spec.name}: the weights need {self.costs.weights_per_gpu / 1e9:.1f} GB of the "
                 f"{hbm / 1e9:.1f} GB usable per GPU, leaving no room for one request's KV cache "
-                f"({need / 1e9:.2f} GB); try {' or '.join(self._capacity_remedies())}"
+                f"({need / 1e9:.2f} GB); try {self._capacity_remedies(longest)}"
             )
         self.stats = ServingStats(requests, kv_capacity_bytes=kv_capacity)
         self.queues: list[deque[Request]] = []
@@ -645,22 +645,38 @@ class ServingJob:
             self.outstanding.append(0)
             machine.alloc(cls, self.costs.weights_per_gpu)
 
-    def _capacity_remedies(self) -> list[str]:
-        """What would make room for the KV cache: more GPUs per replica, narrower weights the accelerator
-        runs, a narrower cache (when the weights alone fit)."""
+    def _capacity_remedies(self, tokens: int) -> str:
+        """Single changes after which one request of ``tokens`` fits beside the weights: more GPUs per
+        replica, narrower weights the accelerator runs, a narrower KV cache; when none fits alone, the
+        smallest tp that fits with the narrowest weights (the suggestion is checked, not a direction)."""
         spec, acc = self.spec, self.machine.profile.accelerator
-        out = [f"tp: {2 * spec.parallelism.tp}"]
+        usable = acc.hbm_capacity * spec.kv_cache.memory_fraction
+        tp = spec.parallelism.tp
+
+        def fits(**changes: Any) -> bool:
+            par = dataclasses.replace(spec.parallelism, tp=changes.pop("tp", tp))
+            try:
+                costs = replica_costs(dataclasses.replace(spec, parallelism=par, **changes))
+            except Exception:  # a layout this model cannot take (heads not divisible, ...)
+                return False
+            return usable - costs.weights_per_gpu >= costs.kv_bytes(tokens)
+
+        widths = [tp * 2**k for k in range(1, 8)]
         narrower = [p for p in ("fp8", "fp4") if WEIGHT_BYTES[p] < WEIGHT_BYTES[spec.precision]]
         runnable = [p for p in narrower if p in acc.peak_flops]
-        if runnable:
-            out.append(f"precision: {runnable[0]}")
-        usable = acc.hbm_capacity * spec.kv_cache.memory_fraction
-        if (
-            WEIGHT_BYTES[spec.kv_cache.precision] > WEIGHT_BYTES["fp8"]
-            and self.costs.weights_per_gpu < usable
-        ):
-            out.append("kv_cache.precision: fp8")  # only helps when the weights leave some room
-        return out
+        out = [f"tp: {t}" for t in widths[:1] if fits(tp=t)]
+        out += [f"tp: {t}" for t in widths[1:] if not out and fits(tp=t)][:1]
+        out += [f"precision: {p}" for p in runnable if fits(precision=p)][:1]
+        if WEIGHT_BYTES[spec.kv_cache.precision] > WEIGHT_BYTES["fp8"]:
+            cache = dataclasses.replace(spec.kv_cache, precision="fp8")
+            if fits(kv_cache=cache):
+                out.append("kv_cache.precision: fp8")
+        if not out and runnable:
+            both = [t for t in widths if fits(tp=t, precision=runnable[-1])][:1]
+            out += [f"tp: {t} with precision: {runnable[-1]}" for t in both]
+        if not out:
+            return f"more GPUs per replica than tp: {widths[-1]}, or a larger accelerator (none of tp, precision fits)"
+        return " or ".join(out)
 
     @property
     def step_times(self) -> Any:

@@ -453,27 +453,29 @@ def _candidates(spec: ModelSpec, st: Mapping[str, Any]) -> list[list[tuple[str, 
     if st["tp"] > 1 and not st["sequence_parallel"]:
         groups.append([("sequence_parallel: true", {"sequence_parallel": True})])
     sp_for_moe = spec.moe is not None and not st["sequence_parallel"]
-    tp_label = f"tp: {2 * st['tp']}" + (" with sequence_parallel: true" if sp_for_moe else "")
+    with_sp = " with sequence_parallel: true" if sp_for_moe else ""
+    sp = st["sequence_parallel"] or sp_for_moe
     groups.append(
-        [(tp_label, {"tp": 2 * st["tp"], "sequence_parallel": st["sequence_parallel"] or sp_for_moe})]
+        [(f"tp: {k * st['tp']}{with_sp}", {"tp": k * st["tp"], "sequence_parallel": sp}) for k in (2, 4, 8)]
     )
     # A new pp needs its own chunk split: the suggestion uses the automatic one.
     groups.append(
         [(f"pp: {p}", {"pp": p, "layers_per_chunk": None}) for p in range(st["pp"] + 1, spec.layers + 1)]
     )
-    groups.append([(f"cp: {2 * st['cp']}", {"cp": 2 * st["cp"]})])
+    groups.append([(f"cp: {k * st['cp']}", {"cp": k * st["cp"]}) for k in (2, 4, 8)])
     if spec.moe is not None:
-        groups.append([(f"ep: {2 * st['ep']}", {"ep": 2 * st["ep"]})])
+        groups.append([(f"ep: {k * st['ep']}", {"ep": k * st["ep"]}) for k in (2, 4, 8)])
     if st["micro_batch"] > 1:
         groups.append([("micro: 1", {"micro_batch": 1})])
     return groups
 
 
 def explain_oom(breakdown: MemoryBreakdown, capacity_bytes: float) -> str:
-    """One line: what the stage needs, its two largest items, and single changes that shrink the largest.
+    """One line: what the stage needs, its two largest items, and single changes that make it fit.
 
-    For each knob (recompute, ZeRO, SP, tp, pp, cp, ep, micro-batch) the mildest change that training_memory
-    says reduces the largest item is offered; the three with the smallest resulting total are printed.
+    For each knob (recompute, ZeRO, SP, tp, pp, cp, ep, micro-batch) the mildest change after which
+    training_memory says the stage fits is offered (up to three). When no single change fits, each knob's
+    strongest change that shrinks the largest item is printed with what the stage would still need.
     """
     items = sorted(breakdown.items().items(), key=lambda kv: kv[1], reverse=True)
     head = (
@@ -483,18 +485,32 @@ def explain_oom(breakdown: MemoryBreakdown, capacity_bytes: float) -> str:
         return f"{head}: fits with {(capacity_bytes - breakdown.total) / 1e9:.1f} GB free"
     detail = ", ".join(f"{name} {value / 1e9:.1f} GB" for name, value in items[:2] if value > 0)
     largest, largest_bytes = items[0]
-    found: list[tuple[float, str]] = []
-    for group in _candidates(breakdown.spec, breakdown.settings):
+    fitting: list[tuple[int, float, str]] = []  # (group order, total, label): the mildest fit per knob
+    shrinking: list[tuple[float, str]] = []
+    for order, group in enumerate(_candidates(breakdown.spec, breakdown.settings)):
+        best_shrink = None
         for label, change in group:
             try:
                 after = training_memory(breakdown.spec, **{**breakdown.settings, **change})
             except ConfigError:
                 continue  # this model cannot run that way (e.g. pp not dividing the layers)
-            if after.items()[largest] < largest_bytes * (1 - 1e-9):
-                found.append((after.total, label))
+            if after.total <= capacity_bytes:
+                fitting.append((order, after.total, label))
                 break
-    if not found:
+            shrinks = after.items()[largest] < largest_bytes * (1 - 1e-9)
+            if shrinks and (best_shrink is None or after.total < best_shrink[0]):
+                best_shrink = (after.total, label)
+        else:
+            if best_shrink is not None:
+                shrinking.append(best_shrink)
+    if fitting:
+        labels = [label for _, _, label in sorted(fitting)[:3]]
+        return f"{head}: {detail}; try {_or(labels)}"
+    if not shrinking:
         return f"{head}: {detail}; no single change of recompute, ZeRO or parallelism shrinks {largest}"
-    labels = [label for _, label in sorted(found)[:3]]
-    tries = labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " or " + labels[-1]
-    return f"{head}: {detail}; try {tries}"
+    closest = [f"{label} ({total / 1e9:.0f} GB)" for total, label in sorted(shrinking)[:3]]
+    return f"{head}: {detail}; no single change fits: combine them (alone, {_or(closest)})"
+
+
+def _or(labels: list[str]) -> str:
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " or " + labels[-1]
