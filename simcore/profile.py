@@ -581,6 +581,11 @@ def _load_raw(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], list
             value=parent_name,
             expected=exc.expected,
         ) from None
+    if parent_path.resolve() == path.resolve():
+        # a local gen2.yaml that says `extends: gen2.yaml` means the shipped one, not itself
+        shipped = PROFILES_DIR / Path(parent_name).with_suffix(".yaml").name
+        if shipped.is_file() and shipped.resolve() != path.resolve():
+            parent_path = shipped
     parent, parent_texts = _load_raw(parent_path, (*chain, path))
     return _merge(parent, data), parent_texts + texts
 

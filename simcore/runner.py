@@ -436,7 +436,10 @@ def summarize(
         "model_tflops_per_gpu": model_tflops / 1e12,
         "mfu": model_tflops / peak,
         "hardware_tflops_per_gpu": tokens * hw_flops_tok / step_time / gpus / 1e12,
-        "flops_convention": "model FLOPs = 6N + attention (docs/models.md); hardware FLOPs add recompute",
+        "flops_convention": (
+            "model FLOPs = 6N + attention (docs/models.md); hardware FLOPs add recompute; "
+            f"mfu = model FLOP/s over the dense {job.dtype} peak"
+        ),
         "gpus": gpus,
         "exposed_comm_fraction": brk.exposed_comm,
         "exposed_comm_by_group": brk.exposed_by_group,
@@ -619,7 +622,11 @@ def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = Non
             f"{wl['name']} ({wl['precision']}), {layout}, {summary['gpus']} GPUs on {summary['profile']['name']}",
         ),
         *head,
-        ("model TFLOP/s per GPU", fmt("model_tflops_per_gpu") + f"   MFU {fmt('mfu', 100, ' %', 3)}"),
+        (
+            "model TFLOP/s per GPU",
+            fmt("model_tflops_per_gpu")
+            + f"   MFU {fmt('mfu', 100, ' %', 3)} (of the {wl['precision']} peak)",
+        ),
         ("exposed communication", fmt("exposed_comm_fraction", 100, " %", 3)),
         (
             ("idle (waiting for requests)", fmt("idle_fraction", 100, " %", 3))

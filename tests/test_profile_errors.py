@@ -325,6 +325,14 @@ def test_extends_self(tmp_path):
     assert_names(load_error(tmp_path / "self.yaml"), "self.yaml -> self.yaml", "cycle")
 
 
+def test_a_local_profile_named_like_a_shipped_one_extends_the_shipped_one(tmp_path):
+    """`gen2.yaml` in the working directory saying `extends: gen2.yaml` is "gen2 but ...", not a cycle."""
+    (tmp_path / "gen2.yaml").write_text("extends: gen2.yaml\ncooling:\n  inlet_temp: 45 degC\n")
+    local, shipped = load_profile(tmp_path / "gen2.yaml"), load_profile("gen2.yaml")
+    assert local.cooling.inlet_temp == 45.0 != shipped.cooling.inlet_temp
+    assert local.accelerator == shipped.accelerator
+
+
 def test_extends_a_missing_parent(tmp_path):
     (tmp_path / "child.yaml").write_text("extends: nothere.yaml\nname: c\n")
     message = load_error(tmp_path / "child.yaml")
