@@ -118,6 +118,24 @@ def build_training_spec(opts: RunOptions, profile: Profile, workload_sets: list[
         return _training_spec(opts, profile, workload_sets)
 
 
+def _refill_data_parallel(raw: dict[str, Any], auto: Any, workload_sets: list[str]) -> None:
+    """``--set parallelism.tp=4`` on a preset laid out for you keeps its GPUs: dp takes what tp, pp and cp
+    leave (and the batch keeps its sequences per replica), unless dp or the batch were set too."""
+    keys = {option.split("=", 1)[0].strip() for option in workload_sets}
+    model_parallel = {"parallelism.tp", "parallelism.pp", "parallelism.cp"}
+    if not keys & model_parallel or "parallelism.dp" in keys or any(k.startswith("batch") for k in keys):
+        return
+    par, batch = raw["parallelism"], raw["batch"]
+    width = par["tp"] * par["pp"] * par.get("cp", 1)
+    if width < 1 or auto.gpus % width:
+        return  # the layout no longer divides the GPUs: leave dp, the spec check explains
+    dp = auto.gpus // width
+    micro = batch["micro"]
+    per_replica = max(auto.batch.global_seqs // auto.parallelism.dp, 4 * par["pp"] * micro)
+    per_replica = -(-per_replica // (micro * par["pp"])) * micro * par["pp"]
+    par["dp"], batch["global_seqs"] = dp, dp * per_replica
+
+
 def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str]) -> tuple[Any, int]:
     from workloads.model import load_preset
     from workloads.spec import (
@@ -144,6 +162,7 @@ def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str])
         if not workload_sets:
             return auto, racks
         raw = apply_workload_overrides(spec_mapping(auto), workload_sets)
+        _refill_data_parallel(raw, auto, workload_sets)
         spec = load_training_spec(raw, file=label, source_text=text)
         return spec, max(racks, -(-spec.gpus // profile.gpus_per_rack))
     spec = load_training_spec(raw, file=label, source_text=text)

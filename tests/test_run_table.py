@@ -62,3 +62,20 @@ def test_a_job_run_prints_its_wall_time_goodput_and_failures() -> None:
         == "57 failures (10 h of work lost, 5 h down), 310 checkpoints every 640 steps"
     )
     assert "job wall time, goodput" not in _table(_summary("training", bubble_fraction=0.1))
+
+
+def test_setting_tp_on_an_auto_laid_out_preset_keeps_its_gpus(gen2: object) -> None:
+    """`--set parallelism.tp=4` on a preset: dp takes the GPUs tp gave up (the job does not shrink)."""
+    from simcore.runner import RunOptions, run
+
+    def gpus_and_layout(*sets: str) -> tuple[int, int, int]:
+        s = run(
+            RunOptions(profile="gen2.yaml", workload="llama3-8b", steps=1, sets=list(sets), write_trace=False)
+        )
+        par = s.summary["workload"]["parallelism"]
+        return s.summary["gpus"], par["tp"], par["dp"]
+
+    gpus, tp, _ = gpus_and_layout()
+    assert tp == 8  # the automatic layout: TP over the 8-GPU heads divisor
+    assert gpus_and_layout("parallelism.tp=4") == (gpus, 4, gpus // 4)
+    assert gpus_and_layout("parallelism.tp=4", "parallelism.dp=2") == (8, 4, 2)  # dp given: honoured
