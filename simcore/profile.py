@@ -497,7 +497,9 @@ def resolve_profile_path(name: str | Path, relative_to: Path | None = None) -> P
         if path.is_file():
             return path
     known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-    close = difflib.get_close_matches(candidate.stem, known, n=1)
+    close = [k for k in known if k.lower() == candidate.stem.lower()] or difflib.get_close_matches(
+        candidate.stem, known, n=1
+    )
     raise ConfigError(
         "profile not found",
         file=str(name),

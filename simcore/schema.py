@@ -260,7 +260,8 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
         return _check_number(meta, raw, file=file, path=path)
     if kind == "choice":
         if raw not in meta["options"]:
-            close = difflib.get_close_matches(str(raw), meta["options"], n=1)
+            same_case = [o for o in meta["options"] if str(o).lower() == str(raw).lower()]
+            close = same_case or difflib.get_close_matches(str(raw), meta["options"], n=1)
             raise ConfigError(
                 "not an allowed value",
                 file=file,

@@ -162,7 +162,12 @@ def parse_quantity(
         AssertionError,
     ) as exc:
         raise ConfigError(
-            f"unknown unit {unit!r}", file=file, path=path, value=value, expected=example
+            f"unknown unit {unit!r}",
+            file=file,
+            path=path,
+            value=value,
+            expected=example,
+            hint=_spelling_hint(match.group(1), unit, ureg.Quantity(1.0, si)),
         ) from exc
     if not _same_kind(quantity, target):
         hint = None
@@ -185,6 +190,23 @@ def parse_quantity(
     if not math.isfinite(result):
         raise ConfigError("not a finite number", file=file, path=path, value=value, expected=example)
     return result
+
+
+def _spelling_hint(number: str, unit: str, target: pint.Quantity) -> str | None:
+    """'did you mean ...' for a unit pint does not know but a re-spelling does: the case ('w', 'gb/s'),
+    'FLOPS' for FLOP/s."""
+    ureg = registry()
+    flops = re.sub("flops", "FLOP/s", unit, flags=re.IGNORECASE)
+    guesses = [flops, unit.upper(), unit.lower(), unit[:1].upper() + unit[1:], unit[:1] + unit[1:].upper()]
+    guesses += [re.sub("^([a-z]?)b/s$", lambda m: m.group(1).upper() + "B/s", unit)]  # gb/s: bytes or bits
+    found: list[str] = []
+    for guess in dict.fromkeys(g for g in guesses if g != unit):
+        try:
+            if _same_kind(ureg.Quantity(1.0, guess), target):
+                found.append(f"'{number} {guess}'")
+        except Exception:  # any spelling pint rejects is simply not a guess
+            continue
+    return f"did you mean {' or '.join(sorted(found)[:2])}?" if found else None
 
 
 def _rate_spellings(unit: str) -> list[str]:

@@ -423,3 +423,21 @@ def test_set_errors_name_the_option_inside_lists_values_and_sections(option, pat
 def test_a_set_option_with_a_newline_stays_one_line():
     message = load_error(PROFILES_DIR / "gen1.yaml", ("cooling.inlet_temp=45\n",))
     assert message.startswith("--set cooling.inlet_temp=45\\n (over ")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "says"),
+    [
+        ("accelerator.tdp", "1200 w", "did you mean '1200 W'?"),
+        ("accelerator.peak_flops.bf16", "2.5 PFLOPS", "did you mean '2.5 PFLOP/s'?"),
+        ("scale_up.bandwidth", "900 gb/s", "did you mean '900 GB/s' or '900 Gb/s'?"),
+        ("scale_out.nic_bandwidth", "400 Gbs", "did you mean '400 Gb/s'?"),
+    ],
+)
+def test_unit_misspellings_get_a_respelling(tmp_path, path, value, says):
+    assert_names(load_error(write_profile(tmp_path, {path: value})), "bad.yaml", path, says)
+
+
+def test_a_profile_name_in_the_wrong_case_is_suggested():
+    with pytest.raises(ConfigError, match="did you mean 'gen2'"):
+        load_profile("GEN2")
