@@ -614,15 +614,16 @@ class ServingJob:
             from simcore.errors import CapacityError
 
             need = self.costs.kv_bytes(longest)
+            where = spec.source_file or spec.name
             if kv_capacity > 0 and need > 0.5 * hbm:  # the request, not the weights, is what does not fit
                 raise CapacityError(
-                    f"{spec.name}: one request of {longest:,} tokens needs {need / 1e9:.1f} GB of KV cache per "
+                    f"{where}: one request of {longest:,} tokens needs {need / 1e9:.1f} GB of KV cache per "
                     f"GPU; {kv_capacity / 1e9:.1f} GB of the {hbm / 1e9:.1f} GB usable are left after the "
                     f"weights; try shorter requests (requests.input_tokens / output_tokens) or "
                     f"{self._capacity_remedies(longest)}"
                 )
             raise CapacityError(
-                f"{spec.name}: the weights need {self.costs.weights_per_gpu / 1e9:.1f} GB of the "
+                f"{where}: the weights need {self.costs.weights_per_gpu / 1e9:.1f} GB of the "
                 f"{hbm / 1e9:.1f} GB usable per GPU, leaving no room for one request's KV cache "
                 f"({need / 1e9:.2f} GB); try {self._capacity_remedies(longest)}"
             )

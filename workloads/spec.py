@@ -555,7 +555,8 @@ def stage_memory(spec: TrainingSpec, capacity_bytes: float | None = None) -> dic
     }
     worst = max(out.values(), key=lambda mem: mem.total)
     if capacity_bytes is not None and worst.total > capacity_bytes:
-        raise CapacityError(explain_oom(worst, capacity_bytes))
+        where = f"{spec.source_file}: " if spec.source_file else ""
+        raise CapacityError(where + explain_oom(worst, capacity_bytes))
     return out
 
 
