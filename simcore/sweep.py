@@ -551,6 +551,30 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _short_error(text: str, limit: int = 160) -> str:
+    """An error cell: whole words, and where it was cut, where the full text is."""
+    if len(text) <= limit:
+        return text
+    return text[: text.rfind(" ", 0, limit - 30) if " " in text[: limit - 30] else limit - 30] + (
+        " ... (full text in sweep.json)"
+    )
+
+
+def _unknown_metric_notes(result: SweepResult) -> list[str]:
+    """A metric no point that ran has in its summary is most likely misspelt: say so, not '-' silently."""
+    ran = [r.get("summary") or {} for r in result.points if r["status"] == "ok"]
+    if not ran:
+        return []
+    keys = sorted(set().union(*ran))
+    notes = []
+    for metric in result.spec.metrics:
+        if all(metric not in summary for summary in ran):
+            close = difflib.get_close_matches(metric, keys, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            notes.append(f"note: metric {metric!r} is in no point's summary.json{hint}")
+    return notes
+
+
 def format_table(result: SweepResult) -> str:
     """The sweep as a text table (parameters that vary, then the metrics; errors in one short column)."""
     keys = [
@@ -563,7 +587,7 @@ def format_table(result: SweepResult) -> str:
         if r["status"] == "ok":
             cells += [_cell(_metric(r, m)) for m in result.spec.metrics]
         else:
-            cells += [f"{r['status']}: {r['error']}"[:120]]
+            cells += [_short_error(f"{r['status']}: {r['error']}")]
         rows.append(cells)
     full = [c for c in rows if len(c) == len(header)]  # an error row's message runs past the columns
     first_metric = len(header) - len(result.spec.metrics)
@@ -575,6 +599,7 @@ def format_table(result: SweepResult) -> str:
     lines.append("  ".join("-" * w for w in widths))
     for cells in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip())
+    lines += _unknown_metric_notes(result)
     c = result.counts
     lines.append(
         f"{len(result.points)} point(s): {c['ok']} ran, {c['error']} could not run, {c['crashed']} crashed; "

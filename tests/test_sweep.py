@@ -221,3 +221,16 @@ def test_a_field_only_some_workloads_have_keeps_the_sweep_running(tmp_path):
     result = run_sweep(load_sweep(path), out=tmp_path / "out", jobs=1)
     status = sorted(r["status"] for r in result.points)
     assert status == ["error", "error", "ok", "ok"]
+
+
+def test_a_misspelt_metric_gets_a_note_and_long_errors_are_cut_at_a_word(tmp_path):
+    from simcore.sweep import _short_error, format_table
+
+    path = _write(
+        tmp_path, "name: m\nprofiles: [gen2]\nworkloads: [llama3-8b]\nsteps: 1\nmetrics: [step_time, mfu]\n"
+    )
+    table = format_table(run_sweep(load_sweep(path), out=tmp_path / "out", jobs=1))
+    assert "note: metric 'step_time' is in no point's summary.json (did you mean 'step_time_s'?)" in table
+    assert "'mfu'" not in table  # a metric that is there gets no note
+    cut = _short_error("error: " + "word " * 60)
+    assert cut.endswith("word ... (full text in sweep.json)") and len(cut) <= 160
