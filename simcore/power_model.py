@@ -112,8 +112,13 @@ class PowerController:
         else:
             self.design_rise_k = AIR_DESIGN_RISE_K
         # Warm start: a job that has been running sits near the steady state of sustained compute.
+        # Its power is held by the GPU's cap and its share of the rack limit, as every tick's is.
         a_hot = min(1.0, w.tensor + 0.3 * w.hbm)
-        p_hot = acc.idle_power + (acc.tdp - acc.idle_power) * a_hot
+        rack_share = (self.p.rack.power_limit - self.static_rack_w) / machine.cluster.gpus_per_rack
+        p_hot = np.minimum(
+            acc.idle_power + (acc.tdp - acc.idle_power) * a_hot, np.minimum(self.gpu_cap, rack_share)
+        )
+        p_hot = np.maximum(p_hot, acc.idle_power)
         t_f = self._supply_c(0.0) + 0.5 * self.design_rise_k * self._load_fraction(p_hot)
         self.tj = np.full(n, t_f + p_hot * (cool.r_junction_plate + cool.r_plate_coolant))
         self.tcp = np.full(n, t_f + p_hot * cool.r_plate_coolant)

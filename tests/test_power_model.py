@@ -268,3 +268,15 @@ def test_the_controller_takes_every_recorded_row_exactly_once_across_blocks(tmp_
     assert len(r.events) > 5 * 257  # several blocks, polled many times in between
     assert sum(len(t) > 0 for t in taken) > 5
     assert np.concatenate(taken).tobytes() == r.events.tobytes()
+
+
+def test_a_power_capped_gpu_starts_and_peaks_no_hotter_than_its_cap_allows():
+    """The warm start sits at the capped power, as every tick does: the hottest die of a capped run is
+    cooler than the uncapped one, and its first sample is the steady state of the capped power."""
+    free = _steady_compute("h100-dgx.yaml", seconds=0.5)
+    capped = _steady_compute("h100-dgx.yaml", seconds=0.5, sets=("accelerator.power_cap=300 W",))
+    p = load_profile("h100-dgx.yaml")
+    r_total = p.cooling.r_junction_plate + p.cooling.r_plate_coolant
+    tj_free, tj_capped = (np.concatenate(c._series["tj"], axis=1) for c in (free, capped))
+    assert tj_capped.max() < tj_free.max() - 0.5 * (700 - 300) * r_total
+    assert tj_capped[:, 0].max() <= p.cooling.inlet_temp + 300 * r_total + 10.0  # coolant rise included
