@@ -102,6 +102,15 @@ def parse_ranks(spec: str | None, class_names: Sequence[str]) -> list[int] | Non
     return sorted(out)
 
 
+def _asked_last_step(spec: str | int | None) -> int | None:
+    """The last step a --steps value asked for (N -> N-1, A-B -> B), before clipping; None if none."""
+    text = str(spec).strip() if spec is not None else ""
+    try:
+        return int(text) - 1 if text.isdigit() else int(text.split("-", 1)[1]) if "-" in text else None
+    except ValueError:
+        return None
+
+
 def parse_steps(spec: str | int | None, n_steps: int) -> tuple[int, int] | None:
     """``N`` (the first N steps) or ``A-B`` (steps A..B, 0-based, inclusive) -> [first, last]."""
     if spec is None:
@@ -368,6 +377,11 @@ def export_perfetto(
         classes = selected if selected is not None else list(range(tr.n_classes))
         n_steps = len(tr.step_ends)
         step_sel = parse_steps(steps, n_steps)
+        asked = _asked_last_step(steps)
+        if step_sel is not None and n_steps and asked is not None and asked > step_sel[1]:
+            result.notes.append(
+                f"--steps {steps}: the trace has {n_steps} step(s); exporting steps {step_sel[0]}-{step_sel[1]}"
+            )
         if step_sel is None and steps is None and n_steps and tr.n_events > max_events:
             share = len(classes) / max(1, tr.n_classes)
             per_step = tr.n_events * share / n_steps
