@@ -136,12 +136,22 @@ class _Failures:
         self.rng = rng
         self.shape = plan.weibull_shape
         self.scale = plan.node_mtbf_s / math.gamma(1.0 + 1.0 / plan.weibull_shape)
-        first = self._draw(plan.nodes)
+        first = self._first(plan.nodes)
         self.heap = [(float(t), node) for node, t in enumerate(first)]
         heapq.heapify(self.heap)
 
     def _draw(self, n: int) -> np.ndarray:
         return self.scale * self.rng.weibull(self.shape, n)
+
+    def _first(self, n: int) -> np.ndarray:
+        """Each node's first failure: the residual life of a fleet that has been running (the renewal
+        process in equilibrium), not of a brand-new node. Its CDF is (1/mean)·∫S = P(1/k, (t/λ)^k), the
+        regularised incomplete gamma, so (t/λ)^k ~ Gamma(1/k): t = λ·G^(1/k). For k = 1 that is the same
+        exponential as a new node's (memoryless), drawn as before. With new nodes at t = 0, a shape of 0.7
+        gave 2.4x the configured failures over an 18-day job on 2,048 nodes, and 1.5 a quarter of them."""
+        if self.shape == 1.0:
+            return self._draw(n)
+        return self.scale * self.rng.gamma(1.0 / self.shape, 1.0, n) ** (1.0 / self.shape)
 
     def pop(self) -> float:
         """Time of the next failure; the failed node is replaced by a new one (its next failure drawn)."""
@@ -169,15 +179,17 @@ def replay_job(plan: JobPlan) -> JobResult:
     done = env.event()
 
     def resume_time(now: float) -> float:
-        """When the job can run again after a failure at ``now`` (detect, get a node, restart)."""
-        ordered = now + plan.replace_s  # the failed node's replacement
+        """When the job can run again after a failure at ``now``: detect it, then get a node (a ready hot
+        spare, else the replacement ordered once the failure is known), then restart."""
+        detected = now + plan.detect_s
+        ordered = detected + plan.replace_s  # the failed node's replacement
         if spares and min(spares) < ordered:
             slot = spares.index(min(spares))
-            ready = max(now, spares[slot])
+            ready = max(detected, spares[slot])
             spares[slot] = ordered  # the new node refills the pool
         else:
             ready = ordered
-        return max(now + plan.detect_s, ready) + plan.restart_s
+        return ready + plan.restart_s
 
     def hold(duration: float) -> Generator[simpy.Event, Any, float | None]:
         """Wait ``duration``; the resume time of a failure that cut it short, else None."""
