@@ -462,7 +462,9 @@ def _candidates(spec: ModelSpec, st: Mapping[str, Any]) -> list[list[tuple[str, 
     groups.append(
         [(f"pp: {p}", {"pp": p, "layers_per_chunk": None}) for p in range(st["pp"] + 1, spec.layers + 1)]
     )
-    groups.append([(f"cp: {k * st['cp']}", {"cp": k * st["cp"]}) for k in (2, 4, 8)])
+    # ring (p2p) context parallelism cannot run sliding-window layers: the all-gather form can
+    cp_with = " with cp_comm: allgather" if spec.sliding_window else ""
+    groups.append([(f"cp: {k * st['cp']}{cp_with}", {"cp": k * st["cp"]}) for k in (2, 4, 8)])
     if spec.moe is not None:
         groups.append([(f"ep: {k * st['ep']}", {"ep": k * st["ep"]}) for k in (2, 4, 8)])
     if st["micro_batch"] > 1:
@@ -491,7 +493,7 @@ def explain_oom(breakdown: MemoryBreakdown, capacity_bytes: float) -> str:
         best_shrink = None
         for label, change in group:
             try:
-                after = training_memory(breakdown.spec, **{**breakdown.settings, **change})
+                after = _worst_stage(breakdown, change)
             except ConfigError:
                 continue  # this model cannot run that way (e.g. pp not dividing the layers)
             if after.total <= capacity_bytes:
@@ -510,6 +512,15 @@ def explain_oom(breakdown: MemoryBreakdown, capacity_bytes: float) -> str:
         return f"{head}: {detail}; no single change of recompute, ZeRO or parallelism shrinks {largest}"
     closest = [f"{label} ({total / 1e9:.0f} GB)" for total, label in sorted(shrinking)[:3]]
     return f"{head}: {detail}; no single change fits: combine them (alone, {_or(closest)})"
+
+
+def _worst_stage(breakdown: MemoryBreakdown, change: Mapping[str, Any]) -> MemoryBreakdown:
+    """The fullest stage after ``change``: a new pp (or recompute) can make another stage the worst."""
+    settings = {**breakdown.settings, **change}
+    return max(
+        (training_memory(breakdown.spec, **{**settings, "stage_index": i}) for i in range(settings["pp"])),
+        key=lambda mem: mem.total,
+    )
 
 
 def _or(labels: list[str]) -> str:
