@@ -235,9 +235,15 @@ def _check_names(spec: SweepSpec) -> None:
     _check_settings(spec)
 
 
+# Messages of errors in a value itself (a misspelt field, a unit that does not parse): those fail every
+# point, so they stop the sweep up front. Consistency checks between fields are left to each point.
+_VALUE_ERRORS = ("unknown field", "unknown unit", "wrong unit", "a unit is required", "not a quantity",
+                 "not a number followed by a unit", "not an allowed value", "not a finite number")  # fmt: skip
+
+
 def _check_settings(spec: SweepSpec) -> None:
-    """Fail before running anything when a `set` or grid key is misspelled, or a profile value does not
-    parse on a profile of the sweep (each point would fail alike, far into the run)."""
+    """Fail before running anything when a `set` or grid key is misspelt, or a profile value does not
+    parse on any profile of the sweep (each point would fail alike, far into the run)."""
     from simcore.profile import load_profile
     from simcore.runner import split_sets
 
@@ -248,8 +254,16 @@ def _check_settings(spec: SweepSpec) -> None:
     for where, option in options:
         try:
             profile_sets, _ = split_sets([option])
+            errors = []
             for profile in spec.profiles if profile_sets else ():
-                load_profile(profile, [*_profile_only(spec.sets), *profile_sets])
+                try:
+                    load_profile(profile, [*_profile_only(spec.sets), *profile_sets])
+                except ConfigError as exc:
+                    errors.append(exc)
+            if profile_sets and len(errors) == len(spec.profiles):
+                value_errors = [e for e in errors if e.message.startswith(_VALUE_ERRORS)]
+                if value_errors:
+                    raise value_errors[0]
         except ConfigError as exc:
             raise ConfigError(exc.message, file=spec.file, path=where, value=option,
                               expected=exc.expected, hint=exc.hint) from None  # fmt: skip

@@ -234,3 +234,15 @@ def test_a_misspelt_metric_gets_a_note_and_long_errors_are_cut_at_a_word(tmp_pat
     assert "'mfu'" not in table  # a metric that is there gets no note
     cut = _short_error("error: " + "word " * 60)
     assert cut.endswith("word ... (full text in sweep.json)") and len(cut) <= 160
+
+
+def test_a_value_only_one_profile_rejects_fails_only_that_profiles_points(tmp_path):
+    """A consistency check (a power cap below gen2's idle draw) is a point's error, not the sweep's."""
+    path = _write(tmp_path, 'name: cap\nprofiles: [h100-dgx, gen2]\nworkloads: [llama3-8b]\nsteps: 1\n'
+                  'grid:\n  accelerator.power_cap: ["120 W", "500 W"]\n')  # fmt: skip
+    result = run_sweep(load_sweep(path), out=tmp_path / "out", jobs=1)
+    status = {
+        (r["params"]["profile"], r["params"]["accelerator.power_cap"]): r["status"] for r in result.points
+    }
+    assert status[("gen2", "120 W")] == "error"
+    assert [s for k, s in status.items() if k != ("gen2", "120 W")] == ["ok", "ok", "ok"]
