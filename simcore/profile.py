@@ -45,11 +45,16 @@ DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "fp6", "fp4")
 
 def _profiles_dir() -> Path:
     """hardware_profiles/ as installed (a package, so wheels carry it), else beside the source tree."""
+    beside = Path(__file__).resolve().parent.parent / "hardware_profiles"
     try:
         import hardware_profiles
     except ImportError:  # an install made before hardware_profiles became a package
-        return Path(__file__).resolve().parent.parent / "hardware_profiles"
-    return Path(hardware_profiles.__file__).resolve().parent
+        return beside
+    # a user's own hardware_profiles/ folder in the working directory imports as a namespace package
+    # (no __file__): it is not the shipped one
+    file = getattr(hardware_profiles, "__file__", None)
+    shipped = Path(file).resolve().parent if file else None
+    return shipped if shipped is not None and (shipped / "gen2.yaml").is_file() else beside
 
 
 PROFILES_DIR = _profiles_dir()

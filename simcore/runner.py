@@ -120,15 +120,20 @@ def build_training_spec(opts: RunOptions, profile: Profile, workload_sets: list[
 
 def _refill_data_parallel(raw: dict[str, Any], auto: Any, workload_sets: list[str]) -> None:
     """``--set parallelism.tp=4`` on a preset laid out for you keeps its GPUs: dp takes what tp, pp and cp
-    leave (and the batch keeps its sequences per replica), unless dp or the batch were set too."""
+    leave (and the batch keeps its sequences per replica), unless dp or batch.global_seqs were set too."""
     keys = {option.split("=", 1)[0].strip() for option in workload_sets}
     model_parallel = {"parallelism.tp", "parallelism.pp", "parallelism.cp"}
-    if not keys & model_parallel or "parallelism.dp" in keys or any(k.startswith("batch") for k in keys):
+    if not keys & model_parallel or "parallelism.dp" in keys or "batch.global_seqs" in keys:
         return
     par, batch = raw["parallelism"], raw["batch"]
     width = par["tp"] * par["pp"] * par.get("cp", 1)
     if width < 1 or auto.gpus % width:
-        return  # the layout no longer divides the GPUs: leave dp, the spec check explains
+        raise ConfigError(
+            f"tp·pp·cp = {width} does not divide the {auto.gpus} GPUs the preset was laid out on",
+            path="--set",
+            value=", ".join(sorted(keys & model_parallel)),
+            expected="a layout dividing them, or parallelism.dp (and --racks) set as well",
+        )
     dp = auto.gpus // width
     micro = batch["micro"]
     per_replica = max(auto.batch.global_seqs // auto.parallelism.dp, 4 * par["pp"] * micro)
@@ -581,7 +586,11 @@ def _host_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """A line for host-bound runs only (most runs never wait for their host)."""
     wait = summary.get("host_wait_fraction") or 0.0
     training = summary.get("workload", {}).get("kind") != "inference"
-    what = "launches, per-step host work; part of idle" if training else "launches, per-iteration host work"
+    what = (
+        "launches, per-step host work; counted in idle or exposed communication"
+        if training
+        else "launches, per-iteration host work"
+    )
     return [("waiting for the host", f"{100 * wait:.3g} %  ({what})")] if wait >= 0.001 else []
 
 

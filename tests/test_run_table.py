@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import pytest
+
+from simcore.errors import ConfigError
 from simcore.runner import print_table
 
 
@@ -31,10 +34,10 @@ def _table(summary: dict[str, Any]) -> dict[str, str]:
 
 
 def test_training_idle_row_is_the_bubble_fraction_and_says_it_holds_the_host_wait() -> None:
-    rows = _table(_summary("training", bubble_fraction=0.367, host_wait_fraction=0.368, idle_fraction=0.0))
+    rows = _table(_summary("training", bubble_fraction=0.367, host_wait_fraction=0.35, idle_fraction=0.0))
     assert rows["idle (bubble, waits)"] == "36.7 %"
     assert (
-        rows["waiting for the host"].startswith("36.8 %") and "part of idle" in rows["waiting for the host"]
+        rows["waiting for the host"].startswith("35 %") and "counted in idle" in rows["waiting for the host"]
     )
 
 
@@ -79,3 +82,19 @@ def test_setting_tp_on_an_auto_laid_out_preset_keeps_its_gpus(gen2: object) -> N
     assert tp == 8  # the automatic layout: TP over the 8-GPU heads divisor
     assert gpus_and_layout("parallelism.tp=4") == (gpus, 4, gpus // 4)
     assert gpus_and_layout("parallelism.tp=4", "parallelism.dp=2") == (8, 4, 2)  # dp given: honoured
+    assert gpus_and_layout("parallelism.tp=4", "batch.micro=2") == (
+        gpus,
+        4,
+        gpus // 4,
+    )  # micro: still refilled
+    with pytest.raises(ConfigError, match="does not divide the 72 GPUs"):  # not a silent second rack
+        gpus_and_layout("parallelism.pp=16")
+
+
+def test_set_model_on_a_spec_that_names_its_preset_overrides_it() -> None:
+    from workloads.spec import apply_workload_overrides
+
+    raw = {"kind": "training", "preset": "llama3-8b", "batch": {"global_seqs": 8, "micro": 1}}
+    assert apply_workload_overrides(dict(raw), ["model=llama3-70b"])["model"] == "llama3-70b"
+    layered = apply_workload_overrides(dict(raw), ["model.layers=4"])
+    assert layered["model"] == {"preset": "llama3-8b", "layers": 4} and "preset" not in layered

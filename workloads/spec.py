@@ -403,7 +403,7 @@ def load_workload(name: str, overrides: Iterable[str] = ()) -> tuple[dict[str, A
             )
         return apply_workload_overrides(dict(raw), overrides), str(path), path.read_text()
     presets = list_presets()
-    if name.endswith((".yaml", ".yml")) or "/" in name or Path(name).is_dir():
+    if name not in presets and (name.endswith((".yaml", ".yml")) or "/" in name or Path(name).is_dir()):
         where = "is a directory" if Path(name).is_dir() else "no such file"
         raise ConfigError(
             where, file=name, expected="a workload spec YAML file (docs/workloads.md) or a model preset"
@@ -425,6 +425,8 @@ def apply_workload_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> d
     ``--set model.layers=4`` works on a spec that names its model by preset (docs/models.md)."""
     for option in overrides:
         keys = parse_set_option(option)[0]
+        if keys[0] == "model" and "preset" in raw and "model" not in raw:  # `preset: X` is `model: X`
+            raw = {k: v for k, v in raw.items() if k != "preset"} | {"model": raw["preset"]}
         if keys[0] == "model" and len(keys) > 1 and isinstance(raw.get("model"), str):
             raw = {**raw, "model": {"preset": raw["model"]}}
         raw = apply_overrides(raw, [option])
