@@ -112,13 +112,15 @@ class PowerController:
         else:
             self.design_rise_k = AIR_DESIGN_RISE_K
         # Warm start: a job that has been running sits near the steady state of sustained compute.
-        # Its power is held by the GPU's cap and its share of the rack limit, as every tick's is.
+        # Its power is held by the GPU's cap, and by its share of the rack limit where the rack (with its
+        # idle GPUs and static load) would exceed it, as every tick's is.
         a_hot = min(1.0, w.tensor + 0.3 * w.hbm)
-        rack_share = (self.p.rack.power_limit - self.static_rack_w) / machine.cluster.gpus_per_rack
-        p_hot = np.minimum(
-            acc.idle_power + (acc.tdp - acc.idle_power) * a_hot, np.minimum(self.gpu_cap, rack_share)
-        )
-        p_hot = np.maximum(p_hot, acc.idle_power)
+        p_hot = np.minimum(acc.idle_power + (acc.tdp - acc.idle_power) * a_hot, self.gpu_cap)
+        limit = self.p.rack.power_limit
+        load = self.static_rack_w + self.rack_counts @ p_hot + self.rack_idle_gpus * acc.idle_power
+        over = (self.rack_counts[load > limit] > 0).any(axis=0)  # classes in a rack over its limit
+        share = (limit - self.static_rack_w) / machine.cluster.gpus_per_rack
+        p_hot = np.maximum(np.where(over, np.minimum(p_hot, share), p_hot), acc.idle_power)
         t_f = self._supply_c(0.0) + 0.5 * self.design_rise_k * self._load_fraction(p_hot)
         self.tj = np.full(n, t_f + p_hot * (cool.r_junction_plate + cool.r_plate_coolant))
         self.tcp = np.full(n, t_f + p_hot * cool.r_plate_coolant)
@@ -479,6 +481,9 @@ class PowerResult:
         full_rack_it_w = (ctl.static_rack_w + ctl.m.cluster.gpus_per_rack * job_gpu_w) * (
             it_e / lossless if lossless > 0 else 1.0
         )
+        # a full rack cannot draw more than its limit: it would throttle there (the per-GPU throughput of a
+        # run that did not fill its rack is then optimistic for a full one)
+        full_rack_it_w = min(full_rack_it_w, p.rack.power_limit)
         summary = {
             "avg_it_power_w": it_e / total_t,
             "peak_it_power_w": float(np.max(it_w)),
