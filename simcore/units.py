@@ -197,7 +197,8 @@ def _spelling_hint(number: str, unit: str, target: pint.Quantity) -> str | None:
     'FLOPS' for FLOP/s."""
     ureg = registry()
     flops = re.sub("flops", "FLOP/s", unit, flags=re.IGNORECASE)
-    guesses = [flops, unit.upper(), unit.lower(), unit[:1].upper() + unit[1:], unit[:1] + unit[1:].upper()]
+    guesses = [*_rate_spellings(unit)[:1], flops, unit.upper(), unit.lower(), unit[:1].upper() + unit[1:]]
+    guesses += [unit[:1] + unit[1:].upper()]
     guesses += [re.sub("^([a-z]?)b/s$", lambda m: m.group(1).upper() + "B/s", unit)]  # gb/s: bytes or bits
     found: list[str] = []
     for guess in dict.fromkeys(g for g in guesses if g != unit):
@@ -212,6 +213,10 @@ def _spelling_hint(number: str, unit: str, target: pint.Quantity) -> str | None:
 def _rate_spellings(unit: str) -> list[str]:
     """Ways a rate may have been meant: "Gbs" / "TFLOPs" (a trailing s for "per second") -> "Gb/s" /
     "TFLOP/s", else the unit per second."""
+    flops = re.fullmatch(r"([a-zA-Z]?)flops?", unit, flags=re.IGNORECASE)
+    if flops:  # "pflops": P, not pico (a lower-case prefix is a fraction only for m, u, n, p, f, a)
+        prefix = flops.group(1)
+        return [(prefix if prefix == "k" else prefix.upper()) + "FLOP/s"]
     guesses = [unit[:-1] + "/s"] if unit.endswith("s") and not unit.endswith("/s") and len(unit) > 1 else []
     return [*guesses, unit + "/s"]
 

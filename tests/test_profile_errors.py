@@ -432,6 +432,8 @@ def test_a_set_option_with_a_newline_stays_one_line():
         ("accelerator.peak_flops.bf16", "2.5 PFLOPS", "did you mean '2.5 PFLOP/s'?"),
         ("scale_up.bandwidth", "900 gb/s", "did you mean '900 GB/s' or '900 Gb/s'?"),
         ("scale_out.nic_bandwidth", "400 Gbs", "did you mean '400 Gb/s'?"),
+        ("accelerator.peak_flops.bf16", "2.5 pflops", "did you mean '2.5 PFLOP/s'?"),  # not pico
+        ("accelerator.peak_flops.bf16", "989 tflops", "did you mean '989 TFLOP/s'?"),
     ],
 )
 def test_unit_misspellings_get_a_respelling(tmp_path, path, value, says):

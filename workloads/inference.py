@@ -655,7 +655,10 @@ class ServingJob:
         tp = spec.parallelism.tp
 
         def fits(**changes: Any) -> bool:
-            par = dataclasses.replace(spec.parallelism, tp=changes.pop("tp", tp))
+            width = changes.pop("tp", tp)
+            if not spec.parallelism.attention_dp and spec.model.heads % width:
+                return False  # tensor parallelism splits the heads
+            par = dataclasses.replace(spec.parallelism, tp=width)
             try:
                 costs = replica_costs(dataclasses.replace(spec, parallelism=par, **changes))
             except Exception:  # a layout this model cannot take (heads not divisible, ...)
