@@ -616,6 +616,7 @@ def _mitigations(
             one(0.5 * es.capacity),
             one(60.0),
             s.sample_s,
+            one(np.sum(load[0] * dt) / np.sum(dt)),  # settled at the run's mean draw, not its first sample
         )
         grid_w = grid_rack[0] * racks
         info["storage"] = {

@@ -144,6 +144,7 @@ def _storage_args(load, capacity, p_max, eff, ramp, tau, soc0_frac=0.5, recovery
         cap * 0.5,
         per_class(recovery, n),
         DT,
+        load[:, 0].astype(np.float64),
     )
 
 
@@ -200,3 +201,16 @@ def test_storage_buffer_smooths_a_square_wave():
     grid0, soc0 = gr.storage_buffer(*_storage_args(load, 0.0, 0.0, 0.97, 50.0, 2.0))
     np.testing.assert_array_equal(grid0, load)
     np.testing.assert_array_equal(soc0, 0.0)
+
+
+def test_storage_settled_at_the_mean_rides_through_a_run_that_starts_in_a_dip():
+    """A run whose first sample is an idle dip: a grid settled there (the old start) sees the first ramp
+    to full load empty the store, after which the grid takes every step; settled at the run's mean (a job
+    that has been running) the store covers the swing from the first cycle on."""
+    load = _square(200.0, 1000.0, 1024, 30)[None, :]  # starts low
+    args = list(_storage_args(load, 5000.0, 500.0, 0.97, 50.0, 2.0))
+    args[-1] = np.array([load.mean()])
+    grid, soc = gr.storage_buffer(*args)
+    assert soc.min() > 0.3 * 5000.0 and soc.max() < 0.7 * 5000.0
+    assert gr.power_swing(grid[0], DT)[0] < 0.2 * gr.power_swing(load[0], DT)[0]
+    np.testing.assert_allclose(grid, gr.storage_buffer_ref(*args)[0], rtol=1e-12)

@@ -174,6 +174,7 @@ def storage_buffer(
     soc_target_j: np.ndarray,
     soc_recovery_s: np.ndarray,
     dt_s: float,
+    grid0_w: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Grid draw and state of charge, both ``[n_units, n_bins]`` (W, J at the end of each bin).
 
@@ -185,7 +186,8 @@ def storage_buffer(
     ``load - grid`` within ``max_power_w`` and its energy: delivering P for dt takes ``P dt / efficiency``
     out of storage, absorbing P stores ``P dt * efficiency`` (``efficiency`` is one-way; round trip is
     its square), ``0 <= soc <= capacity_j``. Whatever the battery cannot cover, the grid takes, so the grid
-    ramp limit holds only while the battery has headroom. The grid starts settled at ``load[:, 0]``.
+    ramp limit holds only while the battery has headroom. The grid and its low-pass start settled at
+    ``grid0_w`` (a job that has been running: its mean load; not the first sample, which may be a dip).
     All parameters are ``[n_units]``.
     """
     n_units, n_bins = load_w.shape
@@ -201,8 +203,8 @@ def storage_buffer(
         alpha = -np.expm1(-dt_s / tau_s[u]) if tau_s[u] > 0.0 else 1.0
         restore = 1.0 / soc_recovery_s[u] if soc_recovery_s[u] > 0.0 else 0.0
         e = soc0_j[u]
-        g_prev = load_w[u, 0]
-        lp = load_w[u, 0]
+        g_prev = grid0_w[u]
+        lp = grid0_w[u]
         for b in range(n_bins):
             load = load_w[u, b]
             lp += alpha * (load - lp)
@@ -234,6 +236,7 @@ def storage_buffer_ref(
     soc_target_j: np.ndarray,
     soc_recovery_s: np.ndarray,
     dt_s: float,
+    grid0_w: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reference for :func:`storage_buffer` (loop over bins, vectorised over units)."""
     n_units, n_bins = load_w.shape
@@ -244,7 +247,7 @@ def storage_buffer_ref(
         restore = np.where(soc_recovery_s > 0.0, 1.0 / soc_recovery_s, 0.0)
     step = ramp_w_per_s * dt_s
     e = soc0_j.astype(np.float64)
-    g_prev = load_w[:, 0].astype(np.float64)
+    g_prev = grid0_w.astype(np.float64)
     lp = g_prev.copy()
     for b in range(n_bins):
         load = load_w[:, b]
