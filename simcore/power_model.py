@@ -419,6 +419,26 @@ class PowerResult:
         dt = np.diff(np.append(0.0, _sample_edges(ctl, n_t, t_end)))
         mult = ctl.m.gpu_multiplicity().astype(np.float64)
         rack = p.rack
+        smoothing_j = 0.0
+        surplus_w = np.zeros(n_t)
+        if rack.power_smoothing is not None:
+            # GPU power smoothing burns power the step does not need (a floor, a ramp limit). It is drawn
+            # like any IT load, so it enters the GPU and rack series (and every energy total) here. Only the
+            # surplus counts: where the ramp limit holds power below the request, the timing model still ran
+            # the work at full speed, so the requested power stays.
+            sm = rack.power_smoothing
+            req = ser["gpu_w"].T.copy()  # [C, T]
+            smoothed, _ = grid.gpu_smoothing(
+                req,
+                power.per_class(sm.floor_fraction * p.accelerator.tdp, req.shape[0]),
+                power.per_class(sm.ramp_limit, req.shape[0]),
+                s.sample_s,
+            )
+            surplus = np.maximum(smoothed - req, 0.0).T  # [T, C]
+            ser["gpu_w"] = ser["gpu_w"] + surplus
+            ser["rack_it_w"] = ser["rack_it_w"] + surplus @ ctl.rack_counts.T
+            smoothing_j = float(np.sum((surplus @ mult) * dt))
+            surplus_w = surplus @ mult  # [T] over the job's GPUs
         rack_it = ser["rack_it_w"]  # [T, R]
         curve = np.asarray(rack.psu_efficiency, dtype=np.float64)
         # Distribution (busbar/cables) loss depends on the instantaneous current: apply it per sample, then
@@ -469,8 +489,15 @@ class PowerResult:
         cool_e = float(np.sum(cooling_w * dt))
         over_e = float(np.sum(overhead_w * dt))
         other_it_e = it_e - gpu_e - loss_e
-        grid_w, mitig = _mitigations(ctl, ser, dt, facility_w, it_w)
-        swing, ramp, band = grid.power_swing(facility_w, s.sample_s)
+        grid_w, mitig = _mitigations(ctl, dt, facility_w)
+        mitig["smoothing_energy_j"] = smoothing_j
+        # The unmitigated swing is the workload's own: the facility draw without the smoothing surplus (which
+        # passes through PSUs and cooling like the rest of the IT load at that moment).
+        load_it = rack_it @ ctl.rack_type_racks
+        raw_w = facility_w - surplus_w * np.divide(
+            facility_w, load_it, out=np.ones_like(load_it), where=load_it > 0
+        )
+        swing, ramp, band = grid.power_swing(raw_w, s.sample_s)
         swing_m, ramp_m, band_m = grid.power_swing(grid_w, s.sample_s)
         total_t = float(np.sum(dt))
         throttled = (ser["clock"] < 1.0 - 1e-9) @ mult / mult.sum()
@@ -577,29 +604,14 @@ def _sample_times(ctl: PowerController, n_t: int, t_end: float) -> np.ndarray:
 
 
 def _mitigations(
-    ctl: PowerController, ser: dict[str, np.ndarray], dt: np.ndarray, facility_w: np.ndarray, it_w: np.ndarray
+    ctl: PowerController, dt: np.ndarray, facility_w: np.ndarray
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Facility draw after GPU power smoothing and rack energy storage (when the profile has them)."""
+    """Facility draw after rack energy storage (when the profile has it; GPU power smoothing is already in
+    the series: PowerResult.build)."""
     p, s = ctl.p, ctl.s
     rack = p.rack
     grid_w = facility_w.copy()
     info: dict[str, Any] = {"smoothing_energy_j": 0.0, "storage": None}
-    ratio = np.divide(facility_w, it_w, out=np.ones_like(it_w), where=it_w > 0)
-    if rack.power_smoothing is not None:
-        sm = rack.power_smoothing
-        req = ser["gpu_w"].T.copy()  # [C, T]
-        n = req.shape[0]
-        smoothed, wasted = grid.gpu_smoothing(
-            req,
-            power.per_class(sm.floor_fraction * p.accelerator.tdp, n),
-            power.per_class(sm.ramp_limit, n),
-            s.sample_s,
-        )
-        mult = ctl.m.gpu_multiplicity().astype(np.float64)
-        extra_gpu_w = (smoothed - req).T @ mult  # [T] extra GPU power over all GPUs of the job
-        # Extra GPU power passes through PSUs and cooling like any IT load: scale by the facility ratio.
-        grid_w = grid_w + extra_gpu_w * ratio
-        info["smoothing_energy_j"] = float(wasted @ mult)
     if rack.energy_storage is not None:
         es = rack.energy_storage
         racks = float(ctl.rack_type_racks.sum())

@@ -101,6 +101,23 @@ def test_smoothing_cuts_the_swing_and_burns_energy(tmp_path):
     assert s["smoothing_energy_j"] > 0.0
 
 
+def test_smoothing_energy_is_in_the_energy_totals_and_the_series(tmp_path):
+    """The power a smoothing floor burns is drawn from the grid like any IT load: it is in gpu / IT /
+    facility energy and energy per token (it was reported beside them only), and the series integrate to
+    the totals."""
+    off = _run(tmp_path, "off", sets=["rack.power_smoothing=null"]).summary
+    on_run = _run(tmp_path, "on", sets=['rack.power_smoothing={floor_fraction: 0.6, ramp_limit: "2000 W/s"}'])
+    on = on_run.summary
+    burned = on["smoothing_energy_j"]
+    assert burned > 0.0 and on["step_time_s"] == off["step_time_s"]
+    assert on["gpu_energy_j"] - off["gpu_energy_j"] == pytest.approx(burned, rel=1e-6)
+    assert on["facility_energy_j"] - off["facility_energy_j"] > burned  # plus PSU loss and cooling
+    assert on["energy_per_token_j"] > off["energy_per_token_j"]
+    with h5py.File(tmp_path / "on" / "trace.h5") as f:
+        it, dt = f["timeseries/power/it_w"][:], f["timeseries/power/sample_s"][:]
+    assert np.sum(it * dt) == pytest.approx(on["it_energy_j"], rel=1e-6)
+
+
 def test_rack_energy_storage_flattens_grid_draw(tmp_path):
     sets = ["rack.power_smoothing=null", 'rack.energy_storage={capacity: "2 MJ", max_power: "80 kW"}']
     s = _run(tmp_path, sets=sets).summary
