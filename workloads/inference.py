@@ -708,11 +708,16 @@ class ServingJob:
             if not self.wakeups[r].triggered:
                 self.wakeups[r].succeed()
 
-    def _admit(self, queue: deque[Request], running: list[list[Request]], kv_used: list[float]) -> None:
+    def _admit(
+        self, queue: deque[Request], running: list[list[Request]], kv_used: list[float], cutoff: float | None
+    ) -> None:
         """Admit waiting requests first come, first served, each to the DP rank with the fewest running
-        sequences that has a sequence slot and KV room for the whole request (reserved now: no preemption)."""
+        sequences that has a sequence slot and KV room for the whole request (reserved now: no preemption).
+        ``cutoff``: requests that arrived after it wait for the next iteration (its host work began then)."""
         sch, capacity = self.spec.scheduler, self.stats.kv_capacity_bytes
         while queue and queue[0] is not None:
+            if cutoff is not None and queue[0].arrival_s > cutoff:
+                return
             need = self.costs.kv_bytes(queue[0].input_tokens + queue[0].output_tokens)
             ranks = sorted(
                 (d for d in range(len(running)) if len(running[d]) < sch.max_num_seqs),
@@ -770,9 +775,14 @@ class ServingJob:
         kv_used = [0.0] * c.ranks
         closed = False
         previous_start: float | None = None
+        cal = m.profile.calibration
+        host_overlap = bool(cal.serving_sequence_host_time or cal.serving_kernel_host_time)
         while True:
-            # 1. admit (FIFO) while there is room; the whole request's KV is reserved
-            self._admit(queue, running, kv_used)
+            # 1. admit (FIFO) while there is room; the whole request's KV is reserved. With host work overlapped
+            # (prepared while the GPU ran the previous iteration), a request that arrived after that
+            # preparation began joins the next iteration instead of holding this one back for every sequence.
+            overlapped = previous_start is not None and any(running) and host_overlap
+            self._admit(queue, running, kv_used, previous_start if overlapped else None)
             if queue and queue[0] is None:
                 closed = True
                 queue.popleft()
