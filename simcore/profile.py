@@ -321,8 +321,8 @@ class Reliability:
         1.0,
         minimum=0.2,
     )
-    detect_time: float = quantity("time", "time to detect a failure", "5 min")
-    restart_time: float = quantity("time", "reschedule + reload + warm-up after a failure", "15 min")
+    detect_time: float = quantity("time", "time to detect a failure (mean)", "5 min")
+    restart_time: float = quantity("time", "reschedule + reload + warm-up after a failure (mean)", "10 min")
     replace_time: float = quantity(
         "time",
         "wait for a replacement node when no hot spare is ready (0: the scheduler always has one, as in"
