@@ -419,26 +419,6 @@ class PowerResult:
         dt = np.diff(np.append(0.0, _sample_edges(ctl, n_t, t_end)))
         mult = ctl.m.gpu_multiplicity().astype(np.float64)
         rack = p.rack
-        smoothing_j = 0.0
-        surplus_w = np.zeros(n_t)
-        if rack.power_smoothing is not None:
-            # GPU power smoothing burns power the step does not need (a floor, a ramp limit). It is drawn
-            # like any IT load, so it enters the GPU and rack series (and every energy total) here. Only the
-            # surplus counts: where the ramp limit holds power below the request, the timing model still ran
-            # the work at full speed, so the requested power stays.
-            sm = rack.power_smoothing
-            req = ser["gpu_w"].T.copy()  # [C, T]
-            smoothed, _ = grid.gpu_smoothing(
-                req,
-                power.per_class(sm.floor_fraction * p.accelerator.tdp, req.shape[0]),
-                power.per_class(sm.ramp_limit, req.shape[0]),
-                s.sample_s,
-            )
-            surplus = np.maximum(smoothed - req, 0.0).T  # [T, C]
-            ser["gpu_w"] = ser["gpu_w"] + surplus
-            ser["rack_it_w"] = ser["rack_it_w"] + surplus @ ctl.rack_counts.T
-            smoothing_j = float(np.sum((surplus @ mult) * dt))
-            surplus_w = surplus @ mult  # [T] over the job's GPUs
         rack_it = ser["rack_it_w"]  # [T, R]
         curve = np.asarray(rack.psu_efficiency, dtype=np.float64)
         # Distribution (busbar/cables) loss depends on the instantaneous current: apply it per sample, then
@@ -489,28 +469,30 @@ class PowerResult:
         cool_e = float(np.sum(cooling_w * dt))
         over_e = float(np.sum(overhead_w * dt))
         other_it_e = it_e - gpu_e - loss_e
-        grid_w, mitig = _mitigations(ctl, dt, facility_w)
-        mitig["smoothing_energy_j"] = smoothing_j
-        # The unmitigated swing is the workload's own: the facility draw without the smoothing surplus (which
-        # passes through PSUs and cooling like the rest of the IT load at that moment).
-        load_it = rack_it @ ctl.rack_type_racks
-        raw_w = facility_w - surplus_w * np.divide(
-            facility_w, load_it, out=np.ones_like(load_it), where=load_it > 0
-        )
-        swing, ramp, band = grid.power_swing(raw_w, s.sample_s)
+        grid_w, mitig = _mitigations(ctl, ser, dt, facility_w, it_w)
+        surplus = mitig["smoothing_energy_j"]
+        if surplus > 0.0 and it_e > 0.0:
+            # Power smoothing burns GPU energy the work does not need; it is drawn like any IT load (through
+            # the PSUs, then cooled), so the energy totals carry it. The gpu / IT / facility series show the
+            # power the work asked for (the grid series shows the smoothed draw): with smoothing the totals
+            # are the series' integrals plus this surplus and its share of conversion loss and cooling.
+            it_extra = surplus * it_e / max(it_e - loss_e, 1e-30)
+            gpu_e, loss_e = gpu_e + surplus, loss_e + (it_extra - surplus)
+            cool_e, over_e = cool_e * (1 + it_extra / it_e), over_e * (1 + it_extra / it_e)
+            it_e += it_extra
+        swing, ramp, band = grid.power_swing(facility_w, s.sample_s)
         swing_m, ramp_m, band_m = grid.power_swing(grid_w, s.sample_s)
         total_t = float(np.sum(dt))
         throttled = (ser["clock"] < 1.0 - 1e-9) @ mult / mult.sum()
         # One rack whose every GPU draws the job's mean GPU power (plus the static load and the conversion
         # loss in the run's proportion): what fleet sizing needs when the job itself fills no whole rack.
-        job_gpu_w = float(np.sum(ser["gpu_w"] @ mult * dt)) / (float(mult.sum()) * total_t)
+        job_gpu_w = (float(np.sum(ser["gpu_w"] @ mult * dt)) + surplus) / (float(mult.sum()) * total_t)
         lossless = it_e - loss_e
-        full_rack_it_w = (ctl.static_rack_w + ctl.m.cluster.gpus_per_rack * job_gpu_w) * (
-            it_e / lossless if lossless > 0 else 1.0
-        )
-        # a full rack cannot draw more than its limit: it would throttle there (the per-GPU throughput of a
-        # run that did not fill its rack is then optimistic for a full one)
-        full_rack_it_w = min(full_rack_it_w, p.rack.power_limit)
+        loss_factor = it_e / lossless if lossless > 0 else 1.0
+        full_rack_it_w = (ctl.static_rack_w + ctl.m.cluster.gpus_per_rack * job_gpu_w) * loss_factor
+        # a full rack cannot load its PSUs beyond its limit: it would throttle there (the per-GPU throughput
+        # of a run that did not fill its rack is then optimistic for a full one)
+        full_rack_it_w = min(full_rack_it_w, p.rack.power_limit * loss_factor)
         summary = {
             "avg_it_power_w": it_e / total_t,
             "peak_it_power_w": float(np.max(it_w)),
@@ -604,14 +586,29 @@ def _sample_times(ctl: PowerController, n_t: int, t_end: float) -> np.ndarray:
 
 
 def _mitigations(
-    ctl: PowerController, dt: np.ndarray, facility_w: np.ndarray
+    ctl: PowerController, ser: dict[str, np.ndarray], dt: np.ndarray, facility_w: np.ndarray, it_w: np.ndarray
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Facility draw after rack energy storage (when the profile has it; GPU power smoothing is already in
-    the series: PowerResult.build)."""
+    """Facility draw after GPU power smoothing and rack energy storage (when the profile has them)."""
     p, s = ctl.p, ctl.s
     rack = p.rack
     grid_w = facility_w.copy()
     info: dict[str, Any] = {"smoothing_energy_j": 0.0, "storage": None}
+    ratio = np.divide(facility_w, it_w, out=np.ones_like(it_w), where=it_w > 0)
+    if rack.power_smoothing is not None:
+        sm = rack.power_smoothing
+        req = ser["gpu_w"].T.copy()  # [C, T]
+        n = req.shape[0]
+        smoothed, wasted = grid.gpu_smoothing(
+            req,
+            power.per_class(sm.floor_fraction * p.accelerator.tdp, n),
+            power.per_class(sm.ramp_limit, n),
+            s.sample_s,
+        )
+        mult = ctl.m.gpu_multiplicity().astype(np.float64)
+        extra_gpu_w = (smoothed - req).T @ mult  # [T] extra GPU power over all GPUs of the job
+        # Extra GPU power passes through PSUs and cooling like any IT load: scale by the facility ratio.
+        grid_w = grid_w + extra_gpu_w * ratio
+        info["smoothing_energy_j"] = float(wasted @ mult)
     if rack.energy_storage is not None:
         es = rack.energy_storage
         racks = float(ctl.rack_type_racks.sum())

@@ -4,13 +4,15 @@ The step-level run gives the step time; this module replays ``steps`` of them on
 simpy clock where the events are checkpoints, failures and recoveries (DESIGN.md, "Two time scales"):
 
 - Each of the job's nodes fails as a renewal process with Weibull times between failures (shape ``k``;
-  ``k = 1`` is Poisson) whose mean is ``1000 days / node_failures_per_1000_node_days``; every node starts
-  new at t = 0, a replaced node starts new. Any node failure interrupts the (synchronous) job.
+  ``k = 1`` is Poisson) whose mean is ``1000 days / node_failures_per_1000_node_days``; the fleet has been
+  running, so each node's first failure is its equilibrium residual life ((t/λ)^k ~ Gamma(1/k)); a
+  replaced node starts new. Any node failure interrupts the (synchronous) job.
 - The job computes ``checkpoint_every`` steps, then writes a checkpoint (training paused for ``δ`` =
   checkpoint bytes / (per-GPU write bandwidth x GPUs)); a failure loses everything since the last
   completed checkpoint.
 - Recovery: detection, then a replacement node, then ``restart_time`` (reschedule, reload, warm-up); a
-  failure during recovery starts it over. Every failure orders a new node, ready ``replace_time`` later;
+  failure during recovery starts it over. Every failure orders a new node once it is detected, ready
+  ``replace_time`` later;
   the job takes the first node available: a ready hot spare, else whichever comes first of a spare in
   preparation and its own new node (``hot_spares`` stay ``hot_spares``: a used one is replaced).
 - A job whose recoveries outlast its failures (it would practically never finish) stops with an error

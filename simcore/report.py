@@ -380,6 +380,15 @@ def analyze(trace_path: str | Path, *, top: int = 10, chunk_rows: int = 1 << 20)
             for key in ("power_swing_w", "power_swing_mitigated_w"):
                 if summary.get(key) is not None:
                     report["power"][f"summary_{key}"] = float(summary[key])
+            # The run's own averages win, as its energies do: with power smoothing they include the surplus
+            # the floor burns, which the IT / facility series (the power the work asked for) do not.
+            for key, name in (
+                ("avg_it_power_w", "avg_it_w"),
+                ("facility_power_w", "avg_facility_w"),
+                ("pue", "pue"),
+            ):
+                if isinstance(summary.get(key), (int, float)) and name in report["power"]:
+                    report["power"][name] = float(summary[key])
         thermal = tr.series("thermal")
         if thermal is not None:
             report["thermal"] = thermal_stats(thermal, tr.multiplicity)
