@@ -12,9 +12,9 @@ simpy clock where the events are checkpoints, failures and recoveries (DESIGN.md
   completed checkpoint.
 - Recovery: detection, then a replacement node, then ``restart_time`` (reschedule, reload, warm-up); a
   failure during recovery starts it over. Every failure orders a new node once it is detected, ready
-  ``replace_time`` later;
-  the job takes the first node available: a ready hot spare, else whichever comes first of a spare in
-  preparation and its own new node (``hot_spares`` stay ``hot_spares``: a used one is replaced).
+  ``replace_time`` later; the job takes the first node available: a ready hot spare, else whichever comes
+  first of a spare in preparation and its own new node (``hot_spares`` stay ``hot_spares``: a used one is
+  replaced).
 - A job whose recoveries outlast its failures (it would practically never finish) stops with an error
   once its wall time passes ``MAX_STRETCH`` x the failure-free time.
 - ``checkpoint_every = 0`` picks Daly's optimum interval (modeling-notes 4.2, Daly 2006 eq. 37):
