@@ -488,13 +488,13 @@ def resolve_model_section(model_data: Any, preset: Any = None, *, file: str | No
             expected="either `model:` (a preset name or a mapping) or `preset: NAME`, not both",
         )
     if isinstance(model_data, str):
-        return _named_preset(model_data, file=file, path="model")
+        return load_preset(model_data, file=file, path="model")
     if model_data is None and preset is None:
         raise ConfigError(
             "missing model", file=file, path="model", expected="a model mapping or `preset: NAME`"
         )
     if model_data is None:
-        return _named_preset(preset, file=file, path="preset")
+        return load_preset(preset, file=file, path="preset")
     if not isinstance(model_data, Mapping):
         raise ConfigError(
             "must be a mapping or a preset name",
@@ -505,17 +505,7 @@ def resolve_model_section(model_data: Any, preset: Any = None, *, file: str | No
         )
     if "preset" not in model_data:
         return load_model(model_data, file=file, path="model")
-    name = model_data["preset"]
-    if not isinstance(name, str) or name not in list_presets():
-        raise ConfigError(
-            "unknown model preset",
-            file=file,
-            path="model.preset",
-            value=name,
-            expected="one of " + ", ".join(list_presets()),
-            hint=_did_you_mean(str(name), list_presets()),
-        )
-    base = load_preset(name)
+    base = load_preset(model_data["preset"], file=file, path="model.preset")
     merged = model_to_mapping(base)
     if (
         ("hidden" in model_data or "heads" in model_data)
@@ -538,21 +528,6 @@ def resolve_model_section(model_data: Any, preset: Any = None, *, file: str | No
     return load_model(merged, file=file, path="model")
 
 
-def _named_preset(name: Any, *, file: str | None, path: str) -> ModelSpec:
-    """A preset named in a workload file: an unknown name is reported against that file and field."""
-    names = list_presets()
-    if not isinstance(name, str) or dict(_PRESET_ALIASES).get(name, name) not in names:
-        raise ConfigError(
-            "unknown model preset",
-            file=file,
-            path=path,
-            value=name,
-            expected="one of " + ", ".join(names),
-            hint=_did_you_mean(str(name), names),
-        )
-    return load_preset(name)
-
-
 def _preset_dir() -> Any:
     return resources.files(__package__) / "presets"
 
@@ -562,17 +537,19 @@ def list_presets() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml"))
 
 
-def load_preset(name: str) -> ModelSpec:
-    """Load a bundled preset by name (e.g. ``llama3-405b``); an unknown name lists the close ones."""
+def load_preset(name: Any, *, file: str | None = None, path: str = "preset") -> ModelSpec:
+    """Load a bundled preset by name (e.g. ``llama3-405b``); an unknown name lists the close ones and is
+    reported against ``file`` and ``path`` (the workload field that named it)."""
     names = list_presets()
-    canonical = dict(_PRESET_ALIASES).get(name, name)
+    canonical = dict(_PRESET_ALIASES).get(name, name) if isinstance(name, str) else None
     if canonical not in names:
         raise ConfigError(
             "unknown model preset",
-            path="preset",
+            file=file,
+            path=path,
             value=name,
             expected="one of " + ", ".join(names),
-            hint=_did_you_mean(name, names),
+            hint=_did_you_mean(str(name), names),
         )
     file = f"workloads/presets/{canonical}.yaml"
     try:
