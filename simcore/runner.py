@@ -6,12 +6,13 @@ the physics of any of them.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,7 @@ class RunResult:
 
 def split_sets(sets: list[str]) -> tuple[list[str], list[str]]:
     """Route ``--set`` options to the profile or the workload by their first key."""
-    import dataclasses
-    import difflib
-
-    sections = [f.name for f in dataclasses.fields(Profile) if not f.name.startswith("source_")]
+    sections = [f.name for f in fields(Profile) if not f.name.startswith("source_")]
     profile_sets, workload_sets = [], []
     for option in sets:
         key = option.split("=", 1)[0].strip().split(".")[0]
