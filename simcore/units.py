@@ -176,7 +176,7 @@ def parse_quantity(
                 if _same_kind(ureg.Quantity(1.0, guess), target):
                     hint = f"a rate needs a time unit: did you mean '{match.group(1)} {guess}'?"
                     break
-            except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, AttributeError):
+            except Exception:  # any spelling pint rejects is simply not a guess
                 continue
         raise ConfigError(
             f"wrong unit for {KIND_NOUNS.get(kind, kind)}",
