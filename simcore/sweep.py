@@ -251,13 +251,14 @@ def _check_settings(spec: SweepSpec) -> None:
     options += [
         (f"grid.{key}", f"{key}={_set_value(v)}") for key, values in spec.grid.items() for v in values
     ]
+    fixed = split_sets(spec.sets)[0]  # the profile part of the sweep's own `set` options
     for where, option in options:
         try:
             profile_sets, _ = split_sets([option])
             errors = []
             for profile in spec.profiles if profile_sets else ():
                 try:
-                    load_profile(profile, [*_profile_only(spec.sets), *profile_sets])
+                    load_profile(profile, [*fixed, *profile_sets])
                 except ConfigError as exc:
                     errors.append(exc)
             if profile_sets and len(errors) == len(spec.profiles):
@@ -267,13 +268,6 @@ def _check_settings(spec: SweepSpec) -> None:
         except ConfigError as exc:
             raise ConfigError(exc.message, file=spec.file, path=where, value=option,
                               expected=exc.expected, hint=exc.hint) from None  # fmt: skip
-
-
-def _profile_only(sets: list[str]) -> list[str]:
-    """The profile part of the sweep's fixed `set` options."""
-    from simcore.runner import split_sets
-
-    return split_sets(sets)[0]
 
 
 def expand(spec: SweepSpec, out: Path | None = None) -> list[SweepPoint]:
