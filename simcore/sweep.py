@@ -251,7 +251,11 @@ def _check_settings(spec: SweepSpec) -> None:
     options += [
         (f"grid.{key}", f"{key}={_set_value(v)}") for key, values in spec.grid.items() for v in values
     ]
-    fixed = split_sets(spec.sets)[0]  # the profile part of the sweep's own `set` options
+    try:
+        fixed = split_sets(spec.sets)[0]  # the profile part of the sweep's own `set` options
+    except ConfigError as exc:
+        raise ConfigError(exc.message, file=spec.file, path="set", value=exc.value,
+                          expected=exc.expected, hint=exc.hint) from None  # fmt: skip
     for where, option in options:
         try:
             profile_sets, _ = split_sets([option])
