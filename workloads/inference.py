@@ -668,16 +668,16 @@ class ServingJob:
         widths = [tp * 2**k for k in range(1, 8)]
         narrower = [p for p in ("fp8", "fp4") if WEIGHT_BYTES[p] < WEIGHT_BYTES[spec.precision]]
         runnable = [p for p in narrower if p in acc.peak_flops]
-        out = [f"tp: {t}" for t in widths[:1] if fits(tp=t)]
-        out += [f"tp: {t}" for t in widths[1:] if not out and fits(tp=t)][:1]
+        wider = next((t for t in widths if fits(tp=t)), None)  # the smallest tp that fits
+        out = [f"tp: {wider}"] if wider else []
         out += [f"precision: {p}" for p in runnable if fits(precision=p)][:1]
         if WEIGHT_BYTES[spec.kv_cache.precision] > WEIGHT_BYTES["fp8"]:
             cache = dataclasses.replace(spec.kv_cache, precision="fp8")
             if fits(kv_cache=cache):
                 out.append("kv_cache.precision: fp8")
         if not out and runnable:
-            both = [t for t in widths if fits(tp=t, precision=runnable[-1])][:1]
-            out += [f"tp: {t} with precision: {runnable[-1]}" for t in both]
+            both = next((t for t in widths if fits(tp=t, precision=runnable[-1])), None)
+            out += [f"tp: {both} with precision: {runnable[-1]}"] if both else []
         if not out:
             return f"more GPUs per replica than tp: {widths[-1]}, or a larger accelerator (none of tp, precision fits)"
         return " or ".join(out)
