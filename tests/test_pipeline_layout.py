@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from sim_helpers import COMPUTE_ONLY, simulate
 
@@ -42,12 +43,12 @@ def test_balanced_split_is_most_even_and_agrees_with_the_automatic_one(layers, p
     assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
     chunks = pp * vp
     if layers % chunks == 0:  # the automatic even split
-        assert list(sizes) == [layers // chunks] * chunks == mdl._layer_chunk_sizes(layers, pp, vp)
+        assert list(sizes) == [layers // chunks] * chunks == mdl.auto_chunk_layers(layers, pp, vp)
     elif pp > 1 and (layers + 2) % chunks == 0:  # Llama 3: first and last chunk one layer short
         n = (layers + 2) // chunks
-        assert list(sizes) == [n - 1] + [n] * (chunks - 2) + [n - 1] == mdl._layer_chunk_sizes(layers, pp, vp)
+        assert list(sizes) == [n - 1] + [n] * (chunks - 2) + [n - 1] == mdl.auto_chunk_layers(layers, pp, vp)
     else:
-        assert mdl._layer_chunk_sizes(layers, pp, vp) is None
+        assert mdl.auto_chunk_layers(layers, pp, vp) is None
     if min(sizes) < max(sizes):  # the ends (embedding, output + loss) get the lighter chunks first
         assert sizes[-1] == min(sizes)
         assert sizes[0] == min(sizes) or sizes.count(min(sizes)) == 1
@@ -63,13 +64,55 @@ def test_deepseek_v3_on_eight_chunks():
     assert sorted(i for s in stages for c in s for i in c) == list(range(61))
 
 
+def test_end_chunks_can_hold_only_the_embedding_and_the_loss():
+    """Megatron's account_for_embedding/loss_in_pipeline_split with as many chunks as layers + 2 (Llama 3.1
+    405B's 126 layers on pp 16 x vp 8): the first chunk runs only the embedding, the last only the output
+    layer and loss, every other chunk one layer."""
+    assert mdl.auto_chunk_layers(126, 16, 8) == [0] + [1] * 126 + [0]
+    stages = mdl.pipeline_layers(mdl.load_preset("llama3-405b"), 16, 8)
+    assert len(stages[0][0]) == 0 and len(stages[15][7]) == 0
+    assert sorted(i for s in stages for c in s for i in c) == list(range(126))
+    assert mdl.auto_chunk_layers(126, 1, 1) == [126] and mdl.auto_chunk_layers(125, 16, 8) is None
+
+
+def _dp_bytes(machine: Any, prefix: str) -> float:
+    table = machine.recorder.table()
+    names = np.array(machine.recorder.names)[table["name"]]
+    return float(table["nbytes"][np.char.startswith(names, prefix)].sum())
+
+
+@pytest.mark.parametrize(
+    "zero,prefixes", [(1, ("dp_grad", "dp_param")), (3, ("fsdp_grad", "fsdp_allgather"))]
+)
+def test_edge_only_chunks_still_reduce_and_gather_the_embedding_and_head(zero, prefixes):
+    """16 layers on pp 2 x vp 9 = 18 chunks (end chunks empty) hold the same parameters as pp 2 x vp 8:
+    the data-parallel gradient reduction and parameter gathers move the same bytes, embedding and LM head
+    included (they travel in the empty chunks' own buckets)."""
+    par = {"pp": 2, "dp": 2, "zero": zero}
+    spec_edge = _spec({**par, "vp": 9}, gbs=4)
+    spec_even = _spec({**par, "vp": 8}, gbs=4)
+    assert mdl.pipeline_layers(spec_edge.model, 2, 9)[0][0] == range(0, 0)
+    _, edge, t_edge = simulate(spec_edge)
+    _, even, t_even = simulate(spec_even)
+    for prefix in prefixes:
+        assert _dp_bytes(edge, prefix) == pytest.approx(_dp_bytes(even, prefix), rel=1e-12), prefix
+        assert _dp_bytes(edge, prefix) > 0
+    assert t_edge > 0 and t_even > 0
+
+
+def test_edge_only_chunks_run_the_same_in_full_fidelity():
+    spec = _spec({"pp": 2, "vp": 9, "dp": 2, "zero": 1}, gbs=4)
+    assert simulate(spec)[2] == pytest.approx(simulate(spec, fidelity="full")[2], rel=1e-9)
+
+
 # ------------------------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize(
     "value,why",
     [
         ([4, 4, 4], "3 chunks for pp 4"),
         ([4, 4, 4, 5], "sums to 17, not 16"),
-        ([0, 6, 5, 5], "an empty chunk"),
+        ([6, 0, 5, 5], "an empty chunk inside the pipeline"),
+        ([-1, 6, 6, 5], "a negative chunk"),
         ("4,4,4,4", "not a list"),
         ([4, 4, 4.5, 3.5], "not whole numbers"),
     ],

@@ -1436,15 +1436,20 @@ def optimizer_flops(num_params: float) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def _layer_chunk_sizes(layers: int, pp: int, vp: int) -> list[int] | None:
+def auto_chunk_layers(layers: int, pp: int, vp: int) -> list[int] | None:
     """Layers per model chunk (pp·vp chunks) when racksim splits them on its own, else None.
 
     Even split, or Llama-3 style: (layers + 2) divisible, with one fewer layer in the first and the last
-    chunk to make room for the embedding and the loss (Llama 3 paper §3.3.2); both are the most even split.
+    chunk to make room for the embedding and the loss (Llama 3 paper §3.3.2; Megatron's
+    ``account_for_embedding/loss_in_pipeline_split``); both are the most even split. When layers + 2 equals
+    the chunks, the first chunk holds only the embedding and the last only the output layer and loss.
     """
     chunks = pp * vp
-    if layers % chunks == 0 or (pp > 1 and (layers + 2) % chunks == 0 and (layers + 2) // chunks >= 2):
+    if layers % chunks == 0:
         return list(balanced_chunk_layers(layers, pp, vp) or ())
+    if pp > 1 and (layers + 2) % chunks == 0:
+        n = (layers + 2) // chunks
+        return [n - 1] + [n] * (chunks - 2) + [n - 1]
     return None
 
 
@@ -1484,26 +1489,29 @@ def pipeline_layers(
     chunks = pp * vp
     if layers_per_chunk is not None:
         sizes = list(layers_per_chunk)
-        if len(sizes) != chunks or sum(sizes) != spec.layers or min(sizes) < 1:
+        # Megatron lets the first and last chunk hold only the embedding / the output layer and loss.
+        inner = sizes[1:-1] if pp > 1 else sizes
+        if len(sizes) != chunks or sum(sizes) != spec.layers or min(sizes) < 0 or min(inner, default=1) < 1:
+            ends = " (0 allowed for the first and last when pp > 1)" if pp > 1 else ""
             raise ConfigError(
-                f"layers_per_chunk must list pp·vp = {chunks} chunks of >= 1 layer summing to "
+                f"layers_per_chunk must list pp·vp = {chunks} chunks of >= 1 layer{ends} summing to "
                 f"layers = {spec.layers}",
                 file=file,
                 path=_join(path, "layers_per_chunk"),
                 value=list(layers_per_chunk),
-                expected=f"{chunks} whole numbers >= 1 with sum {spec.layers}",
+                expected=f"{chunks} whole numbers >= 1{ends} with sum {spec.layers}",
                 hint=_layout_hint(spec.layers, pp, vp),
             )
     else:
-        found = _layer_chunk_sizes(spec.layers, pp, vp)
+        found = auto_chunk_layers(spec.layers, pp, vp)
         if found is None:
-            good = [p for p in range(1, min(spec.layers, 256) + 1) if _layer_chunk_sizes(spec.layers, p, vp)]
+            good = [p for p in range(1, min(spec.layers, 256) + 1) if auto_chunk_layers(spec.layers, p, vp)]
             raise ConfigError(
                 f"pp·vp = {pp}·{vp} = {chunks} does not divide layers = {spec.layers}",
                 file=file,
                 path=_join(path, "pp"),
                 value=pp,
-                expected=f"pp·vp dividing {spec.layers}, or {spec.layers}+2 (end stages one layer short), "
+                expected=f"pp·vp dividing {spec.layers}, or {spec.layers}+2 (end chunks one layer short), "
                 "or an explicit parallelism.layers_per_chunk",
                 hint=(
                     f"pp that work with vp = {vp}: {', '.join(str(p) for p in good[:12])}; or "
@@ -1523,13 +1531,14 @@ def pipeline_layers(
 
 def _layout_hint(layers: int, pp: int, vp: int) -> str:
     """What to put in ``layers_per_chunk`` for this pp·vp (or that it can go: the automatic split works)."""
+    auto = auto_chunk_layers(layers, pp, vp)
+    if auto is not None:
+        listed = f"layers_per_chunk: [{', '.join(map(str, auto))}]"
+        return f"drop layers_per_chunk (--set parallelism.layers_per_chunk=null) for the automatic split {listed}"
     balanced = balanced_chunk_layers(layers, pp, vp)
     if balanced is None:
         return f"pp·vp = {pp * vp} exceeds layers = {layers}"
-    listed = f"layers_per_chunk: [{', '.join(map(str, balanced))}]"
-    if _layer_chunk_sizes(layers, pp, vp) is not None:
-        return f"drop layers_per_chunk (--set parallelism.layers_per_chunk=null) for the automatic split {listed}"
-    return f"set {listed}"
+    return f"set layers_per_chunk: [{', '.join(map(str, balanced))}]"
 
 
 def check_parallelism(

@@ -18,7 +18,13 @@ import yaml
 from simcore.errors import ConfigError
 from simcore.profile import apply_overrides, parse_set_option, read_yaml
 from simcore.schema import build, choice, flag, int_list, number, quantity, section, text, text_list
-from workloads.model import ModelSpec, list_presets, model_to_mapping, resolve_model_section
+from workloads.model import (
+    ModelSpec,
+    auto_chunk_layers,
+    list_presets,
+    model_to_mapping,
+    resolve_model_section,
+)
 
 WORKLOAD_KEYS = (
     "kind",
@@ -56,10 +62,11 @@ class Parallelism:
     vp: int = number("virtual pipeline stages per rank (interleaved 1F1B)", 1, integer=True, minimum=1)
     layers_per_chunk: tuple[int, ...] | None = int_list(
         "layers of each of the pp·vp model chunks, in model order (chunk j runs on stage j % pp), for uneven "
-        "stages (Megatron's --decoder-first/last-pipeline-num-layers, pipeline layouts); default: an even "
-        "split, or one layer fewer on the first and last chunk when layers + 2 divides",
+        "stages (Megatron's --decoder-first/last-pipeline-num-layers, pipeline layouts); the first and last "
+        "may be 0 (embedding only, output layer and loss only); default: an even split, or one layer fewer on "
+        "the first and last chunk when layers + 2 divides",
         None,
-        minimum=1,
+        minimum=0,
         optional=True,
     )
     sequence_parallel: bool = flag(
@@ -456,8 +463,7 @@ def auto_training_spec(
     pps = [
         p
         for p in range(1, layers + 1)
-        if gpus % (tp * p) == 0
-        and (layers % p == 0 or (p > 1 and (layers + 2) % p == 0 and (layers + 2) // p >= 2))
+        if gpus % (tp * p) == 0 and auto_chunk_layers(layers, p, 1) is not None
     ]
     best: TrainingSpec | None = None
     for recompute in ("selective", "full"):

@@ -695,13 +695,12 @@ class TrainingJob:
         """Embedding (with the first layer of the first virtual stage) and final norm + LM head (with the
         last layer of the last one): parameters one GPU holds, gathered and reduced with those layers."""
         model, tp = self.spec.model, self.spec.parallelism.tp
-        chunk = self.vstage_layers(vstage)
         out = 0.0
-        if vstage == 0 and chunk[0] in layers:
+        if self._holds_edge(vstage, layers, first=True):
             out += model.vocab * model.hidden / tp
             if model.position_embedding == "learned":
                 out += model.seq_len * model.hidden
-        if vstage == self.vstages - 1 and chunk[-1] in layers:
+        if self._holds_edge(vstage, layers, first=False):
             out += model.hidden * (2 if model.bias else 1)
             if not model.tied_embeddings or self.dims.pp > 1:
                 out += model.vocab * model.hidden / tp
@@ -709,6 +708,17 @@ class TrainingJob:
             if model.mtp_layers and self.dims.pp > 1:  # the modules' copy of the embedding
                 out += model.vocab * model.hidden / tp
         return out
+
+    def _holds_edge(self, vstage: int, layers: list[int], *, first: bool) -> bool:
+        """Whether these layers of a virtual stage carry its embedding (``first``) or its output layer:
+        the chunk's first or last layer does, or the empty bucket of a chunk that holds no layer at all
+        (Megatron's embedding-only first and loss-only last chunk)."""
+        if vstage != (0 if first else self.vstages - 1):
+            return False
+        chunk = self.vstage_layers(vstage)
+        if not chunk:
+            return not layers
+        return (chunk[0] if first else chunk[-1]) in layers
 
     def _mtp_param_split(self) -> tuple[float, float]:
         """(dense, routed-expert) parameters one GPU holds for one MTP module (its layer, norms, eh_proj)."""
@@ -722,8 +732,9 @@ class TrainingJob:
             d, e = self.layer_param_split(layer)
             dense += d
             expert += e
-        last_layer_here = vstage == self.vstages - 1 and self.vstage_layers(vstage)[-1] in layers
-        if last_layer_here:  # the MTP modules' routed experts go with the model's last layer
+        if self._holds_edge(
+            vstage, layers, first=False
+        ):  # the MTP modules' routed experts go with the model's last layer
             expert += self.spec.model.mtp_layers * self._mtp_param_split()[1]
         return dense + self._edge_params(vstage, layers), expert
 
@@ -774,6 +785,8 @@ class TrainingJob:
             layers.reverse()
         n = self.spec.parallelism.dp_bucket_layers
         buckets = [layers[i : i + n] for i in range(0, len(layers), n)]
+        if not buckets and vstage in (0, self.vstages - 1):  # an edge-only chunk: its embedding / LM head
+            buckets = [[]]
         return buckets
 
     def _rank_process(self, cls: int) -> Generator[simpy.Event, Any, None]:
@@ -849,17 +862,19 @@ class TrainingJob:
     ) -> Generator[simpy.Event, Any, None]:
         """ZeRO-3/FSDP: all-gather layer ``layers[i]`` (prefetching the next one on the dp stream), wait.
 
-        Idempotent: a layer gathered (or prefetched) already for this pass is not gathered again.
+        Idempotent: a layer gathered (or prefetched) already for this pass is not gathered again. An
+        edge-only chunk (no layers) gathers its embedding or LM head alone.
         """
+        units = [[layer] for layer in layers] or [[]]
         for j in (i, i + 1):
-            if j >= len(layers):
+            if j >= len(units):
                 break
-            key = (*tag, layers[j])
+            key = (*tag, vstage, *units[j])
             if key not in state.gathers:
-                dense, expert = self._bucket_params(vstage, [layers[j]])
+                dense, expert = self._bucket_params(vstage, units[j])
                 evs = self._dp_collective(cls, "allgather", dense, expert, PARAM_COMM_BYTES, "fsdp_allgather")
                 state.gathers[key] = evs
-        evs = state.gathers[(*tag, layers[i])]
+        evs = state.gathers[(*tag, vstage, *units[i])]
         if evs:
             yield simpy.AllOf(self.env, evs) if len(evs) > 1 else evs[0]
 
@@ -887,6 +902,8 @@ class TrainingJob:
                     yield ready
             yield from self._run_program(cls, self._layer_program(layer, "fwd"), mb)
         if vstage == self.vstages - 1:
+            if zero3 and not layers:  # a loss-only chunk gathers its LM head on its own
+                yield from self._zero3_gather(cls, vstage, layers, 0, ("F", mb), state)
             yield from self._run_program(cls, self._edge_program("output", "fwd"), mb)
             yield from self._mtp(cls, mb, "fwd")
         else:
@@ -925,8 +942,15 @@ class TrainingJob:
                     state.dp_events += self._grad_sync(cls, vstage, bucket)
                     bucket = []
         if vstage == 0:
+            if zero3 and not layers:  # FSDP re-gathers the embedding-only chunk for its backward too
+                yield from self._zero3_gather(cls, vstage, layers, 0, ("B", mb), state)
             yield from self._run_program(cls, self._edge_program("embedding", "bwd"), mb)
-        if reduce_now and bucket:
+        if not layers and zero3:  # an edge-only chunk: its embedding / LM head gradients on their own
+            dense, expert = self._bucket_params(vstage, [])
+            state.dp_events += self._dp_collective(
+                cls, "reducescatter", dense, expert, self.grad_bytes, "fsdp_grad_reducescatter"
+            )
+        elif reduce_now and (bucket or not layers):
             state.dp_events += self._grad_sync(cls, vstage, bucket)
         m.free(cls, self.act_bytes[cls][vstage // self.dims.pp])
         if vstage > 0:
