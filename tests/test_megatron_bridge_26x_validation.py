@@ -1,0 +1,54 @@
+"""workloads/reference/megatron_bridge_26x_runs.yaml: Megatron-Bridge's pre-training rows of NeMo containers
+26.02 .. 26.08.01, an out-of-sample table (racksim's calibration stops at 25.11; docs/validation.md). These tests
+keep it expressible: every row of a known model maps to a workload, the Llama 3.1 405B layouts with pp·vp =
+layers + 2 run with embedding-only and loss-only end chunks, and two dense rows stay within a stated tolerance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workloads import model as mdl
+from workloads.validation import NotRunnable, load_table, map_row, select_rows, validate
+
+TABLE_PATH = Path(__file__).resolve().parents[1] / "workloads" / "reference" / "megatron_bridge_26x_runs.yaml"
+TABLE, LABEL = load_table(TABLE_PATH)
+MODELS_RACKSIM_LACKS = ("Nemotron_3", "DeepSeekV4")
+
+
+def test_rows_of_known_models_all_map():
+    """The 26.04 and 26.04.01 sections (91 rows): only models racksim has no preset for are not runnable."""
+    rows = select_rows(TABLE, ["*26.04*"])
+    assert len(rows) == 91
+    mapped = 0
+    for row in rows:
+        try:
+            map_row(row, TABLE)
+            mapped += 1
+        except NotRunnable as exc:
+            assert row["model"]["name"].startswith(MODELS_RACKSIM_LACKS), (row["id"], str(exc))
+            assert "is not a preset" in str(exc)
+    assert mapped == 66
+
+
+def test_llama31_405b_on_pp16_vp8_runs_with_edge_only_end_chunks():
+    """Megatron-Bridge's 405B GB200 layout (tp 4, pp 16, vp 8): 128 chunks for 126 layers, so the first chunk
+    is the embedding alone and the last the output layer and loss alone (the automatic split, no layout)."""
+    [row] = select_rows(TABLE, ["*26.04-*LLAMA3.1_405B-DGX-GB200*NVFP4*"])
+    par = map_row(row, TABLE).spec["parallelism"]
+    assert (par["tp"], par["pp"], par["vp"]) == (4, 16, 8) and "layers_per_chunk" not in par
+    stages = mdl.pipeline_layers(mdl.load_preset("llama3-405b"), 16, 8)
+    assert [len(stages[0][0]), len(stages[15][7])] == [0, 0]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["*26.04.01-*LLAMA3.1_405B-DGX-H100*", "*26.04-*LLAMA3.1_405B-DGX-GB200*NVFP4*"],
+)
+def test_dense_rows_within_15_percent(pattern):
+    """Published measurements, stated tolerance: within 15 % (December 2026: H100 -4.5 %, GB200 NVFP4 on
+    pp 16 x vp 8 -3.7 %)."""
+    report = validate(TABLE, label=LABEL, patterns=[pattern])
+    [result] = report.runnable
+    assert abs(result.error_pct) < 15, (result.id, result.error_pct)
