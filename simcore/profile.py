@@ -89,7 +89,14 @@ class Accelerator:
     peak_flops: Mapping[str, float] = quantity_map(
         "flops_rate", "dense (no sparsity) peak tensor throughput per dtype", DTYPES
     )
-    hbm_capacity: float = quantity("bytes", "HBM capacity usable by the workload")
+    hbm_capacity: float = quantity(
+        "bytes",
+        "HBM capacity usable by the tensors racksim counts (weights, gradients, optimizer states, activations, "
+        "KV cache); the shipped profiles take the vendor's figure as 10^9 bytes, ~7 % below the physical bytes "
+        "(an '80 GB' H100 reports 81,559 MiB = 85.5e9, a '180 GB' B200 183,359 MiB = 192.3e9): that margin "
+        "stands for what racksim does not count (CUDA context, NCCL and library workspaces, allocator "
+        "fragmentation)",
+    )
     hbm_bandwidth: float = quantity("bandwidth", "peak HBM bandwidth", minimum=10e9)
     idle_power: float = quantity("power", "board power when idle (clocks up, nothing running)")
     tdp: float = quantity("power", "thermal design power / total graphics power limit")
