@@ -1,7 +1,8 @@
 """workloads/reference/megatron_bridge_26x_runs.yaml: Megatron-Bridge's pre-training rows of NeMo containers
 26.02 .. 26.08.01, an out-of-sample table (racksim's calibration stops at 25.11; docs/validation.md). These tests
-keep it expressible: every row of a known model maps to a workload, the Llama 3.1 405B layouts with pp·vp =
-layers + 2 map to embedding-only and loss-only end chunks, and two dense rows stay within a stated tolerance."""
+keep it expressible: every row of a known model in the 26.04 sections maps to a workload, the Llama 3.1 405B
+layouts with pp·vp = layers + 2 map to embedding-only and loss-only end chunks, and two dense rows stay within a
+stated tolerance."""
 
 from __future__ import annotations
 

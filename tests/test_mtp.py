@@ -104,9 +104,11 @@ def test_the_last_stage_holds_the_module_and_an_embedding_copy():
     module = local + proj / 2 + (mdl.mtp_extra_params(ds) - proj)
     assert mtp.dense - plain.dense == pytest.approx(module + ds.vocab * ds.hidden / 2)
     assert mtp.experts - plain.experts == pytest.approx(last.routed_experts / 8)
-    # ZeRO-3 gathers the modules together with the last layer
+    # ZeRO-3 gathers the modules together with the last layer, the final norm, the LM head and the modules'
+    # copy of the embedding (both vocab-parallel over tp 2)
+    head_and_copy = ds.hidden + 2 * ds.vocab * ds.hidden / 2
     assert mtp.largest_layer == pytest.approx(
-        local + last.routed_experts / 8 + module + last.routed_experts / 8
+        local + last.routed_experts / 8 + module + last.routed_experts / 8 + head_and_copy
     )
     # with pp 1 the stage already holds the embedding
     one = {"tp": 2, "pp": 1, "ep": 8, "stage_index": 0}

@@ -11,7 +11,7 @@ from sim_helpers import COMPUTE_ONLY, simulate
 
 from simcore.errors import ConfigError
 from workloads import model as mdl
-from workloads.memory import training_memory
+from workloads.memory import stage_params, training_memory
 from workloads.spec import _memory_kwargs, load_training_spec
 from workloads.validation import load_table, map_row, select_rows
 
@@ -82,13 +82,19 @@ def _dp_bytes(machine: Any, prefix: str) -> float:
 
 
 @pytest.mark.parametrize(
-    "zero,prefixes", [(1, ("dp_grad", "dp_param")), (3, ("fsdp_grad", "fsdp_allgather"))]
+    "zero,overlap,prefixes",
+    [
+        (0, True, ("dp_grad",)),
+        (1, True, ("dp_grad", "dp_param")),
+        (2, False, ("dp_grad", "dp_param")),
+        (3, True, ("fsdp_grad", "fsdp_allgather")),
+    ],
 )
-def test_edge_only_chunks_still_reduce_and_gather_the_embedding_and_head(zero, prefixes):
+def test_edge_only_chunks_still_reduce_and_gather_the_embedding_and_head(zero, overlap, prefixes):
     """16 layers on pp 2 x vp 9 = 18 chunks (end chunks empty) hold the same parameters as pp 2 x vp 8:
     the data-parallel gradient reduction and parameter gathers move the same bytes, embedding and LM head
     included (they travel in the empty chunks' own buckets)."""
-    par = {"pp": 2, "dp": 2, "zero": zero}
+    par = {"pp": 2, "dp": 2, "zero": zero, "dp_overlap": overlap}
     spec_edge = _spec({**par, "vp": 9}, gbs=4)
     spec_even = _spec({**par, "vp": 8}, gbs=4)
     assert mdl.pipeline_layers(spec_edge.model, 2, 9)[0][0] == range(0, 0)
@@ -98,6 +104,50 @@ def test_edge_only_chunks_still_reduce_and_gather_the_embedding_and_head(zero, p
         assert _dp_bytes(edge, prefix) == pytest.approx(_dp_bytes(even, prefix), rel=1e-12), prefix
         assert _dp_bytes(edge, prefix) > 0
     assert t_edge > 0 and t_even > 0
+
+
+def test_an_embedding_only_chunk_waits_for_its_parameters():
+    """ZeRO-1 gathers the updated parameters bucket by bucket at the step start; the embedding-only first
+    chunk must not send micro-batch 0 on before its own bucket (the embedding) has arrived."""
+    _, machine, _ = simulate(_spec({"pp": 2, "vp": 9, "dp": 2, "zero": 1}, gbs=4))
+    table = machine.recorder.table()
+    names = np.array(machine.recorder.names)[table["name"]]
+    stage0 = table["rank_class"] == 0
+    first_gather_end = table["t_end"][stage0 & (names == "dp_param_allgather")].min()
+    first_send = table["t_start"][stage0 & (names == "pp_send_act mb0")].min()
+    assert first_send >= first_gather_end
+
+
+def _stage_params(spec: Any, stage: int) -> Any:
+    par = spec.parallelism
+    return stage_params(
+        spec.model,
+        tp=par.tp,
+        pp=par.pp,
+        vp=par.vp,
+        ep=par.ep,
+        stage_index=stage,
+        layers_per_chunk=par.layers_per_chunk,
+    )
+
+
+def test_zero3_workspace_counts_the_edges_it_gathers():
+    """ZeRO-3 gathers the embedding with the first layer (alone in an embedding-only chunk) and the final
+    norm and LM head with the last: the largest gather unit of each end stage includes them."""
+    spec = _spec({"pp": 3, "layers_per_chunk": [0, 16, 0], "zero": 3})
+    model = spec.model
+    embedding = model.vocab * model.hidden
+    assert _stage_params(spec, 0).largest_layer == pytest.approx(embedding, rel=1e-12)
+    assert _stage_params(spec, 2).largest_layer == pytest.approx(embedding + model.hidden, rel=1e-12)
+    layer = sum(mdl.layer_param_split(model, 0))
+    even = _stage_params(_spec({"pp": 2, "zero": 3}), 0)
+    assert even.largest_layer == pytest.approx(layer + embedding, rel=1e-12)
+
+
+def test_one_chunk_more_than_layers_suggests_an_embedding_only_chunk():
+    with pytest.raises(ConfigError) as info:
+        mdl.pipeline_layers(mdl.load_preset("llama3-8b"), 3, 11, layers_per_chunk=(1,) * 33)
+    assert "set layers_per_chunk: [0, 1, 1" in str(info.value)
 
 
 def test_edge_only_chunks_run_the_same_in_full_fidelity():

@@ -82,7 +82,7 @@ class StageParams:
 
     dense: float  # everything but routed experts; its data-parallel (ZeRO) group is dp·cp
     experts: float  # routed experts; their data-parallel group is dp·cp·tp/ep (expert-TP = 1)
-    largest_layer: float  # the biggest single layer on this GPU (what ZeRO-3 gathers at once)
+    largest_layer: float  # the biggest unit ZeRO-3 gathers at once: a layer, with the embedding or head
 
     @property
     def total(self) -> float:
@@ -106,28 +106,35 @@ def stage_params(
     """
     _check_stage(stage_index, pp)
     h = spec.hidden
-    dense, experts, largest = 0.0, 0.0, 0.0
-    for chunk in pipeline_layers(spec, pp, vp, layers_per_chunk=layers_per_chunk)[stage_index]:
+    first_edge = 0.0  # the embedding, gathered and reduced with the first layer of model chunk 0
+    last_edge, last_edge_routed = 0.0, 0.0  # final norm, LM head, MTP modules: with the model's last layer
+    if stage_index == 0:
+        first_edge = spec.vocab * h / tp + (spec.seq_len * h if spec.position_embedding == "learned" else 0)
+    if stage_index == pp - 1:
+        last_edge = h * (2 if spec.bias else 1)
+        if not spec.tied_embeddings or pp > 1:
+            last_edge += spec.vocab * h / tp
+        if spec.mtp_layers:  # MTP modules: a layer of the last layer's kind, norms and eh_proj each
+            local, routed = mtp_param_split(spec, tp=tp, ep=ep)
+            last_edge += spec.mtp_layers * local
+            last_edge_routed = spec.mtp_layers * routed
+            if pp > 1:  # the modules' embedding lookup: a copy of the embedding on the last stage
+                last_edge += spec.vocab * h / tp
+    dense, experts, largest = first_edge + last_edge, last_edge_routed, 0.0
+    chunks = pipeline_layers(spec, pp, vp, layers_per_chunk=layers_per_chunk)[stage_index]
+    for c, chunk in enumerate(chunks):
+        # ZeRO-3 gathers one layer at a time, the edges with their layer (or alone in an edge-only chunk)
+        units = []
         for i in chunk:
             local, routed = layer_param_split(spec, i, tp=tp, ep=ep)
             dense += local
             experts += routed
-            largest = max(largest, local + routed)
-    if stage_index == 0:
-        dense += spec.vocab * h / tp + (spec.seq_len * h if spec.position_embedding == "learned" else 0)
-    if stage_index == pp - 1:
-        dense += h * (2 if spec.bias else 1)
-        if not spec.tied_embeddings or pp > 1:
-            dense += spec.vocab * h / tp
-        if spec.mtp_layers:  # MTP modules: a layer of the last layer's kind, norms and eh_proj each
-            local, routed = mtp_param_split(spec, tp=tp, ep=ep)
-            dense += spec.mtp_layers * local
-            experts += spec.mtp_layers * routed
-            # ZeRO-3 gathers the modules with the model's last layer: one bucket
-            last_local, last_routed = layer_param_split(spec, spec.layers - 1, tp=tp, ep=ep)
-            largest = max(largest, last_local + last_routed + spec.mtp_layers * (local + routed))
-            if pp > 1:  # the modules' embedding lookup: a copy of the embedding on the last stage
-                dense += spec.vocab * h / tp
+            units.append(local + routed)
+        if first_edge and c == 0:
+            units[:1] = [(units[0] if units else 0.0) + first_edge]
+        if stage_index == pp - 1 and c == len(chunks) - 1:
+            units[-1:] = [(units[-1] if units else 0.0) + last_edge + last_edge_routed]
+        largest = max([largest, *units])
     return StageParams(dense, experts, largest)
 
 

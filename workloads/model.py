@@ -1536,6 +1536,8 @@ def _layout_hint(layers: int, pp: int, vp: int) -> str:
         listed = f"layers_per_chunk: [{', '.join(map(str, auto))}]"
         return f"drop layers_per_chunk (--set parallelism.layers_per_chunk=null) for the automatic split {listed}"
     balanced = balanced_chunk_layers(layers, pp, vp)
+    if balanced is None and pp > 1 and pp * vp == layers + 1:  # one edge-only end chunk makes it fit
+        return f"set layers_per_chunk: [0, {', '.join(['1'] * layers)}] (the first chunk the embedding alone)"
     if balanced is None:
         return f"pp·vp = {pp * vp} exceeds layers = {layers}"
     return f"set layers_per_chunk: [{', '.join(map(str, balanced))}]"

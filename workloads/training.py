@@ -851,8 +851,8 @@ class TrainingJob:
                     continue
                 ev = evs[0] if len(evs) == 1 else simpy.AllOf(self.env, evs)
                 events.append(ev)
-                for layer in bucket:
-                    state.param_ready[layer] = ev
+                for key in bucket or [("edge", vstage)]:  # an edge-only chunk waits under its own key
+                    state.param_ready[key] = ev
         if events and not par.dp_overlap:
             yield simpy.AllOf(self.env, events)
             state.param_ready.clear()
@@ -892,22 +892,32 @@ class TrainingJob:
         if vstage == 0:
             if zero3:  # the embedding is gathered with the first layer
                 yield from self._zero3_gather(cls, vstage, layers, 0, ("F", mb), state)
+            else:  # ... or all-gathered in its bucket at the step start (ZeRO-1/2)
+                yield from self._params_ready(state, layers[0] if layers else ("edge", vstage))
             yield from self._run_program(cls, self._edge_program("embedding", "fwd"), mb)
         for i, layer in enumerate(layers):
             if zero3:
                 yield from self._zero3_gather(cls, vstage, layers, i, ("F", mb), state)
             else:
-                ready = state.param_ready.pop(layer, None)
-                if ready is not None:
-                    yield ready
+                yield from self._params_ready(state, layer)
             yield from self._run_program(cls, self._layer_program(layer, "fwd"), mb)
-        if vstage == self.vstages - 1:
-            if zero3 and not layers:  # a loss-only chunk gathers its LM head on its own
+        if vstage == self.vstages - 1 and not layers:  # a loss-only chunk: its LM head on its own
+            if zero3:
                 yield from self._zero3_gather(cls, vstage, layers, 0, ("F", mb), state)
+            else:
+                yield from self._params_ready(state, ("edge", vstage))
+        if vstage == self.vstages - 1:
             yield from self._run_program(cls, self._edge_program("output", "fwd"), mb)
             yield from self._mtp(cls, mb, "fwd")
         else:
             self._send(cls, +1, ("act", m.class_step[cls], mb, vstage + 1), f"pp_send_act mb{mb}", mb)
+
+    @staticmethod
+    def _params_ready(state: _StepState, key: Any) -> Generator[simpy.Event, Any, None]:
+        """Wait (once per step) for the ZeRO-1/2 parameter all-gather of the bucket holding ``key``."""
+        ready = state.param_ready.pop(key, None)
+        if ready is not None:
+            yield ready
 
     def _backward(
         self, cls: int, vstage: int, mb: int, last_mb: bool, state: _StepState
