@@ -255,14 +255,30 @@ def _variant(**changes: object) -> dict:
             {"results__total_output_tokens_per_s": 0},
             "`results.total_output_tokens_per_s` is 0, expected a positive",
         ),
-        ({"hardware__pp": 2}, "pp > 1: racksim serves TP replicas only"),
-        ({"hardware__ep": 8}, "ep > 1: racksim serves TP replicas only"),
+        ({"hardware__pp": 2}, "pp > 1: racksim serves tensor-parallel replicas, without pipeline stages"),
+        ({"hardware__ep": 8}, "ep > 1: the row does not say how attention is split"),
+        ({"hardware__accelerator": "TPU v5e"}, "accelerator 'TPU v5e' matches no shipped profile"),
+        ({"model": "Falcon 180B"}, "model 'Falcon 180B' matches no racksim preset"),
     ],
 )
 def test_malformed_rows_are_not_runnable_with_the_field_named(changes, reason):
     with pytest.raises(NotRunnable) as exc:
         plan_row(_variant(**changes), TABLE)
     assert str(exc.value).startswith(reason)
+
+
+@pytest.mark.parametrize(
+    "model,accelerator,preset,profile",
+    [
+        ("Llama 3.1 70B", "NVIDIA H100 SXM5 80GB", "llama3-70b", "h100-dgx.yaml"),
+        ("Mixtral 8x7B", "MI300X", "mixtral-8x7b", "mi300x.yaml"),
+        ("GPT-OSS 120B", "GB200 NVL72", "gpt-oss-120b", "gb200-nvl72.yaml"),
+        ("DeepSeek-R1-0528", "B200", "deepseek-v3", "b200-dgx.yaml"),
+    ],
+)
+def test_published_model_and_gpu_spellings_map_to_presets_and_profiles(model, accelerator, preset, profile):
+    plan = plan_row(_variant(model=model, hardware__accelerator=accelerator), TABLE)
+    assert (plan.spec["model"], plan.profile) == (preset, profile)
 
 
 def test_a_reference_note_without_hardware_says_so():

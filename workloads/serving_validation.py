@@ -4,7 +4,9 @@ source printed. The error table, the parallel runner and the CLI are shared with
 (``workloads.validation``, ``racksim validate --serving``).
 
 Runnable: TensorRT-LLM's performance overview (offline ``trtllm-bench throughput``, fixed input / output
-lengths, one TP engine): the model by name, the system by its GPU, tp, precision and lengths from the row.
+lengths, one TP engine): the model by name (``serving_model``: the names tables print, or any name training
+validation knows), the system by the first GPU name in its accelerator (``serving_system``), tp, precision
+and lengths from the row.
 What the rows leave open is stated once, here and in docs/inference.md, never tuned per row:
 
 * FP8 and NVFP4 checkpoints (TensorRT-LLM's, as the overview runs them) quantize the KV cache to FP8;
@@ -42,17 +44,26 @@ DEFAULT_SERVING_TABLE = "reference/inference_runs.yaml"
 # Llama 3 only in their RoPE scaling and context length, which do not change a fixed-length run's cost).
 SERVING_MODELS = {
     "llama3.18b": "llama3-8b",
+    "llama3.170b": "llama3-70b",
     "llama3.370b": "llama3-70b",
     "llama3.1405b": "llama3-405b",
     "qwen3235ba22b": "qwen3-235b-a22b",
     "qwen330ba3b": "qwen3-30b-a3b",
+    "deepseekr1": "deepseek-v3",  # R1 is trained from V3 and has its architecture
+    "deepseekr10528": "deepseek-v3",
 }
 # The GPU a row names -> the shipped profile of the system it ran in.
 SERVING_SYSTEMS = {
+    "a100": "a100-dgx.yaml",
     "h100": "h100-dgx.yaml",
+    "h800": "h800-hgx.yaml",
     "h200": "h200-hgx.yaml",
     "b200": "b200-dgx.yaml",
+    "b300": "b300-dgx.yaml",
     "gb200": "gb200-nvl72.yaml",
+    "gb300": "gb300-nvl72.yaml",
+    "mi300x": "mi300x.yaml",
+    "mi355x": "mi355x.yaml",
 }
 SERVING_PRECISIONS = {"fp8": "fp8", "fp4": "fp4", "nvfp4": "fp4", "bf16": "bf16", "fp16": "fp16"}
 REQUESTS = 1000
@@ -114,6 +125,22 @@ def trtllm_bench_limits(
     return int(batch), int(tokens)
 
 
+def serving_model(name: str) -> str | None:
+    """The racksim preset a table's model name stands for: the serving names above, else the names
+    training validation knows (presets and their published spellings: 'Mixtral 8x7B', 'GPT-OSS 120B')."""
+    from workloads.validation import _named_models
+
+    return SERVING_MODELS.get(_key(name)) or _named_models().get(re.sub(r"[^a-z0-9]", "", name.lower()))
+
+
+def serving_system(accelerator: str) -> str | None:
+    """The shipped profile of the first GPU name in a row's accelerator ('NVIDIA H100 SXM5 80GB' -> h100)."""
+    for word in re.findall(r"[a-z0-9]+", accelerator.lower()):
+        if word in SERVING_SYSTEMS:
+            return SERVING_SYSTEMS[word]
+    return None
+
+
 def is_serving_row(row: Mapping[str, Any]) -> bool:
     """Inference tables' rows carry a ``scenario`` (Offline, Server, offline max-throughput ...)."""
     return "scenario" in row
@@ -134,21 +161,27 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
     isl = positive_int(workload, "input_len", "workload")
     osl = positive_int(workload, "output_len", "workload")
     if isl is None or osl is None:
-        raise NotRunnable("request lengths not given (MLPerf's OpenOrca sample set is not in the table)")
-    model = SERVING_MODELS.get(_key(str(row.get("model", ""))))
+        raise NotRunnable(
+            "request lengths not given (an MLPerf data set's length distribution is not in the table)"
+        )
+    model = serving_model(str(row.get("model", "")))
     if model is None:
-        raise NotRunnable(f"model {row.get('model')!r} has no racksim preset")
+        raise NotRunnable(f"model {row.get('model')!r} matches no racksim preset")
     accel = str(hw.get("accelerator", ""))
-    profile = SERVING_SYSTEMS.get(_key(accel).split(".")[0])
+    profile = serving_system(accel)
     if profile is None:
-        raise NotRunnable(f"accelerator {accel!r} has no racksim profile")
+        raise NotRunnable(f"accelerator {accel!r} matches no shipped profile ({', '.join(SERVING_SYSTEMS)})")
     precision = SERVING_PRECISIONS.get(_key(str(row.get("precision", ""))))
     if precision is None:
         raise NotRunnable(f"precision {row.get('precision')!r} is not one racksim serves")
     tp = positive_int(hw, "tp", "hardware") or positive_int(hw, "total_accelerators", "hardware") or 1
-    unmodelled = [k for k in ("pp", "ep") if (positive_int(hw, k, "hardware") or 1) > 1]
-    if unmodelled:
-        raise NotRunnable(f"{'/'.join(unmodelled)} > 1: racksim serves TP replicas only")
+    if (positive_int(hw, "pp", "hardware") or 1) > 1:
+        raise NotRunnable("pp > 1: racksim serves tensor-parallel replicas, without pipeline stages")
+    if (positive_int(hw, "ep", "hardware") or 1) > 1:
+        raise NotRunnable(
+            "ep > 1: the row does not say how attention is split (TP, or data parallel as in 'DEP'); "
+            "write the run as a workload with parallelism.ep and attention_dp (docs/inference.md)"
+        )
     measured = measured_value(row_section(row, "results"), "total_output_tokens_per_s")
     if measured is None:
         raise NotRunnable("no total output tokens/s in the row")
