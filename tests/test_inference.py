@@ -270,3 +270,28 @@ def test_a_trace_next_to_the_spec_is_found_and_bad_rows_are_one_line(tmp_path):
         (sub / "t.csv").write_text(f"arrival_s,input_tokens,output_tokens\n{row}\n")
         with pytest.raises(ConfigError, match="line 2"):
             run(RunOptions(profile="h100-dgx.yaml", workload=str(spec), write_trace=False))
+
+
+def test_free_memory_fraction_is_a_share_of_what_the_weights_leave(tmp_path):
+    """TensorRT-LLM's kv_cache_free_gpu_mem_fraction: the cache gets a share of the HBM the weights leave,
+    where vLLM's gpu_memory_utilization (memory_fraction) caps weights + cache together. Llama 3.3 70B in
+    FP8 on one H100 (70.6 GB of weights, 80 GB usable): 1.4 GB of cache at memory_fraction 0.9, 8.5 GB at
+    free_memory_fraction 0.9; the same requests then run more at once."""
+    from workloads.inference import KVCache
+
+    assert KVCache("fp8", 0.9, free_memory_fraction=0.9).budget(80e9, 70e9) == pytest.approx(9e9)
+    assert KVCache("fp8", 0.9, None).budget(80e9, 70e9) == pytest.approx(2e9)
+    requests = {"count": 6, "input_tokens": 3000, "output_tokens": 4}
+    shared = _serve(tmp_path, model="llama3-70b", kv_cache={"precision": "fp8"}, requests=requests)
+    left = _serve(
+        tmp_path,
+        model="llama3-70b",
+        kv_cache={"precision": "fp8", "free_memory_fraction": 0.9},
+        requests=requests,
+    )
+    weights = 0.9 * 80e9 - shared["kv_cache_capacity_bytes"]
+    assert left["kv_cache_capacity_bytes"] == pytest.approx(0.9 * (80e9 - weights), rel=1e-9)
+    assert left["kv_cache_peak_bytes"] > 2 * shared["kv_cache_peak_bytes"]
+    assert left["requests_per_s"] > shared["requests_per_s"]
+    with pytest.raises(ConfigError, match=r"kv_cache\.free_memory_fraction"):
+        _serve(tmp_path, kv_cache={"free_memory_fraction": 1.5}, requests=requests)

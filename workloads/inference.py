@@ -93,6 +93,21 @@ class KVCache:
         maximum=1,
         exclusive_minimum=True,
     )
+    free_memory_fraction: float | None = number(
+        "share of the HBM left after the weights that the KV cache may use (TensorRT-LLM "
+        "kv_cache_free_gpu_mem_fraction); when given it replaces memory_fraction",
+        None,
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+        optional=True,
+    )
+
+    def budget(self, capacity: float, weights: float) -> float:
+        """KV-cache bytes per GPU next to ``weights`` on a GPU of ``capacity`` usable bytes."""
+        if self.free_memory_fraction is not None:
+            return self.free_memory_fraction * (capacity - weights)
+        return self.memory_fraction * capacity - weights
 
 
 @dataclass(frozen=True)
@@ -606,8 +621,10 @@ class ServingJob:
         self.costs = replica_costs(spec)
         self.row_tile = machine.compute_model.row_tile(spec.precision)
         tp = spec.parallelism.tp
-        hbm = machine.profile.accelerator.hbm_capacity * spec.kv_cache.memory_fraction
-        kv_capacity = hbm - self.costs.weights_per_gpu
+        capacity = machine.profile.accelerator.hbm_capacity
+        kv_capacity = spec.kv_cache.budget(capacity, self.costs.weights_per_gpu)
+        free = spec.kv_cache.free_memory_fraction
+        hbm = capacity if free is not None else capacity * spec.kv_cache.memory_fraction  # usable
         requests = make_requests(spec, seed)
         longest = max((r.input_tokens + r.output_tokens for r in requests), default=0)
         if kv_capacity < self.costs.kv_bytes(longest):
@@ -651,7 +668,6 @@ class ServingJob:
         replica, narrower weights the accelerator runs, a narrower KV cache; when none fits alone, the
         smallest tp that fits with the narrowest weights (the suggestion is checked, not a direction)."""
         spec, acc = self.spec, self.machine.profile.accelerator
-        usable = acc.hbm_capacity * spec.kv_cache.memory_fraction
         tp = spec.parallelism.tp
 
         def fits(**changes: Any) -> bool:
@@ -663,7 +679,8 @@ class ServingJob:
                 costs = replica_costs(dataclasses.replace(spec, parallelism=par, **changes))
             except Exception:  # a layout this model cannot take (heads not divisible, ...)
                 return False
-            return usable - costs.weights_per_gpu >= costs.kv_bytes(tokens)
+            cache = changes.get("kv_cache", spec.kv_cache)
+            return cache.budget(acc.hbm_capacity, costs.weights_per_gpu) >= costs.kv_bytes(tokens)
 
         widths = [tp * 2**k for k in range(1, 8)]
         narrower = [p for p in ("fp8", "fp4") if WEIGHT_BYTES[p] < WEIGHT_BYTES[spec.precision]]

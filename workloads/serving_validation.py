@@ -12,9 +12,9 @@ What the rows leave open is stated once, here and in docs/inference.md, never tu
 * FP8 and NVFP4 checkpoints (TensorRT-LLM's, as the overview runs them) quantize the KV cache to FP8;
 * the scheduler limits are the ones ``trtllm-bench`` derives when the command gives none, as the
   overview's did (``trtllm_bench_limits``: the requests of the run's lengths that fit its KV estimate,
-  capped at 4,096; tokens per iteration from those), with chunked prefill; weights and KV cache together
-  get 90 % of HBM (racksim's ``kv_cache.memory_fraction`` is vLLM's ``gpu_memory_utilization``; the
-  overview's "KV cache fraction 0.90-0.95" is TensorRT-LLM's share of the memory left after the weights);
+  capped at 4,096; tokens per iteration from those), with chunked prefill; the KV cache gets 90 % of the
+  HBM left after the weights (``kv_cache.free_memory_fraction``: TensorRT-LLM's
+  ``kv_cache_free_gpu_mem_fraction`` default; the overview says 0.90-0.95);
 * every row is served tensor parallel, MoE rows too: the overview's MoE recipe asks for attention DP but
   prints ``enable_attention_dp`` inside ``cuda_graph_config``, a strict config that rejects it, so the rows
   do not show which ran (racksim's attention-DP model predicts them 44-107 % fast, docs/inference.md);
@@ -82,7 +82,8 @@ OVERVIEW_REQUESTS = {
     (500, 2000): 3000,
     (20000, 2000): 1000,
 }
-KV_MEMORY_FRACTION = 0.9
+# TensorRT-LLM's kv_cache_free_gpu_mem_fraction default: the KV cache's share of the memory left after the weights
+KV_FREE_FRACTION = 0.9
 
 
 def _round_up(value: float, floor: int, tiers: tuple[tuple[float, int], ...]) -> int:
@@ -200,7 +201,7 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
         "model": model,
         "parallelism": parallelism,
         "precision": precision,
-        "kv_cache": {"precision": kv, "memory_fraction": KV_MEMORY_FRACTION},
+        "kv_cache": {"precision": kv, "free_memory_fraction": KV_FREE_FRACTION},
         "scheduler": scheduler,
         "requests": {"count": requests, "input_tokens": isl, "output_tokens": osl},
     }
