@@ -129,9 +129,9 @@ def trtllm_bench_limits(
 def serving_model(name: str) -> str | None:
     """The racksim preset a table's model name stands for: the serving names above, else the names
     training validation knows (presets and their published spellings: 'Mixtral 8x7B', 'GPT-OSS 120B')."""
-    from workloads.validation import _named_models
+    from workloads.validation import _named_models, _norm
 
-    return SERVING_MODELS.get(_key(name)) or _named_models().get(re.sub(r"[^a-z0-9]", "", name.lower()))
+    return SERVING_MODELS.get(_key(name)) or _named_models().get(_norm(name))
 
 
 def serving_system(accelerator: str) -> str | None:
