@@ -898,8 +898,10 @@ class TrainingJob:
         for i, layer in enumerate(layers):
             if zero3:
                 yield from self._zero3_gather(cls, vstage, layers, i, ("F", mb), state)
-            else:
-                yield from self._params_ready(state, layer)
+            else:  # inline, not _params_ready: this runs for every layer of every micro-batch
+                ready = state.param_ready.pop(layer, None)
+                if ready is not None:
+                    yield ready
             yield from self._run_program(cls, self._layer_program(layer, "fwd"), mb)
         if vstage == self.vstages - 1 and not layers:  # a loss-only chunk: its LM head on its own
             if zero3:
