@@ -118,29 +118,17 @@ def test_an_embedding_only_chunk_waits_for_its_parameters():
     assert first_send >= first_gather_end
 
 
-def _stage_params(spec: Any, stage: int) -> Any:
-    par = spec.parallelism
-    return stage_params(
-        spec.model,
-        tp=par.tp,
-        pp=par.pp,
-        vp=par.vp,
-        ep=par.ep,
-        stage_index=stage,
-        layers_per_chunk=par.layers_per_chunk,
-    )
-
-
 def test_zero3_workspace_counts_the_edges_it_gathers():
     """ZeRO-3 gathers the embedding with the first layer (alone in an embedding-only chunk) and the final
     norm and LM head with the last: the largest gather unit of each end stage includes them."""
-    spec = _spec({"pp": 3, "layers_per_chunk": [0, 16, 0], "zero": 3})
-    model = spec.model
+    model = _spec({"pp": 3, "layers_per_chunk": [0, 16, 0], "zero": 3}).model
+    edges = {"pp": 3, "layers_per_chunk": (0, 16, 0)}
     embedding = model.vocab * model.hidden
-    assert _stage_params(spec, 0).largest_layer == pytest.approx(embedding, rel=1e-12)
-    assert _stage_params(spec, 2).largest_layer == pytest.approx(embedding + model.hidden, rel=1e-12)
+    assert stage_params(model, stage_index=0, **edges).largest_layer == pytest.approx(embedding, rel=1e-12)
+    head = embedding + model.hidden  # untied LM head (vocab x hidden) and the final RMSNorm's weight
+    assert stage_params(model, stage_index=2, **edges).largest_layer == pytest.approx(head, rel=1e-12)
     layer = sum(mdl.layer_param_split(model, 0))
-    even = _stage_params(_spec({"pp": 2, "zero": 3}), 0)
+    even = stage_params(model, pp=2, stage_index=0)
     assert even.largest_layer == pytest.approx(layer + embedding, rel=1e-12)
 
 
