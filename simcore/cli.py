@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     handler = COMMANDS.get(args.command or "run")
     previous_sigint = interrupts.install()
+    ctrl_c = interrupts.mark()
     try:
         return handler(args) if handler else 2
     except RacksimError as exc:
@@ -184,10 +185,20 @@ def main(argv: list[str] | None = None) -> int:
               "--specs and the input files)", file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
-        print("racksim: interrupted; no partial outputs were kept", file=sys.stderr)
-        return 130
+        return _interrupted()
+    except Exception:
+        # A Ctrl-C delivered inside a callback from compiled code surfaces wrapped (numba: SystemError); the
+        # run has already discarded its outputs on the way out, so it is the interrupt, not a crash.
+        if interrupts.requested_since(ctrl_c):
+            return _interrupted()
+        raise
     finally:
         interrupts.restore(previous_sigint)
+
+
+def _interrupted() -> int:
+    print("racksim: interrupted; no partial outputs were kept", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

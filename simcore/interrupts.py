@@ -3,8 +3,10 @@
 Python delivers SIGINT as a KeyboardInterrupt wherever the main thread happens to be; raised inside a
 finalizer or a weakref callback (h5py, numpy and simpy objects die all the time during a run) it is printed
 as "Exception ignored" and dropped, and the run would go on to write complete outputs as if nobody had
-asked it to stop. The handler installed here raises as usual and also counts the request, so a run checks,
-before it writes anything, whether one arrived since it started.
+asked it to stop. Raised inside a callback from compiled code (numba's dispatcher unpickling a cached
+kernel) it comes out as a SystemError whose cause is the KeyboardInterrupt. The handler installed here raises
+as usual and also counts the request, so a run checks, before it writes anything, whether one arrived since
+it started, and the CLI reads any exception that follows a counted request as the interrupt it is.
 """
 
 from __future__ import annotations
@@ -46,8 +48,13 @@ def mark() -> int:
     return _requests
 
 
+def requested_since(since: int) -> bool:
+    """Whether Ctrl-C was pressed after ``mark()`` returned ``since``."""
+    return _requests != since
+
+
 def raise_if_requested(since: int) -> None:
     """Raise KeyboardInterrupt if Ctrl-C was pressed after ``mark()`` returned ``since``, even if the
     KeyboardInterrupt it raised was swallowed."""
-    if _requests != since:
+    if requested_since(since):
         raise KeyboardInterrupt

@@ -297,6 +297,36 @@ def test_a_ctrl_c_swallowed_during_the_run_still_stops_it_before_any_output(
         signal.signal(signal.SIGINT, previous)
 
 
+def test_a_ctrl_c_wrapped_by_compiled_code_exits_as_an_interrupt(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGINT delivered while numba's dispatcher calls back into Python (unpickling a cached kernel) comes
+    out as a SystemError caused by the KeyboardInterrupt. After a counted Ctrl-C the CLI exits 130 with the
+    interrupt message; the same SystemError without one is a crash and propagates."""
+    from simcore import cli
+
+    def wrapped_interrupt(_args: object) -> int:
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt as exc:
+            raise SystemError("CPUDispatcher(...) returned a result with an exception set") from exc
+        raise AssertionError("SIGINT was not delivered")
+
+    def plain_crash(_args: object) -> int:
+        raise SystemError("returned a result with an exception set")
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever the test runner set
+    try:
+        monkeypatch.setattr(cli, "cmd_run", wrapped_interrupt)
+        assert cli.main(["--profile", "gen2.yaml"]) == 130
+        assert "interrupted" in capsys.readouterr().err
+        monkeypatch.setattr(cli, "cmd_run", plain_crash)
+        with pytest.raises(SystemError):
+            cli.main(["--profile", "gen2.yaml"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_the_ctrl_c_handler_leaves_an_ignored_sigint_alone() -> None:
     from simcore import interrupts
 
