@@ -186,6 +186,10 @@ def load_inference_spec(data: Mapping[str, Any], *, file: str, source_text: str 
         raise ConfigError("serving does not run multi-token-prediction modules (speculative decoding is not "
                           "modelled)", file=file, path="model.mtp_layers", value=model.mtp_layers,
                           expected="0 for kind: inference")  # fmt: skip
+    if model.hybrid_pattern is not None:
+        raise ConfigError("serving a hybrid Mamba model is not modelled yet (its recurrent state in place of a "
+                          "KV cache)", file=file, path="model.hybrid_pattern", value=model.hybrid_pattern,
+                          expected="a transformer model (no hybrid_pattern) for kind: inference")  # fmt: skip
     if par.pp != 1:
         raise ConfigError("pipeline-parallel serving is not modelled", file=file, path="parallelism.pp",
                           value=par.pp, expected="1 (split with tp and replicas)")  # fmt: skip

@@ -186,61 +186,80 @@ def layer_activation_bytes(
     dqk, dv = spec.qk_head_dim, spec.v_head_dim
     g = gemm_input_bytes
     quantized = g < _ACT_BYTES  # linear layers keep a separate quantized copy of their input
-    # Per-token bytes of the attention block.
-    replicated = (_ACT_BYTES + g) * h + mask * h  # norm input, projection input; output dropout mask
-    if "layernorm" in modules and spec.mla is not None:
-        # MLA's input norm is a module of its own (Transformer Engine fuses a standard attention's norm
-        # into the QKV projection, which the layernorm module then leaves alone): its output is rebuilt
-        replicated -= g * h
-    per_rank = _ACT_BYTES * (heads * dqk + kv * (dqk + dv))  # Q, K, V
-    if spec.mla is not None and "mla_up_proj" in modules:
-        per_rank = 0.0  # MLA's Q, K, V are rebuilt from the kept latents (kept below)
-    if spec.qk_norm and spec.mla is None:
-        per_rank += _ACT_BYTES * (heads + kv) * dqk  # the per-head norms' inputs
-    # The attention output: 16-bit for flash attention's backward (and, unquantized, the out-projection's
-    # input too); a quantized out-projection keeps its own copy.
-    per_rank += (_ACT_BYTES if flash_attention or not quantized else 0.0) * heads * dv
-    per_rank += g * heads * dv if quantized else 0.0
-    if spec.mla is not None:
-        m = spec.mla
-        replicated += _ACT_BYTES * (m.q_lora_rank + m.kv_lora_rank)  # latent norm inputs (local tokens)
-        # the q and kv down-projections each quantize the norm output
-        if quantized and m.q_lora_rank and "layernorm" not in modules:
-            replicated += g * h
-        # Gathered latents feed the up-projections on every TP rank: SP does not split them.
-        per_rank += g * (m.q_lora_rank + m.kv_lora_rank) + _ACT_BYTES * m.qk_rope_head_dim
-    if flash_attention:
-        per_rank += _LSE_BYTES * heads
-    elif "core_attn" not in modules:
-        # softmax output (+ dropout mask and dropout output) over all s keys; selective recomputes them.
-        per_rank += heads * s * (_ACT_BYTES + (mask + _ACT_BYTES if dropout else 0.0))
-
-    # Per-token bytes of the MLP block.
-    # fc1's 16-bit output (the activation's backward reads it) and fc2's input (the activation's output)
-    inner = _INNER_PER_WIDTH[spec.ffn] - _ACT_BYTES + g
-    moe = spec.moe
-    if moe is None or not spec.is_moe_layer(layer_index):
-        replicated += _ACT_BYTES * h + mask * h  # norm input; dropout mask
-        if "mlp" not in modules:
-            replicated += g * h  # fc1 input (the norm output, fused into fc1: only mlp rebuilds it)
-            per_rank += inner * spec.dense_ffn_hidden / tp
-    else:
-        # Expert layers work on sequence-parallel shards (tokens / tp) with whole experts. Each routed copy
-        # keeps the experts' fc1 input (the dispatched token) and the inner activations. Megatron-Core
-        # (>= 0.13, "memory-efficient permutation") weights by the router probability inside the expert
-        # activation, whose backward rebuilds what the probabilities' gradient needs from fc1's output: the
-        # expert output is not kept (arXiv:2603.07685 §4.1.2: 26.3 GB per GPU for DeepSeek-V3).
-        routed = moe.top_k * moe.load_factor
-        act_out = 0.0 if "moe_act" in modules else g  # fc2's input, per unit of expert width
-        expert = g * h + (inner - g + act_out) * moe.expert_ffn_hidden
-        moe_bytes = _ACT_BYTES * h + _PROB_BYTES * moe.experts + mask * h  # norm in, probs
-        if "layernorm" not in modules:
-            moe_bytes += _ACT_BYTES * h  # the router's input (the norm output)
-            if quantized and moe.shared_experts:  # the shared experts' fc1 quantizes it too
-                moe_bytes += g * h
-        moe_bytes += routed * expert + moe.shared_experts * inner * moe.expert_ffn_hidden
-        per_rank += moe_bytes / tp
+    replicated = per_rank = 0.0
+    if spec.is_mamba_layer(layer_index):
+        replicated, per_rank = _mamba_activation_bytes(spec, tp, g, mask)
+    if spec.has_attention(layer_index):
+        # Per-token bytes of the attention block.
+        replicated += (_ACT_BYTES + g) * h + mask * h  # norm input, projection input; output dropout mask
+        if "layernorm" in modules and spec.mla is not None:
+            # MLA's input norm is a module of its own (Transformer Engine fuses a standard attention's norm
+            # into the QKV projection, which the layernorm module then leaves alone): its output is rebuilt
+            replicated -= g * h
+        attn = _ACT_BYTES * (heads * dqk + kv * (dqk + dv))  # Q, K, V
+        if spec.mla is not None and "mla_up_proj" in modules:
+            attn = 0.0  # MLA's Q, K, V are rebuilt from the kept latents (kept below)
+        per_rank += attn
+        if spec.qk_norm and spec.mla is None:
+            per_rank += _ACT_BYTES * (heads + kv) * dqk  # the per-head norms' inputs
+        # The attention output: 16-bit for flash attention's backward (and, unquantized, the out-projection's
+        # input too); a quantized out-projection keeps its own copy.
+        per_rank += (_ACT_BYTES if flash_attention or not quantized else 0.0) * heads * dv
+        per_rank += g * heads * dv if quantized else 0.0
+        if spec.mla is not None:
+            m = spec.mla
+            replicated += _ACT_BYTES * (m.q_lora_rank + m.kv_lora_rank)  # latent norm inputs (local tokens)
+            # the q and kv down-projections each quantize the norm output
+            if quantized and m.q_lora_rank and "layernorm" not in modules:
+                replicated += g * h
+            # Gathered latents feed the up-projections on every TP rank: SP does not split them.
+            per_rank += g * (m.q_lora_rank + m.kv_lora_rank) + _ACT_BYTES * m.qk_rope_head_dim
+        if flash_attention:
+            per_rank += _LSE_BYTES * heads
+        elif "core_attn" not in modules:
+            # softmax output (+ dropout mask and dropout output) over all s keys; selective recomputes them.
+            per_rank += heads * s * (_ACT_BYTES + (mask + _ACT_BYTES if dropout else 0.0))
+    if spec.has_ffn(layer_index):
+        # Per-token bytes of the MLP block.
+        # fc1's 16-bit output (the activation's backward reads it) and fc2's input (the activation's output)
+        inner = _INNER_PER_WIDTH[spec.ffn] - _ACT_BYTES + g
+        moe = spec.moe
+        if moe is None or not spec.is_moe_layer(layer_index):
+            replicated += _ACT_BYTES * h + mask * h  # norm input; dropout mask
+            if "mlp" not in modules:
+                replicated += g * h  # fc1 input (the norm output, fused into fc1: only mlp rebuilds it)
+                per_rank += inner * spec.dense_ffn_hidden / tp
+        else:
+            # Expert layers work on sequence-parallel shards (tokens / tp) with whole experts. Each routed
+            # copy keeps the experts' fc1 input (the dispatched token) and the inner activations.
+            # Megatron-Core (>= 0.13, "memory-efficient permutation") weights by the router probability
+            # inside the expert activation, whose backward rebuilds what the probabilities' gradient needs
+            # from fc1's output: the expert output is not kept (arXiv:2603.07685 §4.1.2: 26.3 GB per GPU for
+            # DeepSeek-V3).
+            routed = moe.top_k * moe.load_factor
+            act_out = 0.0 if "moe_act" in modules else g  # fc2's input, per unit of expert width
+            expert = g * h + (inner - g + act_out) * moe.expert_ffn_hidden
+            moe_bytes = _ACT_BYTES * h + _PROB_BYTES * moe.experts + mask * h  # norm in, probs
+            if "layernorm" not in modules:
+                moe_bytes += _ACT_BYTES * h  # the router's input (the norm output)
+                if quantized and moe.shared_experts:  # the shared experts' fc1 quantizes it too
+                    moe_bytes += g * h
+            moe_bytes += routed * expert + moe.shared_experts * inner * moe.expert_ffn_hidden
+            per_rank += moe_bytes / tp
     return tokens * (replicated / seq_split + per_rank)
+
+
+def _mamba_activation_bytes(spec: ModelSpec, tp: int, g: float, mask: float) -> tuple[float, float]:
+    """(replicated, per-TP-rank) bytes per token a Mamba-2 block keeps for its backward. Megatron-Core's
+    memory-efficient path (mamba_split_conv1d_scan_combined) keeps in_proj's output (z, x, B, C, dt) and
+    the scan output, and rebuilds the conv output in the backward; out_proj keeps its input (the gated
+    norm's output), in_proj the norm's output, the norm its input."""
+    m = spec.mamba
+    if m is None:
+        raise ValueError(f"{spec.name} has Mamba blocks and no mamba section")
+    replicated = (_ACT_BYTES + g) * spec.hidden + mask * spec.hidden
+    per_rank = (_ACT_BYTES * (m.in_proj_width + m.inner) + g * m.inner) / tp
+    return replicated, per_rank
 
 
 def recomputed_layers(

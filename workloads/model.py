@@ -29,6 +29,8 @@ RECOMPUTE_KINDS = ("none", "selective", "full")
 # function, the dense MLP (fc1 and its activation), MLA's up-projections (Q, K, V from the latents).
 RECOMPUTE_MODULES = ("core_attn", "layernorm", "moe_act", "mlp", "mla_up_proj")
 PHASES = ("fwd", "bwd")
+# Megatron's hybrid_override_pattern: one character per block, each block a pre-norm and one mixer.
+HYBRID_BLOCKS = MappingProxyType({"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"})
 
 # Old or informal names that map to a preset file named after the printed parameter count.
 _PRESET_ALIASES = (("gpt-1t", "gpt-1008b"),)
@@ -47,6 +49,14 @@ _FUSED_XENT_BWD_BYTES = 4.0
 _ADAM_FLOPS_PER_PARAM = 16.0
 # FlashAttention-2 backward runs 5 matmuls against the forward's 2 (it recomputes the scores).
 _FLASH_BWD_FLOP_FACTOR = 2.5
+# The chunked SSD scan's backward (mamba_ssm's _mamba_chunk_scan_combined_bwd) recomputes the chunk states
+# and the C·Bᵀ blocks, then runs the gradient products for x, B, C and dt: ~2.5x the forward, as flash.
+_SSD_BWD_FLOP_FACTOR = 2.5
+# fp32 intermediates of the SSD kernels: chunk states (written, read by the state passing, written again,
+# read by the output kernel) and the C·Bᵀ blocks (written, read).
+_SSD_STATE_BYTES = 4.0
+# Depthwise causal conv: a multiply-add per tap, then SiLU (~4 FLOPs).
+_CONV_SILU_FLOPS = 4.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,6 +107,34 @@ class MLASpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MambaSpec:
+    """Mamba-2 mixer (Dao & Gu 2024, state-space duality) as Megatron-Core's MambaMixer builds it: in_proj
+    to z, x, B, C and dt; a causal depthwise conv over x, B, C; the chunked SSD scan; a gated RMSNorm;
+    out_proj. ``heads`` x ``head_dim`` is the inner width; B and C are shared by the heads of a group."""
+
+    heads: int
+    head_dim: int
+    state: int  # N: the state size per head channel
+    groups: int = 1
+    conv_kernel: int = 4
+    chunk: int = 128  # SSD chunk length Q (the block size of its quadratic, attention-like part)
+
+    @property
+    def inner(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def conv_channels(self) -> int:
+        """Channels the depthwise conv runs over: x, B and C."""
+        return self.inner + 2 * self.groups * self.state
+
+    @property
+    def in_proj_width(self) -> int:
+        """Output width of in_proj: z, x, B, C and one dt per head."""
+        return 2 * self.inner + 2 * self.groups * self.state + self.heads
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """A decoder-only transformer, as in the `model:` block of a workload spec (DESIGN.md)."""
 
@@ -124,6 +162,11 @@ class ModelSpec:
     # 0 = every layer is windowed (Mistral 7B v0.1). None = no window.
     sliding_window: int | None = None
     full_attention_every: int = 0
+    # Hybrid models (Nemotron-H, Nemotron 3): one block per character of Megatron's hybrid_override_pattern
+    # (M Mamba-2, * attention, - dense MLP, E MoE), each a pre-norm and a single mixer. None = every layer
+    # is a transformer layer (attention + FFN).
+    hybrid_pattern: str | None = None
+    mamba: MambaSpec | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -155,7 +198,27 @@ class ModelSpec:
 
     def is_moe_layer(self, layer_index: int) -> bool:
         """True when layer `layer_index` (0-based) has a routed-expert FFN."""
-        return self.moe is not None and layer_index >= self.moe.dense_layers
+        if self.moe is None:
+            return False
+        if self.hybrid_pattern is not None:
+            return self.hybrid_pattern[layer_index] == "E"
+        return layer_index >= self.moe.dense_layers
+
+    def layer_kind(self, layer_index: int) -> str:
+        """``transformer`` (attention + FFN) for an ordinary model; a hybrid block's one mixer otherwise:
+        ``mamba``, ``attention``, ``mlp`` or ``moe``."""
+        if self.hybrid_pattern is None:
+            return "transformer"
+        return HYBRID_BLOCKS[self.hybrid_pattern[layer_index]]
+
+    def has_attention(self, layer_index: int) -> bool:
+        return self.layer_kind(layer_index) in ("transformer", "attention")
+
+    def has_ffn(self, layer_index: int) -> bool:
+        return self.layer_kind(layer_index) in ("transformer", "mlp", "moe")
+
+    def is_mamba_layer(self, layer_index: int) -> bool:
+        return self.layer_kind(layer_index) == "mamba"
 
     @property
     def dense_ffn_hidden(self) -> int:
@@ -181,6 +244,8 @@ _MODEL_OPTIONAL = (
     "position_embedding",
     "sliding_window",
     "full_attention_every",
+    "hybrid_pattern",
+    "mamba",
     "source",
 )
 _MOE_REQUIRED = ("experts", "top_k", "expert_ffn_hidden")
@@ -195,6 +260,8 @@ _MOE_OPTIONAL = (
 )
 _MLA_REQUIRED = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
 _MLA_OPTIONAL = ("q_lora_rank",)
+_MAMBA_REQUIRED = ("heads", "head_dim", "state")
+_MAMBA_OPTIONAL = ("groups", "conv_kernel", "chunk")
 
 
 def _join(path: str, key: str) -> str:
@@ -393,6 +460,86 @@ def _load_mla(data: Any, *, file: str | None, path: str) -> MLASpec:
     )
 
 
+def _load_mamba(data: Any, *, file: str | None, path: str) -> MambaSpec:
+    r = _Reader(data, file=file, path=path)
+    r.check_keys(_MAMBA_REQUIRED, _MAMBA_OPTIONAL)
+    heads = r.get_int("heads")
+    groups = r.get_int("groups", default=1)
+    if heads % groups:
+        raise r.error(
+            "groups",
+            f"groups = {groups} does not divide heads = {heads}",
+            expected=f"a divisor of {heads} (B and C are shared by the heads of a group)",
+        )
+    return MambaSpec(
+        heads=heads,
+        head_dim=r.get_int("head_dim"),
+        state=r.get_int("state"),
+        groups=groups,
+        conv_kernel=r.get_int("conv_kernel", default=4),
+        chunk=r.get_int("chunk", default=128),
+    )
+
+
+def _check_hybrid(r: _Reader, data: Any, layers: int, moe: MoESpec | None, mamba: MambaSpec | None) -> None:
+    """A hybrid pattern names one block per layer, and the blocks it uses have their sections."""
+    pattern = data.get("hybrid_pattern")
+    if pattern is None:
+        if mamba is not None:
+            raise r.error(
+                "mamba",
+                "a mamba section without hybrid_pattern: racksim does not know where the Mamba blocks go",
+                expected="hybrid_pattern: a string of M (Mamba-2), * (attention), - (MLP), E (MoE) blocks",
+            )
+        return
+    symbols = "".join(HYBRID_BLOCKS)
+    if not isinstance(pattern, str) or not pattern or set(pattern) - set(symbols):
+        bad = sorted(set(pattern) - set(symbols)) if isinstance(pattern, str) else []
+        raise r.error(
+            "hybrid_pattern",
+            "unknown block symbol(s) " + " ".join(repr(c) for c in bad)
+            if bad
+            else "must be a non-empty string",
+            value=pattern,
+            expected=f"characters of {symbols!r}: M Mamba-2, * attention, - MLP, E MoE (Megatron's "
+            "hybrid_override_pattern)",
+        )
+    if len(pattern) != layers:
+        raise r.error(
+            "layers",
+            f"hybrid_pattern has {len(pattern)} blocks and layers = {layers}",
+            value=layers,
+            expected=f"layers: {len(pattern)} (one per block of hybrid_pattern)",
+        )
+    for symbol, section, spec in (("M", "mamba", mamba), ("E", "moe", moe)):
+        if symbol in pattern and spec is None:
+            raise r.error(
+                section,
+                f"hybrid_pattern has {symbol!r} blocks and no {section} section",
+                expected=f"a {section}: mapping",
+            )
+        if symbol not in pattern and spec is not None:
+            raise r.error(
+                section,
+                f"a {section} section but no {symbol!r} block in hybrid_pattern",
+                expected=f"{symbol!r} blocks in hybrid_pattern, or no {section} section",
+            )
+    if moe is not None and moe.dense_layers:
+        raise r.error(
+            "moe.dense_layers",
+            "in a hybrid model hybrid_pattern says which blocks are dense MLP ('-') and which MoE ('E')",
+            value=moe.dense_layers,
+            expected="0 (or no dense_layers)",
+        )
+    if data.get("mtp_layers"):
+        raise r.error(
+            "mtp_layers",
+            "multi-token prediction modules of hybrid models are not modelled yet",
+            value=data["mtp_layers"],
+            expected="0",
+        )
+
+
 def load_model(data: Any, *, file: str | None = None, path: str = "model") -> ModelSpec:
     """Validate a `model:` mapping and build a ModelSpec; the first problem raises a ConfigError."""
     r = _Reader(data, file=file, path=path)
@@ -421,6 +568,12 @@ def load_model(data: Any, *, file: str | None = None, path: str = "model") -> Mo
         else _load_moe(data["moe"], file=file, path=_join(path, "moe"), layers=layers)
     )
     mla = None if data.get("mla") is None else _load_mla(data["mla"], file=file, path=_join(path, "mla"))
+    mamba = (
+        None
+        if data.get("mamba") is None
+        else _load_mamba(data["mamba"], file=file, path=_join(path, "mamba"))
+    )
+    _check_hybrid(r, data, layers, moe, mamba)
     if mla is not None and kv_heads != heads:
         raise r.error(
             "kv_heads",
@@ -467,6 +620,8 @@ def load_model(data: Any, *, file: str | None = None, path: str = "model") -> Mo
         position_embedding=r.get_str("position_embedding", default="rope", choices=POSITION_KINDS),
         sliding_window=window,
         full_attention_every=full_every,
+        hybrid_pattern=data.get("hybrid_pattern"),
+        mamba=mamba,
         source=source,
     )
 
@@ -576,11 +731,13 @@ class LayerParams:
     active_routed: int  # the top_k experts one token uses
     shared_experts: int
     router: int
+    mamba: int = 0  # a Mamba-2 mixer (in_proj, conv, dt/A/D, gated norm, out_proj): all TP-sharded
 
     @property
     def total(self) -> int:
         return (
             self.attention
+            + self.mamba
             + self.norms
             + self.dense_ffn
             + self.routed_experts
@@ -642,13 +799,31 @@ def mla_up_proj_params(spec: ModelSpec) -> int:
     return q_up + m.kv_lora_rank * a * (m.qk_nope_head_dim + m.v_head_dim)
 
 
+def mamba_params(spec: ModelSpec) -> int:
+    """One Mamba-2 mixer: in_proj (z, x, B, C, dt), the depthwise conv over x, B, C with its bias, dt_bias,
+    A_log and D per head, the gated RMSNorm's weight and out_proj (Megatron-Core's MambaMixer; no
+    projection biases)."""
+    m = spec.mamba
+    if m is None:
+        return 0
+    conv = m.conv_channels * (m.conv_kernel + 1)
+    return spec.hidden * m.in_proj_width + conv + 3 * m.heads + m.inner + m.inner * spec.hidden
+
+
 def layer_params(spec: ModelSpec, layer_index: int) -> LayerParams:
-    """Parameter breakdown of layer `layer_index` (0-based); MoE layers follow `moe.dense_layers`."""
+    """Parameter breakdown of layer `layer_index` (0-based); MoE layers follow `moe.dense_layers` (or the
+    ``E`` blocks of a hybrid pattern, whose blocks have one pre-norm and one mixer each)."""
     if not 0 <= layer_index < spec.layers:
         raise IndexError(f"layer_index {layer_index} out of range for {spec.layers} layers")
-    attention, duplicated = _attention_params(spec)
-    norms = 2 * _norm_params(spec, spec.hidden)
+    kind = spec.layer_kind(layer_index)
+    norm = _norm_params(spec, spec.hidden)
+    if kind == "mamba":
+        return LayerParams(0, 0, norm, 0, 0, 0, 0, 0, mamba=mamba_params(spec))
+    attention, duplicated = _attention_params(spec) if spec.has_attention(layer_index) else (0, 0)
+    norms = 2 * norm if kind == "transformer" else norm
     moe = spec.moe
+    if not spec.has_ffn(layer_index):
+        return LayerParams(attention, duplicated, norms, 0, 0, 0, 0, 0)
     if moe is None or not spec.is_moe_layer(layer_index):
         return LayerParams(
             attention, duplicated, norms, _ffn_matrix_params(spec, spec.dense_ffn_hidden), 0, 0, 0, 0
@@ -694,12 +869,13 @@ def mtp_extra_params(spec: ModelSpec) -> int:
 
 
 def layer_param_split(spec: ModelSpec, layer_index: int, *, tp: int = 1, ep: int = 1) -> tuple[float, float]:
-    """(dense, routed-expert) parameters one GPU holds for a layer: TP shards attention and dense MLPs
-    (norms, routers, shared experts and MLA down-projections are whole on every TP rank), EP shards the
-    routed experts."""
+    """(dense, routed-expert) parameters one GPU holds for a layer: TP shards attention, Mamba mixers and
+    dense MLPs (norms, routers, shared experts and MLA down-projections are whole on every TP rank), EP
+    shards the routed experts."""
     p = layer_params(spec, layer_index)
     whole = p.attention_tp_duplicated + p.norms + p.router + p.shared_experts
-    return (p.attention - p.attention_tp_duplicated + p.dense_ffn) / tp + whole, p.routed_experts / ep
+    sharded = p.attention - p.attention_tp_duplicated + p.mamba + p.dense_ffn
+    return sharded / tp + whole, p.routed_experts / ep
 
 
 def mtp_param_split(spec: ModelSpec, *, tp: int = 1, ep: int = 1) -> tuple[float, float]:
@@ -739,11 +915,36 @@ def _attention_core_flops_fwd_per_token(spec: ModelSpec, seq_len: int, window: i
 
 
 def _attention_fwd_all_layers(spec: ModelSpec, seq_len: int) -> float:
-    """``_attention_core_flops_fwd_per_token`` summed over the layers (their windows)."""
+    """``_attention_core_flops_fwd_per_token`` summed over the layers with attention (their windows)."""
     return sum(
         _attention_core_flops_fwd_per_token(spec, seq_len, spec.attention_window(i))
         for i in range(spec.layers)
+        if spec.has_attention(i)
     )
+
+
+def ssd_scan_flops_per_token(spec: ModelSpec, seq_len: int | None = None) -> float:
+    """Forward FLOPs of one Mamba-2 layer's chunked SSD scan per token (Dao & Gu 2024 §6, chunk length Q,
+    state N, head dim P): C·Bᵀ inside a chunk, 2·Q·N per group; its masked product with X, 2·Q·P per head;
+    the chunk states Bᵀ·X and the output C·h from the carried states, 2·N·P each per head. Like attention's
+    s x s, the Q x Q blocks count whole (the kernels compute them whole). A sequence shorter than a chunk
+    is one chunk."""
+    m = spec.mamba
+    if m is None:
+        return 0.0
+    return _ssd_flops_per_token(
+        m, min(m.chunk, spec.seq_len if seq_len is None else seq_len), m.heads, m.groups
+    )
+
+
+def _ssd_flops_per_token(m: MambaSpec, chunk: float, heads: float, groups: float) -> float:
+    return 2.0 * chunk * m.state * groups + heads * (2.0 * chunk * m.head_dim + 4.0 * m.state * m.head_dim)
+
+
+def _mixer_core_fwd_all_layers(spec: ModelSpec, seq_len: int) -> float:
+    """Attention cores and SSD scans of all layers, forward, per token: the non-parameter FLOPs."""
+    mamba_layers = sum(1 for i in range(spec.layers) if spec.is_mamba_layer(i))
+    return _attention_fwd_all_layers(spec, seq_len) + mamba_layers * ssd_scan_flops_per_token(spec, seq_len)
 
 
 # Key-block width of flash attention kernels (FlashAttention-2/3, cuDNN: 128 keys per tile on Hopper and
@@ -773,8 +974,18 @@ def layer_attention_flops_per_token(
 ) -> float:
     """Forward attention-core FLOPs of one layer per token (full s x s matrix, the model-FLOP convention;
     a sliding-window layer's band when ``layer_index`` names one)."""
+    if layer_index is not None and not spec.has_attention(layer_index):
+        return 0.0
     window = None if layer_index is None else spec.attention_window(layer_index)
     return _attention_core_flops_fwd_per_token(spec, spec.seq_len if seq_len is None else seq_len, window)
+
+
+def layer_core_flops_per_token(spec: ModelSpec, seq_len: int | None, layer_index: int) -> float:
+    """Forward FLOPs of one layer beyond its parameters (attention core or SSD scan) per token: what a full
+    recompute of the layer runs again besides its GEMMs."""
+    if spec.is_mamba_layer(layer_index):
+        return ssd_scan_flops_per_token(spec, seq_len)
+    return layer_attention_flops_per_token(spec, seq_len, layer_index)
 
 
 def check_recompute_modules(
@@ -817,13 +1028,14 @@ def model_flops_per_token(spec: ModelSpec, seq_len: int | None = None) -> float:
 
     The attention term is 6·layers·s·heads·(d_qk + d_v) = 12·l·s·d_attn for ordinary attention: the full
     s x s score matrix, causal mask NOT halving it (Megatron, PaLM, NeMo, llm-foundry count it this way).
-    No recompute. This is the numerator of ``model_tflops_per_gpu`` and MFU.
+    A hybrid model's Mamba-2 layers add 3 x their SSD scan (``ssd_scan_flops_per_token``), as attention
+    layers add 3 x their core. No recompute. This is the numerator of ``model_tflops_per_gpu`` and MFU.
     """
     s = spec.seq_len if seq_len is None else seq_len
     dense = non_embedding_params(spec, active=True) + spec.vocab * spec.hidden
     # each MTP module: its layer and projection, the shared head once more, the last layer's attention
     dense += mtp_params(spec, active=True) + spec.mtp_layers * spec.vocab * spec.hidden
-    attention = _attention_fwd_all_layers(spec, s) + spec.mtp_layers * _attention_core_flops_fwd_per_token(
+    attention = _mixer_core_fwd_all_layers(spec, s) + spec.mtp_layers * _attention_core_flops_fwd_per_token(
         spec, s, spec.attention_window(spec.layers - 1)
     )
     return 6.0 * dense + 3.0 * attention
@@ -838,11 +1050,10 @@ def hardware_flops_per_token(spec: ModelSpec, seq_len: int | None = None, recomp
     check_recompute(recompute)
     s = spec.seq_len if seq_len is None else seq_len
     flops = model_flops_per_token(spec, s)
-    attention_fwd = _attention_fwd_all_layers(spec, s)
     if recompute == "selective":
-        flops += attention_fwd
+        flops += _attention_fwd_all_layers(spec, s)
     elif recompute == "full":
-        flops += 2.0 * non_embedding_params(spec, active=True) + attention_fwd
+        flops += 2.0 * non_embedding_params(spec, active=True) + _mixer_core_fwd_all_layers(spec, s)
     return flops
 
 
@@ -1101,6 +1312,44 @@ def _attention_fwd(spec: ModelSpec, x: _Shard, window: int | None = None) -> lis
     return items
 
 
+def _mamba_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
+    """A Mamba-2 block as Megatron-Core runs it: pre-norm, in_proj (column-parallel: each TP rank holds
+    whole heads and groups), causal depthwise conv + SiLU over x, B, C, the chunked SSD scan (four Triton
+    kernels: chunk cumsum, chunk states, state passing, chunk scan), the gated RMSNorm (per TP rank's
+    groups) and out_proj (row-parallel): the TP collectives sit where an attention block has them."""
+    m = spec.mamba
+    if m is None:
+        raise ValueError(f"{spec.name} has Mamba blocks and no mamba section")
+    h, tokens, dt = spec.hidden, x.tokens, x.dt
+    heads, groups = m.heads / x.tp, m.groups / x.tp
+    inner, bc = heads * m.head_dim, 2.0 * groups * m.state
+    q = min(m.chunk, x.s)
+    activation = tokens * h * dt
+    tp_start, tp_end = (
+        _tp_points("mamba", activation, activation, x.sp) if x.tp > 1 else (_CommPoint(), _CommPoint())
+    )
+    scan_flops = tokens * _ssd_flops_per_token(m, q, heads, groups)
+    # 16-bit x, B, C (read by two kernels each) and dt in, y out; fp32 chunk states four times and C·Bᵀ twice.
+    scan_bytes = dt * tokens * (2.0 * inner + 2.0 * bc + heads) + _SSD_STATE_BYTES * tokens * (
+        4.0 * heads * m.head_dim * m.state / q + 2.0 * groups * q
+    )
+    # Shaped like one Q x Q x P block per head: the head dimension sets how well it fills the tensor cores.
+    scan = Op("mamba_scan", "attention", scan_flops, scan_bytes, (q, q, m.head_dim), math.ceil(heads))
+    conv_elements = tokens * (inner + bc)
+    return [
+        _norm("mamba_norm", x.tokens_sp, h, dt),
+        tp_start,
+        _gemm("mamba_in_proj", tokens, 2.0 * inner + bc + heads, h, dt),
+        _pointwise("mamba_conv", "elementwise", conv_elements, 2.0 * m.conv_kernel + _CONV_SILU_FLOPS, 2, dt),
+        _FwdOp(scan, _SSD_BWD_FLOP_FACTOR, 2.0),
+        # y·SiLU(z), then RMSNorm over each group: reads y and z, writes the out_proj input
+        _pointwise("mamba_gated_norm", "norm", tokens * inner, _NORM_FLOPS_PER_ELEMENT + 4.0, 3, dt),
+        _gemm("mamba_out_proj", tokens, h, inner, dt),
+        tp_end,
+        *([_hidden_dropout("mamba_dropout", x, h)] if x.dropout else []),
+    ]
+
+
 def _hidden_dropout(name: str, x: _Shard, hidden: int) -> _FwdOp:
     """Dropout of a block's output (fused with the bias and residual add): writes a 1-byte mask and rereads
     the output once more, over the sequence-parallel shard's tokens x hidden elements."""
@@ -1232,7 +1481,8 @@ def layer_program(
     dropout: bool = False,
     ep_dispatch: str = "alltoall",
 ) -> list[Op | Comm]:
-    """Kernels and collectives of one transformer layer for one micro-batch on one GPU, in execution order.
+    """Kernels and collectives of one layer (a hybrid model's block) for one micro-batch on one GPU, in
+    execution order.
 
     Recompute is not included: before a layer's backward the workload replays its ``phase="fwd"`` program
     (full) or what ``recompute_modules`` rebuild (selective). Data-parallel gradient reduction is per step, not here.
@@ -1245,8 +1495,15 @@ def layer_program(
     s = spec.seq_len if seq_len is None else seq_len
     regroup = ep_dispatch == "alltoall"
     x = _Shard(micro_batch, s, tp, sp, cp, ep, float(dtype_bytes), flash_attention, dropout, regroup)
-    window = spec.attention_window(layer_index)
-    return _emit(_attention_fwd(spec, x, window) + _mlp_fwd(spec, layer_index, x), phase)
+    kind = spec.layer_kind(layer_index)
+    if kind == "mamba":
+        return _emit(_mamba_fwd(spec, x), phase)
+    items = (
+        _attention_fwd(spec, x, spec.attention_window(layer_index)) if spec.has_attention(layer_index) else []
+    )
+    if spec.has_ffn(layer_index):
+        items += _mlp_fwd(spec, layer_index, x)
+    return _emit(items, phase)
 
 
 def layer_ops(spec: ModelSpec, layer_index: int, **kwargs: Any) -> list[Op]:
@@ -1584,6 +1841,24 @@ def check_parallelism(
                 f"tp = {tp} and kv_heads = {kv}: neither divides the other",
                 tp,
                 f"a divisor of {kv}, or a multiple of it (KV heads are then replicated)",
+            )
+    if spec.mamba is not None:
+        m = spec.mamba
+        for what, count in (("mamba.heads", m.heads), ("mamba.groups", m.groups)):
+            if count % tp:
+                raise err(
+                    "tp",
+                    f"tp = {tp} does not divide {what} = {count} (a TP rank holds whole Mamba heads and groups)",
+                    tp,
+                    "one of " + ", ".join(str(d) for d in range(1, m.groups + 1) if m.groups % d == 0),
+                )
+        if cp > 1:
+            raise err(
+                "cp",
+                "context parallelism over Mamba-2 blocks (Megatron's all-to-all from sequence to head shards) "
+                "is not modelled yet",
+                cp,
+                "cp = 1 for a model with Mamba blocks",
             )
     if vp > 1 and pp == 1:
         raise err("vp", "interleaved pipelining (vp > 1) needs pp > 1", vp, "vp = 1 when pp = 1")

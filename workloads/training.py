@@ -334,7 +334,7 @@ def _early_replays(model: Any, layer: int, fwd: list[Any], modules: set[str]) ->
             "rope",
         }
     out = [_replay(op) for op in fwd if isinstance(op, mdl.Op) and op.name in names]
-    if "mlp" in modules and not moe_layer:
+    if "mlp" in modules and not moe_layer and model.has_ffn(layer):
         ops = [i for i, item in enumerate(fwd) if isinstance(item, mdl.Op)]
         start = next(i for i in ops if fwd[i].name == "mlp_norm")
         end = next(i for i in ops if fwd[i].name == "mlp_down") + 1
@@ -497,13 +497,15 @@ class TrainingJob:
             mode = self.layer_recompute(layer)
             if mode == "none":
                 continue
-            core = mdl.layer_attention_flops_per_token(model, s, layer)
             if mode == "full":
-                flops += 2.0 * mdl.layer_params(model, layer).active + core
+                flops += 2.0 * mdl.layer_params(model, layer).active + mdl.layer_core_flops_per_token(
+                    model, s, layer
+                )
                 continue
             modules = self.spec.parallelism.recompute_modules
-            flops += core if "core_attn" in modules else 0.0
-            if "mlp" in modules and not model.is_moe_layer(layer):  # fc1 (up and gate if gated) and fc2 again
+            flops += mdl.layer_attention_flops_per_token(model, s, layer) if "core_attn" in modules else 0.0
+            if "mlp" in modules and model.has_ffn(layer) and not model.is_moe_layer(layer):
+                # fc1 (up and gate if gated) and fc2 again
                 flops += 2.0 * model.hidden * model.dense_ffn_hidden * (3 if model.ffn == "swiglu" else 2)
             if "mla_up_proj" in modules and model.mla is not None:  # the up-projections again
                 flops += 2.0 * mdl.mla_up_proj_params(model)
@@ -629,11 +631,11 @@ class TrainingJob:
 
     # ------------------------------------------------------------------ programs
     def _layer_program(self, layer: int, phase: str) -> tuple[Step, ...]:
-        """Programs depend on the layer only through dense vs MoE, its attention window and its recompute:
-        share them (and the engine's memo)."""
+        """Programs depend on the layer only through its kind (a hybrid model's block), dense vs MoE, its
+        attention window and its recompute: share them (and the engine's memo)."""
         mode = self.layer_recompute(layer)
         model = self.spec.model
-        key = (model.is_moe_layer(layer), model.attention_window(layer), phase, mode)
+        key = (model.layer_kind(layer), model.is_moe_layer(layer), model.attention_window(layer), phase, mode)
         prog = self._programs.get(key)
         if prog is None:
             prog = self._programs[key] = layer_segments(self.spec, layer, phase, mode)

@@ -363,6 +363,7 @@ NAME_ALIASES: Mapping[str, str] = {
     "llama3405b": "llama3-405b",
     "nemotron340b": "nemotron-4-340b",
     "nemotron4340b": "nemotron-4-340b",
+    "nemotron3nano": "nemotron-3-nano-30b-a3b",
     "gpt3": "gpt3-175b",
 }
 CATALOG_PRESETS: Mapping[str, str] = {

@@ -1,0 +1,204 @@
+"""Hybrid Mamba-2 / attention / MoE models (Nemotron-H, Nemotron 3): Megatron's hybrid_override_pattern as
+``model.hybrid_pattern``, one block per character, each a pre-norm and one mixer. Parameters, FLOPs, the
+Mamba block's kernels and collectives, its memory and its bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from sim_helpers import simulate
+
+from simcore.errors import ConfigError
+from workloads import memory
+from workloads import model as mdl
+from workloads.spec import load_training_spec
+from workloads.validation import load_table, plan_row, select_rows
+
+NANO = "nemotron-3-nano-30b-a3b"
+
+
+def _tiny(**changes: object) -> dict:
+    """A small hybrid model mapping: two Mamba blocks, an attention block, a dense MLP and two MoE blocks."""
+    data = {
+        "name": "tiny-hybrid",
+        "layers": 6,
+        "hidden": 256,
+        "ffn_hidden": 512,
+        "heads": 8,
+        "kv_heads": 2,
+        "vocab": 1024,
+        "seq_len": 512,
+        "ffn": "squared_relu",
+        "hybrid_pattern": "ME*-ME",
+        "mamba": {"heads": 8, "head_dim": 64, "state": 32, "groups": 2},
+        "moe": {"experts": 8, "top_k": 2, "expert_ffn_hidden": 128},
+    }
+    data.update(changes)
+    return data
+
+
+def test_nemotron_3_nano_counts_the_published_parameters():
+    # Model card: 31.6B total, 3.2B active (3.6B with the embeddings).
+    nano = mdl.load_preset(NANO)
+    assert mdl.total_params(nano) == pytest.approx(31.6e9, rel=0.005)
+    assert mdl.active_params(nano) == pytest.approx(3.6e9, rel=0.01)
+    assert mdl.active_params(nano) - mdl.embedding_params(nano) == pytest.approx(3.2e9, rel=0.01)
+    kinds = [nano.layer_kind(i) for i in range(nano.layers)]
+    assert (kinds.count("mamba"), kinds.count("moe"), kinds.count("attention")) == (23, 23, 6)
+
+
+def test_mamba_block_parameters_in_closed_form():
+    spec = mdl.load_model(_tiny())
+    h, heads, p, n, g, k = 256, 8, 64, 32, 2, 4
+    inner = heads * p
+    in_proj = h * (2 * inner + 2 * g * n + heads)
+    conv = (inner + 2 * g * n) * (k + 1)  # depthwise taps and a bias per channel
+    expected = in_proj + conv + 3 * heads + inner + inner * h  # dt_bias, A_log, D; gated norm; out_proj
+    assert mdl.mamba_params(spec) == expected
+    block = mdl.layer_params(spec, 0)
+    assert block.mamba == expected and block.norms == h and block.attention == 0 and block.dense_ffn == 0
+    # an attention block has no FFN, an MLP block no attention; each has one norm
+    attn, mlp = mdl.layer_params(spec, 2), mdl.layer_params(spec, 3)
+    assert attn.attention > 0 and attn.dense_ffn == 0 and attn.norms == h
+    assert mlp.attention == 0 and mlp.dense_ffn == 2 * h * 512 and mlp.norms == h
+    # TP shards the whole mixer; the block norm stays whole
+    dense, _ = mdl.layer_param_split(spec, 0, tp=2)
+    assert dense == expected / 2 + h
+
+
+def test_model_flops_add_three_times_the_ssd_scan_of_each_mamba_block():
+    spec = mdl.load_model(_tiny())
+    s = spec.seq_len
+    # Q = 128: C·Bᵀ per group, its product with X per head, chunk states and their output per head
+    scan = 2 * 128 * 32 * 2 + 8 * (2 * 128 * 64 + 4 * 32 * 64)
+    assert mdl.ssd_scan_flops_per_token(spec) == scan
+    attention = mdl.layer_attention_flops_per_token(spec, s, 2)
+    assert attention > 0 and mdl.layer_attention_flops_per_token(spec, s, 0) == 0.0
+    params = mdl.non_embedding_params(spec, active=True) + spec.vocab * spec.hidden
+    assert mdl.model_flops_per_token(spec) == pytest.approx(
+        6 * params + 3 * (attention + 2 * scan), rel=1e-12
+    )
+    # full recompute runs every block's forward again, the scans included
+    full = mdl.hardware_flops_per_token(spec, recompute="full") - mdl.model_flops_per_token(spec)
+    assert full == pytest.approx(2 * mdl.non_embedding_params(spec, active=True) + attention + 2 * scan)
+    # a sequence shorter than a chunk is one chunk
+    assert mdl.ssd_scan_flops_per_token(spec, 64) < scan
+
+
+def test_mamba_block_program_gemms_and_tp_collectives():
+    spec = mdl.load_model(_tiny())
+    tokens = 2 * 512
+    one = {op.name: op for op in mdl.layer_ops(spec, 0, micro_batch=2)}
+    assert one["mamba_in_proj"].flops == 2 * tokens * 256 * (2 * 512 + 2 * 2 * 32 + 8)
+    assert one["mamba_out_proj"].flops == 2 * tokens * 512 * 256
+    assert mdl.layer_comm(spec, 0, micro_batch=2) == []
+    two = {op.name: op for op in mdl.layer_ops(spec, 0, micro_batch=2, tp=2, sp=True)}
+    for name in ("mamba_in_proj", "mamba_scan", "mamba_out_proj"):
+        assert two[name].flops == pytest.approx(one[name].flops / 2), name
+    # the same TP points as an attention block: all-gather in, reduce-scatter out (mirrored backward)
+    fwd = [(c.op, c.nbytes) for c in mdl.layer_comm(spec, 0, micro_batch=2, tp=2, sp=True)]
+    assert fwd == [("allgather", tokens * 256 * 2), ("reducescatter", tokens * 256 * 2)]
+    bwd = [c.op for c in mdl.layer_comm(spec, 0, micro_batch=2, tp=2, sp=True, phase="bwd")]
+    assert bwd == ["allgather", "allgather", "reducescatter"]
+    # the blocks run only their own mixer
+    assert not any(op.name.startswith("attn") for op in mdl.layer_ops(spec, 1, micro_batch=1))
+    assert not any(op.name.startswith(("mlp", "expert")) for op in mdl.layer_ops(spec, 2, micro_batch=1))
+    assert [op.name for op in mdl.layer_ops(spec, 3, micro_batch=1)][:2] == ["mlp_norm", "mlp_up"]
+
+
+def test_mamba_activations_shrink_with_tp_and_recompute():
+    spec = mdl.load_model(_tiny())
+    kw = {"micro_batch": 1}
+    plain = memory.layer_activation_bytes(spec, 0, **kw)
+    assert plain > 0
+    assert memory.layer_activation_bytes(spec, 0, tp=2, sp=True, **kw) < plain
+    assert memory.layer_activation_bytes(spec, 0, recompute="full", **kw) < plain
+    # an attention-only block keeps no MLP tensors: less than a transformer layer of the same attention
+    dense = mdl.load_model(_tiny(hybrid_pattern=None, mamba=None, moe=None, layers=6))
+    assert memory.layer_activation_bytes(spec, 2, **kw) < memory.layer_activation_bytes(dense, 2, **kw)
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "words"),
+    [
+        ({"hybrid_pattern": "MEX*-M"}, "model.hybrid_pattern", "unknown block symbol"),
+        ({"hybrid_pattern": "ME*-M"}, "model.layers", "5 blocks"),
+        ({"mamba": None}, "model.mamba", "no mamba section"),
+        ({"hybrid_pattern": "*E*-*E"}, "model.mamba", "no 'M' block"),
+        ({"moe": None}, "model.moe", "no moe section"),
+        ({"hybrid_pattern": None}, "model.mamba", "without hybrid_pattern"),
+        ({"mtp_layers": 1}, "model.mtp_layers", "not modelled"),
+        ({"mamba": {"heads": 8, "head_dim": 64, "state": 32, "groups": 3}}, "model.mamba.groups", "divide"),
+    ],
+)
+def test_bad_hybrid_models_name_the_field(changes, path, words):
+    with pytest.raises(ConfigError) as err:
+        mdl.load_model(_tiny(**changes), file="m.yaml", path="model")
+    assert err.value.path == path
+    assert words in str(err.value)
+
+
+def test_parallel_layouts_a_mamba_block_cannot_run():
+    spec = mdl.load_model(_tiny())
+    with pytest.raises(ConfigError, match="mamba.groups"):
+        mdl.check_parallelism(spec, tp=4)  # 2 groups
+    with pytest.raises(ConfigError, match="context parallelism over Mamba"):
+        mdl.check_parallelism(spec, cp=2)
+    mdl.check_parallelism(spec, tp=2, ep=2, dp=2, sequence_parallel=True)
+
+
+def _training(tp: int = 1, **model: object):
+    return load_training_spec(
+        {
+            "kind": "training",
+            "model": _tiny(**model),
+            "parallelism": {"tp": tp, "dp": 8 // tp, "ep": 2, "sequence_parallel": tp > 1},
+            "batch": {"global_seqs": 16, "micro": 1},
+            "steps": 1,
+        },
+        file="hybrid.yaml",
+    )
+
+
+def test_a_hybrid_model_trains_deterministically_and_a_bigger_state_costs_time():
+    _, _, step = simulate(_training(), "gb200-nvl72.yaml")
+    _, _, again = simulate(_training(), "gb200-nvl72.yaml")
+    assert step > 0 and step == again
+    bigger = {"heads": 8, "head_dim": 64, "state": 256, "groups": 2}
+    _, _, slower = simulate(_training(mamba=bigger), "gb200-nvl72.yaml")
+    assert slower > step
+    # TP 2 splits every block and the step runs; selective recompute replays the one attention core only
+    job, _, step_tp = simulate(_training(tp=2), "gb200-nvl72.yaml")
+    assert step_tp > 0 and job.spec.parallelism.recompute == "selective"
+    model = job.spec.model
+    core = mdl.layer_attention_flops_per_token(model, model.seq_len, 2)
+    assert job.hardware_flops_per_token() == pytest.approx(mdl.model_flops_per_token(model) + core)
+    assert job.hardware_flops_per_token() == pytest.approx(
+        mdl.hardware_flops_per_token(model, recompute="selective")
+    )
+
+
+def test_transformer_models_are_one_kind_of_layer():
+    llama = mdl.load_preset("llama3-8b")
+    assert {llama.layer_kind(i) for i in range(llama.layers)} == {"transformer"}
+    assert all(llama.has_attention(i) and llama.has_ffn(i) for i in range(llama.layers))
+    hybrid = dataclasses.replace(mdl.load_preset(NANO))
+    assert hybrid.is_moe_layer(1) and not hybrid.is_moe_layer(0) and hybrid.is_mamba_layer(0)
+
+
+def test_the_megatron_bridge_nemotron_3_nano_rows_map_to_the_preset():
+    table, _ = load_table("workloads/reference/megatron_bridge_26x_runs.yaml")
+    rows = select_rows(table, ["*Nemotron_3_Nano*"])
+    assert len(rows) == 20
+    for row in rows:
+        plan = plan_row(row, table)
+        assert plan.spec["model"]["name"] == NANO
+
+
+def test_serving_a_hybrid_model_is_a_clear_error():
+    from workloads.inference import load_inference_spec
+
+    with pytest.raises(ConfigError) as err:
+        load_inference_spec({"kind": "inference", "model": NANO}, file="serve.yaml")
+    assert err.value.path == "model.hybrid_pattern" and "not modelled" in str(err.value)
