@@ -141,7 +141,7 @@ def test_bad_hybrid_models_name_the_field(changes, path, words):
 
 def test_parallel_layouts_a_mamba_block_cannot_run():
     spec = mdl.load_model(_tiny())
-    with pytest.raises(ConfigError, match="mamba.groups"):
+    with pytest.raises(ConfigError, match=r"mamba\.groups"):
         mdl.check_parallelism(spec, tp=4)  # 2 groups
     with pytest.raises(ConfigError, match="context parallelism over Mamba"):
         mdl.check_parallelism(spec, cp=2)
