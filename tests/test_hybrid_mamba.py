@@ -16,6 +16,7 @@ from workloads.spec import load_training_spec
 from workloads.validation import load_table, plan_row, select_rows
 
 NANO = "nemotron-3-nano-30b-a3b"
+SUPER = "nemotron-3-super-120b-a12b"
 
 
 def _tiny(**changes: object) -> dict:
@@ -128,7 +129,7 @@ def test_mamba_activations_shrink_with_tp_and_recompute():
         ({"hybrid_pattern": "*E*-*E"}, "model.mamba", "no 'M' block"),
         ({"moe": None}, "model.moe", "no moe section"),
         ({"hybrid_pattern": None}, "model.mamba", "without hybrid_pattern"),
-        ({"mtp_layers": 1}, "model.mtp_layers", "not modelled"),
+        ({"hybrid_pattern": "MEM-ME", "mtp_layers": 1}, "model.mtp_layers", "an attention block and an FFN"),
         ({"mamba": {"heads": 8, "head_dim": 64, "state": 32, "groups": 3}}, "model.mamba.groups", "divide"),
     ],
 )
@@ -202,3 +203,65 @@ def test_serving_a_hybrid_model_is_a_clear_error():
     with pytest.raises(ConfigError) as err:
         load_inference_spec({"kind": "inference", "model": NANO}, file="serve.yaml")
     assert err.value.path == "model.hybrid_pattern" and "not modelled" in str(err.value)
+
+
+def test_nemotron_3_super_counts_the_checkpoint_exactly():
+    # The BF16 checkpoint's tensors: 123,611,033,088 in all, the MTP module 2,942,324,736, active 12,770,216,960
+    sup = mdl.load_preset(SUPER)
+    assert mdl.total_params(sup) == pytest.approx(123_611_033_088, rel=1e-6)
+    assert mdl.mtp_params(sup) == 2_942_324_736  # one module: its two depths share it
+    assert mdl.active_params(sup) == 12_770_216_960
+    assert [sup.layer_kind(i) for i in sup.mtp_block_layers()] == ["attention", "moe"]
+    lightning = mdl.load_preset("nemotron-3.5-lightning-30b-a3b")  # Nano + a shared "*E" MTP module
+    assert mdl.total_params(lightning) - mdl.mtp_params(lightning) == mdl.total_params(mdl.load_preset(NANO))
+
+
+def test_latent_moe_experts_and_all_to_all_work_in_the_latent_width():
+    plain = mdl.load_model(_tiny())
+    latent = mdl.load_model(_tiny(moe={"experts": 8, "top_k": 2, "expert_ffn_hidden": 128, "latent": 64}))
+    h, f, e, lat = 256, 128, 8, 64
+    p0, p1 = mdl.layer_params(plain, 1), mdl.layer_params(latent, 1)
+    assert p0.routed_experts == e * 2 * h * f and p1.routed_experts == e * 2 * lat * f
+    assert p1.latent_proj == 2 * h * lat and p0.latent_proj == 0
+    # the latent projections are whole on every TP rank, as the router
+    assert mdl.layer_param_split(latent, 1, tp=2, ep=2) == (
+        p1.norms + p1.router + p1.latent_proj,
+        e * 2 * lat * f / 2,
+    )
+    kw = {"micro_batch": 1, "ep": 2}
+    a2a0 = [c.nbytes for c in mdl.layer_comm(plain, 1, **kw) if c.op == "alltoall"]
+    a2a1 = [c.nbytes for c in mdl.layer_comm(latent, 1, **kw) if c.op == "alltoall"]
+    assert a2a1 == [b * lat / h for b in a2a0]
+    ops = {op.name: op for op in mdl.layer_ops(latent, 1, **kw)}
+    assert ops["moe_latent_down"].gemm_mnk[1:] == (lat, h) and ops["moe_latent_up"].gemm_mnk[1:] == (h, lat)
+    assert ops["expert_mlp_up"].gemm_mnk[2] == lat and ops["expert_mlp_down"].gemm_mnk[1] == lat
+    assert memory.layer_activation_bytes(latent, 1, micro_batch=1) < memory.layer_activation_bytes(
+        plain, 1, micro_batch=1
+    )
+
+
+def test_a_shared_mtp_module_stores_one_module_and_runs_every_depth():
+    shared = mdl.load_model(_tiny(mtp_layers=2, mtp_shared=True))
+    own = mdl.load_model(_tiny(mtp_layers=2))
+    assert shared.mtp_block_layers() == (2, 5)  # the last attention block and the last FFN block
+    assert mdl.mtp_params(own) == 2 * mdl.mtp_params(shared)
+    assert mdl.mtp_params(own, active=True) == mdl.mtp_params(shared, active=True)
+    assert mdl.model_flops_per_token(own) == mdl.model_flops_per_token(shared)
+    module = sum(mdl.layer_params(shared, i).total for i in (2, 5)) + mdl.mtp_extra_params(shared)
+    assert mdl.mtp_params(shared) == module
+
+    # two depths run: the step takes as long; the shared module's weights are held once
+    def job(data):
+        spec = load_training_spec(
+            {"kind": "training", "model": data, "parallelism": {"tp": 1, "dp": 8, "ep": 2},
+             "batch": {"global_seqs": 16, "micro": 1}, "steps": 1},
+            file="hybrid.yaml",
+        )  # fmt: skip
+        return simulate(spec, "gb200-nvl72.yaml")
+
+    j_shared, _, t_shared = job(_tiny(mtp_layers=2, mtp_shared=True))
+    j_own, _, t_own = job(_tiny(mtp_layers=2))
+    _, _, t_none = job(_tiny())
+    assert t_none < t_shared
+    assert t_shared == pytest.approx(t_own, rel=0.02)
+    assert sum(j_shared._stage_params(0)) < sum(j_own._stage_params(0))

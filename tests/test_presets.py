@@ -25,7 +25,8 @@ EXPECTED_PRESETS = {
     "gpt-1.7b", "gpt-3.6b", "gpt-7.5b", "gpt-18.4b", "gpt-39.1b", "gpt-76.1b", "gpt-145.6b", "gpt-310.1b",
     "gpt-529.6b", "gpt-1008b", "gpt-22b", "mpt-1b", "mpt-3b", "mpt-7b", "mpt-13b", "mpt-30b", "mpt-70b",
     "mixtral-8x7b", "mixtral-8x22b", "qwen3-30b-a3b", "qwen3-235b-a22b", "deepseek-v3", "gpt-oss-120b",
-    "kimi-k2", "nemotron-4-340b", "nemotron-3-nano-30b-a3b",
+    "kimi-k2", "nemotron-4-340b", "nemotron-3-nano-30b-a3b", "nemotron-3-super-120b-a12b",
+    "nemotron-3.5-lightning-30b-a3b",
 }  # fmt: skip
 
 
@@ -61,6 +62,7 @@ PUBLISHED_TOTALS = [
     ("gpt-oss-120b", 116.83e9, 0.02, "gpt-oss model card table"),
     ("nemotron-4-340b", 341e9, 0.02, "Nemotron-4 340B report: 9.4B embedding + 331.6B non-embedding"),
     ("nemotron-3-nano-30b-a3b", 31.6e9, 0.02, "Nemotron 3 Nano model card"),
+    ("nemotron-3-super-120b-a12b", 123.6e9, 0.02, "Nemotron 3 Super BF16 checkpoint, MTP module included"),
 ]
 
 

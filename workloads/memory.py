@@ -114,10 +114,10 @@ def stage_params(
         last_edge = h * (2 if spec.bias else 1)
         if not spec.tied_embeddings or pp > 1:
             last_edge += spec.vocab * h / tp
-        if spec.mtp_layers:  # MTP modules: a layer of the last layer's kind, norms and eh_proj each
+        if spec.mtp_layers:  # MTP modules: their layer(s), norms and eh_proj (one module if shared)
             local, routed = mtp_param_split(spec, tp=tp, ep=ep)
-            last_edge += spec.mtp_layers * local
-            last_edge_routed = spec.mtp_layers * routed
+            last_edge += spec.mtp_stored_modules * local
+            last_edge_routed = spec.mtp_stored_modules * routed
             if pp > 1:  # the modules' embedding lookup: a copy of the embedding on the last stage
                 last_edge += spec.vocab * h / tp
     dense, experts, largest = first_edge + last_edge, last_edge_routed, 0.0
@@ -238,8 +238,11 @@ def layer_activation_bytes(
             # DeepSeek-V3).
             routed = moe.top_k * moe.load_factor
             act_out = 0.0 if "moe_act" in modules else g  # fc2's input, per unit of expert width
-            expert = g * h + (inner - g + act_out) * moe.expert_ffn_hidden
+            io = moe.latent or h  # LatentMoE: the dispatched tokens are latent-wide
+            expert = g * io + (inner - g + act_out) * moe.expert_ffn_hidden
             moe_bytes = _ACT_BYTES * h + _PROB_BYTES * moe.experts + mask * h  # norm in, probs
+            if moe.latent:
+                moe_bytes += g * moe.latent  # fc2_latent_proj's input (the combined latent tokens)
             if "layernorm" not in modules:
                 moe_bytes += _ACT_BYTES * h  # the router's input (the norm output)
                 if quantized and moe.shared_experts:  # the shared experts' fc1 quantizes it too
@@ -415,10 +418,12 @@ def training_memory(
         head = tokens * (2 * _ACT_BYTES * h / seq_split + kept * spec.vocab / tp)
         activations += head
         if spec.mtp_layers:
-            # each MTP module, for the micro-batch in flight: its layer, the two norm inputs and eh_proj's
-            # 2h input, and the shared head's tensors once more
-            mode = "full" if spec.layers - 1 in recomputed else base_mode  # as the model's last layer
-            module = layer_activation_bytes(spec, spec.layers - 1, recompute=mode, **act_kw)
+            # each MTP module (depth), for the micro-batch in flight: its layer(s), the two norm inputs and
+            # eh_proj's 2h input, and the shared head's tensors once more; recomputed as the model's layers
+            module = sum(
+                layer_activation_bytes(spec, i, recompute="full" if i in recomputed else base_mode, **act_kw)
+                for i in spec.mtp_block_layers()
+            )
             module += tokens * (2 * _ACT_BYTES + gemm_input_bytes * 2) * h / seq_split
             activations += spec.mtp_layers * (module + head)
 

@@ -84,6 +84,10 @@ class MoESpec:
     # dropless (Megatron's default): the busiest rank takes `imbalance` x its share and the host reads the
     # tokens-per-expert counts every layer.
     capacity_factor: float | None = None
+    # LatentMoE (Nemotron 3 Super / Ultra; Megatron's moe_latent_size): routed experts work in this width;
+    # fc1_latent_proj (hidden -> latent) runs before the dispatch and fc2_latent_proj after the combine, so
+    # the all-to-all carries latent-wide tokens. None = experts read and write the hidden state.
+    latent: int | None = None
 
     @property
     def load_factor(self) -> float:
@@ -157,6 +161,9 @@ class ModelSpec:
     # Multi-token prediction (DeepSeek-V3 §2.2): modules after the last layer, each one more transformer
     # layer (the last layer's kind) predicting one more token through the shared output head.
     mtp_layers: int = 0
+    # Megatron's mtp_use_repeated_layer: one MTP module's weights run at every depth (Nemotron 3 Super,
+    # Ultra and 3.5 Lightning train 2 depths of one shared module).
+    mtp_shared: bool = False
     # Sliding-window attention: a windowed layer's query attends to its last `sliding_window` tokens only.
     # Every `full_attention_every`-th layer (1-based) keeps full causal attention (GPT-OSS: 2, Gemma 3: 6);
     # 0 = every layer is windowed (Mistral 7B v0.1). None = no window.
@@ -220,6 +227,20 @@ class ModelSpec:
     def is_mamba_layer(self, layer_index: int) -> bool:
         return self.layer_kind(layer_index) == "mamba"
 
+    def mtp_block_layers(self) -> tuple[int, ...]:
+        """Layers whose kinds make up one MTP module: the last layer for a transformer; for a hybrid model an
+        attention block and an FFN block ("*E" for Nemotron 3), those of its last attention and FFN blocks."""
+        if self.hybrid_pattern is None:
+            return (self.layers - 1,)
+        attention = max((i for i in range(self.layers) if self.has_attention(i)), default=None)
+        ffn = max((i for i in range(self.layers) if self.has_ffn(i)), default=None)
+        return tuple(i for i in (attention, ffn) if i is not None)
+
+    @property
+    def mtp_stored_modules(self) -> int:
+        """MTP modules with weights of their own: one when the depths share it."""
+        return min(1, self.mtp_layers) if self.mtp_shared else self.mtp_layers
+
     @property
     def dense_ffn_hidden(self) -> int:
         """FFN width of the dense layers (all layers of a dense model)."""
@@ -241,6 +262,7 @@ _MODEL_OPTIONAL = (
     "bias",
     "qk_norm",
     "mtp_layers",
+    "mtp_shared",
     "position_embedding",
     "sliding_window",
     "full_attention_every",
@@ -257,6 +279,7 @@ _MOE_OPTIONAL = (
     "route_groups",
     "route_group_topk",
     "capacity_factor",
+    "latent",
 )
 _MLA_REQUIRED = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
 _MLA_OPTIONAL = ("q_lora_rank",)
@@ -396,6 +419,7 @@ def _load_moe(data: Any, *, file: str | None, path: str, layers: int) -> MoESpec
         route_groups=groups,
         route_group_topk=group_topk,
         capacity_factor=r.optional_number("capacity_factor", minimum=1.0),
+        latent=r.optional_int("latent"),
     )
 
 
@@ -531,12 +555,12 @@ def _check_hybrid(r: _Reader, data: Any, layers: int, moe: MoESpec | None, mamba
             value=moe.dense_layers,
             expected="0 (or no dense_layers)",
         )
-    if data.get("mtp_layers"):
+    if data.get("mtp_layers") and ("*" not in pattern or not set(pattern) & set("-E")):
         raise r.error(
             "mtp_layers",
-            "multi-token prediction modules of hybrid models are not modelled yet",
+            "a hybrid model's MTP module is an attention block and an FFN block (Nemotron 3's \"*E\")",
             value=data["mtp_layers"],
-            expected="0",
+            expected="0, or a hybrid_pattern with '*' and '-' or 'E' blocks",
         )
 
 
@@ -617,6 +641,7 @@ def load_model(data: Any, *, file: str | None = None, path: str = "model") -> Mo
         bias=r.get_bool("bias", default=False),
         qk_norm=r.get_bool("qk_norm", default=False),
         mtp_layers=r.get_int("mtp_layers", minimum=0, default=0),
+        mtp_shared=r.get_bool("mtp_shared", default=False),
         position_embedding=r.get_str("position_embedding", default="rope", choices=POSITION_KINDS),
         sliding_window=window,
         full_attention_every=full_every,
@@ -732,6 +757,7 @@ class LayerParams:
     shared_experts: int
     router: int
     mamba: int = 0  # a Mamba-2 mixer (in_proj, conv, dt/A/D, gated norm, out_proj): all TP-sharded
+    latent_proj: int = 0  # LatentMoE's fc1/fc2 latent projections (whole on every TP rank, as the router)
 
     @property
     def total(self) -> int:
@@ -743,6 +769,7 @@ class LayerParams:
             + self.routed_experts
             + self.shared_experts
             + self.router
+            + self.latent_proj
         )
 
     @property
@@ -751,12 +778,14 @@ class LayerParams:
         return self.total - self.routed_experts + self.active_routed
 
 
-def _ffn_matrix_params(spec: ModelSpec, ffn_hidden: int) -> int:
-    """One MLP (dense, expert or shared expert): up (x2 when gated) and down projections, plus biases."""
+def _ffn_matrix_params(spec: ModelSpec, ffn_hidden: int, io_width: int | None = None) -> int:
+    """One MLP (dense, expert or shared expert): up (x2 when gated) and down projections, plus biases;
+    ``io_width`` is what it reads and writes (the hidden size, or a LatentMoE expert's latent width)."""
+    width = spec.hidden if io_width is None else io_width
     up_width = 2 * ffn_hidden if spec.ffn == "swiglu" else ffn_hidden
-    params = spec.hidden * up_width + ffn_hidden * spec.hidden
+    params = width * up_width + ffn_hidden * width
     if spec.bias:
-        params += up_width + spec.hidden
+        params += up_width + width
     return params
 
 
@@ -828,7 +857,8 @@ def layer_params(spec: ModelSpec, layer_index: int) -> LayerParams:
         return LayerParams(
             attention, duplicated, norms, _ffn_matrix_params(spec, spec.dense_ffn_hidden), 0, 0, 0, 0
         )
-    expert = _ffn_matrix_params(spec, moe.expert_ffn_hidden)
+    expert = _ffn_matrix_params(spec, moe.expert_ffn_hidden, moe.latent)
+    shared = _ffn_matrix_params(spec, moe.expert_ffn_hidden)
     router = spec.hidden * moe.experts + (moe.experts if spec.bias else 0)
     return LayerParams(
         attention=attention,
@@ -837,8 +867,9 @@ def layer_params(spec: ModelSpec, layer_index: int) -> LayerParams:
         dense_ffn=0,
         routed_experts=moe.experts * expert,
         active_routed=moe.top_k * expert,
-        shared_experts=moe.shared_experts * expert,
+        shared_experts=moe.shared_experts * shared,
         router=router,
+        latent_proj=2 * spec.hidden * moe.latent if moe.latent else 0,
     )
 
 
@@ -873,23 +904,29 @@ def layer_param_split(spec: ModelSpec, layer_index: int, *, tp: int = 1, ep: int
     dense MLPs (norms, routers, shared experts and MLA down-projections are whole on every TP rank), EP
     shards the routed experts."""
     p = layer_params(spec, layer_index)
-    whole = p.attention_tp_duplicated + p.norms + p.router + p.shared_experts
+    whole = p.attention_tp_duplicated + p.norms + p.router + p.latent_proj + p.shared_experts
     sharded = p.attention - p.attention_tp_duplicated + p.mamba + p.dense_ffn
     return sharded / tp + whole, p.routed_experts / ep
 
 
 def mtp_param_split(spec: ModelSpec, *, tp: int = 1, ep: int = 1) -> tuple[float, float]:
-    """``layer_param_split`` of one MTP module: its layer (the last layer's kind), its norms and its
+    """``layer_param_split`` of one MTP module: its layer(s) (``mtp_block_layers``), its norms and its
     column-parallel eh_proj."""
-    dense, experts = layer_param_split(spec, spec.layers - 1, tp=tp, ep=ep)
+    dense = experts = 0.0
+    for layer in spec.mtp_block_layers():
+        d, e = layer_param_split(spec, layer, tp=tp, ep=ep)
+        dense, experts = dense + d, experts + e
     proj = 2 * spec.hidden * spec.hidden
     return dense + proj / tp + mtp_extra_params(spec) - proj, experts
 
 
 def mtp_params(spec: ModelSpec, *, active: bool = False) -> int:
-    """All MTP modules: each a transformer layer of the last layer's kind plus ``mtp_extra_params``."""
-    last = layer_params(spec, spec.layers - 1)
-    return spec.mtp_layers * ((last.active if active else last.total) + mtp_extra_params(spec))
+    """MTP modules, each its layer(s) (``mtp_block_layers``) plus ``mtp_extra_params``: the parameters
+    stored (one module when the depths share it), or with ``active`` those every token runs through at
+    every depth (what the model FLOPs count)."""
+    blocks = [layer_params(spec, i) for i in spec.mtp_block_layers()]
+    module = sum(b.active if active else b.total for b in blocks) + mtp_extra_params(spec)
+    return (spec.mtp_layers if active else spec.mtp_stored_modules) * module
 
 
 def total_params(spec: ModelSpec) -> int:
@@ -1035,8 +1072,8 @@ def model_flops_per_token(spec: ModelSpec, seq_len: int | None = None) -> float:
     dense = non_embedding_params(spec, active=True) + spec.vocab * spec.hidden
     # each MTP module: its layer and projection, the shared head once more, the last layer's attention
     dense += mtp_params(spec, active=True) + spec.mtp_layers * spec.vocab * spec.hidden
-    attention = _mixer_core_fwd_all_layers(spec, s) + spec.mtp_layers * _attention_core_flops_fwd_per_token(
-        spec, s, spec.attention_window(spec.layers - 1)
+    attention = _mixer_core_fwd_all_layers(spec, s) + spec.mtp_layers * sum(
+        layer_attention_flops_per_token(spec, s, i) for i in spec.mtp_block_layers()
     )
     return 6.0 * dense + 3.0 * attention
 
@@ -1340,7 +1377,15 @@ def _mamba_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
         _norm("mamba_norm", x.tokens_sp, h, dt),
         tp_start,
         _gemm("mamba_in_proj", tokens, 2.0 * inner + bc + heads, h, dt),
-        _pointwise("mamba_conv", "elementwise", conv_elements, 2.0 * m.conv_kernel + _CONV_SILU_FLOPS, 2, dt),
+        # its backward first runs the conv forward again (the memory-efficient path keeps only in_proj's
+        # output), then the conv's own backward: three forward passes of bytes
+        _FwdOp(
+            _pointwise(
+                "mamba_conv", "elementwise", conv_elements, 2.0 * m.conv_kernel + _CONV_SILU_FLOPS, 2, dt
+            ).op,
+            3.0,
+            3.0,
+        ),
         _FwdOp(scan, _SSD_BWD_FLOP_FACTOR, 2.0),
         # y·SiLU(z), then RMSNorm over each group: reads y and z, writes the out_proj input
         _pointwise("mamba_gated_norm", "norm", tokens * inner, _NORM_FLOPS_PER_ELEMENT + 4.0, 3, dt),
@@ -1401,15 +1446,23 @@ def _unfused_core(spec: ModelSpec, x: _Shard, heads: float, kv: float) -> list[_
 
 
 def _ffn_fwd(
-    spec: ModelSpec, prefix: str, rows: float, width: float, dt: float, count: int = 1
+    spec: ModelSpec,
+    prefix: str,
+    rows: float,
+    width: float,
+    dt: float,
+    count: int = 1,
+    io_width: int | None = None,
 ) -> list[_Item]:
-    """Up, activation, down of an MLP of `width` (already sharded) on `rows` tokens, `count` times."""
+    """Up, activation, down of an MLP of `width` (already sharded) on `rows` tokens, `count` times, reading
+    and writing ``io_width`` (default the hidden size; a LatentMoE expert's latent width)."""
     gated = spec.ffn == "swiglu"
     act_flops = _ACT_FLOPS_PER_ELEMENT[spec.ffn]
+    io = spec.hidden if io_width is None else io_width
     return [
-        _gemm(f"{prefix}_up", rows, (2 if gated else 1) * width, spec.hidden, dt, count),
+        _gemm(f"{prefix}_up", rows, (2 if gated else 1) * width, io, dt, count),
         _pointwise(f"{prefix}_act", "elementwise", rows * width * count, act_flops, 3 if gated else 2, dt),
-        _gemm(f"{prefix}_down", rows, spec.hidden, width, dt, count),
+        _gemm(f"{prefix}_down", rows, io, width, dt, count),
     ]
 
 
@@ -1426,14 +1479,18 @@ def _mlp_fwd(spec: ModelSpec, layer_index: int, x: _Shard) -> list[_Item]:
     # Expert layers run on sequence-parallel shards (Megatron requires SP with TP for MoE) with whole experts
     # (expert-TP = 1): no TP collective, an all-to-all pair over EP. The busiest EP rank gets `load_factor` x
     # its share of token copies; its GEMMs and all-to-all bytes are the ones returned.
+    # LatentMoE: tokens are projected to the latent width after routing, before the dispatch, and back after
+    # the combine; the dispatched tokens, the all-to-all and the experts are latent-wide.
     t_moe = x.tokens / x.tp
     local_experts = moe.experts // x.ep
     routed = t_moe * moe.top_k * moe.load_factor
-    a2a = routed * h * dt
+    io = moe.latent or h
+    a2a = routed * io * dt
     items: list[_Item] = [
         _norm("mlp_norm", t_moe, h, dt),
         _gemm("router", t_moe, moe.experts, h, dt),
-        _pointwise("moe_permute", "elementwise", t_moe * moe.top_k * h, 0.0, 2, dt),
+        *([_gemm("moe_latent_down", t_moe, io, h, dt)] if moe.latent else []),
+        _pointwise("moe_permute", "elementwise", t_moe * moe.top_k * io, 0.0, 2, dt),
     ]
     if x.ep > 1:
         items.append(
@@ -1449,7 +1506,9 @@ def _mlp_fwd(spec: ModelSpec, layer_index: int, x: _Shard) -> list[_Item]:
     regroup = x.regroup and x.ep > 1 and local_experts > 1
     if regroup:
         items.append(_FwdOp(Op("moe_sort_chunks", "elementwise", 0.0, 2.0 * a2a), 1.0, 1.0))
-    items += _ffn_fwd(spec, "expert_mlp", routed / local_experts, moe.expert_ffn_hidden, dt, local_experts)
+    items += _ffn_fwd(
+        spec, "expert_mlp", routed / local_experts, moe.expert_ffn_hidden, dt, local_experts, moe.latent
+    )
     if regroup:
         items.append(_FwdOp(Op("moe_unsort_chunks", "elementwise", 0.0, 2.0 * a2a), 1.0, 1.0))
     if x.ep > 1:
@@ -1459,7 +1518,9 @@ def _mlp_fwd(spec: ModelSpec, layer_index: int, x: _Shard) -> list[_Item]:
                 bwd=(Comm("moe_combine", "ep", "alltoall", a2a),),
             )
         )
-    items.append(_pointwise("moe_unpermute", "elementwise", t_moe * h, 2.0 * moe.top_k, moe.top_k + 1, dt))
+    items.append(_pointwise("moe_unpermute", "elementwise", t_moe * io, 2.0 * moe.top_k, moe.top_k + 1, dt))
+    if moe.latent:
+        items.append(_gemm("moe_latent_up", t_moe, h, io, dt))
     if moe.shared_experts:
         items += _ffn_fwd(spec, "shared_expert", t_moe, moe.shared_experts * moe.expert_ffn_hidden, dt)
     return items

@@ -493,7 +493,7 @@ class TrainingJob:
         model, s = self.spec.model, self.spec.model.seq_len
         flops = mdl.model_flops_per_token(model, s)
         # each MTP module's layer recomputes as the model's last layer does
-        for layer in [*range(model.layers), *[model.layers - 1] * model.mtp_layers]:
+        for layer in [*range(model.layers), *model.mtp_block_layers() * model.mtp_layers]:
             mode = self.layer_recompute(layer)
             if mode == "none":
                 continue
@@ -706,7 +706,7 @@ class TrainingJob:
             out += model.hidden * (2 if model.bias else 1)
             if not model.tied_embeddings or self.dims.pp > 1:
                 out += model.vocab * model.hidden / tp
-            out += model.mtp_layers * self._mtp_param_split()[0]
+            out += model.mtp_stored_modules * self._mtp_param_split()[0]
             if model.mtp_layers and self.dims.pp > 1:  # the modules' copy of the embedding
                 out += model.vocab * model.hidden / tp
         return out
@@ -737,7 +737,7 @@ class TrainingJob:
         if self._holds_edge(
             vstage, layers, first=False
         ):  # the MTP modules' routed experts go with the model's last layer
-            expert += self.spec.model.mtp_layers * self._mtp_param_split()[1]
+            expert += self.spec.model.mtp_stored_modules * self._mtp_param_split()[1]
         return dense + self._edge_params(vstage, layers), expert
 
     def _stage_params(self, cls: int) -> tuple[float, float]:
@@ -971,13 +971,15 @@ class TrainingJob:
             self._send(cls, -1, ("grad", m.class_step[cls], mb, vstage - 1), f"pp_send_grad mb{mb}", mb)
 
     def _mtp(self, cls: int, mb: int, phase: str) -> Generator[simpy.Event, Any, None]:
-        """The multi-token-prediction modules on the last virtual stage: input projection, a transformer
-        layer of the last layer's kind and the shared output head with its loss; backward in reverse."""
-        if not self.spec.model.mtp_layers:
+        """The multi-token-prediction modules on the last virtual stage: input projection, the module's
+        layer(s) (``mtp_block_layers``: the last layer's kind, or a hybrid model's attention and FFN block) and
+        the shared output head with its loss; backward in reverse."""
+        model = self.spec.model
+        if not model.mtp_layers:
             return
         parts = (
             self._edge_program("mtp", phase),
-            self._layer_program(self.spec.model.layers - 1, phase),
+            *(self._layer_program(layer, phase) for layer in model.mtp_block_layers()),
             self._edge_program("output", phase),
         )
         for _ in range(self.spec.model.mtp_layers):

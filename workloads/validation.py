@@ -291,6 +291,19 @@ RECIPES: tuple[Recipe, ...] = (
         mtp_layers=1,
         moments="bf16",
     ),
+    *(
+        Recipe(
+            "Megatron-Bridge",
+            model,
+            "",  # every system
+            MappingProxyType({"ep_dispatch": "deepep"}),
+            "Megatron-Bridge perf_recipes/nemotronh/{gb300,gb200,b300,b200,h100}/nemotronh.py: every Nemotron 3 "
+            "pre-training benchmark uses the flex dispatcher with the HybridEP backend (racksim's deepep: "
+            "tokens laid out per local expert, one copy per destination domain); Super and 3.5 Lightning "
+            "train 2 MTP depths of one shared *E module (their presets)",
+        )
+        for model in ("nemotron-3-nano-30b-a3b", "nemotron-3-super-120b-a12b", "nemotron-3.5-lightning-30b-a3b")
+    ),
     Recipe(
         "NeMo",
         "nemotron-4-340b",
@@ -364,6 +377,8 @@ NAME_ALIASES: Mapping[str, str] = {
     "nemotron340b": "nemotron-4-340b",
     "nemotron4340b": "nemotron-4-340b",
     "nemotron3nano": "nemotron-3-nano-30b-a3b",
+    "nemotron3super": "nemotron-3-super-120b-a12b",
+    "nemotron35lightning": "nemotron-3.5-lightning-30b-a3b",
     "gpt3": "gpt3-175b",
 }
 CATALOG_PRESETS: Mapping[str, str] = {
