@@ -163,9 +163,11 @@ def _training(tp: int = 1, **model: object):
 
 
 def test_a_hybrid_model_trains_deterministically_and_a_bigger_state_costs_time():
-    _, _, step = simulate(_training(), "gb200-nvl72.yaml")
+    _, machine, step = simulate(_training(), "gb200-nvl72.yaml")
     _, _, again = simulate(_training(), "gb200-nvl72.yaml")
     assert step > 0 and step == again
+    # the trace labels the Mamba blocks' kernels as their own kind
+    assert {"fwd:mamba", "bwd:mamba", "fwd:attn", "fwd:moe"} <= set(machine.recorder.names)
     bigger = {"heads": 8, "head_dim": 64, "state": 256, "groups": 2}
     _, _, slower = simulate(_training(mamba=bigger), "gb200-nvl72.yaml")
     assert slower > step
@@ -265,3 +267,17 @@ def test_a_shared_mtp_module_stores_one_module_and_runs_every_depth():
     assert t_none < t_shared
     assert t_shared == pytest.approx(t_own, rel=0.02)
     assert sum(j_shared._stage_params(0)) < sum(j_own._stage_params(0))
+
+
+def test_the_mlp_recompute_module_applies_to_dense_mlp_blocks():
+    def spec(model: dict):
+        return load_training_spec(
+            {"kind": "training", "model": model,
+             "parallelism": {"dp": 8, "ep": 2, "recompute": "selective", "recompute_modules": ["mlp"]},
+             "batch": {"global_seqs": 16, "micro": 1}, "steps": 1},
+            file="hybrid.yaml",
+        )  # fmt: skip
+
+    assert spec(_tiny()).parallelism.recompute_modules == ("mlp",)  # its '-' block
+    with pytest.raises(ConfigError, match="'-' blocks"):
+        spec(_tiny(hybrid_pattern="ME*EME"))

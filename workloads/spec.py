@@ -303,11 +303,11 @@ def validate_training_spec(spec: TrainingSpec) -> None:
     par, file = spec.parallelism, spec.source_file
     modules = check_recompute_modules(list(par.recompute_modules), file=file)
     model = spec.model
-    dense_layers = model.moe is None or model.moe.dense_layers > 0
+    dense_layers = any(model.has_ffn(i) and not model.is_moe_layer(i) for i in range(model.layers))
     for module, applies, what in (
         ("mla_up_proj", model.mla is not None, "multi-head latent attention (an mla section)"),
         ("moe_act", model.moe is not None, "routed experts (a moe section)"),
-        ("mlp", dense_layers, "dense MLP layers (no moe section, or moe.dense_layers > 0)"),
+        ("mlp", dense_layers, "dense MLP layers (no moe section, moe.dense_layers > 0, or '-' blocks)"),
     ):
         # as in Megatron, the modules only matter with selective recompute (ignored otherwise)
         if par.recompute == "selective" and module in modules and not applies:

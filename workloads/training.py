@@ -158,6 +158,8 @@ def _fused_name(ops: list[Any], phase: str) -> str:
         label = "attn"
     elif any("expert" in n or "router" in n or "moe" in n for n in names):
         label = "moe"
+    elif any(n.startswith("mamba") for n in names):
+        label = "mamba"
     else:
         label = "mlp"
     return f"{phase}:{label}"
