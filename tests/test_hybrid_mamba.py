@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import yaml
 from sim_helpers import simulate
 
 from simcore.errors import ConfigError
@@ -199,12 +200,77 @@ def test_the_megatron_bridge_nemotron_3_nano_rows_map_to_the_preset():
         assert plan.spec["model"]["name"] == NANO
 
 
-def test_serving_a_hybrid_model_is_a_clear_error():
+def _serving(model: str = NANO, **extra: object):
     from workloads.inference import load_inference_spec
 
+    data = {
+        "kind": "inference",
+        "model": model,
+        "precision": "fp8",
+        "kv_cache": {"precision": "fp8"},
+        **extra,
+    }
+    return load_inference_spec(data, file="serve.yaml")
+
+
+def test_serving_a_hybrid_model_caches_kv_in_its_attention_blocks_and_a_fixed_mamba_state():
+    from workloads.inference import replica_costs, serving_kernels_per_layer
+
+    c = replica_costs(_serving())
+    assert (c.attention_layers, c.mamba_layers, c.layers) == (6, 23, 52)
+    # fp32 SSM state of 64 heads x 64 x 128 and the conv's last 3 inputs of x, B, C (6,144 channels, 16-bit)
+    state = 64 * 64 * 128 * 4 + 3 * 6144 * 2
+    assert c.mamba_state_bytes == state
+    kv_token = 2 * 2 * 128 * 1.0  # K and V of the 2 KV heads, fp8
+    for tokens in (1, 1000, 24_000):
+        assert c.kv_bytes(tokens) == pytest.approx(6 * tokens * kv_token + 23 * state)
+    # tp 2 halves both
+    c2 = replica_costs(_serving(parallelism={"tp": 2}))
+    assert c2.mamba_state_bytes == state / 2 and c2.kv_bytes_per_token_layer == kv_token / 2  # 1 KV head each
+    spec = _serving().model
+    assert serving_kernels_per_layer(spec, 0, 1, "fp8") == 8  # norm, 2 GEMMs + their casts, conv, scan, norm
+    assert serving_kernels_per_layer(spec, 5, 1, "bf16") == 5  # norm, qkv, rope + cache, attention, out
     with pytest.raises(ConfigError) as err:
-        load_inference_spec({"kind": "inference", "model": NANO}, file="serve.yaml")
-    assert err.value.path == "model.hybrid_pattern" and "not modelled" in str(err.value)
+        _serving(parallelism={"tp": 2, "attention_dp": True})
+    assert err.value.path == "parallelism.attention_dp"
+
+
+def test_a_decode_step_reads_each_mamba_state_once_whatever_the_context():
+    from workloads.inference import iteration_work, replica_costs
+
+    c = replica_costs(_serving())
+    short, _ = iteration_work(c, [1_000] * 8, [], 8, row_tile=64)
+    long, _ = iteration_work(c, [8_000] * 8, [], 8, row_tile=64)
+    extra = sum(op[1] for op in long) - sum(op[1] for op in short)
+    # only the 6 attention layers read the longer context; the Mamba states cost the same
+    assert extra == pytest.approx(6 * 8 * 7_000 * c.kv_bytes_per_token_layer)
+    state_ops = [op for op in short if op[1] == 2.0 * 8 * c.mamba_state_bytes]
+    assert len(state_ops) == 23
+    # a prefill chunk runs the SSD scan in each Mamba layer and writes each sequence's state
+    work, _ = iteration_work(c, [], [(0, 4096)], 1, row_tile=64)
+    scans = [op for op in work if op[0] == 4096 * c.mamba_scan_flops_per_token]
+    assert len(scans) == 23 and scans[0][1] == 4096 * c.mamba_scan_bytes_per_token + c.mamba_state_bytes
+
+
+def test_long_requests_serve_faster_on_the_hybrid_than_on_a_transformer_of_its_size(tmp_path):
+    """Nemotron 3 Nano caches K and V in 6 of 52 blocks; Qwen3-30B-A3B in all 48 of its layers: at the same
+    requests on one H200 more of them run at once, and the hybrid serves more tokens per second (NVIDIA
+    reports up to 3.3x at 8K in / 16K out; racksim gives 5.2x there at full concurrency)."""
+    from simcore.runner import RunOptions, run
+
+    def serve(model: str) -> dict:
+        data = {
+            "kind": "inference", "model": model, "precision": "fp8", "kv_cache": {"precision": "fp8"},
+            "requests": {"count": 96, "input_tokens": 8192, "output_tokens": 256},
+            "scheduler": {"max_num_seqs": 512},
+        }  # fmt: skip
+        path = tmp_path / f"{model}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return run(RunOptions(profile="h200-hgx.yaml", workload=str(path), write_trace=False)).summary
+
+    nano, qwen = serve(NANO), serve("qwen3-30b-a3b")
+    assert nano["kv_cache_peak_bytes"] < qwen["kv_cache_peak_bytes"]
+    assert nano["tokens_per_s"] > 1.5 * qwen["tokens_per_s"]
 
 
 def test_nemotron_3_super_counts_the_checkpoint_exactly():

@@ -91,7 +91,7 @@ def test_a_smaller_window_is_never_slower_and_full_layers_keep_their_cost():
     assert steps[-1] < half < steps[0]
     # The job builds one program per kind of layer, not one for all.
     job = simulate(_spec(128, every=2), "h100-dgx.yaml")[0]
-    assert {key[2] for key in job._programs if len(key) == 5} == {128, None}
+    assert {key[2] for key in job._programs if len(key) == 6} == {128, None}
 
 
 def test_bad_window_fields_name_the_field():

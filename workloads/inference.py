@@ -45,7 +45,9 @@ from workloads.model import (
     ModelSpec,
     kv_heads_per_rank,
     layer_params,
+    mamba_state_bytes,
     resolve_model_section,
+    ssd_scan_cost,
     total_params,
 )
 
@@ -186,10 +188,14 @@ def load_inference_spec(data: Mapping[str, Any], *, file: str, source_text: str 
         raise ConfigError("serving does not run multi-token-prediction modules (speculative decoding is not "
                           "modelled)", file=file, path="model.mtp_layers", value=model.mtp_layers,
                           expected="0 for kind: inference")  # fmt: skip
-    if model.hybrid_pattern is not None:
-        raise ConfigError("serving a hybrid Mamba model is not modelled yet (its recurrent state in place of a "
-                          "KV cache)", file=file, path="model.hybrid_pattern", value=model.hybrid_pattern,
-                          expected="a transformer model (no hybrid_pattern) for kind: inference")  # fmt: skip
+    if model.hybrid_pattern is not None and par.attention_dp:
+        raise ConfigError("attention data parallelism of a hybrid Mamba model is not modelled", file=file,
+                          path="parallelism.attention_dp", value=True,
+                          expected="false (serve it tensor-parallel)")  # fmt: skip
+    if model.mamba is not None and (model.mamba.heads % par.tp or model.mamba.groups % par.tp):
+        raise ConfigError(f"tp = {par.tp} does not divide the Mamba heads ({model.mamba.heads}) and groups "
+                          f"({model.mamba.groups})", file=file, path="parallelism.tp", value=par.tp,
+                          expected="a divisor of both")  # fmt: skip
     if par.pp != 1:
         raise ConfigError("pipeline-parallel serving is not modelled", file=file, path="parallelism.pp",
                           value=par.pp, expected="1 (split with tp and replicas)")  # fmt: skip
@@ -320,12 +326,28 @@ class ReplicaCosts:
     moe_layers: int = 0
     kernels: int = 0  # kernels of one iteration on one GPU (serving_kernels_per_layer over the layers + the
     # iteration's own), without the second attention kernel of a mixed iteration
+    # A hybrid model's blocks: only `attention_layers` attend and cache K and V (None = every layer); each
+    # of its `mamba_layers` keeps a fixed recurrent state per sequence instead (SSM state in fp32 + conv
+    # window), read and written by every decode step and computed by the prefill's SSD scan.
+    attention_layers: int | None = None
+    mamba_layers: int = 0
+    mamba_state_bytes: float = 0.0  # one sequence's state in one Mamba layer, per GPU
+    mamba_scan_flops_per_token: float = 0.0  # prefill SSD scan, one layer, per GPU
+    mamba_scan_bytes_per_token: float = 0.0
+    mamba_decode_flops_per_token: float = 0.0  # the state update and its read-out, one layer, per GPU
+    mamba_head_dim: float = 0.0
+
+    @property
+    def cached_layers(self) -> int:
+        """Layers that cache K and V."""
+        return self.layers if self.attention_layers is None else self.attention_layers
 
     def kv_bytes(self, tokens: float) -> float:
-        """KV cache of one sequence of ``tokens`` over all layers (windowed layers keep their window)."""
-        full = (self.layers - self.windowed_layers) * tokens
+        """KV cache of one sequence of ``tokens`` over all layers (windowed layers keep their window), plus a
+        hybrid model's fixed Mamba state."""
+        full = (self.cached_layers - self.windowed_layers) * tokens
         band = self.windowed_layers * min(tokens, self.window) if self.window is not None else 0.0
-        return (full + band) * self.kv_bytes_per_token_layer
+        return (full + band) * self.kv_bytes_per_token_layer + self.mamba_layers * self.mamba_state_bytes
 
 
 # Kernels of the serving engine outside the layers: embedding lookup, final norm, LM head, and the sampler
@@ -338,13 +360,23 @@ def serving_kernels_per_layer(m: ModelSpec, layer_index: int, tp: int, precision
     GEMMs, each FP8 / FP4 GEMM's activation quantisation, the two fused residual + RMSNorm kernels, RoPE
     with the KV-cache write, one attention kernel (a second one when prefill and decode share the
     iteration: ``+1``, added by the caller), QK-norm, MLA's latent norms, the TP all-reduces, and the MoE
-    block (router GEMM, top-k, permutation, two grouped GEMMs, activation, finalisation)."""
+    block (router GEMM, top-k, permutation, two grouped GEMMs, activation, finalisation). A hybrid model's
+    blocks run their one mixer: a Mamba-2 block its norm, in_proj, conv, scan (or decode's state update),
+    gated norm and out_proj."""
     quantized = precision in ("fp8", "fp4")
-    attention_gemms = 2 if m.mla is None else 5  # qkv + out; MLA: q (down, up), kv (down, up), out
-    kernels = 2 + 1 + 1 + attention_gemms * (2 if quantized else 1)  # norms, rope + cache write, attention
-    kernels += 2 if m.qk_norm else 0
-    kernels += 2 if m.mla is not None else 0  # RMSNorms of the q and kv latents (DeepSeek-V2/V3)
-    kernels += 2 if tp > 1 else 0
+    gemm = 2 if quantized else 1
+    kind = m.layer_kind(layer_index)
+    if kind == "mamba":  # norm, in_proj, conv, scan (or the state update), gated norm, out_proj, all-reduce
+        return 1 + 2 * gemm + 3 + (1 if tp > 1 else 0)
+    blocks = 2 if kind == "transformer" else 1  # a hybrid block has one norm and one TP all-reduce
+    kernels = blocks + (blocks if tp > 1 else 0)
+    if m.has_attention(layer_index):
+        attention_gemms = 2 if m.mla is None else 5  # qkv + out; MLA: q (down, up), kv (down, up), out
+        kernels += 1 + 1 + attention_gemms * gemm  # rope + cache write, attention
+        kernels += 2 if m.qk_norm else 0
+        kernels += 2 if m.mla is not None else 0  # RMSNorms of the q and kv latents (DeepSeek-V2/V3)
+    if not m.has_ffn(layer_index):
+        return kernels
     if m.is_moe_layer(layer_index):
         moe = m.moe
         assert moe is not None
@@ -390,11 +422,12 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
     d = float(m.head_dim or m.hidden // m.heads)
     kv_token, qk_dim = _cache_per_token(m, kv_heads_per_rank(m, tp), kvb)
     up = 2 if m.ffn == "swiglu" else 1
-    dense_ffn = sum((up + 1) * m.dense_ffn_hidden for p in lp if not p.routed_experts) / m.layers
+    dense_ffn = sum((up + 1) * m.dense_ffn_hidden for p in lp if p.dense_ffn) / m.layers
     # the narrowest weight dimension of the attention projections and dense FFN layers (the shared experts'
     # few GEMMs ride along at that efficiency)
     dense_widths = [m.dense_ffn_hidden / tp] if dense_ffn else []
-    act = ACT_BYTES * (6 * m.hidden + (m.heads + 2 * m.kv_heads) * d / tp + dense_ffn / tp)
+    attending = sum(1 for i in range(m.layers) if m.has_attention(i)) / m.layers  # < 1 in a hybrid model
+    act = ACT_BYTES * (6 * m.hidden + attending * (m.heads + 2 * m.kv_heads) * d / tp + dense_ffn / tp)
     head = m.vocab * m.hidden
     return ReplicaCosts(
         layers=m.layers,
@@ -412,10 +445,35 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
         head_min_dim=float(min(m.hidden, m.vocab / tp)),
         weights_per_gpu=total_params(m) * wb / tp,
         window=m.sliding_window,
-        windowed_layers=sum(1 for i in range(m.layers) if m.attention_window(i) is not None),
+        windowed_layers=sum(
+            1 for i in range(m.layers) if m.has_attention(i) and m.attention_window(i) is not None
+        ),
         kernels=_iteration_kernels(spec),
         **_routed_fields(spec, lp, spec.parallelism.ep),
+        **_mamba_fields(spec),
     )
+
+
+def _mamba_fields(spec: InferenceSpec) -> dict[str, Any]:
+    """The ReplicaCosts fields of a hybrid model's blocks on one of the replica's tp GPUs (none for a
+    transformer): which layers attend, and the Mamba-2 layers' per-sequence state and scan costs."""
+    m, tp = spec.model, spec.parallelism.tp
+    if m.hybrid_pattern is None:
+        return {}
+    out: dict[str, Any] = {"attention_layers": sum(1 for i in range(m.layers) if m.has_attention(i))}
+    if m.mamba is not None:
+        mb = m.mamba
+        flops, nbytes = ssd_scan_cost(spec.model, tp=tp, seq_len=mb.chunk, dtype_bytes=ACT_BYTES)
+        out.update(
+            mamba_layers=sum(1 for i in range(m.layers) if m.is_mamba_layer(i)),
+            mamba_state_bytes=mamba_state_bytes(m, tp=tp, dtype_bytes=ACT_BYTES),
+            mamba_scan_flops_per_token=flops,
+            mamba_scan_bytes_per_token=nbytes,
+            # h = exp(dt·A)·h + B·x, then y = C·h: ~4 FLOPs per state element of the local heads
+            mamba_decode_flops_per_token=4.0 * mb.heads / tp * mb.head_dim * mb.state,
+            mamba_head_dim=float(mb.head_dim),
+        )
+    return out
 
 
 def _routed_fields(spec: InferenceSpec, lp: list[LayerParams], ep: int) -> dict[str, Any]:
@@ -440,7 +498,7 @@ def _routed_fields(spec: InferenceSpec, lp: list[LayerParams], ep: int) -> dict[
         * moe.expert_ffn_hidden
         / tp
         * moe_share,
-        "routed_min_dim": float(min(m.hidden, moe.expert_ffn_hidden * ep / tp)),
+        "routed_min_dim": float(min(moe.latent or m.hidden, moe.expert_ffn_hidden * ep / tp)),
         "moe_layers": len(routed),
     }
 
@@ -564,8 +622,30 @@ def iteration_work(
             )
         return tuple(items)
 
-    full = layer(None) * (c.layers - c.windowed_layers)
+    full = layer(None) * (c.cached_layers - c.windowed_layers)
     windowed = layer(c.window) * c.windowed_layers if c.windowed_layers else ()
+    if c.cached_layers < c.layers:  # a hybrid model's other blocks: their GEMMs, and the Mamba layers' states
+        mamba: list[tuple[float, float, float, int]] = [gemm]
+        if (
+            prefill
+        ):  # the SSD scan over the chunk; a sequence's state read (after its first chunk) and written
+            chunk = sum(n for _, n in prefill)
+            states = sum((2 if p else 1) for p, _ in prefill) * c.mamba_state_bytes
+            mamba.append(
+                (
+                    chunk * c.mamba_scan_flops_per_token,
+                    chunk * c.mamba_scan_bytes_per_token + states,
+                    c.mamba_head_dim,
+                    KIND_ATTENTION,
+                )
+            )
+        if decode_ctx:  # one state update per sequence: its state read and written, whatever its context
+            n = len(decode_ctx)
+            mamba.append(
+                (n * c.mamba_decode_flops_per_token, 2.0 * n * c.mamba_state_bytes, 0.0, KIND_ELEMENTWISE)
+            )
+        others = c.layers - c.cached_layers - c.mamba_layers
+        full += tuple(mamba) * c.mamba_layers + (gemm,) * others
     head_bytes = c.lm_head_bytes + logits * c.hidden * ACT_BYTES
     head = (tile_rows(logits, row_tile) * c.lm_head_flops_per_token, head_bytes, c.head_min_dim, KIND_GEMM)
     return full + windowed + ((head,) if logits else ()), tokens * c.hidden * ACT_BYTES

@@ -323,6 +323,7 @@ def training_memory(
     stage_index: int = 0,
     layers_per_chunk: tuple[int, ...] | None = None,
     gemm_input_bytes: float = _ACT_BYTES,
+    bf16_layers: frozenset[int] = frozenset(),
 ) -> MemoryBreakdown:
     """Training memory per GPU on pipeline stage `stage_index` (mixed-precision Adam, 1F1B pipelining).
 
@@ -392,12 +393,14 @@ def training_memory(
         "recompute_modules": recompute_modules,
     }
     recomputed = recomputed_layers(spec, pp, vp, stage_index, recompute, recompute_layers, layers_per_chunk)
+
+    def layer_kept(i: int, mode: str) -> float:
+        """One layer's activations; a layer kept in bf16 saves its GEMM inputs in 16 bit."""
+        kw = {**act_kw, "gemm_input_bytes": _ACT_BYTES} if i in bf16_layers else act_kw
+        return layer_activation_bytes(spec, i, recompute=mode, **kw)
+
     chunk_activations = tuple(
-        sum(
-            layer_activation_bytes(spec, i, recompute="full" if i in recomputed else base_mode, **act_kw)
-            for i in chunk
-        )
-        for chunk in stage_chunks
+        sum(layer_kept(i, "full" if i in recomputed else base_mode) for i in chunk) for chunk in stage_chunks
     )
     # Walk the stage's schedule (Megatron's 1F1B or interleaved; a combined schedule warms up one more
     # micro-batch on the last stage): a forward keeps its chunk's activations until its backward.
@@ -408,7 +411,7 @@ def training_memory(
     activations = in_flight
     if recomputed:
         # The layer being recomputed during its backward holds its full activations once.
-        activations += max(layer_activation_bytes(spec, i, recompute="none", **act_kw) for i in layers)
+        activations += max(layer_kept(i, "none") for i in layers)
     tokens = micro_batch * s / cp
     seq_split = tp if sequence_parallel else 1
     if last:
@@ -421,8 +424,7 @@ def training_memory(
             # each MTP module (depth), for the micro-batch in flight: its layer(s), the two norm inputs and
             # eh_proj's 2h input, and the shared head's tensors once more; recomputed as the model's layers
             module = sum(
-                layer_activation_bytes(spec, i, recompute="full" if i in recomputed else base_mode, **act_kw)
-                for i in spec.mtp_block_layers()
+                layer_kept(i, "full" if i in recomputed else base_mode) for i in spec.mtp_block_layers()
             )
             module += tokens * (2 * _ACT_BYTES + gemm_input_bytes * 2) * h / seq_split
             activations += spec.mtp_layers * (module + head)

@@ -978,6 +978,36 @@ def _ssd_flops_per_token(m: MambaSpec, chunk: float, heads: float, groups: float
     return 2.0 * chunk * m.state * groups + heads * (2.0 * chunk * m.head_dim + 4.0 * m.state * m.head_dim)
 
 
+def ssd_scan_cost(
+    spec: ModelSpec, *, tp: int = 1, seq_len: int | None = None, dtype_bytes: float = 2
+) -> tuple[float, float]:
+    """(FLOPs, HBM bytes) per token of one Mamba-2 layer's chunked SSD scan on one of ``tp`` GPUs (whole
+    heads and groups each): 16-bit x, B, C (read by two kernels each) and dt in, y out; the fp32 chunk states
+    written, passed, rewritten and read, and the C·Bᵀ blocks written and read. A sequence shorter than a
+    chunk is one chunk."""
+    m = spec.mamba
+    if m is None:
+        return 0.0, 0.0
+    heads, groups = m.heads / tp, m.groups / tp
+    q = min(m.chunk, spec.seq_len if seq_len is None else seq_len)
+    inner, bc = heads * m.head_dim, 2.0 * groups * m.state
+    nbytes = dtype_bytes * (2.0 * inner + 2.0 * bc + heads) + _SSD_STATE_BYTES * (
+        4.0 * heads * m.head_dim * m.state / q + 2.0 * groups * q
+    )
+    return _ssd_flops_per_token(m, q, heads, groups), nbytes
+
+
+def mamba_state_bytes(spec: ModelSpec, *, tp: int = 1, dtype_bytes: float = 2) -> float:
+    """One sequence's recurrent state in one Mamba-2 layer on one of ``tp`` GPUs, what serving keeps in place
+    of a KV cache: the SSM state (heads x head_dim x state, fp32 as mamba_ssm_cache_dtype) and the conv's
+    last conv_kernel - 1 inputs of x, B and C."""
+    m = spec.mamba
+    if m is None:
+        return 0.0
+    ssm = m.heads / tp * m.head_dim * m.state * _SSD_STATE_BYTES
+    return ssm + (m.conv_kernel - 1) * m.conv_channels / tp * dtype_bytes
+
+
 def _mixer_core_fwd_all_layers(spec: ModelSpec, seq_len: int) -> float:
     """Attention cores and SSD scans of all layers, forward, per token: the non-parameter FLOPs."""
     mamba_layers = sum(1 for i in range(spec.layers) if spec.is_mamba_layer(i))
@@ -1365,11 +1395,8 @@ def _mamba_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
     tp_start, tp_end = (
         _tp_points("mamba", activation, activation, x.sp) if x.tp > 1 else (_CommPoint(), _CommPoint())
     )
-    scan_flops = tokens * _ssd_flops_per_token(m, q, heads, groups)
-    # 16-bit x, B, C (read by two kernels each) and dt in, y out; fp32 chunk states four times and C·Bᵀ twice.
-    scan_bytes = dt * tokens * (2.0 * inner + 2.0 * bc + heads) + _SSD_STATE_BYTES * tokens * (
-        4.0 * heads * m.head_dim * m.state / q + 2.0 * groups * q
-    )
+    flops_per_token, bytes_per_token = ssd_scan_cost(spec, tp=x.tp, seq_len=x.s, dtype_bytes=dt)
+    scan_flops, scan_bytes = tokens * flops_per_token, tokens * bytes_per_token
     # Shaped like one Q x Q x P block per head: the head dimension sets how well it fills the tensor cores.
     scan = Op("mamba_scan", "attention", scan_flops, scan_bytes, (q, q, m.head_dim), math.ceil(heads))
     conv_elements = tokens * (inner + bc)

@@ -153,6 +153,20 @@ class Kernels:
         "stay eager, as in Megatron's partial scopes (attn, moe_router, moe_preprocess)",
         False,
     )
+    bf16_first_layers: int = number(
+        "layers at the start of the model whose GEMMs stay bf16 under an fp8 / fp4 recipe (Megatron's "
+        "--first-last-layers-bf16 with --num-layers-at-start-in-bf16)",
+        0,
+        integer=True,
+        minimum=0,
+    )
+    bf16_last_layers: int = number(
+        "layers at the end of the model (and the MTP modules after them) whose GEMMs stay bf16 under an "
+        "fp8 / fp4 recipe (--num-layers-at-end-in-bf16; Nemotron 3 Super's NVFP4 recipe keeps 14 of 88)",
+        0,
+        integer=True,
+        minimum=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -227,7 +241,12 @@ class TrainingSpec:
     source_file: str = ""
     source_text: str = ""
     kernels: Kernels = Kernels(
-        flash_attention=True, dropout=False, fused_cross_entropy=False, cuda_graphs=False
+        flash_attention=True,
+        dropout=False,
+        fused_cross_entropy=False,
+        cuda_graphs=False,
+        bf16_first_layers=0,
+        bf16_last_layers=0,
     )
     job: Job | None = None
     optimizer: Optimizer = Optimizer(moments="fp32")
@@ -235,6 +254,14 @@ class TrainingSpec:
     @property
     def gpus(self) -> int:
         return self.parallelism.world
+
+    def bf16_layer(self, layer: int) -> bool:
+        """Whether this layer keeps its GEMMs in bf16 while the job runs fp8 or fp4 (kernels.bf16_first_layers
+        / bf16_last_layers)."""
+        if self.precision not in ("fp8", "fp4"):
+            return False
+        k = self.kernels
+        return layer < k.bf16_first_layers or layer >= self.model.layers - k.bf16_last_layers
 
     @property
     def microbatches(self) -> int:
@@ -545,6 +572,7 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         layers_per_chunk=par.layers_per_chunk,
         gemm_input_bytes=SAVED_GEMM_INPUT_BYTES.get(spec.precision, 2.0),
         moment_bytes=spec.optimizer.moment_bytes,
+        bf16_layers=frozenset(i for i in range(spec.model.layers) if spec.bf16_layer(i)),
     )
 
 

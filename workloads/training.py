@@ -274,7 +274,7 @@ def layer_items(spec: TrainingSpec, layer: int, variant: str) -> list[Any]:
     collectives included, replayed before the backward: Megatron's full recompute, one layer at a time).
     """
     kw = _layer_kwargs(spec)
-    quant = bool(high_precision(spec.precision))
+    quant = bool(high_precision(spec.precision)) and not spec.bf16_layer(layer)
     moe = spec.model.moe
     sync = moe is not None and moe.dropless and spec.model.is_moe_layer(layer)
     fwd = _with_casts(mdl.layer_program(spec.model, layer, phase="fwd", **kw), "fwd", quant)
@@ -384,7 +384,7 @@ def layer_segments(
     sizes = {"tp": par.tp, "cp": par.cp, "ep": par.ep}
     label = "bwd" if phase == "bwd" else "fwd"
     moe = spec.model.moe
-    return program_segments(
+    program = program_segments(
         items,
         label,
         sizes,
@@ -393,6 +393,18 @@ def layer_segments(
         graphed=spec.kernels.cuda_graphs,
         dropless=moe is not None and moe.dropless,
     )
+    if spec.bf16_layer(layer):  # an fp8 / fp4 job's first or last layers: every GEMM in bf16
+        program = _in_bf16(program)
+    return program
+
+
+def _in_bf16(program: tuple[Step, ...]) -> tuple[Step, ...]:
+    """The program with every compute segment in bf16 (also those inside an Overlapped step)."""
+
+    def seg(step: Segment) -> Segment:
+        return replace(step, dtype="bf16") if step.work else step
+
+    return tuple(seg(s) if isinstance(s, Segment) else replace(s, compute=seg(s.compute)) for s in program)
 
 
 def high_precision(precision: str) -> str:
@@ -637,7 +649,14 @@ class TrainingJob:
         attention window and its recompute: share them (and the engine's memo)."""
         mode = self.layer_recompute(layer)
         model = self.spec.model
-        key = (model.layer_kind(layer), model.is_moe_layer(layer), model.attention_window(layer), phase, mode)
+        key = (
+            model.layer_kind(layer),
+            model.is_moe_layer(layer),
+            model.attention_window(layer),
+            phase,
+            mode,
+            self.spec.bf16_layer(layer),
+        )
         prog = self._programs.get(key)
         if prog is None:
             prog = self._programs[key] = layer_segments(self.spec, layer, phase, mode)

@@ -231,6 +231,8 @@ class Recipe:
     recompute: tuple[str, ...] | None = None  # selective recompute modules, used when they fit in HBM
     mtp_layers: int | None = None  # multi-token-prediction modules, unless the row's model name says
     moments: str | None = None  # Adam's moments' storage precision (optimizer.moments)
+    precision: str | None = None  # the racksim precision of the rows it covers (None = any)
+    kernels: Mapping[str, Any] = field(default_factory=dict)  # workload kernels settings
 
 
 _MOE_REPORT = (
@@ -291,6 +293,17 @@ RECIPES: tuple[Recipe, ...] = (
         mtp_layers=1,
         moments="bf16",
     ),
+    Recipe(
+        "Megatron-Bridge",
+        "nemotron-3-super-120b-a12b",
+        "",
+        MappingProxyType({"ep_dispatch": "deepep"}),
+        "Megatron-Bridge perf_recipes/nemotronh (flex dispatcher, HybridEP backend) and "
+        "recipes/utils/mixed_precision.py nemotron_3_super_bf16_with_nvfp4_mixed: first_last_layers_bf16 "
+        "with num_layers_at_end_in_bf16 14 (and Megatron's default 1 at the start)",
+        precision="fp4",
+        kernels=MappingProxyType({"bf16_first_layers": 1, "bf16_last_layers": 14}),
+    ),
     *(
         Recipe(
             "Megatron-Bridge",
@@ -302,7 +315,11 @@ RECIPES: tuple[Recipe, ...] = (
             "tokens laid out per local expert, one copy per destination domain); Super and 3.5 Lightning "
             "train 2 MTP depths of one shared *E module (their presets)",
         )
-        for model in ("nemotron-3-nano-30b-a3b", "nemotron-3-super-120b-a12b", "nemotron-3.5-lightning-30b-a3b")
+        for model in (
+            "nemotron-3-nano-30b-a3b",
+            "nemotron-3-super-120b-a12b",
+            "nemotron-3.5-lightning-30b-a3b",
+        )
     ),
     Recipe(
         "NeMo",
@@ -317,12 +334,13 @@ RECIPES: tuple[Recipe, ...] = (
 )
 
 
-def recipe_for(group: str, model: str, accelerator: str) -> Recipe | None:
+def recipe_for(group: str, model: str, accelerator: str, precision: str | None = None) -> Recipe | None:
     for recipe in RECIPES:
         if (
             group.startswith(recipe.match)
             and model == recipe.model
             and recipe.accelerator.lower() in accelerator.lower()
+            and recipe.precision in (None, precision)
         ):
             return recipe
     return None
@@ -760,7 +778,7 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     }
     if layout is not None:
         parallelism["layers_per_chunk"] = list(layout)
-    recipe = recipe_for(group, model.name, profile.accelerator.name)
+    recipe = recipe_for(group, model.name, profile.accelerator.name, precision)
     if recipe is not None:
         silent = {k: v for k, v in recipe.parallelism.items() if k not in par_in}  # the row's word wins
         parallelism.update(silent)
@@ -787,6 +805,10 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
             "fused_cross_entropy": sw.fused_cross_entropy,
         },
     }
+    if recipe is not None and recipe.kernels:
+        spec["kernels"].update(recipe.kernels)
+        settings = ", ".join(f"{k}: {v}" for k, v in recipe.kernels.items())
+        assumptions.append(f"kernels not given: the recipe's {settings}")
     if recipe is not None and recipe.moments is not None:
         spec["optimizer"] = {"moments": recipe.moments}
         assumptions.append(f"optimizer not given: the recipe's {recipe.moments} Adam moments")
