@@ -347,3 +347,34 @@ def test_the_mlp_recompute_module_applies_to_dense_mlp_blocks():
     assert spec(_tiny()).parallelism.recompute_modules == ("mlp",)  # its '-' block
     with pytest.raises(ConfigError, match="'-' blocks"):
         spec(_tiny(hybrid_pattern="ME*EME"))
+
+
+def test_an_mtp_block_recomputes_as_its_model_layer_on_an_earlier_stage():
+    """The MTP module's attention block copies layer 2, which sits on stage 0 at pp 2: under full recompute
+    the last stage keeps what the job keeps for it (the layer input), not a whole layer's activations."""
+    spec = load_training_spec(
+        {"kind": "training", "model": _tiny(mtp_layers=1),
+         "parallelism": {"pp": 2, "dp": 4, "ep": 2, "recompute": "full"},
+         "batch": {"global_seqs": 16, "micro": 1}, "steps": 1},
+        file="hybrid.yaml",
+    )  # fmt: skip
+    job, _, _ = simulate(spec, "gb200-nvl72.yaml")
+    assert job.layer_recompute(2) == "full" and 2 not in job.stage_chunks[1][0]
+    from workloads.spec import stage_memory
+
+    last = stage_memory(spec)[1]
+    plain = stage_memory(dataclasses.replace(spec, model=mdl.load_model(_tiny())))[1]
+    tokens, h = 512, 256
+    kept_input = tokens * 2 * h  # a fully recomputed block keeps its 16-bit input
+    assert memory.layer_activation_bytes(spec.model, 2, micro_batch=1, recompute="full") == kept_input
+    eh_proj = tokens * (2 * 2 + 2 * 2) * h  # the two norm inputs and eh_proj's 2h input
+    head = tokens * (2 * 2 * h + 4 * 1024)  # the head's input and its fp32 probabilities, once more
+    assert last.activations - plain.activations == 2 * kept_input + eh_proj + head
+
+
+def test_auto_parallelism_picks_a_tp_the_mamba_groups_allow():
+    from workloads.spec import auto_training_spec
+
+    model = mdl.load_model(_tiny(mamba={"heads": 8, "head_dim": 64, "state": 32, "groups": 1}))
+    spec = auto_training_spec(model, gpus=8, domain_size=8, hbm_bytes=80e9)
+    assert spec.parallelism.tp == 1

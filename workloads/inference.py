@@ -188,6 +188,10 @@ def load_inference_spec(data: Mapping[str, Any], *, file: str, source_text: str 
         raise ConfigError("serving does not run multi-token-prediction modules (speculative decoding is not "
                           "modelled)", file=file, path="model.mtp_layers", value=model.mtp_layers,
                           expected="0 for kind: inference")  # fmt: skip
+    if model.moe is not None and model.moe.latent and par.attention_dp:
+        raise ConfigError("attention data parallelism with LatentMoE is not modelled (the gathered tokens "
+                          "would be latent-wide)", file=file, path="parallelism.attention_dp", value=True,
+                          expected="false (serve it tensor-parallel)")  # fmt: skip
     if model.hybrid_pattern is not None and par.attention_dp:
         raise ConfigError("attention data parallelism of a hybrid Mamba model is not modelled", file=file,
                           path="parallelism.attention_dp", value=True,

@@ -423,8 +423,15 @@ def training_memory(
         if spec.mtp_layers:
             # each MTP module (depth), for the micro-batch in flight: its layer(s), the two norm inputs and
             # eh_proj's 2h input, and the shared head's tensors once more; recomputed as the model's layers
+            # (a block's model layer may sit on an earlier stage: its recompute, as the job runs it, counts)
+            anywhere = frozenset().union(
+                *(
+                    recomputed_layers(spec, pp, vp, st, recompute, recompute_layers, layers_per_chunk)
+                    for st in range(pp)
+                )
+            )
             module = sum(
-                layer_kept(i, "full" if i in recomputed else base_mode) for i in spec.mtp_block_layers()
+                layer_kept(i, "full" if i in anywhere else base_mode) for i in spec.mtp_block_layers()
             )
             module += tokens * (2 * _ACT_BYTES + gemm_input_bytes * 2) * h / seq_split
             activations += spec.mtp_layers * (module + head)
@@ -468,7 +475,8 @@ def _candidates(spec: ModelSpec, st: Mapping[str, Any]) -> list[list[tuple[str, 
     # activations, a dense MLP, MLA's Q, K, V
     more = (
         *(("core_attn",) if not st["flash_attention"] else ()),
-        *(("layernorm", "moe_act") if spec.moe is not None else ("mlp",)),
+        *(("layernorm", "moe_act") if spec.moe is not None else ()),
+        *(("mlp",) if any(spec.has_ffn(i) and not spec.is_moe_layer(i) for i in range(spec.layers)) else ()),
         *(("mla_up_proj",) if spec.mla is not None else ()),
     )
     if st["recompute"] != "full" and set(more) - set(st["recompute_modules"]):

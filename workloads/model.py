@@ -991,7 +991,7 @@ def ssd_scan_cost(
     heads, groups = m.heads / tp, m.groups / tp
     q = min(m.chunk, spec.seq_len if seq_len is None else seq_len)
     inner, bc = heads * m.head_dim, 2.0 * groups * m.state
-    nbytes = dtype_bytes * (2.0 * inner + 2.0 * bc + heads) + _SSD_STATE_BYTES * (
+    nbytes = dtype_bytes * (3.0 * inner + 2.0 * bc + heads) + _SSD_STATE_BYTES * (
         4.0 * heads * m.head_dim * m.state / q + 2.0 * groups * q
     )
     return _ssd_flops_per_token(m, q, heads, groups), nbytes

@@ -479,13 +479,22 @@ def auto_training_spec(
 ) -> TrainingSpec:
     """A reasonable Megatron-style layout for ``gpus`` GPUs when the user gave only a model.
 
-    TP is the largest divisor of the heads up to 8 that fits in the scale-up domain; PP grows (even splits,
-    or Llama-3 style with the end stages one layer short) until the memory model says every stage fits in
-    90 % of HBM, first with selective recompute, then with full recompute; DP takes the rest; 8 micro-batches
-    per replica (at least 4 per stage) keep the pipeline bubble modest.
+    TP is the largest divisor of the heads (and of a Mamba model's heads and groups) up to 8 that fits in
+    the scale-up domain; PP grows (even splits, or Llama-3 style with the end stages one layer short) until
+    the memory model says every stage fits in 90 % of HBM, first with selective recompute, then with full
+    recompute; DP takes the rest; 8 micro-batches per replica (at least 4 per stage) keep the pipeline bubble
+    modest.
     """
 
-    tp = max(t for t in (1, 2, 4, 8) if model.heads % t == 0 and t <= max(1, domain_size) and gpus % t == 0)
+    mamba = model.mamba
+    tp = max(
+        t
+        for t in (1, 2, 4, 8)
+        if model.heads % t == 0
+        and (mamba is None or (mamba.heads % t == 0 and mamba.groups % t == 0))
+        and t <= max(1, domain_size)
+        and gpus % t == 0
+    )
     layers = model.layers
     pps = [
         p
@@ -536,7 +545,7 @@ def auto_training_spec(
         raise ConfigError(
             f"cannot lay out {model.name} on {gpus} GPUs",
             value=gpus,
-            expected=f"a multiple of a TP size dividing {model.heads} heads",
+            expected=f"a multiple of a TP size dividing {model.heads} heads (and a Mamba model's heads, groups)",
         )
     return best
 

@@ -52,6 +52,12 @@ def _is_core(name: str) -> bool:
     return name.startswith(_CORE)
 
 
+def _own_precision(name: str) -> bool:
+    """Kernels an FP8/FP4 recipe leaves in 16 bit (or fp32) whatever the GEMMs use: the attention core
+    (flash attention in bf16) and the SSD scan of a Mamba block (mamba_ssm's Triton kernels)."""
+    return name.startswith((_CORE, _SSD_SCAN))
+
+
 Work = tuple[tuple[float, float, float, int], ...]
 
 
@@ -107,6 +113,11 @@ class HostSync:
 FRAMEWORK_KERNELS = {"router": 10, "moe_permute": 3, "moe_unpermute": 3, "qk_norm": 1}
 # Flash attention's backward is a preprocess (dO·O), the main kernel and the dQ conversion.
 _FLASH_BWD_KERNELS = 3
+# The chunked SSD scan: chunk cumsum, chunk states, state passing, C·Bᵀ blocks and chunk scan forward;
+# its backward (_mamba_chunk_scan_combined_bwd) recomputes the first three and runs ~11 gradient kernels.
+_SSD_SCAN = "mamba_scan"
+_SSD_FWD_KERNELS = 5
+_SSD_BWD_KERNELS = 14
 
 
 def _is_dynamic(name: str) -> bool:
@@ -130,6 +141,10 @@ def _launches(ops: list[Any], phase: str, graphed: bool = False, dropless: bool 
             total += 1 if phase == "fwd" or op.name.endswith("_recompute") else 2
         elif op.kind == "gemm":
             total += op.count
+        elif base.startswith(_SSD_SCAN):
+            total += (
+                _SSD_FWD_KERNELS if phase == "fwd" or op.name.endswith("_recompute") else _SSD_BWD_KERNELS
+            )
         elif op.kind == "attention":
             total += 1 if phase == "fwd" or op.name.endswith("_recompute") else _FLASH_BWD_KERNELS
         else:
@@ -187,7 +202,7 @@ def program_segments(
 
     def flush() -> None:
         if pending:
-            is_core = _is_core(pending[0].name)
+            is_core = _own_precision(pending[0].name)
             dtype = core_dtype if is_core and split_core else ""
             segments.append(
                 Segment(
@@ -209,13 +224,13 @@ def program_segments(
             flush()
             if sizes.get(item.group, 1) > 1 and item.nbytes > 0:
                 segments.append(Segment(name=item.name, group=item.group, op=item.op, nbytes=item.nbytes))
-        elif split_core and _is_core(item.name):
+        elif split_core and _own_precision(item.name):
             # The recompute of the core and the core itself fuse; anything else closes the segment.
-            if pending and not _is_core(pending[-1].name):
+            if pending and not _own_precision(pending[-1].name):
                 flush()
             pending.append(item)
         else:
-            if split_core and pending and _is_core(pending[-1].name):
+            if split_core and pending and _own_precision(pending[-1].name):
                 flush()
             pending.append(item)
     flush()
