@@ -480,31 +480,45 @@ def auto_training_spec(
     """A reasonable Megatron-style layout for ``gpus`` GPUs when the user gave only a model.
 
     TP is the largest divisor of the heads (and of a Mamba model's heads and groups) up to 8 that fits in
-    the scale-up domain; PP grows (even splits, or Llama-3 style with the end stages one layer short) until
+    the scale-up domain (for an MoE model the smallest that fits, with the experts spread over the widest
+    expert-parallel group within the domain); PP grows (even splits, or Llama-3 style with the end stages one layer short) until
     the memory model says every stage fits in 90 % of HBM, first with selective recompute, then with full
     recompute; DP takes the rest; 8 micro-batches per replica (at least 4 per stage) keep the pipeline bubble
     modest.
     """
 
     mamba = model.mamba
-    tp = max(
+    tps = [
         t
         for t in (1, 2, 4, 8)
         if model.heads % t == 0
         and (mamba is None or (mamba.heads % t == 0 and mamba.groups % t == 0))
         and t <= max(1, domain_size)
         and gpus % t == 0
-    )
+    ]
     layers = model.layers
-    pps = [
-        p
-        for p in range(1, layers + 1)
-        if gpus % (tp * p) == 0 and auto_chunk_layers(layers, p, 1) is not None
+
+    def expert_parallel(tp: int, dp: int) -> int:
+        """The widest EP (experts over data-parallel ranks, up to the scale-up domain and 64) that divides
+        the experts and dp·tp: each GPU then runs few experts with many tokens, as MoE recipes do."""
+        if model.moe is None:
+            return 1
+        width = min(model.moe.experts, max(1, domain_size), 64)
+        return max(e for e in range(1, width + 1) if model.moe.experts % e == 0 and (dp * tp) % e == 0)
+
+    # Dense models: the widest TP (weights and activations split, PP kept short). MoE models: TP as narrow as
+    # fits, the experts spread by EP instead (Megatron's MoE recipes: TP 1-2, EP 8-64).
+    layouts = [
+        (tp, pp)
+        for tp in ([max(tps)] if model.moe is None else tps)
+        for pp in range(1, layers + 1)
+        if gpus % (tp * pp) == 0 and auto_chunk_layers(layers, pp, 1) is not None
     ]
     best: TrainingSpec | None = None
     for recompute in ("selective", "full"):
-        for pp in pps:
+        for tp, pp in layouts:
             dp = gpus // (tp * pp)
+            ep = expert_parallel(tp, dp)
             nmb = max(8, 4 * pp)
             spec = TrainingSpec(
                 name=model.name,
@@ -514,7 +528,7 @@ def auto_training_spec(
                     pp=pp,
                     dp=dp,
                     cp=1,
-                    ep=1,
+                    ep=ep,
                     vp=1,
                     layers_per_chunk=None,
                     sequence_parallel=tp > 1,
