@@ -145,8 +145,11 @@ def test_parallel_layouts_a_mamba_block_cannot_run():
     spec = mdl.load_model(_tiny())
     with pytest.raises(ConfigError, match=r"mamba\.groups"):
         mdl.check_parallelism(spec, tp=4)  # 2 groups
-    with pytest.raises(ConfigError, match="context parallelism over Mamba"):
-        mdl.check_parallelism(spec, cp=2)
+    with pytest.raises(ConfigError, match="cannot split the 8 Mamba heads"):
+        mdl.check_parallelism(spec, cp=16)
+    with pytest.raises(ConfigError, match="cannot split the 4 Mamba heads and 1 groups"):
+        mdl.check_parallelism(spec, tp=2, cp=8, sequence_parallel=True)
+    mdl.check_parallelism(spec, tp=2, cp=4, sequence_parallel=True)  # 4 heads, 1 group: B and C repeated
     mdl.check_parallelism(spec, tp=2, ep=2, dp=2, sequence_parallel=True)
 
 
@@ -378,3 +381,37 @@ def test_auto_parallelism_picks_a_tp_the_mamba_groups_allow():
     model = mdl.load_model(_tiny(mamba={"heads": 8, "head_dim": 64, "state": 32, "groups": 1}))
     spec = auto_training_spec(model, gpus=8, domain_size=8, hbm_bytes=80e9)
     assert spec.parallelism.tp == 1
+
+
+def test_context_parallel_mamba_blocks_trade_sequence_for_head_shards():
+    """Megatron's MambaContextParallel: five all-to-alls (z, x, B, C, dt) after in_proj, one (y) after the
+    scan, each a CP rank's local tensor; the scan does a rank's share of the work either way."""
+    spec = mdl.load_model(_tiny())
+    one = {op.name: op for op in mdl.layer_ops(spec, 0, micro_batch=2)}
+    two = {op.name: op for op in mdl.layer_ops(spec, 0, micro_batch=2, cp=2)}
+    for name in ("mamba_in_proj", "mamba_scan", "mamba_out_proj"):
+        assert two[name].flops == pytest.approx(one[name].flops / 2), name
+    tokens = 2 * 512 / 2
+    comms = [(c.name, c.op, c.nbytes) for c in mdl.layer_comm(spec, 0, micro_batch=2, cp=2)]
+    inner, state = 8 * 64, 32
+    assert comms == [
+        ("mamba_cp2hp_z", "alltoall", tokens * inner * 2),
+        ("mamba_cp2hp_x", "alltoall", tokens * inner * 2),
+        ("mamba_cp2hp_B", "alltoall", tokens * 2 * state * 2),
+        ("mamba_cp2hp_C", "alltoall", tokens * 2 * state * 2),
+        ("mamba_cp2hp_dt", "alltoall", tokens * 8 * 2),
+        ("mamba_hp2cp_y", "alltoall", tokens * inner * 2),
+    ]
+    assert len(mdl.layer_comm(spec, 0, micro_batch=2, cp=2, phase="bwd")) == 6
+    # with one group per TP rank and cp 4, each CP rank gets its own copy of B and C
+    four = {c.name: c.nbytes for c in mdl.layer_comm(spec, 0, micro_batch=2, tp=2, sp=True, cp=4)}
+    assert four["mamba_cp2hp_B"] == 2 * 512 / 4 * 1 * state * 4 * 2
+    # a hybrid model trains with cp 2: the step runs, the same at both fidelities
+    cp_spec = load_training_spec(
+        {"kind": "training", "model": _tiny(), "parallelism": {"cp": 2, "dp": 4, "ep": 2},
+         "batch": {"global_seqs": 16, "micro": 1}, "steps": 1},
+        file="hybrid.yaml",
+    )  # fmt: skip
+    _, _, step = simulate(cp_spec, "gb200-nvl72.yaml")
+    _, _, full = simulate(cp_spec, "gb200-nvl72.yaml", fidelity="full")
+    assert step > 0 and step == pytest.approx(full, rel=1e-9)

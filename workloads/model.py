@@ -1383,7 +1383,13 @@ def _mamba_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
     """A Mamba-2 block as Megatron-Core runs it: pre-norm, in_proj (column-parallel: each TP rank holds
     whole heads and groups), causal depthwise conv + SiLU over x, B, C, the chunked SSD scan (four Triton
     kernels: chunk cumsum, chunk states, state passing, chunk scan), the gated RMSNorm (per TP rank's
-    groups) and out_proj (row-parallel): the TP collectives sit where an attention block has them."""
+    groups) and out_proj (row-parallel): the TP collectives sit where an attention block has them.
+
+    Context parallelism (Megatron's MambaContextParallel): the conv and the scan need the whole sequence,
+    so after in_proj five all-to-alls turn z, x, B, C and dt from sequence shards into head shards (each CP
+    rank then holds 1/cp of the local heads over all tokens; B and C are repeated when a TP rank has fewer
+    groups than cp) and one all-to-all turns y back before the gated norm. Per GPU the conv and the scan
+    do the same work as on its own tokens with all its heads."""
     m = spec.mamba
     if m is None:
         raise ValueError(f"{spec.name} has Mamba blocks and no mamba section")
@@ -1400,10 +1406,20 @@ def _mamba_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
     # Shaped like one Q x Q x P block per head: the head dimension sets how well it fills the tensor cores.
     scan = Op("mamba_scan", "attention", scan_flops, scan_bytes, (q, q, m.head_dim), math.ceil(heads))
     conv_elements = tokens * (inner + bc)
+    to_heads: list[_Item] = []
+    to_sequence: list[_Item] = []
+    if x.cp > 1:
+        repeat = max(1.0, x.cp / groups)  # B and C copies when the TP rank's groups cannot split over cp
+        sizes = (("z", inner), ("x", inner), ("B", bc / 2 * repeat), ("C", bc / 2 * repeat), ("dt", heads))
+        cp2hp = tuple(Comm(f"mamba_cp2hp_{n}", "cp", "alltoall", tokens * w * dt) for n, w in sizes)
+        hp2cp = (Comm("mamba_hp2cp_y", "cp", "alltoall", tokens * inner * dt),)
+        to_heads = [_CommPoint(fwd=cp2hp, bwd=cp2hp)]  # their gradients go back the same way
+        to_sequence = [_CommPoint(fwd=hp2cp, bwd=hp2cp)]
     return [
         _norm("mamba_norm", x.tokens_sp, h, dt),
         tp_start,
         _gemm("mamba_in_proj", tokens, 2.0 * inner + bc + heads, h, dt),
+        *to_heads,
         # its backward first runs the conv forward again (the memory-efficient path keeps only in_proj's
         # output), then the conv's own backward: three forward passes of bytes
         _FwdOp(
@@ -1414,6 +1430,7 @@ def _mamba_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
             3.0,
         ),
         _FwdOp(scan, _SSD_BWD_FLOP_FACTOR, 2.0),
+        *to_sequence,
         # y·SiLU(z), then RMSNorm over each group: reads y and z, writes the out_proj input
         _pointwise("mamba_gated_norm", "norm", tokens * inner, _NORM_FLOPS_PER_ELEMENT + 4.0, 3, dt),
         _gemm("mamba_out_proj", tokens, h, inner, dt),
@@ -1940,13 +1957,14 @@ def check_parallelism(
                     tp,
                     "one of " + ", ".join(str(d) for d in range(1, m.groups + 1) if m.groups % d == 0),
                 )
-        if cp > 1:
+        local_heads, local_groups = m.heads // tp, m.groups // tp  # tp divides both (checked above)
+        if cp > 1 and (local_heads % cp or (local_groups % cp and cp % local_groups)):
             raise err(
                 "cp",
-                "context parallelism over Mamba-2 blocks (Megatron's all-to-all from sequence to head shards) "
-                "is not modelled yet",
+                f"cp = {cp} cannot split the {local_heads} Mamba heads and {local_groups} groups of a TP rank "
+                "(Megatron's context parallelism over Mamba hands each CP rank whole heads)",
                 cp,
-                "cp = 1 for a model with Mamba blocks",
+                "cp dividing mamba.heads / tp, and dividing or a multiple of mamba.groups / tp",
             )
     if vp > 1 and pp == 1:
         raise err("vp", "interleaved pipelining (vp > 1) needs pp > 1", vp, "vp = 1 when pp = 1")
