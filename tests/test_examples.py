@@ -13,8 +13,20 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 WORKLOADS = sorted(p for p in EXAMPLES.glob("*.yaml") if not p.name.startswith("sweep-"))
 SWEEPS = sorted(EXAMPLES.glob("sweep-*.yaml"))
 # Each workload example with the profile its header names, shortened where it would take seconds.
-PROFILE = {"llama3-70b-serving.yaml": "h100-dgx.yaml", "qwen3-30b-ep8.yaml": "b200-dgx.yaml"}
-SHORTER = {"llama3-70b-serving.yaml": ["requests.count=40"], "qwen3-30b-ep8.yaml": ["model.layers=4"]}
+PROFILE = {
+    "llama3-70b-serving.yaml": "h100-dgx.yaml",
+    "qwen3-30b-ep8.yaml": "b200-dgx.yaml",
+    "nemotron-3-super-nvfp4.yaml": "gb300-nvl72.yaml",
+}
+SHORTER = {
+    "llama3-70b-serving.yaml": ["requests.count=40"],
+    "qwen3-30b-ep8.yaml": ["model.layers=4"],
+    "nemotron-3-super-nvfp4.yaml": [
+        "scale_up.domain_size=64",
+        "rack.trays_per_rack=16",
+        "batch.global_seqs=64",
+    ],
+}
 
 
 def test_every_example_is_covered():
