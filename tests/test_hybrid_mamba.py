@@ -94,6 +94,11 @@ def test_mamba_block_program_gemms_and_tp_collectives():
     one = {op.name: op for op in mdl.layer_ops(spec, 0, micro_batch=2)}
     assert one["mamba_in_proj"].flops == 2 * tokens * 256 * (2 * 512 + 2 * 2 * 32 + 8)
     assert one["mamba_out_proj"].flops == 2 * tokens * 512 * 256
+    # two sequences per micro-batch: in_proj's output and y are copied batch-first and back (Megatron's
+    # rearrange(...).contiguous() around the fused kernel); one sequence needs no copy
+    assert one["mamba_layout_in"].nbytes == 2 * tokens * (2 * 512 + 2 * 2 * 32 + 8) * 2
+    assert one["mamba_layout_out"].nbytes == 2 * tokens * 512 * 2
+    assert not any(op.name.startswith("mamba_layout") for op in mdl.layer_ops(spec, 0, micro_batch=1))
     assert mdl.layer_comm(spec, 0, micro_batch=2) == []
     two = {op.name: op for op in mdl.layer_ops(spec, 0, micro_batch=2, tp=2, sp=True)}
     for name in ("mamba_in_proj", "mamba_scan", "mamba_out_proj"):

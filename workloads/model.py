@@ -1415,11 +1415,32 @@ def _mamba_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
         hp2cp = (Comm("mamba_hp2cp_y", "cp", "alltoall", tokens * inner * dt),)
         to_heads = [_CommPoint(fwd=cp2hp, bwd=cp2hp)]  # their gradients go back the same way
         to_sequence = [_CommPoint(fwd=hp2cp, bwd=hp2cp)]
+    # Megatron's _ssm_training turns in_proj's sequence-first output batch-first for the fused kernel and
+    # y back (rearrange(...).contiguous(): a copy each when the micro-batch holds several sequences; their
+    # backward copies the gradients back)
+    copies = x.b > 1
+    to_batch_first = (
+        [
+            _FwdOp(
+                Op("mamba_layout_in", "elementwise", 0.0, 2.0 * tokens * (2.0 * inner + bc + heads) * dt),
+                1.0,
+                1.0,
+            )
+        ]
+        if copies
+        else []
+    )
+    to_sequence_first = (
+        [_FwdOp(Op("mamba_layout_out", "elementwise", 0.0, 2.0 * tokens * inner * dt), 1.0, 1.0)]
+        if copies
+        else []
+    )
     return [
         _norm("mamba_norm", x.tokens_sp, h, dt),
         tp_start,
         _gemm("mamba_in_proj", tokens, 2.0 * inner + bc + heads, h, dt),
         *to_heads,
+        *to_batch_first,
         # its backward first runs the conv forward again (the memory-efficient path keeps only in_proj's
         # output), then the conv's own backward: three forward passes of bytes
         _FwdOp(
@@ -1430,6 +1451,7 @@ def _mamba_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
             3.0,
         ),
         _FwdOp(scan, _SSD_BWD_FLOP_FACTOR, 2.0),
+        *to_sequence_first,
         *to_sequence,
         # y·SiLU(z), then RMSNorm over each group: reads y and z, writes the out_proj input
         _pointwise("mamba_gated_norm", "norm", tokens * inner, _NORM_FLOPS_PER_ELEMENT + 4.0, 3, dt),
