@@ -26,7 +26,7 @@ EXPECTED_PRESETS = {
     "gpt-529.6b", "gpt-1008b", "gpt-22b", "mpt-1b", "mpt-3b", "mpt-7b", "mpt-13b", "mpt-30b", "mpt-70b",
     "mixtral-8x7b", "mixtral-8x22b", "qwen3-30b-a3b", "qwen3-235b-a22b", "deepseek-v3", "gpt-oss-120b",
     "kimi-k2", "nemotron-4-340b", "nemotron-3-nano-30b-a3b", "nemotron-3-super-120b-a12b",
-    "nemotron-3.5-lightning-30b-a3b",
+    "nemotron-3.5-lightning-30b-a3b", "nemotron-h-8b", "nemotron-h-56b",
 }  # fmt: skip
 
 
@@ -63,6 +63,8 @@ PUBLISHED_TOTALS = [
     ("nemotron-4-340b", 341e9, 0.02, "Nemotron-4 340B report: 9.4B embedding + 331.6B non-embedding"),
     ("nemotron-3-nano-30b-a3b", 31.6e9, 0.02, "Nemotron 3 Nano model card"),
     ("nemotron-3-super-120b-a12b", 123.6e9, 0.02, "Nemotron 3 Super BF16 checkpoint, MTP module included"),
+    ("nemotron-h-8b", 8e9, 0.02, "Nemotron-H report: 8B (racksim counts 8.10B)"),
+    ("nemotron-h-56b", 56e9, 0.02, "Nemotron-H report: 56B"),
 ]
 
 
