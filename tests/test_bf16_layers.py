@@ -54,3 +54,13 @@ def test_the_nemotron_3_super_nvfp4_rows_take_the_recipes_bf16_layers():
     kernels = plan_row(fp4, table).spec["kernels"]
     assert (kernels["bf16_first_layers"], kernels["bf16_last_layers"]) == (1, 14)
     assert "bf16_last_layers" not in plan_row(fp8, table).spec["kernels"]
+
+
+def test_the_stored_workload_keeps_the_bf16_layers():
+    import yaml
+
+    from workloads.spec import load_training_spec, spec_text
+
+    spec = _spec("fp8", 1, 2)
+    again = load_training_spec(yaml.safe_load(spec_text(spec)), file="again.yaml")
+    assert again.kernels == spec.kernels and again.bf16_layer(7)

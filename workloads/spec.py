@@ -639,12 +639,7 @@ def spec_mapping(spec: TrainingSpec) -> dict[str, Any]:
         "batch": {"global_seqs": spec.batch.global_seqs, "micro": spec.batch.micro},
         "precision": spec.precision,
         "steps": spec.steps,
-        "kernels": {
-            "flash_attention": spec.kernels.flash_attention,
-            "dropout": spec.kernels.dropout,
-            "fused_cross_entropy": spec.kernels.fused_cross_entropy,
-            "cuda_graphs": spec.kernels.cuda_graphs,
-        },
+        "kernels": {k: getattr(spec.kernels, k) for k in spec.kernels.__dataclass_fields__},
         "optimizer": {"moments": spec.optimizer.moments},
         **({"job": _job_mapping(spec.job)} if spec.job is not None else {}),
     }
