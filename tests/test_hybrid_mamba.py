@@ -420,3 +420,23 @@ def test_context_parallel_mamba_blocks_trade_sequence_for_head_shards():
     _, _, step = simulate(cp_spec, "gb200-nvl72.yaml")
     _, _, full = simulate(cp_spec, "gb200-nvl72.yaml", fidelity="full")
     assert step > 0 and step == pytest.approx(full, rel=1e-9)
+
+
+def test_the_nemotron_3_rows_take_their_recipes():
+    """Megatron-Bridge's perf recipes (perf_recipes/nemotronh/*): HybridEP everywhere; Nano on H100 in FP8
+    recomputes whole MoE blocks; Super on DGX B300 in NVFP4 keeps 1 + 14 bf16 layers and recomputes the
+    expert activations and norms; GB300 rows recompute nothing."""
+    table, _ = load_table("workloads/reference/megatron_bridge_26x_runs.yaml")
+
+    def plan(pattern: str) -> dict:
+        [row] = select_rows(table, [pattern])
+        return plan_row(row, table).spec
+
+    nano = plan("*26.04-*Nemotron_3_Nano-DGX-H100*")
+    assert nano["parallelism"]["ep_dispatch"] == "deepep"
+    assert nano["parallelism"]["recompute_modules"] == ["moe", "layernorm", "core_attn", "moe_act"]
+    b300 = plan("*26.04-*Nemotron_3_Super-DGX-B300-64-NVFP4*")
+    assert b300["kernels"]["bf16_last_layers"] == 14
+    assert b300["parallelism"]["recompute_modules"] == ["moe_act", "layernorm"]
+    gb300 = plan("*26.04-*Nemotron_3_Super-DGX-GB300-64-MXFP8*")
+    assert gb300["parallelism"]["recompute"] == "none" and gb300["parallelism"]["ep_dispatch"] == "deepep"

@@ -160,3 +160,32 @@ def test_a_bare_module_name_gets_a_one_line_hint():
         )
     text = str(info.value)
     assert info.value.path == "parallelism.recompute_modules" and "write [mlp]" in text and "\n" not in text
+
+
+def test_the_moe_module_rebuilds_the_whole_block_from_its_input():
+    """``moe`` (Megatron's --recompute-modules moe): an MoE block keeps only its input; its backward first
+    replays the block, norm to combine, with the router's host sync and the all-to-alls."""
+    qwen = mdl.load_preset("qwen3-30b-a3b")
+    dense_part = _saved(qwen, 0, ("core_attn",)) - _saved(qwen, 0, ("core_attn", "moe"))
+    assert dense_part > 0
+    # a hybrid model's MoE-only block keeps exactly its 16-bit input
+    hybrid = mdl.load_preset("nemotron-3-nano-30b-a3b")
+    assert _saved(hybrid, 1, ("moe",), seq_len=2048) == 2048 * 2 * hybrid.hidden
+    spec = _spec("qwen3-30b-a3b", ["core_attn", "moe", "moe_act", "layernorm"], dp=8, ep=8)
+    items = layer_items(spec, 0, "bwd_selective")
+    names = [getattr(i, "name", type(i).__name__) for i in items]
+    assert names[0] == "mlp_norm_recompute" and names[1] == "router_recompute" and names[2] == "HostSync"
+    assert names.count("moe_dispatch") == 2 and names.count("moe_combine") == 2  # replayed, then backward
+    # moe_act's and layernorm's replays are inside the block's: nothing runs twice
+    assert names.count("expert_mlp_act_recompute") == 1 and names.count("mlp_norm_recompute") == 1
+    base = simulate(_spec("qwen3-30b-a3b", ["core_attn"], dp=8, ep=8), "b200-dgx.yaml")
+    again = simulate(spec, "b200-dgx.yaml")
+    assert again[2] > base[2]
+    p = mdl.layer_params(spec.model, 0)
+    extra = again[0].hardware_flops_per_token() - base[0].hardware_flops_per_token()
+    assert extra == pytest.approx(2 * 2.0 * (p.router + p.active_routed + p.shared_experts))
+
+
+def test_the_moe_module_needs_experts():
+    with pytest.raises(Exception, match="moe rebuilds what only a model with routed experts"):
+        _spec("llama3-8b", ["moe"])

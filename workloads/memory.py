@@ -236,20 +236,32 @@ def layer_activation_bytes(
             # inside the expert activation, whose backward rebuilds what the probabilities' gradient needs
             # from fc1's output: the expert output is not kept (arXiv:2603.07685 §4.1.2: 26.3 GB per GPU for
             # DeepSeek-V3).
-            routed = moe.top_k * moe.load_factor
-            act_out = 0.0 if "moe_act" in modules else g  # fc2's input, per unit of expert width
-            io = moe.latent or h  # LatentMoE: the dispatched tokens are latent-wide
-            expert = g * io + (inner - g + act_out) * moe.expert_ffn_hidden
-            moe_bytes = _ACT_BYTES * h + _PROB_BYTES * moe.experts + mask * h  # norm in, probs
-            if moe.latent:
-                moe_bytes += g * moe.latent  # fc2_latent_proj's input (the combined latent tokens)
-            if "layernorm" not in modules:
-                moe_bytes += _ACT_BYTES * h  # the router's input (the norm output)
-                if quantized and moe.shared_experts:  # the shared experts' fc1 quantizes it too
-                    moe_bytes += g * h
-            moe_bytes += routed * expert + moe.shared_experts * inner * moe.expert_ffn_hidden
-            per_rank += moe_bytes / tp
+            if "moe" in modules:  # the whole block is rebuilt in the backward: it keeps only its input
+                per_rank += _ACT_BYTES * h / tp
+            else:
+                per_rank += _moe_activation_bytes(spec, g, inner, quantized, mask, modules) / tp
     return tokens * (replicated / seq_split + per_rank)
+
+
+def _moe_activation_bytes(
+    spec: ModelSpec, g: float, inner: float, quantized: bool, mask: float, modules: frozenset[str]
+) -> float:
+    """Bytes per token an MoE block keeps (before the 1/tp of its sequence-parallel shard)."""
+    moe = spec.moe
+    assert moe is not None
+    h = spec.hidden
+    routed = moe.top_k * moe.load_factor
+    act_out = 0.0 if "moe_act" in modules else g  # fc2's input, per unit of expert width
+    io = moe.latent or h  # LatentMoE: the dispatched tokens are latent-wide
+    expert = g * io + (inner - g + act_out) * moe.expert_ffn_hidden
+    moe_bytes = _ACT_BYTES * h + _PROB_BYTES * moe.experts + mask * h  # norm in, probs
+    if moe.latent:
+        moe_bytes += g * moe.latent  # fc2_latent_proj's input (the combined latent tokens)
+    if "layernorm" not in modules:
+        moe_bytes += _ACT_BYTES * h  # the router's input (the norm output)
+        if quantized and moe.shared_experts:  # the shared experts' fc1 quantizes it too
+            moe_bytes += g * h
+    return moe_bytes + routed * expert + moe.shared_experts * inner * moe.expert_ffn_hidden
 
 
 def _mamba_activation_bytes(spec: ModelSpec, tp: int, g: float, mask: float) -> tuple[float, float]:

@@ -26,8 +26,9 @@ POSITION_KINDS = ("rope", "alibi", "learned")
 RECOMPUTE_KINDS = ("none", "selective", "full")
 # Megatron-Core's selective-recompute modules (--recompute-modules) racksim models: the attention core
 # (Megatron's default and Korthikanti's selective), the two input norms, the MoE experts' activation
-# function, the dense MLP (fc1 and its activation), MLA's up-projections (Q, K, V from the latents).
-RECOMPUTE_MODULES = ("core_attn", "layernorm", "moe_act", "mlp", "mla_up_proj")
+# function, the dense MLP (fc1 and its activation), MLA's up-projections (Q, K, V from the latents), the
+# whole MoE block (router, dispatch, experts, combine: only its input kept).
+RECOMPUTE_MODULES = ("core_attn", "layernorm", "moe_act", "mlp", "mla_up_proj", "moe")
 PHASES = ("fwd", "bwd")
 # Megatron's hybrid_override_pattern: one character per block, each block a pre-norm and one mixer.
 HYBRID_BLOCKS = MappingProxyType({"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"})

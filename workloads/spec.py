@@ -93,7 +93,7 @@ class Parallelism:
         "--recompute-modules): core_attn (the attention core), layernorm (the norms Transformer Engine does "
         "not fuse into a linear layer: an MoE layer's pre-MLP norm, MLA's input norm), moe_act (the "
         "experts' activation function), mlp (a dense MLP, norm to fc2), mla_up_proj (MLA's Q, K, V from "
-        "the latents)",
+        "the latents), moe (a whole MoE block, from its input)",
         ["core_attn"],
     )
     order: str = text("rank order, fastest-varying first (Megatron default)", "tp-cp-ep-dp-pp")
@@ -334,6 +334,7 @@ def validate_training_spec(spec: TrainingSpec) -> None:
     for module, applies, what in (
         ("mla_up_proj", model.mla is not None, "multi-head latent attention (an mla section)"),
         ("moe_act", model.moe is not None, "routed experts (a moe section)"),
+        ("moe", model.moe is not None, "routed experts (a moe section)"),
         ("mlp", dense_layers, "dense MLP layers (no moe section, moe.dense_layers > 0, or '-' blocks)"),
     ):
         # as in Megatron, the modules only matter with selective recompute (ignored otherwise)

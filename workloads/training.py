@@ -331,13 +331,16 @@ def _early_replays(model: Any, layer: int, fwd: list[Any], modules: set[str]) ->
     core), with the casts an FP8/FP4 recipe redoes on the rebuilt GEMM inputs. ``layernorm`` rebuilds only
     the norms that are modules of their own (an expert layer's pre-MLP norm, MLA's input norm; Transformer
     Engine fuses the others into the next linear layer); ``mlp`` re-runs a dense MLP block, norm to fc2 and
-    its TP collectives, as Megatron's checkpoint of the whole module does."""
+    its TP collectives, as Megatron's checkpoint of the whole module does; ``moe`` re-runs an MoE block from
+    its norm on, the router's host sync and the expert-parallel all-to-alls included."""
     moe_layer = model.is_moe_layer(layer)
+    if "moe" in modules and moe_layer:  # the whole block again: its norm and activations come with it
+        modules = modules - {"moe_act"}
     mla = model.mla is not None
     names: set[str] = set()
     if "layernorm" in modules:
         names |= {"attn_norm", "q_down_proj_cast", "kv_down_proj_cast"} if mla else set()
-        names |= {"mlp_norm", "shared_expert_up_cast"} if moe_layer else set()
+        names |= {"mlp_norm", "shared_expert_up_cast"} if moe_layer and "moe" not in modules else set()
     if "moe_act" in modules and moe_layer:
         names |= {"expert_mlp_act", "expert_mlp_down_cast"}
     if "mla_up_proj" in modules and mla:
@@ -358,6 +361,9 @@ def _early_replays(model: Any, layer: int, fwd: list[Any], modules: set[str]) ->
         while end < len(fwd) and isinstance(fwd[end], mdl.Comm):  # fc2's TP reduce-scatter / all-reduce
             end += 1
         out += [_replay(item) if isinstance(item, mdl.Op) else item for item in fwd[start:end]]
+    if "moe" in modules and moe_layer:  # the MoE block closes the layer: from its norm to the end
+        start = next(i for i, item in enumerate(fwd) if isinstance(item, mdl.Op) and item.name == "mlp_norm")
+        out += [_replay(item) if isinstance(item, mdl.Op) else item for item in fwd[start:]]
     return out
 
 
@@ -536,6 +542,9 @@ class TrainingJob:
             if "mlp" in modules and model.has_ffn(layer) and not model.is_moe_layer(layer):
                 # fc1 (up and gate if gated) and fc2 again
                 flops += 2.0 * model.hidden * model.dense_ffn_hidden * (3 if model.ffn == "swiglu" else 2)
+            if "moe" in modules and model.is_moe_layer(layer):  # router, experts, shared experts again
+                p = mdl.layer_params(model, layer)
+                flops += 2.0 * (p.router + p.latent_proj + p.active_routed + p.shared_experts)
             if "mla_up_proj" in modules and model.mla is not None:  # the up-projections again
                 flops += 2.0 * mdl.mla_up_proj_params(model)
         return flops

@@ -295,6 +295,38 @@ RECIPES: tuple[Recipe, ...] = (
     ),
     Recipe(
         "Megatron-Bridge",
+        "nemotron-3-nano-30b-a3b",
+        "H100",
+        MappingProxyType({"ep_dispatch": "deepep"}),
+        "Megatron-Bridge perf_recipes/nemotronh/h100/nemotronh.py, Nano FP8 (current scaling): flex "
+        "dispatcher with HybridEP, selective recompute of moe, layernorm, core_attn and moe_act",
+        recompute=("moe", "layernorm", "core_attn", "moe_act"),
+        precision="fp8",
+    ),
+    Recipe(
+        "Megatron-Bridge",
+        "nemotron-3-super-120b-a12b",
+        "DGX B300",
+        MappingProxyType({"ep_dispatch": "deepep"}),
+        "Megatron-Bridge perf_recipes/nemotronh/b300/nemotronh.py, Super NVFP4: HybridEP, selective recompute "
+        "of moe_act and layernorm; mixed_precision.py nemotron_3_super_bf16_with_nvfp4_mixed: the first 1 and "
+        "last 14 layers in bf16",
+        recompute=("moe_act", "layernorm"),
+        precision="fp4",
+        kernels=MappingProxyType({"bf16_first_layers": 1, "bf16_last_layers": 14}),
+    ),
+    Recipe(
+        "Megatron-Bridge",
+        "nemotron-3-super-120b-a12b",
+        "DGX B200",
+        MappingProxyType({"ep_dispatch": "deepep"}),
+        "Megatron-Bridge perf_recipes/nemotronh/b200/nemotronh.py, Super FP8-MX: HybridEP, selective "
+        "recompute of moe_act and layernorm",
+        recompute=("moe_act", "layernorm"),
+        precision="fp8",
+    ),
+    Recipe(
+        "Megatron-Bridge",
         "nemotron-3-super-120b-a12b",
         "",
         MappingProxyType({"ep_dispatch": "deepep"}),
