@@ -130,6 +130,8 @@ def test_mamba_activations_shrink_with_tp_and_recompute():
     ("changes", "path", "words"),
     [
         ({"hybrid_pattern": "MEX*-M"}, "model.hybrid_pattern", "unknown block symbol"),
+        ({"hybrid_pattern": "ME*|-ME"}, "model.hybrid_pattern", "separators are not read"),
+        ({"hybrid_pattern": "ME*-ME/*E"}, "model.hybrid_pattern", "separators are not read"),
         ({"hybrid_pattern": "ME*-M"}, "model.layers", "5 blocks"),
         ({"mamba": None}, "model.mamba", "no mamba section"),
         ({"hybrid_pattern": "*E*-*E"}, "model.mamba", "no 'M' block"),

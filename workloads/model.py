@@ -518,6 +518,14 @@ def _check_hybrid(r: _Reader, data: Any, layers: int, moe: MoESpec | None, mamba
             )
         return
     symbols = "".join(HYBRID_BLOCKS)
+    if isinstance(pattern, str) and set(pattern) & set("|/"):
+        raise r.error(
+            "hybrid_pattern",
+            "Megatron's pipeline-stage ('|') and MTP ('/') separators are not read here",
+            value=pattern,
+            expected="the model's blocks only; stage boundaries go in parallelism.layers_per_chunk and MTP "
+            "depths in mtp_layers (a hybrid MTP module is an attention and an FFN block)",
+        )
     if not isinstance(pattern, str) or not pattern or set(pattern) - set(symbols):
         bad = sorted(set(pattern) - set(symbols)) if isinstance(pattern, str) else []
         raise r.error(
