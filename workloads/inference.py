@@ -197,8 +197,8 @@ def load_inference_spec(data: Mapping[str, Any], *, file: str, source_text: str 
                           path="parallelism.attention_dp", value=True,
                           expected="false (serve it tensor-parallel)")  # fmt: skip
     if model.mamba is not None and (model.mamba.heads % par.tp or model.mamba.groups % par.tp):
-        raise ConfigError(f"tp = {par.tp} does not divide the Mamba heads ({model.mamba.heads}) and groups "
-                          f"({model.mamba.groups})", file=file, path="parallelism.tp", value=par.tp,
+        raise ConfigError(f"tp = {par.tp} does not divide the Mamba heads ({model.mamba.heads}) and "
+                          f"groups ({model.mamba.groups})", file=file, path="parallelism.tp", value=par.tp,
                           expected="a divisor of both")  # fmt: skip
     if par.pp != 1:
         raise ConfigError("pipeline-parallel serving is not modelled", file=file, path="parallelism.pp",
@@ -630,9 +630,8 @@ def iteration_work(
     windowed = layer(c.window) * c.windowed_layers if c.windowed_layers else ()
     if c.cached_layers < c.layers:  # a hybrid model's other blocks: their GEMMs, and the Mamba layers' states
         mamba: list[tuple[float, float, float, int]] = [gemm]
-        if (
-            prefill
-        ):  # the SSD scan over the chunk; a sequence's state read (after its first chunk) and written
+        if prefill:
+            # the SSD scan over the chunk; a sequence's state read (after its first chunk) and written
             chunk = sum(n for _, n in prefill)
             states = sum((2 if p else 1) for p, _ in prefill) * c.mamba_state_bytes
             mamba.append(

@@ -482,10 +482,10 @@ def auto_training_spec(
 
     TP is the largest divisor of the heads (and of a Mamba model's heads and groups) up to 8 that fits in
     the scale-up domain (for an MoE model the smallest that fits, with the experts spread over the widest
-    expert-parallel group within the domain); PP grows (even splits, or Llama-3 style with the end stages one layer short) until
-    the memory model says every stage fits in 90 % of HBM, first with selective recompute, then with full
-    recompute; DP takes the rest; 8 micro-batches per replica (at least 4 per stage) keep the pipeline bubble
-    modest.
+    expert-parallel group within the domain); PP grows (even splits, or Llama-3 style with the end stages
+    one layer short) until the memory model says every stage fits in 90 % of HBM, first with selective
+    recompute, then with full recompute; DP takes the rest; 8 micro-batches per replica (at least 4 per
+    stage) keep the pipeline bubble modest.
     """
 
     mamba = model.mamba

@@ -55,7 +55,7 @@ def _is_core(name: str) -> bool:
 def _own_precision(name: str) -> bool:
     """Kernels an FP8/FP4 recipe leaves in 16 bit (or fp32) whatever the GEMMs use: the attention core
     (flash attention in bf16) and the SSD scan of a Mamba block (mamba_ssm's Triton kernels)."""
-    return name.startswith((_CORE, _SSD_SCAN))
+    return name.startswith((_CORE, _SSD_SCAN))  # _SSD_SCAN: with the kernel counts below
 
 
 Work = tuple[tuple[float, float, float, int], ...]
