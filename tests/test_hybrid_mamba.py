@@ -243,6 +243,8 @@ def test_serving_a_hybrid_model_caches_kv_in_its_attention_blocks_and_a_fixed_ma
     with pytest.raises(ConfigError) as err:
         _serving(parallelism={"tp": 2, "attention_dp": True})
     assert err.value.path == "parallelism.attention_dp"
+    with pytest.raises(ConfigError, match=r"does not divide the Mamba heads \(64\) and groups \(8\)"):
+        _serving(parallelism={"tp": 16})  # 32 attention heads split, 8 Mamba groups do not
 
 
 def test_a_decode_step_reads_each_mamba_state_once_whatever_the_context():
