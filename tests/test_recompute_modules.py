@@ -8,7 +8,7 @@ from sim_helpers import simulate
 
 from workloads import model as mdl
 from workloads.memory import layer_activation_bytes, training_memory
-from workloads.spec import load_training_spec
+from workloads.spec import load_training_spec, spec_mapping
 from workloads.training import layer_items
 
 
@@ -189,3 +189,30 @@ def test_the_moe_module_rebuilds_the_whole_block_from_its_input():
 def test_the_moe_module_needs_experts():
     with pytest.raises(Exception, match="moe rebuilds what only a model with routed experts"):
         _spec("llama3-8b", ["moe"])
+
+
+def test_an_out_of_memory_moe_job_is_offered_the_moe_module():
+    from simcore.errors import CapacityError
+    from workloads.spec import stage_memory
+
+    spec = load_training_spec(
+        {
+            "kind": "training",
+            "model": {"preset": "qwen3-30b-a3b", "seq_len": 8192},
+            "parallelism": {"dp": 8, "ep": 8, "recompute": "selective"},
+            "batch": {"global_seqs": 64, "micro": 2},
+            "precision": "fp8",
+            "steps": 1,
+        },
+        file="oom.yaml",
+    )
+    with pytest.raises(CapacityError, match=r"recompute_modules: \[moe\]"):
+        stage_memory(spec, 141e9)  # 165.6 GB needed; whole MoE blocks rebuilt from their input fit
+    fixed = load_training_spec(
+        {
+            **spec_mapping(spec),
+            "parallelism": {**spec_mapping(spec)["parallelism"], "recompute_modules": ["moe"]},
+        },
+        file="fixed.yaml",
+    )
+    assert max(m.total for m in stage_memory(fixed).values()) <= 141e9

@@ -500,6 +500,16 @@ def _candidates(spec: ModelSpec, st: Mapping[str, Any]) -> list[list[tuple[str, 
                 {"recompute": "selective", "recompute_modules": more},
             ),
         )
+    if st["recompute"] != "full" and spec.moe is not None and "moe" not in st["recompute_modules"]:
+        # stronger: whole MoE blocks rebuilt from their input (covers moe_act and their layernorm)
+        whole = (*(m for m in more if m not in ("layernorm", "moe_act")), "moe")
+        ladder.insert(
+            len(ladder) - 1,
+            (
+                f"recompute: selective with recompute_modules: [{', '.join(whole)}]",
+                {"recompute": "selective", "recompute_modules": whole},
+            ),
+        )
     groups.append(ladder)
     zero = 3 if st["fsdp"] else st["zero"]
     groups.append([(f"zero: {z}", {"zero": z}) for z in range(zero + 1, 4)])
