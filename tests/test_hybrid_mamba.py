@@ -444,3 +444,55 @@ def test_the_nemotron_3_rows_take_their_recipes():
     assert b300["parallelism"]["recompute_modules"] == ["moe_act", "layernorm"]
     gb300 = plan("*26.04-*Nemotron_3_Super-DGX-GB300-64-MXFP8*")
     assert gb300["parallelism"]["recompute"] == "none" and gb300["parallelism"]["ep_dispatch"] == "deepep"
+
+
+def _hybrid_case():
+    from hypothesis import strategies as st
+
+    pattern = st.text(alphabet="M*-E", min_size=2, max_size=12).filter(lambda p: "*" in p and "M" in p)
+    return st.tuples(
+        pattern,
+        st.sampled_from([0, 1, 2]),
+        st.booleans(),
+        st.sampled_from([None, 32]),
+        st.sampled_from([1, 2]),
+    )
+
+
+def test_random_hybrid_models_conserve_their_parameters():
+    """Any pattern of blocks, with or without (shared) MTP and LatentMoE: the stages hold the model's
+    parameters exactly once at tp = ep = pp = 1, and TP x EP shards add back up to them."""
+    from hypothesis import given, settings
+
+    @settings(max_examples=60, deadline=None)
+    @given(_hybrid_case())
+    def check(case):
+        pattern, mtp, shared, latent, tp = case
+        moe = {"experts": 8, "top_k": 2, "expert_ffn_hidden": 128, **({"latent": latent} if latent else {})}
+        model = mdl.load_model(
+            _tiny(
+                layers=len(pattern),
+                hybrid_pattern=pattern,
+                moe=moe if "E" in pattern else None,
+                mtp_layers=mtp if set(pattern) & set("-E") else 0,
+                mtp_shared=shared,
+            )
+        )
+        one = memory.stage_params(model)
+        assert one.dense + one.experts == mdl.total_params(model)
+        split = memory.stage_params(model, tp=tp, ep=2)
+        assert split.experts * 2 == one.experts  # EP shards the routed experts
+
+        # TP shards the rest but what every TP rank holds whole: norms, routers, latent projections, shared
+        # experts (and MLA down-projections), per layer, the final norm and each stored MTP module's norms
+        def whole(i: int) -> float:
+            p = mdl.layer_params(model, i)
+            return p.norms + p.router + p.latent_proj + p.shared_experts + p.attention_tp_duplicated
+
+        mtp_whole = sum(whole(i) for i in model.mtp_block_layers()) + 3 * model.hidden
+        kept = (
+            sum(whole(i) for i in range(model.layers)) + model.hidden + model.mtp_stored_modules * mtp_whole
+        )
+        assert split.dense * tp == pytest.approx(one.dense + (tp - 1) * kept, rel=1e-12)
+
+    check()
