@@ -64,3 +64,31 @@ def test_the_stored_workload_keeps_the_bf16_layers():
     spec = _spec("fp8", 1, 2)
     again = load_training_spec(yaml.safe_load(spec_text(spec)), file="again.yaml")
     assert again.kernels == spec.kernels and again.bf16_layer(7)
+
+
+def test_bf16_mtp_keeps_only_the_mtp_modules_in_bf16():
+    """kernels.bf16_mtp (Megatron-Bridge's keep_mtp_spec_in_bf16): the MTP modules' layers run bf16 GEMMs,
+    the model's own last layer stays fp8; the step gets longer, the last stage keeps 16-bit MTP inputs."""
+
+    def spec(bf16_mtp: bool, last: int = 0):
+        return load_training_spec(
+            {
+                "kind": "training",
+                "model": {"preset": "llama3-8b", "layers": 4, "mtp_layers": 1},
+                "parallelism": {"tp": 2, "dp": 4},
+                "batch": {"global_seqs": 16, "micro": 1},
+                "precision": "fp8",
+                "steps": 1,
+                "kernels": {"bf16_mtp": bf16_mtp, "bf16_last_layers": last},
+            },
+            file="mtp.yaml",
+        )
+
+    plain, kept = simulate(spec(False), "h100-dgx.yaml"), simulate(spec(True), "h100-dgx.yaml")
+    assert kept[2] > plain[2]
+    assert not spec(True).bf16_layer(3)  # the model's last layer itself stays fp8
+    assert stage_memory(spec(True))[0].activations > stage_memory(spec(False))[0].activations
+    # the last layer in bf16 already takes its MTP module with it
+    assert (
+        simulate(spec(True, last=1), "h100-dgx.yaml")[2] == simulate(spec(False, last=1), "h100-dgx.yaml")[2]
+    )

@@ -336,6 +336,7 @@ def training_memory(
     layers_per_chunk: tuple[int, ...] | None = None,
     gemm_input_bytes: float = _ACT_BYTES,
     bf16_layers: frozenset[int] = frozenset(),
+    bf16_mtp: bool = False,
 ) -> MemoryBreakdown:
     """Training memory per GPU on pipeline stage `stage_index` (mixed-precision Adam, 1F1B pipelining).
 
@@ -406,9 +407,9 @@ def training_memory(
     }
     recomputed = recomputed_layers(spec, pp, vp, stage_index, recompute, recompute_layers, layers_per_chunk)
 
-    def layer_kept(i: int, mode: str) -> float:
+    def layer_kept(i: int, mode: str, bf16: bool = False) -> float:
         """One layer's activations; a layer kept in bf16 saves its GEMM inputs in 16 bit."""
-        kw = {**act_kw, "gemm_input_bytes": _ACT_BYTES} if i in bf16_layers else act_kw
+        kw = {**act_kw, "gemm_input_bytes": _ACT_BYTES} if bf16 or i in bf16_layers else act_kw
         return layer_activation_bytes(spec, i, recompute=mode, **kw)
 
     chunk_activations = tuple(
@@ -443,7 +444,8 @@ def training_memory(
                 )
             )
             module = sum(
-                layer_kept(i, "full" if i in anywhere else base_mode) for i in spec.mtp_block_layers()
+                layer_kept(i, "full" if i in anywhere else base_mode, bf16_mtp)
+                for i in spec.mtp_block_layers()
             )
             module += tokens * (2 * _ACT_BYTES + gemm_input_bytes * 2) * h / seq_split
             activations += spec.mtp_layers * (module + head)

@@ -160,6 +160,11 @@ class Kernels:
         integer=True,
         minimum=0,
     )
+    bf16_mtp: bool = flag(
+        "the MTP modules' GEMMs stay bf16 under an fp8 / fp4 recipe (Megatron-Bridge's keep_mtp_spec_in_bf16, "
+        "set by Nemotron 3 Super's recipes)",
+        False,
+    )
     bf16_last_layers: int = number(
         "layers at the end of the model (and the MTP modules after them) whose GEMMs stay bf16 under an "
         "fp8 / fp4 recipe (--num-layers-at-end-in-bf16; Nemotron 3 Super's NVFP4 recipe keeps 14 of 88)",
@@ -246,6 +251,7 @@ class TrainingSpec:
         fused_cross_entropy=False,
         cuda_graphs=False,
         bf16_first_layers=0,
+        bf16_mtp=False,
         bf16_last_layers=0,
     )
     job: Job | None = None
@@ -597,6 +603,7 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         gemm_input_bytes=SAVED_GEMM_INPUT_BYTES.get(spec.precision, 2.0),
         moment_bytes=spec.optimizer.moment_bytes,
         bf16_layers=frozenset(i for i in range(spec.model.layers) if spec.bf16_layer(i)),
+        bf16_mtp=spec.kernels.bf16_mtp and spec.precision in ("fp8", "fp4"),
     )
 
 

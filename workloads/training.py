@@ -280,16 +280,18 @@ def _layer_kwargs(spec: TrainingSpec) -> dict[str, Any]:
     )
 
 
-def layer_items(spec: TrainingSpec, layer: int, variant: str) -> list[Any]:
+def layer_items(spec: TrainingSpec, layer: int, variant: str, bf16: bool | None = None) -> list[Any]:
     """Ops and collectives of one layer for one micro-batch.
 
     ``variant``: ``fwd``; ``bwd`` (no recompute); ``bwd_selective`` (what ``recompute_modules`` rebuild:
     the attention core's forward replayed just before its backward, Korthikanti et al. §5, the others as
     the backward starts); ``bwd_full`` (the whole layer forward, TP/CP/EP
     collectives included, replayed before the backward: Megatron's full recompute, one layer at a time).
+    ``bf16``: the layer's GEMMs in bf16 under an fp8 / fp4 recipe (default: ``spec.bf16_layer``).
     """
     kw = _layer_kwargs(spec)
-    quant = bool(high_precision(spec.precision)) and not spec.bf16_layer(layer)
+    bf16 = spec.bf16_layer(layer) if bf16 is None else bf16
+    quant = bool(high_precision(spec.precision)) and not bf16
     moe = spec.model.moe
     sync = moe is not None and moe.dropless and spec.model.is_moe_layer(layer)
     fwd = _with_casts(mdl.layer_program(spec.model, layer, phase="fwd", **kw), "fwd", quant)
@@ -391,7 +393,7 @@ def _with_casts(items: list[Any], phase: str, quant: bool) -> list[Any]:
 
 
 def layer_segments(
-    spec: TrainingSpec, layer: int, phase: str, recompute: str | None = None
+    spec: TrainingSpec, layer: int, phase: str, recompute: str | None = None, bf16: bool | None = None
 ) -> tuple[Step, ...]:
     """Program of one transformer layer for one micro-batch: compute runs fused between collectives.
 
@@ -401,7 +403,8 @@ def layer_segments(
     par = spec.parallelism
     mode = par.recompute if recompute is None else recompute
     variant = phase if phase == "fwd" or mode == "none" else f"bwd_{mode}"
-    items = layer_items(spec, layer, variant)
+    bf16 = spec.bf16_layer(layer) if bf16 is None else bf16 and bool(high_precision(spec.precision))
+    items = layer_items(spec, layer, variant, bf16)
     sizes = {"tp": par.tp, "cp": par.cp, "ep": par.ep}
     label = "bwd" if phase == "bwd" else "fwd"
     moe = spec.model.moe
@@ -414,7 +417,7 @@ def layer_segments(
         graphed=spec.kernels.cuda_graphs,
         dropless=moe is not None and moe.dropless,
     )
-    if spec.bf16_layer(layer):  # an fp8 / fp4 job's first or last layers: every GEMM in bf16
+    if bf16:  # an fp8 / fp4 job's first or last layers (or MTP modules): every GEMM in bf16
         program = _in_bf16(program)
     return program
 
@@ -668,22 +671,25 @@ class TrainingJob:
         return (self.class_stage[cls] + stage_delta) % pp
 
     # ------------------------------------------------------------------ programs
-    def _layer_program(self, layer: int, phase: str) -> tuple[Step, ...]:
+    def _layer_program(self, layer: int, phase: str, mtp: bool = False) -> tuple[Step, ...]:
         """Programs depend on the layer only through its kind (a hybrid model's block), dense vs MoE, its
-        attention window and its recompute: share them (and the engine's memo)."""
+        attention window, its recompute and its precision: share them (and the engine's memo). ``mtp``: the
+        layer's kind as run by an MTP module (kernels.bf16_mtp may keep it in bf16)."""
         mode = self.layer_recompute(layer)
         model = self.spec.model
+        bf16 = self.spec.bf16_layer(layer) or (mtp and self.spec.kernels.bf16_mtp)
+        bf16 = bf16 and bool(high_precision(self.spec.precision))
         key = (
             model.layer_kind(layer),
             model.is_moe_layer(layer),
             model.attention_window(layer),
             phase,
             mode,
-            self.spec.bf16_layer(layer),
+            bf16,
         )
         prog = self._programs.get(key)
         if prog is None:
-            prog = self._programs[key] = layer_segments(self.spec, layer, phase, mode)
+            prog = self._programs[key] = layer_segments(self.spec, layer, phase, mode, bf16)
         return prog
 
     def layer_recompute(self, layer: int) -> str:
@@ -1024,7 +1030,7 @@ class TrainingJob:
             return
         parts = (
             self._edge_program("mtp", phase),
-            *(self._layer_program(layer, phase) for layer in model.mtp_block_layers()),
+            *(self._layer_program(layer, phase, mtp=True) for layer in model.mtp_block_layers()),
             self._edge_program("output", phase),
         )
         for _ in range(self.spec.model.mtp_layers):

@@ -310,10 +310,10 @@ RECIPES: tuple[Recipe, ...] = (
         MappingProxyType({"ep_dispatch": "deepep"}),
         "Megatron-Bridge perf_recipes/nemotronh/b300/nemotronh.py, Super NVFP4: HybridEP, selective recompute "
         "of moe_act and layernorm; mixed_precision.py nemotron_3_super_bf16_with_nvfp4_mixed: the first 1 and "
-        "last 14 layers in bf16",
+        "last 14 layers in bf16; recipes/nemotronh/nemotron_3_super.py: keep_mtp_spec_in_bf16",
         recompute=("moe_act", "layernorm"),
         precision="fp4",
-        kernels=MappingProxyType({"bf16_first_layers": 1, "bf16_last_layers": 14}),
+        kernels=MappingProxyType({"bf16_first_layers": 1, "bf16_last_layers": 14, "bf16_mtp": True}),
     ),
     Recipe(
         "Megatron-Bridge",
@@ -321,9 +321,20 @@ RECIPES: tuple[Recipe, ...] = (
         "DGX B200",
         MappingProxyType({"ep_dispatch": "deepep"}),
         "Megatron-Bridge perf_recipes/nemotronh/b200/nemotronh.py, Super FP8-MX: HybridEP, selective "
-        "recompute of moe_act and layernorm",
+        "recompute of moe_act and layernorm; recipes/nemotronh/nemotron_3_super.py: keep_mtp_spec_in_bf16",
         recompute=("moe_act", "layernorm"),
         precision="fp8",
+        kernels=MappingProxyType({"bf16_mtp": True}),
+    ),
+    Recipe(
+        "Megatron-Bridge",
+        "nemotron-3-super-120b-a12b",
+        "",
+        MappingProxyType({"ep_dispatch": "deepep"}),
+        "Megatron-Bridge perf_recipes/nemotronh (flex dispatcher, HybridEP backend); "
+        "recipes/nemotronh/nemotron_3_super.py: keep_mtp_spec_in_bf16 (the MTP modules in bf16)",
+        precision="fp8",
+        kernels=MappingProxyType({"bf16_mtp": True}),
     ),
     Recipe(
         "Megatron-Bridge",
@@ -332,9 +343,10 @@ RECIPES: tuple[Recipe, ...] = (
         MappingProxyType({"ep_dispatch": "deepep"}),
         "Megatron-Bridge perf_recipes/nemotronh (flex dispatcher, HybridEP backend) and "
         "recipes/utils/mixed_precision.py nemotron_3_super_bf16_with_nvfp4_mixed: first_last_layers_bf16 "
-        "with num_layers_at_end_in_bf16 14 (and Megatron's default 1 at the start)",
+        "with num_layers_at_end_in_bf16 14 (and Megatron's default 1 at the start); "
+        "recipes/nemotronh/nemotron_3_super.py: keep_mtp_spec_in_bf16",
         precision="fp4",
-        kernels=MappingProxyType({"bf16_first_layers": 1, "bf16_last_layers": 14}),
+        kernels=MappingProxyType({"bf16_first_layers": 1, "bf16_last_layers": 14, "bf16_mtp": True}),
     ),
     *(
         Recipe(
