@@ -326,27 +326,27 @@ RECIPES: tuple[Recipe, ...] = (
         precision="fp8",
         kernels=MappingProxyType({"bf16_mtp": True}),
     ),
-    Recipe(
-        "Megatron-Bridge",
-        "nemotron-3-super-120b-a12b",
-        "",
-        MappingProxyType({"ep_dispatch": "deepep"}),
-        "Megatron-Bridge perf_recipes/nemotronh (flex dispatcher, HybridEP backend); "
-        "recipes/nemotronh/nemotron_3_super.py: keep_mtp_spec_in_bf16 (the MTP modules in bf16)",
-        precision="fp8",
-        kernels=MappingProxyType({"bf16_mtp": True}),
-    ),
-    Recipe(
-        "Megatron-Bridge",
-        "nemotron-3-super-120b-a12b",
-        "",
-        MappingProxyType({"ep_dispatch": "deepep"}),
-        "Megatron-Bridge perf_recipes/nemotronh (flex dispatcher, HybridEP backend) and "
-        "recipes/utils/mixed_precision.py nemotron_3_super_bf16_with_nvfp4_mixed: first_last_layers_bf16 "
-        "with num_layers_at_end_in_bf16 14 (and Megatron's default 1 at the start); "
-        "recipes/nemotronh/nemotron_3_super.py: keep_mtp_spec_in_bf16",
-        precision="fp4",
-        kernels=MappingProxyType({"bf16_first_layers": 1, "bf16_last_layers": 14, "bf16_mtp": True}),
+    # Super on every other system: HybridEP and the MTP module in bf16; in NVFP4 also the bf16 end layers
+    *(
+        Recipe(
+            "Megatron-Bridge",
+            "nemotron-3-super-120b-a12b",
+            "",
+            MappingProxyType({"ep_dispatch": "deepep"}),
+            "Megatron-Bridge perf_recipes/nemotronh (flex dispatcher, HybridEP backend); "
+            "recipes/nemotronh/nemotron_3_super.py: keep_mtp_spec_in_bf16" + note,
+            precision=precision,
+            kernels=MappingProxyType({**bf16_layers, "bf16_mtp": True}),
+        )
+        for precision, bf16_layers, note in (
+            ("fp8", {}, ""),
+            (
+                "fp4",
+                {"bf16_first_layers": 1, "bf16_last_layers": 14},
+                "; recipes/utils/mixed_precision.py nemotron_3_super_bf16_with_nvfp4_mixed: "
+                "first_last_layers_bf16 with num_layers_at_end_in_bf16 14 (and Megatron's default 1 at the start)",
+            ),
+        )
     ),
     *(
         Recipe(
