@@ -975,16 +975,7 @@ def ssd_scan_flops_per_token(spec: ModelSpec, seq_len: int | None = None) -> flo
     the chunk states Bᵀ·X and the output C·h from the carried states, 2·N·P each per head. Like attention's
     s x s, the Q x Q blocks count whole (the kernels compute them whole). A sequence shorter than a chunk
     is one chunk."""
-    m = spec.mamba
-    if m is None:
-        return 0.0
-    return _ssd_flops_per_token(
-        m, min(m.chunk, spec.seq_len if seq_len is None else seq_len), m.heads, m.groups
-    )
-
-
-def _ssd_flops_per_token(m: MambaSpec, chunk: float, heads: float, groups: float) -> float:
-    return 2.0 * chunk * m.state * groups + heads * (2.0 * chunk * m.head_dim + 4.0 * m.state * m.head_dim)
+    return ssd_scan_cost(spec, seq_len=seq_len)[0]
 
 
 def ssd_scan_cost(
@@ -1003,7 +994,8 @@ def ssd_scan_cost(
     nbytes = dtype_bytes * (3.0 * inner + 2.0 * bc + heads) + _SSD_STATE_BYTES * (
         4.0 * heads * m.head_dim * m.state / q + 2.0 * groups * q
     )
-    return _ssd_flops_per_token(m, q, heads, groups), nbytes
+    flops = 2.0 * q * m.state * groups + heads * (2.0 * q * m.head_dim + 4.0 * m.state * m.head_dim)
+    return flops, nbytes
 
 
 def mamba_state_bytes(spec: ModelSpec, *, tp: int = 1, dtype_bytes: float = 2) -> float:
