@@ -16,7 +16,9 @@ simpy clock where the events are checkpoints, failures and recoveries (DESIGN.md
   first of a spare in preparation and its own new node (``hot_spares`` stay ``hot_spares``: a used one is
   replaced).
 - A job whose recoveries outlast its failures (it would practically never finish) stops with an error
-  once its wall time passes ``MAX_STRETCH`` x the failure-free time.
+  once its wall time passes ``MAX_STRETCH`` x the failure-free time; one that clearly cannot finish (a
+  recovery or a checkpoint interval many times its mean time between failures), or whose checkpoints and
+  failures exceed ``MAX_EVENTS``, is refused before the replay starts.
 - ``checkpoint_every = 0`` picks Daly's optimum interval (modeling-notes 4.2, Daly 2006 eq. 37):
   ``τ = sqrt(2δM)·[1 + sqrt(δ/2M)/3 + (δ/2M)/9] − δ`` for ``δ < 2M``, else ``M``, with ``M`` the job's
   mean time between failures, rounded to whole steps.
@@ -40,7 +42,10 @@ from simcore.errors import RacksimError
 
 DAY_S = 86_400.0
 MAX_STRETCH = 1000.0  # wall time beyond this many failure-free job times: the job does not finish
-MAX_FAILURES = 10_000_000  # more failures than this: the job does not finish either
+MAX_FAILURES = 2_000_000  # more failures than this: the job does not finish either
+# Checkpoints plus expected failures the replay will simulate (~5-25 us of simpy each: under a minute); a
+# job past it (a typo'd steps, a checkpoint every step of a years-long job) is refused before it starts.
+MAX_EVENTS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,7 @@ def replay_job(plan: JobPlan) -> JobResult:
             if not math.isfinite(tau)
             else int(min(plan.steps, max(1, round(tau / plan.step_time_s))))
         )
+    _check_replayable(plan, every)
     result = JobResult(plan, every)
     env = simpy.Environment()
     rng = np.random.default_rng(plan.seed)
@@ -242,8 +248,52 @@ def replay_job(plan: JobPlan) -> JobResult:
     if not done.triggered or result.failures > MAX_FAILURES:
         raise RacksimError(
             f"the job does not finish: after {limit / DAY_S:,.0f} days ({result.failures:,} failures) it is still "
-            f"recovering; a recovery ({(plan.detect_s + plan.replace_s + plan.restart_s) / 3600:.2g} h) is too long "
-            f"next to the job's mean time between failures ({plan.job_mtbf_s / 3600:.2g} h): add hot spares, "
-            "shorten reliability.replace_time / restart_time, or use fewer nodes"
+            f"recovering; {_too_long_recovery(plan)}"
         )
     return result
+
+
+def _too_long_recovery(plan: JobPlan) -> str:
+    return (
+        f"a recovery ({(plan.detect_s + plan.replace_s + plan.restart_s) / 3600:.2g} h) is too long next to the "
+        f"job's mean time between failures ({plan.job_mtbf_s / 3600:.2g} h): add hot spares, shorten "
+        "reliability.replace_time / restart_time, or use fewer nodes"
+    )
+
+
+def _check_replayable(plan: JobPlan, every: int) -> None:
+    """Refuse, before simulating, a job the replay cannot finish in reasonable time: one whose recoveries
+    almost never complete (a recovery of R seconds survives with probability e^(-R/M), so it takes ~e^(R/M)
+    tries), or one with more checkpoints and failures than ``MAX_EVENTS``."""
+    mtbf = plan.job_mtbf_s
+    # The shortest recovery: a ready hot spare skips the wait for a replacement node.
+    recovery = plan.detect_s + plan.restart_s + (0.0 if plan.hot_spares else plan.replace_s)
+    if math.isfinite(mtbf) and recovery / mtbf > math.log(MAX_FAILURES):
+        raise RacksimError(
+            f"the job does not finish: each recovery needs ~e^{recovery / mtbf:,.3g} tries before one outlasts "
+            f"the next failure; {_too_long_recovery(plan)}"
+        )
+    segment = (
+        min(every, plan.steps) * plan.step_time_s + plan.checkpoint_s
+    )  # work between checkpoints + write
+    if math.isfinite(mtbf) and segment / mtbf > math.log(MAX_FAILURES):
+        raise RacksimError(
+            f"the job does not finish: {min(every, plan.steps):,} steps and a checkpoint "
+            f"({segment / 3600:,.3g} h) almost never run between two failures (mean {mtbf / 3600:.2g} h); "
+            "checkpoint more often (job.checkpoint_every) or faster (job.checkpoint_bytes, "
+            "reliability.checkpoint_bandwidth), or use fewer nodes"
+        )
+    segments = math.ceil(plan.steps / every)
+    work_s = plan.steps * plan.step_time_s + segments * plan.checkpoint_s
+    # Expected failures: a segment is redone until it runs failure-free (e^x - 1 failures for x = its length
+    # over the MTBF), each recovery until it does (e^(R/M) tries); ~work / MTBF when both are short.
+    failures = (
+        segments * math.expm1(segment / mtbf) * math.exp(recovery / mtbf) if math.isfinite(mtbf) else 0.0
+    )
+    if segments + failures > MAX_EVENTS:
+        raise RacksimError(
+            f"the job is too long to replay: {plan.steps:,} steps of {plan.step_time_s:.3g} s and {segments:,} "
+            f"checkpoints of {plan.checkpoint_s:.3g} s ({work_s / DAY_S:,.3g} days) meet ~{failures:,.0f} failures, "
+            f"more than the {MAX_EVENTS:,} events racksim replays; lower job.steps, raise job.checkpoint_every "
+            "or shorten the checkpoints (job.checkpoint_bytes, reliability.checkpoint_bandwidth)"
+        )

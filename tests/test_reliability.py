@@ -141,6 +141,34 @@ def test_a_job_whose_recoveries_outlast_its_failures_says_so():
         replay_job(_plan(replace_s=48 * HOUR, steps=2000))
 
 
+@pytest.mark.parametrize(
+    "kw, says",
+    [
+        # a checkpoint every step of a job of a billion steps: 1e9 checkpoints to replay
+        (dict(steps=10**9, checkpoint_every=1), r"too long to replay: 1,000,000,000 steps .* job\.steps"),
+        # a node failing every 10 s: no 20-minute recovery ever completes
+        (dict(node_mtbf_s=1000.0), r"does not finish: each recovery needs ~e\^"),
+        # a checkpoint of 30 days against a 3-hour job MTBF: no interval ever completes
+        (
+            dict(checkpoint_s=30 * 24 * HOUR),
+            r"does not finish: 500 steps and a checkpoint .*job\.checkpoint_bytes",
+        ),
+    ],
+)
+def test_a_job_the_replay_cannot_finish_is_refused_before_it_starts(kw, says, monkeypatch):
+    """Without the up-front check these ran for minutes to hours (until MAX_FAILURES or MAX_STRETCH):
+    the simpy replay must never start."""
+    from simcore import reliability
+    from simcore.errors import RacksimError
+
+    def never(*args, **kwargs):
+        raise AssertionError("the replay started")
+
+    monkeypatch.setattr(reliability.simpy, "Environment", never)
+    with pytest.raises(RacksimError, match=says):
+        replay_job(_plan(**kw))
+
+
 def test_a_low_weibull_shape_runs_and_a_degenerate_one_is_refused():
     from simcore.errors import ConfigError
     from simcore.profile import load_profile
