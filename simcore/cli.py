@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from simcore import interrupts
-from simcore.cli_args import add_set_option
+from simcore.cli_args import OneLineErrorParser, add_set_option, nonnegative_seed
 from simcore.errors import RacksimError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -48,7 +48,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--racks", type=int, default=None, help="racks in the cluster (default: what the job needs)"
     )
     p.add_argument("--steps", type=int, default=None, help="training steps to simulate")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same results)")
+    p.add_argument("--seed", type=nonnegative_seed, default=0, help="random seed (same seed, same results)")
     add_set_option(
         p,
         'override a profile or workload field, e.g. --set cooling.inlet_temp="45 degC" '
@@ -114,7 +114,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="racksim",
         description="Discrete-event simulator of AI cluster workloads on rack-scale hardware.",
         epilog="Run `racksim COMMAND --help` for a subcommand. Without a command, `racksim --profile P` runs a "

@@ -10,6 +10,7 @@ operation; busbw uses the nccl-tests factor (modeling-notes §1.3).
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from pathlib import Path
@@ -24,6 +25,9 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([KMGT]?)(IB|B)?\s*$", re.IG
 MAX_ROWS = 64
 
 
+MAX_SIZE_BYTES = 2.0**50  # one pebibyte: far beyond any single collective
+
+
 def parse_size(text: str) -> int:
     """``4M`` = ``4MB`` = ``4MiB`` -> 4194304: K/M/G/T are powers of two here, as in nccl-tests' ``-b/-e``
     (profiles read "GB" as 10^9: give a decimal size as a byte count, ``1e9``); plain counts pass through."""
@@ -36,6 +40,8 @@ def parse_size(text: str) -> int:
             expected="bytes like 1048576 or 1e9, or 1M, 512K, 8G (K/M/G/T: powers of two, as in nccl-tests)",
         )
     value = float(m.group(1)) * SIZE_UNITS[m.group(2).upper()]
+    if not math.isfinite(value) or value > MAX_SIZE_BYTES:
+        raise ConfigError("size too large", path="--sizes", value=text, expected="at most 1024T (2^50 bytes)")
     if value != int(value):
         raise ConfigError("size is not a whole number of bytes", path="--sizes", value=text)
     return int(value)

@@ -154,10 +154,16 @@ def size_fleet(metrics: dict[str, Any], target: float) -> None:
 
 def run_compare(opts: CompareOptions) -> dict[str, Any]:
     """Run every profile, fill the table, write compare.json and compare.png; returns the table."""
-    from simcore.runner import RunOptions, run
+    from simcore.profile import load_profile
+    from simcore.runner import RunOptions, run, split_sets
 
     if len(opts.profiles) < 1:
         raise RacksimError("--profiles: give at least one hardware profile")
+    profile_sets, _ = split_sets(list(opts.sets or []))
+    for (
+        profile
+    ) in opts.profiles:  # a missing or malformed profile is a typo: stop before any run, as sweep does
+        load_profile(profile, profile_sets)
     with output_dir(opts.out, "compare-") as out:  # a compare that runs nothing leaves no empty folder
         say = opts.progress or (lambda _msg: None)
         used: set[str] = set()

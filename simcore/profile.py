@@ -87,7 +87,7 @@ class Accelerator:
 
     name: str = text("marketing name of the accelerator")
     peak_flops: Mapping[str, float] = quantity_map(
-        "flops_rate", "dense (no sparsity) peak tensor throughput per dtype", DTYPES
+        "flops_rate", "dense (no sparsity) peak tensor throughput per dtype", DTYPES, minimum=1e12
     )
     hbm_capacity: float = quantity(
         "bytes",
@@ -99,9 +99,9 @@ class Accelerator:
     )
     hbm_bandwidth: float = quantity("bandwidth", "peak HBM bandwidth", minimum=10e9)
     idle_power: float = quantity("power", "board power when idle (clocks up, nothing running)")
-    tdp: float = quantity("power", "thermal design power / total graphics power limit")
+    tdp: float = quantity("power", "thermal design power / total graphics power limit", maximum=20e3)
     power_cap: float | None = quantity(
-        "power", "configured power limit (default: the TDP)", None, optional=True
+        "power", "configured power limit (default: the TDP)", None, optional=True, maximum=20e3
     )
     power_weights: PowerWeights = section("activity weights of the dynamic power model", {})
     power_exponent: float = number(
@@ -611,9 +611,15 @@ def parse_set_option(option: str) -> tuple[list[str], Any]:
             "--set needs key.path=value", value=option, expected='e.g. cooling.inlet_temp="45 degC"'
         )
     key, _, raw = option.partition("=")
-    keys = [k for k in key.strip().split(".") if k]
-    if not keys:
+    keys = [k.strip() for k in key.strip().split(".")]
+    if not any(keys):
         raise ConfigError("--set needs a key path", value=option, expected="key.path=value")
+    if not all(keys):  # "parallelism..tp" or "parallelism." is a typo, not a path
+        raise ConfigError(
+            "--set key path has an empty part",
+            value=option,
+            expected="names joined by single dots, e.g. parallelism.tp=4",
+        )
     try:
         value = yaml_strict.loads(raw) if raw.strip() else None
     except yaml.YAMLError:

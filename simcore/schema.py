@@ -116,9 +116,14 @@ def section_list(doc: str, default: Any = _REQUIRED) -> Any:
     return dataclasses.field(metadata=_meta("section_list", doc, default))
 
 
-def quantity_map(unit_kind: str, doc: str, keys: tuple[str, ...], default: Any = _REQUIRED) -> Any:
-    """A mapping from a fixed key set (e.g. dtypes) to quantities."""
-    return dataclasses.field(metadata=_meta("quantity_map", doc, default, unit_kind=unit_kind, keys=keys))
+def quantity_map(
+    unit_kind: str, doc: str, keys: tuple[str, ...], default: Any = _REQUIRED, *, minimum: float | None = None
+) -> Any:
+    """A mapping from a fixed key set (e.g. dtypes) to quantities (``minimum``, in SI units, as for
+    ``quantity``: a unit slip that would run for hours of simulated time)."""
+    return dataclasses.field(
+        metadata=_meta("quantity_map", doc, default, unit_kind=unit_kind, keys=keys, minimum=minimum)
+    )
 
 
 def section_map(doc: str, keys: tuple[str, ...], default: Any = _REQUIRED) -> Any:
@@ -349,6 +354,14 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                         path=_join(path, str(key)),
                         value=item,
                         expected="a value above zero",
+                    )
+                if meta.get("minimum") is not None and value < meta["minimum"]:
+                    raise ConfigError(
+                        "implausibly small (a unit slip?)",
+                        file=file,
+                        path=_join(path, str(key)),
+                        value=item,
+                        expected=f"at least {format_quantity(meta['minimum'], meta['unit_kind'])}",
                     )
                 out[key] = value
             else:

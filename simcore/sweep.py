@@ -174,7 +174,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         grid=grid,
         racks=_positive(data, "racks", file),
         steps=_positive(data, "steps", file),
-        seed=_int(data, "seed", file, default=0),
+        seed=_nonnegative(data, "seed", file),
         trace=_bool(data, "trace", file),
         metrics=_metrics(data, file),
     )
@@ -196,6 +196,13 @@ def _positive(data: Mapping[str, Any], key: str, file: str) -> int | None:
     value = _int(data, key, file, default=None)
     if value is not None and value < 1:
         raise ConfigError("", file=file, path=key, value=value, expected="a positive integer")
+    return value
+
+
+def _nonnegative(data: Mapping[str, Any], key: str, file: str) -> int:
+    value = _int(data, key, file, default=0)
+    if value < 0:
+        raise ConfigError("", file=file, path=key, value=value, expected="a whole number >= 0")
     return value
 
 

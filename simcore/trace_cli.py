@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from simcore.cli_args import add_set_option
+from simcore.cli_args import add_set_option, nonnegative_seed
 from simcore.errors import RacksimError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -62,8 +63,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise RacksimError(f"--racks: got {args.racks}; expected a positive number of racks")
     if args.steps is not None and args.steps < 1:
         raise RacksimError(f"--steps: got {args.steps}; expected at least 1")
-    if args.target_tokens_per_s is not None and not args.target_tokens_per_s > 0:
-        raise RacksimError(f"--target-tokens-per-s: got {args.target_tokens_per_s}; expected a positive rate")
+    if args.target_tokens_per_s is not None and not 0 < args.target_tokens_per_s < math.inf:
+        raise RacksimError(
+            f"--target-tokens-per-s: got {args.target_tokens_per_s}; expected a positive, finite rate"
+        )
     main_compare(
         CompareOptions(
             profiles=list(args.profiles),
@@ -160,7 +163,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     )
     p.add_argument("--racks", type=int, default=None, help="racks per run (default: what the job needs)")
     p.add_argument("--steps", type=int, default=None, help="training steps per run")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=nonnegative_seed, default=0, help="random seed")
     add_set_option(
         p,
         "override applied to every run",

@@ -17,6 +17,12 @@ name: gen2-half-nvlink
 scale_up:
   bandwidth: 450 GB/s
 """
+TINY_HBM = """\
+extends: gen2.yaml
+name: gen2-tiny-hbm
+accelerator:
+  hbm_capacity: 1 GB
+"""
 
 
 def test_fleet_sizing_formulas() -> None:
@@ -62,14 +68,28 @@ def test_row_metrics_normalise_per_rack() -> None:
     assert row_metrics(old, None)["rack_kw"] == pytest.approx(240.0)
 
 
+def test_a_missing_profile_stops_compare_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in --profiles is the user's error (exit 2, one line), as in a sweep file: not a row of the table
+    after the other profiles have run."""
+    out = tmp_path / "cmp"
+    code = trace_cli(["compare", "--profiles", "gen2.yaml", str(tmp_path / "nope.yaml"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope.yaml: profile not found" in err and "running" not in err
+    assert not out.exists()
+
+
 def test_compare_two_profiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     variant = tmp_path / "gen2-half-nvlink.yaml"
     variant.write_text(HALF_NVLINK)
+    tiny = tmp_path / "nope.yaml"  # loads, but no layout of the model fits 1 GB
+    tiny.write_text(TINY_HBM)
     out = tmp_path / "cmp"
     code = trace_cli(
         [
             "compare",
-            *("--profiles", "gen2.yaml", str(variant), str(tmp_path / "nope.yaml")),
+            *("--profiles", "gen2.yaml", str(variant), str(tiny)),
             *("--workload", "llama3-8b", "--steps", "1", "--out", str(out), "--no-trace"),
         ]
     )
@@ -81,7 +101,7 @@ def test_compare_two_profiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert (out / "compare.png").read_bytes().startswith(b"\x89PNG")
     assert [r["label"] for r in table["profiles"]] == ["gen2", "gen2-half-nvlink", "nope"]
     base, half, bad = table["profiles"]
-    assert bad["metrics"] is None and "nope.yaml" in bad["error"]
+    assert bad["metrics"] is None and "GB" in bad["error"]
     assert (out / "gen2" / "summary.json").is_file() and not (out / "gen2" / "trace.h5").exists()
     target = table["target_tokens_per_s"]
     assert target == default_target(table["profiles"])
@@ -112,10 +132,10 @@ def test_format_table_prints_na_for_missing_values() -> None:
 def test_all_profiles_failing_is_one_clear_error(tmp_path: Path) -> None:
     from simcore.errors import RacksimError
 
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(TINY_HBM)
     with pytest.raises(RacksimError, match="no profile could run"):
-        run_compare(
-            CompareOptions(profiles=[str(tmp_path / "missing.yaml")], workload="llama3-8b", out=tmp_path)
-        )
+        run_compare(CompareOptions(profiles=[str(tiny)], workload="llama3-8b", out=tmp_path / "cmp"))
 
 
 def test_sub_rack_job_is_not_charged_the_idle_rest_of_its_rack(tmp_path: Path) -> None:

@@ -343,8 +343,8 @@ class _Reader:
 
     def get_number(self, key: str, *, minimum: float, default: float) -> float:
         value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            raise self.error(key, "must be a number", value=value, expected=f"a number >= {minimum}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self.error(key, "must be a finite number", value=value, expected=f"a number >= {minimum}")
         if not value >= minimum:
             raise self.error(key, "out of range", value=value, expected=f"a number >= {minimum}")
         return float(value)

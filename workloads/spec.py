@@ -302,6 +302,15 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
                 expected=f"one of {', '.join(WORKLOAD_KEYS)}",
                 hint=f"did you mean {close[0]!r}?" if close else None,
             )
+    if data.get("kind") == "inference":  # only a bare preset with --set kind=inference gets here
+        raise ConfigError(
+            "a model preset named on its own is laid out as a training job",
+            file=file,
+            path="kind",
+            value="inference",
+            expected="a serving spec file with kind: inference, a model and requests (docs/inference.md, "
+            "e.g. examples/llama3-70b-serving.yaml)",
+        )
     if data.get("kind", "training") != "training":
         raise ConfigError(
             "unknown workload kind",
@@ -352,6 +361,15 @@ def validate_training_spec(spec: TrainingSpec) -> None:
                 value=list(modules),
                 expected=f"no {module} for {model.name}",
             )
+    kern = spec.kernels
+    if kern.bf16_first_layers + kern.bf16_last_layers > model.layers:
+        raise ConfigError(
+            "more bf16 end layers than the model has",
+            file=file,
+            path="kernels.bf16_first_layers",
+            value=f"{kern.bf16_first_layers} first + {kern.bf16_last_layers} last",
+            expected=f"at most {model.layers} together (for an all-bf16 job, precision: bf16)",
+        )
     if par.recompute_layers > model.layers:
         raise ConfigError(
             "more layers to recompute than the model has",
