@@ -87,3 +87,11 @@ def test_bad_cli_input_is_one_line_with_exit_code_2(argv, says, specs, capsys):
     assert code == 2, err
     assert err.count("\n") == 1 and says in err, err
     assert "Traceback" not in err
+
+
+def test_an_output_path_that_is_a_directory_names_that_path_not_a_temporary_file(tmp_path, capsys):
+    target = tmp_path / "summary.json"
+    target.mkdir()
+    code = main(["validate", "--rows", "nemo2407-h100-LLAMA2-7B-8gpu", "--json", str(target), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{target}: Is a directory" in err and ".tmp" not in err
