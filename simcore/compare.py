@@ -160,9 +160,8 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
     if len(opts.profiles) < 1:
         raise RacksimError("--profiles: give at least one hardware profile")
     profile_sets, _ = split_sets(list(opts.sets or []))
-    for (
-        profile
-    ) in opts.profiles:  # a missing or malformed profile is a typo: stop before any run, as sweep does
+    # A missing or malformed profile is a typo: stop before any run, as a sweep file does.
+    for profile in opts.profiles:
         load_profile(profile, profile_sets)
     with output_dir(opts.out, "compare-") as out:  # a compare that runs nothing leaves no empty folder
         say = opts.progress or (lambda _msg: None)

@@ -273,9 +273,8 @@ def _check_replayable(plan: JobPlan, every: int) -> None:
             f"the job does not finish: each recovery needs ~e^{recovery / mtbf:,.3g} tries before one outlasts "
             f"the next failure; {_too_long_recovery(plan)}"
         )
-    segment = (
-        min(every, plan.steps) * plan.step_time_s + plan.checkpoint_s
-    )  # work between checkpoints + write
+    # One interval: the work between two checkpoints and the write that ends it.
+    segment = min(every, plan.steps) * plan.step_time_s + plan.checkpoint_s
     if math.isfinite(mtbf) and segment / mtbf > math.log(MAX_FAILURES):
         raise RacksimError(
             f"the job does not finish: {min(every, plan.steps):,} steps and a checkpoint "
