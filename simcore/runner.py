@@ -259,6 +259,25 @@ def make_comm_model(profile: Profile, cluster: Cluster) -> Any:
     return CollectiveModel(profile, cluster)
 
 
+PROGRESS_EVERY_S = 10.0  # wall seconds between progress lines of a long run
+
+
+def _step_progress(say: Callable[[str], None], steps: int) -> Callable[[int], None]:
+    """A step-end callback that says how far a long run is, at most every ``PROGRESS_EVERY_S`` of wall time
+    (a short run says nothing)."""
+    start = last = time.perf_counter()
+
+    def on_step(done: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if now - last >= PROGRESS_EVERY_S and done < steps:
+            last = now
+            left = (now - start) / done * (steps - done)
+            say(f"step {done:,} of {steps:,} simulated in {now - start:.0f} s; ~{left:.0f} s left")
+
+    return on_step
+
+
 def run(opts: RunOptions) -> RunResult:
     """Run one training simulation and write its outputs."""
     from workloads.spec import spec_text, stage_memory
@@ -349,6 +368,7 @@ def run(opts: RunOptions) -> RunResult:
         else:
             job = TrainingJob(spec, machine, fidelity=opts.fidelity)
             machine.dims = job.dims
+            job.on_step = _step_progress(say, spec.steps)
         controller = PowerController(machine)
         processes = job.start()
         env.process(controller.process(all_done(env, processes)))

@@ -22,7 +22,7 @@ reduction, the gradient-norm all-reduce and the optimizer.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -519,6 +519,8 @@ class TrainingJob:
             )
         )
         self.step_times = StepTimes()
+        # Called with the number of steps done when one ends (the runner's progress line on long runs).
+        self.on_step: Callable[[int], None] | None = None
         self._p2p_bytes = mdl.activation_bytes(spec.model, **_program_kwargs(spec))
         self._programs: dict[tuple[Any, ...], tuple[Step, ...]] = {}
         self._layer_params: dict[int, tuple[float, float]] = {}
@@ -886,6 +888,8 @@ class TrainingJob:
             yield from self._optimizer(cls)
             if cls == 0:
                 self.step_times.ends.append(self.env.now)
+                if self.on_step is not None:
+                    self.on_step(len(self.step_times.ends))
 
     def _param_gather_at_step_start(self, cls: int, state: _StepState) -> Generator[simpy.Event, Any, None]:
         """ZeRO-1/2: all-gather the bf16 parameters the previous optimizer step updated, bucket by bucket in

@@ -1,0 +1,37 @@
+"""A long training run says how far it is on stderr, at most every PROGRESS_EVERY_S of wall time; a short
+one says nothing, and the last step is never announced (the summary follows it)."""
+
+from __future__ import annotations
+
+from simcore import runner
+
+
+def test_step_progress_speaks_every_interval_with_an_estimate(monkeypatch):
+    clock = iter([0.0, 4.0, 10.5, 12.0, 21.0, 40.0])  # start, then one reading per step end
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: next(clock))
+    said: list[str] = []
+    on_step = runner._step_progress(said.append, steps=5)
+    for done in range(1, 6):
+        on_step(done)
+    # 10.5 s after 2 steps: 3 left at 5.25 s each; 21 s after 4 steps: 1 left at 5.25 s; step 5 is the end
+    assert said == [
+        "step 2 of 5 simulated in 10 s; ~16 s left",
+        "step 4 of 5 simulated in 21 s; ~5 s left",
+    ]
+
+
+def test_a_real_run_reports_through_its_progress_callback(monkeypatch, tmp_path):
+    monkeypatch.setattr(runner, "PROGRESS_EVERY_S", 0.0)
+    said: list[str] = []
+    runner.run(
+        runner.RunOptions(
+            profile="gen2.yaml",
+            workload="llama3-8b",
+            steps=3,
+            out=tmp_path,
+            write_trace=False,
+            progress=said.append,
+        )
+    )
+    steps = [m for m in said if m.startswith("step ")]
+    assert [m.split(" simulated")[0] for m in steps] == ["step 1 of 3", "step 2 of 3"]
