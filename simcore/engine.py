@@ -723,7 +723,7 @@ class Machine:
         t = max([self.env.now] + [self.stream_idle_at(rank_class, s) for s in names])
         return self.env.timeout(t - self.env.now)
 
-    def run(self, until: float | None = None, on_progress: Callable[[float], None] | None = None) -> None:
+    def run(self, until: float | None = None) -> None:
         self.env.run(until=until)
         self.recorder.flush()
 
