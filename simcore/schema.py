@@ -248,14 +248,7 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                 value=raw,
                 expected=f"at most {format_quantity(meta['maximum'], meta['unit_kind'])}",
             )
-        if meta.get("minimum") is not None and 0 < value < meta["minimum"]:
-            raise ConfigError(
-                "implausibly small (a unit slip?)",
-                file=file,
-                path=path,
-                value=raw,
-                expected=f"at least {format_quantity(meta['minimum'], meta['unit_kind'])}",
-            )
+        _check_plausibly_large(meta, value, raw, file=file, path=path)
         if meta["unit_kind"] == "temperature" and value < -273.15:
             raise ConfigError(
                 "below absolute zero", file=file, path=path, value=raw, expected="above -273.15 degC"
@@ -355,14 +348,7 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                         value=item,
                         expected="a value above zero",
                     )
-                if meta.get("minimum") is not None and value < meta["minimum"]:
-                    raise ConfigError(
-                        "implausibly small (a unit slip?)",
-                        file=file,
-                        path=_join(path, str(key)),
-                        value=item,
-                        expected=f"at least {format_quantity(meta['minimum'], meta['unit_kind'])}",
-                    )
+                _check_plausibly_large(meta, value, item, file=file, path=_join(path, str(key)))
                 out[key] = value
             else:
                 out[key] = build(_inner_class(cls, name), item, file=file, path=_join(path, str(key)))
@@ -370,6 +356,20 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
     if kind == "curve":
         return _check_curve(meta, raw, file=file, path=path)
     raise TypeError(f"unknown field kind {kind}")
+
+
+def _check_plausibly_large(
+    meta: Mapping[str, Any], value: float, raw: Any, *, file: str | None, path: str
+) -> None:
+    """A positive quantity below its field's ``minimum`` is a unit slip (zero is the sign check's business)."""
+    if meta.get("minimum") is not None and 0 < value < meta["minimum"]:
+        raise ConfigError(
+            "implausibly small (a unit slip?)",
+            file=file,
+            path=path,
+            value=raw,
+            expected=f"at least {format_quantity(meta['minimum'], meta['unit_kind'])}",
+        )
 
 
 def _check_number(meta: Mapping[str, Any], raw: Any, *, file: str | None, path: str) -> float | int:
