@@ -712,6 +712,10 @@ class Machine:
             ev = self._mailbox[tag] = self.env.event()
         return ev
 
+    def has_unrecorded_ops(self) -> bool:
+        """Whether a collective runs whose activity row is written only when its fabric flows finish."""
+        return bool(self._tail)
+
     def stream_idle_at(self, rank_class: int, stream: str) -> float:
         """When the stream will have finished everything issued so far."""
         sid = self.streams.get(stream)

@@ -37,6 +37,7 @@ from simcore.profile import Profile, load_temperature_csv, resolve_beside
 AIR_DESIGN_RISE_K = 12.0  # inlet-to-exhaust air rise at design load (typical server, ~10-15 K)
 SECONDS_PER_DAY = 86400.0
 SPLIT_TOLERANCE_K = 0.05  # coolant difference that makes a class's rack types separate thermal units
+MAX_IDLE_TICKS = 200  # longest stretch (10 s at 50 ms ticks) an idle machine is stepped over in one tick
 
 
 @dataclass(frozen=True)
@@ -136,11 +137,13 @@ class PowerController:
         self._carry: tuple[np.ndarray, ...] = _empty_intervals()
         self._queue: list[np.ndarray] = []
         self._consumed_open = 0
+        self._rows_taken = 0  # rows recorded when the last tick took them
         self._series: dict[str, list[np.ndarray]] = {
             k: [] for k in ("gpu_w", "tj", "clock", "rack_it_w", "cap")
         }
         machine.recorder.add_sink(self._on_block)
         self.ticks = 0
+        self.tick_ends: list[float] = []  # simulated time at the end of every tick (idle ticks are longer)
         self.wall_s = 0.0  # time spent in the power/thermal model (what it adds to a run)
 
     # ------------------------------------------------------------------ geometry
@@ -194,6 +197,7 @@ class PowerController:
         self._consumed_open += len(open_rows)
         parts.append(open_rows)
         self._queue = []
+        self._rows_taken = rec.rows
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     # ------------------------------------------------------------------ the control loop
@@ -201,8 +205,19 @@ class PowerController:
         """Tick until the workload is done, then close the last partial tick."""
         env = self.m.env
         while not done.triggered:
-            yield env.any_of([env.timeout(self.s.tick_s), done])
+            yield env.any_of([env.timeout(self._horizon()), done])
             self.tick(env.now)
+
+    def _horizon(self) -> float:
+        """One tick; or, while nothing runs or waits to be recorded, the whole ticks before the next event
+        (at most MAX_IDLE_TICKS). An idle server waiting for requests would otherwise tick through every
+        50 ms of it; the long tick gives the same samples, and the clocks the short ticks would have set."""
+        tick = self.s.tick_s
+        if len(self._carry[0]) or self.m.recorder.rows != self._rows_taken or self.m.has_unrecorded_ops():
+            return tick
+        env = self.m.env
+        whole = min(int((env.peek() - env.now) / tick), MAX_IDLE_TICKS)
+        return tick * whole if whole > 1 else tick
 
     def tick(self, t_now: float) -> None:
         t0 = time.perf_counter()
@@ -248,6 +263,8 @@ class PowerController:
         tj, tcp = thermal.rc_thermal(
             gpu_w, coolant, self.r_jc[uc], self.r_cf[uc], self.c_j[uc], self.c_cp[uc], self.tj, self.tcp, dt
         )
+        if k > self.s.tick_samples:
+            clock = self._idle_clocks(clock, tj)
         self.tj, self.tcp = tj[:, -1].copy(), tcp[:, -1].copy()
         # Next tick's clocks: thermal throttle and power caps (GPU cap, or share of an exceeded rack limit).
         over = self._update_caps(rack_it.mean(axis=1))
@@ -289,7 +306,25 @@ class PowerController:
             self._series[key].append(value)
         self._split_diverged(coolant_rack.mean(axis=1), over)
         self.t_prev = t_now
+        self.tick_ends.append(t_now)
         self.ticks += 1
+
+    def _idle_clocks(self, clock: np.ndarray, tj: np.ndarray) -> np.ndarray:
+        """Clock series of a long idle tick: from its second short tick on, the thermal clock of the
+        junction temperature at the end of the one before (with no activity no power cap binds)."""
+        ts, uc, k = self.s.tick_samples, self.unit_class, tj.shape[1]
+        ends = tj[:, ts - 1 : k - ts : ts]  # junction at the end of every short tick but the last
+        f_unit = np.round(
+            thermal.thermal_clock_factor(ends, self.slowdown[uc], self.slope[uc], self.f_min[uc]), 6
+        )
+        if len(uc) == self.n:  # one unit per class (units stay ordered by class)
+            f_class = f_unit
+        else:
+            f_class = np.full((self.n, f_unit.shape[1]), np.inf)
+            np.minimum.at(f_class, uc, f_unit)
+        out = clock.copy()
+        out[:, ts:] = np.repeat(f_class, ts, axis=1)[:, : k - ts]
+        return out
 
     def _liquid_share(self) -> float:
         cool = self.p.cooling
@@ -570,9 +605,10 @@ def _sample_edges(ctl: PowerController, n_t: int, t_end: float) -> np.ndarray:
     """End time of every sample (ticks are split into equal samples)."""
     edges: list[np.ndarray] = []
     t0 = 0.0
-    for block in ctl._series["gpu_w"]:
+    blocks = ctl._series["gpu_w"]
+    for i, (block, t1) in enumerate(zip(blocks, ctl.tick_ends, strict=True)):
+        t1 = t_end if i == len(blocks) - 1 else t1
         k = block.shape[1]
-        t1 = t0 + ctl.s.tick_s if len(edges) < len(ctl._series["gpu_w"]) - 1 else t_end
         edges.append(t0 + (t1 - t0) * (np.arange(1, k + 1) / k))
         t0 = t1
     out = np.concatenate(edges) if edges else np.zeros(0)

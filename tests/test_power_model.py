@@ -313,3 +313,45 @@ def test_no_shipped_profile_throttles_under_full_load_at_its_nominal_inlet(profi
     ctl = _steady_compute(profile_name, seconds=2.0)
     clock = np.concatenate(ctl._series["clock"], axis=1)
     assert clock.min() == pytest.approx(1.0), profile_name
+
+
+def _bursts(long_idle_ticks: bool) -> tuple[PowerController, dict[str, np.ndarray]]:
+    """Three 1 s bursts of full compute on a hot rack, each followed by 3.02 s of nothing."""
+    import simcore.power_model as pm
+
+    p = load_profile("gen2.yaml", ["cooling.inlet_temp=52 degC"])
+    env = simpy.Environment()
+    m = Machine(env, p, Cluster(p, racks=1), comm_model=None)  # type: ignore[arg-type]
+    m.add_class("all", np.arange(p.gpus_per_rack))
+    ctl = PowerController(m)
+
+    def work():
+        for _ in range(3):
+            end = env.now + 1.0
+            while env.now < end:
+                yield m.compute(0, 4e15, 2e9, dtype="bf16", name="gemm", min_dim=8192)
+            yield env.timeout(3.02)
+
+    old = pm.MAX_IDLE_TICKS
+    pm.MAX_IDLE_TICKS = old if long_idle_ticks else 1
+    try:
+        env.process(ctl.process(all_done(env, [env.process(work())])))
+        env.run()
+    finally:
+        pm.MAX_IDLE_TICKS = old
+    return ctl, {k: np.concatenate(v, axis=1) for k, v in ctl._series.items()}
+
+
+def test_idle_stretches_are_stepped_over_in_long_ticks_with_the_same_series():
+    """A machine with nothing running and nothing due ticks once up to the next event (at most
+    MAX_IDLE_TICKS): the samples, junction temperatures and the clocks the short ticks would have set while
+    the die cools are the same, in far fewer ticks."""
+    short_ctl, short = _bursts(long_idle_ticks=False)
+    long_ctl, long = _bursts(long_idle_ticks=True)
+    assert long_ctl.ticks < 0.5 * short_ctl.ticks
+    clock = short["clock"][0]
+    assert clock.min() < 0.99 and np.ptp(clock[-50:]) == 0  # throttled in the bursts, recovered while idle
+    for key in short:
+        np.testing.assert_allclose(long[key], short[key], rtol=1e-9, atol=1e-9, err_msg=key)
+    a, b = short_ctl.finalize().summary, long_ctl.finalize().summary
+    assert b["gpu_energy_j"] == pytest.approx(a["gpu_energy_j"], rel=1e-9)

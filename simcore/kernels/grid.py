@@ -61,6 +61,35 @@ def _band_weights(n: int, dt_s: float, band_lo_hz: float, band_hi_hz: float) -> 
     return weight, _in_band(k, n, dt_s, band_lo_hz, band_hi_hz)
 
 
+EXACT_FFT_MAX = 1 << 16  # longer series are zero-padded to a length with small prime factors
+
+
+def fft_length(n: int) -> int:
+    """``n`` up to EXACT_FFT_MAX; above it the smallest 7-smooth length >= n (at most ~2 % longer).
+
+    A long series whose length has a large prime factor takes seconds in pocketfft (4,517,116 = 4 x a
+    prime: 1 s against 0.1 s at 4,500,000). Zero padding the de-meaned series keeps its energy and
+    samples the same spectrum on a finer grid; with bins of 1 / (n dt) the band edges move by under a bin.
+    """
+    if n <= EXACT_FFT_MAX:
+        return n
+    best = 1 << (n - 1).bit_length()
+    p7 = 1
+    while p7 < best:
+        p5 = p7
+        while p5 < best:
+            p3 = p5
+            while p3 < best:
+                p2 = p3 << max(0, (n - 1).bit_length() - p3.bit_length())  # times the power of 2 just below
+                while p2 < n:
+                    p2 <<= 1
+                best = min(best, p2)
+                p3 *= 3
+            p5 *= 5
+        p7 *= 7
+    return best
+
+
 def power_swing(
     power_w: np.ndarray, dt_s: float, band_lo_hz: float = BAND_LO_HZ, band_hi_hz: float = BAND_HI_HZ
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -76,8 +105,9 @@ def power_swing(
     n = p.shape[-1]
     p2 = np.ascontiguousarray(p.reshape(-1, n))
     ptt, ramp = _swing_stats(p2, float(dt_s))
-    spec = np.abs(np.fft.rfft(p2 - p2.mean(axis=1, keepdims=True), axis=1)) ** 2
-    weight, band = _band_weights(n, dt_s, band_lo_hz, band_hi_hz)
+    m = fft_length(n)
+    spec = np.abs(np.fft.rfft(p2 - p2.mean(axis=1, keepdims=True), n=m, axis=1)) ** 2
+    weight, band = _band_weights(m, dt_s, band_lo_hz, band_hi_hz)
     total = spec @ weight
     in_band = spec[:, band] @ weight[band]
     with np.errstate(divide="ignore", invalid="ignore"):
