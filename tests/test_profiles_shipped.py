@@ -34,6 +34,7 @@ REQUIRED = {
     "gb200-nvl72",
     "gb300-nvl72",
     "mi300x",
+    "mi325x",
     "mi355x",
 }
 # Accelerator generations with FP4 tensor cores (Blackwell, Blackwell Ultra, Rubin, CDNA4).
@@ -196,7 +197,7 @@ def test_values_the_collective_model_relies_on(profiles):
     # nccl-tests#119 had 4x HDR per 8-GPU node: a --set away.
     half = load_profile("a100-dgx", ["scale_out.nics_per_gpu=0.5"])
     assert half.scale_out.nics_per_gpu * half.scale_out.nic_bandwidth * half.rack.gpus_per_tray == 100 * GB
-    for name in ("mi300x", "mi355x"):
+    for name in ("mi300x", "mi325x", "mi355x"):
         assert profiles[name].scale_up.topology == "full_mesh"
         assert not profiles[name].scale_up.in_switch_reduction
 

@@ -122,6 +122,9 @@ PLATFORMS: Mapping[str, Platform] = {
         ),
         "A100 40GB (HBM2 1,555 GB/s per the A100 datasheet), 1600 Gb/s per node = 8x 200G",
     ),
+    "amd_mi300x_8gpu": Platform("mi300x.yaml", (), "8x MI300X 750 W, xGMI mesh, 1x 400G per GPU (as shipped)"),
+    "amd_mi325x_8gpu": Platform("mi325x.yaml", (), "8x MI325X 1000 W, xGMI mesh, 1x 400G per GPU (as shipped)"),
+    "amd_mi355x_8gpu": Platform("mi355x.yaml", (), "8x MI355X 1400 W, xGMI mesh, 1x 400G per GPU (as shipped)"),
 }
 NOT_EXPRESSIBLE_ACCELERATORS = (("tpu", "TPU"), ("gaudi", "Intel Gaudi"), ("trainium", "AWS Trainium"))
 
