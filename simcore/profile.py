@@ -266,7 +266,9 @@ class Facility:
         ("chiller", "dry_cooler", "hybrid"),
         "hybrid",
     )
-    outside_temp: float = quantity("temperature", "outdoor dry-bulb temperature (mean)", "20 degC")
+    outside_temp: float = quantity(
+        "temperature", "outdoor dry-bulb temperature (mean)", "20 degC", minimum=-90, maximum=60
+    )  # bounds: Earth's records (-89 / +57 degC); a Kelvin value written as degC is caught
     outside_temp_csv: str = text(
         "optional CSV of outdoor temperature over the day (columns: hour, temp_c; relative to the profile "
         "file); replaces outside_temp and diurnal_amplitude",
@@ -300,7 +302,9 @@ class Cooling:
     """How heat leaves the GPU and the rack."""
 
     type: str = choice("air or direct liquid cooling", ("air", "liquid"))
-    inlet_temp: float = quantity("temperature", "coolant supply (liquid) or inlet air (air) temperature")
+    inlet_temp: float = quantity(
+        "temperature", "coolant supply (liquid) or inlet air (air) temperature", minimum=-40, maximum=90
+    )  # hot-water cooling supplies up to ~65 degC
     flow_per_kw: float | None = quantity(
         "flow_per_power", "coolant flow per kW of heat (liquid)", None, optional=True
     )

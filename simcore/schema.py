@@ -240,6 +240,10 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                 value=raw,
                 expected=f'a value above zero, e.g. "{_example(meta["unit_kind"])}"',
             )
+        if meta["unit_kind"] == "temperature" and value < -273.15:
+            raise ConfigError(
+                "below absolute zero", file=file, path=path, value=raw, expected="above -273.15 degC"
+            )
         if meta.get("maximum") is not None and value > meta["maximum"]:
             raise ConfigError(
                 "implausibly large (a unit slip?)",
@@ -249,10 +253,6 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                 expected=f"at most {format_quantity(meta['maximum'], meta['unit_kind'])}",
             )
         _check_plausibly_large(meta, value, raw, file=file, path=path)
-        if meta["unit_kind"] == "temperature" and value < -273.15:
-            raise ConfigError(
-                "below absolute zero", file=file, path=path, value=raw, expected="above -273.15 degC"
-            )
         return value
     if kind == "number":
         return _check_number(meta, raw, file=file, path=path)
@@ -361,8 +361,10 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
 def _check_plausibly_large(
     meta: Mapping[str, Any], value: float, raw: Any, *, file: str | None, path: str
 ) -> None:
-    """A positive quantity below its field's ``minimum`` is a unit slip (zero is the sign check's business)."""
-    if meta.get("minimum") is not None and 0 < value < meta["minimum"]:
+    """A quantity below its field's ``minimum`` is a unit slip (zero is the sign check's business, except for
+    a Celsius temperature, where zero and below are values like any other)."""
+    floor = meta.get("minimum")
+    if floor is not None and value < floor and (value > 0 or meta["unit_kind"] == "temperature"):
         raise ConfigError(
             "implausibly small (a unit slip?)",
             file=file,

@@ -29,6 +29,9 @@ def test_a_rack_limit_below_the_idle_draw_is_refused(capsys, tmp_path):
         ("accelerator.kernel_overhead=1000 s", "implausibly large"),
         ("calibration.step_host_time=1e9 s", "implausibly large"),
         ("cooling.inlet_temp=-300 degC", "below absolute zero"),
+        ("cooling.inlet_temp=300 degC", "implausibly large"),  # a Kelvin value written as degC
+        ("cooling.facility.outside_temp=293 degC", "implausibly large"),
+        ("cooling.facility.outside_temp=-120 degC", "implausibly small"),
         ("scale_up.bandwidth=1 MB/s", "implausibly small"),  # collectives of hours: the run had no end
         ("scale_out.nic_bandwidth=1 Mb/s", "implausibly small"),
         ("accelerator.hbm_bandwidth=3.35 MB/s", "implausibly small"),
