@@ -68,6 +68,33 @@ def test_power_swing_matches_reference(seed, n, dt):
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("n", [65_537, 131_071, 1_000_003])  # 1,000,003 is prime
+def test_fft_length_is_the_next_7_smooth_length_above_the_exact_limit(n):
+    m = gr.fft_length(n)
+    rest = m
+    for p in (2, 3, 5, 7):
+        while rest % p == 0:
+            rest //= p
+    assert rest == 1 and n <= m < 1.02 * n
+    assert gr.fft_length(gr.EXACT_FFT_MAX) == gr.EXACT_FFT_MAX  # short series keep their exact spectrum
+
+
+def test_padding_a_long_series_keeps_its_band_energy_fraction():
+    # A square-wave training step (2.5 Hz, in band) over slow drift (out of band) and noise, 65,537 x 5 ms:
+    # the padded spectrum's in-band share equals the exact one to 1e-4 of the energy.
+    rng = np.random.default_rng(7)
+    n, dt = gr.EXACT_FFT_MAX + 1, 5e-3
+    t = np.arange(n) * dt
+    p = _square(1e6, 4e5, 80, n // 80 + 1)[:n] + 2e5 * np.sin(2 * np.pi * 0.01 * t) + rng.normal(0, 2e4, n)
+    _, _, padded = gr.power_swing(p, dt)
+    x = p - p.mean()
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    weight, band = gr._band_weights(n, dt, gr.BAND_LO_HZ, gr.BAND_HI_HZ)
+    exact = (spec[band] @ weight[band]) / (spec @ weight)
+    assert gr.fft_length(n) > n and 0.3 < exact < 0.95
+    assert padded == pytest.approx(exact, abs=1e-4)  # December 2026: 0.776225 vs 0.776226
+
+
 # ---------------------------------------------------------------------------------------------- smoothing
 
 
