@@ -30,7 +30,7 @@ import simpy
 
 from simcore.activity import ActivityRecorder
 from simcore.engine import Machine
-from simcore.errors import ConfigError
+from simcore.errors import ConfigError, RacksimError
 from simcore.kernels import grid, power, thermal
 from simcore.profile import Profile, load_temperature_csv, resolve_beside
 
@@ -216,7 +216,16 @@ class PowerController:
         if len(self._carry[0]) or self.m.recorder.rows != self._rows_taken or self.m.has_unrecorded_ops():
             return tick
         env = self.m.env
-        whole = min(int((env.peek() - env.now) / tick), MAX_IDLE_TICKS)
+        nxt = env.peek()
+        if math.isinf(nxt):  # only this controller's ticks would keep the clock moving, forever
+            raise RacksimError(
+                f"the workload is stuck at t = {env.now:.6g} s: it has not finished and nothing is scheduled "
+                "(a receive whose send never comes, or a collective some rank class never joins)"
+            )
+        # End strictly before the next event: an op it starts must see the clock the short ticks would set.
+        whole = min(math.ceil((nxt - env.now) / tick) - 1, MAX_IDLE_TICKS)
+        while whole > 1 and env.now + tick * whole >= nxt:
+            whole -= 1
         return tick * whole if whole > 1 else tick
 
     def tick(self, t_now: float) -> None:

@@ -303,8 +303,8 @@ class Cooling:
 
     type: str = choice("air or direct liquid cooling", ("air", "liquid"))
     inlet_temp: float = quantity(
-        "temperature", "coolant supply (liquid) or inlet air (air) temperature", minimum=-40, maximum=90
-    )  # hot-water cooling supplies up to ~65 degC
+        "temperature", "coolant supply (liquid) or inlet air (air) temperature", minimum=-40, maximum=100
+    )  # hot-water cooling supplies up to ~65 degC; above 100 degC water boils (and a Kelvin value is caught)
     flow_per_kw: float | None = quantity(
         "flow_per_power", "coolant flow per kW of heat (liquid)", None, optional=True
     )

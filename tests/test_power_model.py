@@ -355,3 +355,22 @@ def test_idle_stretches_are_stepped_over_in_long_ticks_with_the_same_series():
         np.testing.assert_allclose(long[key], short[key], rtol=1e-9, atol=1e-9, err_msg=key)
     a, b = short_ctl.finalize().summary, long_ctl.finalize().summary
     assert b["gpu_energy_j"] == pytest.approx(a["gpu_energy_j"], rel=1e-9)
+
+
+def test_a_stuck_workload_is_an_error_not_an_endless_run_of_ticks():
+    """Nothing scheduled and the workload not done: only the controller's ticks would move the clock."""
+    from simcore.errors import RacksimError
+
+    p = load_profile("gen2.yaml")
+    env = simpy.Environment()
+    m = Machine(env, p, Cluster(p, racks=1), comm_model=None)  # type: ignore[arg-type]
+    m.add_class("all", np.arange(p.gpus_per_rack))
+    ctl = PowerController(m)
+
+    def work():
+        yield m.compute(0, 4e15, 2e9, dtype="bf16", name="gemm", min_dim=8192)
+        yield m.recv("a tag nothing sends")
+
+    env.process(ctl.process(all_done(env, [env.process(work())])))
+    with pytest.raises(RacksimError, match=r"stuck at t = 2\.5"):
+        env.run()
