@@ -122,9 +122,15 @@ PLATFORMS: Mapping[str, Platform] = {
         ),
         "A100 40GB (HBM2 1,555 GB/s per the A100 datasheet), 1600 Gb/s per node = 8x 200G",
     ),
-    "amd_mi300x_8gpu": Platform("mi300x.yaml", (), "8x MI300X 750 W, xGMI mesh, 1x 400G per GPU (as shipped)"),
-    "amd_mi325x_8gpu": Platform("mi325x.yaml", (), "8x MI325X 1000 W, xGMI mesh, 1x 400G per GPU (as shipped)"),
-    "amd_mi355x_8gpu": Platform("mi355x.yaml", (), "8x MI355X 1400 W, xGMI mesh, 1x 400G per GPU (as shipped)"),
+    "amd_mi300x_8gpu": Platform(
+        "mi300x.yaml", (), "8x MI300X 750 W, xGMI mesh, 1x 400G per GPU (as shipped)"
+    ),
+    "amd_mi325x_8gpu": Platform(
+        "mi325x.yaml", (), "8x MI325X 1000 W, xGMI mesh, 1x 400G per GPU (as shipped)"
+    ),
+    "amd_mi355x_8gpu": Platform(
+        "mi355x.yaml", (), "8x MI355X 1400 W, xGMI mesh, 1x 400G per GPU (as shipped)"
+    ),
 }
 NOT_EXPRESSIBLE_ACCELERATORS = (("tpu", "TPU"), ("gaudi", "Intel Gaudi"), ("trainium", "AWS Trainium"))
 
@@ -579,7 +585,7 @@ class RowPlan:
     metric: str
     measured: float
     convert: str  # tokens | step | tflops | minutes | serving_tokens (a serving run's output tokens/s)
-    scale: float = 1.0  # FLOP per iteration (tflops) or steps to target (minutes)
+    scale: float = 1.0  # FLOP per iteration (tflops), steps to target (minutes), replicas (serving_tokens)
     assumptions: tuple[str, ...] = ()
 
 
@@ -1050,7 +1056,7 @@ def predicted_metric(plan: RowPlan, summary: Mapping[str, Any]) -> float:
     if plan.convert == "minutes":
         return plan.scale * step / 60.0
     if plan.convert == "serving_tokens":
-        return float(summary["tokens_per_s"])
+        return float(summary["tokens_per_s"]) * plan.scale  # scale: identical replicas not simulated
     raise ValueError(plan.convert)
 
 
