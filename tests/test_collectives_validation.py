@@ -177,6 +177,42 @@ ROWS = (
         algo="tree",
         members=_NVL24,
     ),
+    Row(
+        "mi300x",
+        "8x MI300X, xGMI full mesh",
+        "mi300x.yaml",
+        8,
+        8 * GIB,
+        (315.7, 318.0),
+        "ROCm blog mi300x-rccl-xgmi (Mar 2025); Azure ND MI300X v5; AMD AAC8",
+    ),
+    Row(
+        "mi325x",
+        "8x MI325X, xGMI full mesh",
+        "mi325x.yaml",
+        8,
+        8 * GIB,
+        (318.4, 318.4),
+        "AMD AAC11 (hisohara/ai-scripts)",
+    ),
+    Row(
+        "mi355x",
+        "8x MI355X, xGMI full mesh",
+        "mi355x.yaml",
+        8,
+        8 * GIB,
+        (406.8, 407.8),
+        "oci-ai-incubations/oci-gpu-quickstarts (MI355X, Pollara)",
+    ),
+    Row(
+        "mi355x-2node",
+        "2 nodes x 8 MI355X, 8x Pollara 400G",
+        "mi355x.yaml",
+        16,
+        8 * GIB,
+        (368.8, 369.0),
+        "oci-gpu-quickstarts (Pollara); AMD AAC14",
+    ),
 )
 
 
