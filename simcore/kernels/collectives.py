@@ -187,14 +187,18 @@ def _group_coeffs(
     b0 = bw[0]
     # Flat ring: the ring leaves each domain through the NICs of that domain's p0 members (one channel per
     # rail), so a scale-out crossing carries p0 NICs' worth; the slowest level bounds the pipelined ring.
+    # Each member is the exit of one channel in p0: its scale-up links carry (p0-1)/p0 of its ring traffic
+    # when the ring spans domains (multi-node rccl-tests on MI300X / MI325X beat one node's busbw by 10 %).
     bring = inf
     bmin_out = inf
-    if p0 > 1:
-        bring = b0
+    crosses = False
     for k in range(1, k_levels):
         if sizes[k] > 1:
             bring = min(bring, p0 * bw[k])
             bmin_out = min(bmin_out, bw[k])
+            crosses = True
+    if p0 > 1:
+        bring = min(bring, b0 * p0 / (p0 - 1) if crosses else b0)
     top = 0
     for k in range(k_levels):
         if sizes[k] > 1:
@@ -426,7 +430,8 @@ def collective_coeffs_ref(
 
     - step latency α_k = lat_k + overhead[tech_k, family, proto]; base = NCCL base latency.
     - ring: passes·(Σ hops_k·α_k) with hops_0 = p-d, hops_k = N_k - N_{k+1} (N_k = prod sizes[k:]);
-      bandwidth min(B_0, p0·B_k) over the levels it crosses; bytes 2(p-1)/p·n (AR), (p-1)/p·n (RS/AG), n (bcast).
+      bandwidth min(B_0·[p0/(p0-1) when it crosses domains], p0·B_k) over the levels it crosses; bytes
+      2(p-1)/p·n (AR), (p-1)/p·n (RS/AG), n (bcast).
     - tree (AR): 2·[(p0-1)·α_0 + Σ ceil(log2 s_k)·α_k]; bytes max(2n/B_0, load(d)·n/(p0·min B_k)).
     - nvls (AR): 2(p0-1)·α_0,Simple [+ tree across domains]; bytes max((1+1/p0)·n/(B_0·e_nvls), tree part).
     - hier: Σ 2(s_k-1)·α_k (AR), Σ (s_k-1)·α_k (RS/AG/A2A); bytes Σ c·(s_k-1)/s_k·n/prefix_k/B_k.
@@ -453,7 +458,7 @@ def collective_coeffs_ref(
         multi = s > 1
         out_levels = multi.copy()
         out_levels[0] = False
-        cand = [bw[0]] if p0 > 1 else []
+        cand = [bw[0] * (p0 / (p0 - 1) if out_levels.any() else 1.0)] if p0 > 1 else []
         cand += list(p0 * bw[out_levels])
         bring = min(cand) if cand else np.inf
         bmin_out = bw[out_levels].min() if out_levels.any() else np.inf
