@@ -133,6 +133,9 @@ def test_mlperf_engines_per_system_and_what_a_row_without_one_says():
     ):
         with pytest.raises(NotRunnable, match=reason):
             map_serving_row(_edited(h100, changes), TABLE)
+    # A later round's row runs v4.1's engine for its GPU and says so
+    later = _edited(h100, {"group": "MLPerf Inference v5.0 llama2-70b-99"})
+    assert any("the row is from v5.0" in a for a in map_serving_row(later, TABLE).assumptions)
 
 
 def test_the_h200_mlperf_offline_rows_within_15_percent():

@@ -302,7 +302,7 @@ def map_mlperf_row(row: Mapping[str, Any]) -> RowPlan:
     the submission's engine (``MLPERF_ENGINES``) on one replica; the system's tokens/s is that replica's
     times the replicas the GPUs hold (Offline replicas share nothing)."""
     rid = str(row.get("id", "?"))
-    if str(row.get("division", "")).lower() != "closed":
+    if str(row.get("division", "")).lower() == "open":
         raise NotRunnable("open division: the model is modified (pruned, sparse or requantized)")
     if "maxq" in rid.lower():
         raise NotRunnable("MaxQ: a power-limited run whose per-GPU limit the row does not give")
@@ -357,6 +357,12 @@ def map_mlperf_row(row: Mapping[str, Any]) -> RowPlan:
         + f", max_batch_tokens {engine.max_batch_tokens} ({engine.tokens_source})",
         f"one engine simulated: the rerun prints its tokens/s, the prediction is that x {replicas} replicas",
     )  # fmt: skip
+    version = re.search(r"\bv(\d+(?:\.\d+)?)\b", str(row.get("group", "")))
+    if version is None or version.group(1) != "4.1":
+        found = f"v{version.group(1)}" if version else "a round the group does not name"
+        assumptions += (
+            f"the v4.1 engine for this GPU (the row is from {found}; its own config was not read)",
+        )
     return RowPlan(
         id=rid,
         group=str(row.get("group", "")),
