@@ -322,7 +322,7 @@ class PowerController:
         """Clock series of a long idle tick: from its second short tick on, the thermal clock of the
         junction temperature at the end of the one before (with no activity no power cap binds)."""
         ts, uc, k = self.s.tick_samples, self.unit_class, tj.shape[1]
-        ends = tj[:, ts - 1 : k - ts : ts]  # junction at the end of every short tick but the last
+        ends = tj[:, ts - 1 :: ts]  # junction at the end of every whole short tick
         f_unit = np.round(
             thermal.thermal_clock_factor(ends, self.slowdown[uc], self.slope[uc], self.f_min[uc]), 6
         )
@@ -332,7 +332,7 @@ class PowerController:
             f_class = np.full((self.n, f_unit.shape[1]), np.inf)
             np.minimum.at(f_class, uc, f_unit)
         out = clock.copy()
-        out[:, ts:] = np.repeat(f_class, ts, axis=1)[:, : k - ts]
+        out[:, ts:] = f_class[:, np.arange(ts, k) // ts - 1]  # any k: a partial last short tick too
         return out
 
     def _liquid_share(self) -> float:
