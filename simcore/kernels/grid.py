@@ -68,8 +68,8 @@ def fft_length(n: int) -> int:
     """``n`` up to EXACT_FFT_MAX; above it the smallest 7-smooth length >= n (at most ~2 % longer).
 
     A long series whose length has large prime factors takes seconds in pocketfft (4,517,116 =
-    4 x 601 x 1,879: 1-2.6 s against 0.1-0.15 s at 4,500,000). Zero padding the de-meaned series keeps its energy and
-    samples the same spectrum on a finer grid; with bins of 1 / (n dt) the band edges move by under a bin.
+    4 x 601 x 1,879: 1-2.6 s against 0.1-0.15 s at 4,500,000). Zero padding the de-meaned series keeps
+    its energy and samples the same spectrum on a finer grid; the band edges move by under a bin.
     """
     if n <= EXACT_FFT_MAX:
         return n
@@ -80,7 +80,7 @@ def fft_length(n: int) -> int:
         while p5 < best:
             p3 = p5
             while p3 < best:
-                p2 = p3 << max(0, (n - 1).bit_length() - p3.bit_length())  # times the power of 2 just below
+                p2 = p3
                 while p2 < n:
                     p2 <<= 1
                 best = min(best, p2)
