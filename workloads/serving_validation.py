@@ -65,6 +65,7 @@ SERVING_SYSTEMS = {
     "gb200": "gb200-nvl72.yaml",
     "gb300": "gb300-nvl72.yaml",
     "mi300x": "mi300x.yaml",
+    "mi325x": "mi325x.yaml",
     "mi355x": "mi355x.yaml",
 }
 SERVING_PRECISIONS = {"fp8": "fp8", "fp4": "fp4", "nvfp4": "fp4", "bf16": "bf16", "fp16": "fp16"}
