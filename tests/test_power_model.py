@@ -43,13 +43,20 @@ def test_energy_is_the_integral_of_power_and_facility_is_it_times_pue(tmp_path):
     assert s["avg_it_power_w"] <= s["peak_it_power_w"]
 
 
-def _steady_compute(profile_name: str, seconds: float = 3.0, sets: tuple[str, ...] = ()) -> PowerController:
-    """One rack whose GPUs run large GEMMs back to back (full compute load)."""
+def _one_rack(
+    profile_name: str, sets: tuple[str, ...] = ()
+) -> tuple[simpy.Environment, Machine, PowerController]:
+    """One rack as one rank class, with its power controller (no communication model)."""
     p = load_profile(profile_name, list(sets))
     env = simpy.Environment()
     m = Machine(env, p, Cluster(p, racks=1), comm_model=None)  # type: ignore[arg-type]
     m.add_class("all", np.arange(p.gpus_per_rack))
-    ctl = PowerController(m)
+    return env, m, PowerController(m)
+
+
+def _steady_compute(profile_name: str, seconds: float = 3.0, sets: tuple[str, ...] = ()) -> PowerController:
+    """One rack whose GPUs run large GEMMs back to back (full compute load)."""
+    env, m, ctl = _one_rack(profile_name, sets)
 
     def work():
         while env.now < seconds:
@@ -131,11 +138,7 @@ def test_rack_energy_storage_flattens_grid_draw(tmp_path):
 
 
 def _idle(profile_name: str, seconds: float = 1.0) -> PowerController:
-    p = load_profile(profile_name)
-    env = simpy.Environment()
-    m = Machine(env, p, Cluster(p, racks=1), comm_model=None)  # type: ignore[arg-type]
-    m.add_class("all", np.arange(p.gpus_per_rack))
-    ctl = PowerController(m)
+    env, _, ctl = _one_rack(profile_name)
 
     def wait():
         yield env.timeout(seconds)
@@ -319,11 +322,7 @@ def _bursts(long_idle_ticks: bool) -> tuple[PowerController, dict[str, np.ndarra
     """Three 1 s bursts of full compute on a hot rack, each followed by 3.02 s of nothing."""
     import simcore.power_model as pm
 
-    p = load_profile("gen2.yaml", ["cooling.inlet_temp=52 degC"])
-    env = simpy.Environment()
-    m = Machine(env, p, Cluster(p, racks=1), comm_model=None)  # type: ignore[arg-type]
-    m.add_class("all", np.arange(p.gpus_per_rack))
-    ctl = PowerController(m)
+    env, m, ctl = _one_rack("gen2.yaml", ("cooling.inlet_temp=52 degC",))
 
     def work():
         for _ in range(3):
@@ -361,11 +360,7 @@ def test_a_stuck_workload_is_an_error_not_an_endless_run_of_ticks():
     """Nothing scheduled and the workload not done: only the controller's ticks would move the clock."""
     from simcore.errors import RacksimError
 
-    p = load_profile("gen2.yaml")
-    env = simpy.Environment()
-    m = Machine(env, p, Cluster(p, racks=1), comm_model=None)  # type: ignore[arg-type]
-    m.add_class("all", np.arange(p.gpus_per_rack))
-    ctl = PowerController(m)
+    env, m, ctl = _one_rack("gen2.yaml")
 
     def work():
         yield m.compute(0, 4e15, 2e9, dtype="bf16", name="gemm", min_dim=8192)
