@@ -96,9 +96,9 @@ def choice(doc: str, options: tuple[str, ...], default: Any = _REQUIRED) -> Any:
     return dataclasses.field(metadata=_meta("choice", doc, default, options=options))
 
 
-def text(doc: str, default: Any = _REQUIRED) -> Any:
-    """Free text (names, notes, sources)."""
-    return dataclasses.field(metadata=_meta("text", doc, default))
+def text(doc: str, default: Any = _REQUIRED, *, optional: bool = False) -> Any:
+    """Free text (names, notes, sources); ``optional`` also takes null (absent)."""
+    return dataclasses.field(metadata=_meta("text", doc, default, optional=optional))
 
 
 def flag(doc: str, default: Any = _REQUIRED) -> Any:

@@ -43,6 +43,10 @@ CASES = [
     (["--seed", "-1"], "argument --seed: got -1; expected a whole number >= 0"),
     (["--seed", "abc"], "argument --seed: got 'abc'"),
     (["--steps", "1.5"], "argument --steps"),
+    (
+        ["--workload", "{dense}", "--set", "parallelism.pipeline_layout=Et*4|t*4L"],
+        "parallelism.pipeline_layout: the layout has 2 chunks",
+    ),
     (["--fidelity", "bogus"], "invalid choice: 'bogus'"),
     (
         ["collective", "--profile", "h100-dgx", "--op", "allreduce", "--ranks", "16", "--sizes", "1e400"],

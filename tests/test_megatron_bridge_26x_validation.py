@@ -55,3 +55,29 @@ def test_dense_rows_within_15_percent(pattern):
     report = validate(TABLE, label=LABEL, patterns=[pattern])
     [result] = report.runnable
     assert abs(result.error_pct) < 15, (result.id, result.error_pct)
+
+
+def test_deepseek_v3_configs_are_told_apart_by_release_and_mapping():
+    """Megatron-Bridge's DeepSeek-V3 MXFP8 configs changed in 26.06: GB300 went to micro-batch 1 with HybridEP,
+    the 1F1B all-to-all overlap and full-iteration CUDA graphs (GB200 likewise at pp 4 x vp 4 x ep 64); B200's
+    pp 8 x vp 2 x ep 32 config (from 26.04.01) overlaps its cross-node DeepEP all-to-alls. Older rows of the
+    same GPU keep the plain all-to-all; every row gets the recipe's 16-chunk layout."""
+
+    def plan(pattern: str):
+        [row] = select_rows(TABLE, [pattern])
+        return map_row(row, TABLE)
+
+    new = plan("mbridge-26.06-*DeepSeekV3-DGX-GB300-256-MXFP8-gbs4096")
+    par = new.spec["parallelism"]
+    assert par["ep_comm_overlap"] and par["ep_dispatch"] == "deepep" and new.spec["kernels"]["cuda_graphs"]
+    assert par["pipeline_layout"] == "Et*4|(t*4|)*14tmL" and new.spec["model"]["mtp_layers"] == 1
+    old = plan("mbridge-26.04.01-*DeepSeekV3-DGX-GB300-*").spec
+    assert not old["parallelism"].get("ep_comm_overlap") and "cuda_graphs" not in old["kernels"]
+    assert old["parallelism"]["pipeline_layout"] == par["pipeline_layout"]
+    for pattern in ("mbridge-26.06-*DeepSeekV3-DGX-GB200-*", "mbridge-26.08-*DeepSeekV3-DGX-GB200-*"):
+        assert plan(pattern).spec["parallelism"]["ep_comm_overlap"]
+    assert not plan("mbridge-26.04-*DeepSeekV3-DGX-GB200-*").spec["parallelism"].get("ep_comm_overlap")
+    b200 = plan("mbridge-26.04.01-*DeepSeekV3-DGX-B200-*").spec["parallelism"]
+    assert (b200["pp"], b200["vp"], b200["ep"], b200["ep_comm_overlap"]) == (8, 2, 32, True)
+    assert b200["recompute_modules"] == ["mla_up_proj", "mlp"]
+    assert not plan("mbridge-26.04-*DeepSeekV3-DGX-B200-*").spec["parallelism"].get("ep_comm_overlap")

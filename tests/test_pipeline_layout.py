@@ -11,8 +11,9 @@ from sim_helpers import COMPUTE_ONLY, simulate
 
 from simcore.errors import ConfigError
 from workloads import model as mdl
+from workloads import pipeline_layout
 from workloads.memory import stage_params, training_memory
-from workloads.spec import _memory_kwargs, load_training_spec
+from workloads.spec import _memory_kwargs, load_training_spec, spec_mapping
 from workloads.validation import load_table, map_row, select_rows
 
 
@@ -203,16 +204,29 @@ def test_memory_follows_the_layers_of_each_stage():
 
 
 # ------------------------------------------------------------------------------------------ validation
-def test_deepseek_rows_run_with_the_most_even_layout():
+def test_deepseek_rows_run_with_the_recipe_layout_or_the_most_even_one():
+    """Megatron-Bridge's DeepSeek-V3 recipe fixes a layout per (pp, vp) (the last chunk one layer with the MTP
+    depth and the loss); a (pp, vp) it has none for (GB300's pp 2 x vp 4) gets the most even split."""
     table, _ = load_table()
-    rows = [r for r in select_rows(table, ["DeepSeekV3"]) if "w/_MTP" not in r["id"]]
-    assert rows
+    rows = select_rows(table, ["DeepSeekV3"])
+    assert len(rows) == 8
+    recipe_layouts = 0
     for row in rows:
         plan = map_row(row, table)
         par = plan.spec["parallelism"]
-        sizes = par["layers_per_chunk"]
+        if "pipeline_layout" in par:
+            recipe_layouts += 1
+            mtp = plan.spec["model"].get("mtp_layers", 0)
+            sizes = pipeline_layout.layers_per_chunk(
+                par["pipeline_layout"], mtp_layers=mtp, file=None, path="p"
+            )
+            assert any(a.startswith("pipeline layout not printed: the recipe's") for a in plan.assumptions)
+            assert sizes[-1] <= 1 < sizes[1]  # the MTP depth and the loss make the last chunk the lightest
+        else:
+            sizes = par["layers_per_chunk"]
+            assert any("most even" in a for a in plan.assumptions)
         assert len(sizes) == par["pp"] * par["vp"] and sum(sizes) == 61
-        assert any("layers_per_chunk" in a for a in plan.assumptions)
+    assert recipe_layouts == 6
 
 
 def test_interleaved_memory_walks_the_schedule_with_uneven_chunks():
@@ -234,3 +248,66 @@ def test_a_stale_layout_after_changing_pp_says_it_can_be_dropped():
         _spec({"pp": 2, "layers_per_chunk": [3, 3, 5, 5]})  # written for pp 4
     assert "drop layers_per_chunk (--set parallelism.layers_per_chunk=null)" in str(info.value)
     assert _spec({"pp": 2, "layers_per_chunk": None}).parallelism.layers_per_chunk is None
+
+
+# ------------------------------------------------------------------------------------------ Megatron layouts
+@pytest.mark.parametrize(
+    "layout,chunks",
+    [
+        ("Et*4|(t*4|)*14tmL", (4,) * 15 + (1,)),  # DeepSeek-V3 on 16 chunks, one MTP depth with the loss
+        ("Et|(tt|)*30mL", (1,) + (2,) * 30 + (0,)),  # its H100 layout: the last chunk MTP and loss only
+        ("Et*16|t*16|t*16|t*13L", (16, 16, 16, 13)),
+        ("E|t*8|t*8|L", (0, 8, 8, 0)),
+        (" E t*2 | ( t t | ) * 2 t L ", (2, 2, 2, 1)),  # spaces are ignored
+        ("E((t|)*2)*2tL", (1, 1, 1, 1, 1)),  # nested repeats
+        ("Et*3|t*5|t*5|t*3L|", (3, 5, 5, 3)),  # a separator after the loss ends nothing
+    ],
+)
+def test_megatron_layout_strings_count_layers_per_chunk(layout, chunks):
+    got = pipeline_layout.layers_per_chunk(layout, mtp_layers=layout.count("m"), file=None, path="p")
+    assert got == chunks
+
+
+def test_a_layout_string_runs_exactly_as_its_list():
+    by_string = _spec({"pp": 4, "pipeline_layout": "Et*3|t*5|t*5|t*3L"}, gbs=8)
+    by_list = _spec({"pp": 4, "layers_per_chunk": [3, 5, 5, 3]}, gbs=8)
+    assert by_string.parallelism.layers_per_chunk == (3, 5, 5, 3)
+    assert _step_time(by_string) == _step_time(by_list)
+    assert "pipeline_layout" not in spec_mapping(by_string)["parallelism"]  # reloadable: the list stands
+
+
+@pytest.mark.parametrize(
+    "layout,fragment",
+    [
+        ("Et*4|t*4|t*4|t*4", "the loss (L) must close the last chunk"),
+        ("t*4|t*4|t*4|t*4L", "the embedding (E) must open the first chunk"),
+        ("Et*4|t*4|Et*4|t*4L", "the embedding (E) must open the first chunk, once"),
+        ("Et*4|t*4|t*4|t*4mL", "the model has mtp_layers = 0"),
+        ("Et*4|t*4|t*4|tmt*3L", "before the loss"),
+        ("Et*4|(t*4|*2t*4L", "a '(' without its ')'"),
+        ("Et*4|t*4)|t*4|t*4L", "a ')' at character 9 without its '('"),
+        ("Et*|t*4|t*4|t*4L", "'*' at character 3 without a count"),
+        ("Et*4|t*4|t*4|x*4L", "unknown character 'x'"),
+        ("Et*4|t*4|t*4L", "the layout has 3 chunks and 12 layers"),
+        ("Et*4|t*4|t*4|t*5L", "the layout has 4 chunks and 17 layers"),
+        ("E(t|)*99999999tL", "repeats to more than 1,000,000 tokens"),
+    ],
+)
+def test_bad_pipeline_layout_names_the_field(layout, fragment):
+    with pytest.raises(ConfigError) as info:
+        _spec({"pp": 4, "pipeline_layout": layout})
+    assert info.value.path == "parallelism.pipeline_layout"
+    assert fragment in str(info.value) and "layout.yaml" in str(info.value)
+
+
+def test_a_layout_and_a_list_together_are_an_error():
+    with pytest.raises(ConfigError, match="both a pipeline layout and layers_per_chunk"):
+        _spec({"pp": 4, "pipeline_layout": "Et*4|t*4|t*4|t*4L", "layers_per_chunk": [4, 4, 4, 4]})
+
+
+def test_the_mtp_depths_go_with_the_loss():
+    assert pipeline_layout.layers_per_chunk("Et*30|t*31mL", mtp_layers=1, file=None, path="p") == (30, 31)
+    with pytest.raises(ConfigError, match="before the loss"):
+        pipeline_layout.layers_per_chunk("Et*30m|t*31L", mtp_layers=1, file=None, path="p")
+    with pytest.raises(ConfigError, match="the layout has 0 MTP depths"):
+        pipeline_layout.layers_per_chunk("Et*30|t*31L", mtp_layers=1, file=None, path="p")

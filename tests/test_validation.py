@@ -121,9 +121,9 @@ def test_nemo_and_bridge_rows_map_precision_parallelism_and_platforms():
     moe = _plan("mbridge-25.11-Pre-Training-Qwen3_235B_a22B-DGX-H100-256-FP8-CS-gbs2048")
     assert moe.spec["model"]["name"] == "qwen3-235b-a22b"
     assert (moe.spec["parallelism"]["ep"], moe.spec["parallelism"]["dp"]) == (32, 16)  # ep spans tp x dp
-    # 61 layers on pp 4 x vp 4: the unprinted Megatron layout becomes the most even one (an assumption)
+    # 61 layers on pp 4 x vp 4: the unprinted layout is the one Megatron-Bridge's recipe sets for (4, 4)
     ds = _plan("mbridge-25.11-Pre-Training-DeepSeekV3_(w/o_MTP)-DGX-GB200-256-BF16-gbs4096")
-    assert ds.spec["parallelism"]["layers_per_chunk"] == [3] + [4] * 13 + [3, 3]
+    assert ds.spec["parallelism"]["pipeline_layout"] == "Et*4|(t*4|)*14tL"
     mtp = _plan("mbridge-25.11-Pre-Training-DeepSeekV3_(w/_MTP)*")
     assert mtp.spec["model"]["mtp_layers"] == 1 and ds.spec["model"].get("mtp_layers", 0) == 0
     # 25.09 rows do not name MTP: Megatron-Bridge's DeepSeek-V3 recipe trains with one module

@@ -18,6 +18,7 @@ import yaml
 from simcore.errors import ConfigError
 from simcore.profile import apply_overrides, parse_set_option, read_yaml
 from simcore.schema import build, choice, flag, int_list, number, quantity, section, text, text_list
+from workloads import pipeline_layout
 from workloads.model import (
     ModelSpec,
     auto_chunk_layers,
@@ -67,6 +68,12 @@ class Parallelism:
         "the first and last chunk when layers + 2 divides",
         None,
         minimum=0,
+        optional=True,
+    )
+    pipeline_layout: str | None = text(
+        "Megatron's --pipeline-model-parallel-layout string, read into layers_per_chunk (E embedding, t layer, "
+        "m MTP depth, L loss, a vertical bar between chunks, *N repeats; example under Uneven pipeline stages)",
+        None,
         optional=True,
     )
     sequence_parallel: bool = flag(
@@ -324,7 +331,7 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
     spec = TrainingSpec(
         name=fields.name or model.name,
         model=model,
-        parallelism=fields.parallelism,
+        parallelism=_with_layout_read(fields.parallelism, model, file),
         batch=fields.batch,
         precision=fields.precision,
         steps=fields.steps,
@@ -336,6 +343,33 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
     )
     validate_training_spec(spec)
     return spec
+
+
+def _with_layout_read(par: Parallelism, model: ModelSpec, file: str) -> Parallelism:
+    """``pipeline_layout`` turned into the ``layers_per_chunk`` the rest of racksim reads."""
+    if par.pipeline_layout is None:
+        return par
+    if par.layers_per_chunk is not None:
+        raise ConfigError(
+            "both a pipeline layout and layers_per_chunk",
+            file=file,
+            path="parallelism.pipeline_layout",
+            value=par.pipeline_layout,
+            expected="one of pipeline_layout (Megatron's string) or layers_per_chunk (a list)",
+        )
+    path = "parallelism.pipeline_layout"
+    chunks = pipeline_layout.layers_per_chunk(
+        par.pipeline_layout, mtp_layers=model.mtp_layers, file=file, path=path
+    )
+    if len(chunks) != par.pp * par.vp or sum(chunks) != model.layers:
+        raise ConfigError(
+            f"the layout has {len(chunks)} chunks and {sum(chunks)} layers (t)",
+            file=file,
+            path=path,
+            value=par.pipeline_layout,
+            expected=f"pp·vp = {par.pp * par.vp} chunks holding the model's {model.layers} layers",
+        )
+    return replace(par, layers_per_chunk=chunks)
 
 
 def validate_training_spec(spec: TrainingSpec) -> None:
@@ -556,6 +590,7 @@ def auto_training_spec(
                     ep=ep,
                     vp=1,
                     layers_per_chunk=None,
+                    pipeline_layout=None,
                     sequence_parallel=tp > 1,
                     zero=1,
                     fsdp=False,
@@ -652,6 +687,7 @@ def with_overrides(spec: TrainingSpec, **changes: Any) -> TrainingSpec:
 def spec_mapping(spec: TrainingSpec) -> dict[str, Any]:
     """The effective spec as a workload-spec mapping (overridable with --set, reloadable as YAML)."""
     par = {k: getattr(spec.parallelism, k) for k in spec.parallelism.__dataclass_fields__}
+    del par["pipeline_layout"]  # read into layers_per_chunk
     if par["layers_per_chunk"] is None:
         del par["layers_per_chunk"]  # the automatic split
     else:

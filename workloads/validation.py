@@ -140,7 +140,7 @@ NOT_EXPRESSIBLE_ACCELERATORS = (("tpu", "TPU"), ("gaudi", "Intel Gaudi"), ("trai
 class Software:
     """What a source's training stack does where its rows are silent (one entry per source, never per row)."""
 
-    match: str  # prefix of the row's group
+    match: str | tuple[str, ...]  # prefix of the row's group (or prefixes: releases of one source)
     zero: int = 1
     fsdp: bool = False
     tp_comm_overlap: bool = False
@@ -232,7 +232,7 @@ class Recipe:
     """What a source's published performance recipe fixes for one model on one GPU family where its rows
     are silent (read from the recipe's code, never fitted to a row's measurement)."""
 
-    match: str  # prefix of the row's group
+    match: str | tuple[str, ...]  # prefix of the row's group (or prefixes: releases of one source)
     model: str  # racksim model name (preset)
     accelerator: str  # case-insensitive part of the profile's accelerator name
     parallelism: Mapping[str, Any]
@@ -242,6 +242,10 @@ class Recipe:
     moments: str | None = None  # Adam's moments' storage precision (optimizer.moments)
     precision: str | None = None  # the racksim precision of the rows it covers (None = any)
     kernels: Mapping[str, Any] = field(default_factory=dict)  # workload kernels settings
+    # the row's own values that identify one config of the recipe (micro_batch, pp, vp, ep)
+    mapping: Mapping[str, int] = field(default_factory=dict)
+    # Megatron pipeline layouts by (pp, vp), '{m}' standing for the model's MTP depths
+    layouts: Mapping[tuple[int, int], str] = field(default_factory=dict)
 
 
 _MOE_REPORT = (
@@ -255,6 +259,33 @@ _MOE_REPORT_DEEPSEEK = (
     "GB300, mlp on GB200, mlp, mla_up_proj, moe_act and layernorm on H100; Table 18: low-precision "
     "optimizer states"
 )
+# Megatron-Bridge recipes/deepseek/deepseek_v3.py set_deepseek_v3_pipeline_model_parallel_layout: the
+# layout every DeepSeek-V3 config gets for its (pp, vp) (last chunk: [mtp] * mtp_num_layers + [loss]);
+# (2, 8) and (8, 4) from scripts/performance/configs/deepseek/deepseek_workload_base_configs.py pp_layout.
+_DEEPSEEK_V3_LAYOUTS = MappingProxyType(
+    {
+        (4, 1): "Et*16|t*16|t*16|t*13{m}L",
+        (8, 1): "Et*8|(t*8|)*6t*5{m}L",
+        (4, 2): "Et*8|(t*8|)*6t*5{m}L",
+        (16, 1): "Et*4|(t*4|)*14t{m}L",
+        (8, 2): "Et*4|(t*4|)*14t{m}L",
+        (4, 4): "Et*4|(t*4|)*14t{m}L",
+        (2, 8): "Et*4|(t*4|)*14t{m}L",
+        (8, 4): "Et|(tt|)*30{m}L",
+    }
+)
+_DEEPSEEK_V3_RECIPE = (
+    "recipes/deepseek/deepseek_v3.py sets mtp_num_layers = 1, bf16 Adam moments (exp_avg_dtype, "
+    "exp_avg_sq_dtype) and a pipeline layout per (pp, vp)"
+)
+# Megatron-Bridge releases whose DeepSeek-V3 MXFP8 configs on GB300 / GB200 run HybridEP with the 1F1B
+# all-to-all overlap and full-iteration CUDA graphs (the GBS 15360 config dates the file to 26.06)
+_MBRIDGE_FROM_26_06 = tuple(f"Megatron-Bridge performance summary {v}" for v in ("26.06", "26.08", "26.1"))
+_DEEPSEEK_V3_CONFIGS = (
+    "Megatron-Bridge scripts/performance/configs/deepseek/deepseek_workload_base_configs.py (26.06: the "
+    "GBS15360 config), DEEPSEEK_V3_PRETRAIN_CONFIG_"
+)
+
 RECIPES: tuple[Recipe, ...] = (
     *(
         Recipe(
@@ -276,6 +307,53 @@ RECIPES: tuple[Recipe, ...] = (
         )
     ),
     Recipe(
+        _MBRIDGE_FROM_26_06,
+        "deepseek-v3",
+        "GB300",
+        MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": True}),
+        _DEEPSEEK_V3_CONFIGS
+        + "GB300_FP8_MX_V2: micro-batch 1, pp 2, vp 8, ep 32, HybridEP, moe_a2a_overlap, "
+        "cuda_graph_impl full_iteration, no recompute; " + _DEEPSEEK_V3_RECIPE,
+        mtp_layers=1,
+        moments="bf16",
+        precision="fp8",
+        kernels=MappingProxyType({"cuda_graphs": True}),
+        mapping=MappingProxyType({"micro_batch": 1, "pp": 2, "vp": 8, "ep": 32}),
+        layouts=_DEEPSEEK_V3_LAYOUTS,
+    ),
+    Recipe(
+        _MBRIDGE_FROM_26_06,
+        "deepseek-v3",
+        "GB200",
+        MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": True}),
+        _DEEPSEEK_V3_CONFIGS
+        + "GB200_FP8_MX_V2: micro-batch 1, pp 4, vp 4, ep 64, HybridEP, moe_a2a_overlap, "
+        "cuda_graph_impl full_iteration, recompute_modules [mla_up_proj]; " + _DEEPSEEK_V3_RECIPE,
+        recompute=("mla_up_proj",),
+        mtp_layers=1,
+        moments="bf16",
+        precision="fp8",
+        kernels=MappingProxyType({"cuda_graphs": True}),
+        mapping=MappingProxyType({"micro_batch": 1, "pp": 4, "vp": 4, "ep": 64}),
+        layouts=_DEEPSEEK_V3_LAYOUTS,
+    ),
+    Recipe(
+        "Megatron-Bridge",
+        "deepseek-v3",
+        "DGX B200",
+        MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": True}),
+        _DEEPSEEK_V3_CONFIGS
+        + "B200_FP8_MX_V2 (the only B200 config with this mapping): micro-batch 1, pp 8, "
+        "vp 2, ep 32 (over 4 nodes), DeepEP, moe_a2a_overlap, recompute_modules [mla_up_proj, mlp]; "
+        + _DEEPSEEK_V3_RECIPE,
+        recompute=("mla_up_proj", "mlp"),
+        mtp_layers=1,
+        moments="bf16",
+        precision="fp8",
+        mapping=MappingProxyType({"micro_batch": 1, "pp": 8, "vp": 2, "ep": 32}),
+        layouts=_DEEPSEEK_V3_LAYOUTS,
+    ),
+    Recipe(
         "Megatron-Bridge",
         "deepseek-v3",
         "H100",
@@ -283,11 +361,11 @@ RECIPES: tuple[Recipe, ...] = (
         "Megatron-Bridge scripts/performance/configs/deepseek/deepseek_llm_pretrain.py, "
         "deepseek_v3_h100_1024gpus_{bf16,fp8}_config: enable_deepep=True, MoE all-to-all 1F1B overlap "
         "(moe_a2a_1f1b), overlap_grad_reduce=False, recompute_modules [mla_up_proj, mlp]; its Blackwell "
-        "configs keep the plain all-to-all; recipes/deepseek/deepseek_v3.py sets mtp_num_layers = 1 and "
-        "bf16 Adam moments (exp_avg_dtype, exp_avg_sq_dtype)",
+        "configs keep the plain all-to-all; " + _DEEPSEEK_V3_RECIPE,
         recompute=("mla_up_proj", "mlp"),
         mtp_layers=1,
         moments="bf16",
+        layouts=_DEEPSEEK_V3_LAYOUTS,
     ),
     Recipe(
         "Megatron-Bridge",
@@ -296,11 +374,21 @@ RECIPES: tuple[Recipe, ...] = (
         MappingProxyType({}),
         "Megatron-Bridge scripts/performance/configs/deepseek/deepseek_llm_pretrain.py, "
         "deepseek_v3_{b200,gb200}_256gpus_{bf16,fp8}_config: recompute_granularity selective, "
-        "recompute_modules [mla_up_proj]; recipes/deepseek/deepseek_v3.py sets mtp_num_layers = 1 and bf16 "
-        "Adam moments",
+        "recompute_modules [mla_up_proj]; " + _DEEPSEEK_V3_RECIPE,
         recompute=("mla_up_proj",),
         mtp_layers=1,
         moments="bf16",
+        layouts=_DEEPSEEK_V3_LAYOUTS,
+    ),
+    Recipe(
+        "Megatron-Bridge",
+        "deepseek-v3",
+        "",  # GB300, B300: the model recipe alone
+        MappingProxyType({}),
+        "Megatron-Bridge " + _DEEPSEEK_V3_RECIPE,
+        mtp_layers=1,
+        moments="bf16",
+        layouts=_DEEPSEEK_V3_LAYOUTS,
     ),
     Recipe(
         "Megatron-Bridge",
@@ -387,13 +475,22 @@ RECIPES: tuple[Recipe, ...] = (
 )
 
 
-def recipe_for(group: str, model: str, accelerator: str, precision: str | None = None) -> Recipe | None:
+def recipe_for(
+    group: str,
+    model: str,
+    accelerator: str,
+    precision: str | None = None,
+    mapping: Mapping[str, int | None] | None = None,
+) -> Recipe | None:
+    """The first recipe for this source, model, GPU and precision whose identifying ``mapping`` (micro-batch,
+    pp, vp, ep) the row has."""
     for recipe in RECIPES:
         if (
             group.startswith(recipe.match)
             and model == recipe.model
             and recipe.accelerator.lower() in accelerator.lower()
             and recipe.precision in (None, precision)
+            and all((mapping or {}).get(k) == v for k, v in recipe.mapping.items())
         ):
             return recipe
     return None
@@ -808,12 +905,6 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     if precision not in profile.accelerator.peak_flops:
         raise NotRunnable(f"{profile.accelerator.name} has no {precision} tensor cores")
 
-    layout = _pipeline_layout(model, pp, vp)
-    if layout is not None:
-        assumptions.append(
-            f"pipeline layout not printed and {pp}·{vp} chunks do not split {model.layers} layers evenly: "
-            f"layers_per_chunk {list(layout)} (most even, lighter chunks at the ends)"
-        )
     sp = par_in.get("sequence_parallel")
     parallelism: dict[str, Any] = {
         "tp": tp,
@@ -829,9 +920,8 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
         "dp_overlap": sw.dp_overlap,
         "grad_reduce": sw.grad_reduce,
     }
-    if layout is not None:
-        parallelism["layers_per_chunk"] = list(layout)
-    recipe = recipe_for(group, model.name, profile.accelerator.name, precision)
+    identity = {"micro_batch": micro, "pp": pp, "vp": vp, "ep": ep}
+    recipe = recipe_for(group, model.name, profile.accelerator.name, precision, identity)
     if recipe is not None:
         silent = {k: v for k, v in recipe.parallelism.items() if k not in par_in}  # the row's word wins
         parallelism.update(silent)
@@ -843,6 +933,18 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
             model = replace(model, mtp_layers=recipe.mtp_layers)
             assumptions.append(
                 f"MTP not named: the recipe's mtp_layers {recipe.mtp_layers} ({recipe.source})"
+            )
+    recipe_layout = recipe.layouts.get((pp, vp)) if recipe is not None else None
+    if recipe_layout is not None:
+        parallelism["pipeline_layout"] = recipe_layout.format(m="m" * model.mtp_layers)
+        assumptions.append(f"pipeline layout not printed: the recipe's {parallelism['pipeline_layout']!r}")
+    else:
+        layout = _pipeline_layout(model, pp, vp)
+        if layout is not None:
+            parallelism["layers_per_chunk"] = list(layout)
+            assumptions.append(
+                f"pipeline layout not printed and {pp}·{vp} chunks do not split {model.layers} layers evenly: "
+                f"layers_per_chunk {list(layout)} (most even, lighter chunks at the ends)"
             )
     spec: dict[str, Any] = {
         "kind": "training",
@@ -941,7 +1043,8 @@ def _pipeline_layout(model: ModelSpec, pp: int, vp: int) -> tuple[int, ...] | No
     """None when racksim's automatic split applies; otherwise the most even ``layers_per_chunk``.
 
     Sources that split layers unevenly (DeepSeek-V3's 61 layers on 8, 16 or 32 chunks) used an explicit
-    Megatron pipeline layout they do not print; the most even one is the assumption.
+    Megatron pipeline layout they do not print; a recipe's layout (``Recipe.layouts``) is used where one is
+    known, otherwise the most even one is the assumption.
     """
     from workloads.model import balanced_chunk_layers, pipeline_layers
 
