@@ -187,6 +187,17 @@ class Cluster:
                 f"({self.gpus} GPUs); "
                 f"use --racks {need} or a smaller parallelism"
             )
+        if self.tier_spans and gpus > self.tier_spans[-1]:
+            top = len(self.tier_spans) - 1
+            raise ConfigError(
+                f"the job's {gpus} GPUs are more than the top fabric tier connects: no switch links its "
+                "blocks to each other",
+                file=self.profile.source_file,
+                path=f"scale_out.tiers[{top}].span_gpus",
+                value=self.tier_spans[-1],
+                expected=f"at least {gpus} (raise it, or add a tier above) or a job of at most "
+                f"{self.tier_spans[-1]} GPUs",
+            )
 
     # ------------------------------------------------------------------ where things are
     def rack_of(self, gpu: np.ndarray | int) -> np.ndarray | int:

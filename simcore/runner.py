@@ -144,10 +144,14 @@ def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str])
     from workloads.spec import (
         apply_workload_overrides,
         auto_training_spec,
+        check_simulated_steps,
         load_training_spec,
         load_workload,
         spec_mapping,
     )
+
+    if opts.steps is not None:
+        check_simulated_steps(opts.steps, file=None, path="--steps")
 
     name = DEFAULT_MODEL if opts.workload is None else opts.workload
     raw, label, text = load_workload(name, workload_sets)

@@ -44,6 +44,12 @@ CASES = [
     (["--seed", "abc"], "argument --seed: got 'abc'"),
     (["--steps", "1.5"], "argument --steps"),
     (
+        ["--steps", "100000000"],
+        "--steps: too many steps to simulate one by one; got 100000000; expected at most 100,000",
+    ),
+    (["--workload", "{dense}", "--set", "steps=100001"], "job: {steps: 100001}"),
+    (["--workload", "llama3-8b", "--steps", "200000"], "--steps: too many steps to simulate one by one"),
+    (
         ["--workload", "{dense}", "--set", "parallelism.pipeline_layout=Et*4|t*4L"],
         "parallelism.pipeline_layout: the layout has 2 chunks",
     ),

@@ -75,3 +75,14 @@ def test_place_names(hgx):
     c = Cluster(hgx)
     assert c.place(0) == "pod0/rack00/tray00/gpu0"
     assert c.place(33) == "pod0/rack01/tray00/gpu1"
+
+
+def test_a_job_larger_than_the_top_fabric_tier_is_an_error():
+    """A fat tree's top tier links span_gpus GPUs; a bigger job has blocks nothing connects."""
+    prof = load_profile("mi300x.yaml")  # leaf 256, spine 8192 GPUs
+    cluster = Cluster(prof, racks=300)
+    cluster.require(8192)  # exactly the top tier
+    with pytest.raises(ConfigError) as info:
+        cluster.require(8200)
+    assert info.value.path == "scale_out.tiers[1].span_gpus" and info.value.value == 8192
+    assert "mi300x.yaml" in str(info.value) and "at least 8200" in str(info.value)

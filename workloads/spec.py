@@ -372,11 +372,31 @@ def _with_layout_read(par: Parallelism, model: ModelSpec, file: str) -> Parallel
     return replace(par, layers_per_chunk=chunks)
 
 
+# Steps simulated event by event (every one in the trace): ~0.1 s of wall time each for a small job, so
+# 100,000 is hours of simulation and gigabytes of trace; a longer job is a job: section, replayed.
+MAX_SIMULATED_STEPS = 100_000
+
+
+def check_simulated_steps(steps: int, *, file: str | None, path: str = "steps") -> None:
+    """A step count racksim can simulate event by event in a sitting; the rest is the job replay's."""
+    if steps > MAX_SIMULATED_STEPS:
+        raise ConfigError(
+            "too many steps to simulate one by one",
+            file=file,
+            path=path,
+            value=steps,
+            expected=f"at most {MAX_SIMULATED_STEPS:,}; for a whole training job give job: {{steps: {steps}}} "
+            "and a few simulated steps: the job is replayed from their step time, with failures and "
+            "checkpoints (docs/workloads.md)",
+        )
+
+
 def validate_training_spec(spec: TrainingSpec) -> None:
     """Cross-field checks: parallel sizes divide the model and the batch."""
     from workloads.model import check_parallelism, check_recompute_modules
 
     par, file = spec.parallelism, spec.source_file
+    check_simulated_steps(spec.steps, file=file)
     modules = check_recompute_modules(list(par.recompute_modules), file=file)
     model = spec.model
     dense_layers = any(model.has_ffn(i) and not model.is_moe_layer(i) for i in range(model.layers))
