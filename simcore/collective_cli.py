@@ -147,6 +147,7 @@ def collective_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str
     cluster = Cluster(profile, racks=args.racks)
     model = CollectiveModel(profile, cluster)
     layout = model.layout_for(args.ranks)
+    cluster.require(args.ranks)  # a group larger than the top fabric tier has blocks nothing links
     res = model.times(
         op_name,
         [float(s) for s in sizes],

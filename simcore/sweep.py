@@ -173,7 +173,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         sets=list(sets),
         grid=grid,
         racks=_positive(data, "racks", file),
-        steps=_positive(data, "steps", file),
+        steps=_simulated_steps(data, file),
         seed=_nonnegative(data, "seed", file),
         trace=_bool(data, "trace", file),
         metrics=_metrics(data, file),
@@ -197,6 +197,15 @@ def _positive(data: Mapping[str, Any], key: str, file: str) -> int | None:
     if value is not None and value < 1:
         raise ConfigError("", file=file, path=key, value=value, expected="a positive integer")
     return value
+
+
+def _simulated_steps(data: Mapping[str, Any], file: str) -> int | None:
+    from workloads.spec import check_simulated_steps
+
+    steps = _positive(data, "steps", file)
+    if steps is not None:
+        check_simulated_steps(steps, file=file)
+    return steps
 
 
 def _nonnegative(data: Mapping[str, Any], key: str, file: str) -> int:

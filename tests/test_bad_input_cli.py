@@ -55,6 +55,10 @@ CASES = [
     ),
     (["--fidelity", "bogus"], "invalid choice: 'bogus'"),
     (
+        ["collective", "--profile", "a100-dgx", "--op", "allreduce", "--ranks", "8192", "--racks", "256"],
+        "scale_out.tiers[2].span_gpus: the job's 8192 GPUs are more than the top fabric tier connects",
+    ),
+    (
         ["collective", "--profile", "h100-dgx", "--op", "allreduce", "--ranks", "16", "--sizes", "1e400"],
         "--sizes: size too large; got '1e400'",
     ),

@@ -260,7 +260,7 @@ def test_a_stale_layout_after_changing_pp_says_it_can_be_dropped():
         ("E|t*8|t*8|L", (0, 8, 8, 0)),
         (" E t*2 | ( t t | ) * 2 t L ", (2, 2, 2, 1)),  # spaces are ignored
         ("E((t|)*2)*2tL", (1, 1, 1, 1, 1)),  # nested repeats
-        ("Et*3|t*5|t*5|t*3L|", (3, 5, 5, 3)),  # a separator after the loss ends nothing
+        ("Et*3,|t*5|t*5|t*3,L", (3, 5, 5, 3)),  # commas are cosmetic, as in Megatron
     ],
 )
 def test_megatron_layout_strings_count_layers_per_chunk(layout, chunks):
@@ -291,6 +291,8 @@ def test_a_layout_string_runs_exactly_as_its_list():
         ("Et*4|t*4|t*4L", "the layout has 3 chunks and 12 layers"),
         ("Et*4|t*4|t*4|t*5L", "the layout has 4 chunks and 17 layers"),
         ("E(t|)*99999999tL", "repeats to more than 1,000,000 tokens"),
+        ("Et*8|t*8L|", "the loss (L) must close the last chunk"),  # Megatron: an empty third chunk
+        ("Et*8||t*4|t*4L", "chunk 1 holds no layer"),
     ],
 )
 def test_bad_pipeline_layout_names_the_field(layout, fragment):

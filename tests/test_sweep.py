@@ -117,6 +117,7 @@ def test_a_crashing_point_keeps_the_others_and_the_command_exits_1(tmp_path, mon
         ("profiles: gen2.yaml\ngrid: {parallelism.tp: 4}\n", "grid.parallelism.tp", "e.g. [4, 8]"),
         ("profiles: gen2.yaml\nset: [parallelism.tp]\n", "set[0]", "key.path=value"),
         ("profiles: gen2.yaml\nsteps: 0\n", "steps", "a positive integer"),
+        ("profiles: gen2.yaml\nsteps: 200000\n", "steps", "too many steps to simulate one by one"),
         ("profiles: gen2.yaml\nseed: -1\n", "seed", "a whole number >= 0"),
         ("workloads: [llama3-8b]\n", "profiles", "one or more hardware profiles"),
         (

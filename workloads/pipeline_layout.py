@@ -3,8 +3,9 @@
 Megatron writes an uneven pipeline split as a string such as DeepSeek-V3's ``Et*4|(t*4|)*14tmL``: one
 ``|``-separated entry per model chunk (pp·vp of them, in model order), ``E`` the embedding, ``t`` a
 transformer layer, ``m`` a multi-token-prediction depth, ``L`` the output layer and loss, ``x*N`` a
-repetition of the token or parenthesised group before it. Recipes publish these strings, so racksim reads
-them as written instead of asking users to count the ``t`` s into ``parallelism.layers_per_chunk``.
+repetition of the token or parenthesised group before it (spaces and commas are cosmetic, as in Megatron).
+Recipes publish these strings, so racksim reads them as written instead of asking users to count the ``t`` s
+into ``parallelism.layers_per_chunk``. racksim runs MTP with the loss, so ``m`` must sit in the last chunk.
 """
 
 from __future__ import annotations
@@ -61,10 +62,9 @@ def layers_per_chunk(layout: str, *, mtp_layers: int, file: str | None, path: st
     def fail(message: str) -> NoReturn:
         raise ConfigError(message, file=file, path=path, value=layout, expected=_EXPECTED)
 
-    expanded, _ = _expand("".join(layout.split()), 0, 0, fail)
-    chunks = expanded.split("|")
-    if chunks and chunks[-1] == "" and len(chunks) > 1 and "L" in chunks[-2]:
-        chunks.pop()  # a trailing separator after the loss
+    # Megatron drops spaces and commas as cosmetic ("Ettt|(tt|)*29,m|L" in its docs)
+    expanded, _ = _expand("".join(layout.replace(",", " ").split()), 0, 0, fail)
+    chunks = expanded.split("|")  # a trailing "|" is an empty last chunk, as Megatron counts it
     if expanded.count("E") != 1 or not chunks[0].startswith("E"):
         fail("the embedding (E) must open the first chunk, once")
     if expanded.count("L") != 1 or not chunks[-1].endswith("L"):

@@ -356,6 +356,7 @@ def _with_layout_read(par: Parallelism, model: ModelSpec, file: str) -> Parallel
             path="parallelism.pipeline_layout",
             value=par.pipeline_layout,
             expected="one of pipeline_layout (Megatron's string) or layers_per_chunk (a list)",
+            hint="drop one, e.g. --set parallelism.pipeline_layout=null",
         )
     path = "parallelism.pipeline_layout"
     chunks = pipeline_layout.layers_per_chunk(
@@ -368,6 +369,17 @@ def _with_layout_read(par: Parallelism, model: ModelSpec, file: str) -> Parallel
             path=path,
             value=par.pipeline_layout,
             expected=f"pp·vp = {par.pp * par.vp} chunks holding the model's {model.layers} layers",
+            hint="a layout for another pp or vp goes with it: --set parallelism.pipeline_layout=null for the "
+            "automatic split",
+        )
+    empty = [i for i, n in enumerate(chunks[1:-1], start=1) if n == 0]
+    if empty:
+        raise ConfigError(
+            f"chunk {empty[0]} holds no layer",
+            file=file,
+            path=path,
+            value=par.pipeline_layout,
+            expected="at least one t in every chunk but the first and the last",
         )
     return replace(par, layers_per_chunk=chunks)
 

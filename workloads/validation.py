@@ -306,52 +306,51 @@ RECIPES: tuple[Recipe, ...] = (
             ("deepseek-v3", "H100", True, ("mlp", "mla_up_proj", "moe_act", "layernorm")),
         )
     ),
-    Recipe(
-        _MBRIDGE_FROM_26_06,
-        "deepseek-v3",
-        "GB300",
-        MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": True}),
-        _DEEPSEEK_V3_CONFIGS
-        + "GB300_FP8_MX_V2: micro-batch 1, pp 2, vp 8, ep 32, HybridEP, moe_a2a_overlap, "
-        "cuda_graph_impl full_iteration, no recompute; " + _DEEPSEEK_V3_RECIPE,
-        mtp_layers=1,
-        moments="bf16",
-        precision="fp8",
-        kernels=MappingProxyType({"cuda_graphs": True}),
-        mapping=MappingProxyType({"micro_batch": 1, "pp": 2, "vp": 8, "ep": 32}),
-        layouts=_DEEPSEEK_V3_LAYOUTS,
-    ),
-    Recipe(
-        _MBRIDGE_FROM_26_06,
-        "deepseek-v3",
-        "GB200",
-        MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": True}),
-        _DEEPSEEK_V3_CONFIGS
-        + "GB200_FP8_MX_V2: micro-batch 1, pp 4, vp 4, ep 64, HybridEP, moe_a2a_overlap, "
-        "cuda_graph_impl full_iteration, recompute_modules [mla_up_proj]; " + _DEEPSEEK_V3_RECIPE,
-        recompute=("mla_up_proj",),
-        mtp_layers=1,
-        moments="bf16",
-        precision="fp8",
-        kernels=MappingProxyType({"cuda_graphs": True}),
-        mapping=MappingProxyType({"micro_batch": 1, "pp": 4, "vp": 4, "ep": 64}),
-        layouts=_DEEPSEEK_V3_LAYOUTS,
-    ),
-    Recipe(
-        "Megatron-Bridge",
-        "deepseek-v3",
-        "DGX B200",
-        MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": True}),
-        _DEEPSEEK_V3_CONFIGS
-        + "B200_FP8_MX_V2 (the only B200 config with this mapping): micro-batch 1, pp 8, "
-        "vp 2, ep 32 (over 4 nodes), DeepEP, moe_a2a_overlap, recompute_modules [mla_up_proj, mlp]; "
-        + _DEEPSEEK_V3_RECIPE,
-        recompute=("mla_up_proj", "mlp"),
-        mtp_layers=1,
-        moments="bf16",
-        precision="fp8",
-        mapping=MappingProxyType({"micro_batch": 1, "pp": 8, "vp": 2, "ep": 32}),
-        layouts=_DEEPSEEK_V3_LAYOUTS,
+    # Megatron-Bridge's DeepSeek-V3 MXFP8 configs that overlap the all-to-all, told apart by the row's mapping
+    *(
+        Recipe(
+            match,
+            "deepseek-v3",
+            accelerator,
+            MappingProxyType({"ep_dispatch": "deepep", "ep_comm_overlap": True}),
+            f"{_DEEPSEEK_V3_CONFIGS}{config}; {_DEEPSEEK_V3_RECIPE}",
+            recompute=recompute,
+            mtp_layers=1,
+            moments="bf16",
+            precision="fp8",
+            kernels=MappingProxyType({"cuda_graphs": True} if graphs else {}),
+            mapping=MappingProxyType(dict(zip(("micro_batch", "pp", "vp", "ep"), mapping, strict=True))),
+            layouts=_DEEPSEEK_V3_LAYOUTS,
+        )
+        for match, accelerator, mapping, recompute, graphs, config in (
+            (
+                _MBRIDGE_FROM_26_06,
+                "GB300",
+                (1, 2, 8, 32),
+                None,
+                True,
+                "GB300_FP8_MX_V2: micro-batch 1, pp 2, vp 8, ep 32, HybridEP, moe_a2a_overlap, "
+                "cuda_graph_impl full_iteration, no recompute",
+            ),
+            (
+                _MBRIDGE_FROM_26_06,
+                "GB200",
+                (1, 4, 4, 64),
+                ("mla_up_proj",),
+                True,
+                "GB200_FP8_MX_V2: micro-batch 1, pp 4, vp 4, ep 64, HybridEP, moe_a2a_overlap, "
+                "cuda_graph_impl full_iteration, recompute_modules [mla_up_proj]",
+            ),
+            (
+                "Megatron-Bridge",
+                "DGX B200",
+                (1, 8, 2, 32),
+                ("mla_up_proj", "mlp"),
+                False,
+                "B200_FP8_MX_V2 (the only B200 config with this mapping): micro-batch 1, pp 8, vp 2, ep 32 "
+                "(over 4 nodes), DeepEP, moe_a2a_overlap, recompute_modules [mla_up_proj, mlp]",
+            ),
+        )
     ),
     Recipe(
         "Megatron-Bridge",
