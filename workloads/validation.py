@@ -133,6 +133,73 @@ PLATFORMS: Mapping[str, Platform] = {
     ),
 }
 NOT_EXPRESSIBLE_ACCELERATORS = (("tpu", "TPU"), ("gaudi", "Intel Gaudi"), ("trainium", "AWS Trainium"))
+# A platform entry racksim has no name for is read by its GPU: the shipped profile of that GPU (first match
+# wins, so GB300 before B300 and GH200 before H200), with the entry's network left to the profile.
+GPU_PROFILES: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
+    (r"gh200|grace\s*hopper", None, ()),
+    (r"h100\s*(nvl|pcie)|\bl40s?\b|\ba10g?\b|\bl4\b|rtx|v100", None, ()),
+    (r"gb300", "gb300-nvl72.yaml", NVL72_AS_64),
+    (r"gb200", "gb200-nvl72.yaml", NVL72_AS_64),
+    (r"b300", "b300-dgx.yaml", ()),
+    (r"b200", "b200-dgx.yaml", ()),
+    (r"h200", "h200-hgx.yaml", ()),
+    (r"h800", "h800-hgx.yaml", ()),
+    (r"h100", "h100-dgx.yaml", ()),
+    (r"a100.*\b40\s*gb|40\s*gb.*a100", "a100-dgx.yaml", PLATFORMS["mosaic_a100_40"].sets),
+    (r"a100", "a100-dgx.yaml", ()),
+    (r"mi355", "mi355x.yaml", ()),
+    (r"mi325", "mi325x.yaml", ()),
+    (r"mi300", "mi300x.yaml", ()),
+)
+
+
+def _stated_gpu_figures(gpu: str, profile: str, sets: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """Overrides for what a platform's GPU text states and its profile differs in: HBM size and bandwidth,
+    and a power limit below the TDP (a capped GPU runs slower: accelerator.power_cap)."""
+    from simcore.profile import load_profile
+
+    acc = load_profile(profile, list(sets)).accelerator
+    out: list[str] = []
+    if (m := re.search(r"(\d+(?:\.\d+)?)\s*GB\b", gpu, re.I)) and abs(
+        float(m[1]) * 1e9 / acc.hbm_capacity - 1
+    ) > 0.03:
+        out.append(f"accelerator.hbm_capacity={m[1]} GB")
+    if (m := re.search(r"(\d+(?:\.\d+)?)\s*TB/s", gpu, re.I)) and abs(
+        float(m[1]) * 1e12 / acc.hbm_bandwidth - 1
+    ) > 0.03:
+        out.append(f"accelerator.hbm_bandwidth={m[1]} TB/s")
+    if (m := re.search(r"(\d{3,4})\s*W\b", gpu)) and float(m[1]) < acc.tdp * 0.97:
+        out.append(f"accelerator.power_cap={m[1]} W")
+    said = f" with {', '.join(o.split('.', 1)[1] for o in out)} as stated" if out else " as shipped"
+    return tuple(out), said
+
+
+def platform_for(ref: str, table: Mapping[str, Any]) -> Platform:
+    """The platform a row's ``hardware.ref`` names: a known entry, or the table's entry read by its GPU."""
+    if ref in PLATFORMS:
+        return PLATFORMS[ref]
+    entries = table.get("hardware_platforms") or {}
+    entry = entries.get(ref) if isinstance(entries, Mapping) else None
+    if not isinstance(entry, Mapping):
+        raise NotRunnable(f"hardware platform {ref!r} is neither known to racksim nor in the table")
+    gpu = str(entry.get("gpu") or entry.get("accelerator") or "")
+    for key, label in NOT_EXPRESSIBLE_ACCELERATORS:
+        if key in gpu.lower():
+            raise NotRunnable(f"{label} accelerators have no racksim profile")
+    for pattern, profile, sets in GPU_PROFILES:
+        if re.search(pattern, gpu, re.I):
+            if profile is None:
+                raise NotRunnable(f"hardware platform {ref!r}: no racksim profile for its GPU ({gpu})")
+            stated, said = _stated_gpu_figures(gpu, profile, sets)
+            return Platform(
+                profile,
+                (*sets, *stated),
+                f"platform {ref!r} read by its GPU ({gpu}): {profile}{said}; network and cluster from the "
+                "profile, not from the entry's text",
+            )
+    raise NotRunnable(
+        f"hardware platform {ref!r} is not mapped to a racksim profile (GPU {gpu or 'not named'})"
+    )
 
 
 # ------------------------------------------------------------------------------------------- software
@@ -154,6 +221,7 @@ class Software:
     vp: int | None = None  # the stack's interleaving when a row does not give vp (None: 1)
     eval_overhead: float = 0.0  # share of wall-clock minutes spent in evaluation (MLPerf), on top of training
     note: str = ""
+    named_anywhere: bool = True  # also found by name inside a group (False: a benchmark, not a stack)
 
 
 SOFTWARE: tuple[Software, ...] = (
@@ -194,6 +262,13 @@ SOFTWARE: tuple[Software, ...] = (
         "Megatron's 72·B·s·l·h²(...) without recompute",
     ),
     Software(
+        ("torchtitan", "NeMo AutoModel", "AutoModel"),
+        zero=3,
+        fsdp=True,
+        note="PyTorch-native stacks (torchtitan, NeMo AutoModel): FSDP2 fully sharded with fp32 gradient "
+        "reduce-scatter (torchtitan's mixed_precision_reduce default), SDPA flash attention, no TP overlap",
+    ),
+    Software(
         "NeMo", tp_comm_overlap=True, note="NeMo performance recipes: distributed optimizer, TP overlap"
     ),
     Software(
@@ -209,6 +284,7 @@ SOFTWARE: tuple[Software, ...] = (
         tp_comm_overlap=True,
         vp=12,
         eval_overhead=5662 / 24576 / 3,
+        named_anywhere=False,  # "AMD MLPerf Training" is AMD's code, not NVIDIA's NeMo
         note="NVIDIA's v3.1 GPT-3 implementation (conf/custom.yaml in mlcommons/training_results_v3.1): "
         "interleaving INTERLEAVED_PIPELINE default 12, sequence parallel, TP overlap, no recompute, no dropout, "
         "distributed optimizer; evaluation of 5,662 sequences every 24,576 trained (forward only, ~1/3 of a "
@@ -495,9 +571,21 @@ def recipe_for(
     return None
 
 
+def _stack_name(sw: Software) -> str:
+    return sw.match if isinstance(sw.match, str) else sw.match[0]
+
+
 def software_for(group: str) -> Software:
+    """The stack a row's group names: by prefix (the packaged tables), else by name anywhere in the group
+    ("NVIDIA NeMo 25.04 performance summary"), else racksim's defaults."""
     for sw in SOFTWARE:
-        if group.startswith(sw.match):
+        if sw.match and group.startswith(sw.match):
+            return sw
+    for sw in SOFTWARE:
+        names = (sw.match,) if isinstance(sw.match, str) else sw.match
+        if sw.named_anywhere and any(
+            n and re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", group, re.I) for n in names
+        ):
             return sw
     return DEFAULT_SOFTWARE
 
@@ -547,6 +635,18 @@ NAME_ALIASES: Mapping[str, str] = {
     "nemotron3super": "nemotron-3-super-120b-a12b",
     "nemotron35lightning": "nemotron-3.5-lightning-30b-a3b",
     "gpt3": "gpt3-175b",
+    # version dots and parameter counts other authors write
+    "llama318b": "llama3-8b",
+    "llama3170b": "llama3-70b",
+    "qwen3moe30b": "qwen3-30b-a3b",
+    "qwen330b": "qwen3-30b-a3b",
+    "qwen3moe235b": "qwen3-235b-a22b",
+    "qwen3235b": "qwen3-235b-a22b",
+    "deepseekv3671b": "deepseek-v3",
+    "deepseekv3": "deepseek-v3",
+    "gptoss120b": "gpt-oss-120b",
+    "mixtral8x7bv01": "mixtral-8x7b",
+    "mixtral8x22bv01": "mixtral-8x22b",
 }
 CATALOG_PRESETS: Mapping[str, str] = {
     "llama3_8b": "llama3-8b",
@@ -600,6 +700,53 @@ def _megatron_gpt(layers: int, hidden: int, heads: int, ffn: int | None, vocab: 
     )
 
 
+_CATALOG_FFN = (("swiglu", "swiglu"), ("silu", "swiglu"), ("squared", "squared_relu"), ("relu2", "squared_relu"),
+                ("gelu", "gelu"))  # fmt: skip
+
+
+def _catalog_model(ref: str, c: Mapping[str, Any], seq: int | None) -> tuple[ModelSpec, str]:
+    """A ``model_catalog`` entry racksim has no mapping for: the preset of the same shape (or name), else a
+    dense decoder built from the entry (GQA, activation) — an MoE entry without a preset is not guessed."""
+    where = f"model_catalog.{ref}"
+    shape = tuple(positive_int(c, k, where) for k in ("layers", "hidden", "heads"))
+    if None in shape:
+        raise NotRunnable(f"`{where}` does not give layers, hidden and heads")
+    kv_heads = positive_int(c, "kv_heads", where)
+    ffn_size = positive_int(c, "ffn", where)
+    named = _named_models().get(_norm(ref))
+    for preset in ([named] if named else []) + list_presets():
+        p = _model_by_name(preset)
+        moe = bool(c.get("moe") or c.get("experts") or c.get("num_experts"))
+        same = (p.layers, p.hidden, p.heads) == shape and (kv_heads or p.kv_heads) == p.kv_heads
+        if same and (p.moe is not None) == moe and (moe or ffn_size in (None, p.ffn_hidden)):
+            return p, f"catalog {ref} -> preset {preset} (same layers, hidden and heads)"
+    if c.get("moe") or c.get("experts") or c.get("num_experts"):
+        raise NotRunnable(f"`{where}` is a mixture-of-experts model racksim has no preset of that shape for")
+    activation = str(c.get("activation") or c.get("ffn_type") or "").lower()
+    ffn = next((kind for key, kind in _CATALOG_FFN if key in activation), None)
+    vocab = positive_int(c, "vocab", where) or 51200
+    if kv_heads is None and ffn is None:
+        return _megatron_gpt(*shape, ffn_size, vocab, seq or 2048), f"catalog {ref} (Megatron GPT defaults)"
+    layers, hidden, heads = shape
+    ffn = ffn or "swiglu"
+    spec = ModelSpec(
+        name=ref,
+        layers=layers,
+        hidden=hidden,
+        ffn_hidden=ffn_size or (int(8 * hidden / 3) if ffn == "swiglu" else 4 * hidden),
+        heads=heads,
+        kv_heads=kv_heads or heads,
+        vocab=vocab,
+        seq_len=seq or positive_int(c, "seq_len", where) or 4096,
+        ffn=ffn,
+        bias=False,
+        position_embedding="rope",
+        tied_embeddings=False,
+        source=f"the table's {where}: layers, hidden, heads, kv_heads, ffn, activation; RoPE, no biases",
+    )
+    return spec, f"catalog {ref} ({ffn}, {spec.kv_heads} KV heads, RoPE, untied embeddings)"
+
+
 def resolve_model(row: Mapping[str, Any], table: Mapping[str, Any]) -> tuple[ModelSpec, str]:
     """The row's model and how it was found: catalog ref, published name, or layers/hidden/heads."""
     m = dict(row_section(row, "model"))
@@ -616,14 +763,7 @@ def resolve_model(row: Mapping[str, Any], table: Mapping[str, Any]) -> tuple[Mod
     if ref and ref in CATALOG_PRESETS:
         spec, how = load_preset(CATALOG_PRESETS[ref]), f"catalog {ref} -> preset {CATALOG_PRESETS[ref]}"
     elif ref and ref in catalog and isinstance(catalog[ref], Mapping) and catalog[ref].get("layers"):
-        c, where = catalog[ref], f"model_catalog.{ref}"
-        shape = [positive_int(c, k, where) for k in ("layers", "hidden", "heads")]
-        if None in shape:
-            raise NotRunnable(f"`{where}` does not give layers, hidden and heads")
-        spec = _megatron_gpt(
-            *shape, positive_int(c, "ffn", where), positive_int(c, "vocab", where) or 51200, seq or 2048
-        )
-        how = f"catalog {ref}"
+        spec, how = _catalog_model(ref, catalog[ref], seq)
     if spec is None and name:
         base = _norm(re.sub(r"\(.*?\)", "", name).split(",")[0])
         names = _named_models()
@@ -738,13 +878,13 @@ class RowResult:
 def precision_of(text: Any) -> tuple[str, str]:
     """(racksim precision, note) from a row's precision text: FP4 variants -> fp4, FP8 -> fp8, BF16 -> bf16."""
     s = str(text or "").upper()
-    if re.search(r"FP4|NVFP4|MXFP4", s):
+    if re.search(r"FP4|NVFP4|MXFP4|FLOAT4", s):
         return "fp4", ""
-    if "FP8" in s:
+    if re.search(r"FP8|FLOAT8|E4M3|E5M2", s):
         return "fp8", ""
-    if "BF16" in s:
+    if re.search(r"BF16|BFLOAT16", s):
         return "bf16", ""
-    if "FP16" in s:
+    if re.search(r"FP16|FLOAT16|HALF", s):
         return "fp16", ""
     return "bf16", "precision not stated: bf16 assumed"
 
@@ -769,11 +909,14 @@ def row_section(row: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
+NOT_GIVEN = ("", "-", "n/a", "na", "none", "null")  # how tables print an empty cell
+
+
 def positive_int(section: Mapping[str, Any], key: str, where: str) -> int | None:
     """A count the row gives (GPUs, a parallel degree, a batch or a length): None when absent, else a
     positive whole number or the row is not runnable."""
     value = section.get(key)
-    if value is None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in NOT_GIVEN):
         return None
     n = _int(value)
     if n is None or n < 1:
@@ -793,7 +936,11 @@ def positive_number(section: Mapping[str, Any], key: str, where: str) -> float |
 
 
 def measured_value(section: Mapping[str, Any], key: str) -> float | None:
-    """A printed measurement from ``results`` (an error relative to zero or infinity means nothing)."""
+    """A printed measurement from ``results`` (an error relative to zero or infinity means nothing); a
+    number kept as printed text ("1,002") is read as the number."""
+    value = section.get(key)
+    if isinstance(value, str) and re.fullmatch(r"\s*\d[\d,]*(\.\d+)?\s*", value):
+        section = {key: float(value.replace(",", ""))}
     return positive_number(section, key, "results")
 
 
@@ -817,7 +964,9 @@ def _metric(row: Mapping[str, Any], sw: Software) -> tuple[str, float, str]:
         return "tokens/s/GPU", v, "tokens"
     if (v := measured_value(res, "iteration_time_s")) is not None:
         return "iteration s", v, "step"
-    if (v := measured_value(res, "tflops_per_gpu")) is not None:
+    if (
+        v := measured_value(res, "tflops_per_gpu") or measured_value(res, "model_tflops_per_gpu")
+    ) is not None:
         label = {"megatron_full_recompute": "SC21 96BSlh2", "megatron": "Megatron 72BSlh2"}.get(
             sw.flops, "6N+attn"
         )
@@ -847,9 +996,7 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
         raise NotRunnable(f"no hardware platform given ({acc or 'accelerator not named'})")
     if str(ref).startswith("tpu"):
         raise NotRunnable("TPU pods have no racksim profile")
-    platform = PLATFORMS.get(ref)
-    if platform is None:
-        raise NotRunnable(f"hardware platform {ref!r} is not mapped to a racksim profile")
+    platform = platform_for(ref, table)
     gpus = positive_int(hw, "gpus", "hardware")
     if not gpus:
         raise NotRunnable("number of GPUs not given")
@@ -876,8 +1023,12 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     if given_dp is not None and given_dp != dp:
         raise NotRunnable(f"dp = {given_dp} but GPUs / (tp·pp·cp) = {dp}")
     assumptions: list[str] = []
+    if sw is DEFAULT_SOFTWARE:
+        assumptions.append(f"software: the group names no stack racksim knows: {sw.note}")
+    elif not group.startswith(sw.match):
+        assumptions.append(f"software: {_stack_name(sw)}, named in the group ({sw.note})")
     if _int(par_in.get("vp")) is None and vp > 1:
-        assumptions.append(f"vp not given: {vp} ({sw.match} stack default)")
+        assumptions.append(f"vp not given: {vp} ({_stack_name(sw)} stack default)")
     if platform.note:
         assumptions.append(platform.note)
 
@@ -891,6 +1042,10 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
 
     model, how = resolve_model(row, table)
     assumptions.append(f"model: {how}")
+    if model.moe is not None and _int(par_in.get("ep")) is None:
+        assumptions.append(
+            f"ep not given ({par_in.get('ep')!r}): 1, every GPU holds all {model.moe.experts} experts"
+        )
     if model.moe is not None and re.search(
         r"token\s*-?drop", f"{rid} {row_section(row, 'model').get('name', '')}", re.I
     ):
