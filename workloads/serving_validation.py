@@ -38,7 +38,15 @@ from typing import Any
 
 from simcore.profile import load_profile
 from workloads.model import ModelSpec, embedding_params, load_preset, output_params, total_params
-from workloads.validation import NotRunnable, RowPlan, measured_value, positive_int, row_section
+from workloads.validation import (
+    NotRunnable,
+    RowPlan,
+    measured_value,
+    model_base_name,
+    positive_int,
+    precision_of,
+    row_section,
+)
 
 DEFAULT_SERVING_TABLE = "reference/inference_runs.yaml"
 
@@ -68,7 +76,6 @@ SERVING_SYSTEMS = {
     "mi325x": "mi325x.yaml",
     "mi355x": "mi355x.yaml",
 }
-SERVING_PRECISIONS = {"fp8": "fp8", "fp4": "fp4", "nvfp4": "fp4", "bf16": "bf16", "fp16": "fp16"}
 REQUESTS = 1000
 BENCH_KV_FRACTION = 0.95  # the overview: "in many cases ... --kv_cache_free_gpu_mem_fraction 0.95"
 BENCH_BYTES = {"fp8": 1.0, "fp4": 0.5, "bf16": 2.0, "fp16": 2.0}  # trtllm-bench's BYTES_PER_ELEM
@@ -199,15 +206,43 @@ def serving_model(name: str) -> str | None:
     training validation knows (presets and their published spellings: 'Mixtral 8x7B', 'GPT-OSS 120B')."""
     from workloads.validation import _named_models, _norm
 
-    return SERVING_MODELS.get(_key(name)) or _named_models().get(_norm(name))
+    for candidate in (name, model_base_name(name)):
+        if found := SERVING_MODELS.get(_key(candidate)) or _named_models().get(_norm(candidate)):
+            return found
+    return None
 
 
 def serving_system(accelerator: str) -> str | None:
     """The shipped profile of the first GPU name in a row's accelerator ('NVIDIA H100 SXM5 80GB' -> h100)."""
     for word in re.findall(r"[a-z0-9]+", accelerator.lower()):
+        word = re.sub(r"^\d+x", "", word)  # "8xMI300X"
         if word in SERVING_SYSTEMS:
             return SERVING_SYSTEMS[word]
     return None
+
+
+def serving_precision(text: Any) -> str | None:
+    """The racksim precision of a row's precision text ('FP8 (e4m3)', 'bfloat16', 'NVFP4'), None if unstated."""
+    precision, unstated = precision_of(text)
+    return None if unstated else precision
+
+
+def _refuse_cards(accel: str) -> None:
+    """PCIe / NVL cards and 40 GB A100s have no shipped profile; the SXM modules' would overstate them."""
+    if re.search(r"\b(nvl|pcie)\b", accel.lower()):
+        raise NotRunnable(f"{accel}: a PCIe card, no shipped profile (the profiles are SXM modules)")
+    if re.search(r"a100", accel, re.I) and re.search(r"\b40\s*gb", accel, re.I):
+        raise NotRunnable(f"{accel}: the A100 40GB has no serving profile (a100-dgx is the 80 GB module)")
+
+
+def _engine_note(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """Rows from another engine than TensorRT-LLM run with trtllm-bench's limits: say so."""
+    engine = str(row.get("engine") or row.get("software") or "")
+    if engine and not re.search(r"tensorrt|trt", engine, re.I):
+        return (
+            f"the row's engine {engine!r} runs with trtllm-bench's batch limits (its own are not modelled)",
+        )
+    return ()
 
 
 def is_serving_row(row: Mapping[str, Any]) -> bool:
@@ -230,7 +265,8 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
     isl = positive_int(workload, "input_len", "workload")
     osl = positive_int(workload, "output_len", "workload")
     if isl is None or osl is None:
-        if group.startswith("MLPerf Inference") and _key(str(row.get("model", ""))).startswith("llama270b"):
+        model_key = _key(model_base_name(str(row.get("model", ""))))
+        if re.search(r"mlperf\s*inference", group, re.I) and model_key.startswith("llama270b"):
             return map_mlperf_row(row)
         raise NotRunnable(
             "request lengths not given (the row names no data set racksim knows the lengths of)"
@@ -239,16 +275,18 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
     if model is None:
         raise NotRunnable(f"model {row.get('model')!r} matches no racksim preset")
     accel = str(hw.get("accelerator", ""))
+    _refuse_cards(accel)
     profile = serving_system(accel)
     if profile is None:
         raise NotRunnable(f"accelerator {accel!r} matches no shipped profile ({', '.join(SERVING_SYSTEMS)})")
-    precision = SERVING_PRECISIONS.get(_key(str(row.get("precision", ""))))
+    precision = serving_precision(row.get("precision"))
     if precision is None:
         raise NotRunnable(f"precision {row.get('precision')!r} is not one racksim serves")
     tp = positive_int(hw, "tp", "hardware") or positive_int(hw, "total_accelerators", "hardware") or 1
     if (positive_int(hw, "pp", "hardware") or 1) > 1:
         raise NotRunnable("pp > 1: racksim serves tensor-parallel replicas, without pipeline stages")
-    if (positive_int(hw, "ep", "hardware") or 1) > 1:
+    attention_dp = hw.get("attention_dp") is True
+    if (positive_int(hw, "ep", "hardware") or 1) > 1 and not attention_dp:
         raise NotRunnable(
             "ep > 1: the row does not say how attention is split (TP, or data parallel as in 'DEP'); "
             "write the run as a workload with parallelism.ep and attention_dp (docs/inference.md)"
@@ -263,7 +301,11 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
     max_seqs, max_tokens = trtllm_bench_limits(preset, precision, kv, tp, isl, osl, device)
     scheduler = {"max_num_seqs": max_seqs, "max_batch_tokens": max_tokens, "chunked_prefill": True}
     parallelism: dict[str, Any] = {"tp": tp, "replicas": 1}
-    if preset.moe is not None and tp > 1:  # the overview's MoE command passes --ep: whole experts per GPU
+    if attention_dp:  # "DEP": attention data parallel over the GPUs, the experts sharded over them all
+        if preset.moe is None:
+            raise NotRunnable("attention_dp on a dense model: TensorRT-LLM's attention DP is for MoE models")
+        parallelism["attention_dp"] = True
+    elif preset.moe is not None and tp > 1:  # the overview's MoE command passes --ep: whole experts per GPU
         parallelism["ep"] = math.gcd(tp, preset.moe.experts)
     spec = {
         "kind": "inference",
@@ -283,6 +325,9 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
         "(trtllm-bench's defaults for the lengths)",
         *([f"experts expert-parallel over {parallelism['ep']} GPUs (the MoE command's --ep)"]
           if "ep" in parallelism else []),
+        *([f"attention data parallel over {tp} GPUs (the row's attention_dp; racksim's attention-DP path is not "
+           "calibrated, docs/inference.md)"] if attention_dp else []),
+        *_engine_note(row),
     )  # fmt: skip
     return RowPlan(
         id=rid,
@@ -309,12 +354,14 @@ def map_mlperf_row(row: Mapping[str, Any]) -> RowPlan:
         raise NotRunnable("MaxQ: a power-limited run whose per-GPU limit the row does not give")
     hw = row_section(row, "hardware")
     accel = str(hw.get("accelerator", ""))
-    if re.search(r"\b(nvl|pcie)\b", accel.lower()):
-        raise NotRunnable(f"{accel}: a PCIe card, no shipped profile (h100-dgx is the SXM5 module)")
+    _refuse_cards(accel)
     profile = serving_system(accel)
     if profile is None:
         raise NotRunnable(f"accelerator {accel!r} matches no shipped profile ({', '.join(SERVING_SYSTEMS)})")
-    engine = next((e for e in MLPERF_ENGINES if re.search(e.gpu, accel) and re.search(e.system, rid)), None)
+    names = " ".join(
+        str(v) for v in (rid, hw.get("system", ""), row.get("submitter", ""), row.get("system", ""))
+    )
+    engine = next((e for e in MLPERF_ENGINES if re.search(e.gpu, accel) and re.search(e.system, names)), None)
     if engine is None:
         raise NotRunnable("no engine configuration known for this submission's system")
     gpus = positive_int(hw, "total_accelerators", "hardware") or 1

@@ -668,6 +668,21 @@ def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
+# What checkpoint names add to a model's name: the org ("meta-llama/"), tuning, format, release and date
+# tags (a release "v0.1" goes, a generation "V3" or "V2.5" stays)
+_NAME_TAG = re.compile(
+    r"[-_ ](instruct|chat|hf|base|it|fp8|fp4|nvfp4|mxfp4|bf16|awq|gptq|v0\.\d+|\d{4})$", re.I
+)
+
+
+def model_base_name(name: str) -> str:
+    """'meta-llama/Llama-3.3-70B-Instruct' -> 'Llama-3.3-70B', 'DeepSeek-R1-0528' -> 'DeepSeek-R1'."""
+    name = name.strip().rsplit("/", 1)[-1]
+    while (shorter := _NAME_TAG.sub("", name)) != name:
+        name = shorter
+    return name
+
+
 def _named_models() -> dict[str, str]:
     out = {_norm(p): p for p in list_presets()}
     out.update({_norm(k): k for k in EXTRA_MODELS})
@@ -771,6 +786,8 @@ def resolve_model(row: Mapping[str, Any], table: Mapping[str, Any]) -> tuple[Mod
         if key is None:
             # e.g. "GPT-3 175B (MLPerf gpt3 benchmark ...)": the words before the parenthesis
             key = names.get(_norm(name.split("(")[0]))
+        if key is None:  # a checkpoint's name: "meta-llama/Llama-3.1-8B-Instruct"
+            key = names.get(_norm(model_base_name(name.split("(")[0])))
         if key is not None:
             spec, how = _model_by_name(key), f"name {name.split('(')[0].strip()!r} -> {key}"
     dims = {k: positive_int(m, k, "model") for k in ("layers", "hidden", "heads", "ffn", "vocab")}
