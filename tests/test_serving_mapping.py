@@ -132,3 +132,11 @@ def test_an_mlperf_row_named_another_way_finds_its_engine_by_system():
     }
     plan = map_serving_row(row)
     assert plan.profile == "h200-hgx.yaml" and plan.spec["model"] == "llama2-70b"
+
+
+def test_gpt_oss_on_hopper_keeps_a_16_bit_kv_cache_as_the_overview_runs_it():
+    """TensorRT-LLM's overview prints GPT-OSS's options with "kv_cache dtype: fp8  # Hopper: use auto"."""
+    hopper = map_serving_row(_row(model="openai/gpt-oss-120b", hardware={"accelerator": "H200", "tp": 1}))
+    assert hopper.spec["kv_cache"]["precision"] == "bf16"
+    blackwell = map_serving_row(_row(model="openai/gpt-oss-120b", hardware={"accelerator": "GB200", "tp": 1}))
+    assert blackwell.spec["kv_cache"]["precision"] == "fp8"

@@ -295,6 +295,10 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
     if measured is None:
         raise NotRunnable("no total output tokens/s in the row")
     kv = "fp8" if precision in ("fp8", "fp4") else precision
+    # The overview's GPT-OSS options: "kv_cache dtype: fp8  # Hopper: use auto" (the model's 16 bits)
+    hopper_auto_kv = model == "gpt-oss-120b" and profile in ("h100-dgx.yaml", "h200-hgx.yaml")
+    if hopper_auto_kv:
+        kv = "bf16"
     preset = load_preset(model)
     requests = OVERVIEW_REQUESTS.get((isl, osl), REQUESTS)
     device = load_profile(profile).accelerator.hbm_capacity
@@ -320,7 +324,9 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
     assumptions = (
         f"model {row.get('model')!r} -> {model}",
         f"{accel} -> {profile}",
-        f"KV cache {kv} (the {row.get('precision')} checkpoint's)",
+        f"KV cache {kv} (GPT-OSS on Hopper: the overview's 'Hopper: use auto')"
+        if hopper_auto_kv
+        else f"KV cache {kv} (the {row.get('precision')} checkpoint's)",
         f"{requests} requests at t = 0, max_num_seqs {max_seqs}, max_batch_tokens {max_tokens} "
         "(trtllm-bench's defaults for the lengths)",
         *([f"experts expert-parallel over {parallelism['ep']} GPUs (the MoE command's --ep)"]
