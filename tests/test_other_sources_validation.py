@@ -34,6 +34,7 @@ def test_platforms_and_stacks_of_another_author_are_read():
     teton = map_row(select_rows(TABLE, ["torchtitan-h100gt-llama31-8b-8gpu-fsdp-eager"])[0], TABLE)
     assert teton.profile == "h100-dgx.yaml" and "accelerator.power_cap=500 W" in teton.profile_sets
     assert teton.spec["parallelism"]["fsdp"]  # torchtitan: FSDP2
+    assert teton.spec["parallelism"]["recompute"] == "selective"  # training.activation_checkpointing
     h200 = map_row(select_rows(TABLE, ["torchtitan-h200-*"])[0], TABLE)
     assert h200.profile == "h200-hgx.yaml" and h200.spec["precision"] == "fp8"  # "float8 (torchao ...)"
     nemo = map_row(select_rows(TABLE, ["nemo2504-gb200-llama3-8b-8gpu"])[0], TABLE)

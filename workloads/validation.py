@@ -1138,7 +1138,12 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     if recipe is not None and recipe.moments is not None:
         spec["optimizer"] = {"moments": recipe.moments}
         assumptions.append(f"optimizer not given: the recipe's {recipe.moments} Adam moments")
-    given_mode = _recompute_of(par_in.get("activation_recompute")) or sw.recompute
+    training = row_section(row, "training")  # torchtitan-style tables: training.activation_checkpointing
+    given_mode = (
+        _recompute_of(par_in.get("activation_recompute"))
+        or _recompute_of(training.get("activation_checkpointing") or training.get("activation_recompute"))
+        or sw.recompute
+    )
     given = Recompute(given_mode) if given_mode else None
     preferred = None
     if recipe is not None and recipe.recompute is not None:
