@@ -140,3 +140,24 @@ def test_gpt_oss_on_hopper_keeps_a_16_bit_kv_cache_as_the_overview_runs_it():
     assert hopper.spec["kv_cache"]["precision"] == "bf16"
     blackwell = map_serving_row(_row(model="openai/gpt-oss-120b", hardware={"accelerator": "GB200", "tp": 1}))
     assert blackwell.spec["kv_cache"]["precision"] == "fp8"
+
+
+@pytest.mark.parametrize(
+    "text", ["FP8 KV cache, BF16 weights", "W4A8 (INT4 weights, FP8 activations)", "INT8"]
+)
+def test_precisions_that_do_not_say_the_gemms_are_not_guessed(text):
+    assert serving_precision(text) is None
+
+
+def test_an_nvl72_rack_is_not_a_pcie_card():
+    plan = map_serving_row(_row(hardware={"accelerator": "GB200 NVL 72", "tp": 2}))
+    assert plan.profile == "gb200-nvl72.yaml"
+
+
+def test_attention_dp_spans_every_gpu_the_row_names():
+    row = _row(
+        model="deepseek-ai/DeepSeek-R1-0528",
+        hardware={"accelerator": "H200", "tp": 1, "ep": 8, "attention_dp": True, "total_accelerators": 8},
+        workload={"input_len": 1000, "output_len": 1000},
+    )
+    assert map_serving_row(row).spec["parallelism"]["tp"] == 8

@@ -199,3 +199,65 @@ def test_printed_numbers_kept_as_text_and_model_tflops_are_read():
     assert measured_value({"v": "n/a"}, "v") is None
     plan = map_row(_row(results={"model_tflops_per_gpu": 400}), TABLE)
     assert plan.metric.startswith("TFLOP/s/GPU") and plan.measured == 400
+
+
+@pytest.mark.parametrize(
+    "gpu,profile,sets",
+    [
+        ("H100 SXM, NVLink 900 GB/s", "h100-dgx.yaml", ()),  # a link rate is not the HBM size
+        ("DGX H100 640GB", "h100-dgx.yaml", ()),  # nor a node's total
+        ("B200 180GB, NVLink5 1.8 TB/s", "b200-dgx.yaml", ()),  # nor an NVLink rate the HBM bandwidth
+        ("H100 SXM 1,000 W", "h100-dgx.yaml", ()),  # above the TDP: nothing to cap
+        ("GB200 NVL 72", "gb200-nvl72.yaml", NVL72_AS_64),  # a rack, not an NVL card
+    ],
+)
+def test_figures_that_are_not_the_gpus_own_are_not_read_as_such(gpu, profile, sets):
+    p = platform_for("x", {"hardware_platforms": {"x": {"gpu": gpu}}})
+    assert (p.profile, p.sets) == (profile, sets)
+
+
+@pytest.mark.parametrize(
+    "gpu", ["NVIDIA H100-PCIe-80GB", "H100 80GB PCIe", "H200 NVL", "AMD Instinct MI300A"]
+)
+def test_cards_and_apus_without_a_profile_are_not_run_on_another(gpu):
+    with pytest.raises(NotRunnable, match="no racksim profile for its GPU"):
+        platform_for("x", {"hardware_platforms": {"x": {"gpu": gpu}}})
+
+
+def test_an_moe_entry_is_known_by_any_spelling_or_by_its_active_parameters():
+    mixtral = dict(layers=32, hidden=4096, heads=32, kv_heads=8, ffn=14336, num_local_experts=8)
+    spec, _ = resolve_model(_row(model={"ref": "m"}), {"model_catalog": {"m": mixtral}})
+    assert spec.name == "mixtral-8x7b"  # the MoE preset of that shape, not the dense llama3-8b
+    sparse = dict(layers=30, hidden=4096, heads=32, kv_heads=8, ffn=14336, params_b=47, active_params_b=13)
+    with pytest.raises(NotRunnable, match="mixture-of-experts"):
+        resolve_model(_row(model={"ref": "m"}), {"model_catalog": {"m": sparse}})
+
+
+def test_empty_parallelism_cells_are_not_a_parallelism():
+    with pytest.raises(NotRunnable, match="parallelism not given"):
+        map_row(_row(parallelism={"tp": "-", "pp": "-", "dp": "-"}), TABLE)
+
+
+@pytest.mark.parametrize("text", ["TF32", "FP32", "INT8 (SmoothQuant)", "W4A16"])
+def test_precisions_racksim_does_not_run_are_said_so(text):
+    with pytest.raises(NotRunnable, match="racksim runs bf16, fp16, fp8 and fp4 GEMMs"):
+        precision_of(text)
+
+
+def test_the_stack_named_first_in_the_group_wins():
+    assert software_for("NVIDIA NeMo 25.04 (Megatron-Core backend)").match == "NeMo"
+    assert software_for("NVIDIA Megatron-Bridge (NeMo 25.09)").match == "Megatron-Bridge"
+
+
+def test_a_decimal_comma_is_not_a_thousands_separator():
+    assert measured_value({"v": "1,5"}, "v") is None and measured_value({"v": "12,345.5"}, "v") == 12345.5
+
+
+def test_torchtitan_recompute_fields():
+    off = map_row(_row(training={"activation_checkpointing": False}), TABLE)
+    assert off.spec["parallelism"]["recompute"] == "none"
+    op = map_row(_row(training={"activation_checkpointing": "selective op"}), TABLE)
+    assert op.spec["parallelism"]["recompute"] == "selective"
+    assert any("per-op policy" in a for a in op.assumptions)
+    wps = map_row(_row(results={"wps_per_gpu": 5762}), TABLE)
+    assert (wps.metric, wps.measured) == ("tokens/s/GPU", 5762)

@@ -39,6 +39,7 @@ from typing import Any
 from simcore.profile import load_profile
 from workloads.model import ModelSpec, embedding_params, load_preset, output_params, total_params
 from workloads.validation import (
+    PCIE_CARD,
     NotRunnable,
     RowPlan,
     measured_value,
@@ -221,15 +222,28 @@ def serving_system(accelerator: str) -> str | None:
     return None
 
 
+_PRECISION_FAMILIES = (
+    ("fp4", r"fp4|float4"),
+    ("fp8", r"fp8|float8|e4m3"),
+    ("16", r"bf16|bfloat16|fp16|float16"),
+)
+
+
 def serving_precision(text: Any) -> str | None:
     """The racksim precision of a row's precision text ('FP8 (e4m3)', 'bfloat16', 'NVFP4'), None if unstated."""
-    precision, unstated = precision_of(text)
+    families = {f for f, pat in _PRECISION_FAMILIES if re.search(pat, str(text or ""), re.I)}
+    if len(families) > 1:  # "FP8 KV cache, BF16 weights": which is the GEMMs' is not said
+        return None
+    try:
+        precision, unstated = precision_of(text)
+    except NotRunnable:  # INT8, W4A16, TF32
+        return None
     return None if unstated else precision
 
 
 def _refuse_cards(accel: str) -> None:
     """PCIe / NVL cards and 40 GB A100s have no shipped profile; the SXM modules' would overstate them."""
-    if re.search(r"\b(nvl|pcie)\b", accel.lower()):
+    if re.search(PCIE_CARD, accel, re.I):
         raise NotRunnable(f"{accel}: a PCIe card, no shipped profile (the profiles are SXM modules)")
     if re.search(r"a100", accel, re.I) and re.search(r"\b40\s*gb", accel, re.I):
         raise NotRunnable(f"{accel}: the A100 40GB has no serving profile (a100-dgx is the 80 GB module)")
@@ -283,6 +297,12 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
     if precision is None:
         raise NotRunnable(f"precision {row.get('precision')!r} is not one racksim serves")
     tp = positive_int(hw, "tp", "hardware") or positive_int(hw, "total_accelerators", "hardware") or 1
+    if hw.get("attention_dp") is True:  # "DEP8" may print tp 1 and ep 8: the replica spans them all
+        tp = max(
+            tp,
+            positive_int(hw, "ep", "hardware") or 1,
+            positive_int(hw, "total_accelerators", "hardware") or 1,
+        )
     if (positive_int(hw, "pp", "hardware") or 1) > 1:
         raise NotRunnable("pp > 1: racksim serves tensor-parallel replicas, without pipeline stages")
     attention_dp = hw.get("attention_dp") is True
@@ -296,7 +316,11 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
         raise NotRunnable("no total output tokens/s in the row")
     kv = "fp8" if precision in ("fp8", "fp4") else precision
     # The overview's GPT-OSS options: "kv_cache dtype: fp8  # Hopper: use auto" (the model's 16 bits)
-    hopper_auto_kv = model == "gpt-oss-120b" and profile in ("h100-dgx.yaml", "h200-hgx.yaml")
+    hopper_auto_kv = model == "gpt-oss-120b" and profile in (
+        "h100-dgx.yaml",
+        "h200-hgx.yaml",
+        "h800-hgx.yaml",
+    )
     if hopper_auto_kv:
         kv = "bf16"
     preset = load_preset(model)

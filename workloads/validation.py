@@ -135,9 +135,11 @@ PLATFORMS: Mapping[str, Platform] = {
 NOT_EXPRESSIBLE_ACCELERATORS = (("tpu", "TPU"), ("gaudi", "Intel Gaudi"), ("trainium", "AWS Trainium"))
 # A platform entry racksim has no name for is read by its GPU: the shipped profile of that GPU (first match
 # wins, so GB300 before B300 and GH200 before H200), with the entry's network left to the profile.
+# A PCIe or NVL card ("H100-PCIe-80GB", "H100 NVL 94GB", "H200 NVL"), not an NVL72 / NVL36 rack
+PCIE_CARD = r"\b(pcie|nvl)\b(?![\s-]*(36|72|144|576)\b)"
 GPU_PROFILES: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
-    (r"gh200|grace\s*hopper", None, ()),
-    (r"h100\s*(nvl|pcie)|\bl40s?\b|\ba10g?\b|\bl4\b|rtx|v100", None, ()),
+    (r"gh200|grace\s*hopper|mi300a", None, ()),
+    (PCIE_CARD + r"|\bl40s?\b|\ba10g?\b|\bl4\b|rtx|v100", None, ()),
     (r"gb300", "gb300-nvl72.yaml", NVL72_AS_64),
     (r"gb200", "gb200-nvl72.yaml", NVL72_AS_64),
     (r"b300", "b300-dgx.yaml", ()),
@@ -159,17 +161,23 @@ def _stated_gpu_figures(gpu: str, profile: str, sets: tuple[str, ...]) -> tuple[
     from simcore.profile import load_profile
 
     acc = load_profile(profile, list(sets)).accelerator
+    number = r"(?<![\d,.])(\d{1,2},\d{3}|\d+(?:\.\d+)?)\s*"
+
+    def stated(unit: str, scale: float, shipped: float) -> float | None:
+        """The first figure in that unit near the profile's (a node total or an NVLink rate is not it)."""
+        for m in re.finditer(number + unit, gpu, re.I):
+            value = float(m[1].replace(",", "")) * scale
+            if 0.45 < value / shipped < 2.2:
+                return value
+        return None
+
     out: list[str] = []
-    if (m := re.search(r"(\d+(?:\.\d+)?)\s*GB\b", gpu, re.I)) and abs(
-        float(m[1]) * 1e9 / acc.hbm_capacity - 1
-    ) > 0.03:
-        out.append(f"accelerator.hbm_capacity={m[1]} GB")
-    if (m := re.search(r"(\d+(?:\.\d+)?)\s*TB/s", gpu, re.I)) and abs(
-        float(m[1]) * 1e12 / acc.hbm_bandwidth - 1
-    ) > 0.03:
-        out.append(f"accelerator.hbm_bandwidth={m[1]} TB/s")
-    if (m := re.search(r"(\d{3,4})\s*W\b", gpu)) and float(m[1]) < acc.tdp * 0.97:
-        out.append(f"accelerator.power_cap={m[1]} W")
+    if (hbm := stated(r"GB\b(?!\s*/\s*s)", 1e9, acc.hbm_capacity)) and abs(hbm / acc.hbm_capacity - 1) > 0.03:
+        out.append(f"accelerator.hbm_capacity={hbm / 1e9:g} GB")
+    if (bw := stated(r"TB/s", 1e12, acc.hbm_bandwidth)) and abs(bw / acc.hbm_bandwidth - 1) > 0.03:
+        out.append(f"accelerator.hbm_bandwidth={bw / 1e12:g} TB/s")
+    if (watts := stated(r"W\b", 1.0, acc.tdp)) and acc.idle_power < watts < acc.tdp * 0.97:
+        out.append(f"accelerator.power_cap={watts:g} W")
     said = f" with {', '.join(o.split('.', 1)[1] for o in out)} as stated" if out else " as shipped"
     return tuple(out), said
 
@@ -581,13 +589,13 @@ def software_for(group: str) -> Software:
     for sw in SOFTWARE:
         if sw.match and group.startswith(sw.match):
             return sw
-    for sw in SOFTWARE:
+    found: list[tuple[int, int, Software]] = []  # the stack named first in the group wins
+    for order, sw in enumerate(SOFTWARE):
         names = (sw.match,) if isinstance(sw.match, str) else sw.match
-        if sw.named_anywhere and any(
-            n and re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", group, re.I) for n in names
-        ):
-            return sw
-    return DEFAULT_SOFTWARE
+        for n in names if sw.named_anywhere else ():
+            if n and (m := re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", group, re.I)):
+                found.append((m.start(), order, sw))
+    return min(found, key=lambda f: f[:2])[2] if found else DEFAULT_SOFTWARE
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -719,6 +727,15 @@ _CATALOG_FFN = (("swiglu", "swiglu"), ("silu", "swiglu"), ("squared", "squared_r
                 ("gelu", "gelu"))  # fmt: skip
 
 
+def _is_moe_entry(c: Mapping[str, Any]) -> bool:
+    """An MoE catalog entry by any spelling (moe, num_local_experts, n_routed_experts) or by its active
+    parameters being fewer than its total."""
+    if any("expert" in str(k).lower() or "moe" in str(k).lower() for k in c):
+        return True
+    total, active = c.get("params_b"), c.get("active_params_b")
+    return isinstance(total, int | float) and isinstance(active, int | float) and 0 < active < total
+
+
 def _catalog_model(ref: str, c: Mapping[str, Any], seq: int | None) -> tuple[ModelSpec, str]:
     """A ``model_catalog`` entry racksim has no mapping for: the preset of the same shape (or name), else a
     dense decoder built from the entry (GQA, activation) — an MoE entry without a preset is not guessed."""
@@ -729,13 +746,13 @@ def _catalog_model(ref: str, c: Mapping[str, Any], seq: int | None) -> tuple[Mod
     kv_heads = positive_int(c, "kv_heads", where)
     ffn_size = positive_int(c, "ffn", where)
     named = _named_models().get(_norm(ref))
+    moe = _is_moe_entry(c)
     for preset in ([named] if named else []) + list_presets():
         p = _model_by_name(preset)
-        moe = bool(c.get("moe") or c.get("experts") or c.get("num_experts"))
         same = (p.layers, p.hidden, p.heads) == shape and (kv_heads or p.kv_heads) == p.kv_heads
         if same and (p.moe is not None) == moe and (moe or ffn_size in (None, p.ffn_hidden)):
             return p, f"catalog {ref} -> preset {preset} (same layers, hidden and heads)"
-    if c.get("moe") or c.get("experts") or c.get("num_experts"):
+    if moe:
         raise NotRunnable(f"`{where}` is a mixture-of-experts model racksim has no preset of that shape for")
     activation = str(c.get("activation") or c.get("ffn_type") or "").lower()
     ffn = next((kind for key, kind in _CATALOG_FFN if key in activation), None)
@@ -895,6 +912,8 @@ class RowResult:
 def precision_of(text: Any) -> tuple[str, str]:
     """(racksim precision, note) from a row's precision text: FP4 variants -> fp4, FP8 -> fp8, BF16 -> bf16."""
     s = str(text or "").upper()
+    if re.search(r"\b(TF32|FP32|FLOAT32|INT8|INT4|W\dA\d+)\b", s):
+        raise NotRunnable(f"precision {text!r}: racksim runs bf16, fp16, fp8 and fp4 GEMMs")
     if re.search(r"FP4|NVFP4|MXFP4|FLOAT4", s):
         return "fp4", ""
     if re.search(r"FP8|FLOAT8|E4M3|E5M2", s):
@@ -929,11 +948,15 @@ def row_section(row: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 NOT_GIVEN = ("", "-", "n/a", "na", "none", "null")  # how tables print an empty cell
 
 
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in NOT_GIVEN)
+
+
 def positive_int(section: Mapping[str, Any], key: str, where: str) -> int | None:
     """A count the row gives (GPUs, a parallel degree, a batch or a length): None when absent, else a
     positive whole number or the row is not runnable."""
     value = section.get(key)
-    if value is None or (isinstance(value, str) and value.strip().lower() in NOT_GIVEN):
+    if _blank(value):
         return None
     n = _int(value)
     if n is None or n < 1:
@@ -956,7 +979,7 @@ def measured_value(section: Mapping[str, Any], key: str) -> float | None:
     """A printed measurement from ``results`` (an error relative to zero or infinity means nothing); a
     number kept as printed text ("1,002") is read as the number."""
     value = section.get(key)
-    if isinstance(value, str) and re.fullmatch(r"\s*\d[\d,]*(\.\d+)?\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*(\d{1,3}(,\d{3})+|\d+)(\.\d+)?\s*", value):
         section = {key: float(value.replace(",", ""))}
     return positive_number(section, key, "results")
 
@@ -977,8 +1000,8 @@ def _recompute_of(value: Any) -> str | None:
 
 def _metric(row: Mapping[str, Any], sw: Software) -> tuple[str, float, str]:
     res = row_section(row, "results")
-    if (v := measured_value(res, "tokens_per_s_per_gpu")) is not None:
-        return "tokens/s/GPU", v, "tokens"
+    if (v := measured_value(res, "tokens_per_s_per_gpu") or measured_value(res, "wps_per_gpu")) is not None:
+        return "tokens/s/GPU", v, "tokens"  # torchtitan logs tokens ("words") per second per GPU as wps
     if (v := measured_value(res, "iteration_time_s")) is not None:
         return "iteration s", v, "step"
     if (
@@ -1027,9 +1050,8 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     ep = positive_int(par_in, "ep", "parallelism") or 1
     fsdp_size = 0 if par_in.get("fsdp") in (None, 0) else positive_int(par_in, "fsdp", "parallelism") or 0
     fsdp = sw.fsdp or fsdp_size > 0 or "fsdp" in str(par_in.get("dp_type", "")).lower()
-    if not any(k in par_in for k in ("tp", "pp", "dp", "dp_type", "fsdp")) or (
-        par_in.get("tp") is None and par_in.get("dp") is None and not fsdp
-    ):
+    given = {k for k in ("tp", "pp", "dp", "dp_type", "fsdp") if not _blank(par_in.get(k))}
+    if not given or ("tp" not in given and "dp" not in given and not fsdp):
         raise NotRunnable("parallelism not given")
     if gpus % (tp * pp * cp):
         raise NotRunnable(f"tp·pp·cp = {tp}·{pp}·{cp} does not divide {gpus} GPUs")
@@ -1139,11 +1161,21 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
         spec["optimizer"] = {"moments": recipe.moments}
         assumptions.append(f"optimizer not given: the recipe's {recipe.moments} Adam moments")
     training = row_section(row, "training")  # torchtitan-style tables: training.activation_checkpointing
-    given_mode = (
-        _recompute_of(par_in.get("activation_recompute"))
-        or _recompute_of(training.get("activation_checkpointing") or training.get("activation_recompute"))
-        or sw.recompute
+    checkpointing = next(
+        (
+            v
+            for v in (training.get("activation_checkpointing"), training.get("activation_recompute"))
+            if v is not None
+        ),
+        None,
     )
+    given_mode = (
+        _recompute_of(par_in.get("activation_recompute")) or _recompute_of(checkpointing) or sw.recompute
+    )
+    if _recompute_of(checkpointing) == "selective" and "op" in str(checkpointing).lower():
+        assumptions.append(
+            f"recompute {checkpointing!r} (torchtitan's per-op policy) runs as racksim's selective recompute"
+        )
     given = Recompute(given_mode) if given_mode else None
     preferred = None
     if recipe is not None and recipe.recompute is not None:
