@@ -166,6 +166,19 @@ def test_mixed_precision_adam_is_16_bytes_per_param():
     assert training_memory(spec, zero=1, dp=8).optimizer_states == pytest.approx(12 * n / 8)
 
 
+def test_pytorch_fsdp_keeps_the_fp32_master_as_the_parameter():
+    """PyTorch FSDP's mixed precision shards fp32 parameters and casts them per use: 4 + 8 B of weights and
+    moments per parameter, where Megatron keeps a 16-bit copy beside the fp32 master (2 + 12)."""
+    spec = load_preset("llama3-8b")
+    n = total_params(spec)
+    fsdp = training_memory(spec, fsdp=True, dp=8, grad_dtype_bytes=4, fp32_params=True)
+    megatron = training_memory(spec, fsdp=True, dp=8, grad_dtype_bytes=4)
+    assert (fsdp.weights, fsdp.optimizer_states) == pytest.approx((4 * n / 8, 8 * n / 8))
+    assert megatron.total - fsdp.total == pytest.approx(2 * n / 8)
+    # without master weights (fp32 training) there is nothing to merge
+    assert training_memory(spec, master_weights=False, fp32_params=True).weights == 2 * n
+
+
 def test_stages_partition_the_model():
     spec = load_preset("llama3-8b")
     stages = [stage_params(spec, pp=4, stage_index=i).total for i in range(4)]

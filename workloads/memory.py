@@ -328,6 +328,7 @@ def training_memory(
     optimizer: str = "adam",
     master_weights: bool = True,
     moment_bytes: float = 4.0,
+    fp32_params: bool = False,
     flash_attention: bool = True,
     dropout: bool = False,
     fused_cross_entropy: bool = False,
@@ -342,7 +343,8 @@ def training_memory(
 
     Weights `param_dtype_bytes`, gradients `grad_dtype_bytes` (4 = fp32 accumulation), optimizer 12 B/param
     (fp32 master + m + v, each moment `moment_bytes`: 8 B/param with bf16 moments; 4 less without master
-    weights) on the parameters of stage_params(). ZeRO-1 shards the
+    weights; with `fp32_params` the master is the weights, 4 B, and no 16-bit copy is kept) on the parameters
+    of stage_params(). ZeRO-1 shards the
     optimizer over dp·cp, ZeRO-2 also the gradients, ZeRO-3 / FSDP also the weights; routed experts shard
     over their own data-parallel group dp·cp·tp/ep.
     """
@@ -389,7 +391,10 @@ def training_memory(
         return params.dense + params.experts
 
     optimizer_per_param = 2 * moment_bytes + (_MASTER_BYTES if master_weights else 0.0)  # Adam's m and v
-    weights = param_dtype_bytes * per_gpu(zero >= 3)
+    weight_bytes = param_dtype_bytes
+    if fp32_params and master_weights:  # PyTorch FSDP: the fp32 master is the parameter, no 16-bit copy
+        weight_bytes, optimizer_per_param = _MASTER_BYTES, optimizer_per_param - _MASTER_BYTES
+    weights = weight_bytes * per_gpu(zero >= 3)
     gradients = grad_dtype_bytes * per_gpu(zero >= 2)
     optimizer_states = optimizer_per_param * per_gpu(zero >= 1)
 

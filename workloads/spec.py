@@ -200,6 +200,11 @@ class Optimizer:
         ("fp32", "bf16"),
         "fp32",
     )
+    fp32_params: bool = flag(
+        "the fp32 master weights are the (sharded) parameters themselves, cast to 16 bits for each use, as "
+        "PyTorch FSDP's mixed precision keeps them: no separate 16-bit copy in HBM (Megatron keeps both)",
+        False,
+    )
 
     @property
     def moment_bytes(self) -> float:
@@ -262,7 +267,7 @@ class TrainingSpec:
         bf16_last_layers=0,
     )
     job: Job | None = None
-    optimizer: Optimizer = Optimizer(moments="fp32")
+    optimizer: Optimizer = Optimizer(moments="fp32", fp32_params=False)
 
     @property
     def gpus(self) -> int:
@@ -687,6 +692,7 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         layers_per_chunk=par.layers_per_chunk,
         gemm_input_bytes=SAVED_GEMM_INPUT_BYTES.get(spec.precision, 2.0),
         moment_bytes=spec.optimizer.moment_bytes,
+        fp32_params=spec.optimizer.fp32_params,
         bf16_layers=frozenset(i for i in range(spec.model.layers) if spec.bf16_layer(i)),
         bf16_mtp=spec.kernels.bf16_mtp and spec.precision in ("fp8", "fp4"),
     )
@@ -734,7 +740,7 @@ def spec_mapping(spec: TrainingSpec) -> dict[str, Any]:
         "precision": spec.precision,
         "steps": spec.steps,
         "kernels": {k: getattr(spec.kernels, k) for k in spec.kernels.__dataclass_fields__},
-        "optimizer": {"moments": spec.optimizer.moments},
+        "optimizer": {"moments": spec.optimizer.moments, "fp32_params": spec.optimizer.fp32_params},
         **({"job": _job_mapping(spec.job)} if spec.job is not None else {}),
     }
 

@@ -228,6 +228,7 @@ class Software:
     flops: str = "model"  # convention of a printed TFLOP/s: model | megatron_full_recompute | megatron
     vp: int | None = None  # the stack's interleaving when a row does not give vp (None: 1)
     eval_overhead: float = 0.0  # share of wall-clock minutes spent in evaluation (MLPerf), on top of training
+    fp32_params: bool = False  # PyTorch FSDP mixed precision: the fp32 master is the parameter (optimizer.*)
     note: str = ""
     named_anywhere: bool = True  # also found by name inside a group (False: a benchmark, not a stack)
 
@@ -273,8 +274,10 @@ SOFTWARE: tuple[Software, ...] = (
         ("torchtitan", "NeMo AutoModel", "AutoModel"),
         zero=3,
         fsdp=True,
+        fp32_params=True,
         note="PyTorch-native stacks (torchtitan, NeMo AutoModel): FSDP2 fully sharded with fp32 gradient "
-        "reduce-scatter (torchtitan's mixed_precision_reduce default), SDPA flash attention, no TP overlap",
+        "reduce-scatter (torchtitan's mixed_precision_reduce default) and fp32 sharded parameters cast per "
+        "use, SDPA flash attention, no TP overlap",
     ),
     Software(
         "NeMo", tp_comm_overlap=True, note="NeMo performance recipes: distributed optimizer, TP overlap"
@@ -304,8 +307,10 @@ SOFTWARE: tuple[Software, ...] = (
         fsdp=True,
         grad_reduce="bf16",
         fused_cross_entropy=True,
-        note="llm-foundry: PyTorch FSDP FULL_SHARD with PURE bf16 mixed precision (bf16 reduce-scatter), "
-        "flash attention, no dropout, MPT's default loss_fn fused_crossentropy (flash-attn's kernel)",
+        fp32_params=True,
+        note="llm-foundry: PyTorch FSDP FULL_SHARD with PURE bf16 mixed precision (bf16 reduce-scatter, fp32 "
+        "sharded parameters cast per use), flash attention, no dropout, MPT's default loss_fn "
+        "fused_crossentropy (flash-attn's kernel)",
     ),
 )
 DEFAULT_SOFTWARE = Software("", note="racksim defaults (ZeRO-1, overlapped gradient reduction)")
@@ -1160,6 +1165,8 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
     if recipe is not None and recipe.moments is not None:
         spec["optimizer"] = {"moments": recipe.moments}
         assumptions.append(f"optimizer not given: the recipe's {recipe.moments} Adam moments")
+    if sw.fp32_params:
+        spec.setdefault("optimizer", {})["fp32_params"] = True
     training = row_section(row, "training")  # torchtitan-style tables: training.activation_checkpointing
     checkpointing = next(
         (
