@@ -297,7 +297,8 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
     if precision is None:
         raise NotRunnable(f"precision {row.get('precision')!r} is not one racksim serves")
     tp = positive_int(hw, "tp", "hardware") or positive_int(hw, "total_accelerators", "hardware") or 1
-    if hw.get("attention_dp") is True:  # "DEP8" may print tp 1 and ep 8: the replica spans them all
+    attention_dp = hw.get("attention_dp") is True
+    if attention_dp:  # "DEP8" may print tp 1 and ep 8: the replica spans them all
         tp = max(
             tp,
             positive_int(hw, "ep", "hardware") or 1,
@@ -305,7 +306,6 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
         )
     if (positive_int(hw, "pp", "hardware") or 1) > 1:
         raise NotRunnable("pp > 1: racksim serves tensor-parallel replicas, without pipeline stages")
-    attention_dp = hw.get("attention_dp") is True
     if (positive_int(hw, "ep", "hardware") or 1) > 1 and not attention_dp:
         raise NotRunnable(
             "ep > 1: the row does not say how attention is split (TP, or data parallel as in 'DEP'); "

@@ -354,16 +354,16 @@ def _with_layout_read(par: Parallelism, model: ModelSpec, file: str) -> Parallel
     """``pipeline_layout`` turned into the ``layers_per_chunk`` the rest of racksim reads."""
     if par.pipeline_layout is None:
         return par
+    path = "parallelism.pipeline_layout"
     if par.layers_per_chunk is not None:
         raise ConfigError(
             "both a pipeline layout and layers_per_chunk",
             file=file,
-            path="parallelism.pipeline_layout",
+            path=path,
             value=par.pipeline_layout,
             expected="one of pipeline_layout (Megatron's string) or layers_per_chunk (a list)",
             hint="drop one, e.g. --set parallelism.pipeline_layout=null",
         )
-    path = "parallelism.pipeline_layout"
     chunks = pipeline_layout.layers_per_chunk(
         par.pipeline_layout, mtp_layers=model.mtp_layers, file=file, path=path
     )
