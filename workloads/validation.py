@@ -732,6 +732,32 @@ _CATALOG_FFN = (("swiglu", "swiglu"), ("silu", "swiglu"), ("squared", "squared_r
                 ("gelu", "gelu"))  # fmt: skip
 
 
+def _preset_of_shape(
+    shape: tuple[int | None, ...],
+    *,
+    ffn: int | None = None,
+    kv_heads: int | None = None,
+    vocab: int | None = None,
+    seq: int | None = None,
+    moe: bool | None = None,
+    first: tuple[str, ...] = (),
+) -> str | None:
+    """The first preset (``first`` tried before the rest) with these layers, hidden and heads and, where
+    given, FFN width (dense models), KV heads, vocabulary, sequence length and MoE or not."""
+    for preset in (*first, *list_presets()):
+        p = _model_by_name(preset)
+        if (
+            (p.layers, p.hidden, p.heads) == shape
+            and (moe is None or (p.moe is not None) == moe)
+            and (not ffn or bool(moe) or p.ffn_hidden == ffn)
+            and (not kv_heads or p.kv_heads == kv_heads)
+            and (not vocab or p.vocab == vocab)
+            and (not seq or p.seq_len == seq)
+        ):
+            return preset
+    return None
+
+
 def _is_moe_entry(c: Mapping[str, Any]) -> bool:
     """An MoE catalog entry by any spelling (moe, num_local_experts, n_routed_experts) or by its active
     parameters being fewer than its total."""
@@ -752,11 +778,11 @@ def _catalog_model(ref: str, c: Mapping[str, Any], seq: int | None) -> tuple[Mod
     ffn_size = positive_int(c, "ffn", where)
     named = _named_models().get(_norm(ref))
     moe = _is_moe_entry(c)
-    for preset in ([named] if named else []) + list_presets():
-        p = _model_by_name(preset)
-        same = (p.layers, p.hidden, p.heads) == shape and (kv_heads or p.kv_heads) == p.kv_heads
-        if same and (p.moe is not None) == moe and (moe or ffn_size in (None, p.ffn_hidden)):
-            return p, f"catalog {ref} -> preset {preset} (same layers, hidden and heads)"
+    preset = _preset_of_shape(
+        shape, ffn=ffn_size, kv_heads=kv_heads, moe=moe, first=(named,) if named else ()
+    )
+    if preset is not None:
+        return _model_by_name(preset), f"catalog {ref} -> preset {preset} (same layers, hidden and heads)"
     if moe:
         raise NotRunnable(f"`{where}` is a mixture-of-experts model racksim has no preset of that shape for")
     activation = str(c.get("activation") or c.get("ffn_type") or "").lower()
@@ -816,13 +842,10 @@ def resolve_model(row: Mapping[str, Any], table: Mapping[str, Any]) -> tuple[Mod
     if spec is None and dims["layers"] and dims["hidden"] and dims["heads"]:
         vocab = dims["vocab"] or 51200
         shape = (dims["layers"], dims["hidden"], dims["heads"])
-        for preset in list_presets():
-            p = load_preset(preset)
-            same = (p.layers, p.hidden, p.heads) == shape and p.vocab == vocab
-            if same and (not seq or p.seq_len == seq) and (not dims["ffn"] or p.ffn_hidden == dims["ffn"]):
-                spec, how = p, f"layers/hidden/heads -> preset {preset}"
-                break
-        if spec is None:
+        preset = _preset_of_shape(shape, ffn=dims["ffn"], vocab=vocab, seq=seq)
+        if preset is not None:
+            spec, how = _model_by_name(preset), f"layers/hidden/heads -> preset {preset}"
+        else:
             spec = _megatron_gpt(*shape, dims["ffn"], vocab, seq or 2048)
             how = "layers/hidden/heads -> Megatron GPT (4h GELU, learned positions)"
     if spec is None:
