@@ -52,7 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         metavar="PATH",
         help="also write one JSON object per row (id, runnable, reason, metric, measured, predicted, error_pct; "
-        "training rows also step_s and measured_step_s: racksim's step and the one the measurement implies)",
+        "training rows also step_s and measured_step_s: racksim's step and the one the measurement implies; "
+        "inputs_digest: rows with the same one run identically)",
     )
     p.add_argument(
         "--jobs",

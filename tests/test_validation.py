@@ -17,6 +17,7 @@ from workloads.validation import (
     NotRunnable,
     Report,
     RowResult,
+    format_report,
     load_table,
     map_row,
     precision_of,
@@ -396,3 +397,37 @@ def test_gb300_outruns_gb200_on_the_same_layout_as_measured():
     predicted, measured = gb300.predicted / gb200.predicted, gb300.measured / gb200.measured
     assert measured == pytest.approx(1.19, abs=0.01)
     assert abs(predicted / measured - 1) < 0.10
+
+
+def test_rows_with_the_same_inputs_set_a_mape_floor(capsys):
+    """The same configuration measured twice (say 100 and 200 tokens/s/GPU) gets one prediction, so no model
+    of these inputs beats the better of p = 100 (errors 0 and 50 %) and p = 200 (100 and 0 %): a 25 % MAPE
+    floor. Renaming a row keeps its inputs; changing its batch does not."""
+    base = json.loads(json.dumps(_row("nemo2407-h100-LLAMA2-7B-8gpu")))
+    first, second, other = (json.loads(json.dumps(base)) for _ in range(3))
+    first["id"], second["id"], other["id"] = "first", "second", "other-batch"
+    first["results"] = {"tokens_per_s_per_gpu": 100.0}
+    second["results"] = {"tokens_per_s_per_gpu": 200.0}
+    other["results"] = {"tokens_per_s_per_gpu": 150.0}
+    other["batch"]["global_batch_seqs"] *= 2
+    other["batch"].pop("grad_accum", None)
+    rep = validate({**TABLE, "runs": [first, second, other]})
+    assert [r.runnable for r in rep.rows] == [True, True, True]
+    digests = [r.inputs for r in rep.rows]
+    assert digests[0] == digests[1] != digests[2]
+    assert rep.rows[0].predicted == rep.rows[1].predicted
+    [pair] = rep.repeats()
+    assert [r.id for r in pair] == ["first", "second"]
+    assert rep.floor_mape == pytest.approx(100 * 0.5 / 3)  # 25 % over the pair's 2 rows, 0 for the third
+    text = format_report(rep)
+    assert "1 set of rows (2 rows)" in text and "up to 100 % apart" in text and "MAPE floor 16.7 %" in text
+    assert "+100 % over 2 rows: 100 tokens/s/GPU (first) .. 200 (second)" in text
+    assert rep.rows[0].as_json()["inputs_digest"] == digests[0]
+
+
+def test_a_table_without_repeats_prints_no_floor():
+    rep = Report(
+        "t", [RowResult("a", "g", True, metric="iteration s", measured=1.0, predicted=1.1, error_pct=10.0)]
+    )
+    assert rep.repeats() == [] and rep.floor_mape == 0.0
+    assert "same inputs" not in format_report(rep)

@@ -24,6 +24,8 @@ Metrics, in the order they are preferred when a row prints several:
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 import math
 import re
 import shlex
@@ -886,6 +888,22 @@ class RowPlan:
     scale: float = 1.0  # FLOP per iteration (tflops), steps to target (minutes), replicas (serving_tokens)
     assumptions: tuple[str, ...] = ()
 
+    def inputs_digest(self) -> str:
+        """A short digest of everything racksim runs and converts for this row except its name: two rows
+        with the same digest get the same prediction, so their measurements' disagreement is a floor no
+        model of these inputs can go below (``Report.repeats``)."""
+        spec = {k: v for k, v in self.spec.items() if k != "name"}
+        what = [
+            self.profile,
+            list(self.profile_sets),
+            self.racks,
+            spec,
+            self.metric,
+            self.convert,
+            self.scale,
+        ]
+        return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
 
 @dataclass
 class RowResult:
@@ -902,6 +920,7 @@ class RowResult:
     step_s: float | None = None  # racksim's training step; None for serving rows and rows that did not run
     wall_s: float = 0.0
     assumptions: tuple[str, ...] = ()
+    inputs: str | None = None  # RowPlan.inputs_digest: rows with the same one run identically
 
     @property
     def speed_error_pct(self) -> float | None:
@@ -934,6 +953,7 @@ class RowResult:
             "error_pct": self.error_pct,
             "step_s": self.step_s,
             "measured_step_s": self.measured_step_s,
+            "inputs_digest": self.inputs,
         }
 
 
@@ -1424,6 +1444,7 @@ def run_plan(plan: RowPlan, extra_sets: Iterable[str] = ()) -> RowResult:
     t0 = time.perf_counter()
     base = RowResult(plan.id, plan.group, True, metric=plan.metric, measured=plan.measured)
     base.assumptions = plan.assumptions
+    base.inputs = plan.inputs_digest()
     with tempfile.TemporaryDirectory(prefix="racksim-validate-") as tmp:
         path = Path(tmp) / "workload.yaml"
         path.write_text(yaml.safe_dump(plan.spec, sort_keys=False))
@@ -1500,6 +1521,30 @@ class Report:
     def worst(self) -> RowResult | None:
         rows = self.runnable
         return max(rows, key=lambda r: abs(r.error_pct or 0.0)) if rows else None
+
+    def repeats(self) -> list[list[RowResult]]:
+        """Sets of two or more runnable rows racksim runs with the same inputs (the same workload, profile,
+        overrides and metric conversion), in table order: the same configuration measured more than once,
+        e.g. by successive software releases."""
+        sets: dict[str, list[RowResult]] = {}
+        for r in self.runnable:
+            if r.inputs is not None:
+                sets.setdefault(r.inputs, []).append(r)
+        return [rows for rows in sets.values() if len(rows) > 1]
+
+    @property
+    def floor_mape(self) -> float | None:
+        """The lowest MAPE any prediction made from the rows' inputs alone can reach: rows with the same
+        inputs get one prediction, and the best one for a set minimises the sum of |p/m - 1| (a weighted
+        median of the measurements, found among them since the sum is convex and piecewise linear in p)."""
+        n = len(self.runnable)
+        if not n:
+            return None
+        total = 0.0
+        for rows in self.repeats():
+            measured = [float(r.measured) for r in rows if r.measured]
+            total += min(sum(abs(p / m - 1.0) for m in measured) for p in measured)
+        return 100.0 * total / n
 
     def by_group(self) -> dict[str, tuple[int, float, float, int]]:
         """group -> (runnable rows, MAPE %, mean speed error % (positive = predicted faster), not runnable)."""
@@ -1650,6 +1695,7 @@ def format_report(report: Report, *, width: int = 72) -> str:
         )
     else:
         lines.append("no runnable rows")
+    lines += _repeat_lines(report)
     lines += [
         "",
         "per group (bias: mean speed error, + = racksim predicts faster than measured; time metrics flipped)",
@@ -1665,9 +1711,41 @@ def format_report(report: Report, *, width: int = 72) -> str:
     return "\n".join(lines)
 
 
+def _repeat_lines(report: Report, *, shown_above: float = 10.0) -> list[str]:
+    """The same configuration measured more than once: how far its measurements disagree, and the MAPE
+    floor that disagreement sets (every set whose measurements differ by more than ``shown_above`` %)."""
+    sets = report.repeats()
+    floor = report.floor_mape
+    if not sets or floor is None:
+        return []
+    spread = [
+        (max(r.measured or 0.0 for r in rows) / min(r.measured or 1.0 for r in rows) - 1.0, rows)
+        for rows in sets
+    ]
+    plural = "s" if len(sets) > 1 else ""
+    rows_in_sets = sum(len(rows) for rows in sets)
+    widest = 100.0 * max(d for d, _ in spread)
+    lines = [
+        f"same inputs measured more than once: {len(sets)} set{plural} of rows ({rows_in_sets} rows) that racksim "
+        f"runs identically, their measurements up to {widest:.0f} % apart",
+        f"  MAPE floor {floor:.1f} %: no prediction from the inputs racksim reads can do better on these rows",
+    ]
+    wide = [(d, rows) for d, rows in spread if 100.0 * d > shown_above]
+    if wide:
+        lines.append(f"  sets whose measurements differ by more than {shown_above:.0f} %:")
+        for d, rows in sorted(wide, key=lambda x: -x[0]):
+            low = min(rows, key=lambda r: r.measured or 0.0)
+            high = max(rows, key=lambda r: r.measured or 0.0)
+            lines.append(
+                f"    {100.0 * d:+.0f} % over {len(rows)} rows: {_fmt(low.measured)} {low.metric} ({low.id}) .. "
+                f"{_fmt(high.measured)} ({high.id})"
+            )
+    return lines
+
+
 def write_report_json(report: Report, path: str | Path) -> None:
-    """One object per row (id, runnable, reason, metric, measured, predicted, error_pct, and for training
-    rows step_s / measured_step_s), atomically."""
+    """One object per row (id, runnable, reason, metric, measured, predicted, error_pct, inputs_digest, and
+    for training rows step_s / measured_step_s), atomically."""
     from simcore.atomic import write_json
 
     write_json(path, [r.as_json() for r in report.rows])
