@@ -55,11 +55,6 @@ SUMMARY_KEYS = (
 WORKLOAD_SET_KEYS = tuple(dict.fromkeys((*WORKLOAD_KEYS, *INFERENCE_KEYS)))
 
 
-# A checkpoint holds the full training state: bf16 weights (2 B) + fp32 master weights and Adam's two
-# moments (12 B) per parameter (Megatron's distributed checkpoint; gradients are not saved).
-CHECKPOINT_BYTES_PER_PARAM = 14.0
-
-
 @dataclass
 class RunOptions:
     """Everything a run needs; the CLI fills it from flags."""
@@ -421,9 +416,8 @@ def job_plan(spec: Any, profile: Profile, step_time_s: float, seed: int) -> JobP
 
     rel = profile.reliability
     ckpt_bytes = spec.job.checkpoint_bytes
-    if ckpt_bytes is None:  # bf16 Adam moments (optimizer.moments) save 4 B of the 14 per parameter
-        per_param = CHECKPOINT_BYTES_PER_PARAM - 2 * (4.0 - spec.optimizer.moment_bytes)
-        ckpt_bytes = per_param * total_params(spec.model)
+    if ckpt_bytes is None:  # 14 B per parameter for Megatron's mixed precision; less per spec.optimizer
+        ckpt_bytes = spec.optimizer.checkpoint_bytes_per_param * total_params(spec.model)
     rate = rel.node_failures_per_1000_node_days
     return JobPlan(
         steps=spec.job.steps,

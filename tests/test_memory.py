@@ -363,3 +363,40 @@ def test_explain_oom_says_when_no_single_change_is_enough():
     mem = training_memory(spec, tp=1, pp=1, dp=8, micro_batch=1, num_microbatches=1)
     line = explain_oom(mem, 1e9)  # 1 GB: nothing alone makes 405B fit
     assert "no single change fits: combine them" in line and " GB)" in line and "; try " not in line
+
+
+def test_pure_bf16_training_keeps_no_master_copy(tmp_path):
+    """A model held in bf16 and updated in place (optimizer.master_weights: false, moments: bf16) keeps
+    2 + 2 + 4 B per parameter, where Megatron's mixed precision keeps 2 + 2 + 12; its Adam step moves 14 B
+    per parameter (28 with master weights) and its default checkpoint is 6 B per parameter (14)."""
+    from workloads.model import optimizer_bytes
+    from workloads.spec import load_training_spec
+
+    spec = load_preset("llama3-8b")
+    n = total_params(spec)
+    pure = training_memory(spec, master_weights=False, moment_bytes=2.0)
+    assert (pure.weights, pure.gradients, pure.optimizer_states) == pytest.approx((2 * n, 2 * n, 4 * n))
+    assert optimizer_bytes(n, master_weights=False, moment_bytes=2.0) == pytest.approx(14 * n)
+    assert optimizer_bytes(n) == pytest.approx(28 * n)
+
+    base = {"preset": "llama3-8b", "parallelism": {"dp": 8}, "batch": {"global_seqs": 8}}
+    mixed = load_training_spec(base, file="w.yaml").optimizer
+    bf16 = load_training_spec(
+        {**base, "optimizer": {"master_weights": False, "moments": "bf16"}}, file="w.yaml"
+    ).optimizer
+    fsdp = load_training_spec({**base, "optimizer": {"fp32_params": True}}, file="w.yaml").optimizer
+    assert (mixed.checkpoint_bytes_per_param, bf16.checkpoint_bytes_per_param) == (14.0, 6.0)
+    assert fsdp.checkpoint_bytes_per_param == 12.0  # fp32 parameters + fp32 moments, no 16-bit copy
+    # the workload's settings reach the memory model: 8 B of master weights and moments per parameter less
+    from workloads.spec import stage_memory
+
+    low = {**base, "optimizer": {"master_weights": False, "moments": "bf16"}}
+    saved = (
+        stage_memory(load_training_spec(base, file="w.yaml"))[0].total
+        - stage_memory(load_training_spec(low, file="w.yaml"))[0].total
+    )
+    assert saved == pytest.approx(8 * n / 8)  # ZeRO-1 (the default) shards the optimizer over dp 8
+    with pytest.raises(ConfigError, match=r"optimizer\.fp32_params.*master_weights is false"):
+        load_training_spec(
+            {**base, "optimizer": {"master_weights": False, "fp32_params": True}}, file="w.yaml"
+        )

@@ -205,10 +205,24 @@ class Optimizer:
         "PyTorch FSDP's mixed precision keeps them: no separate 16-bit copy in HBM (Megatron keeps both)",
         False,
     )
+    master_weights: bool = flag(
+        "keep fp32 master weights for the update; false is pure 16-bit training: the bf16 parameters are the "
+        "only copy and Adam updates them in place (a PyTorch model held in bf16, e.g. NeMo AutoModel's MoE "
+        "models; Adam's moments then take the parameters' precision: set moments: bf16)",
+        True,
+    )
 
     @property
     def moment_bytes(self) -> float:
         return 2.0 if self.moments == "bf16" else 4.0
+
+    @property
+    def checkpoint_bytes_per_param(self) -> float:
+        """The training state a checkpoint saves per parameter: the weights (16-bit, or the fp32 parameters
+        themselves with fp32_params), the fp32 master copy if one is kept beside them, and Adam's moments."""
+        if self.fp32_params and self.master_weights:
+            return 4.0 + 2 * self.moment_bytes
+        return 2.0 + (4.0 if self.master_weights else 0.0) + 2 * self.moment_bytes
 
 
 @dataclass(frozen=True)
@@ -221,8 +235,9 @@ class Job:
     )
     checkpoint_bytes: float | None = quantity(
         "bytes",
-        "size of one checkpoint (default: the full training state, 2 B bf16 weights + 12 B fp32 master "
-        "weights and Adam moments per parameter; 10 B with optimizer.moments: bf16)",
+        "size of one checkpoint (default: the full training state, gradients not saved: 2 B bf16 weights + "
+        "12 B fp32 master weights and Adam moments per parameter, Megatron's distributed checkpoint; 10 B "
+        "with optimizer.moments: bf16, 12 with fp32_params, 6 for pure bf16 training)",
         None,
         optional=True,
     )
@@ -267,7 +282,7 @@ class TrainingSpec:
         bf16_last_layers=0,
     )
     job: Job | None = None
-    optimizer: Optimizer = Optimizer(moments="fp32", fp32_params=False)
+    optimizer: Optimizer = Optimizer(moments="fp32", fp32_params=False, master_weights=True)
 
     @property
     def gpus(self) -> int:
@@ -344,10 +359,25 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
         source_text=source_text,
         kernels=fields.kernels,
         job=fields.job,
-        optimizer=fields.optimizer,
+        optimizer=_checked_optimizer(fields.optimizer, file),
     )
     validate_training_spec(spec)
     return spec
+
+
+def _checked_optimizer(opt: Optimizer, file: str) -> Optimizer:
+    """fp32_params says the fp32 master is the parameter, so it needs a master to be."""
+    if opt.fp32_params and not opt.master_weights:
+        raise ConfigError(
+            "fp32_params without master weights",
+            file=file,
+            path="optimizer.fp32_params",
+            value=True,
+            expected="false when optimizer.master_weights is false (pure 16-bit training keeps no fp32 copy)",
+            hint="drop one: fp32_params: true is PyTorch FSDP's fp32 sharded parameters, master_weights: "
+            "false a model held in bf16",
+        )
+    return opt
 
 
 def _with_layout_read(par: Parallelism, model: ModelSpec, file: str) -> Parallelism:
@@ -693,6 +723,7 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         gemm_input_bytes=SAVED_GEMM_INPUT_BYTES.get(spec.precision, 2.0),
         moment_bytes=spec.optimizer.moment_bytes,
         fp32_params=spec.optimizer.fp32_params,
+        master_weights=spec.optimizer.master_weights,
         bf16_layers=frozenset(i for i in range(spec.model.layers) if spec.bf16_layer(i)),
         bf16_mtp=spec.kernels.bf16_mtp and spec.precision in ("fp8", "fp4"),
     )
@@ -740,7 +771,11 @@ def spec_mapping(spec: TrainingSpec) -> dict[str, Any]:
         "precision": spec.precision,
         "steps": spec.steps,
         "kernels": {k: getattr(spec.kernels, k) for k in spec.kernels.__dataclass_fields__},
-        "optimizer": {"moments": spec.optimizer.moments, "fp32_params": spec.optimizer.fp32_params},
+        "optimizer": {
+            "moments": spec.optimizer.moments,
+            "fp32_params": spec.optimizer.fp32_params,
+            "master_weights": spec.optimizer.master_weights,
+        },
         **({"job": _job_mapping(spec.job)} if spec.job is not None else {}),
     }
 

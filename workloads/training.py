@@ -1111,7 +1111,11 @@ class TrainingJob:
         yield self.m.compute(
             cls,
             mdl.optimizer_flops(shard),
-            mdl.optimizer_bytes(shard, moment_bytes=self.spec.optimizer.moment_bytes),
+            mdl.optimizer_bytes(
+                shard,
+                moment_bytes=self.spec.optimizer.moment_bytes,
+                master_weights=self.spec.optimizer.master_weights,
+            ),
             dtype="bf16",
             name="optimizer",
             kind="optimizer",

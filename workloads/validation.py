@@ -231,6 +231,7 @@ class Software:
     vp: int | None = None  # the stack's interleaving when a row does not give vp (None: 1)
     eval_overhead: float = 0.0  # share of wall-clock minutes spent in evaluation (MLPerf), on top of training
     fp32_params: bool = False  # PyTorch FSDP mixed precision: the fp32 master is the parameter (optimizer.*)
+    pure_bf16: bool = False  # a model held in bf16: no master copy, bf16 Adam moments (optimizer.*)
     note: str = ""
     named_anywhere: bool = True  # also found by name inside a group (False: a benchmark, not a stack)
 
@@ -273,13 +274,22 @@ SOFTWARE: tuple[Software, ...] = (
         "Megatron's 72·B·s·l·h²(...) without recompute",
     ),
     Software(
-        ("torchtitan", "NeMo AutoModel", "AutoModel"),
+        "torchtitan",
         zero=3,
         fsdp=True,
         fp32_params=True,
-        note="PyTorch-native stacks (torchtitan, NeMo AutoModel): FSDP2 fully sharded with fp32 gradient "
-        "reduce-scatter (torchtitan's mixed_precision_reduce default) and fp32 sharded parameters cast per "
-        "use, SDPA flash attention, no TP overlap",
+        note="torchtitan: FSDP2 fully sharded with fp32 gradient reduce-scatter (its mixed_precision_reduce "
+        "default) and fp32 sharded parameters cast per use, SDPA flash attention, no TP overlap",
+    ),
+    Software(
+        ("NeMo AutoModel", "AutoModel"),
+        zero=3,
+        fsdp=True,
+        grad_reduce="bf16",
+        pure_bf16=True,
+        note="NeMo AutoModel: FSDP2 fully sharded with FSDP2Manager's MixedPrecisionPolicy (bf16 parameters "
+        "and bf16 reduce-scatter); its MoE models are cast to bf16 at initialisation (initialize_weights) and "
+        "trained by torch.optim.Adam, whose moments take the parameters' dtype: pure bf16, no master copy",
     ),
     Software(
         "NeMo", tp_comm_overlap=True, note="NeMo performance recipes: distributed optimizer, TP overlap"
@@ -1210,6 +1220,8 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
         assumptions.append(f"optimizer not given: the recipe's {recipe.moments} Adam moments")
     if sw.fp32_params:
         spec.setdefault("optimizer", {})["fp32_params"] = True
+    if sw.pure_bf16:
+        spec.setdefault("optimizer", {}).update(master_weights=False, moments="bf16")
     training = row_section(row, "training")  # torchtitan-style tables: training.activation_checkpointing
     checkpointing = next(
         (
