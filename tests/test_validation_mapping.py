@@ -112,7 +112,7 @@ def test_a_row_on_an_unnamed_h200_platform_runs_there_and_says_so():
     "group,stack",
     [
         ("NVIDIA NeMo 25.04 performance summary (DGX-GB200)", "NeMo"),
-        ("NeMo AutoModel performance summary", "torchtitan"),
+        ("NeMo AutoModel performance summary", "NeMo AutoModel"),
         ("torchtitan Llama 3.1 H100 benchmarks", "torchtitan"),
         ("Megatron-Bridge performance summary 26.06", "Megatron-Bridge"),
         ("MLPerf Training v4.0 gpt3", "MLPerf"),
@@ -121,6 +121,13 @@ def test_a_row_on_an_unnamed_h200_platform_runs_there_and_says_so():
 def test_a_stack_is_found_by_its_name_anywhere_in_the_group(group, stack):
     sw = software_for(group)
     assert (sw.match if isinstance(sw.match, str) else sw.match[0]) == stack
+
+
+def test_automodel_trains_in_pure_bf16_and_torchtitan_with_fp32_parameters():
+    """NeMo AutoModel casts its MoE models to bf16 and reduces in bf16; torchtitan keeps fp32 parameters."""
+    auto, titan = software_for("NeMo AutoModel performance summary"), software_for("torchtitan benchmarks")
+    assert (auto.pure_bf16, auto.fp32_params, auto.grad_reduce) == (True, False, "bf16")
+    assert (titan.pure_bf16, titan.fp32_params, titan.grad_reduce) == (False, True, "fp32")
 
 
 def test_a_benchmark_name_alone_is_not_a_stack():
