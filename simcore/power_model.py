@@ -38,6 +38,10 @@ AIR_DESIGN_RISE_K = 12.0  # inlet-to-exhaust air rise at design load (typical se
 SECONDS_PER_DAY = 86400.0
 SPLIT_TOLERANCE_K = 0.05  # coolant difference that makes a class's rack types separate thermal units
 MAX_IDLE_TICKS = 200  # longest stretch (10 s at 50 ms ticks) an idle machine is stepped over in one tick
+# The controller's memory (1 s at 50 ms ticks). A rack's limit stays engaged while its demand has exceeded
+# it within this many ticks, and a capped clock is set for the busiest tick among them: a controller that
+# lifted the cap (or raised the clock) on the first quiet tick would let the next compute tick run over.
+HOLD_TICKS = 20
 
 
 @dataclass(frozen=True)
@@ -112,27 +116,33 @@ class PowerController:
             )
         else:
             self.design_rise_k = AIR_DESIGN_RISE_K
-        # Warm start: a job that has been running sits near the steady state of sustained compute.
-        # Its power is held by the GPU's cap, and by its share of the rack limit where the rack (with its
-        # idle GPUs and static load) would exceed it, as every tick's is.
-        a_hot = min(1.0, w.tensor + 0.3 * w.hbm)
-        p_hot = np.minimum(acc.idle_power + (acc.tdp - acc.idle_power) * a_hot, self.gpu_cap)
-        limit = self.p.rack.power_limit
-        load = self.static_rack_w + self.rack_counts @ p_hot + self.rack_idle_gpus * acc.idle_power
-        over = (self.rack_counts[load > limit] > 0).any(axis=0)  # classes in a rack over its limit
-        share = (limit - self.static_rack_w) / machine.cluster.gpus_per_rack
-        p_hot = np.maximum(np.where(over, np.minimum(p_hot, share), p_hot), acc.idle_power)
-        t_f = self._supply_c(0.0) + 0.5 * self.design_rise_k * self._load_fraction(p_hot)
-        self.tj = np.full(n, t_f + p_hot * (cool.r_junction_plate + cool.r_plate_coolant))
-        self.tcp = np.full(n, t_f + p_hot * cool.r_plate_coolant)
+        self.unit_class = np.arange(n)  # thermal units (below): one per class to begin with
+        self.unit_types = self.class_in_type.T.copy()  # [U, R_types]
+        # Warm start: a job that has been running sits near the steady state of sustained compute. Its power
+        # is held by the GPU's cap, and by its share of the rack limit where the rack (with its idle GPUs and
+        # static load) would exceed it, as every tick's is; where that power would still heat the junction
+        # past the slowdown temperature, the clock is the thermal throttle's steady state. The engine starts
+        # at that clock, so a short run is not charged a full-clock first tick a running job never has.
+        a_hot = np.full(n, min(1.0, w.tensor + 0.3 * w.hbm))
+        self._demand_hist = np.tile(self._rack_demand(self._full_clock_power(a_hot)), (HOLD_TICKS, 1))
+        self._activity_hist = np.tile(a_hot, (HOLD_TICKS, 1))  # [ticks, U]: each unit's mean activity
+        self.cap = self._rack_caps(self._demand_hist[-1] > self.p.rack.power_limit)
+        f_cap = power.clock_for_power_cap(
+            self.cap, self.idle, self.peak, a_hot[:, None], self.kappa, self.f_min
+        )[:, 0]
+        f_warm, p_hot, t_f = self._thermal_steady_state(f_cap, a_hot)
+        r_total = cool.r_junction_plate + cool.r_plate_coolant
+        if np.any(t_f + p_hot * r_total > acc.shutdown_temp):
+            self._refuse_overheat(float(np.max(t_f + p_hot * r_total)))
+        self.tj = t_f + p_hot * r_total
+        self.tcp = t_f + p_hot * cool.r_plate_coolant
+        machine.clock[:] = np.round(f_warm, 6).tolist()
         # Thermal units: GPUs of one class that share one environment. Every class starts as one unit (its
         # GPUs run the same ops); a class whose rack types come to differ in coolant temperature or in the
         # rack power cap splits into one unit per rack type, each with its own temperature, cap and clock.
         # tj, tcp and cap are per unit; the engine runs a class at its slowest unit's clock (in a synchronous
         # job the others wait for it at the next collective, which the unit's power accounts for).
-        self.unit_class = np.arange(n)
-        self.unit_types = self.class_in_type.T.copy()  # [U, R_types]
-        self.unit_clock = np.ones(n)
+        self.unit_clock = np.round(f_warm, 6)
         self.t_prev = 0.0
         self._carry: tuple[np.ndarray, ...] = _empty_intervals()
         self._queue: list[np.ndarray] = []
@@ -181,9 +191,80 @@ class PowerController:
             return cool.inlet_temp if np.ndim(t_s) == 0 else np.full(np.shape(t_s), cool.inlet_temp)
         return np.maximum(cool.inlet_temp, self._outside_c(t_s) + cool.facility.approach)
 
-    def _load_fraction(self, gpu_w: float) -> float:
+    def _load_fraction(self, gpu_w: np.ndarray | float) -> np.ndarray | float:
         rack_w = gpu_w * self.m.cluster.gpus_per_rack + self.static_rack_w
         return rack_w / self.p.rack.power_limit
+
+    def _thermal_steady_state(
+        self, f_cap: np.ndarray, activity: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per class: the clock, GPU power and coolant temperature of sustained work at ``activity`` once
+        the thermal throttle has settled, no faster than ``f_cap`` (the power caps' clock). The throttle clock
+        falls as the junction warms and the junction warms with the clock, so the steady clock is the one
+        where they meet (bisection: f minus the throttle clock at f's junction grows with f)."""
+        cool = self.p.cooling
+        r_total = cool.r_junction_plate + cool.r_plate_coolant
+        supply = float(self._supply_c(0.0))
+
+        def state(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            p_w = self.idle + (self.peak - self.idle) * activity * f**self.kappa
+            t_f = supply + 0.5 * self.design_rise_k * self._load_fraction(p_w) * self._liquid_share()
+            f_th = thermal.thermal_clock_factor_ref(
+                (t_f + p_w * r_total)[:, None], self.slowdown, self.slope, self.f_min
+            )[:, 0]
+            return p_w, t_f, f - f_th
+
+        _, _, gap = state(f_cap)
+        lo, hi = self.f_min.copy(), f_cap.copy()
+        if np.any(gap > 0):
+            for _ in range(50):  # 2**-50 of the clock range
+                mid = 0.5 * (lo + hi)
+                _, _, g = state(mid)
+                lo, hi = np.where(g > 0, lo, mid), np.where(g > 0, mid, hi)
+        f = np.where(gap > 0, lo, f_cap)
+        p_w, t_f, _ = state(f)
+        return f, p_w, t_f
+
+    def _refuse_overheat(self, tj_c: float) -> None:
+        """A cooling design that cannot hold sustained work below the shutdown temperature, even with the
+        clock throttled to min_clock, is an input error: the GPUs would shut down, not run slower."""
+        acc, cool = self.p.accelerator, self.p.cooling
+        supply = float(self._supply_c(0.0))
+        raise ConfigError(
+            f"the cooling cannot hold sustained work below the GPU's shutdown temperature: the junction "
+            f"settles at {tj_c:.0f} degC even at min_clock, above shutdown_temp {acc.shutdown_temp:g} degC "
+            f"(coolant supply {supply:.0f} degC)",
+            file=self.p.source_file,
+            path="cooling.inlet_temp",
+            value=f"{cool.inlet_temp:g} degC",
+            expected="a coolant supply cold enough for the GPU's power and thermal resistances",
+            hint="lower cooling.inlet_temp, or cooling.r_junction_plate / r_plate_coolant, or cap the power "
+            "(accelerator.power_cap)",
+        )
+
+    def _full_clock_power(self, activity: np.ndarray) -> np.ndarray:
+        """Each unit's demand: its power at full clock for ``activity``, no more than its GPU cap."""
+        uc = self.unit_class
+        return np.minimum(self.idle[uc] + (self.peak[uc] - self.idle[uc]) * activity, self.gpu_cap[uc])
+
+    def _rack_demand(self, unit_w: np.ndarray) -> np.ndarray:
+        """Rack IT power per rack type if every unit drew ``unit_w``: GPUs, idle GPUs and the static load."""
+        mix = self.rack_counts[:, self.unit_class] * self.unit_types.T  # [R_types, U]
+        return mix @ unit_w + self.rack_idle_gpus * self.p.accelerator.idle_power + self.static_rack_w
+
+    def _rack_caps(self, engaged: np.ndarray) -> np.ndarray:
+        """Per-unit cap: the GPU cap, lowered to its rack's fair share wherever the rack's limit is engaged.
+        The share leaves the static load and the job's idle GPUs their power and splits the rest evenly over
+        the rack's working GPUs, so capped GPUs can never sum above the limit."""
+        uc, types = self.unit_class, self.unit_types
+        cap = self.gpu_cap[uc].copy()
+        if np.any(engaged):
+            limit, idle_w = self.p.rack.power_limit, self.p.accelerator.idle_power
+            working = self.rack_counts.sum(axis=1)
+            share = (limit - self.static_rack_w - self.rack_idle_gpus * idle_w) / working  # W per GPU
+            for r in np.flatnonzero(engaged):
+                cap = np.where(types[:, r], np.minimum(cap, share[r]), cap)
+        return np.maximum(cap, self.idle[uc] * 1.01)
 
     # ------------------------------------------------------------------ activity intake
     def _on_block(self, block: np.ndarray) -> None:
@@ -276,15 +357,15 @@ class PowerController:
             clock = self._idle_clocks(clock, tj)
         self.tj, self.tcp = tj[:, -1].copy(), tcp[:, -1].copy()
         # Next tick's clocks: thermal throttle and power caps (GPU cap, or share of an exceeded rack limit).
-        over = self._update_caps(rack_it.mean(axis=1))
+        over = self._update_caps(act.mean(axis=1)[uc])
         f_thermal = thermal.thermal_clock_factor(
             self.tj[:, None], self.slowdown[uc], self.slope[uc], self.f_min[uc]
         )
-        f_cap = power.clock_for_power_cap(
+        f_cap = power.clock_for_power_cap(  # held for the busiest recent tick, as firmware would hold it
             self.cap,
             self.idle[uc],
             self.peak[uc],
-            act.mean(axis=1)[uc][:, None],
+            self._activity_hist.max(axis=0)[:, None],
             self.kappa[uc],
             self.f_min[uc],
         )
@@ -339,20 +420,19 @@ class PowerController:
         cool = self.p.cooling
         return cool.liquid_fraction if cool.type == "liquid" else 1.0
 
-    def _update_caps(self, rack_it_w: np.ndarray) -> np.ndarray:
-        """Per-unit cap: the GPU cap, lowered to a fair share of the rack limit where a rack exceeds it.
-        Returns which rack types are over their limit."""
-        limit = self.p.rack.power_limit
-        uc = self.unit_class
-        cap = self.gpu_cap[uc].copy()
-        over = rack_it_w > limit
-        if np.any(over):
-            gpus = self.rack_counts.sum(axis=1) + self.rack_idle_gpus
-            budget = (limit - self.static_rack_w) / gpus  # W per GPU the rack can afford
-            for r in np.flatnonzero(over):
-                cap = np.where(self.unit_types[:, r], np.minimum(cap, budget[r]), cap)
-        self.cap = np.maximum(cap, self.idle[uc] * 1.01)
-        return over
+    def _update_caps(self, activity: np.ndarray) -> np.ndarray:
+        """Per-unit caps for the next tick, from the racks' demand (their power at full clock for this tick's
+        activity per unit): a rack's limit is engaged while its demand has exceeded the limit within the last
+        HOLD_TICKS ticks. Budgeting from demand, not from the power drawn under the cap, keeps a capped
+        rack capped instead of lifting the cap whenever the capped draw dips under the limit. Returns which
+        rack types have their limit engaged."""
+        self._activity_hist = np.roll(self._activity_hist, -1, axis=0)
+        self._activity_hist[-1] = activity
+        self._demand_hist = np.roll(self._demand_hist, -1, axis=0)
+        self._demand_hist[-1] = self._rack_demand(self._full_clock_power(activity))
+        engaged = self._demand_hist.max(axis=0) > self.p.rack.power_limit
+        self.cap = self._rack_caps(engaged)
+        return engaged
 
     def _split_diverged(self, coolant_c: np.ndarray, over: np.ndarray) -> None:
         """Split every unit whose rack types now differ (coolant by more than SPLIT_TOLERANCE_K, or some
@@ -385,6 +465,7 @@ class PowerController:
         self.unit_types = new_types
         self.unit_clock = self.unit_clock[src]
         self.tj, self.tcp, self.cap = self.tj[src], self.tcp[src], self.cap[src]
+        self._activity_hist = self._activity_hist[:, src]
 
     # ------------------------------------------------------------------ results
     def finalize(self) -> PowerResult:
