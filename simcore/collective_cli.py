@@ -98,7 +98,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--algo",
         default="auto",
-        help="auto | ring | tree | nvls | hier | rhd | pairwise | p2p (default auto: fastest)",
+        help="auto | ring | tree | nvls | hier | rhd | pairwise | p2p (default auto: what NCCL would pick, "
+        "the fastest of all but rhd with their protocols; rhd, which NCCL lacks, is never auto-picked: "
+        "pin --algo rhd as a what-if)",
     )
     p.add_argument("--proto", default="auto", help="auto | LL | LL128 | Simple (default auto)")
     p.add_argument(

@@ -4,7 +4,8 @@
 sits on the scale-up domain and the fabric tiers, from ``simcore.cluster``) into per-level arrays — ranks,
 achievable bandwidth per rank and direction, step latency — and asks the numba kernels in
 ``simcore.kernels.collectives`` for the cost of every algorithm and protocol; the fastest wins unless the
-caller pins one (NCCL's rule, modeling-notes §1.4). Sizes follow the nccl-tests convention S
+caller pins one (NCCL's rule, modeling-notes §1.4). Auto leaves out recursive halving-doubling (``rhd``),
+which NCCL does not have: it is an explicit what-if (``algo="rhd"``). Sizes follow the nccl-tests convention S
 (modeling-notes §1.3): all-reduce/broadcast/reduce/sendrecv the per-rank buffer, all-gather/reduce-scatter
 the total gathered size, all-to-all the total a rank sends to all others.
 

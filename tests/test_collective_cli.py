@@ -140,6 +140,24 @@ def test_bad_input_exits_2_with_one_line(
     assert err.count("\n") == 1 and err.startswith("racksim: error:")
 
 
+def test_auto_is_what_nccl_picks_and_rhd_a_what_if(capsys: pytest.CaptureFixture[str]) -> None:
+    """auto leaves rhd out even where it is faster; --help must say so rather than promise the fastest."""
+    argv = ["--profile", "gen2.yaml", "--op", "allreduce", "--ranks", "64", "--sizes", "64K"]
+    _, auto, _ = _run(argv, capsys)
+    _, rhd, _ = _run([*argv, "--algo", "rhd"], capsys)
+    auto_row, rhd_row = (
+        next(ln.split() for ln in o.splitlines() if not ln.startswith("#")) for o in (auto, rhd)
+    )
+    assert rhd_row[4] == "rhd" and float(rhd_row[1]) < float(auto_row[1])
+    assert auto_row[4] != "rhd"
+    parser = argparse.ArgumentParser(prog="racksim")
+    sub = parser.add_subparsers(dest="command")
+    p = collective_cli.add_parser(sub)
+    algo_help = next(a.help for a in p._actions if "--algo" in a.option_strings)
+    assert "what NCCL would pick" in algo_help and "rhd" in algo_help and "never auto-picked" in algo_help
+    assert "auto: fastest)" not in algo_help
+
+
 def test_size_parsing() -> None:
     assert collective_cli.parse_size("1K") == 1024
     assert collective_cli.parse_size("8g") == 8 * 2**30
