@@ -51,7 +51,12 @@ def parse_sizes(text: str) -> list[int]:
     """``LOW:HIGH`` doubling from LOW up to HIGH inclusive, or a single size."""
     parts = text.split(":")
     if len(parts) == 1:
-        return [parse_size(parts[0])]
+        size = parse_size(parts[0])
+        if size < 1:  # the same floor as the range form: a 0-byte collective has no bandwidth
+            raise ConfigError(
+                "a size must be at least 1 byte", path="--sizes", value=text, expected="1 or more, e.g. 1M"
+            )
+        return [size]
     if len(parts) != 2:
         raise ConfigError("malformed size range", path="--sizes", value=text, expected="LOW:HIGH, e.g. 1M:8G")
     low, high = parse_size(parts[0]), parse_size(parts[1])
@@ -163,7 +168,8 @@ def collective_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str
     rows = []
     for i, n in enumerate(sizes):
         t = float(res.time_s[i])
-        algbw = n / t if t > 0 else 0.0
+        # one rank moves nothing in no time: its bandwidth is undefined (n/a, JSON null), not 0
+        algbw = n / t if t > 0 else None
         rows.append(
             {
                 "op": op_name,
@@ -171,7 +177,7 @@ def collective_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str
                 "nbytes": n,
                 "time_s": t,
                 "algbw_Bps": algbw,
-                "busbw_Bps": algbw * factor,
+                "busbw_Bps": None if algbw is None else algbw * factor,
                 "algorithm": str(res.algorithm[i]),
                 "protocol": str(res.protocol[i]),
             }
@@ -188,6 +194,11 @@ def collective_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str
     return rows, desc
 
 
+def _gbps(bps: float | None) -> str:
+    """GB/s with two decimals, or n/a for an undefined bandwidth (a 1-rank group)."""
+    return "n/a" if bps is None else f"{bps / 1e9:.2f}"
+
+
 def format_table(rows: list[dict[str, Any]], desc: str) -> str:
     lines = [
         f"# racksim collective: {desc}",
@@ -196,8 +207,8 @@ def format_table(rows: list[dict[str, Any]], desc: str) -> str:
     ]
     for r in rows:
         lines.append(
-            f"  {r['nbytes']:>13d} {r['time_s'] * 1e6:>12.2f} {r['algbw_Bps'] / 1e9:>12.2f} "
-            f"{r['busbw_Bps'] / 1e9:>12.2f}  {r['algorithm']:<9}  {r['protocol']}"
+            f"  {r['nbytes']:>13d} {r['time_s'] * 1e6:>12.2f} {_gbps(r['algbw_Bps']):>12} "
+            f"{_gbps(r['busbw_Bps']):>12}  {r['algorithm']:<9}  {r['protocol']}"
         )
     return "\n".join(lines)
 

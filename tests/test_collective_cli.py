@@ -123,6 +123,8 @@ def test_racks_override_lets_a_large_group_fit(capsys: pytest.CaptureFixture[str
         (["--op", "allreduce", "--ranks", "8", "--sizes", "1Q:2M"], "malformed size"),
         (["--op", "allreduce", "--ranks", "8", "--sizes", "8M:1M"], "range"),
         (["--op", "allreduce", "--ranks", "8", "--sizes", "1:2:3"], "malformed size range"),
+        (["--op", "allreduce", "--ranks", "8", "--sizes", "0"], "--sizes: a size must be at least 1 byte"),
+        (["--op", "allreduce", "--ranks", "8", "--sizes", "0:1M"], "--sizes: size range must go up"),
         (["--op", "reducescatter", "--ranks", "8", "--algo", "tree"], "does not implement"),
         (["--op", "allreduce", "--ranks", "8", "--imbalance", "2"], "applies to alltoallv only"),
         (["--op", "alltoallv", "--ranks", "8", "--imbalance", "0.5"], "imbalance must be >= 1"),
@@ -138,6 +140,18 @@ def test_bad_input_exits_2_with_one_line(
     assert code == 2
     assert needle in err
     assert err.count("\n") == 1 and err.startswith("racksim: error:")
+
+
+def test_one_rank_prints_bandwidth_as_na(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 1-rank group takes 0 us: its bandwidth is undefined, not 0 GB/s."""
+    target = tmp_path / "rows.json"
+    argv = ["--profile", "gen2.yaml", "--op", "allreduce", "--ranks", "1", "--sizes", "1M:2M"]
+    code, out, err = _run([*argv, "--json", str(target)], capsys)
+    assert code == 0 and not err
+    lines = [ln.split() for ln in out.splitlines() if not ln.startswith("#")]
+    assert [ln[1:4] for ln in lines] == [["0.00", "n/a", "n/a"]] * 2
+    rows = json.loads(target.read_text())
+    assert all(r["algbw_Bps"] is None and r["busbw_Bps"] is None for r in rows)
 
 
 def test_auto_is_what_nccl_picks_and_rhd_a_what_if(capsys: pytest.CaptureFixture[str]) -> None:
