@@ -26,8 +26,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from simcore.atomic import output_dir, write_json
-from simcore.errors import RacksimError
+from simcore import interrupts
+from simcore.atomic import discard_if_empty, output_dir, write_json
+from simcore.errors import Interrupted, RacksimError
 
 DEFAULT_MIN_TARGET = 1e7
 TARGET_FORMULA = "max(1e7, 10**ceil(log10(best tokens_per_s)))"
@@ -152,10 +153,31 @@ def size_fleet(metrics: dict[str, Any], target: float) -> None:
     )
 
 
+def _interrupted(out: Path, done: list[dict[str, Any]], total: int, write_trace: bool) -> Interrupted:
+    """What Ctrl-C left behind: the finished profiles' run directories stay complete, the table does not."""
+    ran = [r for r in done if r.get("metrics") is not None]
+    files = "summary.json and trace.h5" if write_trace else "summary.json"
+    if ran:
+        kept = f"complete runs kept: {', '.join(r['out_dir'] for r in ran)} ({files} each)"
+    else:
+        kept = "no profile's run finished"
+    msg = f"compare interrupted; {kept}"
+    if len(done) < total:
+        msg += f"; {total - len(done)} of {total} profile(s) did not run or finish"
+    missing = [name for name in ("compare.json", "compare.png") if not (out / name).is_file()]
+    if missing:
+        msg += f"; {' and '.join(missing)} {'was' if len(missing) == 1 else 'were'} not written"
+    return Interrupted(msg)
+
+
 def run_compare(opts: CompareOptions) -> dict[str, Any]:
-    """Run every profile, fill the table, write compare.json and compare.png; returns the table."""
+    """Run every profile, fill the table, write compare.json and compare.png; returns the table.
+
+    Ctrl-C raises ``Interrupted`` naming the run directories that are complete (every run is atomic: the
+    one that was stopped leaves no output) and saying that the table was not written.
+    """
     from simcore.profile import load_profile
-    from simcore.runner import RunOptions, run, split_sets
+    from simcore.runner import split_sets
 
     if len(opts.profiles) < 1:
         raise RacksimError("--profiles: give at least one hardware profile")
@@ -163,67 +185,90 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
     # A missing or malformed profile is a typo: stop before any run, as a sweep file does.
     for profile in opts.profiles:
         load_profile(profile, profile_sets)
+    ctrl_c = interrupts.mark()
     with output_dir(opts.out, "compare-") as out:  # a compare that runs nothing leaves no empty folder
-        say = opts.progress or (lambda _msg: None)
-        used: set[str] = set()
         rows: list[dict[str, Any]] = []
-        for i, profile in enumerate(opts.profiles, 1):
-            label = _label(profile, used)
-            run_dir = out / label
-            say(f"[{i}/{len(opts.profiles)}] {label}: running {opts.workload or 'the default workload'}")
-            row: dict[str, Any] = {"label": label, "profile": profile, "out_dir": str(run_dir)}
-            try:
-                result = run(
-                    RunOptions(
-                        profile=profile,
-                        workload=opts.workload,
-                        out=run_dir,
-                        racks=opts.racks,
-                        steps=opts.steps,
-                        seed=opts.seed,
-                        sets=list(opts.sets or []),
-                        write_trace=opts.write_trace,
-                    )
-                )
-            except (
-                RacksimError
-            ) as exc:  # e.g. the model does not fit this generation's HBM: say so in the table
-                row["error"] = str(exc)
-                row["metrics"] = None
-                say(f"[{i}/{len(opts.profiles)}] {label}: {exc}")
-                rows.append(row)
-                continue
-            row["metrics"] = row_metrics(result.summary, run_dir if opts.write_trace else None)
-            row["workload"] = result.summary.get("workload")
-            row["hardware"] = result.summary.get("profile")
-            rows.append(row)
-        if all(r["metrics"] is None for r in rows):
-            raise RacksimError(
-                "compare: no profile could run the workload: " + "; ".join(r["error"] for r in rows)
-            )
-        target = opts.target_tokens_per_s or default_target(rows)
-        for r in rows:
-            if r["metrics"] is not None:
-                size_fleet(r["metrics"], target)
-        table = {
-            "workload": opts.workload,
-            "target_tokens_per_s": target,
-            "target_formula": "given on the command line" if opts.target_tokens_per_s else TARGET_FORMULA,
-            "racks_formula": RACKS_FORMULA,
-            "mw_formula": MW_FORMULA,
-            "assumption": (
-                "throughput and power per GPU of the simulated run hold at fleet scale, racks filled "
-                "(data-parallel weak scaling)"
-            ),
-            "profiles": rows,
-        }
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "compare.json", table)
-        from simcore.plots import save_figure
+        running: list[Path] = []  # the run directory of the profile in progress
+        try:
+            return _run_all(opts, out, rows, running)
+        except BaseException as exc:
+            # a Ctrl-C can also surface wrapped (numba's SystemError) after the counting handler saw it
+            if not isinstance(exc, KeyboardInterrupt) and (
+                isinstance(exc, RacksimError) or not interrupts.requested_since(ctrl_c)
+            ):
+                raise
+            if running:
+                discard_if_empty(running[0])  # the stopped run wrote nothing; do not leave its folder
+            raise _interrupted(out, rows, len(opts.profiles), opts.write_trace) from exc
 
-        save_figure(compare_figure(table), out / "compare.png")
-        table["outputs"] = [str(out / "compare.json"), str(out / "compare.png")]
-        return table
+
+def _run_all(
+    opts: CompareOptions, out: Path, rows: list[dict[str, Any]], running: list[Path]
+) -> dict[str, Any]:
+    """The body of ``run_compare``: ``rows`` grows as profiles finish and ``running`` holds the run directory
+    in progress, so an interrupt can say what is complete."""
+    from simcore.runner import RunOptions, run
+
+    say = opts.progress or (lambda _msg: None)
+    used: set[str] = set()
+    for i, profile in enumerate(opts.profiles, 1):
+        label = _label(profile, used)
+        run_dir = out / label
+        say(f"[{i}/{len(opts.profiles)}] {label}: running {opts.workload or 'the default workload'}")
+        row: dict[str, Any] = {"label": label, "profile": profile, "out_dir": str(run_dir)}
+        running[:] = [run_dir]
+        try:
+            result = run(
+                RunOptions(
+                    profile=profile,
+                    workload=opts.workload,
+                    out=run_dir,
+                    racks=opts.racks,
+                    steps=opts.steps,
+                    seed=opts.seed,
+                    sets=list(opts.sets or []),
+                    write_trace=opts.write_trace,
+                )
+            )
+        except RacksimError as exc:  # e.g. the model does not fit this generation's HBM: say so in the table
+            row["error"] = str(exc)
+            row["metrics"] = None
+            say(f"[{i}/{len(opts.profiles)}] {label}: {exc}")
+            rows.append(row)
+            running.clear()
+            continue
+        row["metrics"] = row_metrics(result.summary, run_dir if opts.write_trace else None)
+        row["workload"] = result.summary.get("workload")
+        row["hardware"] = result.summary.get("profile")
+        rows.append(row)
+        running.clear()
+    if all(r["metrics"] is None for r in rows):
+        raise RacksimError(
+            "compare: no profile could run the workload: " + "; ".join(r["error"] for r in rows)
+        )
+    target = opts.target_tokens_per_s or default_target(rows)
+    for r in rows:
+        if r["metrics"] is not None:
+            size_fleet(r["metrics"], target)
+    table = {
+        "workload": opts.workload,
+        "target_tokens_per_s": target,
+        "target_formula": "given on the command line" if opts.target_tokens_per_s else TARGET_FORMULA,
+        "racks_formula": RACKS_FORMULA,
+        "mw_formula": MW_FORMULA,
+        "assumption": (
+            "throughput and power per GPU of the simulated run hold at fleet scale, racks filled "
+            "(data-parallel weak scaling)"
+        ),
+        "profiles": rows,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "compare.json", table)
+    from simcore.plots import save_figure
+
+    save_figure(compare_figure(table), out / "compare.png")
+    table["outputs"] = [str(out / "compare.json"), str(out / "compare.png")]
+    return table
 
 
 def _fmt(value: Any, scale: float, fmt: str) -> str:

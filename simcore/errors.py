@@ -59,6 +59,13 @@ class ConfigError(RacksimError):
         return f"{where}: {text}" if where else text
 
 
+class Interrupted(RacksimError):
+    """Ctrl-C stopped a command that keeps what it finished; the message says which outputs are complete
+    (a bare KeyboardInterrupt would be reported as "no partial outputs were kept")."""
+
+    exit_code = 130
+
+
 class CapacityError(RacksimError):
     """The job does not fit: more GPUs than the cluster, or more memory than the HBM."""
 

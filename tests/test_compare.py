@@ -114,6 +114,41 @@ def test_compare_two_profiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert table["target_formula"] == "max(1e7, 10**ceil(log10(best tokens_per_s)))"
 
 
+def test_an_interrupted_compare_names_the_runs_it_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during the second profile: the first run's directory is complete and the message says so (not
+    "no partial outputs were kept"), and that the table was not written; exit code 130."""
+    import simcore.runner as runner
+
+    real_run, calls = runner.run, []
+
+    def ctrl_c_on_the_second_run(opts: runner.RunOptions) -> runner.RunResult:
+        calls.append(opts.profile)
+        if len(calls) == 2:
+            Path(opts.out).mkdir(parents=True)  # the stopped run may have made its folder
+            raise KeyboardInterrupt
+        return real_run(opts)
+
+    monkeypatch.setattr(runner, "run", ctrl_c_on_the_second_run)
+    out = tmp_path / "cmp"
+    code = trace_cli(
+        [
+            "compare",
+            *("--profiles", "gen1.yaml", "gen2.yaml", "gen3.yaml"),
+            *("--workload", "llama3-8b", "--steps", "1", "--out", str(out)),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 130 and "no partial outputs" not in err
+    line = err.strip().splitlines()[-1]
+    assert f"complete runs kept: {out / 'gen1'} (summary.json and trace.h5 each)" in line
+    assert "2 of 3 profile(s) did not run or finish" in line
+    assert "compare.json and compare.png were not written" in line
+    assert (out / "gen1" / "summary.json").is_file() and (out / "gen1" / "trace.h5").is_file()
+    assert not (out / "gen2").exists() and not (out / "compare.json").exists()
+
+
 def test_format_table_prints_na_for_missing_values() -> None:
     table = {
         "target_tokens_per_s": 1e7,
