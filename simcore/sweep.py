@@ -13,13 +13,18 @@ status and summary numbers) and ``sweep.csv`` (one row per point), written atomi
 
 from __future__ import annotations
 
+import ast
 import csv
 import difflib
+import functools
+import importlib
+import inspect
 import io
 import itertools
 import json
 import math
 import os
+import textwrap
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -40,6 +45,18 @@ DEFAULT_METRICS = (
     "avg_it_power_w",
     "energy_per_token_j",
     "pue",
+)
+# The functions that put keys into a run's summary.json (training and serving, the power model, the
+# multi-day job replay): ``summary_keys`` reads the keys from their source, so the list cannot drift.
+SUMMARY_SOURCES = (
+    ("simcore.runner", "run"),
+    ("simcore.runner", "summarize"),
+    ("simcore.runner", "summarize_serving"),
+    ("simcore.runner", "_with_power"),
+    ("workloads.inference", "serving_summary"),
+    ("simcore.power_model", "PowerResult.build"),
+    ("simcore.power_model", "_mitigations"),
+    ("simcore.reliability", "JobResult.summary"),
 )
 SWEEP_KEYS = ("name", "profiles", "workloads", "set", "grid", "racks", "steps", "seed", "trace", "metrics")
 MAX_POINTS = 10_000  # a grid beyond this is almost certainly a typo (a list where a scalar was meant)
@@ -181,8 +198,64 @@ def load_sweep(path: str | Path) -> SweepSpec:
     if spec.size > MAX_POINTS:
         raise ConfigError(f"{spec.size:,} points", file=file, path="grid",
                           expected=f"at most {MAX_POINTS:,} (split the sweep)")  # fmt: skip
+    _check_metrics(spec)
     _check_names(spec)
     return spec
+
+
+@functools.cache
+def summary_keys() -> frozenset[str] | None:
+    """Every top-level key a run's summary.json can hold (training or serving), read from the string keys
+    that the ``SUMMARY_SOURCES`` functions write: keys of their dict displays (not of dicts nested as values)
+    and ``name["key"] = ...`` assignments. None when the sources cannot be read."""
+    keys: set[str] = set()
+    for module, qualname in SUMMARY_SOURCES:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        try:
+            source = inspect.getsource(inspect.unwrap(getattr(obj, "__func__", obj)))
+        except (OSError, TypeError):  # racksim installed without its .py sources: no up-front check
+            return None
+        tree = ast.parse(textwrap.dedent(source))
+        nested = set()  # dicts that are values (a summary's "workload" or "storage" entry), not summaries
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict):
+                nested.update(id(v) for v in node.values)
+            elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Subscript) for t in node.targets):
+                nested.add(id(node.value))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict) and id(node) not in nested:
+                keys.update(
+                    k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)
+                )
+            elif (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)  # summary["k"], not an HDF5 attribute
+                and isinstance(node.slice, ast.Constant)
+                and isinstance(node.slice.value, str)
+            ):
+                keys.add(node.slice.value)
+    return frozenset(keys)
+
+
+def _check_metrics(spec: SweepSpec) -> None:
+    """A metric no summary can contain is a typo: stop before anything runs, not after every point. A
+    dotted metric (``workload.parallelism.tp``) is checked by its first key."""
+    known = summary_keys()
+    for i, metric in enumerate(spec.metrics):
+        head = metric.split(".", 1)[0]
+        if known is not None and head not in known:
+            close = difflib.get_close_matches(head, sorted(known), n=1)
+            raise ConfigError(
+                "no summary.json has this key",
+                file=spec.file,
+                path=f"metrics[{i}]",
+                value=metric,
+                expected="a summary.json key (docs/design.md), e.g. step_time_s, mfu, ttft_s_p50",
+                hint=f"did you mean {close[0]!r}?" if close else None,
+            )
 
 
 def _int(data: Mapping[str, Any], key: str, file: str, default: int | None) -> Any:
@@ -553,8 +626,23 @@ def _param_keys(result: SweepResult) -> list[str]:
     return ["profile", "workload", *result.spec.grid]
 
 
+_MISSING = object()
+
+
+def _lookup(record: dict[str, Any], key: str) -> Any:
+    """A summary value by key, or by dotted path into a nested entry (``workload.parallelism.tp``);
+    ``_MISSING`` when the summary has no such key."""
+    value: Any = record.get("summary") or {}
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
 def _metric(record: dict[str, Any], key: str) -> Any:
-    return (record.get("summary") or {}).get(key)
+    value = _lookup(record, key)
+    return None if value is _MISSING else value
 
 
 def to_csv(result: SweepResult) -> str:
@@ -589,14 +677,16 @@ def _short_error(text: str, limit: int = 160) -> str:
 
 
 def _unknown_metric_notes(result: SweepResult) -> list[str]:
-    """A metric no point that ran has in its summary is most likely misspelt: say so, not '-' silently."""
-    ran = [r.get("summary") or {} for r in result.points if r["status"] == "ok"]
+    """A metric no point that ran has in its summary (a serving key in a training sweep, ``goodput`` without
+    a multi-day job, a misspelt nested key): say so, not '-' silently. Unknown top-level keys never get here:
+    ``load_sweep`` refuses them."""
+    ran = [r for r in result.points if r["status"] == "ok"]
     if not ran:
         return []
-    keys = sorted(set().union(*ran))
+    keys = sorted(set().union(*(r.get("summary") or {} for r in ran)))
     notes = []
     for metric in result.spec.metrics:
-        if all(metric not in summary for summary in ran):
+        if all(_lookup(r, metric) is _MISSING for r in ran):
             close = difflib.get_close_matches(metric, keys, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             notes.append(f"note: metric {metric!r} is in no point's summary.json{hint}")

@@ -225,17 +225,58 @@ def test_a_field_only_some_workloads_have_keeps_the_sweep_running(tmp_path):
     assert status == ["error", "error", "ok", "ok"]
 
 
-def test_a_misspelt_metric_gets_a_note_and_long_errors_are_cut_at_a_word(tmp_path):
+def test_a_misspelt_metric_stops_the_sweep_before_any_point(tmp_path, capsys):
+    path = _write(
+        tmp_path, "name: m\nprofiles: [gen2]\nworkloads: [llama3-8b]\nmetrics: [step_time_s, mfuu]\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    assert f"{path}: metrics[1]: " in str(err.value) and "got 'mfuu'" in str(err.value)
+    assert "did you mean 'mfu'?" in str(err.value)
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out)]) == 2
+    err_text = capsys.readouterr().err
+    assert err_text.count("\n") == 1 and "metrics[1]" in err_text and "running" not in err_text
+    assert not out.exists()
+
+
+def test_a_metric_no_point_has_gets_a_note_and_long_errors_are_cut_at_a_word(tmp_path):
+    """A key only serving summaries have, in a training sweep, is a note after the table; a dotted metric
+    reads a nested value."""
     from simcore.sweep import _short_error, format_table
 
-    path = _write(
-        tmp_path, "name: m\nprofiles: [gen2]\nworkloads: [llama3-8b]\nsteps: 1\nmetrics: [step_time, mfu]\n"
-    )
-    table = format_table(run_sweep(load_sweep(path), out=tmp_path / "out", jobs=1))
-    assert "note: metric 'step_time' is in no point's summary.json (did you mean 'step_time_s'?)" in table
-    assert "'mfu'" not in table  # a metric that is there gets no note
+    path = _write(tmp_path, "name: m\nprofiles: [gen2]\nworkloads: [llama3-8b]\nsteps: 1\n"
+                  "metrics: [ttft_s_p50, mfu, workload.parallelism.tp]\n")  # fmt: skip
+    result = run_sweep(load_sweep(path), out=tmp_path / "out", jobs=1)
+    table = format_table(result)
+    assert "note: metric 'ttft_s_p50' is in no point's summary.json" in table
+    assert "'mfu'" not in table and "'workload.parallelism.tp'" not in table  # those are there: no note
+    tp = result.points[0]["summary"]["workload"]["parallelism"]["tp"]
+    row = next(csv.DictReader((tmp_path / "out" / "sweep.csv").open()))
+    assert row["workload.parallelism.tp"] == str(tp) and row["ttft_s_p50"] == ""
     cut = _short_error("error: " + "word " * 60)
     assert cut.endswith("word ... (full text in sweep.json)") and len(cut) <= 160
+
+
+SERVE = "kind: inference\nmodel: llama3-8b\nprecision: fp8\nrequests: {count: 4, input_tokens: 64, output_tokens: 4}\n"
+# keys only some runs write: the multi-day job replay (`job:` in a training spec)
+_OPTIONAL_SUMMARY_KEYS = {
+    "goodput", "job_steps", "job_wall_s", "job_days", "job_failures", "job_checkpoints",
+    "job_checkpoint_every_steps", "job_checkpoint_s", "job_checkpoint_total_s", "job_lost_work_s", "job_down_s",
+    "job_mtbf_s", "job_goodput_first_order",
+}  # fmt: skip
+
+
+def test_summary_keys_are_the_keys_training_and_serving_summaries_hold(tmp_path):
+    """The metric check's keys are read from the code: every key of a real training and serving summary is
+    among them, and they hold nothing else but keys of optional sections."""
+    from simcore.sweep import summary_keys
+
+    serve = _write(tmp_path, SERVE, "serve.yaml")
+    train = run(RunOptions(profile="h100-dgx", workload="llama3-8b", steps=1, write_trace=False)).summary
+    serving = run(RunOptions(profile="h100-dgx", workload=str(serve), write_trace=False)).summary
+    assert set(train) <= summary_keys() and set(serving) <= summary_keys()
+    assert not set(summary_keys()) - set(train) - set(serving) - _OPTIONAL_SUMMARY_KEYS
 
 
 def test_a_value_only_one_profile_rejects_fails_only_that_profiles_points(tmp_path):
