@@ -369,6 +369,7 @@ def expand(spec: SweepSpec, out: Path | None = None) -> list[SweepPoint]:
     points: list[SweepPoint] = []
     width = max(3, len(str(spec.size - 1)))
     combos = itertools.product(spec.profiles, spec.workloads, *(spec.grid[k] for k in keys))
+    serving: dict[tuple[Any, ...], bool] = {}
     for i, (profile, workload, *values) in enumerate(combos):
         label = f"p{i:0{width}d}"
         params: dict[str, Any] = {
@@ -377,22 +378,38 @@ def expand(spec: SweepSpec, out: Path | None = None) -> list[SweepPoint]:
         }
         params.update(zip(keys, values, strict=True))
         grid_sets = tuple(f"{k}={_set_value(v)}" for k, v in zip(keys, values, strict=True))
+        sets = (*spec.sets, *grid_sets)
         points.append(
             SweepPoint(
                 index=i,
                 label=label,
                 profile=profile,
                 workload=workload,
-                sets=(*spec.sets, *grid_sets),
+                sets=sets,
                 params=params,
                 racks=spec.racks,
-                steps=spec.steps,
+                steps=None if spec.steps is not None and _serves(workload, sets, serving) else spec.steps,
                 seed=spec.seed,
                 out_dir=str(out / "points" / label) if out is not None else None,
                 write_trace=spec.trace,
             )
         )
     return points
+
+
+def _serves(workload: str | None, sets: tuple[str, ...], memo: dict[tuple[Any, ...], bool]) -> bool:
+    """Whether a point runs a serving workload: the sweep's ``steps`` are training steps, and a serving run
+    refuses them (it serves its request stream), so its points run without them."""
+    from simcore.runner import RunOptions, is_inference
+
+    kind = tuple(o for o in sets if o.split("=", 1)[0].strip() == "kind")  # only `kind` can change it
+    key = (workload, kind)
+    if key not in memo:
+        try:
+            memo[key] = is_inference(RunOptions(workload=workload), list(kind))
+        except RacksimError:  # an unreadable workload: the point reports that itself
+            memo[key] = False
+    return memo[key]
 
 
 def preflight(spec: SweepSpec, points: list[SweepPoint]) -> None:

@@ -279,6 +279,19 @@ def test_summary_keys_are_the_keys_training_and_serving_summaries_hold(tmp_path)
     assert not set(summary_keys()) - set(train) - set(serving) - _OPTIONAL_SUMMARY_KEYS
 
 
+def test_sweep_steps_apply_to_training_workloads_only(tmp_path):
+    """A serving run refuses --steps (it serves its request stream): in a mixed sweep `steps:` must not
+    make every serving point fail."""
+    serve = _write(tmp_path, SERVE, "serve.yaml")
+    path = _write(tmp_path, f"name: mixed\nprofiles: [h100-dgx]\nworkloads: [llama3-8b, {serve}]\nsteps: 1\n")
+    spec = load_sweep(path)
+    assert [p.steps for p in expand(spec)] == [1, None]
+    result = run_sweep(spec, out=tmp_path / "out", jobs=1)
+    assert [r["status"] for r in result.points] == ["ok", "ok"], [r.get("error") for r in result.points]
+    assert result.points[0]["summary"]["workload"]["steps"] == 1
+    assert result.points[1]["summary"]["requests_completed"] == 4
+
+
 def test_a_value_only_one_profile_rejects_fails_only_that_profiles_points(tmp_path):
     """A consistency check (a power cap below gen2's idle draw) is a point's error, not the sweep's."""
     path = _write(tmp_path, 'name: cap\nprofiles: [h100-dgx, gen2]\nworkloads: [llama3-8b]\nsteps: 1\n'
