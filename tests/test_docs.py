@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from simcore.errors import ConfigError
 from simcore.schema import markdown_table
 from workloads.spec import Batch, Parallelism
 
@@ -28,3 +31,20 @@ def test_readme_links_point_at_existing_docs():
     readme = (DOCS.parent / "README.md").read_text()
     for name in re.findall(r"docs/([\w-]+\.md)", readme):
         assert (DOCS / name).is_file(), name
+
+
+def test_design_claims_only_the_serving_features_that_are_modelled():
+    """docs/design.md's inference paragraph must agree with docs/inference.md and the loader: pp > 1 is an
+    error and prefill/decode disaggregation is not modelled."""
+    from workloads.inference import load_inference_spec
+
+    design = " ".join((DOCS / "design.md").read_text().split())
+    inference = " ".join((DOCS / "inference.md").read_text().split())
+    assert "prefill/decode disaggregation" in inference.split("Not modelled yet", 1)[1]
+    assert "optional prefill/decode disaggregation" not in design
+    assert "prefill/decode disaggregation is not modelled" in design
+    with pytest.raises(ConfigError, match="pipeline-parallel serving is not modelled"):
+        load_inference_spec(
+            {"kind": "inference", "model": "llama3-8b", "parallelism": {"pp": 2}}, file="s.yaml"
+        )
+    assert "(tp, pp, replicas)" not in design and "`pp` exists but must be 1" in design
