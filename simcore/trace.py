@@ -122,6 +122,21 @@ CHUNK_INDEX_UNITS = {
     "step_min": "1",
     "step_max": "1",
 }
+CHUNK_INDEX_LONG_NAMES = {
+    "row_start": "first /events row of the chunk",
+    "rows": "rows in the chunk",
+    "t_start_min": "earliest event start in the chunk",
+    "t_start_max": "latest event start in the chunk",
+    "t_end_max": "latest event end in the chunk",
+    "class_min": "lowest rank class in the chunk",
+    "class_max": "highest rank class in the chunk",
+    "step_min": "lowest step in the chunk",
+    "step_max": "highest step in the chunk",
+}
+CHUNK_INDEX_LONG_NAME = "per-chunk ranges of /events, so readers can skip chunks"
+# Attributes the format documents as integers that a caller may hand over as whole floats (the power
+# model keeps its rack counts in float64): close() stores them as int64.
+INTEGER_ATTRS = (("timeseries/power/rack_w", "racks_per_type"),)
 _STR = h5py.string_dtype()
 
 
@@ -311,7 +326,18 @@ class TraceWriter:
         index = np.concatenate(self._index) if self._index else np.zeros(0, dtype=CHUNK_INDEX_DTYPE)
         ds = self.file.create_dataset("event_chunks", data=index)
         ds.attrs["units"] = json.dumps(CHUNK_INDEX_UNITS)
-        ds.attrs["long_name"] = "per-chunk ranges of /events, so readers can skip chunks"
+        # `long_names` (JSON, every column) as on every other table; `long_name` kept for existing readers
+        ds.attrs["long_names"] = json.dumps(CHUNK_INDEX_LONG_NAMES)
+        ds.attrs["long_name"] = CHUNK_INDEX_LONG_NAME
+
+    def _integer_attrs(self) -> None:
+        """Store the documented integer attributes as int64 when they arrived as whole floats."""
+        for path, name in INTEGER_ATTRS:
+            if path not in self.file or name not in self.file[path].attrs:
+                continue
+            value = np.asarray(self.file[path].attrs[name])
+            if value.dtype.kind == "f" and np.all(np.isfinite(value)) and np.all(value == np.round(value)):
+                self.file[path].attrs[name] = value.astype(np.int64)
 
     # ------------------------------------------------------------------ tables
     def write_meta(self, attrs: dict[str, Any], texts: dict[str, str]) -> None:
@@ -385,6 +411,7 @@ class TraceWriter:
             return self.target
         try:
             self._finish_events()
+            self._integer_attrs()
             self.file.attrs["event_rows"] = self.rows
             self.file.attrs["complete"] = True
             self.file.close()

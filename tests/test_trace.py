@@ -83,9 +83,13 @@ def test_real_trace_schema_with_plain_h5py(real_trace: Path) -> None:
         assert json.loads(ev.attrs["group_names"]) == list(GROUPS)
         assert json.loads(ev.attrs["op_names"]) == list(OPS)
 
-        for table in ("classes", "steps", "event_chunks"):
+        for table in ("events", "classes", "steps", "event_chunks"):
             units = json.loads(f[table].attrs["units"])
             assert set(units) == set(f[table].dtype.names), table
+            assert set(json.loads(f[table].attrs["long_names"])) == set(f[table].dtype.names), table
+        assert "skip chunks" in f["event_chunks"].attrs["long_name"]  # kept for readers of older files
+        counts = f["timeseries/power/rack_w"].attrs["racks_per_type"]
+        assert counts.dtype.kind == "i" and counts.sum() >= 1  # the documented int array, not float64
         assert json.loads(f["classes"].attrs["units"])["multiplicity"] == "GPUs"
         assert json.loads(f["steps"].attrs["units"])["t_end"] == "s"
         assert f["event_chunks"].dtype == CHUNK_INDEX_DTYPE
