@@ -272,6 +272,26 @@ def test_a_trace_next_to_the_spec_is_found_and_bad_rows_are_one_line(tmp_path):
             run(RunOptions(profile="h100-dgx.yaml", workload=str(spec), write_trace=False))
 
 
+def test_a_trace_row_with_an_extra_value_is_refused_naming_its_line(tmp_path):
+    """A row longer than the header is a broken trace (a stray comma, a column without a name), not a request
+    whose extra value may be dropped; the line is the file's, blank lines included."""
+    from workloads.inference import make_requests
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,input_tokens,output_tokens\n0,64,2\n\n0.5,100,4,7\n")
+    spec = load_inference_spec(
+        {"kind": "inference", "model": "llama3-8b", "requests": {"trace": str(trace)}}, file="s.yaml"
+    )
+    with pytest.raises(ConfigError) as info:
+        make_requests(spec, 0)
+    msg = str(info.value)
+    assert msg.startswith(f"{trace}: line 4: 4 values, the header has 3 columns") and "'0.5,100,4,7'" in msg
+    assert "expected one value per column: arrival_s, input_tokens, output_tokens" in msg and "\n" not in msg
+    # extra named columns stay allowed (traces carry ids and the like)
+    trace.write_text("arrival_s,input_tokens,output_tokens,user\n0,64,2,alice\n")
+    assert len(make_requests(spec, 0)) == 1
+
+
 def test_free_memory_fraction_is_a_share_of_what_the_weights_leave(tmp_path):
     """TensorRT-LLM's kv_cache_free_gpu_mem_fraction: the cache gets a share of the HBM the weights leave,
     where vLLM's gpu_memory_utilization (memory_fraction) caps weights + cache together. Llama 3.3 70B in

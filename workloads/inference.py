@@ -280,7 +280,14 @@ def _read_trace(path: Path) -> list[Request]:
     if not reader.fieldnames or not need <= set(reader.fieldnames):
         raise ConfigError("missing columns", file=str(path), value=reader.fieldnames,
                           expected="arrival_s, input_tokens, output_tokens")  # fmt: skip
-    for line, row in enumerate(reader, start=2):
+    columns = ", ".join(reader.fieldnames)
+    for row in reader:
+        line = reader.line_num  # the physical line (blank lines are skipped, so not a row count)
+        if None in row:  # csv puts values beyond the header's columns under the key None
+            values = [row[k] for k in reader.fieldnames] + list(row[None])
+            raise ConfigError(f"{len(values)} values, the header has {len(reader.fieldnames)} columns",
+                              file=str(path), path=f"line {line}", value=",".join(values),
+                              expected=f"one value per column: {columns}")  # fmt: skip
         try:
             t, n_in, n_out = float(row["arrival_s"]), int(row["input_tokens"]), int(row["output_tokens"])
         except (TypeError, ValueError):  # a short row gives None
