@@ -13,18 +13,13 @@ status and summary numbers) and ``sweep.csv`` (one row per point), written atomi
 
 from __future__ import annotations
 
-import ast
 import csv
 import difflib
-import functools
-import importlib
-import inspect
 import io
 import itertools
 import json
 import math
 import os
-import textwrap
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -46,17 +41,87 @@ DEFAULT_METRICS = (
     "energy_per_token_j",
     "pue",
 )
-# The functions that put keys into a run's summary.json (training and serving, the power model, the
-# multi-day job replay): ``summary_keys`` reads the keys from their source, so the list cannot drift.
-SUMMARY_SOURCES = (
-    ("simcore.runner", "run"),
-    ("simcore.runner", "summarize"),
-    ("simcore.runner", "summarize_serving"),
-    ("simcore.runner", "_with_power"),
-    ("workloads.inference", "serving_summary"),
-    ("simcore.power_model", "PowerResult.build"),
-    ("simcore.power_model", "_mitigations"),
-    ("simcore.reliability", "JobResult.summary"),
+# Every top-level key a run's summary.json can hold (training, serving, the power model, the multi-day
+# job replay): a sweep's metrics are checked against it before anything runs. tests/test_sweep.py runs a
+# training and a serving job and fails when a summary gains a key this lacks, or this names one no
+# summary writes.
+SUMMARY_FIELDS = frozenset(
+    {
+        "avg_it_power_w",
+        "bubble_fraction",
+        "collective_algorithms",
+        "compute_fraction",
+        "conversion_loss_energy_j",
+        "cooling_energy_j",
+        "e2e_s_p50",
+        "e2e_s_p99",
+        "energy_convention",
+        "energy_per_token_j",
+        "events",
+        "exposed_comm_by_group",
+        "exposed_comm_fraction",
+        "facility_energy_j",
+        "facility_power_w",
+        "flops_convention",
+        "full_rack_it_power_w",
+        "goodput",
+        "gpu_energy_j",
+        "gpus",
+        "hardware_tflops_per_gpu",
+        "host_wait_fraction",
+        "idle_fraction",
+        "input_tokens_per_s",
+        "it_energy_j",
+        "iterations",
+        "job_checkpoint_every_steps",
+        "job_checkpoint_s",
+        "job_checkpoint_total_s",
+        "job_checkpoints",
+        "job_days",
+        "job_down_s",
+        "job_failures",
+        "job_goodput_first_order",
+        "job_lost_work_s",
+        "job_mtbf_s",
+        "job_steps",
+        "job_wall_s",
+        "kv_cache_capacity_bytes",
+        "kv_cache_peak_bytes",
+        "makespan_s",
+        "max_coolant_out_c",
+        "max_junction_temp_c",
+        "max_ramp_mitigated_w_per_s",
+        "max_ramp_w_per_s",
+        "mfu",
+        "model_tflops_per_gpu",
+        "not_modelled",
+        "overhead_energy_j",
+        "peak_hbm_bytes",
+        "peak_it_power_w",
+        "power_swing_mitigated_w",
+        "power_swing_w",
+        "profile",
+        "pue",
+        "rack_power_w",
+        "requests_completed",
+        "requests_per_s",
+        "smoothing_energy_j",
+        "step_time_s",
+        "step_times_s",
+        "storage",
+        "swing_band_energy_fraction",
+        "swing_band_energy_fraction_mitigated",
+        "thermal_units",
+        "throttle_time_fraction",
+        "tokens_per_s",
+        "tokens_per_s_per_gpu",
+        "tpot_s_p50",
+        "tpot_s_p99",
+        "ttft_s_p50",
+        "ttft_s_p99",
+        "wall_time_s",
+        "workload",
+    }
 )
 SWEEP_KEYS = ("name", "profiles", "workloads", "set", "grid", "racks", "steps", "seed", "trace", "metrics")
 MAX_POINTS = 10_000  # a grid beyond this is almost certainly a typo (a list where a scalar was meant)
@@ -203,51 +268,13 @@ def load_sweep(path: str | Path) -> SweepSpec:
     return spec
 
 
-@functools.cache
-def summary_keys() -> frozenset[str] | None:
-    """Every top-level key a run's summary.json can hold (training or serving), read from the string keys
-    that the ``SUMMARY_SOURCES`` functions write: keys of their dict displays (not of dicts nested as values)
-    and ``name["key"] = ...`` assignments. None when the sources cannot be read."""
-    keys: set[str] = set()
-    for module, qualname in SUMMARY_SOURCES:
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        try:
-            source = inspect.getsource(inspect.unwrap(getattr(obj, "__func__", obj)))
-        except (OSError, TypeError):  # racksim installed without its .py sources: no up-front check
-            return None
-        tree = ast.parse(textwrap.dedent(source))
-        nested = set()  # dicts that are values (a summary's "workload" or "storage" entry), not summaries
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Dict):
-                nested.update(id(v) for v in node.values)
-            elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Subscript) for t in node.targets):
-                nested.add(id(node.value))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Dict) and id(node) not in nested:
-                keys.update(
-                    k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)
-                )
-            elif (
-                isinstance(node, ast.Subscript)
-                and isinstance(node.ctx, ast.Store)
-                and isinstance(node.value, ast.Name)  # summary["k"], not an HDF5 attribute
-                and isinstance(node.slice, ast.Constant)
-                and isinstance(node.slice.value, str)
-            ):
-                keys.add(node.slice.value)
-    return frozenset(keys)
-
-
 def _check_metrics(spec: SweepSpec) -> None:
     """A metric no summary can contain is a typo: stop before anything runs, not after every point. A
     dotted metric (``workload.parallelism.tp``) is checked by its first key."""
-    known = summary_keys()
     for i, metric in enumerate(spec.metrics):
         head = metric.split(".", 1)[0]
-        if known is not None and head not in known:
-            close = difflib.get_close_matches(head, sorted(known), n=1)
+        if head not in SUMMARY_FIELDS:
+            close = difflib.get_close_matches(head, sorted(SUMMARY_FIELDS), n=1)
             raise ConfigError(
                 "no summary.json has this key",
                 file=spec.file,

@@ -259,24 +259,25 @@ def test_a_metric_no_point_has_gets_a_note_and_long_errors_are_cut_at_a_word(tmp
 
 
 SERVE = "kind: inference\nmodel: llama3-8b\nprecision: fp8\nrequests: {count: 4, input_tokens: 64, output_tokens: 4}\n"
-# keys only some runs write: the multi-day job replay (`job:` in a training spec)
-_OPTIONAL_SUMMARY_KEYS = {
-    "goodput", "job_steps", "job_wall_s", "job_days", "job_failures", "job_checkpoints",
-    "job_checkpoint_every_steps", "job_checkpoint_s", "job_checkpoint_total_s", "job_lost_work_s", "job_down_s",
-    "job_mtbf_s", "job_goodput_first_order",
-}  # fmt: skip
 
 
-def test_summary_keys_are_the_keys_training_and_serving_summaries_hold(tmp_path):
-    """The metric check's keys are read from the code: every key of a real training and serving summary is
-    among them, and they hold nothing else but keys of optional sections."""
-    from simcore.sweep import summary_keys
+def test_summary_fields_are_the_keys_training_serving_and_job_summaries_hold(tmp_path):
+    """The metric check's list is exact: every key of a real training, serving and multi-day-job summary is
+    in it, and it holds no key none of them writes."""
+    from simcore.sweep import SUMMARY_FIELDS
 
     serve = _write(tmp_path, SERVE, "serve.yaml")
-    train = run(RunOptions(profile="h100-dgx", workload="llama3-8b", steps=1, write_trace=False)).summary
-    serving = run(RunOptions(profile="h100-dgx", workload=str(serve), write_trace=False)).summary
-    assert set(train) <= summary_keys() and set(serving) <= summary_keys()
-    assert not set(summary_keys()) - set(train) - set(serving) - _OPTIONAL_SUMMARY_KEYS
+    job = _write(
+        tmp_path,
+        "model: llama3-8b\nparallelism: {tp: 8}\nbatch: {global_seqs: 64}\njob: {steps: 1000}\n",
+        "job.yaml",
+    )
+    opts = {"profile": "h100-dgx", "write_trace": False}
+    train = run(RunOptions(workload="llama3-8b", steps=1, **opts)).summary
+    serving = run(RunOptions(workload=str(serve), **opts)).summary
+    replay = run(RunOptions(workload=str(job), steps=1, **opts)).summary
+    assert set(train) | set(serving) | set(replay) <= SUMMARY_FIELDS
+    assert not SUMMARY_FIELDS - set(train) - set(serving) - set(replay)
 
 
 def test_sweep_steps_apply_to_training_workloads_only(tmp_path):
