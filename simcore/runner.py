@@ -388,7 +388,9 @@ def run(opts: RunOptions) -> RunResult:
             _write_trace_tables(writer, profile, spec, machine, job, summary, opts, text)
             for group, series in power_result.series().items():
                 writer.write_series(f"timeseries/{group}", power_result.time_s, series)
-            writer.file["timeseries/power/rack_w"].attrs["racks_per_type"] = power_result.racks_per_type
+            writer.file["timeseries/power/rack_w"].attrs["racks_per_type"] = np.rint(
+                power_result.racks_per_type
+            ).astype(np.int64)
             interrupts.raise_if_requested(ctrl_c)  # ... or one swallowed while summarising, before the trace
             writer.close()
     except BaseException:

@@ -134,9 +134,6 @@ CHUNK_INDEX_LONG_NAMES = {
     "step_max": "highest step in the chunk",
 }
 CHUNK_INDEX_LONG_NAME = "per-chunk ranges of /events, so readers can skip chunks"
-# Attributes the format documents as integers that a caller may hand over as whole floats (the power
-# model keeps its rack counts in float64): close() stores them as int64.
-INTEGER_ATTRS = (("timeseries/power/rack_w", "racks_per_type"),)
 _STR = h5py.string_dtype()
 
 
@@ -330,15 +327,6 @@ class TraceWriter:
         ds.attrs["long_names"] = json.dumps(CHUNK_INDEX_LONG_NAMES)
         ds.attrs["long_name"] = CHUNK_INDEX_LONG_NAME
 
-    def _integer_attrs(self) -> None:
-        """Store the documented integer attributes as int64 when they arrived as whole floats."""
-        for path, name in INTEGER_ATTRS:
-            if path not in self.file or name not in self.file[path].attrs:
-                continue
-            value = np.asarray(self.file[path].attrs[name])
-            if value.dtype.kind == "f" and np.all(np.isfinite(value)) and np.all(value == np.round(value)):
-                self.file[path].attrs[name] = value.astype(np.int64)
-
     # ------------------------------------------------------------------ tables
     def write_meta(self, attrs: dict[str, Any], texts: dict[str, str]) -> None:
         """Root attributes (seed, names) and text blobs under /meta (profile YAML, workload YAML...)."""
@@ -411,7 +399,6 @@ class TraceWriter:
             return self.target
         try:
             self._finish_events()
-            self._integer_attrs()
             self.file.attrs["event_rows"] = self.rows
             self.file.attrs["complete"] = True
             self.file.close()
