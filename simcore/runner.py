@@ -502,7 +502,7 @@ def summarize(
             "parallelism": {
                 **{
                     k: getattr(spec.parallelism, k)
-                    for k in ("tp", "pp", "dp", "cp", "ep", "vp", "zero", "recompute")
+                    for k in ("tp", "pp", "dp", "cp", "ep", "vp", "zero", "fsdp", "recompute")
                 },
                 "recompute_modules": list(spec.parallelism.recompute_modules),
             },

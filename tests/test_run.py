@@ -241,3 +241,17 @@ def test_set_model_then_a_model_key_and_serving_errors_name_the_option(tmp_path)
     with pytest.raises(ConfigError, match=r"^--set model\.layers=0 \(over .*serve\.yaml\): model\.layers"):
         serve("model=llama3-70b", "model.layers=0")  # a preset set by --set is reachable too
     assert serve("model=llama3-70b", "model.layers=8", "parallelism.tp=8")["requests_per_s"] > 0
+
+
+def test_fsdp_is_recorded_as_the_zero3_it_simulates(tmp_path):
+    """fsdp: true shards like ZeRO-3 whatever zero says: the summary and saved spec say so, not zero: 0."""
+    spec = tmp_path / "fsdp.yaml"
+    spec.write_text(
+        "model: {preset: llama3-8b, layers: 2}\nparallelism: {tp: 8, dp: 2, fsdp: true, zero: 0}\n"
+        "batch: {global_seqs: 4}\nsteps: 1\n"
+    )
+    r = run(_small(tmp_path, profile="h100-dgx.yaml", workload=str(spec), write_trace=False))
+    par = r.summary["workload"]["parallelism"]
+    assert (par["zero"], par["fsdp"]) == (3, True)
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())["workload"]["parallelism"]
+    assert (saved["zero"], saved["fsdp"]) == (3, True)

@@ -86,7 +86,11 @@ class Parallelism:
         minimum=0,
         maximum=3,
     )
-    fsdp: bool = flag("fully sharded data parallel (same communication as ZeRO-3)", False)
+    fsdp: bool = flag(
+        "fully sharded data parallel (same communication as ZeRO-3); implies zero: 3, which the recorded "
+        "spec then says",
+        False,
+    )
     recompute: str = choice("activation recompute", ("none", "selective", "full"), "selective")
     recompute_layers: int = number(
         "with recompute: full, recompute only the first N layers of each pipeline chunk (Megatron's block "
@@ -351,7 +355,7 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
     spec = TrainingSpec(
         name=fields.name or model.name,
         model=model,
-        parallelism=_with_layout_read(fields.parallelism, model, file),
+        parallelism=_with_layout_read(_fsdp_is_zero3(fields.parallelism), model, file),
         batch=fields.batch,
         precision=fields.precision,
         steps=fields.steps,
@@ -378,6 +382,12 @@ def _checked_optimizer(opt: Optimizer, file: str) -> Optimizer:
             "false a model held in bf16",
         )
     return opt
+
+
+def _fsdp_is_zero3(par: Parallelism) -> Parallelism:
+    """FSDP shards parameters, gradients and optimizer state (ZeRO-3) whatever ``zero`` says: the spec
+    records the stage that is simulated, so summaries and saved specs do not claim zero: 0 with fsdp."""
+    return replace(par, zero=3) if par.fsdp and par.zero != 3 else par
 
 
 def _with_layout_read(par: Parallelism, model: ModelSpec, file: str) -> Parallelism:
