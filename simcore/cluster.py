@@ -177,15 +177,19 @@ class Cluster:
     def racks_needed(self, gpus: int) -> int:
         return math.ceil(gpus / self.gpus_per_rack)
 
-    def require(self, gpus: int) -> None:
-        """Raise a CapacityError saying how many racks a job of ``gpus`` needs when it does not fit."""
+    def require(self, gpus: int, *, job: str | None = None, sizes: str | None = None) -> None:
+        """Raise a CapacityError saying how many racks a job of ``gpus`` needs when it does not fit.
+
+        ``job`` names where the GPU count comes from (the workload file and its parallel sizes) and ``sizes``
+        the fields to make smaller, so the user knows what to edit besides ``--racks``."""
         if gpus > self.gpus:
             need = self.racks_needed(gpus)
             raise CapacityError(
-                f"the job needs {gpus} GPUs = {need} racks of {self.gpus_per_rack}, but the cluster "
-                f"({self.profile.source_file or self.profile.name}) has {self.racks} rack{'s' * (self.racks != 1)} "
-                f"({self.gpus} GPUs); "
-                f"use --racks {need} or a smaller parallelism"
+                f"the job needs {gpus} GPUs = {need} racks of {self.gpus_per_rack}"
+                + (f" ({job})" if job else "")
+                + f", but the cluster ({self.profile.source_file or self.profile.name}) has {self.racks} "
+                f"rack{'s' * (self.racks != 1)} ({self.gpus} GPUs); "
+                f"use --racks {need} or smaller {sizes or 'parallel sizes'}"
             )
         if self.tier_spans and gpus > self.tier_spans[-1]:
             top = len(self.tier_spans) - 1

@@ -277,6 +277,17 @@ def _step_progress(say: Callable[[str], None], steps: int) -> Callable[[int], No
     return on_step
 
 
+def _gpu_count_source(spec: Any) -> dict[str, str]:
+    """Where a job's GPU count comes from: its workload file and the parallel sizes multiplied."""
+    par = spec.parallelism
+    # serving: tp GPUs per replica
+    names = ("tp", "replicas") if hasattr(par, "replicas") else ("tp", "pp", "dp", "cp")
+    product = " x ".join(f"{n} {getattr(par, n)}" for n in names)
+    fields = "/".join(f"parallelism.{n}" for n in names if getattr(par, n) > 1) or "parallel sizes"
+    where = f"{spec.source_file}: " if spec.source_file else ""
+    return {"job": f"{where}parallelism {product}", "sizes": fields}
+
+
 def run(opts: RunOptions) -> RunResult:
     """Run one training simulation and write its outputs."""
     from workloads.spec import spec_text, stage_memory
@@ -305,7 +316,7 @@ def run(opts: RunOptions) -> RunResult:
         spec, racks = build_training_spec(opts, profile, workload_sets)
     _require_precision(profile, spec)  # an accelerator without this precision is an input error: say so first
     cluster = Cluster(profile, racks=racks)
-    cluster.require(spec.gpus)
+    cluster.require(spec.gpus, **_gpu_count_source(spec))
     if serving:
         if opts.steps is not None:
             raise ConfigError(

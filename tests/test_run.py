@@ -103,8 +103,11 @@ def test_job_larger_than_cluster_names_racks(tmp_path):
     spec.write_text(
         "kind: training\nmodel: llama3-8b\nparallelism: {tp: 8, dp: 2000}\nbatch: {global_seqs: 2000}\n"
     )
-    with pytest.raises(CapacityError, match="needs 16000 GPUs = 223 racks"):
+    with pytest.raises(CapacityError, match="needs 16000 GPUs = 223 racks") as err:
         run(_small(tmp_path, workload=str(spec)))
+    # the workload file and the sizes that multiply to the GPU count: what to change besides --racks
+    assert f"({spec}: parallelism tp 8 x pp 1 x dp 2000 x cp 1)" in str(err.value)
+    assert str(err.value).endswith("use --racks 223 or smaller parallelism.tp/parallelism.dp")
 
 
 @pytest.mark.parametrize(
