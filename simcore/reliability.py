@@ -167,18 +167,32 @@ class _Failures:
         return t
 
 
+def checkpoint_every(plan: JobPlan) -> int:
+    """Steps between checkpoints: the plan's, or Daly's optimum rounded to whole steps."""
+    if plan.checkpoint_every > 0:
+        return plan.checkpoint_every
+    tau = daly_interval_s(plan.checkpoint_s, plan.job_mtbf_s)
+    if not math.isfinite(tau):
+        return plan.steps
+    return int(min(plan.steps, max(1, round(tau / plan.step_time_s))))
+
+
+def min_replay_events(plan: JobPlan) -> float:
+    """A lower bound of the checkpoints and failures the replay meets, for any step time of at least
+    ``plan.step_time_s``: a job that exceeds ``MAX_EVENTS`` with it is refused before its step is simulated.
+
+    A longer step never checkpoints less often (Daly's interval in steps shrinks), and a segment fails at least
+    its length over the MTBF times (e^x - 1 >= x), so the failures are at least the job's work over the MTBF."""
+    segments = math.ceil(plan.steps / checkpoint_every(plan))
+    failures = plan.steps * plan.step_time_s / plan.job_mtbf_s if math.isfinite(plan.job_mtbf_s) else 0.0
+    return segments + failures
+
+
 def replay_job(plan: JobPlan) -> JobResult:
     """Run the job on a simpy clock until its last step is checkpointed."""
     if plan.steps < 1 or plan.step_time_s <= 0:
         raise ValueError("a job needs steps >= 1 and a positive step time")
-    every = plan.checkpoint_every
-    if every <= 0:
-        tau = daly_interval_s(plan.checkpoint_s, plan.job_mtbf_s)
-        every = (
-            plan.steps
-            if not math.isfinite(tau)
-            else int(min(plan.steps, max(1, round(tau / plan.step_time_s))))
-        )
+    every = checkpoint_every(plan)
     _check_replayable(plan, every)
     result = JobResult(plan, every)
     env = simpy.Environment()

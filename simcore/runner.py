@@ -28,7 +28,7 @@ from simcore.engine import Machine
 from simcore.errors import ConfigError
 from simcore.power_model import PowerController, PowerResult
 from simcore.profile import Profile, blaming_overrides, load_profile, profile_summary
-from simcore.reliability import DAY_S, JobPlan, replay_job
+from simcore.reliability import DAY_S, MAX_EVENTS, JobPlan, min_replay_events, replay_job
 from simcore.report import BreakdownAccumulator
 from simcore.trace import TraceWriter
 from workloads.inference import INFERENCE_KEYS
@@ -317,6 +317,8 @@ def run(opts: RunOptions) -> RunResult:
     _require_precision(profile, spec)  # an accelerator without this precision is an input error: say so first
     cluster = Cluster(profile, racks=racks)
     cluster.require(spec.gpus, **_gpu_count_source(spec))
+    if not serving and spec.job is not None:
+        _check_job_replayable(spec, profile, opts.seed)
     if serving:
         if opts.steps is not None:
             raise ConfigError(
@@ -420,6 +422,27 @@ def run(opts: RunOptions) -> RunResult:
         if writer is None:  # --no-trace: an earlier run's trace must not pass for this run's
             (Path(out_dir) / "trace.h5").unlink(missing_ok=True)
     return RunResult(summary, out_dir, events, wall, controller.wall_s)
+
+
+def _check_job_replayable(spec: Any, profile: Profile, seed: int) -> None:
+    """Refuse a job: section too long to replay before its step is simulated (minutes, for a typo'd
+    job.steps), from the shortest step the accelerators' peak FLOP/s allow."""
+    from workloads.model import model_flops_per_token
+
+    flops = spec.tokens_per_step * model_flops_per_token(spec.model, spec.model.seq_len)
+    fastest_step_s = flops / (spec.gpus * max(profile.accelerator.peak_flops.values()))
+    plan = job_plan(spec, profile, fastest_step_s, seed)
+    events = min_replay_events(plan)
+    if events > MAX_EVENTS:
+        raise ConfigError(
+            f"the job is too long to replay: even at the peak FLOP/s ({fastest_step_s:.3g} s a step) it meets "
+            f"at least {events:,.0f} checkpoints and failures, more than the {MAX_EVENTS:,} racksim replays",
+            file=spec.source_file,
+            path="job.steps",
+            value=spec.job.steps,
+            expected="fewer steps, a larger "
+            "job.checkpoint_every or shorter checkpoints (job.checkpoint_bytes, reliability.checkpoint_bandwidth)",
+        )
 
 
 def job_plan(spec: Any, profile: Profile, step_time_s: float, seed: int) -> JobPlan:

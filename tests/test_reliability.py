@@ -133,6 +133,41 @@ def test_bad_job_sections_are_one_line(tmp_path, job, says):
     assert says in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_job_too_long_to_replay_is_refused_before_its_step_is_simulated(tmp_path, monkeypatch):
+    """A typo'd job.steps named with its file before minutes of simulation, not after."""
+    from simcore.engine import Machine
+    from simcore.errors import ConfigError
+
+    def never(*args, **kwargs):
+        raise AssertionError("the step was simulated")
+
+    monkeypatch.setattr(Machine, "run", never)
+    spec = tmp_path / "long.yaml"
+    spec.write_text("model: llama3-8b\nparallelism: {tp: 8}\nbatch: {global_seqs: 8}\njob: {steps: 1e12}\n")
+    with pytest.raises(ConfigError, match=r"long\.yaml: job\.steps: the job is too long to replay") as info:
+        run(RunOptions(profile="gen2.yaml", workload=str(spec), write_trace=False))
+    assert "got 1000000000000" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_up_front_event_count_is_a_lower_bound_of_the_replays():
+    """The check before simulating must never refuse a job whose real (longer) step the replay accepts."""
+    from simcore.reliability import checkpoint_every, min_replay_events
+
+    daly = dict(checkpoint_every=0)
+    for kw in (
+        dict(steps=10**6, **daly),
+        dict(steps=10**5, checkpoint_every=7),
+        dict(steps=3000, node_mtbf_s=1e6, **daly),
+    ):
+        fast = _plan(**kw, step_time_s=0.5)
+        for slower in (0.5, 0.71, 1.3, 4.0):
+            plan = _plan(**kw, step_time_s=slower)
+            every = checkpoint_every(plan)
+            segment = every * plan.step_time_s + plan.checkpoint_s
+            failures = math.ceil(plan.steps / every) * math.expm1(segment / plan.job_mtbf_s)
+            assert min_replay_events(fast) <= math.ceil(plan.steps / every) + failures
+
+
 def test_a_job_whose_recoveries_outlast_its_failures_says_so():
     from simcore.errors import RacksimError
 
