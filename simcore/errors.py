@@ -19,7 +19,8 @@ class ConfigError(RacksimError):
     """A profile, workload spec or CLI value is wrong.
 
     ``file`` and ``path`` locate the field (``path`` like ``scale_up.bandwidth``), ``value`` is what the
-    user wrote and ``expected`` says what would have been accepted.
+    user wrote and ``expected`` says what would have been accepted. ``reads`` lists the other fields a
+    cross-field rule compared it with, so a ``--set`` of any of them is named as the cause.
     """
 
     def __init__(
@@ -31,7 +32,9 @@ class ConfigError(RacksimError):
         value: Any = None,
         expected: str | None = None,
         hint: str | None = None,
+        reads: tuple[str, ...] = (),
     ) -> None:
+        self.reads = reads
         self.file = file
         self.path = path
         self.value = value

@@ -662,6 +662,7 @@ def load_profile(name: str | Path, overrides: Iterable[str] = ()) -> Profile:
     raw = apply_overrides(raw, overrides)
     with blaming_overrides(overrides):
         profile = build(Profile, raw, file=str(path), path="")
+    with blaming_overrides(overrides):  # each rule lists the fields it compares (ConfigError.reads)
         _check_consistency(profile, str(path))
     source_text = "\n".join(texts)
     if overrides:
@@ -670,12 +671,20 @@ def load_profile(name: str | Path, overrides: Iterable[str] = ()) -> Profile:
 
 
 @contextmanager
-def blaming_overrides(overrides: list[str]) -> Iterator[None]:
-    """Re-raise a ConfigError about a field a ``--set`` option wrote as that option's error."""
+def blaming_overrides(
+    overrides: list[str], *, cross_field: bool = False, file: str | None = None
+) -> Iterator[None]:
+    """Re-raise a ConfigError about a field a ``--set`` option wrote as that option's error.
+
+    ``cross_field``: the checks inside compare fields with each other, so an error none of the options
+    wrote is still said to come from the file *with* them (they may have made it inconsistent). ``file``:
+    only errors about that file (the profile's, not the workload's) are blamed."""
     try:
         yield
     except ConfigError as err:
-        raise blame_override(err, overrides) from None
+        if file is not None and err.file != file:
+            raise
+        raise blame_override(err, overrides, cross_field=cross_field) from None
 
 
 def _set_label(option: str) -> str:
@@ -683,25 +692,38 @@ def _set_label(option: str) -> str:
     return "--set " + option.replace("\r", "\\r").replace("\n", "\\n")
 
 
-def blame_override(err: ConfigError, overrides: list[str]) -> ConfigError:
+def blame_override(err: ConfigError, overrides: list[str], *, cross_field: bool = False) -> ConfigError:
     """Name the ``--set`` option that put a rejected value there, not only the file it was set over: the
-    error's field is the option's key, inside it (``a.b.c``, a list element ``a.b[1]``) or a section the
-    option reached into (``--set a.b.c=1`` where ``a.b`` is rejected)."""
+    error's field (or one a cross-field rule compared it with, ``err.reads``) is the option's key, inside it
+    (``a.b.c``, a list element ``a.b[1]``) or a section the option reached into (``--set a.b.c=1`` where
+    ``a.b`` is rejected). With ``cross_field`` and no such option, every option is named beside the file."""
     if not err.path or (err.file or "").startswith("--set "):
         return err
+
+    def wrote(key: str, path: str) -> bool:
+        return path == key or path.startswith((key + ".", key + "[")) or key.startswith(path + ".")
+
     for option in reversed(overrides):  # the last one wins, as in apply_overrides
         key = ".".join(parse_set_option(option)[0])
-        if err.path == key or err.path.startswith((key + ".", key + "[")) or key.startswith(err.path + "."):
+        if any(wrote(key, path) for path in (err.path, *err.reads)):
             over = f" (over {err.file})" if err.file else ""
-            return ConfigError(
-                err.message,
-                file=f"{_set_label(option)}{over}",
-                path=err.path,
-                value=err.value,
-                expected=err.expected,
-                hint=err.hint,
-            )
+            return _relabelled(err, f"{_set_label(option)}{over}")
+    if cross_field and overrides:
+        sets = ", ".join(_set_label(o) for o in overrides)
+        return _relabelled(err, f"{err.file} with {sets}" if err.file else sets)
     return err
+
+
+def _relabelled(err: ConfigError, file: str) -> ConfigError:
+    return ConfigError(
+        err.message,
+        file=file,
+        path=err.path,
+        value=err.value,
+        expected=err.expected,
+        hint=err.hint,
+        reads=err.reads,
+    )
 
 
 def profile_from_mapping(data: Mapping[str, Any], file: str = "<mapping>") -> Profile:
@@ -730,6 +752,7 @@ def _check_consistency(p: Profile, file: str) -> None:
             path="accelerator.idle_power",
             value=f"{acc.idle_power:g} W",
             expected=f"less than tdp ({acc.tdp:g} W)",
+            reads=("accelerator.tdp",),
         )
     if acc.power_cap is not None and acc.power_cap <= acc.idle_power:
         raise ConfigError(
@@ -738,6 +761,7 @@ def _check_consistency(p: Profile, file: str) -> None:
             path="accelerator.power_cap",
             value=f"{acc.power_cap:g} W",
             expected=f"more than idle_power ({acc.idle_power:g} W)",
+            reads=("accelerator.idle_power",),
         )
     if acc.min_clock > acc.max_clock:
         raise ConfigError(
@@ -746,6 +770,7 @@ def _check_consistency(p: Profile, file: str) -> None:
             path="accelerator.min_clock",
             value=f"{acc.min_clock / 1e9:g} GHz",
             expected=f"at most {acc.max_clock / 1e9:g} GHz",
+            reads=("accelerator.max_clock",),
         )
     if acc.slowdown_temp >= acc.shutdown_temp:
         raise ConfigError(
@@ -754,6 +779,7 @@ def _check_consistency(p: Profile, file: str) -> None:
             path="accelerator.slowdown_temp",
             value=f"{acc.slowdown_temp:g} degC",
             expected=f"below {acc.shutdown_temp:g} degC",
+            reads=("accelerator.shutdown_temp",),
         )
     if p.cooling.inlet_temp >= acc.slowdown_temp:
         raise ConfigError(
@@ -762,6 +788,7 @@ def _check_consistency(p: Profile, file: str) -> None:
             path="cooling.inlet_temp",
             value=f"{p.cooling.inlet_temp:g} degC",
             expected=f"below {acc.slowdown_temp:g} degC",
+            reads=("accelerator.slowdown_temp",),
         )
     if p.cooling.type == "liquid" and p.cooling.flow_per_kw is None:
         raise ConfigError(
@@ -769,6 +796,7 @@ def _check_consistency(p: Profile, file: str) -> None:
             file=file,
             path="cooling.flow_per_kw",
             expected='a flow like "1.5 L/min/kW"',
+            reads=("cooling.type",),
         )
     rack = p.rack
     loss_share = (
@@ -784,8 +812,10 @@ def _check_consistency(p: Profile, file: str) -> None:
             + f" (I^2 R with I = {rack.power_limit / rack.bus_voltage:.3g} A)",
             file=file,
             path="rack.bus_voltage",
-            value=f"{rack.bus_voltage:g} V with {rack.distribution_resistance * 1e3:g} mohm",
+            value=f"{rack.bus_voltage:g} V with {rack.distribution_resistance * 1e3:g} mohm at "
+            f"{rack.power_limit / 1e3:g} kW",
             expected="a bus voltage and resistance that lose under 20 % (e.g. 54 V and 0.1 mohm)",
+            reads=("rack.power_limit", "rack.distribution_resistance"),
         )
     if p.scale_up.domain_size % p.rack.gpus_per_tray and p.rack.gpus_per_tray % p.scale_up.domain_size:
         raise ConfigError(
@@ -794,6 +824,7 @@ def _check_consistency(p: Profile, file: str) -> None:
             path="scale_up.domain_size",
             value=p.scale_up.domain_size,
             expected=f"a multiple or divisor of rack.gpus_per_tray ({p.rack.gpus_per_tray})",
+            reads=("rack.gpus_per_tray",),
         )
     spans = [t.span_gpus for t in p.scale_out.tiers]
     if any(b <= a for a, b in itertools.pairwise(spans)):
@@ -812,6 +843,7 @@ def _check_consistency(p: Profile, file: str) -> None:
                 path=f"scale_out.tiers[{i}].span_gpus",
                 value=span,
                 expected=f"a multiple of scale_up.domain_size ({p.scale_up.domain_size})",
+                reads=("scale_up.domain_size",),
             )
     for dtype in p.calibration.gemm:
         if dtype not in acc.peak_flops:
@@ -821,6 +853,7 @@ def _check_consistency(p: Profile, file: str) -> None:
                 path=f"calibration.gemm.{dtype}",
                 value=dtype,
                 expected=f"one of the accelerator.peak_flops keys ({', '.join(acc.peak_flops)})",
+                reads=("accelerator.peak_flops",),
             )
     if p.cluster.racks_per_pod > p.cluster.racks and p.cluster.racks > 1:
         pass  # a cluster smaller than one pod is fine: it is a partial pod

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -315,8 +316,11 @@ def run(opts: RunOptions) -> RunResult:
     else:
         spec, racks = build_training_spec(opts, profile, workload_sets)
     _require_precision(profile, spec)  # an accelerator without this precision is an input error: say so first
-    cluster = Cluster(profile, racks=racks)
-    cluster.require(spec.gpus, **_gpu_count_source(spec))
+    # checks of the profile against the job (and, below, the power model's) may fire on a --set value
+    blaming_profile_sets = partial(blaming_overrides, profile_sets, file=profile.source_file)
+    with blaming_profile_sets():
+        cluster = Cluster(profile, racks=racks)
+        cluster.require(spec.gpus, **_gpu_count_source(spec))
     if not serving and spec.job is not None:
         _check_job_replayable(spec, profile, opts.seed)
     if serving:
@@ -381,7 +385,8 @@ def run(opts: RunOptions) -> RunResult:
             job = TrainingJob(spec, machine, fidelity=opts.fidelity)
             machine.dims = job.dims
             job.on_step = _step_progress(say, spec.steps)
-        controller = PowerController(machine)
+        with blaming_profile_sets(cross_field=True):  # its rack power floor reads many profile fields
+            controller = PowerController(machine)
         processes = job.start()
         env.process(controller.process(all_done(env, processes)))
         machine.run()

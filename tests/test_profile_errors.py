@@ -390,6 +390,10 @@ def test_in_memory_mapping_errors_name_the_source():
     [
         ("calibration.host_kernel_time=0", "calibration.host_kernel_time", "a unit is required"),
         ("accelerator.idle_power=2000 W", "accelerator.idle_power", "below the TDP"),  # a cross-field rule
+        # cross-field rules about another field than the one set: the option that broke them is named
+        ("accelerator.tdp=50 W", "accelerator.idle_power", "below the TDP"),
+        ("rack.power_limit=5 MW", "rack.bus_voltage", "distribution would burn"),
+        ("accelerator.shutdown_temp=60 degC", "accelerator.slowdown_temp", "below shutdown"),
         ("cooling=3", "cooling", "mapping"),
     ],
 )

@@ -258,3 +258,21 @@ def test_fsdp_is_recorded_as_the_zero3_it_simulates(tmp_path):
     assert (par["zero"], par["fsdp"]) == (3, True)
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())["workload"]["parallelism"]
     assert (saved["zero"], saved["fsdp"]) == (3, True)
+
+
+@pytest.mark.parametrize(
+    "sets,starts",
+    [
+        (["rack.power_limit=5 kW"], "--set rack.power_limit=5 kW (over "),
+        # the rack's idle floor reads many fields: the options that moved it are named beside the file
+        (
+            ["accelerator.idle_power=950 W", "accelerator.tdp=1000 W"],
+            "gen1.yaml with --set accelerator.idle_power=950 W, --set accelerator.tdp=1000 W: rack.power_limit",
+        ),
+    ],
+)
+def test_power_model_checks_name_the_set_option(tmp_path, sets, starts):
+    """A profile check made when the run starts blames the --set that broke it, not the shipped file."""
+    with pytest.raises(ConfigError, match="below the rack's idle draw") as err:
+        run(_small(tmp_path, profile="gen1.yaml", sets=sets, write_trace=False))
+    assert starts in str(err.value) and "\n" not in str(err.value)
