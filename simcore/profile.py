@@ -512,6 +512,10 @@ def resolve_profile_path(name: str | Path, relative_to: Path | None = None) -> P
     for path in search:
         if path.is_file():
             return path
+    if candidate.is_dir():  # only once no file matched: a directory beside a built-in name does not hide it
+        raise ConfigError(
+            "is a directory", file=str(name), expected="a hardware profile YAML file (docs/profiles.md)"
+        )
     known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
     close = [k for k in known if k.lower() == candidate.stem.lower()] or difflib.get_close_matches(
         candidate.stem, known, n=1
@@ -524,8 +528,12 @@ def resolve_profile_path(name: str | Path, relative_to: Path | None = None) -> P
     )
 
 
-def read_yaml(path: Path) -> Any:
-    """Read YAML with errors that name the file and the line."""
+def read_yaml(path: Path, *, expected: str = "YAML content") -> Any:
+    """Read YAML with errors that name the file and the line; an empty file (nothing but whitespace and
+    comments) is said to be empty rather than failing later as a missing field or a ``None`` mapping.
+    ``expected`` says what the file should hold."""
+    if path.is_dir():
+        raise ConfigError("is a directory", file=str(path), expected=f"a file with {expected}")
     try:
         text_value = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -537,12 +545,16 @@ def read_yaml(path: Path) -> Any:
             expected="a YAML file",
         ) from None
     try:
-        return yaml_strict.loads(text_value)
+        value = yaml_strict.loads(text_value)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"YAML syntax error at {where}: {problem}", file=str(path)) from exc
+    if value is None and yaml.compose(text_value, Loader=yaml.SafeLoader) is None:  # not an explicit null
+        what = "the file is empty" if not text_value.strip() else "the file holds only comments"
+        raise ConfigError(what, file=str(path), expected=expected)
+    return value
 
 
 def _merge(base: Any, override: Any) -> Any:
@@ -566,9 +578,7 @@ def _load_raw(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], list
             value=cycle,
             expected="a chain of profiles that ends",
         )
-    data = read_yaml(path)
-    if data is None:
-        data = {}
+    data = read_yaml(path, expected="a hardware profile: accelerator:, scale_up:, ... or extends: NAME")
     if not isinstance(data, Mapping):
         raise ConfigError(
             "a profile must be a mapping of sections",

@@ -445,6 +445,8 @@ class TraceWriter:
 def open_trace(path: str | Path) -> h5py.File:
     """Open a racksim trace for reading, with clear errors for missing, foreign or newer files."""
     path = Path(path)
+    if path.is_dir():
+        raise TraceError(f"{path}: a directory, not a trace file (expected a trace.h5)")
     if not path.is_file():
         raise TraceError(f"{path}: no such trace file")
     try:

@@ -13,9 +13,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 from simcore.cli_args import add_set_option, nonnegative_seed
-from simcore.errors import RacksimError
+from simcore.errors import RacksimError, TraceError
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def trace_file(path: Path) -> Path:
+    """The trace a command reads: a run's --out directory (what users have at hand) stands for its
+    trace.h5; any other directory is said to be one."""
+    if not path.is_dir():
+        return path
+    inside = path / "trace.h5"
+    if inside.is_file():
+        return inside
+    raise TraceError(
+        f"{path}: a directory with no trace.h5 (a run writes one into its --out directory unless --no-trace); "
+        "expected a trace.h5 or a run directory holding one"
+    )
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -23,7 +37,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     if args.top < 0:
         raise RacksimError(f"--top: got {args.top}; expected 0 or more")
-    run_analyze(args.trace, args.json, top=args.top)
+    run_analyze(trace_file(args.trace), args.json, top=args.top)
     if args.json is not None:
         print(f"\nwrote {args.json}")
     return 0
@@ -34,7 +48,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise RacksimError(f"--steps: got {args.steps}; expected at least 1")
-    files = make_plots(args.trace, args.out, steps=args.steps)
+    files = make_plots(trace_file(args.trace), args.out, steps=args.steps)
     for f in files:
         print(f)
     return 0
@@ -46,7 +60,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.max_events < 1:
         raise RacksimError(f"--max-events: got {args.max_events}; expected a positive number")
     run_export(
-        args.trace,
+        trace_file(args.trace),
         args.output,
         steps=args.steps,
         ranks=args.ranks,
@@ -91,7 +105,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         help="per-stage compute / exposed communication / idle, slowest collectives, power and heat of a trace",
         description="Break down where time went in a trace.h5, per pipeline stage and step window.",
     )
-    p.add_argument("trace", type=Path, help="a trace.h5 written by a run")
+    p.add_argument("trace", type=Path, help="a trace.h5 written by a run, or the run's --out directory")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the report as JSON")
     p.add_argument(
         "--top", type=int, default=10, help="how many of the slowest collectives to list (default 10)"
@@ -102,7 +116,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         help="PNG figures of a trace: timeline, step breakdown, power, temperatures, energy",
         description="Write PNG plots of a trace.h5 (power and thermal plots only when the trace has those series).",
     )
-    p.add_argument("trace", type=Path, help="a trace.h5 written by a run")
+    p.add_argument("trace", type=Path, help="a trace.h5 written by a run, or the run's --out directory")
     p.add_argument(
         "--out", type=Path, default=None, metavar="DIR", help="output directory (default: <trace dir>/plots)"
     )
@@ -114,7 +128,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         description="Export a trace.h5 as Chrome trace-event JSON: one process per rank class, one thread per "
         "stream, flows for pipeline sends, counters for power and temperature.",
     )
-    p.add_argument("trace", type=Path, help="a trace.h5 written by a run")
+    p.add_argument("trace", type=Path, help="a trace.h5 written by a run, or the run's --out directory")
     p.add_argument(
         "-o",
         "--output",

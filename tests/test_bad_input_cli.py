@@ -109,3 +109,35 @@ def test_an_output_path_that_is_a_directory_names_that_path_not_a_temporary_file
     code = main(["validate", "--rows", "nemo2407-h100-LLAMA2-7B-8gpu", "--json", str(target), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and f"{target}: Is a directory" in err and ".tmp" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--profile", "{dir}"], "{dir}: is a directory; expected a hardware profile YAML file"),
+        (["--profile", "{empty}"], "{empty}: the file is empty; expected a hardware profile"),
+        (
+            ["--profile", "{comments}"],
+            "{comments}: the file holds only comments; expected a hardware profile",
+        ),
+        (
+            ["--profile", "h100-dgx", "--workload", "{empty}"],
+            "{empty}: the file is empty; expected a workload spec",
+        ),
+        (["validate", "--table", "{dir}"], "{dir}: is a directory; expected a training_runs.yaml"),
+        (["validate", "--table", "{empty}"], "{empty}: the file is empty; expected a table"),
+        (["sweep", "{empty}"], "{empty}: the file is empty"),
+    ],
+)
+def test_directories_and_empty_files_are_called_so(argv, says, tmp_path, capsys):
+    """Not "not found" for a directory, nor "name: missing required field" or "got 'NoneType'" for an
+    empty file: the file is named and said to be what it is."""
+    names = {"dir": tmp_path / "somedir", "empty": tmp_path / "empty.yaml", "comments": tmp_path / "c.yaml"}
+    names["dir"].mkdir()
+    names["empty"].write_text("")
+    names["comments"].write_text("# nothing here yet\n\n")
+    argv = [a.format(**names) for a in argv]
+    code = main([*argv, "--no-trace", "--out", str(tmp_path / "o")] if argv[0] == "--profile" else argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert says.format(**names) in err, err

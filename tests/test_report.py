@@ -201,3 +201,19 @@ def test_cli_json_is_written_atomically(
     assert len(data["slowest_collectives"]) == 3
     assert data["events"] > 0 and data["steps"] == 3
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_run_directory_stands_for_its_trace(
+    synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run's --out directory is what users have at hand: analyze, plot and export read its trace.h5;
+    a directory without one is said to be a directory, not "no such trace file"."""
+    assert trace_cli(["analyze", str(synth), "--top", "3"]) == 0
+    from_file = capsys.readouterr().out
+    assert trace_cli(["analyze", str(synth.parent), "--top", "3"]) == 0
+    assert capsys.readouterr().out == from_file
+    (tmp_path / "no-trace").mkdir()
+    for command in ("analyze", "plot", "export-perfetto"):
+        assert trace_cli([command, str(tmp_path / "no-trace")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no-trace: a directory with no trace.h5" in err, err

@@ -563,7 +563,7 @@ def load_workload(name: str, overrides: Iterable[str] = ()) -> tuple[dict[str, A
     """Raw mapping, file label and source text of ``--workload NAME`` (a spec file or a model preset)."""
     path = resolve_workload_path(name)
     if path is not None:
-        raw = read_yaml(path)
+        raw = read_yaml(path, expected="a workload spec: kind:, model:, parallelism:, batch: ...")
         if not isinstance(raw, Mapping):
             raise ConfigError(
                 "a workload spec must be a mapping",

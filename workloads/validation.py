@@ -1503,11 +1503,11 @@ def load_table(path: str | Path | None = None, *, serving: bool = False) -> tupl
         p = Path(path)
         if not p.is_file():
             raise ConfigError(
-                "table not found",
+                "is a directory" if p.is_dir() else "table not found",
                 file=str(path),
                 expected="a training_runs.yaml- or inference_runs.yaml-style file",
             )
-        data, label = read_yaml(p), str(path)
+        data, label = read_yaml(p, expected="a table: a mapping with a `runs:` list"), str(path)
     if not isinstance(data, Mapping) or not isinstance(data.get("runs"), list):
         raise ConfigError("not a training-runs table", file=label, expected="a mapping with a `runs:` list")
     return dict(data), label
