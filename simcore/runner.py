@@ -643,10 +643,9 @@ def _host_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """A line for host-bound runs only (most runs never wait for their host)."""
     wait = summary.get("host_wait_fraction") or 0.0
     training = summary.get("workload", {}).get("kind") != "inference"
-    what = (
-        "launches, per-step host work; counted in idle or exposed communication"
-        if training
-        else "launches, per-iteration host work"
+    # the host wait is part of the idle line (or of exposed communication), not beside it: say so for both
+    what = ("launches, per-step host work" if training else "launches, per-iteration host work") + (
+        "; counted in idle or exposed communication"
     )
     return [("waiting for the host", f"{100 * wait:.3g} %  ({what})")] if wait >= 0.001 else []
 
@@ -714,7 +713,7 @@ def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = Non
         ),
         ("exposed communication", fmt("exposed_comm_fraction", 100, " %", 3)),
         (
-            ("idle (waiting for requests)", fmt("idle_fraction", 100, " %", 3))
+            ("idle (waiting for requests, host)", fmt("idle_fraction", 100, " %", 3))
             if wl.get("kind") == "inference"
             else ("idle (bubble, waits)", fmt("bubble_fraction", 100, " %", 3))
         ),

@@ -43,9 +43,18 @@ def test_training_idle_row_is_the_bubble_fraction_and_says_it_holds_the_host_wai
 
 def test_serving_idle_row_is_the_idle_fraction_not_the_zero_bubble() -> None:
     rows = _table(_summary("inference", bubble_fraction=0.0, idle_fraction=0.048, host_wait_fraction=0.0))
-    assert rows["idle (waiting for requests)"] == "4.8 %"
+    assert rows["idle (waiting for requests, host)"] == "4.8 %"
     assert not any("bubble" in label for label in rows)
     assert "waiting for the host" not in rows  # below 0.1 %: no row
+
+
+def test_serving_host_row_says_it_is_counted_in_idle() -> None:
+    """Most of a host-bound server's idle time is its host: the lines must not read as two shares."""
+    rows = _table(_summary("inference", bubble_fraction=0.0, idle_fraction=0.202, host_wait_fraction=0.2))
+    assert rows["idle (waiting for requests, host)"] == "20.2 %"
+    assert rows["waiting for the host"] == (
+        "20 %  (launches, per-iteration host work; counted in idle or exposed communication)"
+    )
 
 
 def test_a_job_run_prints_its_wall_time_goodput_and_failures() -> None:
