@@ -38,6 +38,7 @@ import numpy as np
 
 from simcore.atomic import write_json
 from simcore.errors import ConfigError, RacksimError
+from simcore.wording import plural
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO_ROOT / "benchmarks"
@@ -344,7 +345,9 @@ def check_golden(
         changes = diff_values(old, doc)
         if changes:
             failed += 1
-            out(f"CHANGED {gc.id} ({len(changes)} value(s) differ from {path.name}):")
+            out(
+                f"CHANGED {gc.id} ({plural(len(changes), 'value')} differ{'s' * (len(changes) == 1)} from {path.name}):"
+            )
             for ch in changes:
                 out(f"    {ch.render()}")
         else:
@@ -390,7 +393,7 @@ def update_golden(
             continue
         write_json(path, doc)
         n_changed += 1
-        out(f"updated   {gc.id} ({len(changes)} value(s)):")
+        out(f"updated   {gc.id} ({plural(len(changes), 'value')}):")
         for ch in changes:
             out(f"    {ch.render()}")
     if not only:
@@ -398,9 +401,9 @@ def update_golden(
             p.unlink()
             out(f"removed   {p.name} (no such case)")
             n_changed += 1
-    out(f"{n_changed} golden file(s) written or removed in {golden_dir}")
+    out(f"{plural(n_changed, 'golden file')} written or removed in {golden_dir}")
     if errors:
-        out(f"{errors} case(s) failed to run: fix them (or the case list in simcore/bench.py) first")
+        out(f"{plural(errors, 'case')} failed to run: fix them (or the case list in simcore/bench.py) first")
     return 1 if errors else 0
 
 
@@ -1445,5 +1448,7 @@ def _list() -> int:
         c = gc.case
         wl = c.workload if isinstance(c.workload, str) else c.workload["name"]
         extra = ", ".join([*c.sets, *([c.fidelity] if c.fidelity != "representative" else [])])
-        print(f"golden {gc.id:<36} {c.profile} x {wl}, {c.steps} step(s){', ' + extra if extra else ''}")
+        print(
+            f"golden {gc.id:<36} {c.profile} x {wl}, {plural(c.steps, 'step')}{', ' + extra if extra else ''}"
+        )
     return 0

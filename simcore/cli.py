@@ -98,8 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.summary, indent=2, sort_keys=True))
     else:
-        print_table(result.summary, result.out_dir)
-        print(f"  {'simulated in':<22}  {result.wall_s:.2f} s wall, {result.summary['events']} events")
+        print_table(result.summary, result.out_dir, wall_s=result.wall_s)
     return 0
 
 

@@ -28,6 +28,7 @@ from simcore.activity import KIND_COMPUTE, KIND_RECV, KIND_SEND
 from simcore.atomic import atomic_path
 from simcore.errors import ConfigError
 from simcore.trace import Series, Trace
+from simcore.wording import plural
 
 DEFAULT_MAX_EVENTS = 1_000_000
 DEFAULT_MAX_COUNTER_SAMPLES = 20_000
@@ -380,7 +381,7 @@ def export_perfetto(
         asked = _asked_last_step(steps)
         if step_sel is not None and n_steps and asked is not None and asked > step_sel[1]:
             result.notes.append(
-                f"--steps {steps}: the trace has {n_steps} step(s); exporting steps {step_sel[0]}-{step_sel[1]}"
+                f"--steps {steps}: the trace has {plural(n_steps, 'step')}; exporting steps {step_sel[0]}-{step_sel[1]}"
             )
         if step_sel is None and steps is None and n_steps and tr.n_events > max_events:
             share = len(classes) / max(1, tr.n_classes)

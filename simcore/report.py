@@ -20,6 +20,7 @@ from simcore.activity import GROUPS, KIND_COLLECTIVE, KIND_COMPUTE, KIND_SEND
 from simcore.analysis import Breakdown, merge_intervals
 from simcore.atomic import write_json
 from simcore.trace import Series, Trace
+from simcore.wording import plural
 
 REPORT_GROUPS = ("tp", "dp", "pp", "ep", "cp")
 THROTTLE_BELOW = 1.0 - 1e-6  # clock factor under this counts as throttled
@@ -541,7 +542,8 @@ def format_report(report: dict[str, Any], max_classes: int = 32) -> str:
     st = report["step_times_s"]
     lines.append(
         f"trace {report['trace']}: {report.get('workload')} on {report.get('profile')}, "
-        f"{report.get('gpus')} GPUs, {report['events']} events, {report['steps']} step(s)"
+        f"{plural(int(report['gpus']), 'GPU') if report.get('gpus') is not None else '? GPUs'}, "
+        f"{plural(report['events'], 'event')}, {plural(report['steps'], 'step')}"
     )
     if st:
         lines.append(f"step time: mean {_si(float(np.mean(st)), 's')}, max {_si(float(np.max(st)), 's')}")

@@ -32,6 +32,7 @@ from simcore.profile import Profile, blaming_overrides, load_profile, profile_su
 from simcore.reliability import DAY_S, MAX_EVENTS, JobPlan, min_replay_events, replay_job
 from simcore.report import BreakdownAccumulator
 from simcore.trace import TraceWriter
+from simcore.wording import format_power, plural
 from workloads.inference import INFERENCE_KEYS
 from workloads.spec import WORKLOAD_KEYS
 
@@ -339,21 +340,22 @@ def run(opts: RunOptions) -> RunResult:
                 expected="the defaults (analytic, representative)",
             )
         say(
-            f"serving {spec.name} on {spec.gpus} GPUs of {profile.name} (tp{spec.parallelism.tp}"
-            f"{' attention-dp' if spec.parallelism.attention_dp else ''} x {spec.parallelism.replicas} replicas), "
+            f"serving {spec.name} on {plural(spec.gpus, 'GPU')} of {profile.name} (tp{spec.parallelism.tp}"
+            f"{' attention-dp' if spec.parallelism.attention_dp else ''} x "
+            f"{plural(spec.parallelism.replicas, 'replica')}), "
             + (
                 f"requests from {spec.requests.trace}"
                 if spec.requests.trace
-                else f"{spec.requests.count} requests"
+                else plural(spec.requests.count, "request")
             )
         )
     else:
         # Memory check before simulating: a clear one-line answer beats a simulated OOM.
         stage_memory(spec, profile.accelerator.hbm_capacity)
         say(
-            f"simulating {spec.name} on {spec.gpus} GPUs of {profile.name} "
+            f"simulating {spec.name} on {plural(spec.gpus, 'GPU')} of {profile.name} "
             f"(tp{spec.parallelism.tp} pp{spec.parallelism.pp} dp{spec.parallelism.dp} cp{spec.parallelism.cp} "
-            f"ep{spec.parallelism.ep}), {spec.steps} steps"
+            f"ep{spec.parallelism.ep}), {plural(spec.steps, 'step')}"
         )
 
     out_dir = opts.out
@@ -663,15 +665,23 @@ def _job_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "failures, checkpoints",
-            f"{summary.get('job_failures', 0)} failures ({lost_h:.3g} h of work lost, {down_h:.3g} h down), "
-            f"{summary.get('job_checkpoints', 0)} checkpoints every {summary.get('job_checkpoint_every_steps')} steps",
+            f"{plural(summary.get('job_failures', 0), 'failure')} ({lost_h:.3g} h of work lost, {down_h:.3g} h "
+            f"down), {plural(summary.get('job_checkpoints', 0), 'checkpoint')} every "
+            + (
+                "step"
+                if summary.get("job_checkpoint_every_steps") == 1
+                else f"{summary.get('job_checkpoint_every_steps')} steps"
+            ),
         ),
     ]
 
 
-def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = None) -> None:
+def print_table(
+    summary: dict[str, Any], out_dir: Path | None, stream: Any = None, wall_s: float | None = None
+) -> None:
     """The short human table every run prints (to ``stream``, default the current ``sys.stdout``: bound at
-    call time, so a redirected or captured stdout is honoured)."""
+    call time, so a redirected or captured stdout is honoured); ``wall_s`` adds the simulation's wall time
+    as its last line, aligned with the rest."""
     stream = sys.stdout if stream is None else stream
 
     def fmt(key: str, scale: float = 1.0, unit: str = "", digits: int = 4) -> str:
@@ -680,15 +690,21 @@ def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = Non
             return "n/a (one output token)" if key.startswith("tpot") else "n/a (not modelled yet)"
         return f"{v * scale:.{digits}g}{unit}"
 
+    def power(key: str) -> str:
+        return fmt(key) if summary.get(key) is None else format_power(summary[key])
+
     wl = summary["workload"]
     par = wl["parallelism"]
     if wl.get("kind") == "inference":
-        layout = f"tp{par['tp']} x {par['replicas']} replicas"
+        layout = f"tp{par['tp']} x {plural(par['replicas'], 'replica')}"
         head = [
             ("requests/s", fmt("requests_per_s") + f"  ({summary['requests_completed']} served)"),
             ("TTFT p50 / p99", fmt("ttft_s_p50", 1e3, " ms") + " / " + fmt("ttft_s_p99", 1e3, " ms")),
             ("TPOT p50 / p99", fmt("tpot_s_p50", 1e3, " ms") + " / " + fmt("tpot_s_p99", 1e3, " ms")),
-            ("iteration time", fmt("step_time_s", 1e3, " ms") + f"  ({summary['iterations']} iterations)"),
+            (
+                "iteration time",
+                fmt("step_time_s", 1e3, " ms") + f"  ({plural(summary['iterations'], 'iteration')})",
+            ),
             (
                 "output tokens/s",
                 fmt("tokens_per_s", 1, "") + f"  ({fmt('tokens_per_s_per_gpu', 1, ' per GPU')})",
@@ -703,7 +719,8 @@ def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = Non
     rows = [
         (
             "workload",
-            f"{wl['name']} ({wl['precision']}), {layout}, {summary['gpus']} GPUs on {summary['profile']['name']}",
+            f"{wl['name']} ({wl['precision']}), {layout}, {plural(summary['gpus'], 'GPU')} on "
+            f"{summary['profile']['name']}",
         ),
         *head,
         (
@@ -721,9 +738,9 @@ def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = Non
         ("peak HBM", fmt("peak_hbm_bytes", 1e-9, " GB")),
         (
             "IT power avg / peak",
-            fmt("avg_it_power_w", 1e-3, " kW") + " / " + fmt("peak_it_power_w", 1e-3, " kW"),
+            power("avg_it_power_w") + " / " + power("peak_it_power_w"),
         ),
-        ("facility power, PUE", fmt("facility_power_w", 1e-3, " kW") + ", " + fmt("pue", 1, "")),
+        ("facility power, PUE", power("facility_power_w") + ", " + fmt("pue", 1, "")),
         ("energy per token", fmt("energy_per_token_j", 1, " J")),
         *_job_rows(summary),
     ]
@@ -733,3 +750,6 @@ def print_table(summary: dict[str, Any], out_dir: Path | None, stream: Any = Non
     if out_dir is not None:
         trace = f", {out_dir}/trace.h5" if (Path(out_dir) / "trace.h5").is_file() else ""
         print(f"  {'outputs':<{width}}  {out_dir}/summary.json{trace}", file=stream)
+    if wall_s is not None:
+        events = plural(summary.get("events") or 0, "event")
+        print(f"  {'simulated in':<{width}}  {wall_s:.2f} s wall, {events}", file=stream)

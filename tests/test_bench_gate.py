@@ -94,7 +94,7 @@ def test_golden_check_passes_on_identical_answers_and_names_a_perturbed_key(
     path.write_text(json.dumps(doc))
     assert _bench_cli(["check-golden", "--golden-dir", str(gdir)]) == 1
     out = capsys.readouterr().out
-    assert "CHANGED gen2__llama3-8b (2 value(s)" in out
+    assert "CHANGED gen2__llama3-8b (2 values differ" in out
     assert f"summary.step_time_s: {doc['summary']['step_time_s']!r} -> " in out
     assert "summary.workload.parallelism.tp: 4 -> 8" in out
     assert "golden check FAILED" in out and "update-golden" in out
@@ -102,7 +102,7 @@ def test_golden_check_passes_on_identical_answers_and_names_a_perturbed_key(
     # update-golden prints the change and restores agreement.
     assert _bench_cli(["update-golden", "--golden-dir", str(gdir)]) == 0
     out = capsys.readouterr().out
-    assert "updated   gen2__llama3-8b (2 value(s))" in out and "summary.workload.parallelism.tp" in out
+    assert "updated   gen2__llama3-8b (2 values)" in out and "summary.workload.parallelism.tp" in out
     assert _bench_cli(["check-golden", "--golden-dir", str(gdir)]) == 0
 
 

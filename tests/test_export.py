@@ -173,7 +173,7 @@ def test_large_traces_are_limited_by_default(synth: Path, tmp_path: Path) -> Non
 def test_asking_for_more_steps_than_the_trace_has_says_what_was_exported(synth: Path, tmp_path: Path) -> None:
     result = export_perfetto(synth, tmp_path / "t.json", steps="5")
     assert result.steps == (0, 2)
-    assert any("the trace has 3 step(s); exporting steps 0-2" in n for n in result.notes)
+    assert any("the trace has 3 steps; exporting steps 0-2" in n for n in result.notes)
     assert not export_perfetto(synth, tmp_path / "u.json", steps="2").notes  # within the trace: no note
 
 

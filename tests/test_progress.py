@@ -35,3 +35,13 @@ def test_a_real_run_reports_through_its_progress_callback(monkeypatch, tmp_path)
     )
     steps = [m for m in said if m.startswith("step ")]
     assert [m.split(" simulated")[0] for m in steps] == ["step 1 of 3", "step 2 of 3"]
+
+
+def test_the_start_line_counts_one_step_and_one_gpu_in_the_singular(tmp_path):
+    said: list[str] = []
+    spec = tmp_path / "one.yaml"
+    spec.write_text("model: {preset: llama3-8b, layers: 2}\nbatch: {global_seqs: 1}\nsteps: 1\n")
+    runner.run(
+        runner.RunOptions(profile="gen2.yaml", workload=str(spec), write_trace=False, progress=said.append)
+    )
+    assert said[0].startswith("simulating llama3-8b on 1 GPU of ") and said[0].endswith("ep1), 1 step")

@@ -57,6 +57,23 @@ def test_serving_host_row_says_it_is_counted_in_idle() -> None:
     )
 
 
+def test_counts_agree_with_their_nouns_and_large_powers_read_in_mw() -> None:
+    """Not "1 GPUs", "1 replicas", "1 iterations", "1 events", nor "6.321e+04 kW"."""
+    one = _summary("inference", idle_fraction=0.1, iterations=1, gpus=1, avg_it_power_w=6.321e7, events=1)
+    one["workload"]["parallelism"] = {**one["workload"]["parallelism"], "tp": 1, "replicas": 1}
+    one["peak_it_power_w"], one["facility_power_w"] = 2.5e10, 9_999.0
+    out = io.StringIO()
+    print_table(one, None, out, wall_s=0.5)
+    rows = _table(one)
+    assert rows["workload"].endswith("tp1 x 1 replica, 1 GPU on p")
+    assert rows["iteration time"].endswith("(1 iteration)")
+    assert rows["IT power avg / peak"] == "63.21 MW / 25 GW"
+    assert rows["facility power, PUE"].startswith("9.999 kW")
+    last = out.getvalue().splitlines()[-1]
+    assert last.split("simulated in")[1].strip() == "0.50 s wall, 1 event"
+    assert last.index("0.50") == out.getvalue().splitlines()[0].index("m (bf16)")  # aligned with the table
+
+
 def test_a_job_run_prints_its_wall_time_goodput_and_failures() -> None:
     job = {
         "goodput": 0.912,
@@ -72,6 +89,10 @@ def test_a_job_run_prints_its_wall_time_goodput_and_failures() -> None:
     assert (
         rows["failures, checkpoints"]
         == "57 failures (10 h of work lost, 5 h down), 310 checkpoints every 640 steps"
+    )
+    single = {**job, "job_failures": 1, "job_checkpoints": 1, "job_checkpoint_every_steps": 1}
+    assert _table(_summary("training", bubble_fraction=0.1, **single))["failures, checkpoints"] == (
+        "1 failure (10 h of work lost, 5 h down), 1 checkpoint every step"
     )
     assert "job wall time, goodput" not in _table(_summary("training", bubble_fraction=0.1))
 

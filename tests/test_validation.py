@@ -425,6 +425,25 @@ def test_rows_with_the_same_inputs_set_a_mape_floor(capsys):
     assert rep.rows[0].as_json()["inputs_digest"] == digests[0]
 
 
+def test_per_group_mape_and_bias_print_like_the_rows():
+    """One decimal each; the bias signed like a row's error ("+17.0%"), MAPE unsigned; no group: "-"."""
+    rows = [
+        RowResult("a", "g", True, metric="tokens/s/GPU", measured=1.0, predicted=1.17, error_pct=17.0),
+        RowResult("b", "g", True, metric="tokens/s/GPU", measured=1.0, predicted=0.9916, error_pct=-0.844),
+        RowResult("c", "h", False, reason="skipped"),
+    ]
+    text = format_report(Report("t", rows))
+    assert "  +17.0%" in text and "   -0.8%" in text  # the rows
+    group = next(line for line in text.splitlines() if line.startswith("g "))
+    assert group.split()[1:] == ["2", "8.9%", "+8.1%", "0"]
+    assert next(line for line in text.splitlines() if line.startswith("h ")).split()[1:] == [
+        "0",
+        "-",
+        "-",
+        "1",
+    ]
+
+
 def test_a_table_without_repeats_prints_no_floor():
     rep = Report(
         "t", [RowResult("a", "g", True, metric="iteration s", measured=1.0, predicted=1.1, error_pct=10.0)]

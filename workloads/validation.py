@@ -1687,6 +1687,13 @@ def _fmt(v: float | None, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
+def _pct(v: float | None, *, signed: bool = False) -> str:
+    """A percentage as the rows print theirs: one decimal, with its sign when it is a bias (MAPE has none)."""
+    if v is None or math.isnan(v):
+        return "-"
+    return f"{v:+.1f}%" if signed else f"{v:.1f}%"
+
+
 def format_report(report: Report, *, width: int = 72) -> str:
     """Plain-text error table: runnable rows, summary (MAPE, worst row, per group), then the skipped rows."""
     lines = [f"validation against {report.table}", ""]
@@ -1714,7 +1721,7 @@ def format_report(report: Report, *, width: int = 72) -> str:
         f"{'group':<50} {'rows':>5} {'MAPE':>7} {'bias':>7} {'skipped':>8}",
     ]
     for g, (k, gm, bias, skipped) in report.by_group().items():
-        lines.append(f"{g[:50]:<50} {k:>5} {_fmt(gm, 3):>6}% {_fmt(bias, 3):>6}% {skipped:>8}")
+        lines.append(f"{g[:50]:<50} {k:>5} {_pct(gm):>7} {_pct(bias, signed=True):>7} {skipped:>8}")
     skipped_rows = [r for r in report.rows if not r.runnable]
     if skipped_rows:
         lines += ["", f"not runnable ({len(skipped_rows)}):"]
