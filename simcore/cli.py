@@ -74,7 +74,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from simcore.runner import RunOptions, print_table, run
+    from simcore.runner import RunOptions, earlier_outputs, print_table, run
 
     if args.racks is not None and args.racks < 1:
         raise RacksimError(f"--racks: got {args.racks}; expected a positive number of racks")
@@ -94,7 +94,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_summary=True,
         progress=None if args.json else (lambda msg: print(f"racksim: {msg}", file=sys.stderr)),
     )
+    stale = earlier_outputs(Path(args.out)) if args.out is not None else ""
     result = run(opts)
+    if stale:  # after the run: a failed run writes nothing and says only its error
+        print(
+            f"racksim: note: {args.out} holds {stale} from an earlier run; they are not from this run",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(result.summary, indent=2, sort_keys=True))
     else:

@@ -452,6 +452,25 @@ def _check_job_replayable(spec: Any, profile: Profile, seed: int) -> None:
         )
 
 
+RUN_OUTPUTS = ("summary.json", "trace.h5")
+
+
+def earlier_outputs(out_dir: Path, shown: int = 4) -> str:
+    """What a reused run directory holds besides the files a run writes (plots/, trace.perfetto.json, a
+    report ...), as a short list; "" for a new directory or one that holds no earlier run. They are left
+    alone (they may be the user's) but would pass for this run's if nobody said otherwise."""
+    if not out_dir.is_dir():
+        return ""
+    entries = sorted(out_dir.iterdir())
+    if not any(p.name in RUN_OUTPUTS for p in entries):
+        return ""
+    names = [f"{p.name}/" if p.is_dir() else p.name for p in entries if p.name not in RUN_OUTPUTS]
+    names = [n for n in names if not n.startswith(".")]  # a run's own temporaries
+    if len(names) > shown:
+        return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else ""
+
+
 def job_plan(spec: Any, profile: Profile, step_time_s: float, seed: int) -> JobPlan:
     """The job-level replay of ``spec.job``: the job's nodes (trays / servers), its checkpoint write time
     (every GPU writes its shard at the profile's per-GPU checkpoint bandwidth) and the failure model."""

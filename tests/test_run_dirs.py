@@ -95,3 +95,32 @@ def test_no_trace_without_out_still_writes_the_summary(
     [run_dir] = list((tmp_path / "runs").iterdir())
     assert (run_dir / "summary.json").is_file() and not (run_dir / "trace.h5").exists()
     assert f"{Path('runs') / run_dir.name}/summary.json" in capsys.readouterr().out
+
+
+def test_a_reused_out_dir_names_what_an_earlier_run_left_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Plots and exports of an earlier run stay (they may be the user's), but a note says they are not
+    this run's; a new directory, or one holding no earlier run, gets no note."""
+    from simcore.cli import main
+
+    spec = tmp_path / "small.yaml"
+    spec.write_text(SMALL_SPEC.replace("preset: llama3-8b", "model: {preset: llama3-8b, layers: 2}"))
+    out = tmp_path / "main"
+    argv = ["--profile", "h100-dgx", "--workload", str(spec), "--out", str(out), "--no-trace"]
+    assert main(argv) == 0
+    assert "note:" not in capsys.readouterr().err
+    (out / "plots").mkdir()
+    (out / "plots" / "timeline.png").write_bytes(b"")
+    (out / "trace.perfetto.json").write_text("{}")
+    assert main(argv) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert notes == [
+        f"racksim: note: {out} holds plots/ and trace.perfetto.json from an earlier run; they are not from this run"
+    ]
+    assert (out / "plots" / "timeline.png").exists() and (out / "trace.perfetto.json").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("")  # not a run directory: nothing to say
+    assert main([*argv[:-3], "--out", str(mine), "--no-trace"]) == 0
+    assert "note:" not in capsys.readouterr().err
