@@ -12,6 +12,7 @@ import copy
 import difflib
 import itertools
 import json
+import math
 import types
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -772,6 +773,32 @@ def _check_consistency(p: Profile, file: str) -> None:
             value=f"{acc.power_cap:g} W",
             expected=f"more than idle_power ({acc.idle_power:g} W)",
             reads=("accelerator.idle_power",),
+        )
+    # The power model (simcore.kernels.power.gpu_power) draws idle + (tdp - idle)·A·f^power_exponent and
+    # holds a cap only by lowering the clock f, down to min_clock: a busy GPU (A = 1) draws this much there.
+    floor_w = (
+        acc.idle_power + (acc.tdp - acc.idle_power) * (acc.min_clock / acc.max_clock) ** acc.power_exponent
+    )
+    if (
+        acc.power_cap is not None
+        and acc.idle_power < acc.power_cap < floor_w
+        and acc.min_clock <= acc.max_clock
+    ):
+        raise ConfigError(
+            f"a busy GPU draws {floor_w:.4g} W at min_clock ({acc.min_clock / 1e9:g} GHz), the lowest clock "
+            "the cap can set, so it would run above this cap",
+            file=file,
+            path="accelerator.power_cap",
+            value=f"{acc.power_cap:g} W",
+            expected=f"at least {math.ceil(floor_w * 10) / 10:g} W (idle_power + (tdp - idle_power) x "
+            "(min_clock / max_clock)^power_exponent), or a lower accelerator.min_clock",
+            reads=(
+                "accelerator.idle_power",
+                "accelerator.tdp",
+                "accelerator.min_clock",
+                "accelerator.max_clock",
+                "accelerator.power_exponent",
+            ),
         )
     if acc.min_clock > acc.max_clock:
         raise ConfigError(

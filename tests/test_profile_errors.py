@@ -244,6 +244,21 @@ def test_power_cap_below_idle_power(tmp_path):
     )
 
 
+def test_power_cap_below_what_a_busy_gpu_draws_at_min_clock(tmp_path):
+    """gen1 at its 600 MHz floor still draws 70 + 630 x (0.6/1.83)^2.5 = 108.8 W when busy: a 100 W cap
+    cannot hold, and the GPU would silently run above it."""
+    message = load_error(write_profile(tmp_path, {"accelerator.power_cap": "100 W"}))
+    assert_names(message, "bad.yaml", "accelerator.power_cap", "'100 W'", "draws 108.8 W at min_clock")
+    assert_names(message, "expected at least 108.8 W")
+    load_profile(write_profile(tmp_path, {"accelerator.power_cap": "108.8 W"}, name="ok.yaml"))
+    # the clock floor the cap can reach is what decides: a lower min_clock lets 100 W hold
+    load_profile(
+        write_profile(tmp_path, {"accelerator.power_cap": "100 W", "accelerator.min_clock": "0.5 GHz"})
+    )
+    message = load_error(PROFILES_DIR / "gen1.yaml", ("accelerator.power_cap=100 W",))
+    assert message.startswith("--set accelerator.power_cap=100 W (over ")
+
+
 def test_idle_power_at_or_above_tdp(tmp_path):
     message = load_error(write_profile(tmp_path, {"accelerator.idle_power": "800 W"}))
     assert_names(
