@@ -66,6 +66,12 @@ TITANIUM_CURVE = [[0.1, 0.90], [0.2, 0.94], [0.5, 0.96], [1.0, 0.91]]
 
 
 # --------------------------------------------------------------------------------------------- accelerator
+# Network latencies are microseconds (NVLink ~1 us, a NIC-to-NIC message ~3 us, a switch tier ~1 us); a
+# millisecond is already a cross-campus link, so more is a unit slip ("2 s" for "2 us"), as for
+# calibration.host_kernel_time: every collective would wait seconds per step.
+MAX_LATENCY_S = 1e-3
+
+
 @dataclass(frozen=True)
 class PowerWeights:
     """How much each activity contributes to dynamic GPU power: A = clamp(sum w_c * u_c, 0, 1).
@@ -145,7 +151,9 @@ class ScaleUp:
     topology: str = choice(
         "switched (NVSwitch) or a direct full mesh (xGMI)", ("switch", "full_mesh"), "switch"
     )
-    latency: float = quantity("time", "per-step latency of a transfer across the domain (alpha)", "1 us")
+    latency: float = quantity(
+        "time", "per-step latency of a transfer across the domain (alpha)", "1 us", maximum=MAX_LATENCY_S
+    )
     efficiency: float = number(
         "achievable fraction of the per-direction line rate for large transfers",
         0.82,
@@ -178,7 +186,9 @@ class FabricTier:
     oversubscription: float = number(
         "downlink:uplink bandwidth ratio at this tier (1 = non-blocking)", 1.0, minimum=1
     )
-    latency: float = quantity("time", "switch + cable latency added when traffic crosses this tier", "1 us")
+    latency: float = quantity(
+        "time", "switch + cable latency added when traffic crosses this tier", "1 us", maximum=MAX_LATENCY_S
+    )
 
 
 @dataclass(frozen=True)
@@ -197,7 +207,7 @@ class ScaleOut:
         maximum=1,
         exclusive_minimum=True,
     )
-    latency: float = quantity("time", "NIC-to-NIC base latency of one message", "3 us")
+    latency: float = quantity("time", "NIC-to-NIC base latency of one message", "3 us", maximum=MAX_LATENCY_S)
     topology: str = choice("fabric shape", ("rail_optimized_fat_tree", "fat_tree"), "rail_optimized_fat_tree")
     tiers: tuple[FabricTier, ...] = section_list("switch tiers from the leaf up")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -251,6 +252,7 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                 path=path,
                 value=raw,
                 expected=f"at most {format_quantity(meta['maximum'], meta['unit_kind'])}",
+                hint=_microseconds_hint(meta, raw),
             )
         _check_plausibly_large(meta, value, raw, file=file, path=path)
         return value
@@ -356,6 +358,17 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
     if kind == "curve":
         return _check_curve(meta, raw, file=file, path=path)
     raise TypeError(f"unknown field kind {kind}")
+
+
+def _microseconds_hint(meta: Mapping[str, Any], raw: Any) -> str | None:
+    """For a latency or launch time capped below a second: the number as microseconds, what was most
+    likely meant ("2 s" or a bare "2" read as seconds for "2 us")."""
+    if meta["unit_kind"] != "time" or meta["maximum"] >= 1.0:
+        return None
+    number = re.match(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)", str(raw))
+    if number is None or float(number[1]) * 1e-6 > meta["maximum"]:
+        return "times here are microseconds"
+    return f"microseconds were probably meant: {number[1]} us"
 
 
 def _check_plausibly_large(

@@ -99,6 +99,30 @@ def test_unknown_field_in_a_list_item(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("changes", "path", "wrote"),
+    [
+        ({"scale_up.latency": "5 ms"}, "scale_up.latency", "5"),
+        ({"scale_out.latency": "2 s"}, "scale_out.latency", "2"),
+        (
+            {"scale_out.tiers": [{"name": "leaf", "span_gpus": 256, "latency": "1.5 s"}]},
+            "scale_out.tiers[0].latency",
+            "1.5",
+        ),
+        ({"calibration.host_kernel_time": "35 s"}, "calibration.host_kernel_time", "35"),
+    ],
+)
+def test_latencies_in_seconds_are_unit_slips(tmp_path, changes, path, wrote):
+    """Every collective would wait seconds per step: refused, with the microseconds most likely meant."""
+    message = load_error(write_profile(tmp_path, changes))
+    assert_names(message, "bad.yaml", path, "implausibly large (a unit slip?)", "expected at most")
+    assert_names(message, f"(microseconds were probably meant: {wrote} us)")
+
+
+def test_a_millisecond_latency_is_still_accepted(tmp_path):
+    load_profile(write_profile(tmp_path, {"scale_out.latency": "1 ms", "scale_up.latency": "900 us"}))
+
+
+@pytest.mark.parametrize(
     ("path", "expected"),
     [
         ("accelerator.tdp", 'a quantity like "700 W"'),
