@@ -49,7 +49,7 @@ ROWS = (
     ("energy_per_token_j", "energy per token", "J", 1.0, "{:.4g}"),
     ("rack_kw", "rack IT power (avg, full rack)", "kW", 1.0, "{:.4g}"),
     ("pue", "PUE", "", 1.0, "{:.3f}"),
-    ("power_swing_w", "facility power swing", "kW", 1e-3, "{:.4g}"),
+    ("power_swing_w", "facility power swing", "MW", 1e-6, "{:.4g}"),  # MW like the target's facility power
 )
 
 
@@ -311,7 +311,7 @@ def compare_figure(table: dict[str, Any]) -> Figure:
         ("energy_per_token_j", "energy per token (J)", 1.0),
         ("rack_kw", "rack IT power (kW)", 1.0),
         ("pue", "PUE", 1.0),
-        ("power_swing_w", "facility power swing (kW)", 1e-3),
+        ("power_swing_w", "facility power swing (MW)", 1e-6),
     )
     rows = table["profiles"]
     labels = [r["label"] for r in rows]

@@ -197,6 +197,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
     path = Path(path)
     file = str(path)
+    if path.is_dir():
+        raise ConfigError("is a directory", file=file, expected="a YAML sweep file (docs/sweep.md)")
     if not path.is_file():
         raise ConfigError("sweep file not found", file=file, expected="a YAML sweep file (docs/sweep.md)")
     data = read_yaml(path)

@@ -139,6 +139,11 @@ def test_bad_sweep_files_are_one_line_naming_the_field(tmp_path, capsys, text, w
     assert err.count("\n") == 1 and err.startswith("racksim: error:")
 
 
+def test_a_directory_is_not_a_sweep_file(tmp_path):
+    with pytest.raises(ConfigError, match=f"{tmp_path}: is a directory"):
+        load_sweep(tmp_path)
+
+
 def test_the_shipped_example_sweep_is_valid():
     spec = load_sweep(Path(__file__).parent.parent / "examples" / "sweep-nic-tp.yaml")
     assert spec.size == 8 and spec.profiles == ["gen1.yaml", "gen2.yaml"]
