@@ -42,3 +42,17 @@ def test_nemo_llama3_8b_rows_within_15_percent(row_id):
     report = validate(TABLE, patterns=[row_id], label="other sources")
     [res] = report.runnable
     assert abs(res.error_pct) < 15, (res.predicted, res.measured)
+
+
+def test_automodel_rows_train_in_pure_bf16_with_the_dispatcher_they_name():
+    """NeMo AutoModel's MoE rows: pure bf16 (no fp32 master, bf16 moments), so Qwen3-30B on 8 H100 fits in
+    80 GB; a row whose kernels name DeepEP runs racksim's deepep dispatch when it has EP, and one without EP
+    (GPT-OSS: the page prints none) keeps the all-to-all default."""
+    qwen = map_row(select_rows(TABLE, ["automodel-h100-qwen3-moe-30b-8gpu"])[0], TABLE)
+    assert qwen.spec["optimizer"] == {"master_weights": False, "moments": "bf16"}
+    assert qwen.spec["parallelism"]["ep_dispatch"] == "deepep" and qwen.spec["parallelism"]["ep"] == 8
+    assert any("DeepEP" in a for a in qwen.assumptions)
+    oss = map_row(select_rows(TABLE, ["automodel-h100-gpt-oss-120b-64gpu"])[0], TABLE)
+    assert oss.spec["parallelism"]["ep"] == 1 and "ep_dispatch" not in oss.spec["parallelism"]
+    report = validate(TABLE, patterns=["automodel-h100-qwen3-moe-30b-8gpu"], label="other sources")
+    assert [r.runnable for r in report.rows] == [True]

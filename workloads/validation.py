@@ -1197,6 +1197,16 @@ def map_row(row: Mapping[str, Any], table: Mapping[str, Any]) -> RowPlan:
                 f"pipeline layout not printed and {pp}·{vp} chunks do not split {model.layers} layers evenly: "
                 f"layers_per_chunk {list(layout)} (most even, lighter chunks at the ends)"
             )
+    dispatch_text = row.get("kernels")  # e.g. NeMo AutoModel's "TE + DeepEP"
+    if (
+        model.moe is not None
+        and ep > 1
+        and "ep_dispatch" not in parallelism
+        and isinstance(dispatch_text, str)
+        and re.search(r"deep\s*-?ep|hybrid\s*-?ep", dispatch_text, re.IGNORECASE)
+    ):
+        parallelism["ep_dispatch"] = "deepep"
+        assumptions.append(f"kernels {dispatch_text!r}: ep_dispatch deepep")
     spec: dict[str, Any] = {
         "kind": "training",
         "name": rid,
