@@ -131,11 +131,10 @@ class PowerController:
             self.cap, self.idle, self.peak, a_hot[:, None], self.kappa, self.f_min
         )[:, 0]
         f_warm, p_hot, t_f = self._thermal_steady_state(f_cap, a_hot)
-        r_total = cool.r_junction_plate + cool.r_plate_coolant
-        if np.any(t_f + p_hot * r_total > acc.shutdown_temp):
-            self._refuse_overheat(float(np.max(t_f + p_hot * r_total)))
-        self.tj = t_f + p_hot * r_total
+        self.tj = t_f + p_hot * (cool.r_junction_plate + cool.r_plate_coolant)
         self.tcp = t_f + p_hot * cool.r_plate_coolant
+        if np.any(self.tj > acc.shutdown_temp):
+            self._refuse_overheat(float(self.tj.max()))
         machine.clock[:] = np.round(f_warm, 6).tolist()
         # Thermal units: GPUs of one class that share one environment. Every class starts as one unit (its
         # GPUs run the same ops); a class whose rack types come to differ in coolant temperature or in the

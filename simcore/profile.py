@@ -681,9 +681,8 @@ def load_profile(name: str | Path, overrides: Iterable[str] = ()) -> Profile:
     raw, texts = _load_raw(path, ())
     overrides = list(overrides)
     raw = apply_overrides(raw, overrides)
-    with blaming_overrides(overrides):
+    with blaming_overrides(overrides):  # cross-field rules list the fields they compare (ConfigError.reads)
         profile = build(Profile, raw, file=str(path), path="")
-    with blaming_overrides(overrides):  # each rule lists the fields it compares (ConfigError.reads)
         _check_consistency(profile, str(path))
     source_text = "\n".join(texts)
     if overrides:

@@ -285,9 +285,9 @@ def _gpu_count_source(spec: Any) -> dict[str, str]:
     # serving: tp GPUs per replica
     names = ("tp", "replicas") if hasattr(par, "replicas") else ("tp", "pp", "dp", "cp")
     product = " x ".join(f"{n} {getattr(par, n)}" for n in names)
-    fields = "/".join(f"parallelism.{n}" for n in names if getattr(par, n) > 1) or "parallel sizes"
+    sizes = "/".join(f"parallelism.{n}" for n in names if getattr(par, n) > 1) or "parallel sizes"
     where = f"{spec.source_file}: " if spec.source_file else ""
-    return {"job": f"{where}parallelism {product}", "sizes": fields}
+    return {"job": f"{where}parallelism {product}", "sizes": sizes}
 
 
 def run(opts: RunOptions) -> RunResult:
@@ -665,9 +665,8 @@ def _host_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
     wait = summary.get("host_wait_fraction") or 0.0
     training = summary.get("workload", {}).get("kind") != "inference"
     # the host wait is part of the idle line (or of exposed communication), not beside it: say so for both
-    what = ("launches, per-step host work" if training else "launches, per-iteration host work") + (
-        "; counted in idle or exposed communication"
-    )
+    work = "per-step" if training else "per-iteration"
+    what = f"launches, {work} host work; counted in idle or exposed communication"
     return [("waiting for the host", f"{100 * wait:.3g} %  ({what})")] if wait >= 0.001 else []
 
 

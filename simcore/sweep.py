@@ -43,8 +43,8 @@ DEFAULT_METRICS = (
 )
 # Every top-level key a run's summary.json can hold (training, serving, the power model, the multi-day
 # job replay): a sweep's metrics are checked against it before anything runs. tests/test_sweep.py runs a
-# training and a serving job and fails when a summary gains a key this lacks, or this names one no
-# summary writes.
+# training, a serving and a multi-day job and fails when a summary gains a key this lacks, or this names one
+# none of them writes.
 SUMMARY_FIELDS = frozenset(
     {
         "avg_it_power_w",
@@ -197,11 +197,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
     path = Path(path)
     file = str(path)
-    if path.is_dir():
-        raise ConfigError("is a directory", file=file, expected="a YAML sweep file (docs/sweep.md)")
-    if not path.is_file():
+    if not path.exists():  # a directory is read_yaml's to name
         raise ConfigError("sweep file not found", file=file, expected="a YAML sweep file (docs/sweep.md)")
-    data = read_yaml(path)
+    data = read_yaml(path, expected="a sweep: profiles:, workloads:, grid: ... (docs/sweep.md)")
     if not isinstance(data, Mapping):
         raise ConfigError("a sweep file must be a mapping", file=file, value=type(data).__name__,
                           expected="profiles:, workloads:, grid: ... (docs/sweep.md)")  # fmt: skip
