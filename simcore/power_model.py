@@ -543,49 +543,33 @@ class PowerResult:
         dt = np.diff(np.append(0.0, _sample_edges(ctl, n_t, t_end)))
         mult = ctl.m.gpu_multiplicity().astype(np.float64)
         rack = p.rack
-        rack_it = ser["rack_it_w"]  # [T, R]
-        curve = np.asarray(rack.psu_efficiency, dtype=np.float64)
-        # Distribution (busbar/cables) loss depends on the instantaneous current: apply it per sample, then
-        # the PSU curve at the resulting PSU output.
-        psu_out = rack_it / power.distribution_efficiency(
-            rack_it, rack.bus_voltage, rack.distribution_resistance
+        requested = _FacilityChain.of(ctl, ser["rack_it_w"], time_s)
+        # Power smoothing (floor, ramp limit) burns GPU power the work does not need: that surplus is drawn
+        # like any IT load (through the PSUs, then cooled), so the gpu / rack / IT / facility series carry
+        # it and the energy totals are exactly their integrals. Where the up-ramp limit holds a GPU below
+        # its request the series keep the request (the timing model does not slow the work), and only the
+        # grid series shows the ramp-limited draw.
+        gpu_w, grid_cut_w = ser["gpu_w"], np.zeros(n_t)
+        if rack.power_smoothing is not None:
+            smoothed = _smoothed_gpu_power(ctl, ser["gpu_w"], s.sample_s)  # [T, C]
+            surplus_w = np.maximum(smoothed - ser["gpu_w"], 0.0)
+            gpu_w = ser["gpu_w"] + surplus_w
+            drawn = _FacilityChain.of(ctl, ser["rack_it_w"] + surplus_w @ ctl.rack_counts.T, time_s)
+            ratio = np.divide(drawn.facility_w, drawn.it_w, out=np.ones(n_t), where=drawn.it_w > 0)
+            grid_cut_w = np.maximum(ser["gpu_w"] - smoothed, 0.0) @ mult * ratio
+            smoothing_j = float(np.sum(surplus_w @ mult * dt))
+        else:
+            drawn, smoothing_j = requested, 0.0
+        rack_it, rack_in, rack_loss = drawn.rack_it_w, drawn.rack_in_w, drawn.rack_loss_w
+        it_w, cooling_w, overhead_w, facility_w = (
+            drawn.it_w,
+            drawn.cooling_w,
+            drawn.overhead_w,
+            drawn.facility_w,
         )
-        n_types = rack_it.shape[1]
-        rack_in, psu_loss = power.rack_input_power(
-            psu_out.T.copy(),
-            np.full(n_types, rack.psu_rated_power),
-            curve[:, 0].copy(),
-            curve[:, 1].copy(),
-            np.ones(n_types),
-        )
-        rack_in = rack_in.T
-        rack_loss = psu_loss.T + (psu_out - rack_it)
-        it_w = rack_in @ ctl.rack_type_racks  # [T]
-        fac = p.cooling.facility
-        supply = np.asarray(ctl._supply_c(time_s), dtype=np.float64)
-        outside = np.asarray(ctl._outside_c(time_s), dtype=np.float64)
-        design_it = rack.power_limit * float(ctl.rack_type_racks.sum())
-        loop_dt = max(ctl.design_rise_k, 1.0)
-        cooling_w, _pue = thermal.facility_power(
-            it_w,
-            supply,
-            outside,
-            design_it,
-            fac.pump_power_fraction * design_it,
-            fac.fan_power_fraction * design_it,
-            fac.approach,
-            loop_dt,
-            fac.carnot_fraction,
-            thermal.CHILLER_COP_MIN,
-            thermal.CHILLER_COP_MAX,
-            0.0,
-            0.0,
-        )
-        overhead_w = fac.other_overhead_fraction * it_w
-        facility_w = it_w + cooling_w + overhead_w
-        coolant_out = supply[:, None] + ctl.design_rise_k * rack_it / rack.power_limit
+        coolant_out = drawn.coolant_out_c
         # Energy bookkeeping (J): integral of each series; facility = IT + cooling + other overhead.
-        gpu_e = float(np.sum(ser["gpu_w"] @ mult * dt)) + float(
+        gpu_e = float(np.sum(gpu_w @ mult * dt)) + float(
             np.sum(ctl.rack_idle_gpus @ ctl.rack_type_racks) * p.accelerator.idle_power * np.sum(dt)
         )
         it_e = float(np.sum(it_w * dt))
@@ -593,24 +577,15 @@ class PowerResult:
         cool_e = float(np.sum(cooling_w * dt))
         over_e = float(np.sum(overhead_w * dt))
         other_it_e = it_e - gpu_e - loss_e
-        grid_w, mitig = _mitigations(ctl, ser, dt, facility_w, it_w)
-        surplus = mitig["smoothing_energy_j"]
-        if surplus > 0.0 and it_e > 0.0:
-            # Power smoothing burns GPU energy the work does not need; it is drawn like any IT load (through
-            # the PSUs, then cooled), so the energy totals carry it. The gpu / IT / facility series show the
-            # power the work asked for (the grid series shows the smoothed draw): with smoothing the totals
-            # are the series' integrals plus this surplus and its share of conversion loss and cooling.
-            it_extra = surplus * it_e / max(it_e - loss_e, 1e-30)
-            gpu_e, loss_e = gpu_e + surplus, loss_e + (it_extra - surplus)
-            cool_e, over_e = cool_e * (1 + it_extra / it_e), over_e * (1 + it_extra / it_e)
-            it_e += it_extra
-        swing, ramp, band = grid.power_swing(facility_w, s.sample_s)
+        grid_w, storage = _grid_draw(ctl, dt, facility_w - grid_cut_w)
+        mitig = {"smoothing_energy_j": smoothing_j, **storage}
+        swing, ramp, band = grid.power_swing(requested.facility_w, s.sample_s)  # the workload's own
         swing_m, ramp_m, band_m = grid.power_swing(grid_w, s.sample_s)
         total_t = float(np.sum(dt))
         throttled = (ser["clock"] < 1.0 - 1e-9) @ mult / mult.sum()
         # One rack whose every GPU draws the job's mean GPU power (plus the static load and the conversion
         # loss in the run's proportion): what fleet sizing needs when the job itself fills no whole rack.
-        job_gpu_w = (float(np.sum(ser["gpu_w"] @ mult * dt)) + surplus) / (float(mult.sum()) * total_t)
+        job_gpu_w = float(np.sum(gpu_w @ mult * dt)) / (float(mult.sum()) * total_t)
         lossless = it_e - loss_e
         loss_factor = it_e / lossless if lossless > 0 else 1.0
         full_rack_it_w = (ctl.static_rack_w + ctl.m.cluster.gpus_per_rack * job_gpu_w) * loss_factor
@@ -632,7 +607,7 @@ class PowerResult:
             "max_junction_temp_c": float(np.max(ser["tj"])),
             "thermal_units": len(ctl.unit_class),
             "max_coolant_out_c": float(np.max(coolant_out)),
-            "rack_power_w": float(np.max(rack_in.mean(axis=0))),
+            "rack_power_w": float(np.max(dt @ rack_in) / total_t),  # time-weighted mean input
             "full_rack_it_power_w": full_rack_it_w,
             "gpu_energy_j": gpu_e,
             "it_energy_j": it_e,
@@ -645,7 +620,7 @@ class PowerResult:
         return cls(
             time_s,
             dt,
-            ser["gpu_w"],
+            gpu_w,
             ser["tj"],
             ser["clock"],
             rack_it,
@@ -710,51 +685,113 @@ def _sample_times(ctl: PowerController, n_t: int, t_end: float) -> np.ndarray:
     return 0.5 * (starts + ends)
 
 
-def _mitigations(
-    ctl: PowerController, ser: dict[str, np.ndarray], dt: np.ndarray, facility_w: np.ndarray, it_w: np.ndarray
+@dataclass(frozen=True)
+class _FacilityChain:
+    """Rack IT load -> rack input (distribution and PSU losses) -> job IT -> cooling and overhead -> facility,
+    per sample: one pass for the power the work requested, one for what the GPUs drew with smoothing."""
+
+    rack_it_w: np.ndarray  # [T, R_types]
+    rack_in_w: np.ndarray  # [T, R_types]
+    rack_loss_w: np.ndarray  # [T, R_types]
+    it_w: np.ndarray  # [T]
+    cooling_w: np.ndarray  # [T]
+    overhead_w: np.ndarray  # [T]
+    facility_w: np.ndarray  # [T]
+    coolant_out_c: np.ndarray  # [T, R_types]
+
+    @classmethod
+    def of(cls, ctl: PowerController, rack_it: np.ndarray, time_s: np.ndarray) -> _FacilityChain:
+        p = ctl.p
+        rack = p.rack
+        curve = np.asarray(rack.psu_efficiency, dtype=np.float64)
+        # Distribution (busbar/cables) loss depends on the instantaneous current: apply it per sample, then
+        # the PSU curve at the resulting PSU output.
+        psu_out = rack_it / power.distribution_efficiency(
+            rack_it, rack.bus_voltage, rack.distribution_resistance
+        )
+        n_types = rack_it.shape[1]
+        rack_in, psu_loss = power.rack_input_power(
+            psu_out.T.copy(),
+            np.full(n_types, rack.psu_rated_power),
+            curve[:, 0].copy(),
+            curve[:, 1].copy(),
+            np.ones(n_types),
+        )
+        rack_in = rack_in.T
+        rack_loss = psu_loss.T + (psu_out - rack_it)
+        it_w = rack_in @ ctl.rack_type_racks  # [T]
+        fac = p.cooling.facility
+        supply = np.asarray(ctl._supply_c(time_s), dtype=np.float64)
+        outside = np.asarray(ctl._outside_c(time_s), dtype=np.float64)
+        design_it = rack.power_limit * float(ctl.rack_type_racks.sum())
+        cooling_w, _pue = thermal.facility_power(
+            it_w,
+            supply,
+            outside,
+            design_it,
+            fac.pump_power_fraction * design_it,
+            fac.fan_power_fraction * design_it,
+            fac.approach,
+            max(ctl.design_rise_k, 1.0),
+            fac.carnot_fraction,
+            thermal.CHILLER_COP_MIN,
+            thermal.CHILLER_COP_MAX,
+            0.0,
+            0.0,
+        )
+        overhead_w = fac.other_overhead_fraction * it_w
+        coolant_out = supply[:, None] + ctl.design_rise_k * rack_it / rack.power_limit
+        return cls(
+            rack_it,
+            rack_in,
+            rack_loss,
+            it_w,
+            cooling_w,
+            overhead_w,
+            it_w + cooling_w + overhead_w,
+            coolant_out,
+        )
+
+
+def _smoothed_gpu_power(ctl: PowerController, gpu_w: np.ndarray, sample_s: float) -> np.ndarray:
+    """``[T, C]`` power of one GPU of each class under the profile's smoothing (floor and ramp limit)."""
+    sm = ctl.p.rack.power_smoothing
+    assert sm is not None
+    n = gpu_w.shape[1]
+    smoothed, _wasted = grid.gpu_smoothing(
+        gpu_w.T.copy(),
+        power.per_class(sm.floor_fraction * ctl.p.accelerator.tdp, n),
+        power.per_class(sm.ramp_limit, n),
+        sample_s,
+    )
+    return smoothed.T
+
+
+def _grid_draw(
+    ctl: PowerController, dt: np.ndarray, facility_w: np.ndarray
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Facility draw after GPU power smoothing and rack energy storage (when the profile has them)."""
-    p, s = ctl.p, ctl.s
-    rack = p.rack
-    grid_w = facility_w.copy()
-    info: dict[str, Any] = {"smoothing_energy_j": 0.0, "storage": None}
-    ratio = np.divide(facility_w, it_w, out=np.ones_like(it_w), where=it_w > 0)
-    if rack.power_smoothing is not None:
-        sm = rack.power_smoothing
-        req = ser["gpu_w"].T.copy()  # [C, T]
-        n = req.shape[0]
-        smoothed, wasted = grid.gpu_smoothing(
-            req,
-            power.per_class(sm.floor_fraction * p.accelerator.tdp, n),
-            power.per_class(sm.ramp_limit, n),
-            s.sample_s,
-        )
-        mult = ctl.m.gpu_multiplicity().astype(np.float64)
-        extra_gpu_w = (smoothed - req).T @ mult  # [T] extra GPU power over all GPUs of the job
-        # Extra GPU power passes through PSUs and cooling like any IT load: scale by the facility ratio.
-        grid_w = grid_w + extra_gpu_w * ratio
-        info["smoothing_energy_j"] = float(wasted @ mult)
-    if rack.energy_storage is not None:
-        es = rack.energy_storage
-        racks = float(ctl.rack_type_racks.sum())
-        load = (grid_w / racks)[None, :].copy()  # one representative rack's share of the facility draw
-        one = lambda v: np.array([float(v)])  # noqa: E731
-        grid_rack, soc = grid.storage_buffer(
-            load,
-            one(es.capacity),
-            one(es.max_power),
-            one(es.efficiency),
-            one(es.grid_ramp_limit),
-            one(2.0),
-            one(0.5 * es.capacity),
-            one(0.5 * es.capacity),
-            one(60.0),
-            s.sample_s,
-            one(np.sum(load[0] * dt) / np.sum(dt)),  # settled at the run's mean draw, not its first sample
-        )
-        grid_w = grid_rack[0] * racks
-        info["storage"] = {
-            "min_soc_fraction": float(soc.min() / es.capacity),
-            "max_soc_fraction": float(soc.max() / es.capacity),
-        }
-    return grid_w, info
+    """Facility draw through the rack energy storage (when the profile has one), and its charge range."""
+    es = ctl.p.rack.energy_storage
+    if es is None:
+        return facility_w.copy(), {"storage": None}
+    racks = float(ctl.rack_type_racks.sum())
+    load = (facility_w / racks)[None, :].copy()  # one representative rack's share of the facility draw
+    one = lambda v: np.array([float(v)])  # noqa: E731
+    grid_rack, soc = grid.storage_buffer(
+        load,
+        one(es.capacity),
+        one(es.max_power),
+        one(es.efficiency),
+        one(es.grid_ramp_limit),
+        one(2.0),
+        one(0.5 * es.capacity),
+        one(0.5 * es.capacity),
+        one(60.0),
+        ctl.s.sample_s,
+        one(np.sum(load[0] * dt) / np.sum(dt)),  # settled at the run's mean draw, not its first sample
+    )
+    storage = {
+        "min_soc_fraction": float(soc.min() / es.capacity),
+        "max_soc_fraction": float(soc.max() / es.capacity),
+    }
+    return grid_rack[0] * racks, {"storage": storage}

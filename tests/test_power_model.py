@@ -23,8 +23,9 @@ def _run(tmp_path, name="r", **kw):
 
 
 def test_energy_is_the_integral_of_power_and_facility_is_it_times_pue(tmp_path):
-    r = _run(tmp_path, sets=["rack.power_smoothing=null"])  # smoothing adds its surplus to the totals (below)
+    r = _run(tmp_path)  # gen2 smooths GPU power (a ramp limit): its burn is in the series and the totals
     s = r.summary
+    assert s["smoothing_energy_j"] > 0.0
     with h5py.File(tmp_path / "r" / "trace.h5") as f:
         t = f["timeseries/power/time"][:]
         it = f["timeseries/power/it_w"][:]
@@ -41,6 +42,26 @@ def test_energy_is_the_integral_of_power_and_facility_is_it_times_pue(tmp_path):
     )
     assert 1.0 < s["pue"] < 1.6
     assert s["avg_it_power_w"] <= s["peak_it_power_w"]
+
+
+def test_smoothing_burn_is_in_every_series_and_the_grid_sees_the_ramp_limit(tmp_path):
+    """A smoothing floor's burn is drawn like any IT load: the gpu / IT / facility series carry it, so the
+    energy totals are their integrals (they used to be the integrals plus the burn, which a user adding up
+    the trace could not reproduce). The grid series is the ramp-limited draw, never above the facility's."""
+    r = _run(tmp_path, sets=['rack.power_smoothing={floor_fraction: 0.6, ramp_limit: "2000 W/s"}'])
+    s = r.summary
+    with h5py.File(tmp_path / "r" / "trace.h5") as f:
+        g = f["timeseries/power"]
+        dt, gpu, it, fac, grid = (g[k][:] for k in ("sample_s", "gpu_w", "it_w", "facility_w", "grid_w"))
+        rack = g["rack_w"][:, 0]
+    tdp = load_profile("gen2.yaml").accelerator.tdp
+    assert gpu.min() >= 0.6 * tdp - 1e-6  # the floor is drawn
+    assert np.sum(it * dt) == pytest.approx(s["it_energy_j"], rel=1e-9)
+    assert np.sum(fac * dt) == pytest.approx(s["facility_energy_j"], rel=1e-9)
+    assert np.all(grid <= fac + 1e-6)
+    # one rack: the busiest rack's mean input is the job's mean IT power
+    assert s["rack_power_w"] == pytest.approx(s["avg_it_power_w"], rel=1e-9)
+    assert np.sum(rack * dt) == pytest.approx(s["it_energy_j"], rel=1e-9)
 
 
 def _one_rack(
