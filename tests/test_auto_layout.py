@@ -28,3 +28,21 @@ def test_auto_layouts_fit_and_spread_the_experts(preset, tp, ep):
 def test_a_narrow_scale_up_domain_bounds_expert_parallelism():
     spec = auto_training_spec(load_preset("qwen3-30b-a3b"), gpus=64, domain_size=4, hbm_bytes=80e9)
     assert spec.parallelism.ep == 4
+
+
+@pytest.mark.parametrize(("gpus", "domain"), [(288, 144), (144, 72), (216, 72)])
+def test_expert_groups_never_straddle_a_scale_up_domain(gpus, domain):
+    """An EP group that straddles two NVLink domains runs its all-to-all over the scale-out network and paces
+    the step: on 2 x 144-GPU domains DeepSeek-V3's auto layout once took EP 32 (blocks 128-159 straddle)
+    and ran 3x slower than EP 16, so a bigger domain looked no better than a small one."""
+    spec = auto_training_spec(load_preset("deepseek-v3"), gpus=gpus, domain_size=domain, hbm_bytes=288e9)
+    par = spec.parallelism
+    block = par.tp * par.ep
+    assert all(s // domain == (s + block - 1) // domain for s in range(0, gpus, block))
+    assert par.ep > 1
+
+
+def test_tp_groups_never_straddle_a_scale_up_domain():
+    """A 6-GPU domain (an odd what-if): TP 4 would put ranks 4-7 across two domains; TP 2 does not."""
+    spec = auto_training_spec(load_preset("llama3-8b"), gpus=12, domain_size=6, hbm_bytes=192e9)
+    assert spec.parallelism.tp == 2

@@ -617,30 +617,44 @@ def auto_training_spec(
 
     TP is the largest divisor of the heads (and of a Mamba model's heads and groups) up to 8 that fits in
     the scale-up domain (for an MoE model the smallest that fits, with the experts spread over the widest
-    expert-parallel group within the domain); PP grows (even splits, or Llama-3 style with the end stages
-    one layer short) until the memory model says every stage fits in 90 % of HBM, first with selective
-    recompute, then with full recompute; DP takes the rest; 8 micro-batches per replica (at least 4 per
-    stage) keep the pipeline bubble modest.
+    expert-parallel group within the domain); no TP or EP group takes part of a domain. PP grows (even
+    splits, or Llama-3 style with the end stages one layer short) until the memory model says every stage
+    fits in 90 % of HBM, first with selective recompute, then with full recompute; DP takes the rest; 8
+    micro-batches per replica (at least 4 per stage) keep the pipeline bubble modest.
     """
 
     mamba = model.mamba
+    domain = max(1, domain_size)
+
+    def inside_domains(block: int) -> bool:
+        """Consecutive rank blocks of this size (a TP group, or TP x EP with the default rank order) never
+        straddle part of a scale-up domain: the block divides the domain, is whole domains, or the job fits
+        one domain."""
+        return gpus <= domain or domain % block == 0 or block % domain == 0
+
     tps = [
         t
         for t in (1, 2, 4, 8)
         if model.heads % t == 0
         and (mamba is None or (mamba.heads % t == 0 and mamba.groups % t == 0))
-        and t <= max(1, domain_size)
+        and inside_domains(t)
         and gpus % t == 0
     ]
     layers = model.layers
 
     def expert_parallel(tp: int, dp: int) -> int:
         """The widest EP (experts over data-parallel ranks, up to the scale-up domain and 64) that divides
-        the experts and dp·tp: each GPU then runs few experts with many tokens, as MoE recipes do."""
+        the experts and dp·tp and keeps each EP group inside one scale-up domain (an EP group straddling two
+        domains runs its all-to-all over the scale-out network and paces every step): each GPU then runs
+        few experts with many tokens, as MoE recipes do."""
         if model.moe is None:
             return 1
-        width = min(model.moe.experts, max(1, domain_size), 64)
-        return max(e for e in range(1, width + 1) if model.moe.experts % e == 0 and (dp * tp) % e == 0)
+        width = min(model.moe.experts, domain, 64)
+        return max(
+            e
+            for e in range(1, width + 1)
+            if model.moe.experts % e == 0 and (dp * tp) % e == 0 and inside_domains(tp * e)
+        )
 
     # Dense models: the widest TP (weights and activations split, PP kept short). MoE models: TP as narrow as
     # fits, the experts spread by EP instead (Megatron's MoE recipes: TP 1-2, EP 8-64).
