@@ -50,6 +50,13 @@ ROWS = (
     ("rack_kw", "rack IT power (avg, full rack)", "kW", 1.0, "{:.4g}"),
     ("pue", "PUE", "", 1.0, "{:.3f}"),
     ("power_swing_w", "facility power swing", "MW", 1e-6, "{:.4g}"),  # MW like the target's facility power
+    ("max_junction_temp_c", "max junction temperature", "degC", 1.0, "{:.1f}"),
+)
+# throttle_cause (summary) -> its short name in the table's throttle line
+THROTTLE_SHORT = {"thermal": "heat", "rack power limit": "rack", "power cap": "cap"}
+THROTTLE_LEGEND = (
+    "throttled: share of GPU-time below full clock and what held it there (heat = junction past "
+    "accelerator.slowdown_temp, rack = rack.power_limit, cap = accelerator.power_cap)"
 )
 
 
@@ -132,6 +139,9 @@ def row_metrics(summary: dict[str, Any], out_dir: Path | None) -> dict[str, Any]
         "facility_power_w": facility_w,
         "pue": pue,
         "power_swing_w": swing,
+        "max_junction_temp_c": _num(summary.get("max_junction_temp_c")),
+        "throttle_time_fraction": _num(summary.get("throttle_time_fraction")),
+        "throttle_cause": summary.get("throttle_cause"),
     }
 
 
@@ -275,6 +285,27 @@ def _fmt(value: Any, scale: float, fmt: str) -> str:
     return "n/a" if value is None else fmt.format(value * scale)
 
 
+def _throttle_cells(rows: list[dict[str, Any]]) -> list[str] | None:
+    """The throttle line's cells (share of GPU-time and its main cause), or None when no profile throttled:
+    a slower generation that is only hot or power-limited should say so next to its step time."""
+    metrics = [r.get("metrics") for r in rows]
+    if not any(m and (m.get("throttle_time_fraction") or 0.0) > 0.0 for m in metrics):
+        return None
+    cells = []
+    for m in metrics:
+        share = None if m is None else m.get("throttle_time_fraction")
+        if m is None:
+            cells.append("error")
+        elif share is None:
+            cells.append("n/a")
+        elif share <= 0.0:
+            cells.append("0")
+        else:
+            cause = THROTTLE_SHORT.get(m.get("throttle_cause") or "", "?")
+            cells.append(f"{100 * share:.3g} {cause}")
+    return cells
+
+
 def format_table(table: dict[str, Any]) -> str:
     """Profiles as columns, metrics as rows (easy to read for a handful of generations)."""
     rows = table["profiles"]
@@ -289,11 +320,16 @@ def format_table(table: dict[str, Any]) -> str:
             m = r.get("metrics")
             cells.append("error" if m is None else _fmt(m.get(key), scale, fmt))
         lines.append(f"{name:<{head_w}}" + "".join(f"{c:>{width + 2}}" for c in cells))
+    throttle = _throttle_cells(rows)
+    if throttle is not None:
+        lines.append(f"{'throttled (%, cause)':<{head_w}}" + "".join(f"{c:>{width + 2}}" for c in throttle))
     lines.append("")
     lines.append(f"target: {table['target_tokens_per_s']:.4g} tokens/s ({table['target_formula']})")
     lines.append(f"  {table['racks_formula']}")
     lines.append(f"  {table['mw_formula']}")
     lines.append(f"  assumes {table['assumption']}")
+    if throttle is not None:
+        lines.append(THROTTLE_LEGEND)
     for r in rows:
         if r.get("error"):
             lines.append(f"{r['label']}: {r['error']}")

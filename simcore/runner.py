@@ -400,6 +400,7 @@ def run(opts: RunOptions) -> RunResult:
             summary = summarize_serving(spec, profile, machine, job, breakdown, power_result)
         else:
             summary = summarize(spec, profile, machine, job, breakdown, power_result)
+        summary.update(throttle_summary(controller, power_result, profile))
         if not serving and spec.job is not None:
             summary.update(replay_job(job_plan(spec, profile, summary["step_time_s"], opts.seed)).summary())
         summary["wall_time_s"] = None  # filled below; excluded from determinism comparisons
@@ -572,6 +573,65 @@ def summarize(
     return _with_power(summary, power_result, tokens * spec.steps, "trained")
 
 
+THROTTLE_CAUSES = {  # summary key -> what the run table calls it
+    "throttle_thermal_fraction": "heat (junction past accelerator.slowdown_temp)",
+    "throttle_rack_power_fraction": "the rack power limit (rack.power_limit)",
+    "throttle_power_cap_fraction": "the GPU power cap (accelerator.power_cap)",
+}
+CAUSE_NAMES = {  # throttle_cause values
+    "throttle_thermal_fraction": "thermal",
+    "throttle_rack_power_fraction": "rack power limit",
+    "throttle_power_cap_fraction": "power cap",
+}
+CLOCK_MATCH = 1e-3  # a limiter whose clock is within this of the clock run is one that set it
+
+
+def throttle_summary(controller: PowerController, result: PowerResult, profile: Profile) -> dict[str, Any]:
+    """Why the GPUs ran below full clock: the GPU-weighted share of time each limiter set the clock.
+
+    The controller sets every tick's clock from the state at the end of the tick before: the thermal clock of
+    the junction temperature then, and the clock that holds the power cap then in force (the GPU's cap, or
+    its share of the rack limit when the rack is over it). A throttled sample is charged to heat when the
+    thermal clock is the one run (within CLOCK_MATCH), else to the rack limit when it had lowered the cap
+    below the GPU's own, else to the GPU's power cap. Long idle ticks follow the thermal clock only. The
+    three shares add up to ``throttle_time_fraction``."""
+    from simcore.kernels.thermal import thermal_clock_factor
+
+    series = controller._series  # per tick: [classes, samples] blocks, as PowerResult concatenates them
+    lengths = np.array([b.shape[1] for b in series["clock"]], dtype=np.int64)
+    clock, tj = result.clock, result.tj_c  # [T, C]
+    out: dict[str, Any] = dict.fromkeys(THROTTLE_CAUSES, 0.0)
+    out |= {
+        "throttle_cause": None,
+        "min_clock_factor": float(np.min(clock)) if clock.size else 1.0,
+        "slowdown_temp_c": profile.accelerator.slowdown_temp,
+    }
+    if not clock.size or int(lengths.sum()) != len(clock):
+        return out
+    cap = np.concatenate(series["cap"], axis=1).T
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    tick = np.repeat(np.arange(len(lengths)), lengths)
+    setter = np.maximum(starts - 1, 0)[tick]  # last sample of the tick before (tick 0: its own first one)
+    f_thermal = thermal_clock_factor(
+        np.ascontiguousarray(tj[setter].T), controller.slowdown, controller.slope, controller.f_min
+    ).T
+    idle_part = (lengths[tick] > controller.s.tick_samples) & (
+        np.arange(len(clock)) - starts[tick] >= controller.s.tick_samples
+    )
+    throttled = clock < 1.0 - 1e-9
+    thermal = throttled & ((f_thermal <= clock + CLOCK_MATCH) | idle_part[:, None])
+    rack = throttled & ~thermal & (cap[setter] < controller.gpu_cap[None, :] * (1.0 - 1e-9))
+    capped = throttled & ~thermal & ~rack
+    mult = controller.m.gpu_multiplicity().astype(np.float64)
+    share = mult / mult.sum()
+    dt = result.width_s
+    for key, mask in zip(THROTTLE_CAUSES, (thermal, rack, capped), strict=True):
+        out[key] = float(np.sum((mask @ share) * dt) / np.sum(dt))
+    worst = max(THROTTLE_CAUSES, key=lambda k: out[k])
+    out["throttle_cause"] = CAUSE_NAMES[worst] if out[worst] > 0.0 else None
+    return out
+
+
 def _host_wait_fraction(machine: Machine, weights: np.ndarray, elapsed: float) -> float:
     """Share of the run the GPUs' compute streams waited for their host: to issue kernels (host-bound
     execution, calibration.host_kernel_time) and for its per-step work (calibration.step_host_time; a
@@ -670,6 +730,31 @@ def _host_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return [("waiting for the host", f"{100 * wait:.3g} %  ({what})")] if wait >= 0.001 else []
 
 
+def _heat_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """How hot the GPUs ran, always (a run just under its slowdown temperature is one degree from slowing
+    down); and, when they ran below full clock, for what share of the time and what held them there."""
+    tj, slowdown = summary.get("max_junction_temp_c"), summary.get("slowdown_temp_c")
+    if tj is None:
+        return [("max junction temperature", "n/a (not modelled yet)")]
+    limit = f" (slowdown at {slowdown:.4g} degC)" if slowdown is not None else ""
+    rows = [("max junction temperature", f"{tj:.1f} degC{limit}")]
+    throttled = summary.get("throttle_time_fraction") or 0.0
+    if throttled <= 0.0:
+        return rows
+    causes = [(what, summary.get(key) or 0.0) for key, what in THROTTLE_CAUSES.items()]
+    causes = [(what, share) for what, share in causes if share > 0.0]
+    if len(causes) == 1:
+        why = f"by {causes[0][0]}"
+    elif causes:
+        why = "by " + ", ".join(f"{what} {100 * share:.3g} %" for what, share in causes)
+    else:  # a summary from before the causes were recorded
+        why = "cause not recorded"
+    low = summary.get("min_clock_factor")
+    clock = f"; clock down to {low:.3g} of max" if low is not None else ""
+    rows.append(("throttled", f"{100 * throttled:.3g} % of GPU-time, {why}{clock}"))
+    return rows
+
+
 def _job_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """Lines for a run with a `job:` section (failures, checkpoints, goodput); none otherwise."""
     if summary.get("goodput") is None or summary.get("job_days") is None:
@@ -760,6 +845,7 @@ def print_table(
         ),
         ("facility power, PUE", power("facility_power_w") + ", " + fmt("pue", 1, "")),
         ("energy per token", fmt("energy_per_token_j", 1, " J")),
+        *_heat_rows(summary),
         *_job_rows(summary),
     ]
     width = max(len(r[0]) for r in rows)

@@ -164,6 +164,32 @@ def test_format_table_prints_na_for_missing_values() -> None:
     assert "n/a" in text and "genX" in text and "PUE" in text
 
 
+def test_the_table_says_how_hot_each_profile_ran_and_which_throttled() -> None:
+    """A generation that is slower only because it is hot or power-limited says so beside its step time."""
+    base = {"step_time_s": 1.62, "max_junction_temp_c": 71.28, "throttle_time_fraction": 0.0}
+    hot = {"step_time_s": 2.14, "max_junction_temp_c": 90.97, "throttle_time_fraction": 0.4617}
+    table = {
+        "target_tokens_per_s": 1e7,
+        "target_formula": "f",
+        "racks_formula": "r",
+        "mw_formula": "m",
+        "assumption": "a",
+        "profiles": [
+            {"label": "cool", "metrics": row_metrics({**base, "throttle_cause": None}, None)},
+            {"label": "hot", "metrics": row_metrics({**hot, "throttle_cause": "thermal"}, None)},
+            {"label": "capped", "metrics": row_metrics({**hot, "throttle_cause": "rack power limit"}, None)},
+        ],
+    }
+    lines = format_table(table).splitlines()
+    [temps] = [line for line in lines if line.startswith("max junction temperature (degC)")]
+    assert temps.split()[-3:] == ["71.3", "91.0", "91.0"]
+    [throttle] = [line for line in lines if line.startswith("throttled (%, cause)")]
+    assert throttle.split()[-5:] == ["0", "46.2", "heat", "46.2", "rack"]
+    assert any(line.startswith("throttled: share of GPU-time") for line in lines)
+    table["profiles"] = table["profiles"][:1]
+    assert "throttled" not in format_table(table)
+
+
 def test_all_profiles_failing_is_one_clear_error(tmp_path: Path) -> None:
     from simcore.errors import RacksimError
 

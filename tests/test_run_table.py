@@ -128,3 +128,58 @@ def test_set_model_on_a_spec_that_names_its_preset_overrides_it() -> None:
     assert apply_workload_overrides(dict(raw), ["model=llama3-70b"])["model"] == "llama3-70b"
     layered = apply_workload_overrides(dict(raw), ["model.layers=4"])
     assert layered["model"] == {"preset": "llama3-8b", "layers": 4} and "preset" not in layered
+
+
+def test_the_table_always_says_how_hot_and_why_a_run_throttled() -> None:
+    """max_junction_temp_c beside the slowdown temperature on every run; a throttled run says what share
+    of GPU-time it ran slow and which limiter held it (a thermal and a power-limited run read alike before)."""
+    cool = _table(
+        _summary("training", max_junction_temp_c=71.3, slowdown_temp_c=90.0, throttle_time_fraction=0)
+    )
+    assert cool["max junction temperature"] == "71.3 degC (slowdown at 90 degC)"
+    assert "throttled" not in cool
+    hot = _summary(
+        "training",
+        max_junction_temp_c=90.97,
+        slowdown_temp_c=90.0,
+        throttle_time_fraction=0.4617,
+        throttle_thermal_fraction=0.4617,
+        min_clock_factor=0.9699,
+    )
+    rows = _table(hot)
+    assert rows["max junction temperature"] == "91.0 degC (slowdown at 90 degC)"
+    assert rows["throttled"] == (
+        "46.2 % of GPU-time, by heat (junction past accelerator.slowdown_temp); clock down to 0.97 of max"
+    )
+    both = {**hot, "throttle_thermal_fraction": 0.3, "throttle_rack_power_fraction": 0.1617}
+    assert _table(both)["throttled"].startswith(
+        "46.2 % of GPU-time, by heat (junction past accelerator.slowdown_temp) 30 %, "
+        "the rack power limit (rack.power_limit) 16.2 %"
+    )
+    assert _table(_summary("training"))["max junction temperature"] == "n/a (not modelled yet)"
+
+
+@pytest.mark.parametrize(
+    ("sets", "cause", "key"),
+    [
+        (["accelerator.tdp=2000 W", "cooling.inlet_temp=55 degC"], "thermal", "throttle_thermal_fraction"),
+        (["accelerator.power_cap=1400 W"], "power cap", "throttle_power_cap_fraction"),
+        (
+            ["accelerator.tdp=2000 W", "scale_up.domain_size=144", "rack.gpus_per_tray=8"],
+            "rack power limit",
+            "throttle_rack_power_fraction",
+        ),
+    ],
+)
+def test_a_throttled_run_records_what_held_its_clock(sets: list[str], cause: str, key: str) -> None:
+    """Heat, the GPU power cap and the rack power limit each slow a gen3 run; the summary names the one
+    (throttle_cause) and its share, and the shares add up to throttle_time_fraction."""
+    from simcore.runner import THROTTLE_CAUSES, RunOptions, run
+
+    s = run(
+        RunOptions(profile="gen3.yaml", workload="llama3-8b", steps=1, sets=sets, write_trace=False)
+    ).summary
+    assert s["throttle_time_fraction"] > 0.5 and s["throttle_cause"] == cause
+    assert s[key] == pytest.approx(s["throttle_time_fraction"])
+    assert sum(s[k] for k in THROTTLE_CAUSES) == pytest.approx(s["throttle_time_fraction"])
+    assert s["min_clock_factor"] < 1.0 and s["slowdown_temp_c"] == 90.0
