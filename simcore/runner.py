@@ -401,6 +401,7 @@ def run(opts: RunOptions) -> RunResult:
         else:
             summary = summarize(spec, profile, machine, job, breakdown, power_result)
         summary.update(throttle_summary(controller, power_result, profile))
+        summary.update(run_inputs(opts, spec, profile, racks, serving))
         if not serving and spec.job is not None:
             summary.update(replay_job(job_plan(spec, profile, summary["step_time_s"], opts.seed)).summary())
         summary["wall_time_s"] = None  # filled below; excluded from determinism comparisons
@@ -472,15 +473,61 @@ def earlier_outputs(out_dir: Path, shown: int = 4) -> str:
     return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else ""
 
 
+def checkpoint_bytes(spec: Any) -> float:
+    """A job's checkpoint size: job.checkpoint_bytes, else its optimizer's bytes per parameter (14 B for
+    Megatron's mixed precision) times the model's parameters."""
+    from workloads.model import total_params
+
+    if spec.job.checkpoint_bytes is not None:
+        return float(spec.job.checkpoint_bytes)
+    return float(spec.optimizer.checkpoint_bytes_per_param * total_params(spec.model))
+
+
+def run_inputs(opts: RunOptions, spec: Any, profile: Profile, racks: int, serving: bool) -> dict[str, Any]:
+    """The summary's record of what produced it (``seed``, ``overrides``, ``inputs``): with ``--no-trace``
+    the summary is all a run leaves, and a job's failures and goodput must be reproducible from it. The job
+    and reliability values are the effective ones (after ``extends:`` and ``--set``), in SI units."""
+    job = None if serving else spec.job
+    rel = profile.reliability
+    return {
+        "seed": opts.seed,
+        "overrides": list(opts.sets),
+        "inputs": {
+            "profile": opts.profile,
+            "workload": DEFAULT_MODEL if opts.workload is None else opts.workload,
+            "racks": racks,
+            "steps": opts.steps,
+            "fidelity": opts.fidelity,
+            "contention": opts.contention,
+            "job": None
+            if job is None
+            else {
+                "steps": job.steps,
+                "checkpoint_every": job.checkpoint_every,
+                "checkpoint_bytes": checkpoint_bytes(spec),
+                "nodes": math.ceil(spec.gpus / profile.rack.gpus_per_tray),
+                "gpus_per_node": profile.rack.gpus_per_tray,
+            },
+            "reliability": None
+            if job is None
+            else {
+                "node_failures_per_1000_node_days": rel.node_failures_per_1000_node_days,
+                "weibull_shape": rel.weibull_shape,
+                "detect_time_s": rel.detect_time,
+                "restart_time_s": rel.restart_time,
+                "replace_time_s": rel.replace_time,
+                "hot_spares": rel.hot_spares,
+                "checkpoint_bandwidth_Bps": rel.checkpoint_bandwidth,
+            },
+        },
+    }
+
+
 def job_plan(spec: Any, profile: Profile, step_time_s: float, seed: int) -> JobPlan:
     """The job-level replay of ``spec.job``: the job's nodes (trays / servers), its checkpoint write time
     (every GPU writes its shard at the profile's per-GPU checkpoint bandwidth) and the failure model."""
-    from workloads.model import total_params
-
     rel = profile.reliability
-    ckpt_bytes = spec.job.checkpoint_bytes
-    if ckpt_bytes is None:  # 14 B per parameter for Megatron's mixed precision; less per spec.optimizer
-        ckpt_bytes = spec.optimizer.checkpoint_bytes_per_param * total_params(spec.model)
+    ckpt_bytes = checkpoint_bytes(spec)
     rate = rel.node_failures_per_1000_node_days
     return JobPlan(
         steps=spec.job.steps,

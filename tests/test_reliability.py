@@ -115,6 +115,46 @@ def test_a_training_run_with_a_job_section_reports_goodput(tmp_path):
     )
 
 
+def test_the_summary_alone_reproduces_the_jobs_failures(tmp_path):
+    """With --no-trace summary.json is all a run leaves: it records the seed, the --set overrides as given
+    and the job's effective inputs, enough to replay the same failures without the profile or the spec."""
+    from simcore.reliability import DAY_S
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "model: llama3-8b\nparallelism: {tp: 8}\nbatch: {global_seqs: 64}\nsteps: 1\njob: {steps: 100000}\n"
+    )
+    sets = ["reliability.node_failures_per_1000_node_days=650", "reliability.restart_time=20 min"]
+    s = run(RunOptions(profile="gen3.yaml", workload=str(spec), seed=7, sets=sets, write_trace=False)).summary
+    assert s["seed"] == 7 and s["overrides"] == sets
+    inputs = s["inputs"]
+    assert inputs["profile"] == "gen3.yaml" and inputs["workload"] == str(spec) and inputs["racks"] == 1
+    job, rel = inputs["job"], inputs["reliability"]
+    assert job["steps"] == 100000 and job["checkpoint_every"] == 0 and job["nodes"] == 2
+    assert rel["node_failures_per_1000_node_days"] == 650.0 and rel["restart_time_s"] == 1200.0
+    replayed = replay_job(
+        JobPlan(
+            steps=job["steps"],
+            step_time_s=s["step_time_s"],
+            checkpoint_s=job["checkpoint_bytes"] / (rel["checkpoint_bandwidth_Bps"] * s["gpus"]),
+            checkpoint_every=job["checkpoint_every"],
+            nodes=job["nodes"],
+            node_mtbf_s=1000.0 * DAY_S / rel["node_failures_per_1000_node_days"],
+            weibull_shape=rel["weibull_shape"],
+            detect_s=rel["detect_time_s"],
+            restart_s=rel["restart_time_s"],
+            replace_s=rel["replace_time_s"],
+            hot_spares=rel["hot_spares"],
+            seed=s["seed"],
+        )
+    ).summary()
+    assert s["job_failures"] > 0
+    assert {k: s[k] for k in replayed} == replayed
+    plain = run(RunOptions(profile="gen2.yaml", workload="llama3-8b", steps=1, write_trace=False)).summary
+    assert plain["seed"] == 0 and plain["overrides"] == [] and plain["inputs"]["job"] is None
+    assert plain["inputs"]["reliability"] is None and plain["inputs"]["steps"] == 1
+
+
 @pytest.mark.parametrize(
     "job,says",
     [
