@@ -10,7 +10,10 @@ where ``racks_used = gpus / gpus_per_rack`` of that run and ``full_rack_it_power
 summary) is one rack whose every GPU draws the job's mean GPU power, plus the rack's static load and
 conversion loss. The run itself powers whole racks (idle GPUs included), so a job smaller than a rack
 would otherwise be charged a whole rack's idle draw. This assumes the throughput and power per GPU of the
-run hold at fleet scale (data-parallel weak scaling, racks filled). The default target is
+run hold at fleet scale (data-parallel weak scaling, racks filled). A workload with a ``job:`` section is
+sized on what its job delivers through failures, checkpoints and restarts, ``tokens_per_s * goodput``
+(the simulated job's goodput; a larger job has more nodes to fail), and the table adds the job's goodput,
+wall time, failures and lost work. The default target is
 ``max(1e7, 10 ** ceil(log10(best tokens/s of the runs)))`` tokens/s, a round fleet-size question the
 best profile cannot already answer with the simulated racks.
 """
@@ -33,6 +36,12 @@ from simcore.errors import Interrupted, RacksimError
 DEFAULT_MIN_TARGET = 1e7
 TARGET_FORMULA = "max(1e7, 10**ceil(log10(best tokens_per_s)))"
 RACKS_FORMULA = "racks_needed = ceil(target / (tokens_per_s / racks_used)); racks_used = gpus / gpus_per_rack"
+# a workload with a job: section is sized on what the job delivers through its failures and checkpoints
+RACKS_FORMULA_JOB = (
+    "racks_needed = ceil(target / (tokens_per_s * goodput / racks_used)); racks_used = gpus / gpus_per_rack; "
+    "goodput from the job: section's replay (failures, checkpoints, restarts)"
+)
+JOB_ASSUMPTION = "; goodput is the simulated job's (a larger job has more nodes to fail, so lower goodput)"
 MW_FORMULA = "MW_needed = racks_needed * full_rack_it_power_w * pue / 1e6"
 
 # (key, label, unit, scale, format) of the table rows, in order
@@ -51,6 +60,14 @@ ROWS = (
     ("pue", "PUE", "", 1.0, "{:.3f}"),
     ("power_swing_w", "facility power swing", "MW", 1e-6, "{:.4g}"),  # MW like the target's facility power
     ("max_junction_temp_c", "max junction temperature", "degC", 1.0, "{:.1f}"),
+)
+# rows of a workload with a job: section, shown after "tokens/s per rack"
+JOB_ROWS = (
+    ("goodput", "job goodput", "%", 100.0, "{:.1f}"),
+    ("goodput_tokens_per_s", "tokens/s x goodput", "", 1.0, "{:.4g}"),
+    ("job_days", "job wall time", "days", 1.0, "{:.4g}"),
+    ("job_failures", "job failures", "", 1.0, "{:.0f}"),
+    ("job_lost_work_s", "work lost to failures", "h", 1 / 3600, "{:.3g}"),
 )
 # throttle_cause (summary) -> its short name in the table's throttle line
 THROTTLE_SHORT = {"thermal": "heat", "rack power limit": "rack", "power cap": "cap"}
@@ -121,6 +138,7 @@ def row_metrics(summary: dict[str, Any], out_dir: Path | None) -> dict[str, Any]
     full_rack_w = _num(summary.get("full_rack_it_power_w"))
     if full_rack_w is None and it_w is not None and gpus and per_rack:  # a summary from before the key
         full_rack_w = it_w / math.ceil(gpus / per_rack)
+    goodput = _num(summary.get("goodput"))  # a workload with a job: section
     swing = _num(summary.get("power_swing_w"))
     if swing is None and out_dir is not None:
         swing = _swing_from_trace(Path(out_dir) / "trace.h5")
@@ -139,6 +157,11 @@ def row_metrics(summary: dict[str, Any], out_dir: Path | None) -> dict[str, Any]
         "facility_power_w": facility_w,
         "pue": pue,
         "power_swing_w": swing,
+        "goodput": goodput,
+        "goodput_tokens_per_s": tps * goodput if tps is not None and goodput is not None else None,
+        "job_days": _num(summary.get("job_days")),
+        "job_failures": _num(summary.get("job_failures")),
+        "job_lost_work_s": _num(summary.get("job_lost_work_s")),
         "max_junction_temp_c": _num(summary.get("max_junction_temp_c")),
         "throttle_time_fraction": _num(summary.get("throttle_time_fraction")),
         "throttle_cause": summary.get("throttle_cause"),
@@ -152,8 +175,11 @@ def default_target(rows: list[dict[str, Any]]) -> float:
 
 
 def size_fleet(metrics: dict[str, Any], target: float) -> None:
-    """Racks and facility MW for ``target`` tokens/s (see the module docstring for the formulas)."""
+    """Racks and facility MW for ``target`` tokens/s (see the module docstring for the formulas); a job's
+    racks deliver their throughput times its goodput."""
     per_rack = metrics.get("tokens_per_s_per_rack")
+    if per_rack and metrics.get("goodput") is not None:
+        per_rack *= metrics["goodput"]
     metrics["racks_needed"] = math.ceil(target / per_rack) if per_rack else None
     rack_w, pue = metrics.get("full_rack_it_power_w"), metrics.get("pue")
     metrics["mw_needed"] = (
@@ -257,6 +283,7 @@ def _run_all(
             "compare: no profile could run the workload: " + "; ".join(r["error"] for r in rows)
         )
     target = opts.target_tokens_per_s or default_target(rows)
+    job = _has_job(rows)
     for r in rows:
         if r["metrics"] is not None:
             size_fleet(r["metrics"], target)
@@ -264,11 +291,11 @@ def _run_all(
         "workload": opts.workload,
         "target_tokens_per_s": target,
         "target_formula": "given on the command line" if opts.target_tokens_per_s else TARGET_FORMULA,
-        "racks_formula": RACKS_FORMULA,
+        "racks_formula": RACKS_FORMULA_JOB if job else RACKS_FORMULA,
         "mw_formula": MW_FORMULA,
         "assumption": (
             "throughput and power per GPU of the simulated run hold at fleet scale, racks filled "
-            "(data-parallel weak scaling)"
+            "(data-parallel weak scaling)" + (JOB_ASSUMPTION if job else "")
         ),
         "profiles": rows,
     }
@@ -279,6 +306,11 @@ def _run_all(
     save_figure(compare_figure(table), out / "compare.png")
     table["outputs"] = [str(out / "compare.json"), str(out / "compare.png")]
     return table
+
+
+def _has_job(rows: list[dict[str, Any]]) -> bool:
+    """Whether the workload had a job: section (its runs report goodput)."""
+    return any(r.get("metrics") and r["metrics"].get("goodput") is not None for r in rows)
 
 
 def _fmt(value: Any, scale: float, fmt: str) -> str:
@@ -311,9 +343,13 @@ def format_table(table: dict[str, Any]) -> str:
     rows = table["profiles"]
     labels = [r["label"] for r in rows]
     width = max(10, *(len(x) for x in labels))
-    head_w = max(len(f"{label} ({unit})") if unit else len(label) for _k, label, unit, _s, _f in ROWS) + 2
+    shown = list(ROWS)
+    if _has_job(rows):
+        at = next(i for i, row in enumerate(shown) if row[0] == "tokens_per_s_per_rack") + 1
+        shown[at:at] = JOB_ROWS
+    head_w = max(len(f"{label} ({unit})") if unit else len(label) for _k, label, unit, _s, _f in shown) + 2
     lines = [f"{'':<{head_w}}" + "".join(f"{x:>{width + 2}}" for x in labels)]
-    for key, label, unit, scale, fmt in ROWS:
+    for key, label, unit, scale, fmt in shown:
         name = f"{label} ({unit})" if unit else label
         cells = []
         for r in rows:

@@ -190,6 +190,45 @@ def test_the_table_says_how_hot_each_profile_ran_and_which_throttled() -> None:
     assert "throttled" not in format_table(table)
 
 
+def test_a_job_workload_shows_its_goodput_and_sizes_the_fleet_on_it(tmp_path: Path) -> None:
+    """compare on a spec with a job: section: goodput, job days, failures and lost work per profile, and the
+    fleet sized on tokens/s x goodput (the formula says so)."""
+    m = {"tokens_per_s_per_rack": 1.0e6, "goodput": 0.8, "full_rack_it_power_w": 1.0e5, "pue": 1.0}
+    size_fleet(m, 1e7)
+    assert m["racks_needed"] == math.ceil(1e7 / 0.8e6) == 13
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "model: llama3-8b\nparallelism: {tp: 8}\nbatch: {global_seqs: 64}\nsteps: 1\njob: {steps: 100000}\n"
+    )
+    out = tmp_path / "cmp"
+    table = run_compare(
+        CompareOptions(
+            profiles=["gen2.yaml"],
+            workload=str(spec),
+            out=out,
+            sets=["reliability.node_failures_per_1000_node_days=650"],
+            write_trace=False,
+        )
+    )
+    row = json.loads((out / "compare.json").read_text())["profiles"][0]["metrics"]
+    summary = json.loads((out / "gen2" / "summary.json").read_text())
+    assert row["goodput"] == summary["goodput"] < 1 and row["job_days"] == summary["job_days"]
+    assert row["job_failures"] == summary["job_failures"] > 0
+    assert row["job_lost_work_s"] == summary["job_lost_work_s"] > 0
+    assert row["goodput_tokens_per_s"] == pytest.approx(summary["tokens_per_s"] * summary["goodput"])
+    target = table["target_tokens_per_s"]
+    assert row["racks_needed"] == math.ceil(target / (row["tokens_per_s_per_rack"] * row["goodput"]))
+    text = format_table(table)
+    assert "tokens_per_s * goodput" in table["racks_formula"] and "tokens_per_s * goodput" in text
+    for label in (
+        "job goodput (%)",
+        "tokens/s x goodput",
+        "job wall time (days)",
+        "work lost to failures (h)",
+    ):
+        assert any(line.startswith(label) for line in text.splitlines()), label
+
+
 def test_all_profiles_failing_is_one_clear_error(tmp_path: Path) -> None:
     from simcore.errors import RacksimError
 
