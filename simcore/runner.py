@@ -363,11 +363,12 @@ def run(opts: RunOptions) -> RunResult:
         raise ConfigError("exists and is not a directory", path="--out", value=str(out_dir),
                           expected="a directory for summary.json and trace.h5 (new or existing)")  # fmt: skip
     writer = None
-    if opts.write_trace:
-        if out_dir is None:
-            out_dir = new_run_dir()
-        writer = TraceWriter(Path(out_dir) / "trace.h5")
+    created = first_missing(Path(out_dir)) if out_dir is not None else None  # what a failed run removes
     try:
+        if opts.write_trace:
+            if out_dir is None:
+                out_dir = created = new_run_dir()
+            writer = TraceWriter(Path(out_dir) / "trace.h5")
         env = simpy.Environment()
         fabric = FabricDriver(env, cluster) if opts.contention == "flow" else None
         recorder = ActivityRecorder(keep=opts.keep_events)
@@ -413,24 +414,67 @@ def run(opts: RunOptions) -> RunResult:
             writer.file["timeseries/power/rack_w"].attrs["racks_per_type"] = np.rint(
                 power_result.racks_per_type
             ).astype(np.int64)
-            interrupts.raise_if_requested(ctrl_c)  # ... or one swallowed while summarising, before the trace
-            writer.close()
+        interrupts.raise_if_requested(ctrl_c)  # ... or one swallowed while summarising, before any output
+        if out_dir is None and opts.write_summary:
+            out_dir = created = new_run_dir()
+        if out_dir is not None:
+            wall = publish(Path(out_dir), summary, writer, wall0)
+        else:
+            wall = time.perf_counter() - wall0
+            summary["wall_time_s"] = round(wall, 3)
     except BaseException:
         if writer is not None:
             writer.abort()
-        if opts.out is None and out_dir is not None:
-            discard_if_empty(out_dir)
+        if created is not None and out_dir is not None:
+            discard_created(Path(out_dir), created)
         raise
+    return RunResult(summary, out_dir, events, wall, controller.wall_s)
+
+
+def publish(out_dir: Path, summary: dict[str, Any], writer: TraceWriter | None, wall0: float) -> float:
+    """Put this run's trace and summary.json in place of an earlier run's, never pairing one of each.
+
+    The earlier summary goes before the new trace lands, and a summary that fails to land (Ctrl-C) takes
+    the new trace with it; each file alone is self-consistent (a trace holds its own summary). With no
+    trace, the earlier trace goes before the new summary lands. Returns the run's wall time, which
+    includes publishing the trace."""
+    summary_path, trace_path = out_dir / "summary.json", out_dir / "trace.h5"
+    if writer is None:
+        trace_path.unlink(missing_ok=True)
+    else:
+        summary_path.unlink(missing_ok=True)
+        writer.close()
     wall = time.perf_counter() - wall0
     summary["wall_time_s"] = round(wall, 3)
-    if out_dir is None and opts.write_summary:
-        out_dir = new_run_dir()
-    if out_dir is not None:
-        interrupts.raise_if_requested(ctrl_c)
-        write_json(Path(out_dir) / "summary.json", summary)
-        if writer is None:  # --no-trace: an earlier run's trace must not pass for this run's
-            (Path(out_dir) / "trace.h5").unlink(missing_ok=True)
-    return RunResult(summary, out_dir, events, wall, controller.wall_s)
+    try:
+        write_json(summary_path, summary)
+    except BaseException:
+        trace_path.unlink(missing_ok=True)  # none, or this run's
+        raise
+    return wall
+
+
+def first_missing(path: Path) -> Path | None:
+    """The outermost directory of ``path`` (itself included) that does not exist yet: what a run creates
+    and, if it fails, removes again."""
+    missing = None
+    while not path.exists():
+        missing = path
+        if path.parent == path:
+            break
+        path = path.parent
+    return missing
+
+
+def discard_created(out_dir: Path, created: Path) -> None:
+    """Remove ``out_dir`` and its parents up to ``created`` where they are empty: a run stopped before its
+    outputs leaves no empty folder (a non-empty one, and anything above it, stays)."""
+    path = out_dir
+    while True:
+        discard_if_empty(path)
+        if path == created or path.parent == path:
+            return
+        path = path.parent
 
 
 def _check_job_replayable(spec: Any, profile: Profile, seed: int) -> None:

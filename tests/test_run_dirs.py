@@ -124,3 +124,64 @@ def test_a_reused_out_dir_names_what_an_earlier_run_left_there(
     (mine / "notes.txt").write_text("")  # not a run directory: nothing to say
     assert main([*argv[:-3], "--out", str(mine), "--no-trace"]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def _small_run(tmp_path: Path, out: Path, **kw: object) -> object:
+    from simcore.runner import RunOptions
+
+    spec = tmp_path / "small.yaml"
+    spec.write_text(SMALL_SPEC.replace("preset: llama3-8b", "model: {preset: llama3-8b, layers: 2}"))
+    return RunOptions(profile="h100-dgx", workload=str(spec), out=out, **kw)
+
+
+def test_a_new_trace_never_sits_beside_an_earlier_runs_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after trace.h5 landed in a reused --out, while summary.json is written: the earlier run's
+    summary is already gone and the new trace goes too, so no directory pairs a new trace with an old
+    summary. With --no-trace the earlier trace is gone before the new summary lands."""
+    import simcore.runner as runner
+
+    out = tmp_path / "reused"
+    out.mkdir()
+    seen: list[tuple[bool, bool]] = []
+    real_write_json = runner.write_json
+
+    def ctrl_c_while_writing_the_summary(path: Path, data: object) -> None:
+        seen.append(((out / "summary.json").exists(), (out / "trace.h5").exists()))
+        raise KeyboardInterrupt
+
+    for trace in (True, False):
+        (out / "summary.json").write_text('{"earlier": true}')
+        (out / "trace.h5").write_text("earlier")
+        monkeypatch.setattr(runner, "write_json", ctrl_c_while_writing_the_summary)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(_small_run(tmp_path, out, write_trace=trace))
+        assert not (out / "summary.json").exists() if trace else (out / "summary.json").exists()
+        assert not (out / "trace.h5").exists()
+    assert seen == [(False, True), (True, False)]  # new trace, no summary; old summary, no trace
+    monkeypatch.setattr(runner, "write_json", real_write_json)
+    runner.run(_small_run(tmp_path, out))
+    assert (out / "summary.json").is_file() and (out / "trace.h5").is_file()
+
+
+def test_an_interrupted_run_removes_the_out_directory_it_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during the simulation leaves no empty --out directory (nor the parents the run made); a
+    directory that existed before, or one that holds something, stays."""
+    from simcore.engine import Machine
+    from simcore.runner import run
+
+    def ctrl_c(self: Machine, *args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Machine, "run", ctrl_c)
+    for trace in (True, False):
+        with pytest.raises(KeyboardInterrupt):
+            run(_small_run(tmp_path, tmp_path / "new" / "deep", write_trace=trace))
+        assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        run(_small_run(tmp_path, tmp_path / "kept" / "run"))
+    assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "run").exists()

@@ -260,8 +260,7 @@ def test_sigint_during_real_run_leaves_no_trace(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr
-    assert _leftovers(out) == []
-    assert not (out / "summary.json").exists()
+    assert not out.exists()  # the run made the folder: no trace, no summary, and no empty folder are left
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed one
@@ -296,7 +295,7 @@ def test_a_ctrl_c_swallowed_during_the_run_still_stops_it_before_any_output(
         monkeypatch.setattr(Machine, "run", run_then_swallow)
         with pytest.raises(KeyboardInterrupt):
             run(opts("during"))
-        assert _leftovers(tmp_path / "during") == [] and not (tmp_path / "during" / "summary.json").exists()
+        assert not (tmp_path / "during").exists()  # nothing written, and the folder the run made is gone
     finally:
         signal.signal(signal.SIGINT, previous)
 
