@@ -170,21 +170,13 @@ def parse_quantity(
             hint=_spelling_hint(match.group(1), unit, ureg.Quantity(1.0, si)),
         ) from exc
     if not _same_kind(quantity, target):
-        hint = None
-        for guess in _rate_spellings(unit):
-            try:
-                if _same_kind(ureg.Quantity(1.0, guess), target):
-                    hint = f"a rate needs a time unit: did you mean '{match.group(1)} {guess}'?"
-                    break
-            except Exception:  # any spelling pint rejects is simply not a guess
-                continue
         raise ConfigError(
             f"wrong unit for {KIND_NOUNS.get(kind, kind)}",
             file=file,
             path=path,
             value=value,
             expected=example,
-            hint=hint,
+            hint=_dimension_hint(match.group(1), unit, quantity, target),
         )
     result = float(quantity.to(si).magnitude)
     if not math.isfinite(result):
@@ -208,6 +200,42 @@ def _spelling_hint(number: str, unit: str, target: pint.Quantity) -> str | None:
         except Exception:  # any spelling pint rejects is simply not a guess
             continue
     return f"did you mean {' or '.join(sorted(found)[:2])}?" if found else None
+
+
+# A time factor written into a unit: "kWh", "W*s", "W s" (multiplied) or "GB/s", "W/h" (divided).
+_TIMES_TIME = re.compile(r"(.+?)\s*[*·]?\s*(?:h|hr|hours?|min|s|sec|seconds?)")
+_PER_TIME = re.compile(r"(.+?)\s*/\s*(?:h|hr|hours?|min|s|sec|seconds?)")
+
+
+def _dimension_hint(number: str, unit: str, quantity: pint.Quantity, target: pint.Quantity) -> str | None:
+    """'did you mean ...' for a unit of the wrong kind one time factor away from the right one. Dropping the
+    time factor comes first: '2 kWh' for a power is '2 kW' (an energy was written), '80 GB/s' for a size
+    is '80 GB'; else a missing one: '900 GB' for a bandwidth is '900 GB/s'."""
+    ureg = registry()
+    dropped = [m.group(1) for m in (_TIMES_TIME.fullmatch(unit), _PER_TIME.fullmatch(unit)) if m]
+    for guesses, why in (
+        (dropped, "drop the time factor"),
+        (_rate_spellings(unit), "a rate needs a time unit"),
+    ):
+        for guess in guesses:
+            try:
+                if _same_kind(ureg.Quantity(1.0, guess), target):
+                    given = _kind_of(quantity)
+                    noun = "a size" if given == "bytes" else KIND_NOUNS.get(given or "")  # bits are sizes too
+                    what = f"'{number} {unit}' is {noun}; " if noun else ""
+                    return f"{what}{why}: did you mean '{number} {guess}'?"
+            except Exception:  # any spelling pint rejects is simply not a guess
+                continue
+    return None
+
+
+def _kind_of(quantity: pint.Quantity) -> str | None:
+    """The kind of quantity a value is ('energy' for kWh), for saying what was written instead."""
+    ureg = registry()
+    for kind, si in SI_UNITS.items():
+        if kind not in ("temperature", "temperature_delta") and _same_kind(quantity, ureg.Quantity(1.0, si)):
+            return kind
+    return None
 
 
 def _rate_spellings(unit: str) -> list[str]:

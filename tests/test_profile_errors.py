@@ -483,6 +483,34 @@ def test_unit_misspellings_get_a_respelling(tmp_path, path, value, says):
     assert_names(load_error(write_profile(tmp_path, {path: value})), "bad.yaml", path, says)
 
 
+@pytest.mark.parametrize(
+    ("path", "value", "says"),
+    [
+        ("accelerator.tdp", "2 kWh", "'2 kWh' is an energy; drop the time factor: did you mean '2 kW'?"),
+        ("accelerator.tdp", "700 W*s", "did you mean '700 W'?"),
+        (
+            "accelerator.tdp",
+            "700 W/s",
+            "'700 W/s' is a power ramp rate; drop the time factor: did you mean '700 W'?",
+        ),
+        (
+            "accelerator.hbm_capacity",
+            "80 GB/s",
+            "'80 GB/s' is a bandwidth; drop the time factor: did you mean '80 GB'?",
+        ),
+        (
+            "scale_out.nic_bandwidth",
+            "400 Gb",
+            "'400 Gb' is a size; a rate needs a time unit: did you mean '400 Gb/s'?",
+        ),
+    ],
+)
+def test_a_unit_one_time_factor_off_gets_the_unit_meant(tmp_path, path, value, says):
+    """An energy written for a power is the power meant ('2 kWh' -> '2 kW', not '2 kWh/s'); a bandwidth
+    for a size drops its /s; a size for a bandwidth still gains one."""
+    assert_names(load_error(write_profile(tmp_path, {path: value})), "bad.yaml", path, says)
+
+
 def test_a_profile_name_in_the_wrong_case_is_suggested():
     with pytest.raises(ConfigError, match="did you mean 'gen2'"):
         load_profile("GEN2")
