@@ -104,8 +104,10 @@ class Accelerator:
         "stands for what racksim does not count (CUDA context, NCCL and library workspaces, allocator "
         "fragmentation)",
     )
-    hbm_bandwidth: float = quantity("bandwidth", "peak HBM bandwidth", minimum=10e9)
-    idle_power: float = quantity("power", "board power when idle (clocks up, nothing running)")
+    hbm_bandwidth: float = quantity("bandwidth", "peak HBM bandwidth", minimum=10e9, example="3.35 TB/s")
+    idle_power: float = quantity(
+        "power", "board power when idle (clocks up, nothing running)", example="150 W"
+    )
     tdp: float = quantity("power", "thermal design power / total graphics power limit", maximum=20e3)
     power_cap: float | None = quantity(
         "power", "configured power limit (default: the TDP)", None, optional=True, maximum=20e3
@@ -115,9 +117,13 @@ class Accelerator:
         "kappa in P_dyn ~ f^kappa (voltage tracks frequency, so 2-3)", 2.5, minimum=1, maximum=4
     )
     max_clock: float = quantity("frequency", "maximum (boost) SM clock")
-    min_clock: float = quantity("frequency", "lowest clock the power/thermal governor goes to")
-    slowdown_temp: float = quantity("temperature", "die temperature where hardware slowdown begins")
-    shutdown_temp: float = quantity("temperature", "die temperature of thermal shutdown")
+    min_clock: float = quantity(
+        "frequency", "lowest clock the power/thermal governor goes to", example="0.6 GHz"
+    )
+    slowdown_temp: float = quantity(
+        "temperature", "die temperature where hardware slowdown begins", example="87 degC"
+    )
+    shutdown_temp: float = quantity("temperature", "die temperature of thermal shutdown", example="92 degC")
     throttle_slope: float = number(
         "clock fraction lost per kelvin above the slowdown temperature", 0.03, minimum=0, maximum=1
     )
@@ -199,7 +205,9 @@ class ScaleOut:
     nics_per_gpu: float = number(
         "NICs per GPU (0.5 = one NIC shared by two GPUs)", 1.0, minimum=0, exclusive_minimum=True
     )
-    nic_bandwidth: float = quantity("bandwidth", "line rate of one NIC, per direction", minimum=1e9 / 8)
+    nic_bandwidth: float = quantity(
+        "bandwidth", "line rate of one NIC, per direction", minimum=1e9 / 8, example="400 Gb/s"
+    )
     efficiency: float = number(
         "achievable fraction of NIC line rate (NDR reaches ~0.92-0.96)",
         0.94,
@@ -217,8 +225,8 @@ class ScaleOut:
 class EnergyStorage:
     """Rack energy storage (capacitors / BBU) used to smooth grid-side power."""
 
-    capacity: float = quantity("energy", "usable energy")
-    max_power: float = quantity("power", "charge/discharge power limit")
+    capacity: float = quantity("energy", "usable energy", example="250 kJ")
+    max_power: float = quantity("power", "charge/discharge power limit", example="120 kW")
     efficiency: float = number("round-trip efficiency", 0.95, minimum=0, maximum=1, exclusive_minimum=True)
     grid_ramp_limit: float = quantity("power_rate", "fastest grid-side ramp the storage enforces", "20 kW/s")
 
@@ -258,11 +266,13 @@ class Rack:
     distribution_resistance: float = quantity(
         "resistance", "effective resistance of the rack distribution path (I^2 R loss)", "0.1 mohm"
     )
-    psu_rated_power: float = quantity("power", "installed (non-redundant) power-shelf capacity per rack")
+    psu_rated_power: float = quantity(
+        "power", "installed (non-redundant) power-shelf capacity per rack", example="165 kW"
+    )
     psu_efficiency: tuple = curve(
         "PSU efficiency vs load fraction (default 80 PLUS Titanium)", TITANIUM_CURVE
     )
-    power_limit: float = quantity("power", "rack power limit; exceeding it caps the GPUs")
+    power_limit: float = quantity("power", "rack power limit; exceeding it caps the GPUs", example="132 kW")
     energy_storage: EnergyStorage | None = section("rack energy storage, if fitted", None, optional=True)
     power_smoothing: PowerSmoothing | None = section("GPU power smoothing, if enabled", None, optional=True)
 
@@ -278,7 +288,12 @@ class Facility:
         "hybrid",
     )
     outside_temp: float = quantity(
-        "temperature", "outdoor dry-bulb temperature (mean)", "20 degC", minimum=-90, maximum=60
+        "temperature",
+        "outdoor dry-bulb temperature (mean)",
+        "20 degC",
+        minimum=-90,
+        maximum=60,
+        example="25 degC",
     )  # bounds: Earth's records (-89 / +57 degC); a Kelvin value written as degC is caught
     outside_temp_csv: str = text(
         "optional CSV of outdoor temperature over the day (columns: hour, temp_c; relative to the profile "
@@ -343,17 +358,20 @@ class Reliability:
         1.0,
         minimum=0.2,
     )
-    detect_time: float = quantity("time", "time to detect a failure (mean)", "5 min")
-    restart_time: float = quantity("time", "reschedule + reload + warm-up after a failure (mean)", "10 min")
+    detect_time: float = quantity("time", "time to detect a failure (mean)", "5 min", example="5 min")
+    restart_time: float = quantity(
+        "time", "reschedule + reload + warm-up after a failure (mean)", "10 min", example="10 min"
+    )
     replace_time: float = quantity(
         "time",
         "wait for a replacement node when no hot spare is ready (0: the scheduler always has one, as in"
         " Llama 3's ~90 % effective training time); a used hot spare is ready again after it",
         "0 s",
         allow_zero=True,
+        example="4 h",
     )
     checkpoint_bandwidth: float = quantity(
-        "bandwidth", "checkpoint write bandwidth per GPU", "2 GB/s", minimum=1e6
+        "bandwidth", "checkpoint write bandwidth per GPU", "2 GB/s", minimum=1e6, example="2 GB/s"
     )
     hot_spares: int = number("spare nodes kept ready per job", 0, integer=True, minimum=0)
 
@@ -438,6 +456,7 @@ class Calibration:
         "0 s",
         allow_zero=True,
         maximum=600.0,
+        example="70 ms",
     )
     serving_sequence_host_time: float = quantity(
         "time",

@@ -39,6 +39,7 @@ def quantity(
     optional: bool = False,
     maximum: float | None = None,
     minimum: float | None = None,
+    example: str | None = None,
 ) -> Any:
     """A physical quantity written with a unit; stored as an SI float (``maximum``, in SI units, catches unit
     slips such as "35 s" for a per-kernel time, which would otherwise run for hours; ``minimum`` the other
@@ -46,7 +47,9 @@ def quantity(
 
     ``positive`` (default: true for every kind but ``temperature``, whose Celsius values may be zero or
     negative) rejects values <= 0; with ``allow_zero`` only values < 0 are rejected (a fan power that may
-    be absent). ``positive=False`` turns the sign check off.
+    be absent). ``positive=False`` turns the sign check off. ``example`` is what errors and docs show for
+    this field when the kind's example would not fit it (a failure detection time is minutes, not the
+    microseconds of a latency).
     """
     if unit_kind not in SI_UNITS:
         raise ValueError(f"unknown unit kind {unit_kind}")
@@ -63,8 +66,14 @@ def quantity(
             optional=optional,
             maximum=maximum,
             minimum=minimum,
+            example=example,
         )
     )
+
+
+def _example_of(meta: Mapping[str, Any]) -> str:
+    """The example value of a quantity field: its own, else its kind's."""
+    return meta.get("example") or _example(meta["unit_kind"])
 
 
 def number(
@@ -222,16 +231,16 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                 "missing value",
                 file=file,
                 path=path,
-                expected=f'a quantity like "{_example(meta["unit_kind"])}"',
+                expected=f'a quantity like "{_example_of(meta)}"',
             )
-        value = parse_quantity(raw, meta["unit_kind"], file=file, path=path)
+        value = parse_quantity(raw, meta["unit_kind"], file=file, path=path, example=meta.get("example"))
         if meta["positive"] and meta.get("allow_zero") and value < 0:
             raise ConfigError(
                 "must not be negative",
                 file=file,
                 path=path,
                 value=raw,
-                expected=f'zero or more, e.g. "{_example(meta["unit_kind"])}"',
+                expected=f'zero or more, e.g. "{_example_of(meta)}"',
             )
         if meta["positive"] and not meta.get("allow_zero") and value <= 0:
             raise ConfigError(
@@ -239,7 +248,7 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                 file=file,
                 path=path,
                 value=raw,
-                expected=f'a value above zero, e.g. "{_example(meta["unit_kind"])}"',
+                expected=f'a value above zero, e.g. "{_example_of(meta)}"',
             )
         if meta["unit_kind"] == "temperature" and value < -273.15:
             raise ConfigError(
@@ -460,7 +469,7 @@ def _number_range(meta: Mapping[str, Any]) -> str:
 def _expectation(cls: type, name: str, meta: Mapping[str, Any]) -> str:
     kind = meta["kind"]
     if kind == "quantity":
-        return f'a quantity like "{_example(meta["unit_kind"])}" ({meta["doc"]})'
+        return f'a quantity like "{_example_of(meta)}" ({meta["doc"]})'
     if kind == "number":
         return f"{_number_range(meta)} ({meta['doc']})"
     if kind == "choice":
@@ -511,7 +520,7 @@ def _field_schema(cls: type, name: str, meta: Mapping[str, Any]) -> dict[str, An
         out = {
             "type": "string",
             "pattern": _QUANTITY_PATTERN,
-            "description": f'{doc} [unit: {SI_UNITS[meta["unit_kind"]]}, e.g. "{_example(meta["unit_kind"])}"]',
+            "description": f'{doc} [unit: {SI_UNITS[meta["unit_kind"]]}, e.g. "{_example_of(meta)}"]',
         }
     elif kind == "number":
         out = {"type": "integer" if meta["integer"] else "number", "description": doc}
@@ -580,7 +589,7 @@ def markdown_table(cls: type, prefix: str = "") -> list[str]:
         kind = meta["kind"]
         path = _join(prefix, fld.name)
         if kind == "quantity":
-            type_text = f"quantity [{SI_UNITS[meta['unit_kind']]}], e.g. `{_example(meta['unit_kind'])}`"
+            type_text = f"quantity [{SI_UNITS[meta['unit_kind']]}], e.g. `{_example_of(meta)}`"
         elif kind == "number":
             type_text = _number_range(meta)
         elif kind == "choice":

@@ -109,16 +109,21 @@ def parse_quantity(
     *,
     file: str | None = None,
     path: str | None = None,
+    example: str | None = None,
 ) -> float:
     """Convert ``value`` (a string with a unit) to the SI float for ``kind``.
 
     Raises ConfigError naming the file and field when the value has no unit, the wrong dimension,
-    is not finite, or cannot be parsed.
+    is not finite, or cannot be parsed; ``example`` is the field's own example value, if the kind's would
+    not fit it.
     """
     si = SI_UNITS[kind]
-    example = f'a string with a unit, e.g. "{_example(kind)}"' + (
-        ' (bytes) or "400 Gb/s" (bits)' if kind == "bandwidth" else ""
-    )
+    if example is not None:
+        example = f'a string with a unit, e.g. "{example}"'
+    else:
+        example = f'a string with a unit, e.g. "{_example(kind)}"' + (
+            ' (bytes) or "400 Gb/s" (bits)' if kind == "bandwidth" else ""
+        )
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ConfigError("not a quantity", file=file, path=path, value=value, expected=example)
     if isinstance(value, (int, float)):

@@ -514,3 +514,50 @@ def test_a_unit_one_time_factor_off_gets_the_unit_meant(tmp_path, path, value, s
 def test_a_profile_name_in_the_wrong_case_is_suggested():
     with pytest.raises(ConfigError, match="did you mean 'gen2'"):
         load_profile("GEN2")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "example"),
+    [
+        ("reliability.detect_time", 5, '"5 min"'),
+        ("reliability.restart_time", "-1 min", '"10 min"'),
+        ("reliability.replace_time", "2 W", '"4 h"'),
+        ("accelerator.min_clock", 0.6, '"0.6 GHz"'),
+        ("accelerator.min_clock", "0 GHz", '"0.6 GHz"'),
+        ("calibration.step_host_time", 70, '"70 ms"'),
+        ("scale_out.nic_bandwidth", 400, '"400 Gb/s"'),
+    ],
+)
+def test_error_examples_fit_the_field(tmp_path, path, value, example):
+    """A failure detection time is minutes, not the microseconds of a latency; min_clock is the governor's
+    floor (0.5-0.6 GHz in the shipped profiles), not a boost clock."""
+    assert_names(load_error(write_profile(tmp_path, {path: value})), path, f"e.g. {example}")
+
+
+def test_every_field_example_is_a_value_the_field_accepts():
+    """Each quantity field's example (its own, or its kind's) parses to its kind and sits inside the field's
+    bounds, so the example an error or the docs show could be pasted in as is."""
+    import dataclasses
+    import typing
+
+    from simcore.profile import Profile
+    from simcore.schema import _example_of
+    from simcore.units import parse_quantity
+
+    def quantity_fields(cls: type, prefix: str = "") -> typing.Iterator[tuple[str, typing.Any]]:
+        hints = typing.get_type_hints(cls)
+        for fld in dataclasses.fields(cls):
+            meta, path = fld.metadata, f"{prefix}{fld.name}"
+            if meta.get("kind") == "quantity":
+                yield path, meta
+            for arg in (hints[fld.name], *typing.get_args(hints[fld.name])):
+                if isinstance(arg, type) and dataclasses.is_dataclass(arg):
+                    yield from quantity_fields(arg, f"{path}.")
+
+    checked = 0
+    for path, meta in quantity_fields(Profile):
+        value = parse_quantity(_example_of(meta), meta["unit_kind"], path=path)
+        assert meta.get("minimum") is None or value >= meta["minimum"], path
+        assert meta.get("maximum") is None or value <= meta["maximum"], path
+        checked += 1
+    assert checked > 30
