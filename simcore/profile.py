@@ -249,17 +249,26 @@ class Rack:
         "scale-up switch trays per rack (0 when switches sit in the server)", 0, integer=True, minimum=0
     )
     cpus_per_tray: int = number("host CPUs per tray", 2, integer=True, minimum=0)
-    cpu_power: float = quantity("power", "power of one host CPU under training load", "300 W")
-    nic_power: float = quantity("power", "power of one scale-out NIC", "25 W")
+    cpu_power: float = quantity(
+        "power", "power of one host CPU under training load", "300 W", example="300 W"
+    )
+    nic_power: float = quantity("power", "power of one scale-out NIC", "25 W", example="30 W")
     switch_tray_power: float = quantity(
         "power",
         "power of one scale-up switch tray (or in-server NVSwitch complex when switch_trays is 0)",
         "800 W",
+        example="1100 W",
         allow_zero=True,
     )
-    tray_other_power: float = quantity("power", "memory, storage, BMC, DPUs per tray", "300 W")
+    tray_other_power: float = quantity(
+        "power", "memory, storage, BMC, DPUs per tray", "300 W", example="300 W"
+    )
     fan_power: float = quantity(
-        "power", "fans per tray at full load (mostly air-cooled parts)", "200 W", allow_zero=True
+        "power",
+        "fans per tray at full load (mostly air-cooled parts)",
+        "200 W",
+        allow_zero=True,
+        example="200 W",
     )
     distribution: str = choice("how power reaches the trays", ("ac", "dc_48v", "dc_800v"), "ac")
     bus_voltage: float = quantity("voltage", "voltage of the rack distribution (busbar or AC)", "54 V")

@@ -526,6 +526,7 @@ def test_a_profile_name_in_the_wrong_case_is_suggested():
         ("accelerator.min_clock", "0 GHz", '"0.6 GHz"'),
         ("calibration.step_host_time", 70, '"70 ms"'),
         ("scale_out.nic_bandwidth", 400, '"400 Gb/s"'),
+        ("rack.nic_power", 30, '"30 W"'),
     ],
 )
 def test_error_examples_fit_the_field(tmp_path, path, value, example):
