@@ -42,6 +42,9 @@ MAX_IDLE_TICKS = 200  # longest stretch (10 s at 50 ms ticks) an idle machine is
 # it within this many ticks, and a capped clock is set for the busiest tick among them: a controller that
 # lifted the cap (or raised the clock) on the first quiet tick would let the next compute tick run over.
 HOLD_TICKS = 20
+# What set a GPU's clock in a sample (the `clock_cause` series): the codes, in the order the summary's
+# throttle_*_fraction keys list them.
+CAUSE_NONE, CAUSE_THERMAL, CAUSE_RACK_LIMIT, CAUSE_POWER_CAP = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ class PowerController:
         if np.any(self.tj > acc.shutdown_temp):
             self._refuse_overheat(float(self.tj.max()))
         machine.clock[:] = np.round(f_warm, 6).tolist()
+        self.clock_cause = self._causes(np.round(f_warm, 6), f_warm < f_cap - 1e-12)  # per class
         # Thermal units: GPUs of one class that share one environment. Every class starts as one unit (its
         # GPUs run the same ops); a class whose rack types come to differ in coolant temperature or in the
         # rack power cap splits into one unit per rack type, each with its own temperature, cap and clock.
@@ -148,7 +152,7 @@ class PowerController:
         self._consumed_open = 0
         self._rows_taken = 0  # rows recorded when the last tick took them
         self._series: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("gpu_w", "tj", "clock", "rack_it_w", "cap")
+            k: [] for k in ("gpu_w", "tj", "clock", "rack_it_w", "cap", "cause")
         }
         machine.recorder.add_sink(self._on_block)
         self.ticks = 0
@@ -352,8 +356,11 @@ class PowerController:
         tj, tcp = thermal.rc_thermal(
             gpu_w, coolant, self.r_jc[uc], self.r_cf[uc], self.c_j[uc], self.c_cp[uc], self.tj, self.tcp, dt
         )
+        cause = np.repeat(self.clock_cause[:, None], k, axis=1)
         if k > self.s.tick_samples:
             clock = self._idle_clocks(clock, tj)
+            idle = slice(self.s.tick_samples, None)  # the idle stretch follows the thermal clock only
+            cause[:, idle] = np.where(clock[:, idle] < 1.0, CAUSE_THERMAL, CAUSE_NONE)
         self.tj, self.tcp = tj[:, -1].copy(), tcp[:, -1].copy()
         # Next tick's clocks: thermal throttle and power caps (GPU cap, or share of an exceeded rack limit).
         over = self._update_caps(act.mean(axis=1)[uc])
@@ -374,6 +381,7 @@ class PowerController:
         class_clock = np.full(self.n, np.inf)
         np.minimum.at(class_clock, uc, self.unit_clock)
         self.m.clock[:] = class_clock.tolist()
+        self.clock_cause = self._causes(self.unit_clock, f_thermal[:, 0] <= f_cap[:, 0])
         if split:  # series stay per class: GPU-weighted power, hottest junction, tightest cap
             gpus = mix.T @ self.rack_type_racks  # [U]
             weight = np.zeros((self.n, len(uc)))
@@ -391,12 +399,26 @@ class PowerController:
             ("clock", clock),
             ("rack_it_w", rack_it),
             ("cap", np.repeat(cap_series[:, None], k, axis=1)),
+            ("cause", cause),
         ):
             self._series[key].append(value)
         self._split_diverged(coolant_rack.mean(axis=1), over)
         self.t_prev = t_now
         self.tick_ends.append(t_now)
         self.ticks += 1
+
+    def _causes(self, unit_clock: np.ndarray, thermal_sets: np.ndarray) -> np.ndarray:
+        """Per class, what set the clock of its slowest unit (the clock the class runs): nothing (full clock),
+        heat (the thermal clock is the lower one), the rack limit (a cap lowered to the rack's share) or the
+        GPU's own power cap."""
+        uc = self.unit_class
+        capped = np.where(self.cap < self.gpu_cap[uc] * (1.0 - 1e-9), CAUSE_RACK_LIMIT, CAUSE_POWER_CAP)
+        unit_cause = np.where(unit_clock >= 1.0, CAUSE_NONE, np.where(thermal_sets, CAUSE_THERMAL, capped))
+        slowest = np.lexsort((unit_clock, uc))  # units by class, slowest first
+        first = np.unique(uc[slowest], return_index=True)[1]
+        out = np.zeros(self.n, dtype=np.int8)
+        out[uc[slowest[first]]] = unit_cause[slowest[first]]
+        return out
 
     def _idle_clocks(self, clock: np.ndarray, tj: np.ndarray) -> np.ndarray:
         """Clock series of a long idle tick: from its second short tick on, the thermal clock of the
@@ -531,6 +553,7 @@ class PowerResult:
     cooling_energy_j: float
     overhead_energy_j: float
     racks_per_type: np.ndarray  # [R_types] racks of each rack type (rack_w is per rack of a type)
+    clock_cause: np.ndarray  # [T, C] int8: what set each class's clock (CAUSE_* codes)
     summary: dict[str, Any]
 
     @classmethod
@@ -583,6 +606,7 @@ class PowerResult:
         swing_m, ramp_m, band_m = grid.power_swing(grid_w, s.sample_s)
         total_t = float(np.sum(dt))
         throttled = (ser["clock"] < 1.0 - 1e-9) @ mult / mult.sum()
+        throttle = _throttle_causes(ser["clock"], ser["cause"], mult / mult.sum(), dt)
         # One rack whose every GPU draws the job's mean GPU power (plus the static load and the conversion
         # loss in the run's proportion): what fleet sizing needs when the job itself fills no whole rack.
         job_gpu_w = float(np.sum(gpu_w @ mult * dt)) / (float(mult.sum()) * total_t)
@@ -604,6 +628,9 @@ class PowerResult:
             "max_ramp_mitigated_w_per_s": ramp_m,
             "swing_band_energy_fraction_mitigated": band_m,
             "throttle_time_fraction": float(np.sum(throttled * dt) / total_t),
+            **throttle,
+            "min_clock_factor": float(np.min(ser["clock"])) if ser["clock"].size else 1.0,
+            "slowdown_temp_c": p.accelerator.slowdown_temp,
             "max_junction_temp_c": float(np.max(ser["tj"])),
             "thermal_units": len(ctl.unit_class),
             "max_coolant_out_c": float(np.max(coolant_out)),
@@ -637,6 +664,7 @@ class PowerResult:
             cool_e,
             over_e,
             ctl.rack_type_racks.copy(),
+            ser["cause"],
             summary,
         )
 
@@ -656,6 +684,11 @@ class PowerResult:
             "thermal": {
                 "t_junction_c": (self.tj_c, "degC", "GPU junction temperature of each rank class"),
                 "clock_factor": (self.clock, "1", "GPU clock as a fraction of max clock"),
+                "clock_cause": (
+                    self.clock_cause,
+                    "1",
+                    "what set the clock: 0 nothing (full clock), 1 heat, 2 rack power limit, 3 GPU power cap",
+                ),
                 "coolant_out_c": (
                     self.coolant_out_c,
                     "degC",
@@ -663,6 +696,29 @@ class PowerResult:
                 ),
             },
         }
+
+
+THROTTLE_CAUSE_KEYS = {  # summary key -> (clock_cause code, throttle_cause value)
+    "throttle_thermal_fraction": (CAUSE_THERMAL, "thermal"),
+    "throttle_rack_power_fraction": (CAUSE_RACK_LIMIT, "rack power limit"),
+    "throttle_power_cap_fraction": (CAUSE_POWER_CAP, "power cap"),
+}
+
+
+def _throttle_causes(
+    clock: np.ndarray, cause: np.ndarray, share: np.ndarray, dt: np.ndarray
+) -> dict[str, Any]:
+    """GPU-weighted share of the run each limiter held the clock below full (they add up to the throttled
+    share), from the cause the controller recorded when it set each tick's clock, and the largest one."""
+    throttled = clock < 1.0 - 1e-9
+    total = float(np.sum(dt))
+    out: dict[str, Any] = {}
+    for key, (code, _name) in THROTTLE_CAUSE_KEYS.items():
+        mask = throttled & (cause == code) if code != CAUSE_THERMAL else throttled & (cause <= code)
+        out[key] = float(np.sum((mask @ share) * dt) / total) if total > 0 else 0.0
+    worst = max(THROTTLE_CAUSE_KEYS, key=lambda k: out[k])
+    out["throttle_cause"] = THROTTLE_CAUSE_KEYS[worst][1] if out[worst] > 0.0 else None
+    return out
 
 
 def _sample_edges(ctl: PowerController, n_t: int, t_end: float) -> np.ndarray:

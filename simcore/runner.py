@@ -401,7 +401,6 @@ def run(opts: RunOptions) -> RunResult:
             summary = summarize_serving(spec, profile, machine, job, breakdown, power_result)
         else:
             summary = summarize(spec, profile, machine, job, breakdown, power_result)
-        summary.update(throttle_summary(controller, power_result, profile))
         summary.update(run_inputs(opts, spec, profile, racks, serving))
         if not serving and spec.job is not None:
             summary.update(replay_job(job_plan(spec, profile, summary["step_time_s"], opts.seed)).summary())
@@ -669,58 +668,6 @@ THROTTLE_CAUSES = {  # summary key -> what the run table calls it
     "throttle_rack_power_fraction": "the rack power limit (rack.power_limit)",
     "throttle_power_cap_fraction": "the GPU power cap (accelerator.power_cap)",
 }
-CAUSE_NAMES = {  # throttle_cause values
-    "throttle_thermal_fraction": "thermal",
-    "throttle_rack_power_fraction": "rack power limit",
-    "throttle_power_cap_fraction": "power cap",
-}
-CLOCK_MATCH = 1e-3  # a limiter whose clock is within this of the clock run is one that set it
-
-
-def throttle_summary(controller: PowerController, result: PowerResult, profile: Profile) -> dict[str, Any]:
-    """Why the GPUs ran below full clock: the GPU-weighted share of time each limiter set the clock.
-
-    The controller sets every tick's clock from the state at the end of the tick before: the thermal clock of
-    the junction temperature then, and the clock that holds the power cap then in force (the GPU's cap, or
-    its share of the rack limit when the rack is over it). A throttled sample is charged to heat when the
-    thermal clock is the one run (within CLOCK_MATCH), else to the rack limit when it had lowered the cap
-    below the GPU's own, else to the GPU's power cap. Long idle ticks follow the thermal clock only. The
-    three shares add up to ``throttle_time_fraction``."""
-    from simcore.kernels.thermal import thermal_clock_factor
-
-    series = controller._series  # per tick: [classes, samples] blocks, as PowerResult concatenates them
-    lengths = np.array([b.shape[1] for b in series["clock"]], dtype=np.int64)
-    clock, tj = result.clock, result.tj_c  # [T, C]
-    out: dict[str, Any] = dict.fromkeys(THROTTLE_CAUSES, 0.0)
-    out |= {
-        "throttle_cause": None,
-        "min_clock_factor": float(np.min(clock)) if clock.size else 1.0,
-        "slowdown_temp_c": profile.accelerator.slowdown_temp,
-    }
-    if not clock.size or int(lengths.sum()) != len(clock):
-        return out
-    cap = np.concatenate(series["cap"], axis=1).T
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    tick = np.repeat(np.arange(len(lengths)), lengths)
-    setter = np.maximum(starts - 1, 0)[tick]  # last sample of the tick before (tick 0: its own first one)
-    f_thermal = thermal_clock_factor(
-        np.ascontiguousarray(tj[setter].T), controller.slowdown, controller.slope, controller.f_min
-    ).T
-    idle_part = (lengths[tick] > controller.s.tick_samples) & (
-        np.arange(len(clock)) - starts[tick] >= controller.s.tick_samples
-    )
-    throttled = clock < 1.0 - 1e-9
-    thermal = throttled & ((f_thermal <= clock + CLOCK_MATCH) | idle_part[:, None])
-    rack = throttled & ~thermal & (cap[setter] < controller.gpu_cap[None, :] * (1.0 - 1e-9))
-    capped = throttled & ~thermal & ~rack
-    mult = controller.m.gpu_multiplicity().astype(np.float64)
-    share = mult / mult.sum()
-    dt = result.width_s
-    for key, mask in zip(THROTTLE_CAUSES, (thermal, rack, capped), strict=True):
-        out[key] = float(np.sum((mask @ share) * dt) / np.sum(dt))
-    worst = max(THROTTLE_CAUSES, key=lambda k: out[k])
-    out["throttle_cause"] = CAUSE_NAMES[worst] if out[worst] > 0.0 else None
-    return out
 
 
 def _host_wait_fraction(machine: Machine, weights: np.ndarray, elapsed: float) -> float:

@@ -428,3 +428,21 @@ def test_a_stuck_workload_is_an_error_not_an_endless_run_of_ticks():
     env.process(ctl.process(all_done(env, [env.process(work())])))
     with pytest.raises(RacksimError, match=r"stuck at t = 2\.5"):
         env.run()
+
+
+def test_the_trace_records_what_set_each_clock(tmp_path):
+    """thermal/clock_cause holds, per sample and class, the limiter the controller used when it set the
+    clock; its GPU-weighted time shares are the summary's throttle_*_fraction."""
+    from simcore.power_model import CAUSE_NONE, CAUSE_RACK_LIMIT
+
+    sets = ["accelerator.tdp=2000 W", "scale_up.domain_size=144", "rack.gpus_per_tray=8"]  # 200 kW rack
+    s = _run(tmp_path, profile="gen3.yaml", workload="llama3-8b", steps=1, sets=sets).summary
+    with h5py.File(tmp_path / "r" / "trace.h5") as f:
+        cause = f["timeseries/thermal/clock_cause"][:]
+        clock = f["timeseries/thermal/clock_factor"][:]
+        dt = f["timeseries/power/sample_s"][:]
+        mult = f["classes"]["multiplicity"].astype(float)
+    assert np.all((clock < 1.0) == (cause != CAUSE_NONE))
+    share = ((cause == CAUSE_RACK_LIMIT) @ (mult / mult.sum()) * dt).sum() / dt.sum()
+    assert share == pytest.approx(s["throttle_rack_power_fraction"], rel=1e-9)
+    assert s["throttle_rack_power_fraction"] > 0.5
