@@ -197,11 +197,11 @@ def strip_ignored(value: Any) -> Any:
 def golden_document(gc: GoldenCase, tmp: Path) -> dict[str, Any]:
     """What a golden file holds: the case (so a changed case shows in the diff) and its summary."""
     result = gc.case.run(tmp)
-    return {
-        "format": GOLDEN_FORMAT,
-        "case": gc.case.describe(),
-        "summary": strip_ignored(result.summary),
-    }
+    summary = strip_ignored(result.summary)
+    if isinstance(summary.get("inputs"), dict):  # the case's names, not this machine's paths to them
+        case = gc.case.describe()
+        summary["inputs"] |= {"profile": case["profile"], "workload": case["workload"]}
+    return {"format": GOLDEN_FORMAT, "case": gc.case.describe(), "summary": summary}
 
 
 _ABSENT = object()
