@@ -20,14 +20,18 @@ import itertools
 import json
 import math
 import os
+import shutil
+import signal
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from simcore.atomic import atomic_path, output_dir, write_json
+from simcore import interrupts
+from simcore.atomic import atomic_path, discard_if_empty, output_dir, write_json
 from simcore.errors import ConfigError, RacksimError
 
 # Table columns when the sweep file names none: the DESIGN.md summary keys a co-design question asks first.
@@ -152,6 +156,9 @@ class SweepPoint:
     seed: int = 0
     out_dir: str | None = None
     write_trace: bool = False
+    # A file that exists while the sweep runs: a point finishing after the sweep stopped (a Dask task that
+    # cannot be cancelled once it started) removes its outputs, which sweep.json would not list.
+    live_file: str | None = None
 
 
 @dataclass
@@ -493,11 +500,12 @@ def _short(name: str) -> str:
 
 # ------------------------------------------------------------------------------------------ running
 def run_point(point: SweepPoint) -> dict[str, Any]:
-    """Run one point (in a worker process or on a Dask worker); never raises: the status says what
-    happened. ``error``: the configuration cannot run (a result); ``crashed``: a racksim bug."""
+    """Run one point (in a worker process or on a Dask worker); never raises but for Ctrl-C: the status
+    says what happened. ``error``: the configuration cannot run (a result); ``crashed``: a racksim bug."""
     from simcore.runner import RunOptions, run
 
     t0 = time.perf_counter()
+    ctrl_c = interrupts.mark()
     record: dict[str, Any] = {"label": point.label, "index": point.index, "params": point.params}
     try:
         result = run(
@@ -515,12 +523,19 @@ def run_point(point: SweepPoint) -> dict[str, Any]:
     except RacksimError as exc:
         record.update(status="error", error=str(exc))
     except Exception as exc:  # a bug must not cost the other points their results
+        if interrupts.requested_since(ctrl_c):  # Ctrl-C surfacing wrapped (numba: SystemError), not a bug
+            raise KeyboardInterrupt from exc
         record.update(
             status="crashed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
         )
     else:
         record.update(status="ok", summary=_plain(result.summary))
     record["wall_s"] = time.perf_counter() - t0
+    if point.out_dir is not None:
+        if point.live_file is not None and not Path(point.live_file).exists():
+            shutil.rmtree(point.out_dir, ignore_errors=True)  # the sweep stopped: sweep.json cannot list it
+        elif record["status"] != "ok":
+            discard_if_empty(point.out_dir)  # a point that did not run has no directory
     return record
 
 
@@ -535,23 +550,43 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _local_results(points: list[SweepPoint], jobs: int) -> Iterator[dict[str, Any]]:
-    """Results as they finish, from ``jobs`` worker processes (inline when ``jobs`` is 1)."""
+def _local_results(points: list[SweepPoint], jobs: int) -> Generator[dict[str, Any], None, None]:
+    """Results as they finish, from ``jobs`` worker processes (inline when ``jobs`` is 1). Closing the
+    generator early (Ctrl-C) cancels the queued points and ends the running ones."""
     if jobs <= 1 or len(points) <= 1:
         for point in points:
             yield run_point(point)
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=min(jobs, len(points))) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(points)), initializer=_leave_ctrl_c_to_the_sweep)
+    try:
         futures = {pool.submit(run_point, p): p for p in points}
-        try:
-            for fut in as_completed(futures):
-                yield _result_or_crash(fut, futures[fut])
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+        for fut in as_completed(futures):
+            yield _result_or_crash(fut, futures[fut])
+    except BaseException:  # Ctrl-C, or the sweep closed this stream
+        _stop(pool)
+        raise
+    pool.shutdown()
+
+
+def _leave_ctrl_c_to_the_sweep() -> None:
+    """A worker ignores SIGINT (a terminal sends it to every process of the command): the sweep stops the
+    workers itself. A worker's own KeyboardInterrupt would only end its point, and it would start the next."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop(pool: Any) -> None:
+    """Cancel the points still queued and end the running ones now. ``shutdown(cancel_futures=True)``
+    cannot cancel the few already handed to the workers, and waiting for them would keep the user a point's
+    run time and leave outputs sweep.json does not list. Before Python 3.14 the executor has no public way to
+    end its workers, hence ``_processes``."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        proc.terminate()
+    for proc in workers:
+        proc.join(timeout=10)
 
 
 def _result_or_crash(fut: Any, point: SweepPoint) -> dict[str, Any]:
@@ -564,8 +599,11 @@ def _result_or_crash(fut: Any, point: SweepPoint) -> dict[str, Any]:
                 "wall_s": 0.0}  # fmt: skip
 
 
-def _dask_results(points: list[SweepPoint], scheduler: str) -> Iterator[dict[str, Any]]:
-    """Results as they finish, from the workers of the Dask scheduler at ``scheduler``."""
+def _dask_results(points: list[SweepPoint], scheduler: str) -> Generator[dict[str, Any], None, None]:
+    """Results as they finish, from the workers of the Dask scheduler at ``scheduler``. Closing the generator
+    early cancels the points not started; a point already running on a worker cannot be stopped (Dask does
+    not interrupt a running task): it finishes there and, finding the sweep's live file gone, removes its
+    outputs (``run_point``)."""
     try:
         from distributed import Client, as_completed
     except ImportError:
@@ -578,11 +616,16 @@ def _dask_results(points: list[SweepPoint], scheduler: str) -> Iterator[dict[str
         raise RacksimError(
             f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc}); expected e.g. tcp://host:8786"
         ) from None
+    futures: list[Any] = []
     try:
         futures = client.map(run_point, points, pure=False)
         by_key = {f.key: p for f, p in zip(futures, points, strict=True)}
         for fut in as_completed(futures):
             yield _result_or_crash(fut, by_key[fut.key])
+    except BaseException:  # Ctrl-C, or the sweep closed this stream: no queued point may start
+        if futures:
+            client.cancel(futures)
+        raise
     finally:
         client.close()
 
@@ -629,13 +672,22 @@ def run_sweep(
     scheduler: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SweepResult:
-    """Run every point and write ``sweep.json`` and ``sweep.csv`` under ``out``."""
+    """Run every point and write ``sweep.json`` and ``sweep.csv`` under ``out``.
+
+    Ctrl-C stops the sweep at once (queued points cancelled, running ones ended), removes the directories
+    of the points that did not finish and writes the outputs with the finished ones, so sweep.json,
+    sweep.csv and ``points/`` agree; then it raises KeyboardInterrupt."""
     jobs = jobs if jobs is not None else max(1, os.cpu_count() or 1)
     if jobs < 1:
         raise RacksimError(f"--jobs: got {jobs}; expected at least 1")
+    ctrl_c = interrupts.mark()
     preflight(spec, expand(spec))
     with output_dir(out, "sweep-") as out_path:
-        points = expand(spec, out_path)
+        fresh = not out_path.exists()  # a sweep that fails before any result leaves no folder it made
+        live = out_path / "points" / f".sweep-{uuid.uuid4().hex}.live"
+        live.parent.mkdir(parents=True, exist_ok=True)
+        live.touch()
+        points = [replace(p, live_file=str(live)) for p in expand(spec, out_path)]
         say = progress or (lambda _msg: None)
         where = f"Dask scheduler {scheduler}" if scheduler else f"{min(jobs, len(points))} local process(es)"
         say(f"{spec.name}: {len(points)} point(s) on {where}; results in {out_path}")
@@ -646,13 +698,37 @@ def run_sweep(
             for record in stream:
                 results.append(record)
                 say(f"[{len(results)}/{len(points)}] {record['label']} {_describe(record)}")
+                interrupts.raise_if_requested(ctrl_c)  # a Ctrl-C swallowed on the way still stops the sweep
                 if time.perf_counter() - last_save > SAVE_EVERY_S:  # a long sweep keeps what it has done
                     _save(SweepResult(spec, out_path, results, time.perf_counter() - t0, len(points)))
                     last_save = time.perf_counter()
-        except KeyboardInterrupt:
-            _save(SweepResult(spec, out_path, results, time.perf_counter() - t0, len(points)))
+        except BaseException as exc:
+            live.unlink(missing_ok=True)  # first: a point that finishes from now on removes its own outputs
+            stream.close()
+            _discard_unfinished(points, results)
+            stopped = isinstance(exc, KeyboardInterrupt) or (
+                not isinstance(exc, RacksimError) and interrupts.requested_since(ctrl_c)
+            )
+            if results or stopped:
+                _save(SweepResult(spec, out_path, results, time.perf_counter() - t0, len(points)))
+            discard_if_empty(out_path / "points")
+            if fresh:
+                discard_if_empty(out_path)
+            if stopped and not isinstance(exc, KeyboardInterrupt):
+                raise KeyboardInterrupt from exc  # a Ctrl-C that surfaced wrapped (numba: SystemError)
             raise
+        live.unlink(missing_ok=True)
+        discard_if_empty(out_path / "points")
         return _save(SweepResult(spec, out_path, results, time.perf_counter() - t0, len(points)))
+
+
+def _discard_unfinished(points: list[SweepPoint], results: list[dict[str, Any]]) -> None:
+    """Remove what the points that did not finish wrote (an empty directory, a partial trace): outputs
+    sweep.json does not list must not pass for results."""
+    finished = {r["label"] for r in results}
+    for point in points:
+        if point.out_dir is not None and point.label not in finished:
+            shutil.rmtree(point.out_dir, ignore_errors=True)
 
 
 def _save(result: SweepResult) -> SweepResult:

@@ -55,10 +55,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=None if quiet else (lambda msg: print(f"racksim: {msg}", file=sys.stderr)),
             )
         except KeyboardInterrupt:
-            print(
-                f"racksim: interrupted; {out}/sweep.json and sweep.csv keep the finished points",
-                file=sys.stderr,
-            )
+            print(f"racksim: {_interrupted(out)}", file=sys.stderr)
             return 130
     if args.json:
         print(json.dumps(result.as_json(), indent=2, sort_keys=True))
@@ -68,3 +65,21 @@ def run(args: argparse.Namespace) -> int:
     for p in crashed:
         print(f"racksim: {p['label']} crashed (a racksim bug):\n{p['traceback']}", file=sys.stderr)
     return 1 if crashed else 0
+
+
+def _interrupted(out: Path) -> str:
+    """What Ctrl-C left: the finished points, listed in sweep.json and sweep.csv, and their outputs only."""
+    try:
+        saved = json.loads((out / "sweep.json").read_text())
+        done, total = len(saved["points"]), saved["points_total"]
+    except (OSError, ValueError, KeyError):
+        return f"sweep interrupted; {out} holds no results"
+    if not done:
+        return (
+            f"sweep interrupted before any of its {total} point(s) finished; {out}/sweep.json and sweep.csv "
+            "list none, and the points left no outputs"
+        )
+    return (
+        f"sweep interrupted; {done} of {total} point(s) finished: {out}/sweep.json and sweep.csv list them, "
+        "and points/ holds their outputs only (the unfinished points left none)"
+    )

@@ -1,0 +1,172 @@
+"""Ctrl-C on a sweep: it stops at once (queued points cancelled, running workers ended) and leaves only
+outputs that sweep.json and sweep.csv account for. The points run a stand-in for ``simcore.runner.run`` (a
+fast first point, slow others) so the tests take seconds, not a real simulation's time."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from simcore.atomic import write_json
+from simcore.sweep import expand, load_sweep, run_point, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP = """\
+name: stop
+profiles: [gen1.yaml]
+workloads: [llama3-8b]
+racks: 2
+steps: 1
+grid:
+  scale_out.nic_bandwidth: ["100 Gb/s", "200 Gb/s", "400 Gb/s", "800 Gb/s"]
+"""
+SLOW_S = 20.0
+FINISHED: list[str] = []  # points whose stand-in run returned (seen only when they run in this process)
+
+
+def fake_run(opts: Any) -> SimpleNamespace:
+    """p000 finishes at once; every other point writes part of its outputs and then takes SLOW_S."""
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if out.name != "p000":
+        (out / ".trace.h5.partial.tmp").write_text("half a trace")
+        time.sleep(SLOW_S)
+    write_json(out / "summary.json", {})  # as the runner does: it makes the directory if it is gone
+    FINISHED.append(out.name)
+    return SimpleNamespace(summary={"step_time_s": 1.0, "mfu": 0.5})
+
+
+def _point_dirs(out: Path) -> list[str]:
+    points = out / "points"
+    return sorted(p.name for p in points.iterdir()) if points.is_dir() else []
+
+
+def test_ctrl_c_stops_running_and_queued_points_at_once_and_keeps_only_listed_outputs(tmp_path, monkeypatch):
+    import simcore.runner
+
+    monkeypatch.setattr(simcore.runner, "run", fake_run)  # the forked workers inherit it
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    spec = load_sweep(tmp_path / "sweep.yaml")
+
+    def stop_after_first(msg: str) -> None:
+        if msg.startswith("[1/"):
+            raise KeyboardInterrupt
+
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out=tmp_path / "out", jobs=2, progress=stop_after_first)
+    assert time.perf_counter() - t0 < SLOW_S / 2  # the running point was ended, not waited for
+    saved = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert saved["complete"] is False and [p["label"] for p in saved["points"]] == ["p000"]
+    assert _point_dirs(tmp_path / "out") == ["p000"]  # no empty or partial directory of p001..p003
+    time.sleep(1.0)
+    assert _point_dirs(tmp_path / "out") == ["p000"]  # and no worker goes on to write one
+
+
+DRIVER = """\
+import sys
+import simcore.runner
+from test_sweep_interrupt import fake_run
+simcore.runner.run = fake_run
+from simcore.cli import main
+sys.exit(main(["sweep", sys.argv[1], "--out", sys.argv[2], "--jobs", "2"]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups and SIGINT are POSIX")
+def test_sigint_to_the_command_exits_promptly_and_says_what_it_kept(tmp_path):
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    (tmp_path / "driver.py").write_text(textwrap.dedent(DRIVER))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "sweep.yaml"), str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: SIGINT to all of it, as a terminal's Ctrl-C does
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "points" / "p000" / "summary.json").is_file():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        time.sleep(0.5)  # the slow points are running, one more queued
+        os.killpg(proc.pid, signal.SIGINT)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=SLOW_S * 3)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert took < SLOW_S / 2, err
+    saved = json.loads((out / "sweep.json").read_text())
+    listed = [p["label"] for p in saved["points"]]
+    assert listed in (["p000"], [])  # p000 unless the interrupt came before its result was collected
+    assert _point_dirs(out) == listed
+    said = "1 of 4 point(s) finished" if listed else "before any of its 4 point(s) finished"
+    assert said in err
+    assert "Traceback" not in err
+
+
+def test_a_point_that_finishes_after_its_sweep_stopped_removes_its_outputs(tmp_path, monkeypatch):
+    """A Dask task cannot be stopped once it runs: it finishes after the sweep, and must not leave a
+    directory sweep.json does not list."""
+    import simcore.runner
+
+    monkeypatch.setattr(simcore.runner, "run", fake_run)
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    first = expand(load_sweep(tmp_path / "sweep.yaml"), tmp_path / "out")[0]
+    live = tmp_path / "live"
+    live.touch()
+    assert run_point(replace(first, live_file=str(live)))["status"] == "ok"
+    assert (tmp_path / "out" / "points" / "p000" / "summary.json").is_file()
+    live.unlink()  # the sweep stopped
+    assert run_point(replace(first, live_file=str(live)))["status"] == "ok"
+    assert not (tmp_path / "out" / "points" / "p000").exists()
+
+
+def test_on_dask_a_point_running_when_the_sweep_stops_finishes_and_leaves_no_outputs(tmp_path, monkeypatch):
+    """Dask cannot stop a running task: the point finishes on its worker after the sweep stopped, and must
+    not leave a directory sweep.json does not list; the queued points never start."""
+    distributed = pytest.importorskip("distributed")
+    import simcore.runner
+
+    monkeypatch.setattr(simcore.runner, "run", fake_run)
+    monkeypatch.setattr(sys.modules[__name__], "SLOW_S", 2.0)
+    monkeypatch.setattr(sys.modules[__name__], "FINISHED", [])
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    spec = load_sweep(tmp_path / "sweep.yaml")
+
+    def stop_after_first(msg: str) -> None:
+        if msg.startswith("[1/"):
+            raise KeyboardInterrupt
+
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(
+                spec, out=tmp_path / "out", scheduler=cluster.scheduler_address, progress=stop_after_first
+            )
+        assert _point_dirs(tmp_path / "out") == ["p000"]
+        time.sleep(SLOW_S + 1.5)  # the points that were running finish on the worker
+    # one or two slow points had started (a thread freed by p000 may take the next before the cancel
+    # arrives) and ran on; the last one, still queued, never started
+    assert FINISHED[0] == "p000" and len(FINISHED) > 1 and "p003" not in FINISHED
+    saved = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert [p["label"] for p in saved["points"]] == ["p000"]
+    assert _point_dirs(tmp_path / "out") == ["p000"]
