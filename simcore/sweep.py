@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import time
@@ -33,6 +34,7 @@ from typing import Any
 from simcore import interrupts
 from simcore.atomic import atomic_path, discard_if_empty, output_dir, write_json
 from simcore.errors import ConfigError, RacksimError
+from simcore.wording import plural
 
 # Table columns when the sweep file names none: the DESIGN.md summary keys a co-design question asks first.
 DEFAULT_METRICS = (
@@ -139,6 +141,7 @@ SUMMARY_FIELDS = frozenset(
 SWEEP_KEYS = ("name", "profiles", "workloads", "set", "grid", "racks", "steps", "seed", "trace", "metrics")
 MAX_POINTS = 10_000  # a grid beyond this is almost certainly a typo (a list where a scalar was meant)
 SAVE_EVERY_S = 10.0  # a running sweep rewrites its outputs this often (an interrupted one keeps its points)
+POINT_DIR = re.compile(r"p\d{3,}")  # a point's directory under OUT/points (expand's labels)
 
 
 @dataclass(frozen=True)
@@ -671,8 +674,10 @@ def run_sweep(
     jobs: int | None = None,
     scheduler: str | None = None,
     progress: Callable[[str], None] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> SweepResult:
-    """Run every point and write ``sweep.json`` and ``sweep.csv`` under ``out``.
+    """Run every point and write ``sweep.json`` and ``sweep.csv`` under ``out``. ``progress`` gets a line per
+    finished point, ``note`` what the user must hear even without them (point directories it removed).
 
     Ctrl-C stops the sweep at once (queued points cancelled, running ones ended), removes the directories
     of the points that did not finish and writes the outputs with the finished ones, so sweep.json,
@@ -684,6 +689,15 @@ def run_sweep(
     preflight(spec, expand(spec))
     with output_dir(out, "sweep-") as out_path:
         fresh = not out_path.exists()  # a sweep that fails before any result leaves no folder it made
+        removed = _clear_earlier_points(out_path)
+        if removed and note is not None:
+            dirs = plural(len(removed), "point directory", "point directories")
+            span = removed[0] if len(removed) == 1 else f"{removed[0]} ... {removed[-1]}"
+            where = out_path / "points"
+            note(
+                f"note: removed {dirs} ({span}) an earlier sweep left in {where}: they were its points, "
+                "not this one's"
+            )
         live = out_path / "points" / f".sweep-{uuid.uuid4().hex}.live"
         live.parent.mkdir(parents=True, exist_ok=True)
         live.touch()
@@ -720,6 +734,23 @@ def run_sweep(
         live.unlink(missing_ok=True)
         discard_if_empty(out_path / "points")
         return _save(SweepResult(spec, out_path, results, time.perf_counter() - t0, len(points)))
+
+
+def _clear_earlier_points(out: Path) -> list[str]:
+    """Remove the point directories an earlier sweep into the same ``out`` left; return their labels. A label
+    is a position in that sweep's grid: its p008 is no point of this sweep and its p003 another point than
+    this one's (an ``error`` point would not overwrite it), and the new sweep.json lists none of them. Only
+    ``points/p<digits>`` directories are touched."""
+    points = out / "points"
+    if not points.is_dir():
+        return []
+    labels = [
+        p.name for p in points.iterdir() if POINT_DIR.fullmatch(p.name) and p.is_dir() and not p.is_symlink()
+    ]
+    labels.sort(key=lambda name: (len(name), name))
+    for name in labels:
+        shutil.rmtree(points / name)
+    return labels
 
 
 def _discard_unfinished(points: list[SweepPoint], results: list[dict[str, Any]]) -> None:

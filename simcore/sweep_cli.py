@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
                 jobs=args.jobs,
                 scheduler=args.scheduler,
                 progress=None if quiet else (lambda msg: print(f"racksim: {msg}", file=sys.stderr)),
+                note=lambda msg: print(f"racksim: {msg}", file=sys.stderr),
             )
         except KeyboardInterrupt:
             print(f"racksim: {_interrupted(out)}", file=sys.stderr)

@@ -1,6 +1,7 @@
-"""Ctrl-C on a sweep: it stops at once (queued points cancelled, running workers ended) and leaves only
-outputs that sweep.json and sweep.csv account for. The points run a stand-in for ``simcore.runner.run`` (a
-fast first point, slow others) so the tests take seconds, not a real simulation's time."""
+"""What a sweep leaves in ``points/``: only outputs sweep.json and sweep.csv account for. Ctrl-C stops it at
+once (queued points cancelled, running workers ended) and removes the unfinished points' directories; a reused
+--out loses the point directories an earlier sweep left there, with a note. The points run a stand-in for
+``simcore.runner.run`` (a fast first point, slow others) so the tests take seconds, not a simulation's time."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from simcore.atomic import write_json
+from simcore.cli import main
 from simcore.sweep import expand, load_sweep, run_point, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,3 +172,25 @@ def test_on_dask_a_point_running_when_the_sweep_stops_finishes_and_leaves_no_out
     saved = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert [p["label"] for p in saved["points"]] == ["p000"]
     assert _point_dirs(tmp_path / "out") == ["p000"]
+
+
+def test_a_reused_out_loses_the_point_directories_of_an_earlier_sweep_with_a_note(
+    tmp_path, monkeypatch, capsys
+):
+    import simcore.runner
+
+    monkeypatch.setattr(simcore.runner, "run", fake_run)
+    monkeypatch.setattr(sys.modules[__name__], "SLOW_S", 0.0)
+    out = tmp_path / "out"
+    for i in range(12):  # an earlier sweep of 12 points, and what a user put beside them
+        write_json(out / "points" / f"p{i:03d}" / "summary.json", {"earlier": True})
+    (out / "points" / "README.txt").write_text("mine")
+    (out / "points" / "plots").mkdir()
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    assert main(["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out), "--jobs", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "removed 12 point directories (p000 ... p011) an earlier sweep left in" in err
+    assert _point_dirs(out) == ["README.txt", "p000", "p001", "p002", "p003", "plots"]
+    assert all(
+        json.loads((out / "points" / f"p{i:03d}" / "summary.json").read_text()) == {} for i in range(4)
+    )
