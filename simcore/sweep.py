@@ -186,6 +186,13 @@ class SweepSpec:
 
 
 # ------------------------------------------------------------------------------------------ the file
+def _one_or_list(value: Any) -> list[Any]:
+    """A list field's entries: every list of a sweep file (profiles, workloads, set, metrics) also takes a
+    single entry written bare, as ``profiles: gen2.yaml``. Grid values are the exception: a grid key needs a
+    list, since a value can itself be a list."""
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
 def _as_list(data: Mapping[str, Any], key: str, file: str, *, allow_none: bool = False) -> list[Any]:
     value = data.get(key)
     items = value if isinstance(value, list) else [value]
@@ -239,10 +246,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if "workloads" in data
         else [None]
     )
-    sets = data.get("set") or []
-    if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
+    sets = _one_or_list(data.get("set"))
+    if not all(isinstance(s, str) for s in sets):
         raise ConfigError(
-            "", file=file, path="set", value=sets, expected='a list of "key.path=value" strings'
+            "", file=file, path="set", value=data.get("set"), expected='"key.path=value" or a list of them'
         )
     for i, option in enumerate(sets):
         try:
@@ -264,7 +271,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
             )
         if not isinstance(values, list) or not values:
             raise ConfigError("needs a non-empty list of values", file=file, path=f"grid.{key}", value=values,
-                              expected="e.g. [4, 8]")  # fmt: skip
+                              expected="e.g. [4, 8]", hint="a value every point shares goes in set:")  # fmt: skip
         grid[key.strip()] = list(values)
     spec = SweepSpec(
         file=file,
@@ -345,9 +352,12 @@ def _metrics(data: Mapping[str, Any], file: str) -> list[str]:
     value = data.get("metrics")
     if value is None:
         return list(DEFAULT_METRICS)
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ConfigError("", file=file, path="metrics", value=value, expected="a list of summary.json keys")
-    return list(value)
+    metrics = _one_or_list(value)
+    if not metrics or not all(isinstance(v, str) for v in metrics):
+        raise ConfigError(
+            "", file=file, path="metrics", value=value, expected="a summary.json key or a list of them"
+        )
+    return metrics
 
 
 def _check_names(spec: SweepSpec) -> None:

@@ -1,7 +1,8 @@
 """What a sweep leaves in ``points/``: only outputs sweep.json and sweep.csv account for. Ctrl-C stops it at
 once (queued points cancelled, running workers ended) and removes the unfinished points' directories; a reused
 --out loses the point directories an earlier sweep left there, with a note. The points run a stand-in for
-``simcore.runner.run`` (a fast first point, slow others) so the tests take seconds, not a simulation's time."""
+``simcore.runner.run`` (a fast first point, slow others) so the tests take seconds, not a simulation's time.
+Also: every list field of a sweep file takes a single bare entry."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pytest
 
 from simcore.atomic import write_json
 from simcore.cli import main
+from simcore.errors import ConfigError
 from simcore.sweep import expand, load_sweep, run_point, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,3 +196,46 @@ def test_a_reused_out_loses_the_point_directories_of_an_earlier_sweep_with_a_not
     assert all(
         json.loads((out / "points" / f"p{i:03d}" / "summary.json").read_text()) == {} for i in range(4)
     )
+
+
+@pytest.mark.parametrize(
+    "key,bare,listed",
+    [
+        ("profiles", "gen1.yaml", "[gen1.yaml]"),
+        ("workloads", "llama3-8b", "[llama3-8b]"),
+        ("set", '"cooling.facility.outside_temp=30 degC"', '["cooling.facility.outside_temp=30 degC"]'),
+        ("metrics", "mfu", "[mfu]"),
+    ],
+)
+def test_every_list_field_takes_one_bare_entry(tmp_path, key, bare, listed):
+    base = {"profiles": "[gen1.yaml]", "workloads": "[llama3-8b]", "steps": "1"}
+    spec = {}
+    for form, value in (("bare", bare), ("listed", listed)):
+        text = "".join(f"{k}: {v}\n" for k, v in {**base, key: value}.items())
+        spec[form] = load_sweep(_write_sweep(tmp_path / form, text))
+    assert (
+        spec["bare"].profiles == spec["listed"].profiles
+        and spec["bare"].workloads == spec["listed"].workloads
+    )
+    assert spec["bare"].sets == spec["listed"].sets and spec["bare"].metrics == spec["listed"].metrics
+
+
+@pytest.mark.parametrize(
+    "text,where,says",
+    [
+        ("set: [1]\n", "set", 'expected "key.path=value" or a list of them'),
+        ("set: parallelism.tp\n", "set[0]", "key.path=value"),
+        ("metrics: []\n", "metrics", "a summary.json key or a list of them"),
+        ("grid: {parallelism.tp: 4}\n", "grid.parallelism.tp", "a value every point shares goes in set:"),
+    ],
+)
+def test_a_list_field_of_the_wrong_kind_is_one_line_naming_it(tmp_path, text, where, says):
+    with pytest.raises(ConfigError) as info:
+        load_sweep(_write_sweep(tmp_path, f"profiles: gen1.yaml\n{text}"))
+    assert f"{where}: " in str(info.value) and says in str(info.value)
+
+
+def _write_sweep(where: Path, text: str) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "sweep.yaml").write_text(text)
+    return where / "sweep.yaml"
