@@ -11,16 +11,51 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from simcore import interrupts
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's directory; rename it to ``target`` on success."""
     target = Path(target)
+    tmp_path = _temp_beside(target)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_paths(targets: Sequence[str | Path]) -> Iterator[list[Path]]:
+    """:func:`atomic_path` for outputs that belong together (a plot's PNGs): yield a temporary path for
+    each target; when the block succeeds rename them all with Ctrl-C held, so an interrupted command leaves
+    all of them or none, never the first few beside an earlier run's others."""
+    targets = [Path(t) for t in targets]
+    tmps: list[Path] = []
+    try:
+        for target in targets:
+            tmps.append(_temp_beside(target))
+        yield list(tmps)
+        with interrupts.held():
+            for tmp, target in zip(tmps, targets, strict=True):
+                os.replace(tmp, target)
+    except BaseException:
+        for tmp in tmps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+
+
+def _temp_beside(target: Path) -> Path:
+    """An empty temporary file in ``target``'s directory (made if missing), with the usual file mode."""
     if target.is_dir():  # say so about the path the user gave, not about the temporary file
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -30,13 +65,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs should get the usual file mode
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
+    return tmp_path
 
 
 def write_json(target: str | Path, data: Any) -> None:

@@ -11,9 +11,10 @@ it started, and the CLI reads any exception that follows a counted request as th
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -58,3 +59,22 @@ def raise_if_requested(since: int) -> None:
     KeyboardInterrupt it raised was swallowed."""
     if requested_since(since):
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Hold Ctrl-C while the block runs and deliver it to the usual handler afterwards: for a few renames that
+    publish outputs belonging together, where an interrupt between two would keep some and not the others.
+    Outside the main thread, or under a handler not set from Python, the block runs as it is."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # now: counted and raised (or ignored) as it would have been

@@ -14,8 +14,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from simcore import interrupts
 from simcore.activity import KIND_COMPUTE
-from simcore.atomic import atomic_path
+from simcore.atomic import atomic_path, atomic_paths, discard_if_empty
 from simcore.report import REPORT_GROUPS, analyze
 from simcore.trace import Series, Trace
 
@@ -380,8 +381,22 @@ def save_figure(fig: Figure, path: Path) -> Path:
 
 
 def make_plots(trace_path: str | Path, out_dir: str | Path | None = None, *, steps: int = 2) -> list[Path]:
-    """Write the PNGs (default: ``<trace dir>/plots/``) and return their paths."""
+    """Write the PNGs (default: ``<trace dir>/plots/``) and return their paths. All or none: each is rendered
+    to a temporary file and they are renamed into place together, so Ctrl-C keeps none of this plot's (an
+    earlier plot's PNGs stay as they were) and the CLI's "no partial outputs were kept" holds."""
+    ctrl_c = interrupts.mark()
     trace_path = Path(trace_path)
     out = Path(out_dir) if out_dir is not None else trace_path.parent / "plots"
-    figs = build_figures(trace_path, steps=steps)
-    return [save_figure(fig, out / f"{name}.png") for name, fig in figs.items()]
+    fresh = not out.exists()
+    try:
+        figs = build_figures(trace_path, steps=steps)
+        paths = [out / f"{name}.png" for name in figs]
+        with atomic_paths(paths) as tmps:
+            for fig, tmp in zip(figs.values(), tmps, strict=True):
+                fig.savefig(tmp, format="png", dpi=DPI)
+            interrupts.raise_if_requested(ctrl_c)  # a Ctrl-C swallowed while drawing still keeps none
+    except BaseException:
+        if fresh:
+            discard_if_empty(out)
+        raise
+    return paths
