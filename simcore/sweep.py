@@ -271,7 +271,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
             )
         if not isinstance(values, list) or not values:
             raise ConfigError("needs a non-empty list of values", file=file, path=f"grid.{key}", value=values,
-                              expected="e.g. [4, 8]", hint="a value every point shares goes in set:")  # fmt: skip
+                              expected="e.g. [4, 8]",
+                              hint="a value every point shares goes in set:")  # fmt: skip
         grid[key.strip()] = list(values)
     spec = SweepSpec(
         file=file,
