@@ -19,6 +19,7 @@ from simcore.activity import KIND_COMPUTE
 from simcore.atomic import atomic_path, atomic_paths, discard_if_empty
 from simcore.report import REPORT_GROUPS, analyze
 from simcore.trace import Series, Trace
+from simcore.wording import energy_unit, format_energy
 
 COLORS = {
     "compute": "#4C72B0",
@@ -321,19 +322,16 @@ def energy_figure(report: dict[str, Any]) -> Figure | None:
     keys = [k for k in labels if k in energy]
     values_j = np.array([energy[k] for k in keys], dtype=np.float64)
     total_j = float(values_j.sum())
-    div, unit = next(
-        ((d, u) for d, u in ((3.6e6, "kWh"), (1e6, "MJ"), (1e3, "kJ")) if total_j >= 10 * d), (1.0, "J")
-    )
+    div, unit = energy_unit(float(values_j.max()) if len(values_j) else 0.0)  # the tallest bar reads 1 to 999
     values = values_j / div
-    total = float(values.sum())
     fig = Figure(figsize=(8, 4.5), dpi=DPI)
     ax = fig.add_subplot()
     colors = ["#4C72B0", "#55A868", "#C44E52", "#8172B3", "#937860", "#8172B3"]
     bars = ax.bar([labels[k] for k in keys], values, color=colors[: len(keys)])
-    for bar, v in zip(bars, values, strict=True):
-        pct = 100 * v / total if total > 0 else 0.0
+    for bar, v, v_j in zip(bars, values, values_j, strict=True):
+        pct = 100 * v_j / total_j if total_j > 0 else 0.0
         ax.annotate(
-            f"{v:.3g} {unit}\n{pct:.1f}%",
+            f"{format_energy(float(v_j))}\n{pct:.1f}%",
             (bar.get_x() + bar.get_width() / 2, v),
             ha="center",
             va="bottom",

@@ -1,4 +1,4 @@
-"""Counts and powers as people read them (no pint: cheap to import from the CLI's light modules)."""
+"""Counts, powers and energies as people read them (no pint: cheap to import from the CLI's light modules)."""
 
 from __future__ import annotations
 
@@ -14,3 +14,22 @@ def format_power(watts: float, digits: int = 4) -> str:
         if abs(watts) >= limit:
             return f"{watts / scale:.{digits}g} {unit}"
     return f"{watts / 1e3:.{digits}g} kW"
+
+
+_ENERGY_UNITS = ((1e18, "EJ"), (1e15, "PJ"), (1e12, "TJ"), (1e9, "GJ"), (1e6, "MJ"), (1e3, "kJ"))
+
+
+def energy_unit(joules: float, digits: int = 3) -> tuple[float, str]:
+    """The SI prefix an energy reads best in, as (joules per unit, unit): the largest that leaves at least 1,
+    judged after rounding to ``digits`` figures (999.97 kJ is 1 MJ, not ``1e+03 kJ``)."""
+    rounded = abs(float(f"{joules:.{digits}g}"))
+    for scale, unit in _ENERGY_UNITS:
+        if rounded >= scale:
+            return scale, unit
+    return 1.0, "J"
+
+
+def format_energy(joules: float, digits: int = 3) -> str:
+    """Energy for people, in J, kJ, MJ, GJ ... (``4.55 MJ``, never ``4.55e+03 kJ``)."""
+    scale, unit = energy_unit(joules, digits)
+    return f"{joules / scale:.{digits}g} {unit}"

@@ -1,6 +1,6 @@
-"""``plot`` is all or none: Ctrl-C while it draws keeps none of its PNGs (an earlier plot's stay as they were),
-so "no partial outputs were kept" is true; a Ctrl-C while the PNGs are renamed into place waits until all
-are. Also: energy.png reads in SI prefixes (4.55 MJ, not 4.55e+03 kJ)."""
+"""``plot`` is all or none: Ctrl-C while it draws keeps none of its PNGs (an earlier plot's stay as they
+were), so "no partial outputs were kept" is true; a Ctrl-C while the PNGs are renamed into place waits until
+all are. Also: energy.png reads in SI prefixes (4.55 MJ, not 4.55e+03 kJ)."""
 
 from __future__ import annotations
 
@@ -73,3 +73,31 @@ def test_ctrl_c_while_publishing_waits_until_every_file_is_in_place(tmp_path, mo
             tmp.write_text(name)
     assert [t.read_text() for t in targets] == ["a", "b", "c"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+@pytest.mark.parametrize(
+    "joules,text",
+    [
+        (0.0, "0 J"),
+        (0.5, "0.5 J"),
+        (216e3, "216 kJ"),
+        (999.97e3, "1 MJ"),  # rounds up into the next prefix, not "1e+03 kJ"
+        (4.55e6, "4.55 MJ"),
+        (2.5e9, "2.5 GJ"),
+        (-4.55e6, "-4.55 MJ"),
+    ],
+)
+def test_energy_reads_in_si_prefixes(joules, text):
+    from simcore.wording import format_energy
+
+    assert format_energy(joules) == text
+
+
+def test_energy_png_labels_its_bars_in_si_prefixes():
+    from simcore.plots import energy_figure
+
+    energy = {"gpu_j": 4.55e6, "other_it_j": 1.4e6, "conversion_loss_j": 289e3, "cooling_j": 216e3}
+    fig = energy_figure({"energy": energy, "power": {"duration_s": 60.0}, "workload": "w", "profile": "p"})
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "energy (MJ)"
+    assert [t.get_text().split("\n")[0] for t in ax.texts] == ["4.55 MJ", "1.4 MJ", "289 kJ", "216 kJ"]
