@@ -704,10 +704,9 @@ def run_sweep(
         if removed and note is not None:
             dirs = plural(len(removed), "point directory", "point directories")
             span = removed[0] if len(removed) == 1 else f"{removed[0]} ... {removed[-1]}"
-            where = out_path / "points"
             note(
-                f"note: removed {dirs} ({span}) an earlier sweep left in {where}: they were its points, "
-                "not this one's"
+                f"note: removed {dirs} ({span}) an earlier sweep left in {out_path / 'points'}: they were "
+                "its points, not this one's"
             )
         live = out_path / "points" / f".sweep-{uuid.uuid4().hex}.live"
         live.parent.mkdir(parents=True, exist_ok=True)
