@@ -388,6 +388,8 @@ def run(opts: RunOptions) -> RunResult:
             job = TrainingJob(spec, machine, fidelity=opts.fidelity)
             machine.dims = job.dims
             job.on_step = _step_progress(say, spec.steps)
+            for line in job.split_groups():
+                say(f"note: {line}")
         with blaming_profile_sets(cross_field=True):  # its rack power floor reads many profile fields
             controller = PowerController(machine)
         processes = job.start()

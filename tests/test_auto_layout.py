@@ -46,3 +46,29 @@ def test_tp_groups_never_straddle_a_scale_up_domain():
     """A 6-GPU domain (an odd what-if): TP 4 would put ranks 4-7 across two domains; TP 2 does not."""
     spec = auto_training_spec(load_preset("llama3-8b"), gpus=12, domain_size=6, hbm_bytes=192e9)
     assert spec.parallelism.tp == 2
+
+
+def test_a_hand_made_layout_that_splits_groups_over_domains_gets_a_note():
+    """TP 8 on 12-GPU domains: two of every three TP groups take parts of two domains; the run says so
+    (it still runs: a what-if may mean it)."""
+    from simcore.runner import RunOptions, run
+
+    said: list[str] = []
+    opts = RunOptions(
+        profile="gen2.yaml",
+        workload="llama3-8b",
+        steps=1,
+        sets=["scale_up.domain_size=12", "parallelism.tp=8"],
+        write_trace=False,
+        progress=said.append,
+    )
+    run(opts)
+    notes = [m for m in said if m.startswith("note:")]
+    assert len(notes) == 1 and "TP groups (8 GPUs each)" in notes[0] and "domains of 12" in notes[0]
+    said.clear()
+    run(
+        RunOptions(
+            profile="gen2.yaml", workload="llama3-8b", steps=1, write_trace=False, progress=said.append
+        )
+    )
+    assert not [m for m in said if m.startswith("note:")]

@@ -574,6 +574,27 @@ class TrainingJob:
             self.layouts[kind] = cluster.worst_layout(rows)
         self.ep_send_scale = self._ep_send_scale()
 
+    def split_groups(self) -> list[str]:
+        """Groups that fit in a scale-up domain but take parts of two or more (a rank order or a size that
+        does not divide the domain): their collectives cross the scale-out network, which a user choosing
+        the layout by hand should hear about. One line per kind of group, with an example."""
+        domain = self.m.cluster.domain_size
+        lines = []
+        for kind in ("tp", "cp", "ep"):
+            rows = self.group_rows.get(kind)
+            if rows is None or rows.shape[1] <= 1 or rows.shape[1] > domain:
+                continue
+            first, last = rows.min(axis=1) // domain, rows.max(axis=1) // domain
+            split = np.flatnonzero(first != last)
+            if len(split):
+                row = rows[split[0]]
+                lines.append(
+                    f"{len(split)} of {len(rows)} {kind.upper()} groups ({rows.shape[1]} GPUs each) take parts "
+                    f"of two scale-up domains of {domain} (e.g. GPUs {row.min()}-{row.max()}): their "
+                    "collectives cross the scale-out network"
+                )
+        return lines
+
     def _ep_send_scale(self) -> float:
         """Bytes an expert all-to-all moves under ``ep_dispatch`` / under a plain all-to-all.
 
