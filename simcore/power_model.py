@@ -104,6 +104,7 @@ class PowerController:
                 value=f"{self.p.rack.power_limit / 1e3:.3g} kW",
                 expected=f">= {floor_w / 1e3:.3g} kW",
             )
+        self.it_limit_w = self._it_budget(self.p.rack.power_limit)
         csv_name = self.p.cooling.facility.outside_temp_csv
         self._ambient = (
             load_temperature_csv(resolve_beside(csv_name, self.p.source_file), file=self.p.source_file)
@@ -129,7 +130,7 @@ class PowerController:
         a_hot = np.full(n, min(1.0, w.tensor + 0.3 * w.hbm))
         self._demand_hist = np.tile(self._rack_demand(self._full_clock_power(a_hot)), (HOLD_TICKS, 1))
         self._activity_hist = np.tile(a_hot, (HOLD_TICKS, 1))  # [ticks, U]: each unit's mean activity
-        self.cap = self._rack_caps(self._demand_hist[-1] > self.p.rack.power_limit)
+        self.cap = self._rack_caps(self._demand_hist[-1] > self.it_limit_w)
         f_cap = power.clock_for_power_cap(
             self.cap, self.idle, self.peak, a_hot[:, None], self.kappa, self.f_min
         )[:, 0]
@@ -193,6 +194,32 @@ class PowerController:
         if cool.facility.heat_rejection != "dry_cooler":
             return cool.inlet_temp if np.ndim(t_s) == 0 else np.full(np.shape(t_s), cool.inlet_temp)
         return np.maximum(cool.inlet_temp, self._outside_c(t_s) + cool.facility.approach)
+
+    def _it_budget(self, input_limit_w: float) -> float:
+        """The rack IT load whose input (through distribution and the PSU curve) is ``input_limit_w``:
+        `rack.power_limit` is a circuit limit at the rack's input (the datasheet maxima it comes from are
+        measured at the wall), so the caps budget the IT load below it by the conversion loss."""
+        rack = self.p.rack
+        curve = np.asarray(rack.psu_efficiency, dtype=np.float64)
+
+        def rack_input(it_w: float) -> float:
+            it = np.array([[it_w]])
+            psu_out = it / power.distribution_efficiency(it, rack.bus_voltage, rack.distribution_resistance)
+            return float(
+                power.rack_input_power(
+                    psu_out,
+                    np.array([rack.psu_rated_power]),
+                    curve[:, 0].copy(),
+                    curve[:, 1].copy(),
+                    np.ones(1),
+                )[0][0, 0]
+            )
+
+        lo, hi = 0.0, input_limit_w  # input >= IT load: the budget is below the limit
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if rack_input(mid) <= input_limit_w else (lo, mid)
+        return lo
 
     def _load_fraction(self, gpu_w: np.ndarray | float) -> np.ndarray | float:
         rack_w = gpu_w * self.m.cluster.gpus_per_rack + self.static_rack_w
@@ -262,7 +289,7 @@ class PowerController:
         uc, types = self.unit_class, self.unit_types
         cap = self.gpu_cap[uc].copy()
         if np.any(engaged):
-            limit, idle_w = self.p.rack.power_limit, self.p.accelerator.idle_power
+            limit, idle_w = self.it_limit_w, self.p.accelerator.idle_power
             working = self.rack_counts.sum(axis=1)
             share = (limit - self.static_rack_w - self.rack_idle_gpus * idle_w) / working  # W per GPU
             for r in np.flatnonzero(engaged):
@@ -451,7 +478,7 @@ class PowerController:
         self._activity_hist[-1] = activity
         self._demand_hist = np.roll(self._demand_hist, -1, axis=0)
         self._demand_hist[-1] = self._rack_demand(self._full_clock_power(activity))
-        engaged = self._demand_hist.max(axis=0) > self.p.rack.power_limit
+        engaged = self._demand_hist.max(axis=0) > self.it_limit_w
         self.cap = self._rack_caps(engaged)
         return engaged
 
@@ -615,7 +642,7 @@ class PowerResult:
         full_rack_it_w = (ctl.static_rack_w + ctl.m.cluster.gpus_per_rack * job_gpu_w) * loss_factor
         # a full rack cannot load its PSUs beyond its limit: it would throttle there (the per-GPU throughput
         # of a run that did not fill its rack is then optimistic for a full one)
-        full_rack_it_w = min(full_rack_it_w, p.rack.power_limit * loss_factor)
+        full_rack_it_w = min(full_rack_it_w, p.rack.power_limit)
         summary = {
             "avg_it_power_w": it_e / total_t,
             "peak_it_power_w": float(np.max(it_w)),

@@ -133,10 +133,11 @@ def test_a_rack_limit_is_held_tick_after_tick(tmp_path):
     (mean within 10 % of the limit)."""
     _run(tmp_path, "lim", sets=['rack.power_limit="60 kW"'])
     with h5py.File(tmp_path / "lim" / "trace.h5") as f:
-        rack = _tick_means(f["timeseries/power/rack_it_w"][:, 0])
+        rack = _tick_means(f["timeseries/power/rack_w"][:, 0])  # at the rack's input: a circuit limit
         clock = f["timeseries/thermal/clock_factor"][:, 0]
-    assert rack.max() <= 60e3 * 1.03, np.round(rack / 1e3, 1)
+    assert rack.max() <= 60e3 * 1.015, np.round(rack / 1e3, 1)
     assert rack[1:].mean() >= 60e3 * 0.9
+    assert rack.mean() <= 60e3  # the caps budget the IT load below the limit by the conversion loss
     assert clock.max() < 1.0  # capped from the first sample (the warm start), never released in between
 
 
