@@ -373,9 +373,12 @@ def test_a_power_capped_gpu_starts_and_peaks_no_hotter_than_its_cap_allows():
 def test_no_shipped_profile_throttles_under_full_load_at_its_nominal_inlet(profile_name):
     """Shipping parts are cooled to run at TDP at their rated inlet: throttling is what a hotter aisle or a
     what-if brings (b300-dgx used to throttle 98 % of a run at 25 degC and came out slower than b200-dgx)."""
+    from simcore.power_model import CAUSE_THERMAL
+
     ctl = _steady_compute(profile_name, seconds=2.0)
-    clock = np.concatenate(ctl._series["clock"], axis=1)
-    assert clock.min() == pytest.approx(1.0), profile_name
+    cause = np.concatenate(ctl._series["cause"], axis=1)
+    assert not np.any(cause == CAUSE_THERMAL), profile_name  # (gb300's 142 kW input limit caps an all-TDP
+    # rack by design: ~147 kW at its input, hardware_profiles/gb300-nvl72.yaml)
 
 
 def _bursts(long_idle_ticks: bool) -> tuple[PowerController, dict[str, np.ndarray]]:
