@@ -19,6 +19,7 @@ rack of a rack type (racks with the same mix of classes); facility power covers 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Generator
@@ -63,7 +64,9 @@ class PowerSettings:
 class PowerController:
     """Per-tick power, thermal and clock control for the rank classes of one Machine."""
 
-    def __init__(self, machine: Machine, settings: PowerSettings | None = None) -> None:
+    def __init__(
+        self, machine: Machine, settings: PowerSettings | None = None, warm_activity: np.ndarray | None = None
+    ) -> None:
         self.m = machine
         self.p: Profile = machine.profile
         self.s = settings or PowerSettings()
@@ -127,20 +130,23 @@ class PowerController:
         # static load) would exceed it, as every tick's is; where that power would still heat the junction
         # past the slowdown temperature, the clock is the thermal throttle's steady state. The engine starts
         # at that clock, so a short run is not charged a full-clock first tick a running job never has.
+        # The caps are held for the busiest recent tick, so they start from sustained compute (a_hot); the
+        # heat starts from the job's own mean activity when a first pass measured it (warm_activity:
+        # settle_thermal_start), since the heatsink averages over a minute or more, else from a_hot.
         a_hot = np.full(n, min(1.0, w.tensor + 0.3 * w.hbm))
         self._demand_hist = np.tile(self._rack_demand(self._full_clock_power(a_hot)), (HOLD_TICKS, 1))
         self._activity_hist = np.tile(a_hot, (HOLD_TICKS, 1))  # [ticks, U]: each unit's mean activity
         self.cap = self._rack_caps(self._demand_hist[-1] > self.it_limit_w)
-        f_cap = power.clock_for_power_cap(
+        self.f_cap_start = power.clock_for_power_cap(
             self.cap, self.idle, self.peak, a_hot[:, None], self.kappa, self.f_min
         )[:, 0]
-        f_warm, p_hot, t_f = self._thermal_steady_state(f_cap, a_hot)
-        self.tj = t_f + p_hot * (cool.r_junction_plate + cool.r_plate_coolant)
-        self.tcp = t_f + p_hot * cool.r_plate_coolant
+        self.warm_activity = a_hot if warm_activity is None else np.asarray(warm_activity, dtype=np.float64)
+        f_warm, self.tj, self.tcp = self.warm_state(self.warm_activity)
         if np.any(self.tj > acc.shutdown_temp):
             self._refuse_overheat(float(self.tj.max()))
+        self.f_start, self.tj_start, self.tcp_start = f_warm, self.tj.copy(), self.tcp.copy()
         machine.clock[:] = np.round(f_warm, 6).tolist()
-        self.clock_cause = self._causes(np.round(f_warm, 6), f_warm < f_cap - 1e-12)  # per class
+        self.clock_cause = self._causes(np.round(f_warm, 6), f_warm < self.f_cap_start - 1e-12)  # per class
         # Thermal units: GPUs of one class that share one environment. Every class starts as one unit (its
         # GPUs run the same ops); a class whose rack types come to differ in coolant temperature or in the
         # rack power cap splits into one unit per rack type, each with its own temperature, cap and clock.
@@ -153,7 +159,7 @@ class PowerController:
         self._consumed_open = 0
         self._rows_taken = 0  # rows recorded when the last tick took them
         self._series: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("gpu_w", "tj", "clock", "rack_it_w", "cap", "cause")
+            k: [] for k in ("gpu_w", "tj", "clock", "rack_it_w", "cap", "cause", "activity")
         }
         machine.recorder.add_sink(self._on_block)
         self.ticks = 0
@@ -224,6 +230,13 @@ class PowerController:
     def _load_fraction(self, gpu_w: np.ndarray | float) -> np.ndarray | float:
         rack_w = gpu_w * self.m.cluster.gpus_per_rack + self.static_rack_w
         return rack_w / self.p.rack.power_limit
+
+    def warm_state(self, activity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per class: the clock, junction and cold-plate temperatures of a job that has long run at
+        ``activity`` (mean share of peak dynamic power) under the starting caps."""
+        cool = self.p.cooling
+        f, p_w, t_f = self._thermal_steady_state(self.f_cap_start, activity)
+        return f, t_f + p_w * (cool.r_junction_plate + cool.r_plate_coolant), t_f + p_w * cool.r_plate_coolant
 
     def _thermal_steady_state(
         self, f_cap: np.ndarray, activity: np.ndarray
@@ -427,6 +440,7 @@ class PowerController:
             ("rack_it_w", rack_it),
             ("cap", np.repeat(cap_series[:, None], k, axis=1)),
             ("cause", cause),
+            ("activity", act),
         ):
             self._series[key].append(value)
         self._split_diverged(coolant_rack.mean(axis=1), over)
@@ -581,6 +595,7 @@ class PowerResult:
     overhead_energy_j: float
     racks_per_type: np.ndarray  # [R_types] racks of each rack type (rack_w is per rack of a type)
     clock_cause: np.ndarray  # [T, C] int8: what set each class's clock (CAUSE_* codes)
+    mean_activity: np.ndarray  # [C] time-weighted mean activity (share of peak dynamic power at full clock)
     summary: dict[str, Any]
 
     @classmethod
@@ -692,8 +707,24 @@ class PowerResult:
             over_e,
             ctl.rack_type_racks.copy(),
             ser["cause"],
+            (dt @ ser["activity"]) / total_t if total_t > 0 else np.zeros(ser["activity"].shape[1]),
             summary,
         )
+
+    def with_thermal_start(self, ctl: PowerController, tj0: np.ndarray, tcp0: np.ndarray) -> PowerResult:
+        """The same run started from other junction and plate temperatures, when no clock depended on them
+        (nothing throttled on heat): the RC network is linear and the GPUs' power does not depend on their
+        temperature, so the junction series moves by the free response to the change of start,
+        ``x(t) = expm(M t) dx0`` (eigendecomposition of each class's 2x2 system, as rc_thermal_ref)."""
+        lam, vec = np.linalg.eig(_rc_matrix(ctl))  # [C, 2], [C, 2, 2]
+        coef = np.linalg.solve(vec, np.stack([tj0 - ctl.tj_start, tcp0 - ctl.tcp_start], axis=1)[:, :, None])
+        ends = np.cumsum(self.width_s)  # the series holds each sample's end state
+        decay = np.exp(lam[None, :, :] * ends[:, None, None])  # [T, C, 2]
+        shift = np.real(np.einsum("ck,tck,ck->tc", vec[:, 0, :], decay, coef[:, :, 0]))
+        tj = self.tj_c + shift
+        summary = {**self.summary, "max_junction_temp_c": float(np.max(tj)) if tj.size else self.summary[
+            "max_junction_temp_c"]}  # fmt: skip
+        return dataclasses.replace(self, tj_c=tj, summary=summary)
 
     def series(self) -> dict[str, dict[str, tuple[np.ndarray, str, str]]]:
         """Trace groups: name -> (data, units, long name), for ``TraceWriter.write_series``."""
@@ -725,11 +756,46 @@ class PowerResult:
         }
 
 
+RESTART_TOLERANCE_K = 0.05  # a start this close to the job's own steady state needs no second look
+
+
+def settle_thermal_start(ctl: PowerController, result: PowerResult) -> tuple[PowerResult, np.ndarray | None]:
+    """Check a run's thermal start against the job's own mean activity, which only the run measures.
+
+    The controller starts the heat at the steady state of sustained compute; a job with bubbles, waits or
+    a light serving load runs cooler, and over a run shorter than the heatsink's time constant that start
+    decides the junction temperatures and any throttling. Returns ``(result, None)`` when the start did
+    not matter (close enough), ``(corrected, None)`` when nothing
+    throttled on heat either way (the junction series is moved exactly, :meth:`PowerResult.with_thermal_start`),
+    or ``(result, activity)``: heat set some clock, so the run must be simulated again from the steady
+    state of ``activity``."""
+    activity = result.mean_activity
+    f_new, tj_new, tcp_new = ctl.warm_state(activity)
+    if np.all(np.abs(tj_new - ctl.tj_start) <= RESTART_TOLERANCE_K):
+        return result, None
+    unbound = np.all(ctl.f_start >= ctl.f_cap_start - 1e-12) and np.all(f_new >= ctl.f_cap_start - 1e-12)
+    if unbound and result.summary.get("throttle_thermal_fraction", 0.0) == 0.0:
+        corrected = result.with_thermal_start(ctl, tj_new, tcp_new)
+        if corrected.summary["max_junction_temp_c"] <= ctl.p.accelerator.slowdown_temp:
+            return corrected, None
+    return result, activity
+
+
 THROTTLE_CAUSE_KEYS = {  # summary key -> (clock_cause code, throttle_cause value)
     "throttle_thermal_fraction": (CAUSE_THERMAL, "thermal"),
     "throttle_rack_power_fraction": (CAUSE_RACK_LIMIT, "rack power limit"),
     "throttle_power_cap_fraction": (CAUSE_POWER_CAP, "power cap"),
 }
+
+
+def _rc_matrix(ctl: PowerController) -> np.ndarray:
+    """``[C, 2, 2]``: d/dt (T_j, T_plate) = M (T_j, T_plate) + inputs, per class (the thermal RC network)."""
+    m = np.zeros((ctl.n, 2, 2))
+    m[:, 0, 0] = -1.0 / (ctl.r_jc * ctl.c_j)
+    m[:, 0, 1] = 1.0 / (ctl.r_jc * ctl.c_j)
+    m[:, 1, 0] = 1.0 / (ctl.r_jc * ctl.c_cp)
+    m[:, 1, 1] = -(1.0 / (ctl.r_jc * ctl.c_cp) + 1.0 / (ctl.r_cf * ctl.c_cp))
+    return m
 
 
 def _throttle_causes(

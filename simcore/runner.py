@@ -27,7 +27,7 @@ from simcore.cluster import Cluster
 from simcore.contention import FabricDriver
 from simcore.engine import Machine
 from simcore.errors import ConfigError
-from simcore.power_model import PowerController, PowerResult
+from simcore.power_model import PowerController, PowerResult, settle_thermal_start
 from simcore.profile import Profile, blaming_overrides, load_profile, profile_summary
 from simcore.reliability import DAY_S, MAX_EVENTS, JobPlan, min_replay_events, replay_job
 from simcore.report import BreakdownAccumulator
@@ -293,7 +293,6 @@ def _gpu_count_source(spec: Any) -> dict[str, str]:
 def run(opts: RunOptions) -> RunResult:
     """Run one training simulation and write its outputs."""
     from workloads.spec import spec_text, stage_memory
-    from workloads.training import TrainingJob
 
     wall0 = time.perf_counter()
     ctrl_c = interrupts.mark()  # only a Ctrl-C pressed during this run stops it
@@ -369,35 +368,20 @@ def run(opts: RunOptions) -> RunResult:
             if out_dir is None:
                 out_dir = created = new_run_dir()
             writer = TraceWriter(Path(out_dir) / "trace.h5")
-        env = simpy.Environment()
-        fabric = FabricDriver(env, cluster) if opts.contention == "flow" else None
-        recorder = ActivityRecorder(keep=opts.keep_events)
-        machine = Machine(
-            env, profile, cluster, make_comm_model(profile, cluster), recorder=recorder, fabric=fabric
-        )
-        # The summary's breakdown is accumulated block by block, so memory stays bounded without keep_events.
-        breakdown = BreakdownAccumulator()
-        recorder.add_sink(breakdown)
-        if writer is not None:
-            machine.recorder.add_sink(writer.append_events)
-        if serving:
-            from workloads.inference import ServingJob
-
-            job = ServingJob(spec, machine, seed=opts.seed)
-        else:
-            job = TrainingJob(spec, machine, fidelity=opts.fidelity)
-            machine.dims = job.dims
-            job.on_step = _step_progress(say, spec.steps)
-            for line in job.split_groups():
-                say(f"note: {line}")
-        with blaming_profile_sets(cross_field=True):  # its rack power floor reads many profile fields
-            controller = PowerController(machine)
-        processes = job.start()
-        env.process(controller.process(all_done(env, processes)))
-        machine.run()
-        interrupts.raise_if_requested(ctrl_c)  # a Ctrl-C swallowed during the run still stops it
-        power_result = controller.finalize()
-        machine.recorder.flush()
+        sim = _simulate(spec, profile, cluster, opts, serving, say, writer, blaming_profile_sets, ctrl_c)
+        power_result, warm = settle_thermal_start(sim.controller, sim.power_result)
+        if warm is not None:  # heat set some clock: run again from this job's own thermal steady state
+            say(
+                "note: simulating again from the thermal steady state of this job's own power (heat set clocks)"
+            )
+            if writer is not None:
+                writer.abort()
+                writer = TraceWriter(Path(out_dir) / "trace.h5")
+            sim = _simulate(
+                spec, profile, cluster, opts, serving, say, writer, blaming_profile_sets, ctrl_c, warm
+            )
+            power_result = sim.power_result
+        machine, job, breakdown, controller = sim.machine, sim.job, sim.breakdown, sim.controller
         events = machine.recorder.table() if opts.keep_events else None
         if serving:
             summary = summarize_serving(spec, profile, machine, job, breakdown, power_result)
@@ -430,6 +414,65 @@ def run(opts: RunOptions) -> RunResult:
             discard_created(Path(out_dir), created)
         raise
     return RunResult(summary, out_dir, events, wall, controller.wall_s)
+
+
+@dataclass
+class _Pass:
+    """One simulation of the job: the machine it ran on and what the power model made of it."""
+
+    machine: Machine
+    job: Any
+    breakdown: BreakdownAccumulator
+    controller: PowerController
+    power_result: PowerResult
+
+
+def _simulate(
+    spec: Any,
+    profile: Profile,
+    cluster: Cluster,
+    opts: RunOptions,
+    serving: bool,
+    say: Callable[[str], None],
+    writer: TraceWriter | None,
+    blaming_profile_sets: Callable[..., Any],
+    ctrl_c: Any,
+    warm_activity: np.ndarray | None = None,
+) -> _Pass:
+    """Build the machine, the job and the power controller (its heat starting from ``warm_activity``, or
+    from sustained compute), run them to the end and roll up the power model."""
+    from workloads.training import TrainingJob
+
+    env = simpy.Environment()
+    fabric = FabricDriver(env, cluster) if opts.contention == "flow" else None
+    recorder = ActivityRecorder(keep=opts.keep_events)
+    machine = Machine(
+        env, profile, cluster, make_comm_model(profile, cluster), recorder=recorder, fabric=fabric
+    )
+    # The summary's breakdown is accumulated block by block, so memory stays bounded without keep_events.
+    breakdown = BreakdownAccumulator()
+    recorder.add_sink(breakdown)
+    if writer is not None:
+        machine.recorder.add_sink(writer.append_events)
+    if serving:
+        from workloads.inference import ServingJob
+
+        job = ServingJob(spec, machine, seed=opts.seed)
+    else:
+        job = TrainingJob(spec, machine, fidelity=opts.fidelity)
+        machine.dims = job.dims
+        job.on_step = _step_progress(say, spec.steps)
+        for line in job.split_groups() if warm_activity is None else ():  # said once, not again per pass
+            say(f"note: {line}")
+    with blaming_profile_sets(cross_field=True):  # its rack power floor reads many profile fields
+        controller = PowerController(machine, warm_activity=warm_activity)
+    processes = job.start()
+    env.process(controller.process(all_done(env, processes)))
+    machine.run()
+    interrupts.raise_if_requested(ctrl_c)  # a Ctrl-C swallowed during the run still stops it
+    power_result = controller.finalize()
+    machine.recorder.flush()
+    return _Pass(machine, job, breakdown, controller, power_result)
 
 
 def publish(out_dir: Path, summary: dict[str, Any], writer: TraceWriter | None, wall0: float) -> float:

@@ -103,8 +103,8 @@ def test_hotter_inlet_runs_hotter_and_throttling_costs_time(tmp_path):
     cool = _run(
         tmp_path, "cool", sets=['cooling.inlet_temp="25 degC"', 'accelerator.slowdown_temp="82 degC"']
     )
-    warm = _run(
-        tmp_path, "warm", sets=['cooling.inlet_temp="45 degC"', 'accelerator.slowdown_temp="82 degC"']
+    warm = _run(  # the job's own heat at a 55 degC inlet: ~83 degC (at 50 degC it stays under 82)
+        tmp_path, "warm", sets=['cooling.inlet_temp="55 degC"', 'accelerator.slowdown_temp="82 degC"']
     )
     assert warm.summary["max_junction_temp_c"] > cool.summary["max_junction_temp_c"] + 15
     assert cool.summary["throttle_time_fraction"] == 0.0
@@ -142,17 +142,18 @@ def test_a_rack_limit_is_held_tick_after_tick(tmp_path):
 
 
 def test_the_warm_start_is_the_throttled_steady_state(tmp_path):
-    """A hot inlet starts the run at the clock where the throttle and the junction agree (not at full clock
-    with a junction hotter than any throttled GPU reaches), so a one-step run is not charged a transient a
-    running job never sees; a supply too hot for min_clock to hold below shutdown is refused."""
-    r = _run(tmp_path, "hot", sets=['cooling.inlet_temp="55 degC"'], steps=1)
+    """A hot inlet starts the run at the clock where the throttle and the junction agree for this job's own
+    mean power (not at full clock with a junction hotter than any throttled GPU reaches), so a one-step run
+    is not charged a transient a running job never sees; a supply too hot for min_clock to hold sustained
+    compute below shutdown is refused."""
+    r = _run(tmp_path, "hot", sets=['cooling.inlet_temp="60 degC"'], steps=1)
     acc = load_profile("gen2.yaml").accelerator
     with h5py.File(tmp_path / "hot" / "trace.h5") as f:
         tj0 = float(f["timeseries/thermal/t_junction_c"][0, 0])
         f0 = float(f["timeseries/thermal/clock_factor"][0, 0])
     assert f0 < 1.0 and tj0 < acc.shutdown_temp
     assert f0 == pytest.approx(1.0 - acc.throttle_slope * (tj0 - acc.slowdown_temp), abs=0.02)
-    three = _run(tmp_path, "hot3", sets=['cooling.inlet_temp="55 degC"'], steps=3, write_trace=False)
+    three = _run(tmp_path, "hot3", sets=['cooling.inlet_temp="60 degC"'], steps=3, write_trace=False)
     assert r.summary["step_time_s"] == pytest.approx(three.summary["step_time_s"], rel=0.03)
     from simcore.errors import ConfigError
 
@@ -450,3 +451,80 @@ def test_the_trace_records_what_set_each_clock(tmp_path):
     share = ((cause == CAUSE_RACK_LIMIT) @ (mult / mult.sum()) * dt).sum() / dt.sum()
     assert share == pytest.approx(s["throttle_rack_power_fraction"], rel=1e-9)
     assert s["throttle_rack_power_fraction"] > 0.5
+
+
+def _duty_cycle(warm_activity: np.ndarray | None = None):
+    """One gen2 rack alternating 0.2 s of large GEMMs with 0.3 s of nothing (mean activity well below
+    sustained compute), run to the end; returns (controller, result)."""
+    p = load_profile("gen2.yaml")
+    env = simpy.Environment()
+    m = Machine(env, p, Cluster(p, racks=1), comm_model=None)  # type: ignore[arg-type]
+    m.add_class("all", np.arange(p.gpus_per_rack))
+    ctl = PowerController(m, warm_activity=warm_activity)
+
+    def work():
+        for _ in range(4):
+            end = env.now + 0.2
+            while env.now < end:
+                yield m.compute(0, 4e14, 2e8, dtype="bf16", name="gemm", min_dim=8192)
+            yield env.timeout(0.3)
+
+    env.process(ctl.process(all_done(env, [env.process(work())])))
+    env.run()
+    return ctl, ctl.finalize()
+
+
+def test_moving_the_thermal_start_equals_simulating_from_it():
+    """With no clock set by heat, a run started from another thermal state is the same run with the
+    junction series moved by the RC network's free response (closed form): it matches a second simulation
+    from the job's own steady state sample by sample, and that start is cooler than sustained compute's."""
+    from simcore.power_model import settle_thermal_start
+
+    ctl, first = _duty_cycle()
+    activity = first.mean_activity
+    assert 0.1 < activity[0] < 0.6 * ctl.warm_activity[0]
+    settled, again = settle_thermal_start(ctl, first)
+    assert again is None  # nothing throttled: moved in closed form, not simulated again
+    ctl2, second = _duty_cycle(warm_activity=activity)
+    assert ctl2.tj_start[0] < ctl.tj_start[0] - 5.0
+    np.testing.assert_allclose(settled.tj_c, second.tj_c, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(first.clock, second.clock)
+    assert settled.summary["max_junction_temp_c"] == pytest.approx(second.summary["max_junction_temp_c"])
+
+
+def test_a_hot_inlet_step_does_not_depend_on_how_many_steps_ran(tmp_path):
+    """The heat starts from the job's own mean power: at a 55 degC inlet gen2's llama3-8b settles below
+    its slowdown temperature, so one step, four steps and a 25 degC inlet take the same time (starting
+    from sustained compute's heat, one step was charged a throttle the running job never has)."""
+    hot = "cooling.inlet_temp=55 degC"
+    one = _run(tmp_path, "one", sets=[hot], steps=1, write_trace=False).summary
+    four = _run(tmp_path, "four", sets=[hot], steps=4, write_trace=False).summary
+    cool = _run(tmp_path, "cool", steps=1, write_trace=False).summary
+    assert one["throttle_time_fraction"] == 0.0 and four["throttle_time_fraction"] == 0.0
+    assert one["step_time_s"] == pytest.approx(cool["step_time_s"], rel=1e-9)
+    assert four["step_time_s"] == pytest.approx(one["step_time_s"], rel=1e-9)
+    assert abs(four["max_junction_temp_c"] - one["max_junction_temp_c"]) < 1.0
+    assert one["max_junction_temp_c"] > cool["max_junction_temp_c"] + 25.0
+
+
+def test_a_lightly_loaded_server_runs_cool(tmp_path):
+    """A serving GPU idle most of the time starts from the steady state of its own mean power (~130 W on
+    an air-cooled H100), not of sustained compute: its hottest junction is near the inlet and rises with
+    the load (it used to report the sustained-compute start, 79 degC, at every request rate)."""
+    spec = tmp_path / "serve.yaml"
+    spec.write_text(
+        "kind: inference\nmodel: llama3-8b\nparallelism: {tp: 1, replicas: 1}\nprecision: fp8\n"
+        "kv_cache: {precision: fp8, memory_fraction: 0.9}\n"
+        "scheduler: {max_num_seqs: 64, max_batch_tokens: 4096, chunked_prefill: true}\n"
+        "requests: {count: 40, rate: 0.5, input_tokens: 512, output_tokens: 128}\n"
+    )
+    temps = []
+    for rate in (0.5, 16):
+        s = _run(
+            tmp_path, f"r{rate}", profile="h100-dgx.yaml", workload=str(spec), steps=None,
+            sets=[f"requests.rate={rate}"], write_trace=False,
+        ).summary  # fmt: skip
+        temps.append(s["max_junction_temp_c"])
+    inlet = load_profile("h100-dgx.yaml").cooling.inlet_temp
+    assert inlet < temps[0] < inlet + 20.0
+    assert temps[1] > temps[0] + 10.0

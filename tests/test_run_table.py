@@ -162,7 +162,7 @@ def test_the_table_always_says_how_hot_and_why_a_run_throttled() -> None:
 @pytest.mark.parametrize(
     ("sets", "cause", "key"),
     [
-        (["accelerator.tdp=2000 W", "cooling.inlet_temp=55 degC"], "thermal", "throttle_thermal_fraction"),
+        (["accelerator.tdp=2000 W", "cooling.inlet_temp=65 degC"], "thermal", "throttle_thermal_fraction"),
         (["accelerator.power_cap=1400 W"], "power cap", "throttle_power_cap_fraction"),
         (
             ["accelerator.tdp=2000 W", "scale_up.domain_size=144", "rack.gpus_per_tray=8"],
