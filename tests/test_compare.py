@@ -149,17 +149,20 @@ def test_an_interrupted_compare_names_the_runs_it_kept(
     assert not (out / "gen2").exists() and not (out / "compare.json").exists()
 
 
-def test_format_table_prints_na_for_missing_values() -> None:
-    table = {
+def _table(profiles: list[dict]) -> dict:
+    """A compare table around ``profiles`` (the formula and assumption lines are placeholders)."""
+    return {
         "target_tokens_per_s": 1e7,
         "target_formula": "f",
         "racks_formula": "r",
         "mw_formula": "m",
         "assumption": "a",
-        "profiles": [
-            {"label": "genX", "metrics": dict.fromkeys(("step_time_s", "pue", "power_swing_w"))},
-        ],
+        "profiles": profiles,
     }
+
+
+def test_format_table_prints_na_for_missing_values() -> None:
+    table = _table([{"label": "genX", "metrics": dict.fromkeys(("step_time_s", "pue", "power_swing_w"))}])
     text = format_table(table)
     assert "n/a" in text and "genX" in text and "PUE" in text
 
@@ -168,18 +171,13 @@ def test_the_table_says_how_hot_each_profile_ran_and_which_throttled() -> None:
     """A generation that is slower only because it is hot or power-limited says so beside its step time."""
     base = {"step_time_s": 1.62, "max_junction_temp_c": 71.28, "throttle_time_fraction": 0.0}
     hot = {"step_time_s": 2.14, "max_junction_temp_c": 90.97, "throttle_time_fraction": 0.4617}
-    table = {
-        "target_tokens_per_s": 1e7,
-        "target_formula": "f",
-        "racks_formula": "r",
-        "mw_formula": "m",
-        "assumption": "a",
-        "profiles": [
+    table = _table(
+        [
             {"label": "cool", "metrics": row_metrics({**base, "throttle_cause": None}, None)},
             {"label": "hot", "metrics": row_metrics({**hot, "throttle_cause": "thermal"}, None)},
             {"label": "capped", "metrics": row_metrics({**hot, "throttle_cause": "rack power limit"}, None)},
-        ],
-    }
+        ]
+    )
     lines = format_table(table).splitlines()
     [temps] = [line for line in lines if line.startswith("max junction temperature (degC)")]
     assert temps.split()[-3:] == ["71.3", "91.0", "91.0"]

@@ -65,14 +65,14 @@ def test_smoothing_burn_is_in_every_series_and_the_grid_sees_the_ramp_limit(tmp_
 
 
 def _one_rack(
-    profile_name: str, sets: tuple[str, ...] = ()
+    profile_name: str, sets: tuple[str, ...] = (), warm_activity: np.ndarray | None = None
 ) -> tuple[simpy.Environment, Machine, PowerController]:
     """One rack as one rank class, with its power controller (no communication model)."""
     p = load_profile(profile_name, list(sets))
     env = simpy.Environment()
     m = Machine(env, p, Cluster(p, racks=1), comm_model=None)  # type: ignore[arg-type]
     m.add_class("all", np.arange(p.gpus_per_rack))
-    return env, m, PowerController(m)
+    return env, m, PowerController(m, warm_activity=warm_activity)
 
 
 def _steady_compute(profile_name: str, seconds: float = 3.0, sets: tuple[str, ...] = ()) -> PowerController:
@@ -456,11 +456,7 @@ def test_the_trace_records_what_set_each_clock(tmp_path):
 def _duty_cycle(warm_activity: np.ndarray | None = None):
     """One gen2 rack alternating 0.2 s of large GEMMs with 0.3 s of nothing (mean activity well below
     sustained compute), run to the end; returns (controller, result)."""
-    p = load_profile("gen2.yaml")
-    env = simpy.Environment()
-    m = Machine(env, p, Cluster(p, racks=1), comm_model=None)  # type: ignore[arg-type]
-    m.add_class("all", np.arange(p.gpus_per_rack))
-    ctl = PowerController(m, warm_activity=warm_activity)
+    env, m, ctl = _one_rack("gen2.yaml", warm_activity=warm_activity)
 
     def work():
         for _ in range(4):
