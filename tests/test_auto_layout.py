@@ -37,7 +37,7 @@ def test_expert_groups_never_straddle_a_scale_up_domain(gpus, domain):
     and ran 3x slower than EP 16, so a bigger domain looked no better than a small one."""
     spec = auto_training_spec(load_preset("deepseek-v3"), gpus=gpus, domain_size=domain, hbm_bytes=288e9)
     par = spec.parallelism
-    block = par.tp * par.ep
+    block = par.ep  # an EP group is ep consecutive ranks of a stage (workloads.training.expert_groups)
     assert all(s // domain == (s + block - 1) // domain for s in range(0, gpus, block))
     assert par.ep > 1
 
@@ -72,3 +72,11 @@ def test_a_hand_made_layout_that_splits_groups_over_domains_gets_a_note():
         )
     )
     assert not [m for m in said if m.startswith("note:")]
+
+
+@pytest.mark.parametrize(("preset", "domain"), [("llama3-8b", 4), ("llama3-70b", 4), ("llama3-8b", 1)])
+def test_tp_never_spans_scale_up_domains(preset, domain):
+    """A TP group wider than the scale-up domain would run every layer's collectives over the scale-out
+    network: on 4-GPU domains the widest TP is 4 (a review caught TP 8 over two whole domains)."""
+    spec = auto_training_spec(load_preset(preset), gpus=64, domain_size=domain, hbm_bytes=80e9)
+    assert spec.parallelism.tp <= domain

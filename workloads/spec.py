@@ -617,7 +617,7 @@ def auto_training_spec(
 
     TP is the largest divisor of the heads (and of a Mamba model's heads and groups) up to 8 that fits in
     the scale-up domain (for an MoE model the smallest that fits, with the experts spread over the widest
-    expert-parallel group within the domain); no TP or EP group takes part of a domain. PP grows (even
+    expert-parallel group within the domain); every TP and EP group sits inside one domain. PP grows (even
     splits, or Llama-3 style with the end stages one layer short) until the memory model says every stage
     fits in 90 % of HBM, first with selective recompute, then with full recompute; DP takes the rest; 8
     micro-batches per replica (at least 4 per stage) keep the pipeline bubble modest.
@@ -627,10 +627,10 @@ def auto_training_spec(
     domain = max(1, domain_size)
 
     def inside_domains(block: int) -> bool:
-        """Consecutive rank blocks of this size (a TP group, or TP x EP with the default rank order) never
-        straddle part of a scale-up domain: the block divides the domain, is whole domains, or the job fits
-        one domain."""
-        return gpus <= domain or domain % block == 0 or block % domain == 0
+        """Consecutive rank blocks of this size (a TP group; an EP group, ``ep`` consecutive ranks of a
+        stage as workloads.training.expert_groups forms them) each sit inside one scale-up domain: the
+        block divides the domain, or the whole job fits in one."""
+        return gpus <= domain or domain % block == 0
 
     tps = [
         t
@@ -653,7 +653,7 @@ def auto_training_spec(
         return max(
             e
             for e in range(1, width + 1)
-            if model.moe.experts % e == 0 and (dp * tp) % e == 0 and inside_domains(tp * e)
+            if model.moe.experts % e == 0 and (dp * tp) % e == 0 and inside_domains(e)
         )
 
     # Dense models: the widest TP (weights and activations split, PP kept short). MoE models: TP as narrow as
