@@ -98,14 +98,18 @@ class PowerController:
                 value=f"{self.p.rack.psu_rated_power / 1e3:.3g} kW",
                 expected=f">= {floor_w / 1e3:.3g} kW",
             )
-        if self.p.rack.power_limit < floor_w:  # no cap can hold it, and the cooling is sized to it
+        floor_in = float(
+            _rack_input_power(self.p, np.array([[floor_w]]))[0][0, 0]
+        )  # the limit is at the input
+        if self.p.rack.power_limit < floor_in:  # no cap can hold it, and the cooling is sized to it
             raise ConfigError(
-                f"below the rack's idle draw ({floor_w / 1e3:.3g} kW: {machine.cluster.gpus_per_rack} GPUs at "
-                f"{acc.idle_power:.0f} W + {self.static_rack_w / 1e3:.3g} kW of CPUs, NICs, switches and fans)",
+                f"below the rack's idle draw ({floor_in / 1e3:.3g} kW at its input: "
+                f"{machine.cluster.gpus_per_rack} GPUs at {acc.idle_power:.0f} W + "
+                f"{self.static_rack_w / 1e3:.3g} kW of CPUs, NICs, switches and fans, and conversion loss)",
                 file=self.p.source_file,
                 path="rack.power_limit",
                 value=f"{self.p.rack.power_limit / 1e3:.3g} kW",
-                expected=f">= {floor_w / 1e3:.3g} kW",
+                expected=f">= {floor_in / 1e3:.3g} kW",
             )
         self.it_limit_w = self._it_budget(self.p.rack.power_limit)
         csv_name = self.p.cooling.facility.outside_temp_csv
@@ -205,21 +209,9 @@ class PowerController:
         """The rack IT load whose input (through distribution and the PSU curve) is ``input_limit_w``:
         `rack.power_limit` is a circuit limit at the rack's input (the datasheet maxima it comes from are
         measured at the wall), so the caps budget the IT load below it by the conversion loss."""
-        rack = self.p.rack
-        curve = np.asarray(rack.psu_efficiency, dtype=np.float64)
 
         def rack_input(it_w: float) -> float:
-            it = np.array([[it_w]])
-            psu_out = it / power.distribution_efficiency(it, rack.bus_voltage, rack.distribution_resistance)
-            return float(
-                power.rack_input_power(
-                    psu_out,
-                    np.array([rack.psu_rated_power]),
-                    curve[:, 0].copy(),
-                    curve[:, 1].copy(),
-                    np.ones(1),
-                )[0][0, 0]
-            )
+            return float(_rack_input_power(self.p, np.array([[it_w]]))[0][0, 0])
 
         lo, hi = 0.0, input_limit_w  # input >= IT load: the budget is below the limit
         for _ in range(60):
@@ -227,9 +219,13 @@ class PowerController:
             lo, hi = (mid, hi) if rack_input(mid) <= input_limit_w else (lo, mid)
         return lo
 
-    def _load_fraction(self, gpu_w: np.ndarray | float) -> np.ndarray | float:
-        rack_w = gpu_w * self.m.cluster.gpus_per_rack + self.static_rack_w
-        return rack_w / self.p.rack.power_limit
+    def _coolant_c(self, supply_c: float, rack_it_w: np.ndarray) -> np.ndarray:
+        """Per unit, the coolant its GPUs see at steady state: the supply plus half the loop's rise at each
+        rack type's IT load (``[R_types]``), the warmest of the rack types the unit spans (as in a tick)."""
+        rack_c = (
+            supply_c + 0.5 * self.design_rise_k * rack_it_w / self.p.rack.power_limit * self._liquid_share()
+        )
+        return np.where(self.unit_types, rack_c[None, :], -np.inf).max(axis=1)
 
     def warm_state(self, activity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per class: the clock, junction and cold-plate temperatures of a job that has long run at
@@ -251,7 +247,7 @@ class PowerController:
 
         def state(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             p_w = self.idle + (self.peak - self.idle) * activity * f**self.kappa
-            t_f = supply + 0.5 * self.design_rise_k * self._load_fraction(p_w) * self._liquid_share()
+            t_f = self._coolant_c(supply, self._rack_demand(p_w))
             f_th = thermal.thermal_clock_factor_ref(
                 (t_f + p_w * r_total)[:, None], self.slowdown, self.slope, self.f_min
             )[:, 0]
@@ -614,17 +610,22 @@ class PowerResult:
         # it and the energy totals are exactly their integrals. Where the up-ramp limit holds a GPU below
         # its request the series keep the request (the timing model does not slow the work), and only the
         # grid series shows the ramp-limited draw.
-        gpu_w, grid_cut_w = ser["gpu_w"], np.zeros(n_t)
+        gpu_w = ser["gpu_w"]
         if rack.power_smoothing is not None:
             smoothed = _smoothed_gpu_power(ctl, ser["gpu_w"], s.sample_s)  # [T, C]
             surplus_w = np.maximum(smoothed - ser["gpu_w"], 0.0)
             gpu_w = ser["gpu_w"] + surplus_w
             drawn = _FacilityChain.of(ctl, ser["rack_it_w"] + surplus_w @ ctl.rack_counts.T, time_s)
-            ratio = np.divide(drawn.facility_w, drawn.it_w, out=np.ones(n_t), where=drawn.it_w > 0)
-            grid_cut_w = np.maximum(ser["gpu_w"] - smoothed, 0.0) @ mult * ratio
+            ramped = _FacilityChain.of(
+                ctl, ser["rack_it_w"] + (smoothed - ser["gpu_w"]) @ ctl.rack_counts.T, time_s
+            )
+            grid_base_w = (
+                ramped.facility_w
+            )  # the smoothed draw, up-ramp cuts included, through the same chain
             smoothing_j = float(np.sum(surplus_w @ mult * dt))
         else:
             drawn, smoothing_j = requested, 0.0
+            grid_base_w = requested.facility_w
         rack_it, rack_in, rack_loss = drawn.rack_it_w, drawn.rack_in_w, drawn.rack_loss_w
         it_w, cooling_w, overhead_w, facility_w = (
             drawn.it_w,
@@ -642,7 +643,7 @@ class PowerResult:
         cool_e = float(np.sum(cooling_w * dt))
         over_e = float(np.sum(overhead_w * dt))
         other_it_e = it_e - gpu_e - loss_e
-        grid_w, storage = _grid_draw(ctl, dt, facility_w - grid_cut_w)
+        grid_w, storage = _grid_draw(ctl, dt, grid_base_w)
         mitig = {"smoothing_energy_j": smoothing_j, **storage}
         swing, ramp, band = grid.power_swing(requested.facility_w, s.sample_s)  # the workload's own
         swing_m, ramp_m, band_m = grid.power_swing(grid_w, s.sample_s)
@@ -716,11 +717,13 @@ class PowerResult:
         (nothing throttled on heat): the RC network is linear and the GPUs' power does not depend on their
         temperature, so the junction series moves by the free response to the change of start,
         ``x(t) = expm(M t) dx0`` (eigendecomposition of each class's 2x2 system, as rc_thermal_ref)."""
-        lam, vec = np.linalg.eig(_rc_matrix(ctl))  # [C, 2], [C, 2, 2]
-        coef = np.linalg.solve(vec, np.stack([tj0 - ctl.tj_start, tcp0 - ctl.tcp_start], axis=1)[:, :, None])
         ends = np.cumsum(self.width_s)  # the series holds each sample's end state
-        decay = np.exp(lam[None, :, :] * ends[:, None, None])  # [T, C, 2]
-        shift = np.real(np.einsum("ck,tck,ck->tc", vec[:, 0, :], decay, coef[:, :, 0]))
+        shift = np.empty_like(self.tj_c)
+        m = thermal.rc_matrix(ctl.r_jc, ctl.r_cf, ctl.c_j, ctl.c_cp)
+        for c in range(ctl.n):  # per class: a [T, 2] decay, never [T, C, 2]
+            lam, vec = np.linalg.eig(m[c])
+            coef = np.linalg.solve(vec, np.array([tj0[c] - ctl.tj_start[c], tcp0[c] - ctl.tcp_start[c]]))
+            shift[:, c] = np.real(np.exp(np.outer(ends, lam)) @ (vec[0, :] * coef))
         tj = self.tj_c + shift
         summary = {**self.summary, "max_junction_temp_c": float(np.max(tj)) if tj.size else self.summary[
             "max_junction_temp_c"]}  # fmt: skip
@@ -756,7 +759,7 @@ class PowerResult:
         }
 
 
-RESTART_TOLERANCE_K = 0.05  # a start this close to the job's own steady state needs no second look
+START_TOLERANCE_K = 0.05  # a start this close to the job's own steady state needs no second look
 
 
 def settle_thermal_start(ctl: PowerController, result: PowerResult) -> tuple[PowerResult, np.ndarray | None]:
@@ -771,7 +774,7 @@ def settle_thermal_start(ctl: PowerController, result: PowerResult) -> tuple[Pow
     state of ``activity``."""
     activity = result.mean_activity
     f_new, tj_new, tcp_new = ctl.warm_state(activity)
-    if np.all(np.abs(tj_new - ctl.tj_start) <= RESTART_TOLERANCE_K):
+    if np.all(np.abs(tj_new - ctl.tj_start) <= START_TOLERANCE_K):
         return result, None
     unbound = np.all(ctl.f_start >= ctl.f_cap_start - 1e-12) and np.all(f_new >= ctl.f_cap_start - 1e-12)
     if unbound and result.summary.get("throttle_thermal_fraction", 0.0) == 0.0:
@@ -788,26 +791,17 @@ THROTTLE_CAUSE_KEYS = {  # summary key -> (clock_cause code, throttle_cause valu
 }
 
 
-def _rc_matrix(ctl: PowerController) -> np.ndarray:
-    """``[C, 2, 2]``: d/dt (T_j, T_plate) = M (T_j, T_plate) + inputs, per class (the thermal RC network)."""
-    m = np.zeros((ctl.n, 2, 2))
-    m[:, 0, 0] = -1.0 / (ctl.r_jc * ctl.c_j)
-    m[:, 0, 1] = 1.0 / (ctl.r_jc * ctl.c_j)
-    m[:, 1, 0] = 1.0 / (ctl.r_jc * ctl.c_cp)
-    m[:, 1, 1] = -(1.0 / (ctl.r_jc * ctl.c_cp) + 1.0 / (ctl.r_cf * ctl.c_cp))
-    return m
-
-
 def _throttle_causes(
     clock: np.ndarray, cause: np.ndarray, share: np.ndarray, dt: np.ndarray
 ) -> dict[str, Any]:
     """GPU-weighted share of the run each limiter held the clock below full (they add up to the throttled
-    share), from the cause the controller recorded when it set each tick's clock, and the largest one."""
+    share: every throttled sample has a recorded cause), from the cause the controller recorded when it set
+    each tick's clock, and the largest one."""
     throttled = clock < 1.0 - 1e-9
     total = float(np.sum(dt))
     out: dict[str, Any] = {}
     for key, (code, _name) in THROTTLE_CAUSE_KEYS.items():
-        mask = throttled & (cause == code) if code != CAUSE_THERMAL else throttled & (cause <= code)
+        mask = throttled & (cause == code)
         out[key] = float(np.sum((mask @ share) * dt) / total) if total > 0 else 0.0
     worst = max(THROTTLE_CAUSE_KEYS, key=lambda k: out[k])
     out["throttle_cause"] = THROTTLE_CAUSE_KEYS[worst][1] if out[worst] > 0.0 else None
@@ -852,22 +846,7 @@ class _FacilityChain:
     def of(cls, ctl: PowerController, rack_it: np.ndarray, time_s: np.ndarray) -> _FacilityChain:
         p = ctl.p
         rack = p.rack
-        curve = np.asarray(rack.psu_efficiency, dtype=np.float64)
-        # Distribution (busbar/cables) loss depends on the instantaneous current: apply it per sample, then
-        # the PSU curve at the resulting PSU output.
-        psu_out = rack_it / power.distribution_efficiency(
-            rack_it, rack.bus_voltage, rack.distribution_resistance
-        )
-        n_types = rack_it.shape[1]
-        rack_in, psu_loss = power.rack_input_power(
-            psu_out.T.copy(),
-            np.full(n_types, rack.psu_rated_power),
-            curve[:, 0].copy(),
-            curve[:, 1].copy(),
-            np.ones(n_types),
-        )
-        rack_in = rack_in.T
-        rack_loss = psu_loss.T + (psu_out - rack_it)
+        rack_in, rack_loss = _rack_input_power(p, rack_it)
         it_w = rack_in @ ctl.rack_type_racks  # [T]
         fac = p.cooling.facility
         supply = np.asarray(ctl._supply_c(time_s), dtype=np.float64)
@@ -900,6 +879,24 @@ class _FacilityChain:
             it_w + cooling_w + overhead_w,
             coolant_out,
         )
+
+
+def _rack_input_power(p: Profile, rack_it: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[T, R]`` rack input power and conversion loss for a ``[T, R]`` IT load: distribution (busbar,
+    cables; its loss depends on the instantaneous current, so per sample), then the PSU curve at the
+    resulting PSU output."""
+    rack = p.rack
+    curve = np.asarray(rack.psu_efficiency, dtype=np.float64)
+    psu_out = rack_it / power.distribution_efficiency(rack_it, rack.bus_voltage, rack.distribution_resistance)
+    n_types = rack_it.shape[1]
+    rack_in, psu_loss = power.rack_input_power(
+        psu_out.T.copy(),
+        np.full(n_types, rack.psu_rated_power),
+        curve[:, 0].copy(),
+        curve[:, 1].copy(),
+        np.ones(n_types),
+    )
+    return rack_in.T, psu_loss.T + (psu_out - rack_it)
 
 
 def _smoothed_gpu_power(ctl: PowerController, gpu_w: np.ndarray, sample_s: float) -> np.ndarray:

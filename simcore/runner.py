@@ -370,10 +370,12 @@ def run(opts: RunOptions) -> RunResult:
             writer = TraceWriter(Path(out_dir) / "trace.h5")
         sim = _simulate(spec, profile, cluster, opts, serving, say, writer, blaming_profile_sets, ctrl_c)
         power_result, warm = settle_thermal_start(sim.controller, sim.power_result)
-        if warm is not None:  # heat set some clock: run again from this job's own thermal steady state
+        power_wall_s = sim.controller.wall_s
+        if warm is not None:  # heat sets clocks: run again from this job's own thermal steady state
             say(
-                "note: simulating again from the thermal steady state of this job's own power (heat set clocks)"
+                "note: simulating again from the thermal steady state of this job's own power (heat sets clocks)"
             )
+            del sim, power_result  # the first pass's machine, events and series: not held through the second
             if writer is not None:
                 writer.abort()
                 writer = TraceWriter(Path(out_dir) / "trace.h5")
@@ -381,7 +383,8 @@ def run(opts: RunOptions) -> RunResult:
                 spec, profile, cluster, opts, serving, say, writer, blaming_profile_sets, ctrl_c, warm
             )
             power_result = sim.power_result
-        machine, job, breakdown, controller = sim.machine, sim.job, sim.breakdown, sim.controller
+            power_wall_s += sim.controller.wall_s
+        machine, job, breakdown = sim.machine, sim.job, sim.breakdown
         events = machine.recorder.table() if opts.keep_events else None
         if serving:
             summary = summarize_serving(spec, profile, machine, job, breakdown, power_result)
@@ -413,7 +416,7 @@ def run(opts: RunOptions) -> RunResult:
         if created is not None and out_dir is not None:
             discard_created(Path(out_dir), created)
         raise
-    return RunResult(summary, out_dir, events, wall, controller.wall_s)
+    return RunResult(summary, out_dir, events, wall, power_wall_s)
 
 
 @dataclass

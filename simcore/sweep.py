@@ -159,9 +159,10 @@ class SweepPoint:
     seed: int = 0
     out_dir: str | None = None
     write_trace: bool = False
-    # A file that exists while the sweep runs: a point finishing after the sweep stopped (a Dask task that
-    # cannot be cancelled once it started) removes its outputs, which sweep.json would not list.
-    live_file: str | None = None
+    # A file the sweep creates when it stops: a point finishing after that (a Dask task cannot be cancelled
+    # once it started) removes its outputs, which sweep.json does not list. A point that cannot see the
+    # file (another mount) keeps its outputs: the safe side.
+    stop_file: str | None = None
 
 
 @dataclass
@@ -546,7 +547,7 @@ def run_point(point: SweepPoint) -> dict[str, Any]:
         record.update(status="ok", summary=_plain(result.summary))
     record["wall_s"] = time.perf_counter() - t0
     if point.out_dir is not None:
-        if point.live_file is not None and not Path(point.live_file).exists():
+        if point.stop_file is not None and Path(point.stop_file).exists():
             shutil.rmtree(point.out_dir, ignore_errors=True)  # the sweep stopped: sweep.json cannot list it
         elif record["status"] != "ok":
             discard_if_empty(point.out_dir)  # a point that did not run has no directory
@@ -595,6 +596,9 @@ def _stop(pool: Any) -> None:
     cannot cancel the few already handed to the workers, and waiting for them would keep the user a point's
     run time and leave outputs sweep.json does not list. Before Python 3.14 the executor has no public way to
     end its workers, hence ``_processes``."""
+    if hasattr(pool, "terminate_workers"):  # Python 3.14+
+        pool.terminate_workers()
+        return
     workers = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in workers:
@@ -616,7 +620,7 @@ def _result_or_crash(fut: Any, point: SweepPoint) -> dict[str, Any]:
 def _dask_results(points: list[SweepPoint], scheduler: str) -> Generator[dict[str, Any], None, None]:
     """Results as they finish, from the workers of the Dask scheduler at ``scheduler``. Closing the generator
     early cancels the points not started; a point already running on a worker cannot be stopped (Dask does
-    not interrupt a running task): it finishes there and, finding the sweep's live file gone, removes its
+    not interrupt a running task): it finishes there and, finding the sweep's stop file, removes its
     outputs (``run_point``)."""
     try:
         from distributed import Client, as_completed
@@ -708,10 +712,9 @@ def run_sweep(
                 f"note: removed {dirs} ({span}) an earlier sweep left in {out_path / 'points'}: they were "
                 "its points, not this one's"
             )
-        live = out_path / "points" / f".sweep-{uuid.uuid4().hex}.live"
-        live.parent.mkdir(parents=True, exist_ok=True)
-        live.touch()
-        points = [replace(p, live_file=str(live)) for p in expand(spec, out_path)]
+        # Dask only (a local pool's workers are ended): absolute, as the workers' directory may differ
+        stop = (out_path / "points" / f".sweep-{uuid.uuid4().hex}.stopped").resolve() if scheduler else None
+        points = [replace(p, stop_file=None if stop is None else str(stop)) for p in expand(spec, out_path)]
         say = progress or (lambda _msg: None)
         where = f"Dask scheduler {scheduler}" if scheduler else f"{min(jobs, len(points))} local process(es)"
         say(f"{spec.name}: {len(points)} point(s) on {where}; results in {out_path}")
@@ -727,13 +730,15 @@ def run_sweep(
                     _save(SweepResult(spec, out_path, results, time.perf_counter() - t0, len(points)))
                     last_save = time.perf_counter()
         except BaseException as exc:
-            live.unlink(missing_ok=True)  # first: a point that finishes from now on removes its own outputs
+            if stop is not None:  # first: a point that finishes from now on removes its own outputs
+                stop.parent.mkdir(parents=True, exist_ok=True)
+                stop.touch()
             stream.close()
             _discard_unfinished(points, results)
             stopped = isinstance(exc, KeyboardInterrupt) or (
                 not isinstance(exc, RacksimError) and interrupts.requested_since(ctrl_c)
             )
-            if results or stopped:
+            if results or stopped or removed:  # never an earlier sweep.json beside no points of its own
                 _save(SweepResult(spec, out_path, results, time.perf_counter() - t0, len(points)))
             discard_if_empty(out_path / "points")
             if fresh:
@@ -741,7 +746,6 @@ def run_sweep(
             if stopped and not isinstance(exc, KeyboardInterrupt):
                 raise KeyboardInterrupt from exc  # a Ctrl-C that surfaced wrapped (numba: SystemError)
             raise
-        live.unlink(missing_ok=True)
         discard_if_empty(out_path / "points")
         return _save(SweepResult(spec, out_path, results, time.perf_counter() - t0, len(points)))
 

@@ -52,8 +52,9 @@ def fake_run(opts: Any) -> SimpleNamespace:
 
 
 def _point_dirs(out: Path) -> list[str]:
+    """What ``points/`` holds, without the hidden stop file a stopped Dask sweep leaves for its stragglers."""
     points = out / "points"
-    return sorted(p.name for p in points.iterdir()) if points.is_dir() else []
+    return sorted(p.name for p in points.iterdir() if not p.name.startswith(".")) if points.is_dir() else []
 
 
 def test_ctrl_c_stops_running_and_queued_points_at_once_and_keeps_only_listed_outputs(tmp_path, monkeypatch):
@@ -134,12 +135,11 @@ def test_a_point_that_finishes_after_its_sweep_stopped_removes_its_outputs(tmp_p
     monkeypatch.setattr(simcore.runner, "run", fake_run)
     (tmp_path / "sweep.yaml").write_text(SWEEP)
     first = expand(load_sweep(tmp_path / "sweep.yaml"), tmp_path / "out")[0]
-    live = tmp_path / "live"
-    live.touch()
-    assert run_point(replace(first, live_file=str(live)))["status"] == "ok"
+    stop = tmp_path / "stopped"
+    assert run_point(replace(first, stop_file=str(stop)))["status"] == "ok"
     assert (tmp_path / "out" / "points" / "p000" / "summary.json").is_file()
-    live.unlink()  # the sweep stopped
-    assert run_point(replace(first, live_file=str(live)))["status"] == "ok"
+    stop.touch()  # the sweep stopped
+    assert run_point(replace(first, stop_file=str(stop)))["status"] == "ok"
     assert not (tmp_path / "out" / "points" / "p000").exists()
 
 
@@ -196,6 +196,25 @@ def test_a_reused_out_loses_the_point_directories_of_an_earlier_sweep_with_a_not
     assert all(
         json.loads((out / "points" / f"p{i:03d}" / "summary.json").read_text()) == {} for i in range(4)
     )
+
+
+def test_a_reused_out_whose_sweep_fails_to_start_keeps_no_stale_sweep_json(tmp_path, monkeypatch):
+    """The earlier sweep's points are removed before the new one starts; if it then cannot run (a Dask
+    scheduler that does not answer), its sweep.json is rewritten with no points, not left listing them."""
+    pytest.importorskip("distributed")
+    import simcore.runner
+    from simcore.errors import RacksimError
+
+    monkeypatch.setattr(simcore.runner, "run", fake_run)
+    monkeypatch.setattr(sys.modules[__name__], "SLOW_S", 0.0)
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    spec, out = load_sweep(tmp_path / "sweep.yaml"), tmp_path / "out"
+    run_sweep(spec, out=out, jobs=1)
+    assert len(json.loads((out / "sweep.json").read_text())["points"]) == 4
+    with pytest.raises(RacksimError):
+        run_sweep(spec, out=out, jobs=1, scheduler="tcp://127.0.0.1:1")
+    assert not [d for d in _point_dirs(out) if d.startswith("p")]
+    assert json.loads((out / "sweep.json").read_text())["points"] == []
 
 
 @pytest.mark.parametrize(

@@ -195,6 +195,17 @@ def rc_thermal(
     )
 
 
+def rc_matrix(r_jc: np.ndarray, r_cf: np.ndarray, c_j: np.ndarray, c_cp: np.ndarray) -> np.ndarray:
+    """``[n_classes, 2, 2]`` system matrix M of d/dt (T_j, T_cp) = M (T_j, T_cp) + inputs: what the exact
+    update exponentiates, and the free response of a changed start (power_model.settle_thermal_start)."""
+    m = np.zeros((np.shape(r_jc)[0], 2, 2))
+    m[:, 0, 0] = -1.0 / (r_jc * c_j)
+    m[:, 0, 1] = 1.0 / (r_jc * c_j)
+    m[:, 1, 0] = 1.0 / (r_jc * c_cp)
+    m[:, 1, 1] = -(1.0 / (r_jc * c_cp) + 1.0 / (r_cf * c_cp))
+    return m
+
+
 def rc_thermal_ref(
     power_w: np.ndarray,
     coolant_c: np.ndarray,
@@ -208,12 +219,7 @@ def rc_thermal_ref(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reference: expm(M dt) by eigendecomposition (numpy.linalg.eig), then the same exact update."""
     n_classes, n_bins = power_w.shape
-    m = np.zeros((n_classes, 2, 2))
-    m[:, 0, 0] = -1.0 / (r_jc * c_j)
-    m[:, 0, 1] = 1.0 / (r_jc * c_j)
-    m[:, 1, 0] = 1.0 / (r_jc * c_cp)
-    m[:, 1, 1] = -(1.0 / (r_jc * c_cp) + 1.0 / (r_cf * c_cp))
-    lam, vec = np.linalg.eig(m)
+    lam, vec = np.linalg.eig(rc_matrix(r_jc, r_cf, c_j, c_cp))
     step = np.real(vec @ (np.exp(lam * dt_s)[:, :, None] * np.linalg.inv(vec)))
     x = np.stack([tj0_c, tcp0_c], axis=1).astype(np.float64)
     tj = np.empty((n_classes, n_bins))
