@@ -382,23 +382,25 @@ def test_no_shipped_profile_throttles_under_full_load_at_its_nominal_inlet(profi
     # rack by design: ~147 kW at its input, hardware_profiles/gb300-nvl72.yaml)
 
 
+def _gemm_bursts(env: simpy.Environment, m: Machine, bursts: int, on_s: float, off_s: float, flops: float):
+    """A simpy process: ``bursts`` times, large bf16 GEMMs of ``flops`` back to back for ``on_s``, then
+    ``off_s`` of nothing."""
+    for _ in range(bursts):
+        end = env.now + on_s
+        while env.now < end:
+            yield m.compute(0, flops, flops / 2e6, dtype="bf16", name="gemm", min_dim=8192)
+        yield env.timeout(off_s)
+
+
 def _bursts(long_idle_ticks: bool) -> tuple[PowerController, dict[str, np.ndarray]]:
     """Three 1 s bursts of full compute on a hot rack, each followed by 3.02 s of nothing."""
     import simcore.power_model as pm
 
     env, m, ctl = _one_rack("gen2.yaml", ("cooling.inlet_temp=52 degC",))
-
-    def work():
-        for _ in range(3):
-            end = env.now + 1.0
-            while env.now < end:
-                yield m.compute(0, 4e15, 2e9, dtype="bf16", name="gemm", min_dim=8192)
-            yield env.timeout(3.02)
-
     old = pm.MAX_IDLE_TICKS
     pm.MAX_IDLE_TICKS = old if long_idle_ticks else 1
     try:
-        env.process(ctl.process(all_done(env, [env.process(work())])))
+        env.process(ctl.process(all_done(env, [env.process(_gemm_bursts(env, m, 3, 1.0, 3.02, 4e15))])))
         env.run()
     finally:
         pm.MAX_IDLE_TICKS = old
@@ -457,15 +459,7 @@ def _duty_cycle(warm_activity: np.ndarray | None = None):
     """One gen2 rack alternating 0.2 s of large GEMMs with 0.3 s of nothing (mean activity well below
     sustained compute), run to the end; returns (controller, result)."""
     env, m, ctl = _one_rack("gen2.yaml", warm_activity=warm_activity)
-
-    def work():
-        for _ in range(4):
-            end = env.now + 0.2
-            while env.now < end:
-                yield m.compute(0, 4e14, 2e8, dtype="bf16", name="gemm", min_dim=8192)
-            yield env.timeout(0.3)
-
-    env.process(ctl.process(all_done(env, [env.process(work())])))
+    env.process(ctl.process(all_done(env, [env.process(_gemm_bursts(env, m, 4, 0.2, 0.3, 4e14))])))
     env.run()
     return ctl, ctl.finalize()
 
