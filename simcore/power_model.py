@@ -98,9 +98,7 @@ class PowerController:
                 value=f"{self.p.rack.psu_rated_power / 1e3:.3g} kW",
                 expected=f">= {floor_w / 1e3:.3g} kW",
             )
-        floor_in = float(
-            _rack_input_power(self.p, np.array([[floor_w]]))[0][0, 0]
-        )  # the limit is at the input
+        floor_in = self._rack_input_w(floor_w)  # the limit is at the rack's input
         if self.p.rack.power_limit < floor_in:  # no cap can hold it, and the cooling is sized to it
             raise ConfigError(
                 f"below the rack's idle draw ({floor_in / 1e3:.3g} kW at its input: "
@@ -205,18 +203,18 @@ class PowerController:
             return cool.inlet_temp if np.ndim(t_s) == 0 else np.full(np.shape(t_s), cool.inlet_temp)
         return np.maximum(cool.inlet_temp, self._outside_c(t_s) + cool.facility.approach)
 
+    def _rack_input_w(self, it_w: float) -> float:
+        """One rack's input power for an IT load of ``it_w`` (distribution and PSU losses)."""
+        return float(_rack_input_power(self.p, np.array([[it_w]]))[0][0, 0])
+
     def _it_budget(self, input_limit_w: float) -> float:
         """The rack IT load whose input (through distribution and the PSU curve) is ``input_limit_w``:
         `rack.power_limit` is a circuit limit at the rack's input (the datasheet maxima it comes from are
         measured at the wall), so the caps budget the IT load below it by the conversion loss."""
-
-        def rack_input(it_w: float) -> float:
-            return float(_rack_input_power(self.p, np.array([[it_w]]))[0][0, 0])
-
         lo, hi = 0.0, input_limit_w  # input >= IT load: the budget is below the limit
         for _ in range(60):
             mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if rack_input(mid) <= input_limit_w else (lo, mid)
+            lo, hi = (mid, hi) if self._rack_input_w(mid) <= input_limit_w else (lo, mid)
         return lo
 
     def _coolant_c(self, supply_c: float, rack_it_w: np.ndarray) -> np.ndarray:
