@@ -614,12 +614,9 @@ class PowerResult:
             surplus_w = np.maximum(smoothed - ser["gpu_w"], 0.0)
             gpu_w = ser["gpu_w"] + surplus_w
             drawn = _FacilityChain.of(ctl, ser["rack_it_w"] + surplus_w @ ctl.rack_counts.T, time_s)
-            ramped = _FacilityChain.of(
-                ctl, ser["rack_it_w"] + (smoothed - ser["gpu_w"]) @ ctl.rack_counts.T, time_s
-            )
-            grid_base_w = (
-                ramped.facility_w
-            )  # the smoothed draw, up-ramp cuts included, through the same chain
+            # the grid sees the smoothed draw, up-ramp cuts included, through the same chain
+            ramped_it = ser["rack_it_w"] + (smoothed - ser["gpu_w"]) @ ctl.rack_counts.T
+            grid_base_w = _FacilityChain.of(ctl, ramped_it, time_s).facility_w
             smoothing_j = float(np.sum(surplus_w @ mult * dt))
         else:
             drawn, smoothing_j = requested, 0.0
@@ -723,8 +720,9 @@ class PowerResult:
             coef = np.linalg.solve(vec, np.array([tj0[c] - ctl.tj_start[c], tcp0[c] - ctl.tcp_start[c]]))
             shift[:, c] = np.real(np.exp(np.outer(ends, lam)) @ (vec[0, :] * coef))
         tj = self.tj_c + shift
-        summary = {**self.summary, "max_junction_temp_c": float(np.max(tj)) if tj.size else self.summary[
-            "max_junction_temp_c"]}  # fmt: skip
+        summary = dict(self.summary)
+        if tj.size:
+            summary["max_junction_temp_c"] = float(np.max(tj))
         return dataclasses.replace(self, tj_c=tj, summary=summary)
 
     def series(self) -> dict[str, dict[str, tuple[np.ndarray, str, str]]]:
@@ -766,10 +764,9 @@ def settle_thermal_start(ctl: PowerController, result: PowerResult) -> tuple[Pow
     The controller starts the heat at the steady state of sustained compute; a job with bubbles, waits or
     a light serving load runs cooler, and over a run shorter than the heatsink's time constant that start
     decides the junction temperatures and any throttling. Returns ``(result, None)`` when the start did
-    not matter (close enough), ``(corrected, None)`` when nothing
-    throttled on heat either way (the junction series is moved exactly, :meth:`PowerResult.with_thermal_start`),
-    or ``(result, activity)``: heat set some clock, so the run must be simulated again from the steady
-    state of ``activity``."""
+    not matter (close enough); ``(corrected, None)`` when nothing throttled on heat either way (the
+    junction series is moved exactly, :meth:`PowerResult.with_thermal_start`); or ``(result, activity)``
+    when heat set some clock, so the run must be simulated again from the steady state of ``activity``."""
     activity = result.mean_activity
     f_new, tj_new, tcp_new = ctl.warm_state(activity)
     if np.all(np.abs(tj_new - ctl.tj_start) <= START_TOLERANCE_K):
@@ -829,7 +826,8 @@ def _sample_times(ctl: PowerController, n_t: int, t_end: float) -> np.ndarray:
 @dataclass(frozen=True)
 class _FacilityChain:
     """Rack IT load -> rack input (distribution and PSU losses) -> job IT -> cooling and overhead -> facility,
-    per sample: one pass for the power the work requested, one for what the GPUs drew with smoothing."""
+    per sample: for the power the work requested, and with smoothing for what the GPUs drew and for the
+    ramp-limited draw the grid sees."""
 
     rack_it_w: np.ndarray  # [T, R_types]
     rack_in_w: np.ndarray  # [T, R_types]
