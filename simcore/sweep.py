@@ -819,14 +819,26 @@ def _metric(record: dict[str, Any], key: str) -> Any:
     return None if value is _MISSING else value
 
 
+def _layout(record: dict[str, Any]) -> str | None:
+    """The parallel layout a point ran (``tp8 pp1 dp9 ep1``; a serving point's ``tp4 replicas2``): with
+    model presets racksim picks it per point, so a sweep over domains or racks shows what it chose."""
+    par = _lookup(record, "workload.parallelism")
+    if not isinstance(par, Mapping):
+        return None
+    order = ("tp", "pp", "dp", "cp", "ep", "replicas")
+    return " ".join(
+        f"{k}{par[k]}" for k in order if isinstance(par.get(k), int) and not (k == "cp" and par[k] == 1)
+    )
+
+
 def to_csv(result: SweepResult) -> str:
-    """One row per point: label, parameters, status, the metrics, the error (if any)."""
+    """One row per point: label, parameters, status, the layout it ran, the metrics, the error (if any)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     keys = _param_keys(result)
-    writer.writerow(["label", *keys, "status", *result.spec.metrics, "error"])
+    writer.writerow(["label", *keys, "status", "layout", *result.spec.metrics, "error"])
     for r in result.points:
-        row = [r["label"], *(r["params"].get(k) for k in keys), r["status"]]
+        row = [r["label"], *(r["params"].get(k) for k in keys), r["status"], _layout(r)]
         row += [_metric(r, m) for m in result.spec.metrics]
         row.append(r.get("error", ""))
         writer.writerow(["" if v is None else v for v in row])
@@ -872,19 +884,22 @@ def format_table(result: SweepResult) -> str:
     keys = [
         k for k in _param_keys(result) if len({json.dumps(r["params"].get(k)) for r in result.points}) > 1
     ]
-    header = ["point", *keys, *result.spec.metrics]
+    layouts = {_layout(r) for r in result.points if r["status"] == "ok"}
+    shown = ["layout"] if len(layouts) > 1 else []  # when racksim chose different layouts, say which
+    header = ["point", *keys, *shown, *result.spec.metrics]
     rows = []
     for r in result.points:
         cells = [r["label"], *(_cell(r["params"].get(k)) for k in keys)]
         if r["status"] == "ok":
+            cells += [_cell(_layout(r)) for _ in shown]
             cells += [_cell(_metric(r, m)) for m in result.spec.metrics]
         else:
             cells += [_short_error(f"{r['status']}: {r['error']}")]
         rows.append(cells)
     full = [c for c in rows if len(c) == len(header)]  # an error row's message runs past the columns
-    first_metric = len(header) - len(result.spec.metrics)
+    first_result = 1 + len(keys)  # the layout and metric columns: an error row has its message there
     widths = [
-        max(len(h), *(len(c[i]) for c in (rows if i < first_metric else full)), 0)
+        max(len(h), *(len(c[i]) for c in (rows if i < first_result else full)), 0)
         for i, h in enumerate(header)
     ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]

@@ -308,3 +308,33 @@ def test_a_value_only_one_profile_rejects_fails_only_that_profiles_points(tmp_pa
     }
     assert status[("gen2", "120 W")] == "error"
     assert [s for k, s in status.items() if k != ("gen2", "120 W")] == ["ok", "ok", "ok"]
+
+
+def test_the_layout_each_point_ran_is_in_the_csv_and_in_the_table_when_it_varies(tmp_path):
+    """With a model preset racksim picks the layout per point: a sweep over scale-up domains must say which
+    it chose (a user test had to add workload.parallelism.* metrics by hand to see it)."""
+    import io
+
+    from simcore.sweep import SweepResult, format_table, to_csv
+
+    (tmp_path / "s.yaml").write_text(
+        "name: l\nprofiles: [gen2.yaml]\nworkloads: [deepseek-v3]\ngrid: {scale_up.domain_size: [8, 72, 144]}\n"
+    )
+    spec = load_sweep(tmp_path / "s.yaml")
+    par = {"tp": 1, "pp": 9, "dp": 32, "cp": 1, "ep": 8}
+    points = [
+        {"label": "p000", "params": {"scale_up.domain_size": 8}, "status": "error", "error": "x" * 60},
+        {"label": "p001", "params": {"scale_up.domain_size": 72}, "status": "ok",
+         "summary": {"workload": {"parallelism": par}}},
+        {"label": "p002", "params": {"scale_up.domain_size": 144}, "status": "ok",
+         "summary": {"workload": {"parallelism": {**par, "pp": 3, "dp": 96, "ep": 16}}}},
+    ]  # fmt: skip
+    result = SweepResult(spec, tmp_path, points, 1.0, 3)
+    rows = list(csv.DictReader(io.StringIO(to_csv(result))))
+    assert [r["layout"] for r in rows] == ["", "tp1 pp9 dp32 ep8", "tp1 pp3 dp96 ep16"]
+    header = format_table(result).splitlines()[0]
+    assert header.split()[:3] == ["point", "scale_up.domain_size", "layout"]
+    # the layout column is as wide as its widest layout; the error message runs past it instead
+    assert header.index(spec.metrics[0]) - header.index("layout") == len("tp1 pp3 dp96 ep16") + 2
+    points[2]["summary"] = points[1]["summary"]
+    assert "layout" not in format_table(result).splitlines()[0]  # the same layout everywhere: no column
