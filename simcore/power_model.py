@@ -217,13 +217,15 @@ class PowerController:
             lo, hi = (mid, hi) if self._rack_input_w(mid) <= input_limit_w else (lo, mid)
         return lo
 
-    def _coolant_c(self, supply_c: float, rack_it_w: np.ndarray) -> np.ndarray:
-        """Per unit, the coolant its GPUs see at steady state: the supply plus half the loop's rise at each
-        rack type's IT load (``[R_types]``), the warmest of the rack types the unit spans (as in a tick)."""
-        rack_c = (
-            supply_c + 0.5 * self.design_rise_k * rack_it_w / self.p.rack.power_limit * self._liquid_share()
-        )
-        return np.where(self.unit_types, rack_c[None, :], -np.inf).max(axis=1)
+    def _steady_coolant_c(self, supply_c: float, class_w: np.ndarray) -> np.ndarray:
+        """Per class, the coolant its GPUs see at steady state when each class's GPUs draw ``class_w``: the
+        supply plus half the loop's rise at each rack type's IT load (its GPUs of every class, its idle GPUs
+        and static load), the warmest of the rack types the class spans (as in a tick). Per class, not per
+        thermal unit: it is also asked after a run, when a class may have split into several units."""
+        rack_it = self.rack_counts @ class_w + self.rack_idle_gpus * self.p.accelerator.idle_power
+        rack_it = rack_it + self.static_rack_w
+        rise = self.design_rise_k * rack_it / self.p.rack.power_limit * self._liquid_share()
+        return np.where(self.class_in_type.T, (supply_c + 0.5 * rise)[None, :], -np.inf).max(axis=1)
 
     def warm_state(self, activity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per class: the clock, junction and cold-plate temperatures of a job that has long run at
@@ -245,7 +247,7 @@ class PowerController:
 
         def state(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             p_w = self.idle + (self.peak - self.idle) * activity * f**self.kappa
-            t_f = self._coolant_c(supply, self._rack_demand(p_w))
+            t_f = self._steady_coolant_c(supply, p_w)
             f_th = thermal.thermal_clock_factor_ref(
                 (t_f + p_w * r_total)[:, None], self.slowdown, self.slope, self.f_min
             )[:, 0]

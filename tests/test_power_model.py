@@ -326,6 +326,22 @@ def test_a_class_splits_when_only_some_of_its_racks_are_over_the_power_limit():
     assert ctl.unit_clock[cool] == 1.0 and ctl.unit_clock[hot] < 1.0
 
 
+def test_the_thermal_start_is_settled_after_a_class_split_into_units():
+    """After the run a class may be several thermal units (here the straddling class, split by the rack
+    limit): the job's own steady state is asked per class (it used to fail with a shape mismatch on a
+    validation row whose stages had split)."""
+    from simcore.power_model import settle_thermal_start
+
+    ctl = _two_rack_job(("rack.power_limit=100 kW", "cooling.liquid_fraction=0"), seconds=1.0)
+    assert len(ctl.unit_class) > ctl.n
+    result = ctl.finalize()
+    f, tj, tcp = ctl.warm_state(result.mean_activity)
+    assert f.shape == tj.shape == tcp.shape == (ctl.n,)
+    settled, again = settle_thermal_start(ctl, result)
+    assert settled.tj_c.shape == result.tj_c.shape
+    assert again is None or again.shape == (ctl.n,)
+
+
 def test_symmetric_classes_stay_one_unit_each():
     # A class whose GPUs all sit in one kind of rack never splits, however hot it runs.
     single = _steady_compute("gen2.yaml", seconds=1.0, sets=("cooling.inlet_temp=52 degC",))
