@@ -864,6 +864,7 @@ class _FacilityChain:
             thermal.CHILLER_COP_MAX,
             0.0,
             0.0,
+            fac.heat_rejection == "chiller",
         )
         overhead_w = fac.other_overhead_fraction * it_w
         coolant_out = supply[:, None] + ctl.design_rise_k * rack_it / rack.power_limit

@@ -322,7 +322,11 @@ class Facility:
         "facility + CDU pump power as a fraction of heat removed", 0.02, minimum=0, maximum=0.5
     )
     fan_power_fraction: float = number(
-        "dry-cooler / tower fan power as a fraction of heat removed", 0.03, minimum=0, maximum=0.5
+        "dry-cooler / tower fan power as a fraction of heat removed, at rated heat on the design day "
+        "(outside = supply - approach); less on cooler days",
+        0.03,
+        minimum=0,
+        maximum=0.5,
     )
     other_overhead_fraction: float = number(
         "UPS, lighting, distribution losses outside the rack as a fraction of IT power",

@@ -227,9 +227,11 @@ def _fac(it, sup, out):
 
 
 def test_facility_power_free_cooling_and_chiller_by_hand():
-    # Warm water (35 degC) on a 20 degC day: sink 25 <= supply -> pumps and fans only.
+    # Warm water (35 degC) on a 20 degC day: sink 25 <= supply -> pumps and fans only. The coil's mean water
+    # is 35 + 5 = 40 degC, 20 K above the air where the design day leaves approach + 5 = 10 K: half the air
+    # flow per watt, so at half load a quarter of the rated flow.
     cooling, pue = _fac([5e5], [35.0], [20.0])
-    pump, fan = 15e3 * 0.5**3, 20e3 * 0.5**3
+    pump, fan = 15e3 * 0.5**3, 20e3 * (0.5 * 10.0 / 20.0) ** 3
     assert cooling[0] == pytest.approx(pump + fan, rel=1e-14)
     assert pue[0] == pytest.approx((5e5 + pump + fan + 0.03 * 5e5 + 1e4) / 5e5, rel=1e-14)
     # Chilled 18 degC on a 30 degC day: sink 35, lift 17 >= loop dT -> all heat through the chiller.
@@ -250,13 +252,44 @@ def test_facility_power_free_cooling_and_chiller_by_hand():
 def test_facility_power_matches_reference_and_warm_water_helps():
     rng = np.random.default_rng(3)
     it, sup, out = rng.uniform(1e4, 1.2e6, 500), rng.uniform(7, 45, 500), rng.uniform(-10, 40, 500)
-    for a, b in zip(_fac(it, sup, out), th.facility_power_ref(it, sup, out, *FAC.values()), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-13)
+    for chiller_only in (False, True):
+        got = th.facility_power(it, sup, out, *FAC.values(), chiller_only)
+        want = th.facility_power_ref(it, sup, out, *FAC.values(), chiller_only)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-13)
     _, pue = _fac(it, sup, out)
     assert np.all(pue > 1.0)
     _, pue_warm = _fac(np.full(5, 8e5), np.full(5, 40.0), np.linspace(0, 35, 5))
     _, pue_cold = _fac(np.full(5, 8e5), np.full(5, 18.0), np.linspace(0, 35, 5))
     assert np.all(pue_warm <= pue_cold) and pue_warm[-1] < pue_cold[-1]
+
+
+def test_dry_cooler_fans_work_harder_as_the_day_warms():
+    # Fixed warm supply (30 degC), full load: fan power rises with the outside temperature up to the design
+    # day (outside = supply - approach = 25 degC), with no step where the chiller starts trimming, and is
+    # the rated fan power there.
+    outside = np.linspace(-10.0, 35.0, 451)
+    it, sup = np.full(outside.size, 1e6), np.full(outside.size, 30.0)
+    fan_only = dict(FAC, pump_rated_w=0.0, other_overhead_fraction=0.0, other_fixed_w=0.0)
+    cooling, _ = th.facility_power(it, sup, outside, *fan_only.values())
+    assert np.all(np.diff(cooling) >= -1e-9)
+    edge, _ = th.facility_power(np.full(3, 1e6), np.full(3, 30.0), 25.0 + np.array([-1e-6, 0.0, 1e-6]),
+                                *fan_only.values())  # fmt: skip
+    assert np.ptp(edge) < 1.0  # continuous where the chiller starts trimming (W)
+    design = int(np.argmin(np.abs(outside - 25.0)))
+    assert cooling[design] == pytest.approx(20e3, rel=1e-12)
+    # 0 degC: 30 + 5 - 0 = 35 K drive vs 10 K on the design day.
+    assert cooling[int(np.argmin(np.abs(outside)))] == pytest.approx(20e3 * (10.0 / 35.0) ** 3, rel=1e-12)
+
+
+def test_chiller_only_runs_the_chiller_whatever_the_weather():
+    # A 35 degC supply on a 0 degC day: an economizer would take it all; a chiller-only plant still runs its
+    # compressor (at the best COP, lift <= 0) and its condenser fans at the design ratio.
+    econ, _ = _fac([1e6], [35.0], [0.0])
+    only, _ = th.facility_power(np.array([1e6]), np.array([35.0]), np.array([0.0]), *FAC.values(), True)
+    chiller = 1e6 / 12.0
+    assert only[0] == pytest.approx(15e3 + chiller + 20e3 * ((1e6 + chiller) / 1e6) ** 3, rel=1e-12)
+    assert only[0] > econ[0]
 
 
 def test_affinity_power():

@@ -358,6 +358,7 @@ def facility_power(
     cop_max: float,
     other_overhead_fraction: float,
     other_fixed_w: float,
+    chiller_only: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cooling power (W) and PUE over time, 1-D ``[n_bins]`` inputs; PUE is computed, not assumed.
 
@@ -367,9 +368,16 @@ def facility_power(
     - Economizer (integrated, waterside): the dry cooler cools the return water down to the sink; the
       chiller handles the rest, fraction ``clip((sink - supply) / loop_delta_t, 0, 1)`` of the heat. So no
       chiller at all when ``sink <= supply`` (warm-water cooling), all chiller when ``sink >= return``.
+      ``chiller_only`` (no economizer): the chiller carries all the heat whatever the weather.
     - Chiller: ``P_ch = Q_ch / COP`` with ``COP = chiller_cop(supply, sink - supply)``.
     - CDU pumps: flow follows heat at constant loop dT, so ``P = pump_rated_w (Q / rated_heat_w)^3``.
-    - Dry-cooler / tower fans: ``P = fan_rated_w ((Q + P_ch) / rated_heat_w)^3`` (rejected heat).
+    - Dry-cooler / tower fans: the air flow a coil needs grows with the heat it rejects (``Q + P_ch``) and
+      falls with the temperature difference driving it, mean water minus outside air:
+      ``D = max(supply - outside, approach) + loop_delta_t / 2`` while the economizer holds the supply on
+      its own, ``D0 = approach + loop_delta_t / 2`` once the chiller trims (its condenser side runs at the
+      design approach) or with ``chiller_only``. ``fan_rated_w`` is at rated heat and ``D0`` (the hottest
+      day the dry cooler alone holds the supply), so ``P = fan_rated_w ((Q + P_ch) / rated_heat_w * D0 /
+      D)^3``: on a cold day, or with warm water, the fans turn slowly.
     - Other overhead (UPS, transformers, lighting): ``other_overhead_fraction * IT + other_fixed_w``.
     ``PUE = (IT + cooling + other) / IT`` (NaN where IT <= 0). Returns ``(cooling_w, pue)``.
     """
@@ -377,17 +385,24 @@ def facility_power(
     cooling = np.empty(n)
     pue = np.empty(n)
     inv_rated = 1.0 / rated_heat_w
+    half_loop = 0.5 * loop_delta_t_k
+    design_drive = approach_k + half_loop
     for i in range(n):
         q = it_w[i]
         x = q * inv_rated
         pump = pump_rated_w * x * x * x
         lift = outside_c[i] + approach_k - coolant_supply_c[i]
-        frac = min(max(lift / loop_delta_t_k, 0.0), 1.0)
+        frac = 1.0 if chiller_only else min(max(lift / loop_delta_t_k, 0.0), 1.0)
         chiller = 0.0
         if frac > 0.0:
-            cop = min(max(eta_carnot * (coolant_supply_c[i] + ZERO_C_IN_K) / lift, cop_min), cop_max)
+            cop = cop_max
+            if lift > 0.0:
+                cop = min(max(eta_carnot * (coolant_supply_c[i] + ZERO_C_IN_K) / lift, cop_min), cop_max)
             chiller = frac * q / cop
-        y = (q + chiller) * inv_rated
+        drive = design_drive
+        if frac == 0.0:
+            drive = max(coolant_supply_c[i] - outside_c[i], approach_k) + half_loop
+        y = (q + chiller) * inv_rated * design_drive / drive
         fan = fan_rated_w * y * y * y
         cooling[i] = pump + chiller + fan
         other = other_overhead_fraction * q + other_fixed_w
@@ -409,14 +424,18 @@ def facility_power_ref(
     cop_max: float,
     other_overhead_fraction: float,
     other_fixed_w: float,
+    chiller_only: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reference for :func:`facility_power`."""
     lift = outside_c + approach_k - coolant_supply_c
-    frac = np.clip(lift / loop_delta_t_k, 0.0, 1.0)
+    frac = np.ones_like(lift) if chiller_only else np.clip(lift / loop_delta_t_k, 0.0, 1.0)
     cop = chiller_cop_ref(coolant_supply_c, lift, eta_carnot, cop_min, cop_max)
     chiller = frac * it_w / cop
     pump = affinity_power_w_ref(pump_rated_w, it_w / rated_heat_w)
-    fan = affinity_power_w_ref(fan_rated_w, (it_w + chiller) / rated_heat_w)
+    design_drive = approach_k + 0.5 * loop_delta_t_k
+    free_drive = np.maximum(coolant_supply_c - outside_c, approach_k) + 0.5 * loop_delta_t_k
+    drive = np.where(frac > 0.0, design_drive, free_drive)
+    fan = affinity_power_w_ref(fan_rated_w, (it_w + chiller) / rated_heat_w * design_drive / drive)
     cooling = pump + chiller + fan
     other = other_overhead_fraction * it_w + other_fixed_w
     with np.errstate(divide="ignore", invalid="ignore"):
