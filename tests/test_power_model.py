@@ -503,9 +503,10 @@ def test_a_hot_inlet_step_does_not_depend_on_how_many_steps_ran(tmp_path):
     its slowdown temperature, so one step, four steps and a 25 degC inlet take the same time (starting
     from sustained compute's heat, one step was charged a throttle the running job never has)."""
     hot = "cooling.inlet_temp=55 degC"
-    one = _run(tmp_path, "one", sets=[hot], steps=1, write_trace=False).summary
-    four = _run(tmp_path, "four", sets=[hot], steps=4, write_trace=False).summary
-    cool = _run(tmp_path, "cool", steps=1, write_trace=False).summary
+    layout = "parallelism.tp_comm_overlap=false"  # the auto layout's TP 8 with exposed TP collectives
+    one = _run(tmp_path, "one", sets=[hot, layout], steps=1, write_trace=False).summary
+    four = _run(tmp_path, "four", sets=[hot, layout], steps=4, write_trace=False).summary
+    cool = _run(tmp_path, "cool", sets=[layout], steps=1, write_trace=False).summary
     assert one["throttle_time_fraction"] == 0.0 and four["throttle_time_fraction"] == 0.0
     assert one["step_time_s"] == pytest.approx(cool["step_time_s"], rel=1e-9)
     assert four["step_time_s"] == pytest.approx(one["step_time_s"], rel=1e-9)
