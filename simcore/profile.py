@@ -34,11 +34,13 @@ from simcore.schema import (
     number,
     quantity,
     quantity_map,
+    required_only,
     section,
     section_list,
     section_map,
     text,
     text_list,
+    without_required,
 )
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "fp6", "fp4")
@@ -991,27 +993,19 @@ def profile_json_schema() -> dict[str, Any]:
     """JSON Schema for hardware profile YAML (``racksim schema > profile.schema.json``).
 
     A file with ``extends:`` only overrides what it names, so required fields apply only to files without
-    it: the top-level ``properties`` carry no ``required`` lists, and an ``if``/``else`` adds the complete,
-    strict field set when ``extends`` is absent.
+    it: the top-level ``properties`` carry no ``required`` lists, and an ``if``/``else`` adds those lists
+    (and only those: a second copy of the fields would report every mistake twice) when ``extends`` is
+    absent.
     """
     strict = json_schema(Profile, title="racksim hardware profile")
-    schema = _without_required(strict)
+    schema = without_required(strict)
     schema["properties"]["extends"] = {
         "type": "string",
         "description": "profile this one overrides (a file or a built-in name)",
     }
     schema["if"] = {"required": ["extends"]}
-    schema["else"] = {"required": strict["required"], "properties": strict["properties"]}
+    schema["else"] = required_only(strict)  # the field checks are in `properties` above, once
     return schema
-
-
-def _without_required(node: Any) -> Any:
-    """A deep copy of a JSON Schema without any ``required`` lists (for partial, extending files)."""
-    if isinstance(node, dict):
-        return {k: _without_required(v) for k, v in node.items() if k != "required"}
-    if isinstance(node, list):
-        return [_without_required(v) for v in node]
-    return node
 
 
 def profile_docs_markdown() -> str:

@@ -578,6 +578,47 @@ def _field_schema(cls: type, name: str, meta: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def without_required(node: Any) -> Any:
+    """A deep copy of a JSON Schema without its ``required`` lists (for partial files: a profile with
+    ``extends:``, a model that starts from a preset)."""
+    if isinstance(node, dict):
+        return {
+            k: without_required(v) for k, v in node.items() if not (k == "required" and isinstance(v, list))
+        }
+    if isinstance(node, list):
+        return [without_required(v) for v in node]
+    return node
+
+
+def required_only(node: Any) -> dict[str, Any]:
+    """The ``required`` lists of a JSON Schema and the ``properties`` / ``items`` that lead to them, nothing
+    else: what a conditional branch adds to the partial schema of ``without_required`` to make it strict.
+
+    The branch must not repeat the field checks the partial schema already makes, or a validator reports
+    every unknown key and wrong value twice, once per copy.
+    """
+    if not isinstance(node, dict):
+        return {}
+    out: dict[str, Any] = {}
+    if isinstance(node.get("required"), list):
+        out["required"] = list(node["required"])
+    props = {k: sub for k, v in node.get("properties", {}).items() if (sub := required_only(v))}
+    if props:
+        out["properties"] = props
+    if items := required_only(node.get("items")):
+        out["items"] = items
+    # an optional section is anyOf [its mapping, null]: `required` only applies to the mapping
+    branches = [sub for v in node.get("anyOf", ()) if (sub := required_only(v))]
+    if len(branches) > 1:
+        raise TypeError("required_only: more than one anyOf branch with required fields")
+    if branches:
+        for key, value in branches[0].items():
+            if key in out:
+                raise TypeError(f"required_only: {key} both beside and inside anyOf")
+            out[key] = value
+    return out
+
+
 def markdown_table(cls: type, prefix: str = "") -> list[str]:
     """Markdown rows documenting every field of ``cls`` (recursing into sections)."""
     rows: list[str] = []

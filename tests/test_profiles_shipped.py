@@ -382,6 +382,27 @@ def test_json_schema_validates_shipped_profiles():
     assert not validator.is_valid(full)
 
 
+def test_json_schema_reports_each_mistake_once():
+    """A complete profile (no extends) with an unknown or mistyped nested field gets one error for it: the
+    else branch adds only the required lists, not a second copy of every field's check."""
+    jsonschema = pytest.importorskip(
+        "jsonschema", reason="jsonschema is not installed in this environment (not a racksim dependency)"
+    )
+    validator = jsonschema.Draft202012Validator(profile_json_schema())
+    full = yaml.safe_load((PROFILES_DIR / "gen2.yaml").read_text())
+    assert "extends" not in full
+    typo = {**full, "rack": {**full["rack"], "trayz_per_rack": 4}}
+    errors = list(validator.iter_errors(typo))
+    assert len(errors) == 1, [e.message for e in errors]
+    assert list(errors[0].absolute_path) == ["rack"] and "trayz_per_rack" in errors[0].message
+    mistyped = {**full, "accelerator": {**full["accelerator"], "tdp": 700}}
+    assert len(list(validator.iter_errors(mistyped))) == 1
+    extending = {"extends": "gen2.yaml", "rack": {"trayz_per_rack": 4}}
+    assert len(list(validator.iter_errors(extending))) == 1
+    missing = {k: v for k, v in full.items() if k != "cooling"}
+    assert [e.message for e in validator.iter_errors(missing)] == ["'cooling' is a required property"]
+
+
 def test_json_schema_shape_without_jsonschema():
     """The parts of the schema editors rely on, checked without the jsonschema package."""
     schema = profile_json_schema()
