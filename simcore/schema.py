@@ -571,7 +571,11 @@ def _field_schema(cls: type, name: str, meta: Mapping[str, Any]) -> dict[str, An
         }
     else:
         raise TypeError(kind)
-    if meta.get("optional"):
+    if meta.get("optional") and isinstance(out.get("type"), str):
+        # null beside the type, not anyOf [it, null]: a mistake inside an optional section is then reported
+        # as itself, not as "not valid under any of the given schemas"
+        out["type"] = [out["type"], "null"]
+    elif meta.get("optional"):
         out = {"anyOf": [out, {"type": "null"}], "description": doc}
     if meta["default"] is not _REQUIRED and meta["default"] is not None:
         out["default"] = meta["default"]

@@ -401,6 +401,12 @@ def test_json_schema_reports_each_mistake_once():
     assert len(list(validator.iter_errors(extending))) == 1
     missing = {k: v for k, v in full.items() if k != "cooling"}
     assert [e.message for e in validator.iter_errors(missing)] == ["'cooling' is a required property"]
+    # inside an optional section (null allowed) the typo itself is named, not "not valid under any of ..."
+    optional = {"extends": "gen2.yaml", "rack": {"energy_storage": {"capacty": "1 kWh"}}}
+    assert [e.message for e in validator.iter_errors(optional)] == [
+        "Additional properties are not allowed ('capacty' was unexpected)"
+    ]
+    assert validator.is_valid({"extends": "gen2.yaml", "rack": {"energy_storage": None}})
 
 
 def test_json_schema_shape_without_jsonschema():
