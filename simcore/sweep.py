@@ -338,7 +338,7 @@ def _simulated_steps(data: Mapping[str, Any], file: str) -> int | None:
 
 def _nonnegative(data: Mapping[str, Any], key: str, file: str) -> int:
     value = _int(data, key, file, default=0)
-    if value < 0:
+    if value is None or value < 0:  # `seed: null` too (it has no "absent" meaning: the default is 0)
         raise ConfigError("", file=file, path=key, value=value, expected="a whole number >= 0")
     return value
 

@@ -119,6 +119,7 @@ def test_a_crashing_point_keeps_the_others_and_the_command_exits_1(tmp_path, mon
         ("profiles: gen2.yaml\nsteps: 0\n", "steps", "a positive integer"),
         ("profiles: gen2.yaml\nsteps: 200000\n", "steps", "too many steps to simulate one by one"),
         ("profiles: gen2.yaml\nseed: -1\n", "seed", "a whole number >= 0"),
+        ("profiles: gen2.yaml\nseed: null\n", "seed", "a whole number >= 0"),
         ("workloads: [llama3-8b]\n", "profiles", "one or more hardware profiles"),
         (
             "profiles: gen2.yaml\ngrid: {a: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], b: "
