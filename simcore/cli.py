@@ -108,13 +108,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+SCHEMA_KINDS = ("profile", "workload", "sweep")
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from simcore.profile import profile_docs_markdown, profile_json_schema
 
     if args.markdown:
+        if args.kind != "profile":
+            raise RacksimError(
+                f"--markdown: the field reference table is the profile's (docs/profiles.md); got --kind "
+                f"{args.kind}; expected --kind profile, or no --markdown for the {args.kind} JSON Schema"
+            )
         print(profile_docs_markdown())
+        return 0
+    if args.kind == "workload":
+        from workloads.spec_schema import workload_json_schema
+
+        schema = workload_json_schema()
+    elif args.kind == "sweep":
+        from simcore.sweep_schema import sweep_json_schema
+
+        schema = sweep_json_schema()
     else:
-        print(json.dumps(profile_json_schema(), indent=2))
+        schema = profile_json_schema()
+    print(json.dumps(schema, indent=2))
     return 0
 
 
@@ -129,8 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="simulate a workload on a hardware profile (the default command)")
     _add_run_arguments(p_run)
     COMMANDS["run"] = cmd_run
-    p_schema = sub.add_parser("schema", help="print the JSON Schema of hardware profiles (for editors)")
-    p_schema.add_argument("--markdown", action="store_true", help="print the field reference table instead")
+    p_schema = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of hardware profiles, workload specs or sweep files (for editors)",
+    )
+    p_schema.add_argument(
+        "--kind",
+        choices=SCHEMA_KINDS,
+        default="profile",
+        help="which files: hardware profiles (default), workload specs (training and serving) or sweep files",
+    )
+    p_schema.add_argument(
+        "--markdown", action="store_true", help="print the profile field reference table instead"
+    )
     COMMANDS["schema"] = cmd_schema
     _add_optional_commands(sub)
     return parser
