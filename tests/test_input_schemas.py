@@ -207,6 +207,18 @@ def test_the_documented_files_validate():
     assert not _errors(SWEEP, _doc_block("sweep.md", "## The sweep file"))
 
 
+def test_the_editor_setup_is_documented():
+    readme = (ROOT / "README.md").read_text()
+    assert "schema --kind workload" in readme and "--kind sweep" in readme
+    for doc, kind in (("workloads.md", "workload"), ("sweep.md", "sweep")):
+        text = (DOCS / doc).read_text()
+        assert f"schema --kind {kind} > {kind}.schema.json" in text
+        assert "# yaml-language-server: $schema=" in text
+    modeline = _doc_block("workloads.md", "## JSON Schema for editors")
+    assert not _errors(WORKLOAD, modeline)
+    _load(modeline)
+
+
 def test_the_effective_spec_racksim_records_validates():
     """spec_mapping (the spec stored in the trace, reloadable with --workload) is a valid spec."""
     spec = _load(
