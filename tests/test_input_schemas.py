@@ -17,7 +17,7 @@ import yaml
 from simcore.cli import main
 from simcore.errors import ConfigError
 from simcore.profile import profile_json_schema
-from simcore.schema import required_only
+from simcore.schema import _inner_class, required_only
 from simcore.sweep import DEFAULT_METRICS, SUMMARY_FIELDS, SWEEP_KEYS, load_sweep
 from simcore.sweep_schema import sweep_json_schema
 from workloads import model as model_module
@@ -90,8 +90,6 @@ def test_every_section_lists_its_dataclass_fields(cls, branch):
         assert set(node["properties"]) >= set(fields), where
         for name, fld in fields.items():
             if fld.metadata["kind"] == "section":
-                from simcore.schema import _inner_class
-
                 check(_inner_class(cls, name), node["properties"][name], f"{where}.{name}")
         if where:  # the top level also holds model and preset
             assert set(node["properties"]) == set(fields), where
