@@ -14,6 +14,7 @@ status and summary numbers) and ``sweep.csv`` (one row per point), written atomi
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import io
 import itertools
@@ -831,14 +832,86 @@ def _layout(record: dict[str, Any]) -> str | None:
     )
 
 
+def _unit_kind(root: type, parts: list[str]) -> str | None:
+    """The unit kind (a key of ``simcore.units.SI_UNITS``) of the quantity field at ``parts`` under the
+    schema dataclass ``root``, read from the field declarations the loaders build from; None when the
+    path ends on anything else (a count, a choice, a section) or names no field."""
+    from simcore.schema import _inner_class
+
+    cls, i = root, 0
+    while i < len(parts):
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("kind")}
+        fld = fields.get(parts[i])
+        if fld is None:
+            return None
+        meta, rest = fld.metadata, parts[i + 1 :]
+        if meta["kind"] == "quantity":
+            return meta["unit_kind"] if not rest else None
+        if meta["kind"] == "quantity_map":
+            return meta["unit_kind"] if len(rest) == 1 and rest[0] in meta["keys"] else None
+        if meta["kind"] == "section":
+            i += 1
+        elif meta["kind"] == "section_map" and rest and rest[0] in meta["keys"]:
+            i += 2
+        else:
+            return None
+        cls = _inner_class(cls, fld.name)
+    return None
+
+
+def _quantity_kind(key: str) -> str | None:
+    """The unit kind of the profile or workload field a grid key sets (``scale_out.nic_bandwidth``:
+    bandwidth), routed like ``--set`` (simcore.runner.split_sets); None for a field that is no physical
+    quantity, or when training and serving specs disagree on it."""
+    from simcore.profile import Profile
+    from simcore.runner import WORKLOAD_SET_KEYS
+    from workloads.inference import _ServingFields
+    from workloads.spec import _TrainingFields
+
+    parts = key.split(".")
+    roots = (_TrainingFields, _ServingFields) if parts[0] in WORKLOAD_SET_KEYS else (Profile,)
+    kinds = {kind for root in roots if (kind := _unit_kind(root, parts)) is not None}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def _si_value(value: Any, kind: str) -> float | None:
+    """A grid value in SI units, parsed as the loaders parse it; None when it does not parse (that point
+    reports its error itself)."""
+    from simcore.units import parse_quantity
+
+    try:
+        return parse_quantity(value, kind)
+    except ConfigError:
+        return None
+
+
+def _csv_param_columns(result: SweepResult) -> list[tuple[str, str, str | None]]:
+    """The CSV's parameter columns as (header, grid key, unit kind): each grid key, and right after a key
+    whose field is a physical quantity, the same values in SI units (``scale_out.nic_bandwidth [B/s]``)."""
+    from simcore.units import SI_UNITS
+
+    columns: list[tuple[str, str, str | None]] = []
+    for key in _param_keys(result):
+        columns.append((key, key, None))
+        kind = _quantity_kind(key) if key in result.spec.grid else None
+        if kind is not None:
+            columns.append((f"{key} [{SI_UNITS[kind]}]", key, kind))
+    return columns
+
+
 def to_csv(result: SweepResult) -> str:
-    """One row per point: label, parameters, status, the layout it ran, the metrics, the error (if any)."""
+    """One row per point: label, parameters (a quantity also in SI units), status, the layout it ran, the
+    metrics, the error (if any)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    keys = _param_keys(result)
-    writer.writerow(["label", *keys, "status", "layout", *result.spec.metrics, "error"])
+    columns = _csv_param_columns(result)
+    writer.writerow(["label", *(c[0] for c in columns), "status", "layout", *result.spec.metrics, "error"])
     for r in result.points:
-        row = [r["label"], *(r["params"].get(k) for k in keys), r["status"], _layout(r)]
+        params = [
+            r["params"].get(key) if kind is None else _si_value(r["params"].get(key), kind)
+            for _, key, kind in columns
+        ]
+        row = [r["label"], *params, r["status"], _layout(r)]
         row += [_metric(r, m) for m in result.spec.metrics]
         row.append(r.get("error", ""))
         writer.writerow(["" if v is None else v for v in row])

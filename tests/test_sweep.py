@@ -13,7 +13,7 @@ import pytest
 from simcore.cli import main
 from simcore.errors import ConfigError
 from simcore.runner import RunOptions, run
-from simcore.sweep import expand, load_sweep, run_sweep
+from simcore.sweep import DEFAULT_METRICS, expand, load_sweep, run_sweep
 
 NIC_SWEEP = """\
 name: nic
@@ -339,3 +339,71 @@ def test_the_layout_each_point_ran_is_in_the_csv_and_in_the_table_when_it_varies
     assert header.index(spec.metrics[0]) - header.index("layout") == len("tp1 pp3 dp96 ep16") + 2
     points[2]["summary"] = points[1]["summary"]
     assert "layout" not in format_table(result).splitlines()[0]  # the same layout everywhere: no column
+
+
+def test_the_csv_has_each_quantity_grid_value_in_si_units_next_to_it(tmp_path):
+    """A grid over a physical quantity gets a column in the SI unit the loaders convert it to, so a plot
+    needs no unit parsing; a grid over a count or a choice gets none, and the other columns stay as they were."""
+    path = _write(tmp_path, 'name: si\nprofiles: [gen1.yaml]\nworkloads: [llama3-8b]\nracks: 2\nsteps: 1\n'
+                  'set: ["parallelism.tp=8"]\n'
+                  'grid:\n  scale_out.nic_bandwidth: ["400 Gb/s", "0.1 TB/s"]\n  parallelism.pp: [1]\n')  # fmt: skip
+    run_sweep(load_sweep(path), out=tmp_path / "out", jobs=1)
+    with (tmp_path / "out" / "sweep.csv").open() as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["label", "profile", "workload", "scale_out.nic_bandwidth", "scale_out.nic_bandwidth [B/s]",
+                      "parallelism.pp", "status", "layout", *DEFAULT_METRICS, "error"]  # fmt: skip
+    by_name = [dict(zip(header, row, strict=True)) for row in rows]
+    assert [r["scale_out.nic_bandwidth"] for r in by_name] == ["400 Gb/s", "0.1 TB/s"]  # as written
+    assert [float(r["scale_out.nic_bandwidth [B/s]"]) for r in by_name] == [50e9, 100e9]
+    assert [r["parallelism.pp"] for r in by_name] == ["1", "1"] and {r["status"] for r in by_name} == {"ok"}
+
+
+@pytest.mark.parametrize(
+    "key,values,column,si",
+    [
+        ("cooling.inlet_temp", ["45 degC", "113 degF"], "cooling.inlet_temp [degC]", [45.0, 45.0]),
+        ("cooling.facility.approach", ["8 degC", "8 K"], "cooling.facility.approach [K]", [8.0, 8.0]),
+        (
+            "accelerator.peak_flops.bf16",
+            ["1 PFLOP/s", "989 TFLOP/s"],
+            "accelerator.peak_flops.bf16 [FLOP/s]",
+            [1e15, 989e12],
+        ),
+        ("scale_up.latency", ["2 us", "500 ns"], "scale_up.latency [s]", [2e-6, 5e-7]),
+        ("job.checkpoint_bytes", ["1 TB", "512 GiB"], "job.checkpoint_bytes [B]", [1e12, 512 * 2**30]),
+        ("accelerator.hbm_capacity", ["80 GB", "80"], "accelerator.hbm_capacity [B]", [80e9, None]),
+    ],
+)
+def test_si_columns_use_the_unit_the_loader_converts_each_field_to(tmp_path, key, values, column, si):
+    """Profile and workload quantities alike, parsed by simcore.units as the loaders parse them (a degF
+    inlet is 45 degC, an 8 degC approach is 8 K); a value that does not parse (that point's error) is empty."""
+    import io
+
+    from simcore.sweep import SweepResult, SweepSpec, to_csv
+
+    spec = SweepSpec(file="s.yaml", name="s", profiles=["gen2.yaml"], workloads=[None], grid={key: values})
+    points = [
+        {"label": f"p{i:03d}", "params": {key: v}, "status": "ok", "summary": {}}
+        for i, v in enumerate(values)
+    ]
+    rows = list(csv.DictReader(io.StringIO(to_csv(SweepResult(spec, tmp_path, points, 1.0, len(points))))))
+    assert list(rows[0])[2:6] == ["workload", key, column, "status"]  # right after its grid column
+    assert [r[key] for r in rows] == values
+    assert [float(r[column]) if r[column] else None for r in rows] == pytest.approx(si)
+
+
+@pytest.mark.parametrize(
+    "key,values",
+    [("parallelism.tp", [2, 8]), ("precision", ["bf16", "fp8"]), ("cooling.type", ["air", "liquid"]),
+     ("scale_up.domain_size", [8, 72]), ("model.layers", [32, 64])],
+)  # fmt: skip
+def test_a_grid_over_a_count_or_a_choice_gets_no_si_column(tmp_path, key, values):
+    from simcore.sweep import SweepResult, SweepSpec, to_csv
+
+    spec = SweepSpec(file="s.yaml", name="s", profiles=["gen2.yaml"], workloads=[None], grid={key: values})
+    points = [
+        {"label": f"p{i:03d}", "params": {key: v}, "status": "ok", "summary": {}}
+        for i, v in enumerate(values)
+    ]
+    header = to_csv(SweepResult(spec, tmp_path, points, 1.0, len(points))).splitlines()[0].split(",")
+    assert header[:5] == ["label", "profile", "workload", key, "status"]
