@@ -164,6 +164,7 @@ def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str])
             file=label,
         )
         if not workload_sets:
+            _check_preset_fits(auto, profile, racks, opts.racks is None)
             return auto, racks
         raw = apply_workload_overrides(spec_mapping(auto), workload_sets)
         _refill_data_parallel(raw, auto, workload_sets)
@@ -179,6 +180,53 @@ def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str])
 
         spec = replace(spec, steps=opts.steps)
     return spec, racks
+
+
+def _auto_needs_bytes(spec: Any) -> float:
+    from workloads.spec import stage_memory
+
+    return max(mem.total for mem in stage_memory(spec).values())
+
+
+def _check_preset_fits(auto: Any, profile: Profile, racks: int, racks_chosen_for_user: bool) -> None:
+    """A bare preset whose best layout does not fit its racks' HBM: say how many racks it needs (the
+    memory model's own hint would name a TP or PP the automatic layout never takes on these racks)."""
+    from workloads.model import load_preset
+    from workloads.spec import auto_training_spec
+
+    hbm = profile.accelerator.hbm_capacity
+    needs = _auto_needs_bytes(auto)
+    if needs <= hbm:
+        return
+    model = auto.model.name
+    what = "1 rack" if racks == 1 else f"{racks} racks"
+    lead = (
+        f"{model} does not fit on {what} of {profile.name} ({racks * profile.gpus_per_rack} GPUs): its best "
+        f"layout (tp{auto.parallelism.tp} pp{auto.parallelism.pp} dp{auto.parallelism.dp}) needs "
+        f"{needs / 1e9:.1f} GB of {hbm / 1e9:.1f} GB per GPU"
+    )
+    for more in range(racks + 1, max(profile.cluster.racks, racks) * 4 + 1):
+        gpus = more * profile.gpus_per_rack
+        trial = auto_training_spec(
+            load_preset(model),
+            gpus=gpus,
+            domain_size=profile.scale_up.domain_size,
+            hbm_bytes=hbm,
+            precision=auto.precision,
+            steps=auto.steps,
+        )
+        if _auto_needs_bytes(trial) <= hbm:
+            how = "add" if racks_chosen_for_user else "use"
+            raise ConfigError(
+                f"{lead}; it fits on {more} racks",
+                file=auto.source_file,
+                hint=f"{how} --racks {more}, or write a workload spec with your own layout (docs/workloads.md)",
+            )
+    raise ConfigError(
+        f"{lead}, and on up to {max(profile.cluster.racks, racks) * 4} racks",
+        file=auto.source_file,
+        hint="write a workload spec with full recompute, a wider TP or ZeRO-3 / FSDP (docs/workloads.md)",
+    )
 
 
 def is_inference(opts: RunOptions, workload_sets: list[str]) -> bool:

@@ -88,3 +88,20 @@ def test_tp_never_spans_scale_up_domains(preset, domain):
     network: on 4-GPU domains the widest TP is 4 (a review caught TP 8 over two whole domains)."""
     spec = auto_training_spec(load_preset(preset), gpus=64, domain_size=domain, hbm_bytes=80e9)
     assert spec.parallelism.tp <= domain
+
+
+def test_a_preset_too_big_for_its_racks_says_how_many_racks_it_needs(tmp_path):
+    """llama3-405b on one 32-GPU gen1 rack: the memory model's own hint (tp 32, pp 14) names layouts the
+    automatic layout never takes there; the error says the preset fits on 4 racks, and it does."""
+    from simcore.errors import ConfigError
+    from simcore.runner import RunOptions, run
+
+    opts = dict(profile="gen1.yaml", workload="llama3-405b", steps=1, write_trace=False)
+    with pytest.raises(
+        ConfigError, match=r"does not fit on 1 rack of gen1 \(32 GPUs\).*fits on 4 racks"
+    ) as err:
+        run(RunOptions(**opts, out=tmp_path / "one"))
+    assert "add --racks 4" in str(err.value)
+    with pytest.raises(ConfigError, match=r"on 2 racks .*use --racks 4"):
+        run(RunOptions(**opts, racks=2, out=tmp_path / "two"))
+    assert not (tmp_path / "one").exists()
