@@ -168,9 +168,10 @@ class _Failures:
 
 
 def checkpoint_every(plan: JobPlan) -> int:
-    """Steps between checkpoints: the plan's, or Daly's optimum rounded to whole steps."""
+    """Steps between checkpoints: the plan's, or Daly's optimum rounded to whole steps; never more than the
+    job's steps (a job shorter than its interval checkpoints once, at its end)."""
     if plan.checkpoint_every > 0:
-        return plan.checkpoint_every
+        return min(plan.steps, plan.checkpoint_every)
     tau = daly_interval_s(plan.checkpoint_s, plan.job_mtbf_s)
     if not math.isfinite(tau):
         return plan.steps

@@ -62,6 +62,15 @@ def test_wall_time_matches_dalys_expectation_for_poisson_failures(every):
     assert sum(walls) / 3 == pytest.approx(expected, rel=0.02)
 
 
+def test_an_interval_longer_than_the_job_is_reported_as_the_one_checkpoint_it_takes():
+    # checkpoint_every beyond job.steps checkpoints once, at the end: the summary says so, and the closed form
+    # is that of the job's own length (not of a 10,000x longer interval, which clamps it to 0)
+    whole = replay_job(_plan(steps=2000, checkpoint_every=2000)).summary()
+    longer = replay_job(_plan(steps=2000, checkpoint_every=20_000_000)).summary()
+    assert longer["job_checkpoints"] == 1 and longer["job_checkpoint_every_steps"] == 2000
+    assert longer == whole
+
+
 def test_the_automatic_interval_is_dalys_and_beats_a_third_or_thrice_it():
     auto = replay_job(_plan(checkpoint_every=0, steps=500_000))
     assert auto.checkpoint_every == round(daly_interval_s(60.0, 3 * HOUR) / 2.0)
