@@ -197,6 +197,26 @@ def test_bad_serving_specs_are_one_line(tmp_path, extra, where):
     assert where in str(info.value) and "\n" not in str(info.value)
 
 
+def test_the_energy_per_token_does_not_count_idle_time_before_the_first_request(tmp_path):
+    # the same three requests, their trace clock starting at 0 or at 60 s: the same run; and the energy per
+    # token is the facility power over the served span (a Poisson stream's wait for its first request too)
+    rows = [(0.0, 300, 8), (0.05, 200, 4), (0.1, 100, 6)]
+    out = []
+    for start in (0.0, 60.0):
+        trace = tmp_path / f"from{start:g}.csv"
+        trace.write_text(
+            "arrival_s,input_tokens,output_tokens\n" + "".join(f"{start + t},{i},{o}\n" for t, i, o in rows)
+        )
+        out.append(_serve(tmp_path, requests={"trace": str(trace)}))
+    for key in ("ttft_s_p50", "tpot_s_p99", "makespan_s", "requests_per_s", "energy_per_token_j"):
+        assert out[1][key] == pytest.approx(out[0][key], rel=1e-9), key
+    s = _serve(tmp_path, requests={"count": 4, "rate": 2.0, "input_tokens": 64, "output_tokens": 4})
+    served = s["tokens_per_s"] * s["makespan_s"]
+    assert s["energy_per_token_j"] == pytest.approx(
+        s["facility_power_w"] * s["makespan_s"] / served, rel=1e-6
+    )
+
+
 def test_a_trace_file_drives_the_arrivals(tmp_path):
     trace = tmp_path / "trace.csv"
     trace.write_text("arrival_s,input_tokens,output_tokens\n0.0,100,5\n0.5,200,3\n0.25,50,4\n")
