@@ -113,6 +113,18 @@ def build_training_spec(opts: RunOptions, profile: Profile, workload_sets: list[
         return _training_spec(opts, profile, workload_sets)
 
 
+def _follow_tensor_parallel(raw: dict[str, Any], workload_sets: list[str]) -> None:
+    """``--set parallelism.tp=8`` on a preset laid out for you: sequence parallelism and TP communication
+    overlap follow the new TP as the automatic layout sets them (on with TP), unless they were set too."""
+    keys = {option.split("=", 1)[0].strip() for option in workload_sets}
+    if "parallelism.tp" not in keys:
+        return
+    par = raw["parallelism"]
+    for flag in ("sequence_parallel", "tp_comm_overlap"):
+        if f"parallelism.{flag}" not in keys:
+            par[flag] = par["tp"] > 1
+
+
 def _refill_data_parallel(raw: dict[str, Any], auto: Any, workload_sets: list[str]) -> None:
     """``--set parallelism.tp=4`` on a preset laid out for you keeps its GPUs: dp takes what tp, pp and cp
     leave (and the batch keeps its sequences per replica), unless dp or batch.global_seqs were set too."""
@@ -167,6 +179,7 @@ def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str])
             _check_preset_fits(auto, profile, racks, opts.racks is None)
             return auto, racks
         raw = apply_workload_overrides(spec_mapping(auto), workload_sets)
+        _follow_tensor_parallel(raw, workload_sets)
         _refill_data_parallel(raw, auto, workload_sets)
         spec = load_training_spec(raw, file=label, source_text=text)
         return spec, max(racks, -(-spec.gpus // profile.gpus_per_rack))

@@ -96,7 +96,7 @@ def test_golden_check_passes_on_identical_answers_and_names_a_perturbed_key(
     out = capsys.readouterr().out
     assert "CHANGED gen2__llama3-8b (2 values differ" in out
     assert f"summary.step_time_s: {doc['summary']['step_time_s']!r} -> " in out
-    assert "summary.workload.parallelism.tp: 4 -> 8" in out
+    assert "summary.workload.parallelism.tp: 4 -> 1" in out
     assert "golden check FAILED" in out and "update-golden" in out
 
     # update-golden prints the change and restores agreement.

@@ -356,7 +356,7 @@ def test_the_controller_takes_every_recorded_row_exactly_once_across_blocks(tmp_
     import simcore.runner as runner
     from simcore.activity import ActivityRecorder
 
-    monkeypatch.setattr(runner, "ActivityRecorder", functools.partial(ActivityRecorder, block_rows=257))
+    monkeypatch.setattr(runner, "ActivityRecorder", functools.partial(ActivityRecorder, block_rows=97))
     taken: list[np.ndarray] = []
     take = PowerController._take_new_rows
 
@@ -367,7 +367,7 @@ def test_the_controller_takes_every_recorded_row_exactly_once_across_blocks(tmp_
 
     monkeypatch.setattr(PowerController, "_take_new_rows", spy)
     r = _run(tmp_path, keep_events=True, write_trace=False, steps=2)
-    assert len(r.events) > 5 * 257  # several blocks, polled many times in between
+    assert len(r.events) > 5 * 97  # several blocks, polled many times in between
     assert sum(len(t) > 0 for t in taken) > 5
     assert np.concatenate(taken).tobytes() == r.events.tobytes()
 
@@ -503,10 +503,10 @@ def test_a_hot_inlet_step_does_not_depend_on_how_many_steps_ran(tmp_path):
     its slowdown temperature, so one step, four steps and a 25 degC inlet take the same time (starting
     from sustained compute's heat, one step was charged a throttle the running job never has)."""
     hot = "cooling.inlet_temp=55 degC"
-    layout = "parallelism.tp_comm_overlap=false"  # the auto layout's TP 8 with exposed TP collectives
-    one = _run(tmp_path, "one", sets=[hot, layout], steps=1, write_trace=False).summary
-    four = _run(tmp_path, "four", sets=[hot, layout], steps=4, write_trace=False).summary
-    cool = _run(tmp_path, "cool", sets=[layout], steps=1, write_trace=False).summary
+    layout = ["parallelism.tp=8", "parallelism.tp_comm_overlap=false"]  # TP 8, TP collectives exposed
+    one = _run(tmp_path, "one", sets=[hot, *layout], steps=1, write_trace=False).summary
+    four = _run(tmp_path, "four", sets=[hot, *layout], steps=4, write_trace=False).summary
+    cool = _run(tmp_path, "cool", sets=layout, steps=1, write_trace=False).summary
     assert one["throttle_time_fraction"] == 0.0 and four["throttle_time_fraction"] == 0.0
     assert one["step_time_s"] == pytest.approx(cool["step_time_s"], rel=1e-9)
     assert four["step_time_s"] == pytest.approx(one["step_time_s"], rel=1e-9)

@@ -109,7 +109,7 @@ def test_setting_tp_on_an_auto_laid_out_preset_keeps_its_gpus(gen2: object) -> N
         return s.summary["gpus"], par["tp"], par["dp"]
 
     gpus, tp, _ = gpus_and_layout()
-    assert tp == 8  # the automatic layout: TP over the 8-GPU heads divisor
+    assert tp == 1  # the automatic layout: llama3-8b fits a GB200-class GPU without TP
     assert gpus_and_layout("parallelism.tp=4") == (gpus, 4, gpus // 4)
     assert gpus_and_layout("parallelism.tp=4", "parallelism.dp=2") == (8, 4, 2)  # dp given: honoured
     assert gpus_and_layout("parallelism.tp=4", "batch.micro=2") == (
@@ -183,3 +183,20 @@ def test_a_throttled_run_records_what_held_its_clock(sets: list[str], cause: str
     assert s[key] == pytest.approx(s["throttle_time_fraction"])
     assert sum(s[k] for k in THROTTLE_CAUSES) == pytest.approx(s["throttle_time_fraction"])
     assert s["min_clock_factor"] < 1.0 and s["slowdown_temp_c"] == 90.0
+
+
+def test_setting_tp_on_a_preset_brings_sequence_parallelism_and_tp_overlap_along(gen2: object) -> None:
+    """The automatic layout runs TP with sequence parallelism and overlapped TP communication: `--set
+    parallelism.tp=8` on llama3-8b (laid out without TP) gets both, unless they are set too."""
+    from simcore.runner import RunOptions, _training_spec
+
+    def par(*sets: str) -> object:
+        return _training_spec(RunOptions(profile="gen2.yaml", workload="llama3-8b"), gen2, list(sets))[
+            0
+        ].parallelism
+
+    assert (par().tp, par().sequence_parallel, par().tp_comm_overlap) == (1, False, False)
+    wide = par("parallelism.tp=8")
+    assert (wide.tp, wide.sequence_parallel, wide.tp_comm_overlap) == (8, True, True)
+    exposed = par("parallelism.tp=8", "parallelism.tp_comm_overlap=false")
+    assert (exposed.sequence_parallel, exposed.tp_comm_overlap) == (True, False)

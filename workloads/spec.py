@@ -8,6 +8,7 @@ used, so errors read the same way: file, field path, value, expectation.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -615,11 +616,12 @@ def auto_training_spec(
 ) -> TrainingSpec:
     """A reasonable Megatron-style layout for ``gpus`` GPUs when the user gave only a model.
 
-    TP is the largest divisor of the heads (and of a Mamba model's heads and groups) up to 8 that fits in
-    the scale-up domain (for an MoE model the smallest that fits, with the experts spread over the widest
-    expert-parallel group within the domain); every TP and EP group sits inside one domain. PP grows (even
-    splits, or Llama-3 style with the end stages one layer short) until the memory model says every stage
-    fits in 90 % of HBM, first with selective recompute, then with full recompute; DP takes the rest; 8
+    TP divides the heads (and a Mamba model's heads and groups), is at most 8 and sits inside the scale-up
+    domain. A dense model takes the smallest TP x PP whose every stage fits in 90 % of HBM by the memory
+    model (TP before PP at equal size; Narayanan et al. SC21); an MoE model the narrowest TP that fits, with
+    the experts spread over the widest expert-parallel group within the domain; every TP and EP group sits
+    inside one domain. PP (even splits, or Llama-3 style with the end stages one layer short) grows as
+    needed, first with selective recompute, then with full recompute; DP takes the rest; 8
     micro-batches per replica (at least 4 per stage) keep the pipeline bubble modest. With TP, sequence
     parallelism and TP communication overlap are on, as in the Megatron-Bridge / NeMo pretraining recipes
     (without overlap a TP 8 job spends a quarter of its step waiting on TP collectives).
@@ -658,15 +660,20 @@ def auto_training_spec(
             if model.moe.experts % e == 0 and (dp * tp) % e == 0 and inside_domains(e)
         )
 
-    # Dense models: the widest TP (weights and activations split, PP kept short). MoE models: TP as narrow as
-    # fits, the experts spread by EP instead (Megatron's MoE recipes: TP 1-2, EP 8-64).
+    # Dense models: the smallest model-parallel size TP x PP that fits, TP before PP at equal size (Narayanan
+    # et al., SC21, takeaways 1-2: model parallelism only as far as memory needs, data parallelism for the
+    # rest; TP within the server, then PP). MoE models: TP as narrow as fits, the experts spread by EP
+    # instead (Megatron's MoE recipes: TP 1-2, EP 8-64).
     layouts = [
         (tp, pp)
-        for tp in ([max(tps)] if model.moe is None else tps)
+        for tp in tps
         for pp in range(1, layers + 1)
         if gpus % (tp * pp) == 0 and auto_chunk_layers(layers, pp, 1) is not None
     ]
+    if model.moe is None:
+        layouts.sort(key=lambda layout: (layout[0] * layout[1], layout[1]))
     best: TrainingSpec | None = None
+    least = math.inf
     for recompute in ("selective", "full"):
         for tp, pp in layouts:
             dp = gpus // (tp * pp)
@@ -704,10 +711,11 @@ def auto_training_spec(
                 steps=steps,
                 source_file=file or f"preset:{model.name} (auto parallelism)",
             )
-            best = spec
             worst = max(mem.total for mem in stage_memory(spec).values())
             if worst <= 0.9 * hbm_bytes:
                 return spec
+            if best is None or worst < least:  # nothing fits: the layout closest to fitting
+                best, least = spec, worst
     if best is None:
         raise ConfigError(
             f"cannot lay out {model.name} on {gpus} GPUs",
