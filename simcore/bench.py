@@ -52,7 +52,11 @@ GOLDEN_FORMAT = "racksim-golden"
 SCALES = ("quick", "large")
 # The llama3-8b step benchmark's layout, pinned (the automatic layout's choice changes with its policy; its
 # baseline counters are for this one): TP 8 over the server with sequence parallelism, TP collectives exposed.
-BENCH_8B_LAYOUT = ("parallelism.tp=8", "parallelism.sequence_parallel=true", "parallelism.tp_comm_overlap=false")
+BENCH_8B_LAYOUT = (
+    "parallelism.tp=8",
+    "parallelism.sequence_parallel=true",
+    "parallelism.tp_comm_overlap=false",
+)
 GIB = 2**30
 
 
@@ -1035,7 +1039,9 @@ def benchmarks() -> list[BenchDef]:
             "train_llama3_8b_gen2",
             "training step: llama3-8b, 1 step on one gen2 rack (72 GPUs, TP 8 with SP, TP collectives exposed)",
             SCALES,
-            lambda _s: bench_training(RunCase("gen2.yaml", "llama3-8b", sets=BENCH_8B_LAYOUT), None, rounds=5),
+            lambda _s: bench_training(
+                RunCase("gen2.yaml", "llama3-8b", sets=BENCH_8B_LAYOUT), None, rounds=5
+            ),
         ),
         BenchDef(
             "train_llama3_405b_16k_gen1",
