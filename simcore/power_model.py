@@ -48,6 +48,13 @@ HOLD_TICKS = 20
 CAUSE_NONE, CAUSE_THERMAL, CAUSE_RACK_LIMIT, CAUSE_POWER_CAP = 0, 1, 2, 3
 
 
+# Memory of the power/thermal series: ~140 bytes per rank class per sample (GPU power, clocks, junction and
+# plate temperatures, causes, activity, rack and facility chains; measured on serving runs of 1 and 64
+# replicas), and the budget a run's series may take before the sample widens.
+SERIES_BYTES_PER_CLASS_SAMPLE = 140
+SERIES_BUDGET_BYTES = 0.5e9
+
+
 @dataclass(frozen=True)
 class PowerSettings:
     """Resolution of the power/thermal coupling."""
@@ -59,6 +66,18 @@ class PowerSettings:
     @property
     def tick_s(self) -> float:
         return self.sample_s * self.tick_samples
+
+    def for_span(self, span_s: float, classes: int) -> PowerSettings:
+        """Settings whose series of a run lasting at least ``span_s`` (a request stream's arrivals) fit
+        ``SERIES_BUDGET_BYTES``: the sample widens by powers of two (the control tick stays 50 ms while it
+        can), so a sparse or day-long stream is not killed for memory at 5 ms samples."""
+        need = span_s / self.sample_s * SERIES_BYTES_PER_CLASS_SAMPLE * max(1, classes)
+        if not need > SERIES_BUDGET_BYTES:
+            return self
+        factor = 2 ** math.ceil(math.log2(need / SERIES_BUDGET_BYTES))
+        return dataclasses.replace(
+            self, sample_s=self.sample_s * factor, tick_samples=max(1, self.tick_samples // factor)
+        )
 
 
 class PowerController:

@@ -27,12 +27,18 @@ from simcore.cluster import Cluster
 from simcore.contention import FabricDriver
 from simcore.engine import Machine
 from simcore.errors import ConfigError
-from simcore.power_model import PowerController, PowerResult, settle_thermal_start
+from simcore.power_model import (
+    SERIES_BUDGET_BYTES,
+    PowerController,
+    PowerResult,
+    PowerSettings,
+    settle_thermal_start,
+)
 from simcore.profile import Profile, blaming_overrides, load_profile, profile_summary
 from simcore.reliability import DAY_S, MAX_EVENTS, JobPlan, min_replay_events, replay_job
 from simcore.report import BreakdownAccumulator
 from simcore.trace import TraceWriter
-from simcore.wording import format_power, plural
+from simcore.wording import format_duration, format_power, plural
 from workloads.inference import INFERENCE_KEYS
 from workloads.spec import WORKLOAD_KEYS
 
@@ -528,8 +534,20 @@ def _simulate(
         job.on_step = _step_progress(say, spec.steps)
         for line in job.split_groups() if warm_activity is None else ():  # said once, not again per pass
             say(f"note: {line}")
+    settings = PowerSettings()
+    if serving:
+        span = max((r.arrival_s for r in job.stats.requests), default=0.0)
+        settings = settings.for_span(span, len(machine.classes))
+        if settings.sample_s != PowerSettings().sample_s and warm_activity is None:
+            nyquist = 0.5 / settings.sample_s
+            band = f"resolved up to {nyquist:.3g} Hz" if nyquist >= 0.1 else "not resolved"
+            say(
+                f"note: the requests arrive over {format_duration(span)}: power and temperatures are "
+                f"sampled every {format_duration(settings.sample_s)} (not 5 ms) to keep their series "
+                f"near {SERIES_BUDGET_BYTES / 1e9:.1g} GB; the 0.1-20 Hz swing band is {band}"
+            )
     with blaming_profile_sets(cross_field=True):  # its rack power floor reads many profile fields
-        controller = PowerController(machine, warm_activity=warm_activity)
+        controller = PowerController(machine, settings, warm_activity=warm_activity)
     processes = job.start()
     env.process(controller.process(all_done(env, processes)))
     machine.run()

@@ -33,3 +33,15 @@ def format_energy(joules: float, digits: int = 3) -> str:
     """Energy for people, in J, kJ, MJ, GJ ... (``4.55 MJ``, never ``4.55e+03 kJ``)."""
     scale, unit = energy_unit(joules, digits)
     return f"{joules / scale:.{digits}g} {unit}"
+
+
+_DURATION_UNITS = ((365.25 * 86400.0, "years"), (86400.0, "days"), (3600.0, "h"), (60.0, "min"), (1.0, "s"))
+
+
+def format_duration(seconds: float, digits: int = 3) -> str:
+    """A time span for people: ``5 ms``, ``2.5 s``, ``27.8 h``, ``4.1 days`` (the largest unit that leaves at
+    least 1; milliseconds below a second)."""
+    for scale, unit in _DURATION_UNITS:
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.{digits}g} {unit}"
+    return f"{seconds * 1e3:.{digits}g} ms"

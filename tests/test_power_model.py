@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import h5py
 import numpy as np
@@ -535,3 +536,38 @@ def test_a_lightly_loaded_server_runs_cool(tmp_path):
     inlet = load_profile("h100-dgx.yaml").cooling.inlet_temp
     assert inlet < temps[0] < inlet + 20.0
     assert temps[1] > temps[0] + 10.0
+
+
+def test_a_sparse_request_stream_widens_the_power_sample_instead_of_running_out_of_memory(
+    tmp_path, monkeypatch
+):
+    """The series cost ~140 bytes per class per sample: a stream whose arrivals span longer than the budget
+    allows at 5 ms is sampled more coarsely (by a power of two), with a note; the serving results are the
+    same and the energy moves by a hair (it is the integral of the same power, on a coarser grid)."""
+    import simcore.power_model as pm
+
+    spec = tmp_path / "sparse.yaml"
+    spec.write_text(
+        "kind: inference\nmodel: llama3-8b\nparallelism: {tp: 1, replicas: 1}\nprecision: fp8\n"
+        "requests: {count: 4, rate: 0.01, input_tokens: 512, output_tokens: 64}\n"
+    )
+    said: list[str] = []
+    opts = dict(
+        profile="h100-dgx.yaml", workload=str(spec), steps=None, write_trace=False, progress=said.append
+    )
+    fine = _run(tmp_path, "fine", **opts).summary
+    assert not any("sampled every" in line for line in said)
+    monkeypatch.setattr(pm, "SERIES_BUDGET_BYTES", 1e6)
+    import yaml
+
+    from workloads.inference import load_inference_spec, make_requests
+
+    span = max(r.arrival_s for r in make_requests(load_inference_spec(yaml.safe_load(spec.read_text()),
+                                                                     file=str(spec)), 0))  # fmt: skip
+    settings = pm.PowerSettings().for_span(span, 1)
+    factor = 2 ** math.ceil(math.log2(span / 0.005 * 140 / 1e6))
+    assert settings.sample_s == pytest.approx(0.005 * factor) and factor > 1
+    coarse = _run(tmp_path, "coarse", **opts).summary
+    assert any(f"sampled every {settings.sample_s * 1e3:.3g} ms" in line for line in said)
+    assert coarse["requests_per_s"] == fine["requests_per_s"]
+    assert coarse["facility_energy_j"] == pytest.approx(fine["facility_energy_j"], rel=0.01)

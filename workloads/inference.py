@@ -128,7 +128,9 @@ class Scheduler:
 
 @dataclass(frozen=True)
 class Requests:
-    count: int = number("requests to serve", 1000, integer=True, minimum=1)
+    count: int = number(
+        "requests to serve (at most 1,000,000 in one run)", 1000, integer=True, minimum=1, maximum=1_000_000
+    )
     rate: float | None = number(
         "mean arrival rate, requests/s (Poisson); absent = offline (all arrive at t = 0)",
         None,
