@@ -612,6 +612,17 @@ def _check_job_replayable(spec: Any, profile: Profile, seed: int) -> None:
     fastest_step_s = flops / (spec.gpus * max(profile.accelerator.peak_flops.values()))
     plan = job_plan(spec, profile, fastest_step_s, seed)
     events = min_replay_events(plan)
+    failures = plan.steps * fastest_step_s / plan.job_mtbf_s if math.isfinite(plan.job_mtbf_s) else 0.0
+    if events > MAX_EVENTS and failures > 0.5 * events:  # the failure rate, not the length, is the cause
+        raise ConfigError(
+            f"the job is too long to replay: at {spec.job.steps:,} steps on {plan.nodes:,} nodes it meets at "
+            f"least {failures:,.0f} failures (a job-wide MTBF of {format_duration(plan.job_mtbf_s)}), more "
+            f"than the {MAX_EVENTS:,} events racksim replays",
+            file=profile.source_file,
+            path="reliability.node_failures_per_1000_node_days",
+            value=profile.reliability.node_failures_per_1000_node_days,
+            expected="a failure rate nodes have (Meta RSC-1: 6.5 per 1000 node-days), or fewer job.steps",
+        )
     if events > MAX_EVENTS:
         raise ConfigError(
             f"the job is too long to replay: even at the peak FLOP/s ({fastest_step_s:.3g} s a step) it meets "

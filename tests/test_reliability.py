@@ -198,6 +198,24 @@ def test_a_job_too_long_to_replay_is_refused_before_its_step_is_simulated(tmp_pa
     assert "got 1000000000000" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_job_refused_for_its_failure_rate_names_the_failure_rate(tmp_path, monkeypatch):
+    """A trillion failures per 1000 node-days makes a 100,000-step job too long to replay: the error names
+    the failure rate (and the failures it implies), not job.steps."""
+    from simcore.engine import Machine
+    from simcore.errors import ConfigError
+
+    monkeypatch.setattr(Machine, "run", lambda *a, **k: pytest.fail("the step was simulated"))
+    spec = tmp_path / "job.yaml"
+    spec.write_text("model: llama3-8b\nparallelism: {tp: 8}\nbatch: {global_seqs: 8}\njob: {steps: 100000}\n")
+    opts = dict(profile="gen2.yaml", workload=str(spec), write_trace=False)
+    with pytest.raises(
+        ConfigError, match=r"node_failures_per_1000_node_days: the job is too long .* failures"
+    ):
+        run(RunOptions(**opts, sets=["reliability.node_failures_per_1000_node_days=1e12"]))
+    with pytest.raises(ConfigError, match=r"job\.steps: the job is too long to replay"):
+        run(RunOptions(**opts, sets=["job.steps=1e12"]))
+
+
 def test_the_up_front_event_count_is_a_lower_bound_of_the_replays():
     """The check before simulating must never refuse a job whose real (longer) step the replay accepts."""
     from simcore.reliability import checkpoint_every, min_replay_events
