@@ -119,6 +119,12 @@ def build_training_spec(opts: RunOptions, profile: Profile, workload_sets: list[
         return _training_spec(opts, profile, workload_sets)
 
 
+def _is_count(value: Any) -> bool:
+    """A ``--set`` value usable as a parallel size (an int or a whole float such as 8.0, never a bool); anything
+    else is left for the spec loader to refuse with its field, value and expectation."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and float(value).is_integer()
+
+
 def _follow_tensor_parallel(raw: dict[str, Any], workload_sets: list[str]) -> None:
     """``--set parallelism.tp=8`` on a preset laid out for you: sequence parallelism and TP communication
     overlap follow the new TP as the automatic layout sets them (on with TP), unless they were set too."""
@@ -126,6 +132,8 @@ def _follow_tensor_parallel(raw: dict[str, Any], workload_sets: list[str]) -> No
     if "parallelism.tp" not in keys:
         return
     par = raw["parallelism"]
+    if not _is_count(par.get("tp")):
+        return  # not a count: the spec loader names the field and what it expects
     for flag in ("sequence_parallel", "tp_comm_overlap"):
         if f"parallelism.{flag}" not in keys:
             par[flag] = par["tp"] > 1
@@ -139,6 +147,8 @@ def _refill_data_parallel(raw: dict[str, Any], auto: Any, workload_sets: list[st
     if not keys & model_parallel or "parallelism.dp" in keys or "batch.global_seqs" in keys:
         return
     par, batch = raw["parallelism"], raw["batch"]
+    if not all(_is_count(par.get(key, 1)) for key in ("tp", "pp", "cp")) or not _is_count(batch.get("micro")):
+        return  # not counts: the spec loader names the field and what it expects
     width = par["tp"] * par["pp"] * par.get("cp", 1)
     if width < 1 or auto.gpus % width:
         raise ConfigError(

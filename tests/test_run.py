@@ -160,6 +160,14 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
             ["--profile", "gen2.yaml", "--set", "parallelism.tp=3", "--workload", "llama3-8b"],
             "--set parallelism.tp=3 (over preset:llama3-8b): parallelism.tp",
         ),
+        (  # not a number: the spec loader's one line, not a TypeError from the preset's layout follow-ups
+            ["--profile", "gen2.yaml", "--set", "parallelism.tp=abc", "--workload", "llama3-8b"],
+            "--set parallelism.tp=abc (over preset:llama3-8b): parallelism.tp: must be a number",
+        ),
+        (
+            ["--profile", "gen2.yaml", "--set", "parallelism.pp=null", "--workload", "llama3-8b"],
+            "--set parallelism.pp=null (over preset:llama3-8b): parallelism.pp: must be a number",
+        ),
     ],
 )
 def test_cli_errors_are_one_line_exit_2_nothing_written(tmp_path, args, match):
