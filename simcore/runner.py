@@ -399,7 +399,8 @@ def run(opts: RunOptions) -> RunResult:
         cluster = Cluster(profile, racks=racks)
         cluster.require(spec.gpus, **_gpu_count_source(spec))
     if not serving and spec.job is not None:
-        _check_job_replayable(spec, profile, opts.seed)
+        with blaming_profile_sets():  # a failure rate that makes it too long may be a --set value
+            _check_job_replayable(spec, profile, opts.seed)
     if serving:
         if opts.steps is not None:
             raise ConfigError(

@@ -210,8 +210,10 @@ def test_a_job_refused_for_its_failure_rate_names_the_failure_rate(tmp_path, mon
     opts = dict(profile="gen2.yaml", workload=str(spec), write_trace=False)
     with pytest.raises(
         ConfigError, match=r"node_failures_per_1000_node_days: the job is too long .* failures"
-    ):
+    ) as info:
         run(RunOptions(**opts, sets=["reliability.node_failures_per_1000_node_days=1e12"]))
+    # the rate came from --set, not from gen2.yaml: the error says so
+    assert str(info.value).startswith("--set reliability.node_failures_per_1000_node_days=1e12 (over ")
     with pytest.raises(ConfigError, match=r"job\.steps: the job is too long to replay"):
         run(RunOptions(**opts, sets=["job.steps=1e12"]))
 
