@@ -217,6 +217,20 @@ def _auto_needs_bytes(spec: Any) -> float:
     return max(mem.total for mem in stage_memory(spec).values())
 
 
+def _never_fits(auto: Any, profile: Profile, most_racks: int) -> bool:
+    """Whether no layout the automatic layout could take fits HBM on any count of racks up to
+    ``most_racks`` (a lower bound of their memory, workloads.spec.auto_layout_floor_bytes)."""
+    from workloads.spec import auto_layout_floor_bytes
+
+    floor = auto_layout_floor_bytes(
+        auto.model,
+        max_gpus=most_racks * profile.gpus_per_rack,
+        domain_size=profile.scale_up.domain_size,
+        precision=auto.precision,
+    )
+    return floor > profile.accelerator.hbm_capacity
+
+
 def _check_preset_fits(auto: Any, profile: Profile, racks: int, racks_chosen_for_user: bool) -> None:
     """A bare preset whose best layout does not fit its racks' HBM: say how many racks it needs (the
     memory model's own hint would name a TP or PP the automatic layout never takes on these racks)."""
@@ -234,7 +248,10 @@ def _check_preset_fits(auto: Any, profile: Profile, racks: int, racks_chosen_for
         f"layout (tp{auto.parallelism.tp} pp{auto.parallelism.pp} dp{auto.parallelism.dp}) needs "
         f"{needs / 1e9:.1f} GB of {hbm / 1e9:.1f} GB per GPU"
     )
-    for more in range(racks + 1, max(profile.cluster.racks, racks) * 4 + 1):
+    most = max(profile.cluster.racks, racks) * 4
+    for more in range(racks + 1, most + 1):
+        if more == racks + 4 and _never_fits(auto, profile, most):
+            break  # not on any count up to `most`: say so now, not after trying each (an hour for 2,000)
         gpus = more * profile.gpus_per_rack
         trial = auto_training_spec(
             load_preset(model),
@@ -252,7 +269,7 @@ def _check_preset_fits(auto: Any, profile: Profile, racks: int, racks_chosen_for
                 hint=f"{how} --racks {more}, or write a workload spec with your own layout (docs/workloads.md)",
             )
     raise ConfigError(
-        f"{lead}, and on up to {max(profile.cluster.racks, racks) * 4} racks",
+        f"{lead}, and on up to {most} racks",
         file=auto.source_file,
         hint="write a workload spec with full recompute, a wider TP or ZeRO-3 / FSDP (docs/workloads.md)",
     )

@@ -130,3 +130,39 @@ def test_a_preset_too_big_for_its_racks_says_how_many_racks_it_needs(tmp_path):
     with pytest.raises(ConfigError, match=r"on 2 racks .*use --racks 4"):
         run(RunOptions(**opts, racks=2, out=tmp_path / "two"))
     assert not (tmp_path / "one").exists()
+
+
+def test_a_preset_that_fits_no_count_of_racks_says_so_at_once(tmp_path, monkeypatch):
+    """llama3-405b on gen1 with 4 GB of HBM fits no count of racks up to 4x the cluster (2,080): the error
+    says so after a few tries, not after laying the model out on each count (~1 s each, over half an hour)."""
+    import workloads.spec as spec_module
+    from simcore.errors import ConfigError
+    from simcore.runner import RunOptions, run
+
+    calls = []
+    real = spec_module.auto_training_spec
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("gpus"))
+        if len(calls) > 10:
+            pytest.fail(f"laid out on {len(calls)} GPU counts ({calls[-1]} GPUs)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spec_module, "auto_training_spec", counted)
+    opts = RunOptions(profile="gen1.yaml", workload="llama3-405b", steps=1, write_trace=False,
+                      sets=["accelerator.hbm_capacity=4 GB"], out=tmp_path / "out")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"of 4\.0 GB per GPU, and on up to 2080 racks"):
+        run(opts)
+
+
+@pytest.mark.parametrize(("preset", "domain"), [("llama3-405b", 8), ("qwen3-30b-a3b", 72)])
+def test_the_layout_memory_floor_is_below_every_automatic_layout(preset, domain):
+    """auto_layout_floor_bytes bounds what auto_training_spec's layout needs on any count up to max_gpus."""
+    from workloads.spec import auto_layout_floor_bytes
+
+    model = load_preset(preset)
+    floor = auto_layout_floor_bytes(model, max_gpus=2048, domain_size=domain)
+    for gpus in (8, 72, 96, 512, 2048):
+        # nothing fits in 1 GB: the layout closest to fitting
+        spec = auto_training_spec(model, gpus=gpus, domain_size=domain, hbm_bytes=1e9)
+        assert floor <= max(m.total for m in stage_memory(spec).values())

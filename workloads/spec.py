@@ -677,39 +677,8 @@ def auto_training_spec(
     for recompute in ("selective", "full"):
         for tp, pp in layouts:
             dp = gpus // (tp * pp)
-            ep = expert_parallel(tp, dp)
-            nmb = max(8, 4 * pp)
-            spec = TrainingSpec(
-                name=model.name,
-                model=model,
-                parallelism=Parallelism(
-                    tp=tp,
-                    pp=pp,
-                    dp=dp,
-                    cp=1,
-                    ep=ep,
-                    vp=1,
-                    layers_per_chunk=None,
-                    pipeline_layout=None,
-                    sequence_parallel=tp > 1,
-                    zero=1,
-                    fsdp=False,
-                    recompute=recompute,
-                    recompute_layers=0,
-                    recompute_modules=("core_attn",),
-                    ep_comm_overlap=False,
-                    ep_dispatch="alltoall",
-                    order="tp-cp-ep-dp-pp",
-                    tp_comm_overlap=tp > 1,
-                    cp_comm="p2p",
-                    dp_overlap=True,
-                    dp_bucket_layers=2,
-                    grad_reduce="fp32",
-                ),
-                batch=Batch(global_seqs=dp * nmb, micro=1),
-                precision=precision,
-                steps=steps,
-                source_file=file or f"preset:{model.name} (auto parallelism)",
+            spec = _auto_layout_spec(
+                model, tp, pp, dp, expert_parallel(tp, dp), recompute, precision, steps, file
             )
             worst = max(mem.total for mem in stage_memory(spec).values())
             if worst <= 0.9 * hbm_bytes:
@@ -723,6 +692,54 @@ def auto_training_spec(
             expected=f"a multiple of a TP size dividing {model.heads} heads (and a Mamba model's heads, groups)",
         )
     return best
+
+
+def _auto_layout_spec(
+    model: ModelSpec,
+    tp: int,
+    pp: int,
+    dp: int,
+    ep: int,
+    recompute: str,
+    precision: str,
+    steps: int,
+    file: str,
+) -> TrainingSpec:
+    """One layout the automatic layout considers: 8+ micro-batches per replica (at least 4 per stage), TP
+    with sequence parallelism and overlapped communication."""
+    nmb = max(8, 4 * pp)
+    return TrainingSpec(
+        name=model.name,
+        model=model,
+        parallelism=Parallelism(
+            tp=tp,
+            pp=pp,
+            dp=dp,
+            cp=1,
+            ep=ep,
+            vp=1,
+            layers_per_chunk=None,
+            pipeline_layout=None,
+            sequence_parallel=tp > 1,
+            zero=1,
+            fsdp=False,
+            recompute=recompute,
+            recompute_layers=0,
+            recompute_modules=("core_attn",),
+            ep_comm_overlap=False,
+            ep_dispatch="alltoall",
+            order="tp-cp-ep-dp-pp",
+            tp_comm_overlap=tp > 1,
+            cp_comm="p2p",
+            dp_overlap=True,
+            dp_bucket_layers=2,
+            grad_reduce="fp32",
+        ),
+        batch=Batch(global_seqs=dp * nmb, micro=1),
+        precision=precision,
+        steps=steps,
+        source_file=file or f"preset:{model.name} (auto parallelism)",
+    )
 
 
 def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
@@ -824,3 +841,43 @@ def _job_mapping(job: Job) -> dict[str, Any]:
 def spec_text(spec: TrainingSpec) -> str:
     """YAML text of the effective spec (stored in the trace so a run can be reproduced)."""
     return yaml.safe_dump(spec_mapping(spec), sort_keys=False)
+
+
+def auto_layout_floor_bytes(
+    model: ModelSpec, *, max_gpus: int, domain_size: int, precision: str = "bf16"
+) -> float:
+    """A lower bound of the worst stage's memory (bytes per GPU) of every layout :func:`auto_training_spec`
+    can take for ``model`` on up to ``max_gpus`` GPUs: so a caller looking for how many GPUs a preset needs
+    knows at once when no count up to ``max_gpus`` will do.
+
+    Each TP, PP and recompute mode it could try (a superset: TP up to 8 dividing the heads and the domain,
+    every EP dividing the experts within the domain and 64) at the most data parallelism ``max_gpus`` allows
+    it: a layout's memory does not grow with dp (ZeRO-1 shards the optimizer over it; the micro-batches per
+    replica are fixed)."""
+    mamba = model.mamba
+    domain = max(1, domain_size)
+    tps = [
+        t
+        for t in (1, 2, 4, 8)
+        if t <= max_gpus
+        and model.heads % t == 0
+        and (mamba is None or (mamba.heads % t == 0 and mamba.groups % t == 0))
+        and t <= domain
+    ]
+    eps = (1,)
+    if model.moe is not None:
+        eps = tuple(e for e in range(1, min(model.moe.experts, domain, 64) + 1) if model.moe.experts % e == 0)
+    floor = math.inf
+    for tp in tps:
+        for pp in range(1, model.layers + 1):
+            if tp * pp > max_gpus or auto_chunk_layers(model.layers, pp, 1) is None:
+                continue
+            for ep in eps:
+                step = ep // math.gcd(ep, tp)  # dp·tp must be a multiple of ep
+                dp = max_gpus // (tp * pp) // step * step
+                if dp < 1:
+                    continue
+                for recompute in ("selective", "full"):
+                    spec = _auto_layout_spec(model, tp, pp, dp, ep, recompute, precision, 2, "")
+                    floor = min(floor, max(mem.total for mem in stage_memory(spec).values()))
+    return floor
