@@ -69,14 +69,17 @@ class PowerSettings:
 
     def for_span(self, span_s: float, classes: int) -> PowerSettings:
         """Settings whose series of a run lasting at least ``span_s`` (a request stream's arrivals) fit
-        ``SERIES_BUDGET_BYTES``: the sample widens by powers of two (the control tick stays 50 ms while it
-        can), so a sparse or day-long stream is not killed for memory at 5 ms samples."""
+        ``SERIES_BUDGET_BYTES``: the sample widens by powers of two and the control tick keeps as many
+        samples as fit in its 50 ms (at least one: 40 ms at 20 ms samples, then one sample), so a sparse or
+        day-long stream is not killed for memory at 5 ms samples."""
         need = span_s / self.sample_s * SERIES_BYTES_PER_CLASS_SAMPLE * max(1, classes)
         if not need > SERIES_BUDGET_BYTES:
             return self
         factor = 2 ** math.ceil(math.log2(need / SERIES_BUDGET_BYTES))
         return dataclasses.replace(
-            self, sample_s=self.sample_s * factor, tick_samples=max(1, self.tick_samples // factor)
+            self,
+            sample_s=self.sample_s * factor,
+            tick_samples=max(1, int(self.tick_s / (self.sample_s * factor) + 1e-9)),
         )
 
 
