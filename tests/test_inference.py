@@ -335,3 +335,17 @@ def test_free_memory_fraction_is_a_share_of_what_the_weights_leave(tmp_path):
     assert left["requests_per_s"] > shared["requests_per_s"]
     with pytest.raises(ConfigError, match=r"kv_cache\.free_memory_fraction"):
         _serve(tmp_path, kv_cache={"free_memory_fraction": 1.5}, requests=requests)
+
+
+def test_a_trace_longer_than_a_run_can_hold_is_refused_at_its_line(tmp_path, monkeypatch):
+    """Like requests.count, a trace holds at most MAX_REQUESTS requests: the row past it is named."""
+    from simcore.errors import ConfigError
+    from workloads import inference as inf
+
+    monkeypatch.setattr(inf, "MAX_REQUESTS", 3)
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,input_tokens,output_tokens\n" + "".join(f"{i},10,10\n" for i in range(5)))
+    with pytest.raises(ConfigError, match=r"t\.csv: line 5: more than 3 requests"):
+        inf._read_trace(trace)
+    trace.write_text("arrival_s,input_tokens,output_tokens\n" + "".join(f"{i},10,10\n" for i in range(3)))
+    assert len(inf._read_trace(trace)) == 3

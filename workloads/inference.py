@@ -126,10 +126,17 @@ class Scheduler:
     )
 
 
+MAX_REQUESTS = 1_000_000  # requests in one run: a typo'd count or a huge trace is refused, not run for days
+
+
 @dataclass(frozen=True)
 class Requests:
     count: int = number(
-        "requests to serve (at most 1,000,000 in one run)", 1000, integer=True, minimum=1, maximum=1_000_000
+        "requests to serve (at most 1,000,000 in one run)",
+        1000,
+        integer=True,
+        minimum=1,
+        maximum=MAX_REQUESTS,
     )
     rate: float | None = number(
         "mean arrival rate, requests/s (Poisson); absent = offline (all arrive at t = 0)",
@@ -310,6 +317,9 @@ def _read_trace(path: Path) -> list[Request]:
             raise ConfigError("out of range", file=str(path), path=f"line {line}", value=dict(row),
                               expected="a finite arrival_s >= 0, token counts >= 1")  # fmt: skip
         out.append(Request(len(out), t, n_in, n_out))
+        if len(out) > MAX_REQUESTS:
+            raise ConfigError(f"more than {MAX_REQUESTS:,} requests", file=str(path), path=f"line {line}",
+                              expected=f"at most {MAX_REQUESTS:,} rows in one run (as requests.count)")  # fmt: skip
     if not out:
         raise ConfigError("no requests", file=str(path), expected="at least one row")
     out.sort(key=lambda r: (r.arrival_s, r.index))
