@@ -160,6 +160,7 @@ class PowerController:
         a_hot = np.full(n, min(1.0, w.tensor + 0.3 * w.hbm))
         self._demand_hist = np.tile(self._rack_demand(self._full_clock_power(a_hot)), (HOLD_TICKS, 1))
         self._activity_hist = np.tile(a_hot, (HOLD_TICKS, 1))  # [ticks, U]: each unit's mean activity
+        self._hist_row = HOLD_TICKS - 1  # the ring buffers' newest row
         self.cap = self._rack_caps(self._demand_hist[-1] > self.it_limit_w)
         self.f_cap_start = power.clock_for_power_cap(
             self.cap, self.idle, self.peak, a_hot[:, None], self.kappa, self.f_min
@@ -473,6 +474,8 @@ class PowerController:
         uc = self.unit_class
         capped = np.where(self.cap < self.gpu_cap[uc] * (1.0 - 1e-9), CAUSE_RACK_LIMIT, CAUSE_POWER_CAP)
         unit_cause = np.where(unit_clock >= 1.0, CAUSE_NONE, np.where(thermal_sets, CAUSE_THERMAL, capped))
+        if len(uc) == self.n:  # one unit per class (units stay ordered by class): its own cause
+            return unit_cause.astype(np.int8)
         slowest = np.lexsort((unit_clock, uc))  # units by class, slowest first
         first = np.unique(uc[slowest], return_index=True)[1]
         out = np.zeros(self.n, dtype=np.int8)
@@ -506,10 +509,10 @@ class PowerController:
         HOLD_TICKS ticks. Budgeting from demand, not from the power drawn under the cap, keeps a capped
         rack capped instead of lifting the cap whenever the capped draw dips under the limit. Returns which
         rack types have their limit engaged."""
-        self._activity_hist = np.roll(self._activity_hist, -1, axis=0)
-        self._activity_hist[-1] = activity
-        self._demand_hist = np.roll(self._demand_hist, -1, axis=0)
-        self._demand_hist[-1] = self._rack_demand(self._full_clock_power(activity))
+        # Ring buffers: only their maxima are read, so the newest row overwrites the oldest in place.
+        row = self._hist_row = (self._hist_row + 1) % HOLD_TICKS
+        self._activity_hist[row] = activity
+        self._demand_hist[row] = self._rack_demand(self._full_clock_power(activity))
         engaged = self._demand_hist.max(axis=0) > self.it_limit_w
         self.cap = self._rack_caps(engaged)
         return engaged
@@ -574,7 +577,7 @@ def _empty_intervals() -> tuple[np.ndarray, ...]:
 def _expand(rows: np.ndarray) -> tuple[np.ndarray, ...]:
     """Event rows -> one interval per non-zero activity channel (start, end, class, channel, level)."""
     cols = ("u_tensor", "u_hbm", "u_scale_up", "u_scale_out")
-    levels = np.stack([rows[c].astype(np.float64) for c in cols], axis=1)  # [n, 4]
+    levels = np.stack([rows[c] for c in cols], axis=1, dtype=np.float64)  # [n, 4]
     r, c = np.nonzero(levels > 0.0)
     return (
         rows["t_start"][r],
