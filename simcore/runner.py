@@ -125,6 +125,16 @@ def _is_count(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float) and float(value).is_integer()
 
 
+def _layout_origin(spec: Any, workload_sets: list[str]) -> str:
+    """How a preset's layout came about, for the line that starts a run: racksim chose it (docs/workloads.md),
+    perhaps changed by the user's --set; "" for a spec that gives its own."""
+    if not spec.source_file.startswith("preset:"):
+        return ""
+    if any(option.split("=", 1)[0].strip().startswith("parallelism.") for option in workload_sets):
+        return ": the preset's automatic layout, with your --set"
+    return ": the preset's automatic layout"
+
+
 def _follow_tensor_parallel(raw: dict[str, Any], workload_sets: list[str]) -> None:
     """``--set parallelism.tp=8`` on a preset laid out for you: sequence parallelism and TP communication
     overlap follow the new TP as the automatic layout sets them (on with TP), unless they were set too."""
@@ -449,7 +459,7 @@ def run(opts: RunOptions) -> RunResult:
         say(
             f"simulating {spec.name} on {plural(spec.gpus, 'GPU')} of {profile.name} "
             f"(tp{spec.parallelism.tp} pp{spec.parallelism.pp} dp{spec.parallelism.dp} cp{spec.parallelism.cp} "
-            f"ep{spec.parallelism.ep}), {plural(spec.steps, 'step')}"
+            f"ep{spec.parallelism.ep}{_layout_origin(spec, workload_sets)}), {plural(spec.steps, 'step')}"
         )
 
     out_dir = opts.out

@@ -45,3 +45,20 @@ def test_the_start_line_counts_one_step_and_one_gpu_in_the_singular(tmp_path):
         runner.RunOptions(profile="gen2.yaml", workload=str(spec), write_trace=False, progress=said.append)
     )
     assert said[0].startswith("simulating llama3-8b on 1 GPU of ") and said[0].endswith("ep1), 1 step")
+
+
+def test_the_start_line_says_when_racksim_chose_the_layout(tmp_path):
+    """A bare preset runs on racksim's automatic layout (docs/workloads.md): the start line says so, and
+    whether a --set changed it; a spec that gives its layout gets no such words."""
+    said: list[str] = []
+    opts = dict(profile="gen2.yaml", steps=1, write_trace=False, progress=said.append)
+    runner.run(runner.RunOptions(workload="llama3-8b", out=tmp_path / "a", **opts))
+    assert said[0].endswith("ep1: the preset's automatic layout), 1 step")
+    said.clear()
+    runner.run(runner.RunOptions(workload="llama3-8b", sets=["parallelism.tp=2"], out=tmp_path / "b", **opts))
+    assert said[0].endswith("ep1: the preset's automatic layout, with your --set), 1 step")
+    said.clear()
+    spec = tmp_path / "one.yaml"
+    spec.write_text("model: {preset: llama3-8b, layers: 2}\nbatch: {global_seqs: 1}\nsteps: 1\n")
+    runner.run(runner.RunOptions(workload=str(spec), out=tmp_path / "c", **opts))
+    assert "automatic" not in said[0]
