@@ -177,6 +177,7 @@ def _refill_data_parallel(raw: dict[str, Any], auto: Any, workload_sets: list[st
 def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str]) -> tuple[Any, int]:
     from workloads.model import load_preset
     from workloads.spec import (
+        PRECISIONS,
         apply_workload_overrides,
         auto_training_spec,
         check_simulated_steps,
@@ -193,16 +194,28 @@ def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str])
     if set(raw) == {"preset"}:
         # A bare model preset: lay it out on the requested racks, then apply --set on top and re-validate.
         racks = opts.racks or 1
+        keys = {option.split("=", 1)[0].strip() for option in workload_sets}
+        # The layout is chosen for the precision the run will use (FP8 weights and activations take less);
+        # a precision racksim does not know is left to the spec loader to name.
+        given = apply_workload_overrides(
+            {"precision": "bf16"}, [o for o in workload_sets if o.startswith("precision")]
+        )
+        chosen = str(given["precision"]).lower()
         auto = auto_training_spec(
             load_preset(raw["preset"]),
             gpus=racks * profile.gpus_per_rack,
             domain_size=profile.scale_up.domain_size,
             hbm_bytes=profile.accelerator.hbm_capacity,
+            precision=chosen if chosen in PRECISIONS else "bf16",
             steps=opts.steps or 2,
             file=label,
         )
-        if not workload_sets:
+        if chosen in PRECISIONS and all(
+            key in ("precision", "steps") or key.startswith("job.") for key in keys
+        ):
+            # Nothing set changes how much memory a layout needs beyond the precision it was chosen for.
             _check_preset_fits(auto, profile, racks, opts.racks is None)
+        if not workload_sets:
             return auto, racks
         raw = apply_workload_overrides(spec_mapping(auto), workload_sets)
         _follow_tensor_parallel(raw, workload_sets)

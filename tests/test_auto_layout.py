@@ -129,6 +129,9 @@ def test_a_preset_too_big_for_its_racks_says_how_many_racks_it_needs(tmp_path):
     assert "add --racks 4" in str(err.value)
     with pytest.raises(ConfigError, match=r"on 2 racks .*use --racks 4"):
         run(RunOptions(**opts, racks=2, out=tmp_path / "two"))
+    # A --set that leaves memory to the layout (the precision the layout is then chosen for) keeps the advice.
+    with pytest.raises(ConfigError, match=r"does not fit on 1 rack of gen1 .*add --racks 4"):
+        run(RunOptions(**opts, sets=["precision=fp8"], out=tmp_path / "fp8"))
     assert not (tmp_path / "one").exists()
 
 
