@@ -119,6 +119,11 @@ def build_training_spec(opts: RunOptions, profile: Profile, workload_sets: list[
         return _training_spec(opts, profile, workload_sets)
 
 
+def _set_keys(workload_sets: list[str]) -> set[str]:
+    """The field paths a list of ``--set KEY=VALUE`` options writes."""
+    return {option.split("=", 1)[0].strip() for option in workload_sets}
+
+
 def _is_count(value: Any) -> bool:
     """A ``--set`` value usable as a parallel size (an int or a whole float such as 8.0, never a bool); anything
     else is left for the spec loader to refuse with its field, value and expectation."""
@@ -130,7 +135,7 @@ def _layout_origin(spec: Any, workload_sets: list[str]) -> str:
     perhaps changed by the user's --set; "" for a spec that gives its own."""
     if not spec.source_file.startswith("preset:"):
         return ""
-    if any(option.split("=", 1)[0].strip().startswith("parallelism.") for option in workload_sets):
+    if any(key.startswith("parallelism.") for key in _set_keys(workload_sets)):
         return ": the preset's automatic layout, with your --set"
     return ": the preset's automatic layout"
 
@@ -138,7 +143,7 @@ def _layout_origin(spec: Any, workload_sets: list[str]) -> str:
 def _follow_tensor_parallel(raw: dict[str, Any], workload_sets: list[str]) -> None:
     """``--set parallelism.tp=8`` on a preset laid out for you: sequence parallelism and TP communication
     overlap follow the new TP as the automatic layout sets them (on with TP), unless they were set too."""
-    keys = {option.split("=", 1)[0].strip() for option in workload_sets}
+    keys = _set_keys(workload_sets)
     if "parallelism.tp" not in keys:
         return
     par = raw["parallelism"]
@@ -152,7 +157,7 @@ def _follow_tensor_parallel(raw: dict[str, Any], workload_sets: list[str]) -> No
 def _refill_data_parallel(raw: dict[str, Any], auto: Any, workload_sets: list[str]) -> None:
     """``--set parallelism.tp=4`` on a preset laid out for you keeps its GPUs: dp takes what tp, pp and cp
     leave (and the batch keeps its sequences per replica), unless dp or batch.global_seqs were set too."""
-    keys = {option.split("=", 1)[0].strip() for option in workload_sets}
+    keys = _set_keys(workload_sets)
     model_parallel = {"parallelism.tp", "parallelism.pp", "parallelism.cp"}
     if not keys & model_parallel or "parallelism.dp" in keys or "batch.global_seqs" in keys:
         return
@@ -194,11 +199,11 @@ def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str])
     if set(raw) == {"preset"}:
         # A bare model preset: lay it out on the requested racks, then apply --set on top and re-validate.
         racks = opts.racks or 1
-        keys = {option.split("=", 1)[0].strip() for option in workload_sets}
+        keys = _set_keys(workload_sets)
         # The layout is chosen for the precision the run will use (FP8 weights and activations take less);
         # a precision racksim does not know is left to the spec loader to name.
         given = apply_workload_overrides(
-            {"precision": "bf16"}, [o for o in workload_sets if o.startswith("precision")]
+            {"precision": "bf16"}, [o for o in workload_sets if _set_keys([o]) == {"precision"}]
         )
         chosen = str(given["precision"]).lower()
         auto = auto_training_spec(
