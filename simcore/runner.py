@@ -239,12 +239,6 @@ def _training_spec(opts: RunOptions, profile: Profile, workload_sets: list[str])
     return spec, racks
 
 
-def _auto_needs_bytes(spec: Any) -> float:
-    from workloads.spec import stage_memory
-
-    return max(mem.total for mem in stage_memory(spec).values())
-
-
 def _never_fits(auto: Any, profile: Profile, most_racks: int) -> bool:
     """Whether no layout the automatic layout could take fits HBM on any count of racks up to
     ``most_racks`` (a lower bound of their memory, workloads.spec.auto_layout_floor_bytes)."""
@@ -263,10 +257,10 @@ def _check_preset_fits(auto: Any, profile: Profile, racks: int, racks_chosen_for
     """A bare preset whose best layout does not fit its racks' HBM: say how many racks it needs (the
     memory model's own hint would name a TP or PP the automatic layout never takes on these racks)."""
     from workloads.model import load_preset
-    from workloads.spec import auto_training_spec
+    from workloads.spec import auto_training_spec, worst_stage_bytes
 
     hbm = profile.accelerator.hbm_capacity
-    needs = _auto_needs_bytes(auto)
+    needs = worst_stage_bytes(auto)
     if needs <= hbm:
         return
     model = auto.model.name
@@ -289,7 +283,7 @@ def _check_preset_fits(auto: Any, profile: Profile, racks: int, racks_chosen_for
             precision=auto.precision,
             steps=auto.steps,
         )
-        if _auto_needs_bytes(trial) <= hbm:
+        if worst_stage_bytes(trial) <= hbm:
             how = "add" if racks_chosen_for_user else "use"
             raise ConfigError(
                 f"{lead}; it fits on {more} racks",

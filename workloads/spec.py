@@ -680,7 +680,7 @@ def auto_training_spec(
             spec = _auto_layout_spec(
                 model, tp, pp, dp, expert_parallel(tp, dp), recompute, precision, steps, file
             )
-            worst = max(mem.total for mem in stage_memory(spec).values())
+            worst = worst_stage_bytes(spec)
             if worst <= 0.9 * hbm_bytes:
                 return spec
             if best is None or worst < least:  # nothing fits: the layout closest to fitting
@@ -800,6 +800,11 @@ def stage_memory(spec: TrainingSpec, capacity_bytes: float | None = None) -> dic
     return out
 
 
+def worst_stage_bytes(spec: TrainingSpec) -> float:
+    """Memory per GPU of the spec's fullest pipeline stage: what must fit in HBM."""
+    return max(mem.total for mem in stage_memory(spec).values())
+
+
 def with_overrides(spec: TrainingSpec, **changes: Any) -> TrainingSpec:
     return replace(spec, **changes)
 
@@ -879,5 +884,5 @@ def auto_layout_floor_bytes(
                     continue
                 for recompute in ("selective", "full"):
                     spec = _auto_layout_spec(model, tp, pp, dp, ep, recompute, precision, 2, "")
-                    floor = min(floor, max(mem.total for mem in stage_memory(spec).values()))
+                    floor = min(floor, worst_stage_bytes(spec))
     return floor
