@@ -147,8 +147,7 @@ class PowerController:
             )
         else:
             self.design_rise_k = AIR_DESIGN_RISE_K
-        self.unit_class = np.arange(n)  # thermal units (below): one per class to begin with
-        self.unit_types = self.class_in_type.T.copy()  # [U, R_types]
+        self._set_units(np.arange(n), self.class_in_type.T.copy())  # thermal units (below): one per class
         # Warm start: a job that has been running sits near the steady state of sustained compute. Its power
         # is held by the GPU's cap, and by its share of the rack limit where the rack (with its idle GPUs and
         # static load) would exceed it, as every tick's is; where that power would still heat the junction
@@ -206,6 +205,20 @@ class PowerController:
         self.rack_of_type = inverse.ravel()
         self.rack_idle_gpus = gpr - self.rack_counts.sum(axis=1)  # GPUs in the rack not used by the job
         self.class_in_type = self.rack_counts > 0
+
+    def _set_units(self, unit_class: np.ndarray, unit_types: np.ndarray) -> None:
+        """Thermal units (``unit_class[U]``, ``unit_types[U, R_types]``) and what every tick derives from
+        them, kept until the units next split."""
+        self.unit_class, self.unit_types = unit_class, unit_types
+        uc = unit_class
+        self._split = len(uc) != self.n  # some class has several units
+        self._multi_type = bool((unit_types.sum(axis=1) > 1).any())  # some unit spans several rack types
+        self._unit_mix = self.rack_counts[:, uc] * unit_types.T  # [R_types, U]: GPUs of each unit in a rack
+        self._unit_thermal = tuple(a[uc] for a in (self.r_jc, self.r_cf, self.c_j, self.c_cp))
+        self._unit_clock_params = tuple(a[uc] for a in (self.slowdown, self.slope, self.f_min))
+        self._unit_power_params = tuple(a[uc] for a in (self.idle, self.peak, self.kappa, self.f_min))
+        self._unit_gpu_cap = self.gpu_cap[uc]
+        self._uncapped = np.maximum(self._unit_gpu_cap, self.idle[uc] * 1.01)
 
     # ------------------------------------------------------------------ environment
     def _outside_c(self, t_s: np.ndarray | float) -> np.ndarray | float:
@@ -306,26 +319,28 @@ class PowerController:
 
     def _full_clock_power(self, activity: np.ndarray) -> np.ndarray:
         """Each unit's demand: its power at full clock for ``activity``, no more than its GPU cap."""
-        uc = self.unit_class
-        return np.minimum(self.idle[uc] + (self.peak[uc] - self.idle[uc]) * activity, self.gpu_cap[uc])
+        idle, peak = self._unit_power_params[:2]
+        return np.minimum(idle + (peak - idle) * activity, self._unit_gpu_cap)
 
     def _rack_demand(self, unit_w: np.ndarray) -> np.ndarray:
         """Rack IT power per rack type if every unit drew ``unit_w``: GPUs, idle GPUs and the static load."""
-        mix = self.rack_counts[:, self.unit_class] * self.unit_types.T  # [R_types, U]
-        return mix @ unit_w + self.rack_idle_gpus * self.p.accelerator.idle_power + self.static_rack_w
+        return (
+            self._unit_mix @ unit_w + self.rack_idle_gpus * self.p.accelerator.idle_power + self.static_rack_w
+        )
 
     def _rack_caps(self, engaged: np.ndarray) -> np.ndarray:
         """Per-unit cap: the GPU cap, lowered to its rack's fair share wherever the rack's limit is engaged.
         The share leaves the static load and the job's idle GPUs their power and splits the rest evenly over
         the rack's working GPUs, so capped GPUs can never sum above the limit."""
+        if not engaged.any():
+            return self._uncapped
         uc, types = self.unit_class, self.unit_types
         cap = self.gpu_cap[uc].copy()
-        if np.any(engaged):
-            limit, idle_w = self.it_limit_w, self.p.accelerator.idle_power
-            working = self.rack_counts.sum(axis=1)
-            share = (limit - self.static_rack_w - self.rack_idle_gpus * idle_w) / working  # W per GPU
-            for r in np.flatnonzero(engaged):
-                cap = np.where(types[:, r], np.minimum(cap, share[r]), cap)
+        limit, idle_w = self.it_limit_w, self.p.accelerator.idle_power
+        working = self.rack_counts.sum(axis=1)
+        share = (limit - self.static_rack_w - self.rack_idle_gpus * idle_w) / working  # W per GPU
+        for r in np.flatnonzero(engaged):
+            cap = np.where(types[:, r], np.minimum(cap, share[r]), cap)
         return np.maximum(cap, self.idle[uc] * 1.01)
 
     # ------------------------------------------------------------------ activity intake
@@ -386,7 +401,7 @@ class PowerController:
         t0 = time.perf_counter()
         rows = self._take_new_rows()
         self.wall_s -= time.perf_counter() - t0  # converting rows is the recorder's work, done once anyway
-        start, end, cls, ch, lvl = _merge_intervals(self._carry, _expand(rows))
+        start, end, cls, ch, lvl = _intervals(self._carry, rows)
         clock_c = np.asarray(self.m.clock, dtype=np.float64)
         clock = np.repeat(clock_c[:, None], k, axis=1)
         gpu_w_c, act = power.activity_power(
@@ -394,27 +409,27 @@ class PowerController:
         )
         keep = end > t_now
         self._carry = (start[keep], end[keep], cls[keep], ch[keep], lvl[keep])
-        uc, split = self.unit_class, len(self.unit_class) != self.n
+        uc, split = self.unit_class, self._split
         if split:
             # A unit faster than its class does the same work sooner and then waits: activity x f_c/f_u at
             # clock f_u, so its dynamic power scales by (f_u/f_c)^(kappa-1).
             idle = self.idle[uc][:, None]
             scale = (self.unit_clock / clock_c[uc]) ** (self.kappa[uc] - 1.0)
             gpu_w = idle + (gpu_w_c[uc] - idle) * scale[:, None]
-            mix = self.rack_counts[:, uc] * self.unit_types.T  # [R_types, U]: GPUs of each unit in a rack
         else:
-            gpu_w, mix = gpu_w_c, self.rack_counts
+            gpu_w = gpu_w_c
+        mix = self._unit_mix  # [R_types, U]: GPUs of each unit in a rack
         # Racks: GPU power of each unit present, idle GPUs, and the static non-GPU load.
         rack_it = mix @ gpu_w + (self.rack_idle_gpus * self.p.accelerator.idle_power)[:, None]
         rack_it += self.static_rack_w
         times = self.t_prev + dt * (np.arange(k) + 0.5)
         rise = self.design_rise_k * rack_it / self.p.rack.power_limit  # [R_types, k]
         coolant_rack = self._supply_c(times)[None, :] + 0.5 * rise * self._liquid_share()
-        # A unit spread over several rack types (not split yet: they agree) sees the warmest of them.
-        coolant = np.where(self.unit_types[:, :, None], coolant_rack[None, :, :], -np.inf).max(axis=1)
-        tj, tcp = thermal.rc_thermal(
-            gpu_w, coolant, self.r_jc[uc], self.r_cf[uc], self.c_j[uc], self.c_cp[uc], self.tj, self.tcp, dt
-        )
+        if len(coolant_rack) == 1:  # one rack type: every unit sees it
+            coolant = coolant_rack.repeat(len(uc), axis=0)
+        else:  # a unit spread over several rack types (not split yet: they agree) sees the warmest of them
+            coolant = np.where(self.unit_types[:, :, None], coolant_rack[None, :, :], -np.inf).max(axis=1)
+        tj, tcp = thermal.rc_thermal(gpu_w, coolant, *self._unit_thermal, self.tj, self.tcp, dt)
         cause = np.repeat(self.clock_cause[:, None], k, axis=1)
         if k > self.s.tick_samples:
             clock = self._idle_clocks(clock, tj)
@@ -423,22 +438,19 @@ class PowerController:
         self.tj, self.tcp = tj[:, -1].copy(), tcp[:, -1].copy()
         # Next tick's clocks: thermal throttle and power caps (GPU cap, or share of an exceeded rack limit).
         over = self._update_caps(act.mean(axis=1)[uc])
-        f_thermal = thermal.thermal_clock_factor(
-            self.tj[:, None], self.slowdown[uc], self.slope[uc], self.f_min[uc]
-        )
+        f_thermal = thermal.thermal_clock_factor(self.tj[:, None], *self._unit_clock_params)
+        idle_u, peak_u, kappa_u, f_min_u = self._unit_power_params
         f_cap = power.clock_for_power_cap(  # held for the busiest recent tick, as firmware would hold it
-            self.cap,
-            self.idle[uc],
-            self.peak[uc],
-            self._activity_hist.max(axis=0)[:, None],
-            self.kappa[uc],
-            self.f_min[uc],
+            self.cap, idle_u, peak_u, self._activity_hist.max(axis=0)[:, None], kappa_u, f_min_u
         )
         self.unit_clock = np.round(
             np.minimum(f_thermal[:, 0], f_cap[:, 0]), 6
         )  # rounded: keeps memos effective
-        class_clock = np.full(self.n, np.inf)
-        np.minimum.at(class_clock, uc, self.unit_clock)
+        if split:
+            class_clock = np.full(self.n, np.inf)
+            np.minimum.at(class_clock, uc, self.unit_clock)
+        else:  # one unit per class, in class order
+            class_clock = self.unit_clock
         self.m.clock[:] = class_clock.tolist()
         self.clock_cause = self._causes(self.unit_clock, f_thermal[:, 0] <= f_cap[:, 0])
         if split:  # series stay per class: GPU-weighted power, hottest junction, tightest cap
@@ -462,7 +474,8 @@ class PowerController:
             ("activity", act),
         ):
             self._series[key].append(value)
-        self._split_diverged(coolant_rack.mean(axis=1), over)
+        if self._multi_type:
+            self._split_diverged(coolant_rack.mean(axis=1), over)
         self.t_prev = t_now
         self.tick_ends.append(t_now)
         self.ticks += 1
@@ -472,6 +485,8 @@ class PowerController:
         heat (the thermal clock is the lower one), the rack limit (a cap lowered to the rack's share) or the
         GPU's own power cap."""
         uc = self.unit_class
+        if unit_clock.min() >= 1.0:  # every unit at full clock: nothing set it
+            return np.zeros(self.n, dtype=np.int8)
         capped = np.where(self.cap < self.gpu_cap[uc] * (1.0 - 1e-9), CAUSE_RACK_LIMIT, CAUSE_POWER_CAP)
         unit_cause = np.where(unit_clock >= 1.0, CAUSE_NONE, np.where(thermal_sets, CAUSE_THERMAL, capped))
         if len(uc) == self.n:  # one unit per class (units stay ordered by class): its own cause
@@ -522,8 +537,6 @@ class PowerController:
         over the rack limit and some not) into one unit per rack type, each starting from the unit's state."""
         types = self.unit_types
         multi = types.sum(axis=1) > 1
-        if not multi.any():
-            return
         hot = np.where(types, coolant_c[None, :], -np.inf).max(axis=1)
         cold = np.where(types, coolant_c[None, :], np.inf).min(axis=1)
         over_any = (types & over[None, :]).any(axis=1)
@@ -544,8 +557,7 @@ class PowerController:
                     row += 1
             else:
                 row += 1
-        self.unit_class = self.unit_class[src]
-        self.unit_types = new_types
+        self._set_units(self.unit_class[src], new_types)
         self.unit_clock = self.unit_clock[src]
         self.tj, self.tcp, self.cap = self.tj[src], self.tcp[src], self.cap[src]
         self._activity_hist = self._activity_hist[:, src]
@@ -574,22 +586,19 @@ def _empty_intervals() -> tuple[np.ndarray, ...]:
     return (np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
 
 
-def _expand(rows: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Event rows -> one interval per non-zero activity channel (start, end, class, channel, level)."""
-    cols = ("u_tensor", "u_hbm", "u_scale_up", "u_scale_out")
-    levels = np.stack([rows[c] for c in cols], axis=1, dtype=np.float64)  # [n, 4]
-    r, c = np.nonzero(levels > 0.0)
-    return (
-        rows["t_start"][r],
-        rows["t_end"][r],
-        rows["rank_class"][r].astype(np.int64),
-        c.astype(np.int64),
-        levels[r, c],
+def _intervals(carry: tuple[np.ndarray, ...], rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The carried intervals, then one per non-zero activity channel of each event row (start, end, class,
+    channel, level)."""
+    return power.activity_intervals(
+        *carry,
+        rows["t_start"],
+        rows["t_end"],
+        rows["rank_class"],
+        rows["u_tensor"],
+        rows["u_hbm"],
+        rows["u_scale_up"],
+        rows["u_scale_out"],
     )
-
-
-def _merge_intervals(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    return tuple(np.concatenate([x, y]) for x, y in zip(a, b, strict=True))
 
 
 @dataclass

@@ -45,6 +45,83 @@ def per_class(value: float | np.ndarray, n_classes: int) -> np.ndarray:
 
 
 @numba.njit(cache=True)
+def activity_intervals(
+    carry_start: np.ndarray,
+    carry_end: np.ndarray,
+    carry_class: np.ndarray,
+    carry_channel: np.ndarray,
+    carry_level: np.ndarray,
+    t_start: np.ndarray,
+    t_end: np.ndarray,
+    rank_class: np.ndarray,
+    u_tensor: np.ndarray,
+    u_hbm: np.ndarray,
+    u_scale_up: np.ndarray,
+    u_scale_out: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The intervals a control tick bins: the carried ones (still open at the last tick), then one per
+    non-zero activity channel of each new event row, row by row in channel order (``start, end, class,
+    channel, level``). The event columns may be strided views of the recorder's rows; levels widen to
+    float64 exactly."""
+    n_rows = t_start.shape[0]
+    n_carry = carry_start.shape[0]
+    n = n_carry
+    for i in range(n_rows):
+        n += (u_tensor[i] > 0.0) + (u_hbm[i] > 0.0) + (u_scale_up[i] > 0.0) + (u_scale_out[i] > 0.0)
+    start = np.empty(n)
+    end = np.empty(n)
+    cls = np.empty(n, dtype=np.int64)
+    channel = np.empty(n, dtype=np.int64)
+    level = np.empty(n)
+    start[:n_carry] = carry_start
+    end[:n_carry] = carry_end
+    cls[:n_carry] = carry_class
+    channel[:n_carry] = carry_channel
+    level[:n_carry] = carry_level
+    j = n_carry
+    for i in range(n_rows):
+        for c in range(N_CHANNELS):
+            if c == CH_TENSOR:
+                u = np.float64(u_tensor[i])
+            elif c == CH_HBM:
+                u = np.float64(u_hbm[i])
+            elif c == CH_SCALE_UP:
+                u = np.float64(u_scale_up[i])
+            else:
+                u = np.float64(u_scale_out[i])
+            if u > 0.0:
+                start[j] = t_start[i]
+                end[j] = t_end[i]
+                cls[j] = rank_class[i]
+                channel[j] = c
+                level[j] = u
+                j += 1
+    return start, end, cls, channel, level
+
+
+def activity_intervals_ref(
+    carry_start: np.ndarray,
+    carry_end: np.ndarray,
+    carry_class: np.ndarray,
+    carry_channel: np.ndarray,
+    carry_level: np.ndarray,
+    t_start: np.ndarray,
+    t_end: np.ndarray,
+    rank_class: np.ndarray,
+    u_tensor: np.ndarray,
+    u_hbm: np.ndarray,
+    u_scale_up: np.ndarray,
+    u_scale_out: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Reference for :func:`activity_intervals`."""
+    levels = np.stack([u_tensor, u_hbm, u_scale_up, u_scale_out], axis=1, dtype=np.float64)  # [n, 4]
+    r, c = np.nonzero(levels > 0.0)
+    new = (t_start[r], t_end[r], rank_class[r].astype(np.int64), c.astype(np.int64), levels[r, c])
+    carry = (carry_start, carry_end, carry_class, carry_channel, carry_level)
+    return tuple(np.concatenate([x, y]) for x, y in zip(carry, new, strict=True))  # type: ignore[return-value]
+
+
+@numba.njit(cache=True)
 def _snap(x: float) -> float:
     r = np.rint(x)
     return r if abs(x - r) <= EDGE_SNAP_BINS else x
