@@ -265,18 +265,24 @@ class Cluster:
         i = int(np.argmax(key))
         return make_layout(size, int(domains[i]), tuple(int(b[i]) for b in blocks))
 
-    def parallel_layouts(self, dims: ParallelDims) -> dict[str, GroupLayout]:
-        """Worst-case layout of every parallel dimension of a job placed from GPU 0."""
+    def parallel_layouts(self, dims: ParallelDims, *, pp_wrap: bool = False) -> dict[str, GroupLayout]:
+        """Worst-case layout of every parallel dimension of a job placed from GPU 0. ``pp_wrap``: the last
+        pipeline stage also sends to the first (an interleaved schedule's next model chunk)."""
         self.require(dims.world)
         out: dict[str, GroupLayout] = {}
         for dim in PARALLEL_DIMS:
             groups = dims.all_groups(dim)
             out[dim] = self.worst_layout(groups)
-        # Pipeline send/recv crosses between neighbouring stages: a 2-member "group" per stage boundary.
+        # Pipeline send/recv crosses between neighbouring stages of one pipeline: a 2-member "group" per
+        # stage boundary of every pipeline (not GPU g and g + stride: where pp is not the outermost
+        # dimension, that pairs the last stage of one pipeline with the first of the next).
         if dims.pp > 1:
-            stride = dims.stride("pp")
-            first = np.arange(dims.world - stride, dtype=np.int64)
-            pairs = np.stack([first, first + stride], axis=1)
+            pipes = dims.all_groups("pp")  # [pipelines, pp]: stages in order
+            senders, receivers = pipes[:, :-1], pipes[:, 1:]
+            if pp_wrap:
+                senders = np.concatenate([senders, pipes[:, -1:]], axis=1)
+                receivers = np.concatenate([receivers, pipes[:, :1]], axis=1)
+            pairs = np.stack([senders.ravel(), receivers.ravel()], axis=1)
             out["pp_p2p"] = self.worst_layout(pairs)
         else:
             out["pp_p2p"] = make_layout(1, 1, tuple(1 for _ in self.tier_spans))

@@ -58,6 +58,26 @@ def test_group_layouts_say_which_tier_they_cross(hgx):
     assert inside.top_tier == TIER_SCALE_UP and spread.top_tier == 0 and spread.domains == 8
 
 
+def test_pipeline_sends_pair_stages_of_one_pipeline_only(hgx):
+    # PP inside DP (the Llama 3 order): each pipeline is 4 neighbouring 8-GPU servers, all inside one
+    # 256-GPU leaf. GPU g and g + stride (the PP stride, 8) also pair the last stage of one pipeline with the
+    # first of the next, and at GPU 248 -> 256 that crosses a leaf: the sends must not be charged for it.
+    c = Cluster(hgx, racks=64)
+    dims = ParallelDims(tp=8, pp=4, dp=64, order=("tp", "cp", "ep", "pp", "dp"))
+    pipes = dims.all_groups("pp")
+    real = [c.layout(np.array(p[s : s + 2])).top_tier for p in pipes for s in range(3)]
+    assert max(real) == 0  # every real send leaves its server but stays in its leaf
+    assert c.layout(np.array([248, 256])).top_tier == 1  # the pair that is not a send
+    assert c.parallel_layouts(dims)["pp_p2p"].top_tier == 0
+    # Interleaving adds each pipeline's last stage -> first stage send (GPU 24 + g -> g), inside the leaf too.
+    assert c.parallel_layouts(dims, pp_wrap=True)["pp_p2p"].top_tier == 0
+    outer = ParallelDims(tp=8, pp=4, dp=8)  # PP outermost, 64 GPUs per stage: the job fits one leaf
+    assert c.parallel_layouts(outer)["pp_p2p"].top_tier == 0
+    assert c.parallel_layouts(outer, pp_wrap=True)["pp_p2p"].top_tier == 0  # 192 + g -> g: same leaf
+    wide = ParallelDims(tp=8, pp=4, dp=32)  # 256 GPUs per stage: every stage its own leaf
+    assert c.parallel_layouts(wide)["pp_p2p"].top_tier == 1
+
+
 def test_job_larger_than_cluster_says_racks_needed(hgx):
     c = Cluster(hgx, racks=2)
     c.require(64)

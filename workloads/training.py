@@ -559,7 +559,7 @@ class TrainingJob:
     def _layouts(self) -> None:
         """Worst-case placement of every kind of group (a synchronous job waits for its slowest group)."""
         cluster, dims = self.m.cluster, self.dims
-        base = cluster.parallel_layouts(dims)
+        base = cluster.parallel_layouts(dims, pp_wrap=self.chunks > 1)
         self.group_rows: dict[str, np.ndarray] = {
             "tp": rank_groups(dims, ("tp",)),
             "cp": rank_groups(dims, ("cp",)),
