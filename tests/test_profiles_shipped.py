@@ -206,7 +206,9 @@ def test_power_numbers_later_checks_rely_on(profiles):
     h100 = profiles["h100-dgx"]
     assert 60 <= h100.accelerator.idle_power <= 80
     server_w = rack_input_power_w(h100, h100.accelerator.tdp) / h100.rack.trays_per_rack
-    assert 9_000 <= server_w <= 10_200  # DGX H100 datasheet: ~10.2 kW max
+    # Measured: 8.48 kW at most on an 8 x H100 node training with its GPUs near full use (Latif et al., IEEE
+    # Access 2025); the datasheet's ~10.2 kW max is a provisioning figure, 18 % above it.
+    assert abs(server_w - 8_480) <= 0.05 * 8_480
     gb200 = profiles["gb200-nvl72"]
     training_w = rack_input_power_w(gb200, gpu_power_w(gb200, 0.85))
     assert 110e3 <= training_w <= 135e3
