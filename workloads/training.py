@@ -94,9 +94,13 @@ Step = Segment | Overlapped
 
 @dataclass
 class StepTimes:
-    """Step boundaries (global gradient-norm sync) as they happen."""
+    """Step boundaries as they happen: a step ends when the last rank class has finished its optimizer
+    step (the classes leave the global gradient-norm sync together, but a stage holding more parameters
+    runs a longer optimizer step)."""
 
     ends: list[float] = field(default_factory=list)
+    # per step not yet ended: how many classes have finished it
+    finished: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -907,10 +911,19 @@ class TrainingJob:
             m.host_issue(cls, 1)
             yield m.collective(cls, self.world_group, "allreduce", 4.0, name="grad_norm", stream="dp")
             yield from self._optimizer(cls)
-            if cls == 0:
-                self.step_times.ends.append(self.env.now)
-                if self.on_step is not None:
-                    self.on_step(len(self.step_times.ends))
+            self._class_done(step)
+
+    def _class_done(self, step: int) -> None:
+        """A class finished ``step``; the step ends with the last one (every class passed the step's
+        gradient-norm all-reduce, so no class can finish a later step before this one ends)."""
+        times = self.step_times
+        done = times.finished[step] = times.finished.get(step, 0) + 1
+        if done < len(self.m.classes):
+            return
+        del times.finished[step]
+        times.ends.append(self.env.now)
+        if self.on_step is not None:
+            self.on_step(len(times.ends))
 
     def _param_gather_at_step_start(self, cls: int, state: _StepState) -> Generator[simpy.Event, Any, None]:
         """ZeRO-1/2: all-gather the bf16 parameters the previous optimizer step updated, bucket by bucket in

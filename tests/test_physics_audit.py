@@ -1,0 +1,40 @@
+"""Physics audit: answers that must hold whatever the calibration (step boundaries, overlap knobs, ...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sim_helpers import simulate
+
+from workloads.spec import load_training_spec
+
+
+def _spec(model: Any, parallelism: dict[str, Any], gbs: int, steps: int = 1, **extra: Any):
+    data = {
+        "kind": "training",
+        "model": model,
+        "parallelism": parallelism,
+        "batch": {"global_seqs": gbs, "micro": 1},
+        "steps": steps,
+        **extra,
+    }
+    return load_training_spec(data, file="audit.yaml")
+
+
+def _optimizer_ends(machine: Any) -> np.ndarray:
+    table = machine.recorder.table()
+    names = np.array(machine.recorder.names)[table["name"]]
+    return table["t_end"][names == "optimizer"]
+
+
+def test_a_step_ends_when_the_last_stage_has_finished_its_optimizer_step():
+    # One layer on stage 0, seven on stage 1: stage 1's optimizer step runs several times longer than
+    # stage 0's, after the gradient-norm all-reduce both leave together. The step (and the run) ends with it.
+    spec = _spec({"preset": "llama3-8b", "layers": 8}, {"pp": 2, "layers_per_chunk": [1, 7]}, 8, steps=2)
+    job, machine, first = simulate(spec)
+    ends = _optimizer_ends(machine)
+    assert len(ends) == 4  # two classes, two steps
+    assert first == max(ends[:2])  # not stage 0's own, earlier end
+    assert first > min(ends[:2]) + 1e-3
+    assert job.step_times.ends[-1] == machine.env.now == max(ends)
