@@ -954,10 +954,11 @@ class TrainingJob:
         """ZeRO-3/FSDP: all-gather layer ``layers[i]`` (prefetching the next one on the dp stream), wait.
 
         Idempotent: a layer gathered (or prefetched) already for this pass is not gathered again. An
-        edge-only chunk (no layers) gathers its embedding or LM head alone.
+        edge-only chunk (no layers) gathers its embedding or LM head alone. Without ``dp_overlap`` nothing
+        is prefetched: each layer's gather starts when the layer needs it.
         """
         units = [[layer] for layer in layers] or [[]]
-        for j in (i, i + 1):
+        for j in (i, i + 1) if self.spec.parallelism.dp_overlap else (i,):
             if j >= len(units):
                 break
             key = (*tag, vstage, *units[j])
@@ -1034,11 +1035,10 @@ class TrainingJob:
                 yield from self._zero3_gather(cls, vstage, layers, i, ("B", mb), state)
             yield from self._run_program(cls, self._layer_program(layer, "bwd"), mb)
             if zero3:
-                # FSDP / ZeRO-3: each micro-batch's layer gradients are reduce-scattered right away.
+                # FSDP / ZeRO-3: each micro-batch's layer gradients are reduce-scattered right away (and,
+                # without dp_overlap, the backward waits for them).
                 dense, expert = self._bucket_params(vstage, [layer])
-                state.dp_events += self._dp_collective(
-                    cls, "reducescatter", dense, expert, self.grad_bytes, "fsdp_grad_reducescatter"
-                )
+                yield from self._zero3_reduce(cls, dense, expert, state)
             elif reduce_now:
                 bucket.append(layer)
                 if len(bucket) >= par.dp_bucket_layers:
@@ -1050,14 +1050,25 @@ class TrainingJob:
             yield from self._run_program(cls, self._edge_program("embedding", "bwd"), mb)
         if not layers and zero3:  # an edge-only chunk: its embedding / LM head gradients on their own
             dense, expert = self._bucket_params(vstage, [])
-            state.dp_events += self._dp_collective(
-                cls, "reducescatter", dense, expert, self.grad_bytes, "fsdp_grad_reducescatter"
-            )
+            yield from self._zero3_reduce(cls, dense, expert, state)
         elif reduce_now and (bucket or not layers):
             state.dp_events += self._grad_sync(cls, vstage, bucket)
         m.free(cls, self.act_bytes[cls][vstage // self.dims.pp])
         if vstage > 0:
             self._send(cls, -1, ("grad", m.class_step[cls], mb, vstage - 1), f"pp_send_grad mb{mb}", mb)
+
+    def _zero3_reduce(
+        self, cls: int, dense: float, expert: float, state: _StepState
+    ) -> Generator[simpy.Event, Any, None]:
+        """ZeRO-3/FSDP: reduce-scatter one unit's gradients; overlapped with the rest of the backward
+        (``dp_overlap``) or waited for before it goes on."""
+        evs = self._dp_collective(
+            cls, "reducescatter", dense, expert, self.grad_bytes, "fsdp_grad_reducescatter"
+        )
+        if self.spec.parallelism.dp_overlap:
+            state.dp_events += evs
+        elif evs:
+            yield simpy.AllOf(self.env, evs) if len(evs) > 1 else evs[0]
 
     def _mtp(self, cls: int, mb: int, phase: str) -> Generator[simpy.Event, Any, None]:
         """The multi-token-prediction modules on the last virtual stage: input projection, the module's
