@@ -156,6 +156,26 @@ def test_training_memory_recompute_orders_activations():
     assert acts[0] < acts[1] < acts[2]
 
 
+@pytest.mark.parametrize(("pp", "stage"), [(1, 0), (4, 0), (4, 3)])
+def test_recomputing_some_layers_never_needs_more_than_recomputing_none(pp, stage):
+    # The buffer of the layer being rebuilt came on top of the in-flight micro-batches, which count its input
+    # already, and was added even when only some layers recompute: recompute_layers 1 (of 8 per stage) needed
+    # more than no recompute at all. It is the rebuilt layer's full activations less that input.
+    spec = load_preset("llama3-70b")
+    kw = {"tp": 8, "pp": pp, "dp": 1, "sequence_parallel": True, "num_microbatches": 8, "stage_index": stage}
+    none = training_memory(spec, recompute="none", **kw).activations
+    acts = [
+        training_memory(spec, recompute="full", recompute_layers=n, **kw).activations
+        for n in (1, 2, 80 // pp)
+    ]
+    assert none >= acts[0] > acts[1] > acts[2]
+    if stage < pp - 1:  # (the last stage adds the output layer's tensors)
+        one_layer = layer_activation_bytes(spec, 0, micro_batch=1, tp=8, sp=True)
+        layer_input = layer_activation_bytes(spec, 0, micro_batch=1, tp=8, sp=True, recompute="full")
+        in_flight = min(pp - stage, 8) * (80 // pp) * layer_input
+        assert acts[2] == pytest.approx(in_flight + one_layer - layer_input, rel=1e-12)
+
+
 def test_mixed_precision_adam_is_16_bytes_per_param():
     # One GPU holds everything: 2 (bf16 weights) + 2 (grads) + 12 (fp32 master, m, v) bytes per parameter.
     spec = load_preset("llama3-8b")

@@ -428,8 +428,10 @@ def training_memory(
         in_flight = max(in_flight, live)
     activations = in_flight
     if recomputed:
-        # The layer being recomputed during its backward holds its full activations once.
-        activations += max(layer_kept(i, "none") for i in layers)
+        # The layer being recomputed during its backward holds its full activations once: on top of the
+        # micro-batches in flight, which count its input already, what it rebuilds (the largest such
+        # layer). Layers not recomputed keep their activations and add nothing here.
+        activations += max(layer_kept(i, "none") - layer_kept(i, "full") for i in layers if i in recomputed)
     tokens = micro_batch * s / cp
     seq_split = tp if sequence_parallel else 1
     if last:
