@@ -94,6 +94,7 @@ SERIES_AXIS_LABELS = {
     "gpu_w": "class",
     "t_junction_c": "class",
     "clock_factor": "class",
+    "clock_cause": "class",
     "rack_w": "rack_type",
     "rack_it_w": "rack_type",
     "coolant_out_c": "rack_type",
