@@ -313,9 +313,12 @@ def energy_breakdown(
     return out
 
 
-def thermal_stats(thermal: Series, multiplicity: np.ndarray) -> dict[str, Any]:
-    """Peak temperatures, lowest clock and how long GPUs ran throttled."""
-    w = thermal.weights_s()
+def thermal_stats(
+    thermal: Series, multiplicity: np.ndarray, weights_s: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Peak temperatures, lowest clock and how long GPUs ran throttled (``weights_s``: the sample widths
+    when another group on the same time axis has them; the thermal group does not store its own)."""
+    w = weights_s if weights_s is not None and len(weights_s) == len(thermal.time_s) else thermal.weights_s()
     out: dict[str, Any] = {"duration_s": float(np.sum(w))}
     tj = thermal.get("t_junction_c")
     if tj is not None and tj.size:
@@ -381,8 +384,8 @@ def analyze(trace_path: str | Path, *, top: int = 10, chunk_rows: int = 1 << 20)
             for key in ("power_swing_w", "power_swing_mitigated_w"):
                 if summary.get(key) is not None:
                     report["power"][f"summary_{key}"] = float(summary[key])
-            # The run's own averages win, as its energies do: with power smoothing they include the surplus
-            # the floor burns, which the IT / facility series (the power the work asked for) do not.
+            # The run's own averages win, as its energies do (today the series carry the smoothing surplus
+            # and their sample-width integrals are the run's, so both agree; older traces may differ).
             for key, name in (
                 ("avg_it_power_w", "avg_it_w"),
                 ("facility_power_w", "avg_facility_w"),
@@ -392,7 +395,10 @@ def analyze(trace_path: str | Path, *, top: int = 10, chunk_rows: int = 1 << 20)
                     report["power"][name] = float(summary[key])
         thermal = tr.series("thermal")
         if thermal is not None:
-            report["thermal"] = thermal_stats(thermal, tr.multiplicity)
+            same_axis = power is not None and np.array_equal(power.time_s, thermal.time_s)
+            report["thermal"] = thermal_stats(
+                thermal, tr.multiplicity, power.weights_s() if same_axis and power is not None else None
+            )
     return report
 
 

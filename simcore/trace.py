@@ -506,10 +506,16 @@ class Series:
     def weights_s(self) -> np.ndarray:
         """Duration each sample stands for, for time-weighted means and integrals.
 
-        Each sample owns the span halfway to its neighbours (the outer ones as much again outwards), which
-        is exact for evenly spaced samples whether their times are interval starts or midpoints.
+        The group's own ``sample_s`` widths when it has them (the runner writes them: the last control tick
+        is split into samples a little shorter or longer than the rest, and the run's energies are
+        ``sum(power * sample_s)``). Otherwise each sample owns the span halfway to its neighbours (the outer
+        ones as much again outwards), which is exact for evenly spaced samples whether their times are
+        interval starts or midpoints.
         """
         t = self.time_s
+        width = self.data.get("sample_s")
+        if width is not None and width.shape == t.shape and np.all(np.isfinite(width)) and np.all(width >= 0):
+            return width
         if len(t) == 0:
             return t
         if len(t) == 1:
