@@ -7,6 +7,7 @@ before anything is saved. Plots that need power or thermal series are skipped wh
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,45 @@ def _subtitle(tr: Trace) -> str:
 # ---------------------------------------------------------------------------------------------- timeline
 
 
+def _duration_label(seconds: float) -> str:
+    scale, unit = _time_unit(seconds)
+    return f"{seconds * scale:.3g} {unit}"
+
+
+def _timeline_events(
+    tr: Trace, t_lo: float, t_hi: float, classes: list[int], fields: list[str], max_events: int
+) -> tuple[np.ndarray, float | None]:
+    """The ops of ``classes`` overlapping ``[t_lo, t_hi)``, at most ``max_events`` of them, and the time the
+    window must end at for what was read to be all of it (None when nothing was left out). Rows are nearly
+    in start order, so the cut is the earliest start among the rows left out of the last block read and the
+    next one: every op starting before it was read."""
+    blocks: list[np.ndarray] = []
+    total, cut = 0, None
+    rows = tr.iter_events(
+        t_lo=t_lo, t_hi=t_hi, classes=classes, fields=fields, chunk_rows=max(1, min(1 << 20, max_events))
+    )
+    with contextlib.closing(rows):
+        for block in rows:
+            room = max_events - total
+            if len(block) <= room:
+                blocks.append(block)
+                total += len(block)
+                continue
+            blocks.append(block[:room])
+            left_out = [block[room:]]
+            following = next(rows, None)
+            if following is not None:
+                left_out.append(following)
+            cut = min(float(np.min(b["t_start"])) for b in left_out)
+            break
+    ev = np.concatenate(blocks) if blocks else np.zeros(0, dtype=[(f, "f8") for f in fields])
+    if cut is not None:
+        if cut <= t_lo:  # an op left out began before the window: end it where the ops read end
+            cut = max(float(np.max(ev["t_end"])) if len(ev) else t_lo, np.nextafter(t_lo, np.inf))
+        ev = ev[ev["t_start"] < cut]
+    return ev, cut
+
+
 def timeline_figure(tr: Trace, *, steps: int = 2, max_classes: int = 8, max_events: int = 300_000) -> Figure:
     """Gantt chart: one row per (stage, stream), bars coloured by compute or communication group."""
     bounds = tr.step_bounds
@@ -78,13 +118,12 @@ def timeline_figure(tr: Trace, *, steps: int = 2, max_classes: int = 8, max_even
         t_lo, t_hi, span_label = 0.0, np.inf, "all steps"
     classes = _pick(tr.n_classes, max_classes)
     fields = ["rank_class", "stream", "kind", "group", "t_start", "t_end"]
-    blocks, total = [], 0
-    for block in tr.iter_events(t_lo=t_lo, t_hi=t_hi, classes=classes, fields=fields):
-        blocks.append(block)
-        total += len(block)
-        if total >= max_events:
-            break
-    ev = np.concatenate(blocks) if blocks else np.zeros(0, dtype=[(f, "f8") for f in fields])
+    ev, cut = _timeline_events(tr, t_lo, t_hi, classes, fields, max_events)
+    if cut is not None:  # more ops than the figure draws: show the part of the window that is complete
+        t_hi = cut
+        span_label += (
+            f", their first {_duration_label(cut - t_lo)} (a timeline draws at most {max_events:,} ops)"
+        )
     if not np.isfinite(t_hi):
         t_hi = float(ev["t_end"].max()) if len(ev) else 1.0
     scale, unit = _time_unit(t_hi - t_lo)

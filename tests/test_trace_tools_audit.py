@@ -8,9 +8,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from matplotlib.collections import PolyCollection
 
+from simcore.plots import timeline_figure
 from simcore.report import analyze
-from simcore.trace import Series
+from simcore.trace import Series, Trace, write_synthetic_trace
 
 
 def test_every_2d_series_labels_its_second_axis(real_trace: Path) -> None:
@@ -55,3 +57,31 @@ def test_analyze_energies_are_the_runs_integrals(real_trace: Path) -> None:
     assert p["energy_facility_j"] == pytest.approx(facility_j, rel=1e-12)
     assert p["energy_facility_j"] == pytest.approx(summary["facility_energy_j"], rel=1e-12)
     assert report["thermal"]["duration_s"] == pytest.approx(float(np.sum(width)), rel=1e-12)
+
+
+def _bars(fig) -> int:  # type: ignore[no-untyped-def]
+    return sum(len(c.get_paths()) for c in fig.axes[0].collections if isinstance(c, PolyCollection))
+
+
+def test_timeline_with_more_ops_than_it_draws_says_so_and_ends_where_complete(tmp_path: Path) -> None:
+    """The timeline stops reading at its cap; it drew a window of the steps asked for with its later part
+    silently blank (a 2 M-op trace: data up to 13.8 s of a 25.8 s window titled 'steps 0-3')."""
+    path = write_synthetic_trace(tmp_path / "trace.h5", 20_000, n_classes=4, n_steps=2, series=False)
+    cap = 3_000
+    with Trace(path) as tr:
+        t_lo, t_hi = tr.step_bounds[0][0], tr.step_bounds[1][1]
+        fig = timeline_figure(tr, steps=2, max_events=cap)
+        ev = tr.read_events(t_lo=t_lo, t_hi=t_hi)
+    ax = fig.axes[0]
+    assert f"at most {cap:,} ops" in ax.get_title()
+    scale = 1e3 if t_hi - t_lo < 2.0 else 1.0
+    cut = t_lo + ax.get_xlim()[1] / scale
+    assert t_lo < cut < t_hi
+    # every op that starts before the cut is drawn, and no more than the cap
+    wanted = int(np.sum(ev["t_start"] < cut - 1e-9))
+    assert wanted <= _bars(fig) <= cap
+    # a window that fits is drawn whole, without the note
+    with Trace(path) as tr:
+        fig_all = timeline_figure(tr, steps=2, max_events=len(ev) + 1)
+    assert "at most" not in fig_all.axes[0].get_title()
+    assert _bars(fig_all) == len(ev)
