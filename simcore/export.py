@@ -279,12 +279,24 @@ def _lookup(names: Sequence[str], i: int) -> str:
 # ---------------------------------------------------------------------------------------------- counters
 
 
+def _sample_spans(series: Series, widths_s: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of each sample. A series' time is the sample's midpoint, but a counter event holds its
+    value from its timestamp until the next one, so counters are stamped at the sample's start (at the
+    midpoint every counter lagged the ops by half a sample, 2.5 ms). ``widths_s``: another group's widths on
+    the same time axis (the thermal group stores none)."""
+    w = widths_s if widths_s is not None and len(widths_s) == len(series.time_s) else series.weights_s()
+    start = series.time_s - 0.5 * w
+    return start, start + w
+
+
 def _decimate(
-    time_s: np.ndarray, values: np.ndarray, lo: float, hi: float, limit: int
+    spans: tuple[np.ndarray, np.ndarray], values: np.ndarray, lo: float, hi: float, limit: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Samples inside [lo, hi], thinned to at most ``limit`` (max-preserving) with repeats dropped."""
-    keep = (time_s >= lo) & (time_s <= hi)
-    t, v = time_s[keep], values[keep]
+    """Samples overlapping [lo, hi] as (start time, value), the first one starting at ``lo`` at the earliest,
+    thinned to at most ``limit`` (max-preserving) with repeats dropped."""
+    start, end = spans
+    keep = (end > lo) & (start <= hi)
+    t, v = np.maximum(start[keep], lo), values[keep]
     if len(t) > limit > 0:
         stride = -(-len(t) // limit)
         n = len(t) // stride * stride
@@ -315,6 +327,16 @@ def _counters(
     """Counter tracks per class (GPU power, temperature, clock) and for the facility process."""
     power: Series | None = tr.series("power")
     thermal: Series | None = tr.series("thermal")
+    spans = {"power": _sample_spans(power) if power is not None else None, "thermal": None}
+    if thermal is not None:
+        same_axis = power is not None and np.array_equal(power.time_s, thermal.time_s)
+        spans["thermal"] = _sample_spans(thermal, power.weights_s() if same_axis and power else None)
+
+    def span_of(series: Series) -> tuple[np.ndarray, np.ndarray]:
+        got = spans["power"] if series is power else spans["thermal"]
+        assert got is not None
+        return got
+
     per_class = (
         (power, "gpu_w", "GPU power", "W", 1.0),
         (thermal, "t_junction_c", "junction temperature", "degC", 1.0),
@@ -326,7 +348,7 @@ def _counters(
             continue
         for c in classes:
             if c < data.shape[1]:
-                t, v = _decimate(series.time_s, data[:, c] * scale, lo, hi, limit)
+                t, v = _decimate(span_of(series), data[:, c] * scale, lo, hi, limit)
                 yield _counter_events(c + 1, label, unit, t, v)
     facility = (
         (power, "it_w", "IT power", "kW", 1e-3),
@@ -336,7 +358,7 @@ def _counters(
     for series, key, label, unit, scale in facility:
         data = series.get(key) if series is not None else None
         if series is not None and data is not None and data.ndim == 1:
-            t, v = _decimate(series.time_s, data * scale, lo, hi, limit)
+            t, v = _decimate(span_of(series), data * scale, lo, hi, limit)
             yield _counter_events(facility_pid, label, unit, t, v)
     for series, key, label, unit, scale in (
         (power, "rack_w", "rack type {} input power", "kW", 1e-3),
@@ -345,7 +367,7 @@ def _counters(
         data = series.get(key) if series is not None else None
         if series is not None and data is not None and data.ndim == 2:
             for r in range(data.shape[1]):
-                t, v = _decimate(series.time_s, data[:, r] * scale, lo, hi, limit)
+                t, v = _decimate(span_of(series), data[:, r] * scale, lo, hi, limit)
                 yield _counter_events(facility_pid, label.format(r), unit, t, v)
 
 

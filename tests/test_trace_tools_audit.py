@@ -85,3 +85,32 @@ def test_timeline_with_more_ops_than_it_draws_says_so_and_ends_where_complete(tm
         fig_all = timeline_figure(tr, steps=2, max_events=len(ev) + 1)
     assert "at most" not in fig_all.axes[0].get_title()
     assert _bars(fig_all) == len(ev)
+
+
+def test_perfetto_counters_start_where_their_samples_start(real_trace: Path, tmp_path: Path) -> None:
+    """A Chrome counter holds its value from its timestamp to the next one; a series' time is the sample's
+    midpoint, so counters stamped there lagged the ops by half a sample (2.5 ms). They are stamped at the
+    sample's start, and each counter begins where the exported ops begin, with the sample covering it."""
+    from simcore.export import export_perfetto
+
+    with h5py.File(real_trace) as f:
+        g = f["timeseries/power"]
+        time_s, width, it_w = g["time"][:], g["sample_s"][:], g["it_w"][:]
+        step_ends = f["steps"]["t_end"][:]
+    start_s = time_s - 0.5 * width
+
+    def check(doc: dict, lo_s: float) -> None:
+        events = [e for e in doc["traceEvents"] if e["ph"] == "C" and e["name"] == "IT power"]
+        covering = int(np.searchsorted(start_s, lo_s, side="right") - 1)
+        assert events[0]["ts"] == pytest.approx(lo_s * 1e6, abs=1e-3)
+        assert events[0]["args"]["kW"] == pytest.approx(it_w[covering] / 1e3)
+        later = {round(e["ts"], 3) for e in events[1:]}
+        assert later <= {round(x, 3) for x in (np.rint(start_s * 1e9) / 1e3).tolist()}
+        clock = [e for e in doc["traceEvents"] if e["ph"] == "C" and e["name"] == "clock factor"]
+        assert clock[0]["ts"] == events[0]["ts"]  # the thermal group, on the same time axis
+
+    doc = json.loads(export_perfetto(real_trace, tmp_path / "all.json").path.read_text())
+    first_op_s = min(e["ts"] for e in doc["traceEvents"] if e["ph"] == "X") / 1e6
+    check(doc, first_op_s)
+    doc1 = json.loads(export_perfetto(real_trace, tmp_path / "s1.json", steps="1-1").path.read_text())
+    check(doc1, float(step_ends[0]))
