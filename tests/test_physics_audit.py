@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from sim_helpers import simulate
 
 from workloads.spec import load_training_spec
@@ -48,3 +49,22 @@ def test_zero3_without_dp_overlap_waits_for_its_gathers_and_reduce_scatters():
 
     on, off = step(True), step(False)
     assert off > on * 1.05
+
+
+def _optimizer_bytes(optimizer: dict[str, Any], grad_reduce: str) -> float:
+    extra = {"optimizer": optimizer} if optimizer else {}
+    spec = _spec({"preset": "llama3-8b", "layers": 2}, {"dp": 2, "grad_reduce": grad_reduce}, 2, **extra)
+    machine = simulate(spec)[1]
+    table = machine.recorder.table()
+    names = np.array(machine.recorder.names)[table["name"]]
+    [nbytes] = table["nbytes"][names == "optimizer"]
+    return float(nbytes)
+
+
+def test_the_adam_step_reads_the_gradient_buffer_it_has():
+    # Per parameter: an fp32 gradient buffer (grad_reduce: fp32) is 2 B more to read than a bf16 one; with
+    # fp32_params the fp32 master is the parameter (read and written) and no bf16 copy is written: 2 B less.
+    bf16, fp32 = _optimizer_bytes({}, "bf16"), _optimizer_bytes({}, "fp32")
+    assert fp32 / bf16 == pytest.approx(30 / 28)
+    master_is_param = _optimizer_bytes({"fp32_params": True}, "fp32")
+    assert master_is_param / fp32 == pytest.approx(28 / 30)

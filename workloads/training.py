@@ -1152,14 +1152,18 @@ class TrainingJob:
     def _optimizer(self, cls: int) -> Generator[simpy.Event, Any, None]:
         """Adam on this rank's shard (ZeRO >= 1: dense / dp·cp, experts / edp)."""
         dense, expert = self._stage_params(cls)
+        opt = self.spec.optimizer
         shard = dense / self.dense_dp + expert / self.expert_dp if self.zero >= 1 else dense + expert
         yield self.m.compute(
             cls,
             mdl.optimizer_flops(shard),
             mdl.optimizer_bytes(
                 shard,
-                moment_bytes=self.spec.optimizer.moment_bytes,
-                master_weights=self.spec.optimizer.master_weights,
+                grad_dtype_bytes=self.grad_bytes,  # the gradient buffer it reads (fp32 with grad_reduce: fp32)
+                # fp32_params: the fp32 master is the parameter, read and written with no 16-bit copy
+                param_dtype_bytes=4 if opt.fp32_params else 2,
+                master_weights=opt.master_weights and not opt.fp32_params,
+                moment_bytes=opt.moment_bytes,
             ),
             dtype="bf16",
             name="optimizer",
