@@ -4,11 +4,12 @@ Each profile is one ordinary run (``simcore.runner.run``) into ``OUT/<profile>/`
 per GPU and per rack and sizes a fleet for a target throughput:
 
     racks_needed = ceil(target_tokens_per_s / (tokens_per_s / racks_used))
-    MW_needed    = racks_needed * full_rack_it_power_w * pue / 1e6
+    MW_needed    = racks_needed * (full_rack_it_power_w + fabric_power_per_rack_w) * pue / 1e6
 
 where ``racks_used = gpus / gpus_per_rack`` of that run and ``full_rack_it_power_w`` (from the run's
 summary) is one rack whose every GPU draws the job's mean GPU power, plus the rack's static load and
-conversion loss. The run itself powers whole racks (idle GPUs included), so a job smaller than a rack
+conversion loss; ``fabric_power_per_rack_w = fabric_power_w / gpus * gpus_per_rack`` is a rack's share of
+the scale-out switches and their transceivers. The run itself powers whole racks (idle GPUs included), so a job smaller than a rack
 would otherwise be charged a whole rack's idle draw. This assumes the throughput and power per GPU of the
 run hold at fleet scale (data-parallel weak scaling, racks filled). A workload with a ``job:`` section is
 sized on what its job delivers through failures, checkpoints and restarts, ``tokens_per_s * goodput``
@@ -42,7 +43,7 @@ RACKS_FORMULA_JOB = (
     "goodput from the job: section's replay (failures, checkpoints, restarts)"
 )
 JOB_ASSUMPTION = "; goodput is the simulated job's (a larger job has more nodes to fail, so lower goodput)"
-MW_FORMULA = "MW_needed = racks_needed * full_rack_it_power_w * pue / 1e6"
+MW_FORMULA = "MW_needed = racks_needed * (full_rack_it_power_w + fabric_power_per_rack_w) * pue / 1e6"
 
 # (key, label, unit, scale, format) of the table rows, in order
 ROWS = (
@@ -138,6 +139,8 @@ def row_metrics(summary: dict[str, Any], out_dir: Path | None) -> dict[str, Any]
     full_rack_w = _num(summary.get("full_rack_it_power_w"))
     if full_rack_w is None and it_w is not None and gpus and per_rack:  # a summary from before the key
         full_rack_w = it_w / math.ceil(gpus / per_rack)
+    fabric_w = _num(summary.get("fabric_power_w")) or 0.0  # 0 in a summary from before the key
+    fabric_per_rack_w = fabric_w / gpus * per_rack if gpus and per_rack else 0.0
     goodput = _num(summary.get("goodput"))  # a workload with a job: section
     swing = _num(summary.get("power_swing_w"))
     if swing is None and out_dir is not None:
@@ -153,6 +156,7 @@ def row_metrics(summary: dict[str, Any], out_dir: Path | None) -> dict[str, Any]
         "energy_per_token_j": _num(summary.get("energy_per_token_j")),
         "rack_kw": full_rack_w / 1e3 if full_rack_w is not None else None,
         "full_rack_it_power_w": full_rack_w,
+        "fabric_power_per_rack_w": fabric_per_rack_w,
         "avg_it_power_w": it_w,
         "facility_power_w": facility_w,
         "pue": pue,
@@ -182,8 +186,9 @@ def size_fleet(metrics: dict[str, Any], target: float) -> None:
         per_rack *= metrics["goodput"]
     metrics["racks_needed"] = math.ceil(target / per_rack) if per_rack else None
     rack_w, pue = metrics.get("full_rack_it_power_w"), metrics.get("pue")
+    fabric_w = metrics.get("fabric_power_per_rack_w") or 0.0
     metrics["mw_needed"] = (
-        metrics["racks_needed"] * rack_w * pue / 1e6
+        metrics["racks_needed"] * (rack_w + fabric_w) * pue / 1e6
         if metrics["racks_needed"] and rack_w is not None and pue is not None
         else None
     )

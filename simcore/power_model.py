@@ -132,6 +132,9 @@ class PowerController:
                 expected=f">= {floor_in / 1e3:.3g} kW",
             )
         self.it_limit_w = self._it_budget(self.p.rack.power_limit)
+        # The job's share of the scale-out fabric (switches and their transceivers, outside the racks):
+        # constant power, IT load beside the racks', cooled with it.
+        self.fabric_w = self.p.scale_out.fabric_power_per_gpu() * float(machine.gpu_multiplicity().sum())
         csv_name = self.p.cooling.facility.outside_temp_csv
         self._ambient = (
             load_temperature_csv(resolve_beside(csv_name, self.p.source_file), file=self.p.source_file)
@@ -714,6 +717,8 @@ class PowerResult:
             "it_energy_j": it_e,
             "facility_energy_j": it_e + cool_e + over_e,
             "conversion_loss_energy_j": loss_e,
+            "fabric_power_w": ctl.fabric_w,
+            "fabric_energy_j": ctl.fabric_w * total_t,
             "cooling_energy_j": cool_e,
             "overhead_energy_j": over_e,
             **mitig,
@@ -879,11 +884,11 @@ class _FacilityChain:
         p = ctl.p
         rack = p.rack
         rack_in, rack_loss = _rack_input_power(p, rack_it)
-        it_w = rack_in @ ctl.rack_type_racks  # [T]
+        it_w = rack_in @ ctl.rack_type_racks + ctl.fabric_w  # [T]: the racks and the job's fabric share
         fac = p.cooling.facility
         supply = np.asarray(ctl._supply_c(time_s), dtype=np.float64)
         outside = np.asarray(ctl._outside_c(time_s), dtype=np.float64)
-        design_it = rack.power_limit * float(ctl.rack_type_racks.sum())
+        design_it = rack.power_limit * float(ctl.rack_type_racks.sum()) + ctl.fabric_w
         cooling_w, _pue = thermal.facility_power(
             it_w,
             supply,

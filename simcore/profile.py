@@ -197,6 +197,28 @@ class FabricTier:
     latency: float = quantity(
         "time", "switch + cable latency added when traffic crosses this tier", "1 us", maximum=MAX_LATENCY_S
     )
+    switch_radix: int = number(
+        "ports of one switch of this tier, counted at the NIC's line rate (a 64 x 800G switch whose ports "
+        "split 2 x 400G for 400G NICs has 128)",
+        64,
+        integer=True,
+        minimum=2,
+    )
+    switch_power: float = quantity(
+        "power",
+        "power of one switch of this tier at the wall, fans included, transceivers not (0: not counted)",
+        "0 W",
+        allow_zero=True,
+        example="750 W",
+    )
+    port_power: float = quantity(
+        "power",
+        "power of the transceiver in one switch port (0 for copper or when not counted; co-packaged "
+        "optics: the optical engine's share)",
+        "0 W",
+        allow_zero=True,
+        example="8 W",
+    )
 
 
 @dataclass(frozen=True)
@@ -220,6 +242,24 @@ class ScaleOut:
     latency: float = quantity("time", "NIC-to-NIC base latency of one message", "3 us", maximum=MAX_LATENCY_S)
     topology: str = choice("fabric shape", ("rail_optimized_fat_tree", "fat_tree"), "rail_optimized_fat_tree")
     tiers: tuple[FabricTier, ...] = section_list("switch tiers from the leaf up")
+
+    def switch_ports_per_gpu(self) -> tuple[float, ...]:
+        """Switch ports each GPU's share of the fat-tree takes at every tier: a tier's downlinks are the
+        NIC links (leaf) or the tier below's uplinks, and it has downlinks / oversubscription uplinks, the
+        top tier none."""
+        ports, down = [], self.nics_per_gpu
+        for i, tier in enumerate(self.tiers):
+            up = down / tier.oversubscription if i < len(self.tiers) - 1 else 0.0
+            ports.append(down + up)
+            down = up
+        return tuple(ports)
+
+    def fabric_power_per_gpu(self) -> float:
+        """W of switches and their transceivers per GPU (the NIC's own optics are in ``rack.nic_power``)."""
+        return sum(
+            n * (t.switch_power / t.switch_radix + t.port_power)
+            for n, t in zip(self.switch_ports_per_gpu(), self.tiers, strict=True)
+        )
 
 
 # --------------------------------------------------------------------------------------------- rack

@@ -1067,7 +1067,10 @@ def print_table(
         ("peak HBM", fmt("peak_hbm_bytes", 1e-9, " GB")),
         (
             "IT power avg / peak",
-            power("avg_it_power_w") + " / " + power("peak_it_power_w"),
+            power("avg_it_power_w")
+            + " / "
+            + power("peak_it_power_w")
+            + (f"  (scale-out fabric {power('fabric_power_w')})" if summary.get("fabric_power_w") else ""),
         ),
         ("facility power, PUE", power("facility_power_w") + ", " + fmt("pue", 1, "")),
         ("energy per token", fmt("energy_per_token_j", 1, " J")),

@@ -67,6 +67,8 @@ SUMMARY_FIELDS = frozenset(
         "events",
         "exposed_comm_by_group",
         "exposed_comm_fraction",
+        "fabric_energy_j",
+        "fabric_power_w",
         "facility_energy_j",
         "facility_power_w",
         "flops_convention",

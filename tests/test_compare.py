@@ -30,6 +30,14 @@ def test_fleet_sizing_formulas() -> None:
     size_fleet(m, 1e7)
     assert m["racks_needed"] == math.ceil(1e7 / 3.0e5) == 34
     assert m["mw_needed"] == pytest.approx(34 * 1.2e5 * 1.1 / 1e6)
+    m = {
+        "tokens_per_s_per_rack": 3.0e5,
+        "full_rack_it_power_w": 1.2e5,
+        "fabric_power_per_rack_w": 4e3,
+        "pue": 1.1,
+    }
+    size_fleet(m, 1e7)  # a rack's share of the scale-out fabric is powered and cooled with it
+    assert m["mw_needed"] == pytest.approx(34 * 1.24e5 * 1.1 / 1e6)
     m = {"tokens_per_s_per_rack": None, "racks_used": None, "full_rack_it_power_w": None, "pue": None}
     size_fleet(m, 1e7)
     assert m["racks_needed"] is None and m["mw_needed"] is None
@@ -108,7 +116,8 @@ def test_compare_two_profiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     for r in (base, half):
         m = r["metrics"]
         assert m["racks_needed"] == math.ceil(target / (m["tokens_per_s"] / m["racks_used"]))
-        assert m["mw_needed"] == pytest.approx(m["racks_needed"] * m["full_rack_it_power_w"] * m["pue"] / 1e6)
+        rack_w = m["full_rack_it_power_w"] + m["fabric_power_per_rack_w"]
+        assert m["mw_needed"] == pytest.approx(m["racks_needed"] * rack_w * m["pue"] / 1e6)
     # half the scale-up bandwidth cannot make a TP-heavy job faster
     assert half["metrics"]["step_time_s"] >= base["metrics"]["step_time_s"]
     assert table["target_formula"] == "max(1e7, 10**ceil(log10(best tokens_per_s)))"

@@ -60,9 +60,10 @@ def test_smoothing_burn_is_in_every_series_and_the_grid_sees_the_ramp_limit(tmp_
     assert np.sum(it * dt) == pytest.approx(s["it_energy_j"], rel=1e-9)
     assert np.sum(fac * dt) == pytest.approx(s["facility_energy_j"], rel=1e-9)
     assert np.all(grid <= fac + 1e-6)
-    # one rack: the busiest rack's mean input is the job's mean IT power
-    assert s["rack_power_w"] == pytest.approx(s["avg_it_power_w"], rel=1e-9)
-    assert np.sum(rack * dt) == pytest.approx(s["it_energy_j"], rel=1e-9)
+    # one rack: the busiest rack's mean input is the job's mean IT power less its share of the fabric
+    assert s["fabric_power_w"] > 0
+    assert s["rack_power_w"] + s["fabric_power_w"] == pytest.approx(s["avg_it_power_w"], rel=1e-9)
+    assert np.sum(rack * dt) + s["fabric_energy_j"] == pytest.approx(s["it_energy_j"], rel=1e-9)
 
 
 def _one_rack(
@@ -573,3 +574,35 @@ def test_a_sparse_request_stream_widens_the_power_sample_instead_of_running_out_
     assert any(f"sampled every {settings.sample_s * 1e3:.3g} ms" in line for line in said)
     assert coarse["requests_per_s"] == fine["requests_per_s"]
     assert coarse["facility_energy_j"] == pytest.approx(fine["facility_energy_j"], rel=0.01)
+
+
+def test_fabric_ports_per_gpu_follow_the_tree_and_its_oversubscription():
+    # Non-blocking 3 tiers: 2 + 2 + 1 switch ports per NIC. A 2:1 leaf halves every port above it; two NICs
+    # per GPU double them all.
+    tiers = (
+        "[{name: leaf, span_gpus: 64, %s}, {name: spine, span_gpus: 1024}, {name: core, span_gpus: 65536}]"
+    )
+    cost = "switch_radix: 64, switch_power: 640 W, port_power: 5 W"
+    flat = load_profile("gen1.yaml", [f"scale_out.tiers={tiers % cost}"]).scale_out
+    assert flat.switch_ports_per_gpu() == (2.0, 2.0, 1.0)
+    assert flat.fabric_power_per_gpu() == pytest.approx(2 * (10 + 5))  # only the leaf's ports cost here
+    tapered = load_profile("gen1.yaml", [f"scale_out.tiers={tiers % 'oversubscription: 2'}"]).scale_out
+    assert tapered.switch_ports_per_gpu() == (1.5, 1.0, 0.5)
+    assert tapered.fabric_power_per_gpu() == 0.0  # no switch_power / port_power given: not counted
+    two_nics = load_profile("gen1.yaml", [f"scale_out.tiers={tiers % cost}", "scale_out.nics_per_gpu=2"])
+    assert two_nics.scale_out.switch_ports_per_gpu() == (4.0, 4.0, 2.0)
+
+
+def test_the_fabric_is_it_load_the_facility_cools(tmp_path):
+    # gen2's 400G fabric: 5 ports per GPU at 750/64 W of switch and 8 W of optics each; the job (72 GPUs)
+    # is charged its share, constant, inside IT power; the facility cools it too.
+    base = _run(tmp_path, "with").summary
+    assert base["fabric_power_w"] == pytest.approx(72 * 5 * (750 / 64 + 8))
+    assert base["fabric_energy_j"] == pytest.approx(
+        base["fabric_power_w"] * base["it_energy_j"] / base["avg_it_power_w"]
+    )
+    none = "scale_out.tiers=[{name: leaf, span_gpus: 576}, {name: spine, span_gpus: 9216}, {name: core, span_gpus: 147456}]"
+    bare = _run(tmp_path, "without", sets=[none]).summary
+    assert bare["fabric_power_w"] == 0.0 and bare["step_time_s"] == base["step_time_s"]
+    assert base["it_energy_j"] - bare["it_energy_j"] == pytest.approx(base["fabric_energy_j"], rel=1e-9)
+    assert base["facility_energy_j"] - bare["facility_energy_j"] > base["fabric_energy_j"]  # cooled as well
