@@ -219,20 +219,21 @@ def main(argv: list[str] | None = None) -> int:
               "--specs and the input files)", file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
-        return _interrupted()
+        return _interrupted(ctrl_c)
     except Exception:
         # A Ctrl-C delivered inside a callback from compiled code surfaces wrapped (numba: SystemError); the
         # run has already discarded its outputs on the way out, so it is the interrupt, not a crash.
         if interrupts.requested_since(ctrl_c):
-            return _interrupted()
+            return _interrupted(ctrl_c)
         raise
     finally:
         interrupts.restore(previous_sigint)
 
 
-def _interrupted() -> int:
-    print("racksim: interrupted; no partial outputs were kept", file=sys.stderr)
-    return 130
+def _interrupted(since: int) -> int:
+    """Ctrl-C or SIGTERM: one line, exit code 128 + the signal's number (130, 143)."""
+    print(f"racksim: {interrupts.reason(since)}; no partial outputs were kept", file=sys.stderr)
+    return interrupts.exit_code(since)
 
 
 if __name__ == "__main__":  # pragma: no cover

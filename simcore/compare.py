@@ -194,21 +194,24 @@ def size_fleet(metrics: dict[str, Any], target: float) -> None:
     )
 
 
-def _interrupted(out: Path, done: list[dict[str, Any]], total: int, write_trace: bool) -> Interrupted:
-    """What Ctrl-C left behind: the finished profiles' run directories stay complete, the table does not."""
+def _interrupted(
+    out: Path, done: list[dict[str, Any]], total: int, write_trace: bool, since: int
+) -> Interrupted:
+    """What Ctrl-C (or a SIGTERM counted after ``mark()`` returned ``since``) left behind: the finished
+    profiles' run directories stay complete, the table does not."""
     ran = [r for r in done if r.get("metrics") is not None]
     files = "summary.json and trace.h5" if write_trace else "summary.json"
     if ran:
         kept = f"complete runs kept: {', '.join(r['out_dir'] for r in ran)} ({files} each)"
     else:
         kept = "no profile's run finished"
-    msg = f"compare interrupted; {kept}"
+    msg = f"compare {interrupts.reason(since)}; {kept}"
     if len(done) < total:
         msg += f"; {total - len(done)} of {total} profile(s) did not run or finish"
     missing = [name for name in ("compare.json", "compare.png") if not (out / name).is_file()]
     if missing:
         msg += f"; {' and '.join(missing)} {'was' if len(missing) == 1 else 'were'} not written"
-    return Interrupted(msg)
+    return Interrupted(msg, interrupts.exit_code(since))
 
 
 def run_compare(opts: CompareOptions) -> dict[str, Any]:
@@ -240,7 +243,7 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
                 raise
             if running:
                 discard_if_empty(running[0])  # the stopped run wrote nothing; do not leave its folder
-            raise _interrupted(out, rows, len(opts.profiles), opts.write_trace) from exc
+            raise _interrupted(out, rows, len(opts.profiles), opts.write_trace, ctrl_c) from exc
 
 
 def _run_all(

@@ -66,7 +66,11 @@ class Interrupted(RacksimError):
     """Ctrl-C stopped a command that keeps what it finished; the message says which outputs are complete
     (a bare KeyboardInterrupt would be reported as "no partial outputs were kept")."""
 
-    exit_code = 130
+    exit_code = 130  # 143 when SIGTERM stopped it (set by whoever raises it)
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class CapacityError(RacksimError):

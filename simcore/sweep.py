@@ -23,7 +23,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import time
 import traceback
 import uuid
@@ -577,37 +576,15 @@ def _local_results(points: list[SweepPoint], jobs: int) -> Generator[dict[str, A
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(points)), initializer=_leave_ctrl_c_to_the_sweep)
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(points)), initializer=interrupts.worker_signals)
     try:
         futures = {pool.submit(run_point, p): p for p in points}
         for fut in as_completed(futures):
             yield _result_or_crash(fut, futures[fut])
     except BaseException:  # Ctrl-C, or the sweep closed this stream
-        _stop(pool)
+        interrupts.stop_workers(pool)
         raise
     pool.shutdown()
-
-
-def _leave_ctrl_c_to_the_sweep() -> None:
-    """A worker ignores SIGINT (a terminal sends it to every process of the command): the sweep stops the
-    workers itself. A worker's own KeyboardInterrupt would only end its point, and it would start the next."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _stop(pool: Any) -> None:
-    """Cancel the points still queued and end the running ones now. ``shutdown(cancel_futures=True)``
-    cannot cancel the few already handed to the workers, and waiting for them would keep the user a point's
-    run time and leave outputs sweep.json does not list. Before Python 3.14 the executor has no public way to
-    end its workers, hence ``_processes``."""
-    if hasattr(pool, "terminate_workers"):  # Python 3.14+
-        pool.terminate_workers()
-        return
-    workers = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in workers:
-        proc.terminate()
-    for proc in workers:
-        proc.join(timeout=10)
 
 
 def _result_or_crash(fut: Any, point: SweepPoint) -> dict[str, Any]:

@@ -40,9 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """0 when every point ran or could not run for a stated reason; 1 when a point crashed (a bug)."""
+    from simcore import interrupts
     from simcore.atomic import output_dir
     from simcore.sweep import format_table, load_sweep, run_sweep
 
+    ctrl_c = interrupts.mark()
     spec = load_sweep(args.sweep_file)
     quiet = args.quiet or args.json
     with output_dir(args.out, "sweep-") as out:  # a sweep that cannot start leaves no empty folder
@@ -56,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
                 note=lambda msg: print(f"racksim: {msg}", file=sys.stderr),
             )
         except KeyboardInterrupt:
-            print(f"racksim: {_interrupted(out)}", file=sys.stderr)
-            return 130
+            print(f"racksim: {_interrupted(out, interrupts.reason(ctrl_c))}", file=sys.stderr)
+            return interrupts.exit_code(ctrl_c)
     if args.json:
         print(json.dumps(result.as_json(), indent=2, sort_keys=True))
     else:
@@ -68,19 +70,19 @@ def run(args: argparse.Namespace) -> int:
     return 1 if crashed else 0
 
 
-def _interrupted(out: Path) -> str:
-    """What Ctrl-C left: the finished points, listed in sweep.json and sweep.csv, and their outputs only."""
+def _interrupted(out: Path, how: str = "interrupted") -> str:
+    """What Ctrl-C (or SIGTERM: ``how``) left: the finished points, listed in sweep.json and sweep.csv, and their outputs only."""
     try:
         saved = json.loads((out / "sweep.json").read_text())
         done, total = len(saved["points"]), saved["points_total"]
     except (OSError, ValueError, KeyError):
-        return f"sweep interrupted; {out} holds no results"
+        return f"sweep {how}; {out} holds no results"
     if not done:
         return (
-            f"sweep interrupted before any of its {total} point(s) finished; {out}/sweep.json and sweep.csv "
+            f"sweep {how} before any of its {total} point(s) finished; {out}/sweep.json and sweep.csv "
             "list none, and the points left no outputs"
         )
     return (
-        f"sweep interrupted; {done} of {total} point(s) finished: {out}/sweep.json and sweep.csv list them, "
+        f"sweep {how}; {done} of {total} point(s) finished: {out}/sweep.json and sweep.csv list them, "
         "and points/ holds their outputs only (the unfinished points left none)"
     )

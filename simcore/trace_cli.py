@@ -199,14 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     handlers = add_parsers(sub)
     args = parser.parse_args(argv)
+    from simcore import interrupts
+
+    ctrl_c = interrupts.mark()
     try:
         return handlers[args.command](args)
     except RacksimError as exc:
         print(f"racksim: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("racksim: interrupted; no partial outputs were kept", file=sys.stderr)
-        return 130
+        print(f"racksim: {interrupts.reason(ctrl_c)}; no partial outputs were kept", file=sys.stderr)
+        return interrupts.exit_code(ctrl_c)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -127,6 +127,53 @@ def test_sigint_to_the_command_exits_promptly_and_says_what_it_kept(tmp_path):
     assert "Traceback" not in err
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups and SIGTERM are POSIX")
+@pytest.mark.parametrize("group", [True, False], ids=["process-group", "parent-only"])
+def test_sigterm_stops_the_sweep_as_ctrl_c_does(tmp_path, group):
+    """SIGTERM (``timeout`` and Slurm send it to every process of the command, ``kill PID`` to the sweep
+    alone) takes Ctrl-C's path: workers ended, unfinished points' directories removed, one line, exit 143.
+    Before, the sweep died on the spot and left sweep.json unwritten and the running points' partial
+    outputs in points/."""
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    (tmp_path / "driver.py").write_text(textwrap.dedent(DRIVER))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "sweep.yaml"), str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "points" / "p000" / "summary.json").is_file():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        time.sleep(0.5)  # the slow points are running, one more queued
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=SLOW_S * 3)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err
+    assert took < SLOW_S / 2, err
+    saved = json.loads((out / "sweep.json").read_text())
+    listed = [p["label"] for p in saved["points"]]
+    assert listed in (["p000"], [])  # p000 unless the signal came before its result was collected
+    assert all(p["status"] == "ok" for p in saved["points"])  # no point recorded as a lost worker
+    assert _point_dirs(out) == listed
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith("racksim: sweep interrupted by SIGTERM")
+
+
 def test_a_point_that_finishes_after_its_sweep_stopped_removes_its_outputs(tmp_path, monkeypatch):
     """A Dask task cannot be stopped once it runs: it finishes after the sweep, and must not leave a
     directory sweep.json does not list."""

@@ -1636,13 +1636,22 @@ def validate(
     if jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        from simcore import interrupts
+
+        # workers leave Ctrl-C to this process and die on SIGTERM; an interrupt ends them at once (waiting
+        # for the pool would run every queued row first)
+        pool = ProcessPoolExecutor(max_workers=jobs, initializer=interrupts.worker_signals)
+        try:
             futures = [pool.submit(run_plan, s, extra) if isinstance(s, RowPlan) else s for s in slots]
             for item in futures:
                 res = item if isinstance(item, RowResult) else item.result()
                 report.rows.append(res)
                 if progress is not None:
                     progress(res)
+        except BaseException:
+            interrupts.stop_workers(pool)
+            raise
+        pool.shutdown()
         return report
     for item in slots:
         res = run_plan(item, extra) if isinstance(item, RowPlan) else item

@@ -1,0 +1,215 @@
+"""Small user-facing defects of the CLI: SIGTERM (``timeout``, ``kill``, Slurm) takes Ctrl-C's clean-up path."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from simcore.trace import write_synthetic_trace
+
+REPO = Path(__file__).resolve().parents[1]
+POSIX = pytest.mark.skipif(sys.platform == "win32", reason="process groups and SIGTERM are POSIX")
+
+# Runs racksim's CLI with its slow parts replaced by waits that say on MARK when they started: while an
+# output is being written to its temporary file (plot, export-perfetto, analyze --json), in a run (compare),
+# in a row of validate (in the pool's worker processes, one line with the worker's pid each).
+DRIVER = """\
+import contextlib, os, sys, time
+from pathlib import Path
+
+import simcore.atomic as atomic
+import simcore.runner as runner
+import workloads.validation as validation
+
+MARK = Path(sys.argv[1])
+
+def say(line):
+    with open(MARK, "a") as fh:
+        fh.write(line + "\\n")
+
+real_path, real_paths = atomic.atomic_path, atomic.atomic_paths
+
+@contextlib.contextmanager
+def slow_path(target):
+    with real_path(target) as tmp:
+        say(f"tmp {tmp}")
+        time.sleep(60)
+        yield tmp
+
+@contextlib.contextmanager
+def slow_paths(targets):
+    with real_paths(targets) as tmps:
+        say(f"tmp {tmps[0]}")
+        time.sleep(60)
+        yield tmps
+
+def slow_run(opts):
+    say(f"run {os.getpid()}")
+    time.sleep(60)
+
+def slow_row(plan, extra):
+    say(f"row {os.getpid()}")
+    time.sleep(60)
+
+atomic.atomic_path, atomic.atomic_paths = slow_path, slow_paths
+runner.run = slow_run
+validation.run_plan = slow_row
+from simcore.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_trace(
+        tmp_path_factory.mktemp("synth") / "run" / "trace.h5", 4_000, n_classes=2, n_steps=2, racks=1
+    )
+
+
+def _default_signals() -> None:
+    """A shell's background job (`pytest &`) ignores SIGINT, and a test runner may have set its own SIGTERM
+    handler: give the command the dispositions a terminal or a job scheduler would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _terminate_when_marked(
+    args: list[str], mark: Path, tmp_path: Path, *, lines: int = 1, group: bool = True
+) -> tuple[int, str, float]:
+    """Start the driver on ``args``, wait until ``lines`` lines are on ``mark``, send SIGTERM (to the
+    command's process group, as ``timeout`` and Slurm do, or to the command alone, as ``kill PID`` does);
+    return the exit code, stderr and how long the command took to exit."""
+    (tmp_path / "driver.py").write_text(textwrap.dedent(DRIVER))
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "driver.py"), str(mark), *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_signals,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (mark.is_file() and len(mark.read_text().splitlines()) >= lines):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the command did not get there"
+            time.sleep(0.05)
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, err, took
+
+
+def _hidden_temps(where: Path) -> list[str]:
+    return sorted(p.name for p in where.rglob(".*.tmp"))
+
+
+@POSIX
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["export-perfetto", "{trace}", "-o", "{out}/x.json"],
+        ["plot", "{trace}", "--out", "{out}/figs"],
+        ["analyze", "{trace}", "--json", "{out}/report.json"],
+    ],
+    ids=["export-perfetto", "plot", "analyze"],
+)
+def test_sigterm_removes_the_temporary_output_and_exits_143_with_one_line(synth, tmp_path, command):
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [a.format(trace=synth, out=out) for a in command]
+    code, err, took = _terminate_when_marked(args, tmp_path / "mark", tmp_path)
+    assert code == 143, err
+    assert took < 10
+    assert err.splitlines() == ["racksim: interrupted by SIGTERM; no partial outputs were kept"]
+    tmp = Path(next(line for line in (tmp_path / "mark").read_text().splitlines()).split(" ", 1)[1])
+    assert tmp.parent.is_relative_to(out) and not tmp.exists()
+    assert _hidden_temps(out) == [] and not any(p.is_file() for p in out.rglob("*"))
+
+
+@POSIX
+def test_sigterm_stops_compare_and_says_what_it_kept(tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", "--profiles", "gen1.yaml", "gen2.yaml", "--workload", "llama3-8b", "--out", str(out)]
+    code, err, _ = _terminate_when_marked(args, tmp_path / "mark", tmp_path)
+    assert code == 143, err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith(
+        "racksim: error: compare interrupted by SIGTERM; no profile's run finished; 2 of 2 profile(s)"
+    )
+
+
+@POSIX
+@pytest.mark.parametrize("group", [True, False], ids=["process-group", "parent-only"])
+def test_sigterm_stops_validate_and_its_workers_at_once(tmp_path, group):
+    """Before, the workers inherited the handler: each row's KeyboardInterrupt ended only that row, the
+    workers took the next, and the command waited for the whole table (or, with SIGTERM to the parent alone,
+    racksim died and left the workers running)."""
+    args = ["validate", "--jobs", "2", "--rows", "megatron-sc21*", "--quiet"]
+    code, err, took = _terminate_when_marked(args, tmp_path / "mark", tmp_path, lines=2, group=group)
+    assert code == 143, err
+    assert took < 10
+    assert err.splitlines() == ["racksim: interrupted by SIGTERM; no partial outputs were kept"]
+    workers = [int(line.split()[1]) for line in (tmp_path / "mark").read_text().splitlines()]
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@POSIX
+def test_sigterm_during_a_real_run_leaves_no_trace(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, str(REPO / "run_sim.py"), "--profile", "gen2.yaml"),
+            *("--workload", "llama3-70b", "--steps", "50", "--out", str(out)),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_signals,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # the trace's temporary file appears right before the simulation starts
+        while not (out.is_dir() and any(p.name.startswith(".trace.h5") for p in out.iterdir())):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "run did not start"
+            time.sleep(0.05)
+        time.sleep(0.5)  # well into the simulation
+        assert proc.poll() is None, "run finished before it could be stopped"
+        proc.send_signal(signal.SIGTERM)
+        _stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr
+    assert stderr.splitlines()[-1] == "racksim: interrupted by SIGTERM; no partial outputs were kept"
+    assert "Traceback" not in stderr
+    assert not out.exists()  # no trace, no summary, no temporary file and no empty folder are left
