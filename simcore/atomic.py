@@ -58,14 +58,28 @@ def _temp_beside(target: Path) -> Path:
     """An empty temporary file in ``target``'s directory (made if missing), with the usual file mode."""
     if target.is_dir():  # say so about the path the user gave, not about the temporary file
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs should get the usual file mode
+    tmp_path = make_temp_beside(target)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs should get the usual file mode
+    except BaseException:  # an interrupt right here must not leave the file behind either
+        tmp_path.unlink(missing_ok=True)
+        raise
     return tmp_path
+
+
+def make_temp_beside(target: Path) -> Path:
+    """Create an empty ``.<name>.<random>.tmp`` in ``target``'s directory (made if missing) and return its
+    path. When it cannot be made (a read-only directory, ``/proc``) the error names ``target``, the path the
+    user gave, not the random name they never saw."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(target)) from None
+    os.close(fd)
+    return Path(tmp)
 
 
 def write_json(target: str | Path, data: Any) -> None:

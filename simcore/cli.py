@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as exc:  # a path racksim cannot read or write (a directory, a file, missing, no permission)
         if exc.filename is None:
             raise
-        print(f"racksim: error: {exc.filename}: {exc.strerror or exc} (check the paths given to --out, --json, "
+        print(f"racksim: error: {exc.filename}: {exc.strerror or exc} (check the paths given to --out, -o, --json, "
               "--specs and the input files)", file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import zlib
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,7 @@ import h5py
 import numpy as np
 
 from simcore.activity import EVENT_DTYPE, GROUPS, KIND_NAMES, OPS
+from simcore.atomic import make_temp_beside
 from simcore.errors import TraceError
 
 FORMAT = "racksim-trace"
@@ -188,10 +188,7 @@ class TraceWriter:
         max_pending: int = 8,
     ) -> None:
         self.target = Path(target)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = make_temp_beside(self.target)
         self.closed = False
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[tuple[int, Future[bytes]]] = deque()

@@ -213,3 +213,67 @@ def test_sigterm_during_a_real_run_leaves_no_trace(tmp_path):
     assert stderr.splitlines()[-1] == "racksim: interrupted by SIGTERM; no partial outputs were kept"
     assert "Traceback" not in stderr
     assert not out.exists()  # no trace, no summary, no temporary file and no empty folder are left
+
+
+# ------------------------------------------------------------------ an output whose temporary file cannot be made
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from simcore.cli import main
+
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_an_output_in_proc_is_one_line_naming_the_path_given(synth, capsys):
+    """Before: `racksim: error: /proc/.x.json.bydvvwps.tmp: No such file or directory (...)`."""
+    for args in (
+        ["export-perfetto", str(synth), "-o", "/proc/x.json"],
+        ["analyze", str(synth), "--json", "/proc/x.json"],
+    ):
+        code, err = _cli(args, capsys)
+        assert code == 2
+        assert err.startswith("racksim: error: /proc/x.json: ") and len(err.splitlines()) == 1, err
+        assert ".tmp" not in err
+
+
+def test_a_read_only_directory_is_named_by_the_path_given(synth, tmp_path, monkeypatch, capsys):
+    """mkstemp's error names the random temporary file (a non-root user's read-only directory: EACCES on
+    `<dir>/.x.json.<random>.tmp`); racksim names the output the user asked for."""
+    import tempfile
+
+    from simcore.trace import TraceWriter
+
+    def refuse(prefix: str = "", suffix: str = "", dir: str | None = None) -> tuple[int, str]:
+        name = os.path.join(str(dir), f"{prefix}k3j2h1g0{suffix}")
+        raise PermissionError(13, "Permission denied", name)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    target = tmp_path / "ro" / "x.json"
+    for args in (
+        ["export-perfetto", str(synth), "-o", str(target)],
+        ["plot", str(synth), "--out", str(tmp_path / "ro")],
+    ):
+        code, err = _cli(args, capsys)
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert ".tmp" not in err and "Permission denied" in err
+    assert (
+        f"racksim: error: {target}: Permission denied"
+        in _cli(["export-perfetto", str(synth), "-o", str(target)], capsys)[1]
+    )
+    with pytest.raises(PermissionError) as info:  # a run's trace
+        TraceWriter(tmp_path / "run" / "trace.h5")
+    assert info.value.filename == str(tmp_path / "run" / "trace.h5")
+
+
+@pytest.mark.skipif(
+    sys.platform == "win32" or os.geteuid() == 0, reason="root writes into read-only directories"
+)
+def test_a_real_read_only_directory(synth, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        code, err = _cli(["export-perfetto", str(synth), "-o", str(ro / "x.json")], capsys)
+    finally:
+        ro.chmod(0o755)
+    assert code == 2 and err.startswith(f"racksim: error: {ro / 'x.json'}: Permission denied"), err
