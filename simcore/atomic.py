@@ -34,10 +34,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_paths(targets: Sequence[str | Path]) -> Iterator[list[Path]]:
+def atomic_paths(targets: Sequence[str | Path], remove: Sequence[str | Path] = ()) -> Iterator[list[Path]]:
     """:func:`atomic_path` for outputs that belong together (a plot's PNGs): yield a temporary path for
     each target; when the block succeeds rename them all with Ctrl-C held, so an interrupted command leaves
-    all of them or none, never the first few beside an earlier run's others."""
+    all of them or none, never the first few beside an earlier run's others. ``remove``: files of the same
+    set an earlier run wrote and this one does not, deleted in the same held step."""
     targets = [Path(t) for t in targets]
     tmps: list[Path] = []
     try:
@@ -47,6 +48,8 @@ def atomic_paths(targets: Sequence[str | Path]) -> Iterator[list[Path]]:
         with interrupts.held():
             for tmp, target in zip(tmps, targets, strict=True):
                 os.replace(tmp, target)
+            for stale in remove:
+                Path(stale).unlink(missing_ok=True)
     except BaseException:
         for tmp in tmps:
             with contextlib.suppress(FileNotFoundError):

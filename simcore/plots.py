@@ -8,6 +8,7 @@ before anything is saved. Plots that need power or thermal series are skipped wh
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -417,10 +418,24 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
-def make_plots(trace_path: str | Path, out_dir: str | Path | None = None, *, steps: int = 2) -> list[Path]:
+FIGURES = ("timeline", "breakdown", "power", "thermal", "energy")  # every PNG ``plot`` can write
+
+
+def make_plots(
+    trace_path: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    steps: int = 2,
+    note: Callable[[str], None] | None = None,
+) -> list[Path]:
     """Write the PNGs (default: ``<trace dir>/plots/``) and return their paths. All or none: each is rendered
     to a temporary file and they are renamed into place together, so Ctrl-C keeps none of this plot's (an
-    earlier plot's PNGs stay as they were) and the CLI's "no partial outputs were kept" holds."""
+    earlier plot's PNGs stay as they were) and the CLI's "no partial outputs were kept" holds.
+
+    A figure this trace has no data for (``power.png``, ``thermal.png``, ``energy.png`` of a trace without
+    series) that an earlier plot left in the directory is removed as the new ones land, and ``note`` says
+    so: beside this trace's timeline it would read as this run's. Only the names in ``FIGURES`` are touched.
+    """
     ctrl_c = interrupts.mark()
     trace_path = Path(trace_path)
     out = Path(out_dir) if out_dir is not None else trace_path.parent / "plots"
@@ -428,7 +443,10 @@ def make_plots(trace_path: str | Path, out_dir: str | Path | None = None, *, ste
     try:
         figs = build_figures(trace_path, steps=steps)
         paths = [out / f"{name}.png" for name in figs]
-        with atomic_paths(paths) as tmps:
+        stale = [
+            out / f"{name}.png" for name in FIGURES if name not in figs and (out / f"{name}.png").is_file()
+        ]
+        with atomic_paths(paths, remove=stale) as tmps:
             for fig, tmp in zip(figs.values(), tmps, strict=True):
                 fig.savefig(tmp, format="png", dpi=DPI)
             interrupts.raise_if_requested(ctrl_c)  # a Ctrl-C swallowed while drawing still keeps none
@@ -436,4 +454,7 @@ def make_plots(trace_path: str | Path, out_dir: str | Path | None = None, *, ste
         if fresh:
             discard_if_empty(out)
         raise
+    if stale and note is not None:
+        names = ", ".join(p.name for p in stale)
+        note(f"note: removed {names} that an earlier plot left in {out}: this trace has no data for them")
     return paths

@@ -48,7 +48,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise RacksimError(f"--steps: got {args.steps}; expected at least 1")
-    files = make_plots(trace_file(args.trace), args.out, steps=args.steps)
+    files = make_plots(
+        trace_file(args.trace),
+        args.out,
+        steps=args.steps,
+        note=lambda msg: print(f"racksim: {msg}", file=sys.stderr),
+    )
     for f in files:
         print(f)
     return 0

@@ -44,8 +44,8 @@ def slow_path(target):
         yield tmp
 
 @contextlib.contextmanager
-def slow_paths(targets):
-    with real_paths(targets) as tmps:
+def slow_paths(targets, **kwargs):
+    with real_paths(targets, **kwargs) as tmps:
         say(f"tmp {tmps[0]}")
         time.sleep(60)
         yield tmps
@@ -277,3 +277,32 @@ def test_a_real_read_only_directory(synth, tmp_path, capsys):
     finally:
         ro.chmod(0o755)
     assert code == 2 and err.startswith(f"racksim: error: {ro / 'x.json'}: Permission denied"), err
+
+
+# ------------------------------------------------------------------ plot into a reused directory
+def test_plot_of_a_trace_without_series_removes_an_earlier_plots_power_figures_and_says_so(
+    synth, tmp_path, capsys
+):
+    """Before: power.png, thermal.png and energy.png of the earlier trace stayed beside the new timeline."""
+    bare = write_synthetic_trace(tmp_path / "bare" / "trace.h5", 2_000, n_classes=2, n_steps=2, series=False)
+    figs = tmp_path / "figs"
+    assert _cli(["plot", str(synth), "--out", str(figs)], capsys)[0] == 0
+    assert sorted(p.name for p in figs.iterdir()) == [
+        "breakdown.png", "energy.png", "power.png", "thermal.png", "timeline.png"
+    ]  # fmt: skip
+    (figs / "mine.png").write_bytes(b"a user's figure")
+    (figs / "power.png.txt").write_text("notes")
+    code, err = _cli(["plot", str(bare), "--out", str(figs)], capsys)
+    assert code == 0
+    assert sorted(p.name for p in figs.iterdir()) == [
+        "breakdown.png",
+        "mine.png",
+        "power.png.txt",
+        "timeline.png",
+    ]
+    assert err == (
+        f"racksim: note: removed power.png, thermal.png, energy.png that an earlier plot left in {figs}: "
+        "this trace has no data for them\n"
+    )
+    code, err = _cli(["plot", str(bare), "--out", str(figs)], capsys)  # nothing stale: no note
+    assert code == 0 and err == ""
