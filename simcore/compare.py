@@ -227,8 +227,8 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
         raise RacksimError("--profiles: give at least one hardware profile")
     profile_sets, _ = split_sets(list(opts.sets or []))
     # A missing or malformed profile is a typo: stop before any run, as a sweep file does.
-    for profile in opts.profiles:
-        load_profile(profile, profile_sets)
+    profiles = [(profile, load_profile(profile, profile_sets)) for profile in opts.profiles]
+    _check_workload(opts, profiles)
     ctrl_c = interrupts.mark()
     with output_dir(opts.out, "compare-") as out:  # a compare that runs nothing leaves no empty folder
         rows: list[dict[str, Any]] = []
@@ -244,6 +244,43 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
             if running:
                 discard_if_empty(running[0])  # the stopped run wrote nothing; do not leave its folder
             raise _interrupted(out, rows, len(opts.profiles), opts.write_trace, ctrl_c) from exc
+
+
+def _check_workload(opts: CompareOptions, profiles: list[tuple[str, Any]]) -> None:
+    """A workload that cannot be read (no such file or preset, bad YAML, a --set that does not parse) is one
+    mistake: raise it before any run, as for a profile, not once per profile and again at the end. One that
+    every profile rejects with the same error (a misspelt field) is raised once too, as the compare's error.
+    Errors that differ between profiles (the model does not fit one generation's HBM) stay results in the
+    table."""
+    from simcore.runner import (
+        DEFAULT_MODEL,
+        RunOptions,
+        build_inference_spec,
+        build_training_spec,
+        is_inference,
+        split_sets,
+    )
+    from workloads.spec import load_workload
+
+    sets = list(opts.sets or [])
+    _, workload_sets = split_sets(sets)
+    load_workload(DEFAULT_MODEL if opts.workload is None else opts.workload, workload_sets)
+    first: RacksimError | None = None
+    for name, profile in profiles:
+        run_opts = RunOptions(profile=name, workload=opts.workload, racks=opts.racks, steps=opts.steps,
+                              seed=opts.seed, sets=sets, write_trace=False)  # fmt: skip
+        try:
+            build = build_inference_spec if is_inference(run_opts, workload_sets) else build_training_spec
+            build(run_opts, profile, workload_sets)
+        except RacksimError as exc:
+            if first is None:
+                first = exc
+            elif str(exc) != str(first):
+                return
+        else:
+            return
+    if first is not None:
+        raise RacksimError(f"compare: no profile could run the workload: {first}") from first
 
 
 def _run_all(
@@ -277,7 +314,8 @@ def _run_all(
         except RacksimError as exc:  # e.g. the model does not fit this generation's HBM: say so in the table
             row["error"] = str(exc)
             row["metrics"] = None
-            say(f"[{i}/{len(opts.profiles)}] {label}: {exc}")
+            same = next((r["label"] for r in rows if r.get("error") == row["error"]), None)
+            say(f"[{i}/{len(opts.profiles)}] {label}: {f'the same error as {same}' if same else exc}")
             rows.append(row)
             running.clear()
             continue
@@ -287,8 +325,14 @@ def _run_all(
         rows.append(row)
         running.clear()
     if all(r["metrics"] is None for r in rows):
+        errors = {r["error"] for r in rows}
         raise RacksimError(
-            "compare: no profile could run the workload: " + "; ".join(r["error"] for r in rows)
+            "compare: no profile could run the workload: "
+            + (
+                rows[0]["error"]
+                if len(errors) == 1
+                else "; ".join(f"{r['label']}: {r['error']}" for r in rows)
+            )
         )
     target = opts.target_tokens_per_s or default_target(rows)
     job = _has_job(rows)

@@ -306,3 +306,46 @@ def test_plot_of_a_trace_without_series_removes_an_earlier_plots_power_figures_a
     )
     code, err = _cli(["plot", str(bare), "--out", str(figs)], capsys)  # nothing stale: no note
     assert code == 0 and err == ""
+
+
+# ------------------------------------------------------------------ compare with a bad workload
+@pytest.mark.parametrize(
+    "workload,says",
+    [
+        ("nosuch.yaml", "racksim: error: nosuch.yaml: no such file; expected a workload spec YAML file"),
+        ("{bad}", "racksim: error: compare: no profile could run the workload: {bad}: bogus: unknown field"),
+    ],
+    ids=["missing-file", "unknown-field"],
+)
+def test_compare_with_a_bad_workload_says_its_error_once_before_any_run(tmp_path, capsys, workload, says):
+    """Before: `[1/2] gen1: <error>`, `[2/2] gen2: <error>`, then `error: compare: no profile could run the
+    workload: <error>; <error>`: the same line four times for two profiles."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: training\npreset: llama3-8b\nbogus: 1\n")
+    out = tmp_path / "cmp"
+    args = ["compare", "--profiles", "gen1.yaml", "gen2.yaml", "gen3.yaml", "--workload"]
+    code, err = _cli([*args, workload.format(bad=bad), "--out", str(out)], capsys)
+    assert code == 2
+    assert err.splitlines() == [err.strip()] and err.startswith(says.format(bad=bad)), err
+    assert err.count("unknown field") + err.count("no such file") == 1
+    assert not out.exists()
+
+
+def test_compare_says_an_error_it_already_gave_by_naming_the_profile(tmp_path, capsys, monkeypatch):
+    """An error the runs meet alike (here every run's) is given in full once: later profiles say `the same
+    error as gen1`, and the final error lists it once."""
+    import simcore.runner as runner
+    from simcore.errors import CapacityError
+
+    def no_room(opts: runner.RunOptions) -> runner.RunResult:
+        raise CapacityError("the job needs 4096 GPUs; the cluster has 72")
+
+    monkeypatch.setattr(runner, "run", no_room)
+    args = ["compare", "--profiles", "gen1.yaml", "gen2.yaml", "--workload", "llama3-8b"]
+    code, err = _cli([*args, "--out", str(tmp_path / "cmp")], capsys)
+    assert code == 2
+    assert err.count("4096 GPUs") == 2, err  # the first profile's line and the final error
+    assert "racksim: [2/2] gen2: the same error as gen1" in err
+    assert err.splitlines()[-1] == (
+        "racksim: error: compare: no profile could run the workload: the job needs 4096 GPUs; the cluster has 72"
+    )
