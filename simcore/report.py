@@ -361,6 +361,9 @@ def analyze(trace_path: str | Path, *, top: int = 10, chunk_rows: int = 1 << 20)
             "profile": tr.attrs.get("profile_name"),
             "workload": tr.attrs.get("workload_name"),
             "fidelity": tr.attrs.get("fidelity"),
+            # a serving run is one window; its idle is the summary's idle_fraction (bubble_fraction is 0)
+            "serving": isinstance(summary.get("workload"), dict)
+            and summary["workload"].get("kind") == "inference",
             "gpus": tr.attrs.get("gpus"),
             "events": tr.n_events,
             "steps": len(bounds),
@@ -546,12 +549,16 @@ def format_report(report: dict[str, Any], max_classes: int = 32) -> str:
     """The human-readable report ``racksim analyze`` prints."""
     lines: list[str] = []
     st = report["step_times_s"]
+    serving = bool(report.get("serving"))
     lines.append(
         f"trace {report['trace']}: {report.get('workload')} on {report.get('profile')}, "
         f"{plural(int(report['gpus']), 'GPU') if report.get('gpus') is not None else '? GPUs'}, "
-        f"{plural(report['events'], 'event')}, {plural(report['steps'], 'step')}"
+        f"{plural(report['events'], 'event')}, "
+        + ("a serving run" if serving else plural(report["steps"], "step"))
     )
-    if st:
+    if st and serving:
+        lines.append(f"serving run: {_si(float(np.sum(st)), 's')}")
+    elif st:
         lines.append(f"step time: mean {_si(float(np.mean(st)), 's')}, max {_si(float(np.max(st)), 's')}")
     ov = report["overall"]
     groups = list(ov["exposed_by_group"])
@@ -562,7 +569,10 @@ def format_report(report: dict[str, Any], max_classes: int = 32) -> str:
     )
     lines += [
         "",
-        "time per step window (GPU-weighted over steps; exposed = communication not under compute)",
+        "time over the serving run (GPU-weighted; exposed = communication not under compute; "
+        "idle = waiting for requests or the host)"
+        if serving
+        else "time per step window (GPU-weighted over steps; exposed = communication not under compute)",
         head,
     ]
 

@@ -349,3 +349,34 @@ def test_compare_says_an_error_it_already_gave_by_naming_the_profile(tmp_path, c
     assert err.splitlines()[-1] == (
         "racksim: error: compare: no profile could run the workload: the job needs 4096 GPUs; the cluster has 72"
     )
+
+
+# ------------------------------------------------------------------ analyze of a serving run
+def test_analyze_of_a_serving_run_matches_idle_fraction_and_says_it_is_a_serving_run(tmp_path):
+    """docs/trace-format.md said "all" matches the summary's bubble_fraction exactly; a serving run's
+    bubble_fraction is 0 and analyze's idle is its idle_fraction. Before, the report also spoke of steps
+    (`1 step`, `step time: mean ...`, `time per step window ... over steps`)."""
+    import json
+
+    from simcore.report import analyze, format_report
+    from simcore.runner import RunOptions, run
+
+    (tmp_path / "t.csv").write_text(
+        "arrival_s,input_tokens,output_tokens\n0,256,16\n0.01,512,8\n0.5,128,32\n2.0,64,4\n"
+    )
+    spec = tmp_path / "serve.yaml"
+    spec.write_text("kind: inference\nmodel: llama3-8b\nprecision: fp8\nrequests: {trace: t.csv}\n")
+    result = run(RunOptions(profile="h100-dgx.yaml", workload=str(spec), out=tmp_path / "out"))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["bubble_fraction"] == 0.0 and summary["idle_fraction"] > 0.01
+    report = analyze(result.out_dir / "trace.h5")
+    assert report["serving"] is True
+    assert report["overall"]["idle"] == pytest.approx(summary["idle_fraction"], abs=1e-9)
+    assert report["overall"]["exposed_comm"] == pytest.approx(summary["exposed_comm_fraction"], abs=1e-9)
+    text = format_report(report)
+    assert (
+        ", a serving run\n" in text and "\nserving run: " in text and "step" not in text.split("slowest")[0]
+    )
+    assert "idle = waiting for requests or the host" in text
+    doc = (REPO / "docs" / "trace-format.md").read_text()
+    assert "`idle_fraction` for a serving run" in doc
