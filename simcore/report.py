@@ -10,6 +10,7 @@ runs with no compute running, idle is the time with neither (pipeline bubble, wa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -384,7 +385,14 @@ def analyze(trace_path: str | Path, *, top: int = 10, chunk_rows: int = 1 << 20)
                 report["power"]["energy_per_token_j"] = float(summary["energy_per_token_j"])
             elif tps and report["power"].get("avg_facility_w") is not None:
                 report["power"]["energy_per_token_j"] = report["power"]["avg_facility_w"] / float(tps)
-            for key in ("power_swing_w", "power_swing_mitigated_w"):
+            # the summary's swing and ramp are of the facility power as demanded, before GPU power smoothing
+            # (not stored in the trace), and of the grid draw
+            for key in (
+                "power_swing_w",
+                "power_swing_mitigated_w",
+                "max_ramp_w_per_s",
+                "max_ramp_mitigated_w_per_s",
+            ):
                 if summary.get(key) is not None:
                     report["power"][f"summary_{key}"] = float(summary[key])
             # The run's own averages win, as its energies do (today the series carry the smoothing surplus
@@ -607,7 +615,11 @@ def format_report(report: dict[str, Any], max_classes: int = 32) -> str:
             )
     p = report.get("power")
     if p:
-        lines += ["", "power"]
+        lines += [
+            "",
+            "power (the trace's series: IT and facility as drawn, smoothing burn included; grid after smoothing "
+            "and storage)",
+        ]
         for key, label in (("it", "IT"), ("facility", "facility"), ("grid", "grid")):
             if f"avg_{key}_w" in p:
                 sw = p.get(f"{key}_swing", {})
@@ -615,6 +627,13 @@ def format_report(report: dict[str, Any], max_classes: int = 32) -> str:
                     f"  {label:<9} avg {_si(p[f'avg_{key}_w'], 'W'):>9}  peak {_si(p[f'peak_{key}_w'], 'W'):>9}  "
                     f"swing {_si(sw.get('swing_w'), 'W'):>9}  max ramp {_si(sw.get('max_ramp_w_per_s'), 'W/s')}"
                 )
+        demanded = p.get("summary_max_ramp_w_per_s")
+        drawn = p.get("facility_swing", {}).get("max_ramp_w_per_s")
+        if demanded is not None and drawn is not None and not math.isclose(demanded, drawn, rel_tol=5e-3):
+            lines.append(
+                f"  facility as demanded, before GPU power smoothing (the summary's max_ramp_w_per_s; not in the "
+                f"trace): max ramp {_si(demanded, 'W/s')}"
+            )
         if "pue" in p:
             lines.append(f"  PUE {p['pue']:.3f}")
         if "peak_rack_w" in p:

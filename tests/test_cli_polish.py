@@ -380,3 +380,31 @@ def test_analyze_of_a_serving_run_matches_idle_fraction_and_says_it_is_a_serving
     assert "idle = waiting for requests or the host" in text
     doc = (REPO / "docs" / "trace-format.md").read_text()
     assert "`idle_fraction` for a serving run" in doc
+
+
+# ------------------------------------------------------------------ analyze's ramp vs the summary's
+def test_analyze_labels_the_ramp_it_measures_and_shows_the_summarys_demanded_ramp(tmp_path):
+    """The summary's max_ramp_w_per_s is of the facility power demanded before GPU power smoothing, which the
+    trace does not store; analyze measures the stored (drawn) series. Before, its `facility ... max ramp
+    14.4 MW/s` sat unexplained against the summary's 15.6 MW/s (gen2 llama3-8b)."""
+    import json
+
+    from simcore.report import analyze, format_report
+    from simcore.runner import RunOptions, run
+
+    run(RunOptions(profile="gen2.yaml", workload="llama3-8b", steps=2, out=tmp_path / "run"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    report = analyze(tmp_path / "run" / "trace.h5")
+    p = report["power"]
+    assert p["summary_max_ramp_w_per_s"] == pytest.approx(summary["max_ramp_w_per_s"])
+    drawn = p["facility_swing"]["max_ramp_w_per_s"]
+    assert drawn < 0.99 * summary["max_ramp_w_per_s"]  # gen2 smooths: the drawn power ramps more slowly
+    assert p["grid_swing"]["max_ramp_w_per_s"] == pytest.approx(
+        summary["max_ramp_mitigated_w_per_s"], rel=1e-6
+    )
+    text = format_report(report)
+    assert "power (the trace's series: IT and facility as drawn, smoothing burn included;" in text
+    line = next(x for x in text.splitlines() if "as demanded" in x)
+    assert "before GPU power smoothing (the summary's max_ramp_w_per_s; not in the trace): max ramp" in line
+    report["power"]["summary_max_ramp_w_per_s"] = drawn  # no smoothing: the two agree, no extra line
+    assert "as demanded" not in format_report(report)
