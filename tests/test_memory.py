@@ -420,3 +420,21 @@ def test_pure_bf16_training_keeps_no_master_copy(tmp_path):
         load_training_spec(
             {**base, "optimizer": {"master_weights": False, "fp32_params": True}}, file="w.yaml"
         )
+
+
+def test_ring_context_parallelism_holds_k_v_blocks_not_the_gathered_sequence():
+    # llama3-8b at 128k tokens, CP 16, TP 8 (one KV head per rank, head dim 128): the all-gather holds one
+    # layer's whole K and V and their gradients, 2 x 131,072 x 1 x 256 x 2 B = 134 MB; the ring holds two
+    # blocks of 1/16 of the K/V, forward and backward: 4/16 of it, 2/CP of the all-gather's (the same at CP 2).
+    spec = load_preset("llama3-8b")
+    kw = dict(tp=8, dp=1, cp=16, sequence_parallel=True, seq_len=131072)
+    gathered = training_memory(spec, cp_comm="allgather", **kw).cp_buffers
+    ring = training_memory(spec, cp_comm="p2p", **kw).cp_buffers
+    assert gathered == pytest.approx(2 * 131072 * 1 * 256 * 2)
+    assert ring == pytest.approx(gathered * 2 / 16)
+    kw2 = dict(kw, cp=2)
+    assert training_memory(spec, cp_comm="p2p", **kw2).cp_buffers == pytest.approx(
+        training_memory(spec, cp_comm="allgather", **kw2).cp_buffers
+    )
+    with pytest.raises(ConfigError, match="cp_comm"):
+        training_memory(spec, cp_comm="ring", **kw)

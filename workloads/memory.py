@@ -320,6 +320,7 @@ def training_memory(
     recompute_layers: int = 0,
     recompute_modules: tuple[str, ...] = ("core_attn",),
     sequence_parallel: bool = False,
+    cp_comm: str = "p2p",
     micro_batch: int = 1,
     num_microbatches: int = 1,
     seq_len: int | None = None,
@@ -355,6 +356,7 @@ def training_memory(
     recompute_modules = check_recompute_modules(recompute_modules)
     _check_choice(zero, (0, 1, 2, 3), "parallelism.zero")
     _check_choice(optimizer, _OPTIMIZERS, "optimizer")
+    _check_choice(cp_comm, ("p2p", "allgather"), "parallelism.cp_comm")
     for key in ("dp", "micro_batch", "num_microbatches"):
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -459,9 +461,10 @@ def training_memory(
 
     cp_buffers = 0.0
     if cp > 1:
-        # One layer's gathered K and V (forward) and their gradients (backward).
         kv = micro_batch * s * kv_heads_per_rank(spec, tp) * (spec.qk_head_dim + spec.v_head_dim) * _ACT_BYTES
-        cp_buffers = 2 * kv
+        # all-gather: one layer's gathered K and V (forward) and their gradients (backward); ring: the K/V
+        # block in use and the one arriving, in the forward and (dK, dV travel too) the backward
+        cp_buffers = 2 * kv if cp_comm == "allgather" else 2 * 2 * kv / cp
 
     workspace = 0.0
     if zero >= 3:
@@ -535,8 +538,10 @@ def _candidates(spec: ModelSpec, st: Mapping[str, Any]) -> list[list[tuple[str, 
         [(f"pp: {p}", {"pp": p, "layers_per_chunk": None}) for p in range(st["pp"] + 1, spec.layers + 1)]
     )
     # ring (p2p) context parallelism cannot run sliding-window layers: the all-gather form can
-    cp_with = " with cp_comm: allgather" if spec.sliding_window else ""
-    groups.append([(f"cp: {k * st['cp']}{cp_with}", {"cp": k * st["cp"]}) for k in (2, 4, 8)])
+    cp_with, cp_set = (
+        (" with cp_comm: allgather", {"cp_comm": "allgather"}) if spec.sliding_window else ("", {})
+    )
+    groups.append([(f"cp: {k * st['cp']}{cp_with}", {"cp": k * st["cp"], **cp_set}) for k in (2, 4, 8)])
     if spec.moe is not None:
         groups.append([(f"ep: {k * st['ep']}", {"ep": k * st["ep"]}) for k in (2, 4, 8)])
     if st["micro_batch"] > 1:

@@ -758,6 +758,7 @@ def _memory_kwargs(spec: TrainingSpec, stage: int) -> dict[str, Any]:
         recompute_layers=par.recompute_layers,
         recompute_modules=tuple(par.recompute_modules),
         sequence_parallel=par.sequence_parallel,
+        cp_comm=par.cp_comm,
         micro_batch=spec.batch.micro,
         num_microbatches=spec.microbatches,
         seq_len=spec.model.seq_len,
