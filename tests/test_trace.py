@@ -230,8 +230,24 @@ def test_storage_error_on_worker_surfaces_and_cleans_up(tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
-def test_sigint_during_real_run_leaves_no_trace(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sig", "code", "said"),
+    [
+        (signal.SIGINT, 130, "racksim: interrupted"),
+        # what `timeout`, `kill` and job schedulers send: Ctrl-C's clean-up path, exit 128 + 15
+        (signal.SIGTERM, 143, "racksim: interrupted by SIGTERM; no partial outputs were kept"),
+    ],
+    ids=["sigint", "sigterm"],
+)
+def test_a_signal_during_a_real_run_leaves_no_trace(tmp_path: Path, sig: int, code: int, said: str) -> None:
     out = tmp_path / "out"
+
+    def default_signals() -> None:
+        # a shell's background job (`pytest &`) ignores SIGINT and a test runner may handle SIGTERM: give
+        # the command the dispositions a terminal or a job scheduler would
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
     proc = subprocess.Popen(
         [
             *(sys.executable, str(REPO / "run_sim.py"), "--profile", "gen2.yaml"),
@@ -241,8 +257,7 @@ def test_sigint_during_real_run_leaves_no_trace(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # a shell's background job (`pytest &`) ignores SIGINT and its children inherit that: undo it
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_signals,
     )
     try:
         deadline = time.monotonic() + 60
@@ -253,13 +268,14 @@ def test_sigint_during_real_run_leaves_no_trace(tmp_path: Path) -> None:
             time.sleep(0.05)
         time.sleep(0.5)  # well into the simulation
         assert proc.poll() is None, "run finished before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr
-    assert "interrupted" in stderr
+    assert proc.returncode == code, stderr
+    assert stderr.splitlines()[-1].startswith(said)
+    assert "Traceback" not in stderr
     assert not out.exists()  # the run made the folder: no trace, no summary, and no empty folder are left
 
 
