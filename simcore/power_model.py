@@ -774,7 +774,11 @@ class PowerResult:
                 "gpu_w": (self.gpu_w, "W", "power of one GPU of each rank class"),
                 "rack_w": (self.rack_input_w, "W", "input power of one rack of each rack type"),
                 "rack_it_w": (self.rack_it_w, "W", "IT load of one rack of each rack type (before PSUs)"),
-                "it_w": (self.it_w, "W", "IT power of all racks of the job"),
+                "it_w": (
+                    self.it_w,
+                    "W",
+                    "IT power of all racks of the job and its share of the scale-out fabric",
+                ),
                 "cooling_w": (self.cooling_w, "W", "facility cooling power (pumps, chiller, fans)"),
                 "facility_w": (self.facility_w, "W", "facility power (IT + cooling + other overhead)"),
                 "grid_w": (self.grid_w, "W", "facility draw after GPU smoothing and rack storage"),
