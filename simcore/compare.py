@@ -9,8 +9,8 @@ per GPU and per rack and sizes a fleet for a target throughput:
 where ``racks_used = gpus / gpus_per_rack`` of that run and ``full_rack_it_power_w`` (from the run's
 summary) is one rack whose every GPU draws the job's mean GPU power, plus the rack's static load and
 conversion loss; ``fabric_power_per_rack_w = fabric_power_w / gpus * gpus_per_rack`` is a rack's share of
-the scale-out switches and their transceivers. The run itself powers whole racks (idle GPUs included), so a job smaller than a rack
-would otherwise be charged a whole rack's idle draw. This assumes the throughput and power per GPU of the
+the scale-out switches and their transceivers. The run itself powers whole racks (idle GPUs included), so
+a job smaller than a rack would otherwise be charged a whole rack's idle draw. This assumes the throughput and power per GPU of the
 run hold at fleet scale (data-parallel weak scaling, racks filled). A workload with a ``job:`` section is
 sized on what its job delivers through failures, checkpoints and restarts, ``tokens_per_s * goodput``
 (the simulated job's goodput; a larger job has more nodes to fail), and the table adds the job's goodput,

@@ -221,7 +221,7 @@ class PowerController:
         self._unit_clock_params = tuple(a[uc] for a in (self.slowdown, self.slope, self.f_min))
         self._unit_power_params = tuple(a[uc] for a in (self.idle, self.peak, self.kappa, self.f_min))
         self._unit_gpu_cap = self.gpu_cap[uc]
-        self._uncapped = np.maximum(self._unit_gpu_cap, self.idle[uc] * 1.01)
+        self._uncapped = np.maximum(self._unit_gpu_cap, self._unit_power_params[0] * 1.01)
 
     # ------------------------------------------------------------------ environment
     def _outside_c(self, t_s: np.ndarray | float) -> np.ndarray | float:
@@ -337,14 +337,13 @@ class PowerController:
         the rack's working GPUs, so capped GPUs can never sum above the limit."""
         if not engaged.any():
             return self._uncapped
-        uc, types = self.unit_class, self.unit_types
-        cap = self.gpu_cap[uc].copy()
+        cap, types = self._unit_gpu_cap.copy(), self.unit_types
         limit, idle_w = self.it_limit_w, self.p.accelerator.idle_power
         working = self.rack_counts.sum(axis=1)
         share = (limit - self.static_rack_w - self.rack_idle_gpus * idle_w) / working  # W per GPU
         for r in np.flatnonzero(engaged):
             cap = np.where(types[:, r], np.minimum(cap, share[r]), cap)
-        return np.maximum(cap, self.idle[uc] * 1.01)
+        return np.maximum(cap, self._unit_power_params[0] * 1.01)
 
     # ------------------------------------------------------------------ activity intake
     def _on_block(self, block: np.ndarray) -> None:
@@ -416,8 +415,9 @@ class PowerController:
         if split:
             # A unit faster than its class does the same work sooner and then waits: activity x f_c/f_u at
             # clock f_u, so its dynamic power scales by (f_u/f_c)^(kappa-1).
-            idle = self.idle[uc][:, None]
-            scale = (self.unit_clock / clock_c[uc]) ** (self.kappa[uc] - 1.0)
+            idle_u, _, kappa_u, _ = self._unit_power_params
+            idle = idle_u[:, None]
+            scale = (self.unit_clock / clock_c[uc]) ** (kappa_u - 1.0)
             gpu_w = idle + (gpu_w_c[uc] - idle) * scale[:, None]
         else:
             gpu_w = gpu_w_c
@@ -490,7 +490,7 @@ class PowerController:
         uc = self.unit_class
         if unit_clock.min() >= 1.0:  # every unit at full clock: nothing set it
             return np.zeros(self.n, dtype=np.int8)
-        capped = np.where(self.cap < self.gpu_cap[uc] * (1.0 - 1e-9), CAUSE_RACK_LIMIT, CAUSE_POWER_CAP)
+        capped = np.where(self.cap < self._unit_gpu_cap * (1.0 - 1e-9), CAUSE_RACK_LIMIT, CAUSE_POWER_CAP)
         unit_cause = np.where(unit_clock >= 1.0, CAUSE_NONE, np.where(thermal_sets, CAUSE_THERMAL, capped))
         if len(uc) == self.n:  # one unit per class (units stay ordered by class): its own cause
             return unit_cause.astype(np.int8)
