@@ -71,10 +71,10 @@ JOB_ROWS = (
     ("job_lost_work_s", "work lost to failures", "h", 1 / 3600, "{:.3g}"),
 )
 # throttle_cause (summary) -> its short name in the table's throttle line
-THROTTLE_SHORT = {"thermal": "heat", "rack power limit": "rack", "power cap": "cap"}
+THROTTLE_SHORT = {"thermal": "heat", "rack power limit": "rack", "power cap": "cap", "straggler": "slow"}
 THROTTLE_LEGEND = (
     "throttled: share of GPU-time below full clock and what held it there (heat = junction past "
-    "accelerator.slowdown_temp, rack = rack.power_limit, cap = accelerator.power_cap)"
+    "accelerator.slowdown_temp, rack = rack.power_limit, cap = accelerator.power_cap, slow = the workload's stragglers)"
 )
 
 

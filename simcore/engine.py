@@ -128,6 +128,8 @@ class Machine:
         # Per class: when each stream has drained (plain lists: scalar access is the hot path).
         self._busy: list[list[float]] = []
         self.clock: list[float] = []  # per-class clock factor f/f_max, updated by the power controller
+        # Per class: the clock it never exceeds whatever the power controller allows (a straggler's class)
+        self.clock_ceiling: list[float] = []
         # Communication kernels share the SMs and HBM with compute: while one runs, compute takes longer by
         # this fraction. Per class: the communication intervals that have not ended yet (unmerged; the
         # slowdown integrates over their union) and the latest end among them (the hot path's one check).
@@ -170,6 +172,7 @@ class Machine:
         self.classes.append(RankClass(index, name, gpus, self.cluster.place(int(gpus[0]))))
         self._busy.append([0.0] * len(self.streams))
         self.clock.append(1.0)
+        self.clock_ceiling.append(1.0)
         self._comm_windows.append([])
         self._comm_until.append(0.0)
         self._host.append(0.0)
@@ -178,6 +181,11 @@ class Machine:
         self._mem_now = np.append(self._mem_now, 0.0)
         self.mem_peak = np.append(self.mem_peak, 0.0)
         return index
+
+    def slow_class(self, rank_class: int, ceiling: float) -> None:
+        """Hold a class at or below ``ceiling`` of the maximum clock from now on (a straggler)."""
+        self.clock_ceiling[rank_class] = min(self.clock_ceiling[rank_class], ceiling)
+        self.clock[rank_class] = min(self.clock[rank_class], ceiling)
 
     def stream(self, name: str) -> int:
         sid = self.streams.get(name)

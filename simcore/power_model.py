@@ -45,7 +45,7 @@ MAX_IDLE_TICKS = 200  # longest stretch (10 s at 50 ms ticks) an idle machine is
 HOLD_TICKS = 20
 # What set a GPU's clock in a sample (the `clock_cause` series): the codes, in the order the summary's
 # throttle_*_fraction keys list them.
-CAUSE_NONE, CAUSE_THERMAL, CAUSE_RACK_LIMIT, CAUSE_POWER_CAP = 0, 1, 2, 3
+CAUSE_NONE, CAUSE_THERMAL, CAUSE_RACK_LIMIT, CAUSE_POWER_CAP, CAUSE_STRAGGLER = 0, 1, 2, 3, 4
 
 
 # Memory of the power/thermal series: ~140 bytes per rank class per sample (GPU power, clocks, junction and
@@ -103,6 +103,8 @@ class PowerController:
         self.f_min = power.per_class(acc.min_clock / acc.max_clock, n)
         self.gpu_cap = power.per_class(acc.power_cap if acc.power_cap is not None else acc.tdp, n)
         self.cap = self.gpu_cap.copy()
+        # A straggler's class never runs above its clock ceiling (workload `stragglers`), whatever the caps
+        self.ceiling = np.asarray(machine.clock_ceiling, dtype=np.float64)
         self.r_jc = power.per_class(cool.r_junction_plate, n)
         self.r_cf = power.per_class(cool.r_plate_coolant, n)
         self.c_j = power.per_class(cool.c_junction, n)
@@ -164,16 +166,21 @@ class PowerController:
         self._activity_hist = np.tile(a_hot, (HOLD_TICKS, 1))  # [ticks, U]: each unit's mean activity
         self._hist_row = HOLD_TICKS - 1  # the ring buffers' newest row
         self.cap = self._rack_caps(self._demand_hist[-1] > self.it_limit_w)
-        self.f_cap_start = power.clock_for_power_cap(
-            self.cap, self.idle, self.peak, a_hot[:, None], self.kappa, self.f_min
-        )[:, 0]
+        self.f_cap_start = np.minimum(
+            power.clock_for_power_cap(self.cap, self.idle, self.peak, a_hot[:, None], self.kappa, self.f_min)[
+                :, 0
+            ],
+            self.ceiling,
+        )
         self.warm_activity = a_hot if warm_activity is None else np.asarray(warm_activity, dtype=np.float64)
         f_warm, self.tj, self.tcp = self.warm_state(self.warm_activity)
         if np.any(self.tj > acc.shutdown_temp):
             self._refuse_overheat(float(self.tj.max()))
         self.f_start, self.tj_start, self.tcp_start = f_warm, self.tj.copy(), self.tcp.copy()
         machine.clock[:] = np.round(f_warm, 6).tolist()
-        self.clock_cause = self._causes(np.round(f_warm, 6), f_warm < self.f_cap_start - 1e-12)  # per class
+        self.clock_cause = self._causes(  # per class
+            np.round(f_warm, 6), f_warm < self.f_cap_start - 1e-12, f_warm >= self.ceiling - 1e-12
+        )
         # Thermal units: GPUs of one class that share one environment. Every class starts as one unit (its
         # GPUs run the same ops); a class whose rack types come to differ in coolant temperature or in the
         # rack power cap splits into one unit per rack type, each with its own temperature, cap and clock.
@@ -221,6 +228,7 @@ class PowerController:
         self._unit_clock_params = tuple(a[uc] for a in (self.slowdown, self.slope, self.f_min))
         self._unit_power_params = tuple(a[uc] for a in (self.idle, self.peak, self.kappa, self.f_min))
         self._unit_gpu_cap = self.gpu_cap[uc]
+        self._unit_ceiling = self.ceiling[uc]
         self._uncapped = np.maximum(self._unit_gpu_cap, self._unit_power_params[0] * 1.01)
 
     # ------------------------------------------------------------------ environment
@@ -437,7 +445,8 @@ class PowerController:
         if k > self.s.tick_samples:
             clock = self._idle_clocks(clock, tj)
             idle = slice(self.s.tick_samples, None)  # the idle stretch follows the thermal clock only
-            cause[:, idle] = np.where(clock[:, idle] < 1.0, CAUSE_THERMAL, CAUSE_NONE)
+            slow = np.where(clock[:, idle] >= self.ceiling[:, None], CAUSE_STRAGGLER, CAUSE_THERMAL)
+            cause[:, idle] = np.where(clock[:, idle] < 1.0, slow, CAUSE_NONE)
         self.tj, self.tcp = tj[:, -1].copy(), tcp[:, -1].copy()
         # Next tick's clocks: thermal throttle and power caps (GPU cap, or share of an exceeded rack limit).
         over = self._update_caps(act.mean(axis=1)[uc])
@@ -446,16 +455,19 @@ class PowerController:
         f_cap = power.clock_for_power_cap(  # held for the busiest recent tick, as firmware would hold it
             self.cap, idle_u, peak_u, self._activity_hist.max(axis=0)[:, None], kappa_u, f_min_u
         )
-        self.unit_clock = np.round(
-            np.minimum(f_thermal[:, 0], f_cap[:, 0]), 6
-        )  # rounded: keeps memos effective
+        f_limit = np.minimum(f_cap[:, 0], self._unit_ceiling)
+        self.unit_clock = np.round(np.minimum(f_thermal[:, 0], f_limit), 6)  # rounded: keeps memos effective
         if split:
             class_clock = np.full(self.n, np.inf)
             np.minimum.at(class_clock, uc, self.unit_clock)
         else:  # one unit per class, in class order
             class_clock = self.unit_clock
         self.m.clock[:] = class_clock.tolist()
-        self.clock_cause = self._causes(self.unit_clock, f_thermal[:, 0] <= f_cap[:, 0])
+        self.clock_cause = self._causes(
+            self.unit_clock,
+            f_thermal[:, 0] <= f_limit,
+            self._unit_ceiling <= np.minimum(f_thermal[:, 0], f_cap[:, 0]),
+        )
         if split:  # series stay per class: GPU-weighted power, hottest junction, tightest cap
             gpus = mix.T @ self.rack_type_racks  # [U]
             weight = np.zeros((self.n, len(uc)))
@@ -483,15 +495,19 @@ class PowerController:
         self.tick_ends.append(t_now)
         self.ticks += 1
 
-    def _causes(self, unit_clock: np.ndarray, thermal_sets: np.ndarray) -> np.ndarray:
+    def _causes(
+        self, unit_clock: np.ndarray, thermal_sets: np.ndarray, ceiling_sets: np.ndarray
+    ) -> np.ndarray:
         """Per class, what set the clock of its slowest unit (the clock the class runs): nothing (full clock),
-        heat (the thermal clock is the lower one), the rack limit (a cap lowered to the rack's share) or the
-        GPU's own power cap."""
+        a straggler's clock ceiling, heat (the thermal clock is the lower one), the rack limit (a cap lowered
+        to the rack's share) or the GPU's own power cap."""
         uc = self.unit_class
         if unit_clock.min() >= 1.0:  # every unit at full clock: nothing set it
             return np.zeros(self.n, dtype=np.int8)
         capped = np.where(self.cap < self._unit_gpu_cap * (1.0 - 1e-9), CAUSE_RACK_LIMIT, CAUSE_POWER_CAP)
-        unit_cause = np.where(unit_clock >= 1.0, CAUSE_NONE, np.where(thermal_sets, CAUSE_THERMAL, capped))
+        unit_cause = np.where(thermal_sets, CAUSE_THERMAL, capped)
+        unit_cause = np.where(ceiling_sets & (self._unit_ceiling < 1.0), CAUSE_STRAGGLER, unit_cause)
+        unit_cause = np.where(unit_clock >= 1.0, CAUSE_NONE, unit_cause)
         if len(uc) == self.n:  # one unit per class (units stay ordered by class): its own cause
             return unit_cause.astype(np.int8)
         slowest = np.lexsort((unit_clock, uc))  # units by class, slowest first
@@ -513,6 +529,7 @@ class PowerController:
         else:
             f_class = np.full((self.n, f_unit.shape[1]), np.inf)
             np.minimum.at(f_class, uc, f_unit)
+        f_class = np.minimum(f_class, self.ceiling[:, None])  # a straggler stays at its ceiling
         out = clock.copy()
         out[:, ts:] = f_class[:, np.arange(ts, k) // ts - 1]  # any k: a partial last short tick too
         return out
@@ -789,7 +806,8 @@ class PowerResult:
                 "clock_cause": (
                     self.clock_cause,
                     "1",
-                    "what set the clock: 0 nothing (full clock), 1 heat, 2 rack power limit, 3 GPU power cap",
+                    "what set the clock: 0 nothing (full clock), 1 heat, 2 rack power limit, 3 GPU power cap, "
+                    "4 a straggler's clock ceiling",
                 ),
                 "coolant_out_c": (
                     self.coolant_out_c,
@@ -828,6 +846,7 @@ THROTTLE_CAUSE_KEYS = {  # summary key -> (clock_cause code, throttle_cause valu
     "throttle_thermal_fraction": (CAUSE_THERMAL, "thermal"),
     "throttle_rack_power_fraction": (CAUSE_RACK_LIMIT, "rack power limit"),
     "throttle_power_cap_fraction": (CAUSE_POWER_CAP, "power cap"),
+    "throttle_straggler_fraction": (CAUSE_STRAGGLER, "straggler"),
 }
 
 

@@ -582,7 +582,8 @@ def _simulate(
         job = TrainingJob(spec, machine, fidelity=opts.fidelity)
         machine.dims = job.dims
         job.on_step = _step_progress(say, spec.steps)
-        for line in job.split_groups() if warm_activity is None else ():  # said once, not again per pass
+        notes = [*job.split_groups(), *job.straggler_notes()]
+        for line in notes if warm_activity is None else ():  # said once, not again per pass
             say(f"note: {line}")
     settings = PowerSettings()
     if serving:
@@ -855,6 +856,7 @@ THROTTLE_CAUSES = {  # summary key -> what the run table calls it
     "throttle_thermal_fraction": "heat (junction past accelerator.slowdown_temp)",
     "throttle_rack_power_fraction": "the rack power limit (rack.power_limit)",
     "throttle_power_cap_fraction": "the GPU power cap (accelerator.power_cap)",
+    "throttle_straggler_fraction": "stragglers (the workload's stragglers and the GPUs in lock-step with them)",
 }
 
 

@@ -319,6 +319,8 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
     if kind == "section":
         return build(_inner_class(cls, name), raw, file=file, path=path)
     if kind == "section_list":
+        if isinstance(raw, (list, tuple)) and not raw and meta["default"] == ():  # an optional list, empty
+            return ()
         if not isinstance(raw, list) or not raw:
             raise ConfigError(
                 "must be a non-empty list",
@@ -578,7 +580,8 @@ def _field_schema(cls: type, name: str, meta: Mapping[str, Any]) -> dict[str, An
     elif meta.get("optional"):
         out = {"anyOf": [out, {"type": "null"}], "description": doc}
     if meta["default"] is not _REQUIRED and meta["default"] is not None:
-        out["default"] = meta["default"]
+        default = meta["default"]
+        out["default"] = list(default) if isinstance(default, tuple) else default  # JSON has arrays
     return out
 
 

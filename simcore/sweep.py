@@ -128,6 +128,7 @@ SUMMARY_FIELDS = frozenset(
         "throttle_cause",
         "throttle_power_cap_fraction",
         "throttle_rack_power_fraction",
+        "throttle_straggler_fraction",
         "throttle_thermal_fraction",
         "throttle_time_fraction",
         "tokens_per_s",

@@ -18,7 +18,18 @@ import yaml
 
 from simcore.errors import ConfigError
 from simcore.profile import apply_overrides, parse_set_option, read_yaml
-from simcore.schema import build, choice, flag, int_list, number, quantity, section, text, text_list
+from simcore.schema import (
+    build,
+    choice,
+    flag,
+    int_list,
+    number,
+    quantity,
+    section,
+    section_list,
+    text,
+    text_list,
+)
 from workloads import pipeline_layout
 from workloads.model import (
     ModelSpec,
@@ -40,6 +51,7 @@ WORKLOAD_KEYS = (
     "kernels",
     "optimizer",
     "job",
+    "stragglers",
 )
 PRECISIONS = ("bf16", "fp16", "fp8", "fp4")
 # Bytes per element of a linear layer's input kept for its weight gradient: FP8/FP4 recipes keep the
@@ -249,6 +261,23 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Straggler:
+    """One GPU slower than its peers (a part stuck at low clocks, a failing fan, a bad power supply): its
+    clock never exceeds ``speed`` of the maximum. A synchronous job waits for it, so it breaks the symmetry
+    the representative ranks rely on: the GPUs in lock-step with it get rank classes of their own."""
+
+    gpu: int = number(
+        "global rank of the slow GPU (0 .. gpus - 1, in the job's rank order)", integer=True, minimum=0
+    )
+    speed: float = number(
+        "its clock ceiling as a fraction of the maximum clock (compute-bound work takes 1/speed as long)",
+        minimum=0.0,
+        maximum=1.0,
+        exclusive_minimum=True,
+    )
+
+
+@dataclass(frozen=True)
 class _TrainingFields:
     """Schema of the non-model fields of a training spec."""
 
@@ -263,6 +292,7 @@ class _TrainingFields:
     job: Job | None = section(
         "a multi-day job replayed from the step time (failures, checkpoints)", None, optional=True
     )
+    stragglers: tuple[Straggler, ...] = section_list("GPUs slower than the rest (one entry each)", ())
 
 
 @dataclass(frozen=True)
@@ -288,6 +318,7 @@ class TrainingSpec:
     )
     job: Job | None = None
     optimizer: Optimizer = Optimizer(moments="fp32", fp32_params=False, master_weights=True)
+    stragglers: tuple[Straggler, ...] = ()
 
     @property
     def gpus(self) -> int:
@@ -365,6 +396,7 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
         kernels=fields.kernels,
         job=fields.job,
         optimizer=_checked_optimizer(fields.optimizer, file),
+        stragglers=fields.stragglers,
     )
     validate_training_spec(spec)
     return spec
@@ -558,6 +590,30 @@ def validate_training_spec(spec: TrainingSpec) -> None:
             value=par.cp,
             expected=f"a divisor of seq_len={spec.model.seq_len}",
         )
+    _check_stragglers(spec)
+
+
+def _check_stragglers(spec: TrainingSpec) -> None:
+    """Each straggler names a GPU of the job, once."""
+    seen: set[int] = set()
+    for i, slow in enumerate(spec.stragglers):
+        if slow.gpu >= spec.gpus:
+            raise ConfigError(
+                "no such GPU in this job",
+                file=spec.source_file,
+                path=f"stragglers[{i}].gpu",
+                value=slow.gpu,
+                expected=f"a global rank 0 .. {spec.gpus - 1} (the job has tp*pp*dp*cp = {spec.gpus} GPUs)",
+            )
+        if slow.gpu in seen:
+            raise ConfigError(
+                "this GPU is already a straggler",
+                file=spec.source_file,
+                path=f"stragglers[{i}].gpu",
+                value=slow.gpu,
+                expected="one entry per GPU",
+            )
+        seen.add(slow.gpu)
 
 
 def load_workload(name: str, overrides: Iterable[str] = ()) -> tuple[dict[str, Any], str, str]:
@@ -834,6 +890,11 @@ def spec_mapping(spec: TrainingSpec) -> dict[str, Any]:
             "master_weights": spec.optimizer.master_weights,
         },
         **({"job": _job_mapping(spec.job)} if spec.job is not None else {}),
+        **(
+            {"stragglers": [{"gpu": s.gpu, "speed": s.speed} for s in spec.stragglers]}
+            if spec.stragglers
+            else {}
+        ),
     }
 
 

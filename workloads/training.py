@@ -599,6 +599,23 @@ class TrainingJob:
                 )
         return lines
 
+    def straggler_notes(self) -> list[str]:
+        """One line per straggler: how slow, and what waits for it."""
+        lines = []
+        for slow in self.spec.stragglers:
+            line = f"straggler: GPU {slow.gpu} runs at {slow.speed:.3g} of max clock"
+            if self.fidelity != "full":
+                c = next(c for c, rc in enumerate(self.m.classes) if slow.gpu in rc.gpus)
+                n = len(self.m.classes[c].gpus)
+                if n > 1:
+                    others = "the other GPU" if n == 2 else f"the {n - 1} other GPUs"
+                    line += (
+                        f"; {others} of its stage in lock-step with it (its TP, CP and EP groups) are charged "
+                        "its clock (--fidelity full times each GPU on its own)"
+                    )
+            lines.append(line)
+        return lines
+
     def _ep_send_scale(self) -> float:
         """Bytes an expert all-to-all moves under ``ep_dispatch`` / under a plain all-to-all.
 
@@ -647,16 +664,34 @@ class TrainingJob:
         stage_of = (ranks // stride_pp) % dims.pp
         self.class_stage: list[int] = []
         self.class_rank: list[int] = []
+        # Representative classes: one per stage, and one per stage of every set of pipelines in lock-step
+        # with a straggler (``class_set``: -1 for the symmetric rest, k for the k-th such set).
+        self.class_set: list[int] = []
+        self._class_of: dict[tuple[int, int], int] = {}
+        slow_set = self._straggler_sets(ranks - stage_of * stride_pp)
+        speed = {s.gpu: s.speed for s in self.spec.stragglers}
         if self.fidelity == "full":
             for r in range(world):
-                m.add_class(f"rank{r}", np.array([r]))
+                c = m.add_class(f"rank{r}", np.array([r]))
                 self.class_stage.append(int(stage_of[r]))
                 self.class_rank.append(r)
+                self.class_set.append(-1)
+                if r in speed:
+                    m.slow_class(c, speed[r])
         else:
             for s in range(dims.pp):
-                m.add_class(f"stage{s}", ranks[stage_of == s])
-                self.class_stage.append(s)
-                self.class_rank.append(s * stride_pp)
+                for k in range(-1, int(slow_set.max(initial=-1)) + 1):
+                    members = ranks[(stage_of == s) & (slow_set == k)]
+                    if not len(members):
+                        continue
+                    c = m.add_class(f"stage{s}" if k < 0 else f"stage{s}-slow{k}", members)
+                    self.class_stage.append(s)
+                    self.class_rank.append(int(members[0]))
+                    self.class_set.append(k)
+                    self._class_of[(k, s)] = c
+                    ceiling = min((speed[int(g)] for g in members if int(g) in speed), default=1.0)
+                    if ceiling < 1.0:
+                        m.slow_class(c, ceiling)
         # Communicators by (kind, class); kinds "dp" (dense, dp·cp) and "edp" (experts) share the dp stream.
         # ``rows`` names the GPUs of every group a communicator stands for (flow contention needs them).
         # TP overlap (Transformer Engine userbuffers) moves its chunks with copy engines and a few SMs: it
@@ -674,11 +709,18 @@ class TrainingJob:
                     grp = m.group(group_kind, layout, members, rows=row.reshape(1, -1), uses_sms=uses_sms)
                     for r in members:
                         self.groups[(kind, r)] = grp
-            else:
-                row_stage = stage_of[rows[:, 0]]
+            elif group_kind != "dp" or len(m.classes) == dims.pp:
+                row_stage, row_set = stage_of[rows[:, 0]], slow_set[rows[:, 0]]
                 for c in range(len(m.classes)):
-                    mine = rows[row_stage == self.class_stage[c]]
+                    mine = rows[(row_stage == self.class_stage[c]) & (row_set == self.class_set[c])]
                     self.groups[(kind, c)] = m.group(group_kind, layout, (c,), rows=mine, uses_sms=uses_sms)
+            else:  # a straggler's pipelines and the rest reduce together: one communicator per stage
+                row_stage = stage_of[rows[:, 0]]
+                for s in range(dims.pp):
+                    members = tuple(c for c in range(len(m.classes)) if self.class_stage[c] == s)
+                    grp = m.group(group_kind, layout, members, rows=rows[row_stage == s], uses_sms=uses_sms)
+                    for c in members:
+                        self.groups[(kind, c)] = grp
         # Global grad-norm all-reduce: one communicator over every class (a barrier that ends the step).
         world_layout = m.cluster.worst_layout(ranks.reshape(1, -1))
         self.world_group = m.group(
@@ -695,7 +737,31 @@ class TrainingJob:
             coords = self.dims.coords(self.class_rank[cls])
             coords["pp"] = (coords["pp"] + stage_delta) % pp
             return self.dims.rank_of(coords)
-        return (self.class_stage[cls] + stage_delta) % pp
+        return self._class_of[(self.class_set[cls], (self.class_stage[cls] + stage_delta) % pp)]
+
+    def _straggler_sets(self, lane: np.ndarray) -> np.ndarray:
+        """Per rank: which set of pipelines in lock-step with a straggler it belongs to (-1: none).
+
+        A rank's lane is its position outside the pipeline dimension. TP, CP and expert-parallel groups
+        synchronise every layer, so a straggler holds back every lane it shares such a group with, and
+        theirs in turn (the lanes' connected components); its pipelines' other stages wait for it at the
+        stage-to-stage sends. Data-parallel groups meet once a step and stay shared with the rest."""
+        sets = np.full(len(lane), -1, dtype=np.int64)
+        if not self.spec.stragglers:
+            return sets
+        label = np.arange(len(lane), dtype=np.int64)  # per rank: smallest lane it is tied to
+        tied = [lane[rows] for kind, rows in self.group_rows.items() if kind in ("tp", "cp", "ep")]
+        while True:  # label propagation over the lock-step groups until it settles
+            before = label.copy()
+            for rows in tied:
+                low = label[rows].min(axis=1)
+                np.minimum.at(label, rows, low[:, None].repeat(rows.shape[1], axis=1))
+            if np.array_equal(label, before):
+                break
+        comp = label[lane]
+        for k, root in enumerate(dict.fromkeys(int(comp[s.gpu]) for s in self.spec.stragglers)):
+            sets[comp == root] = k
+        return sets
 
     # ------------------------------------------------------------------ programs
     def _layer_program(self, layer: int, phase: str, mtp: bool = False) -> tuple[Step, ...]:
