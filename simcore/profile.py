@@ -405,7 +405,10 @@ class Reliability:
     """Failure and recovery parameters for multi-day jobs."""
 
     node_failures_per_1000_node_days: float = number(
-        "job-interrupting failures per 1000 node-days (Meta RSC-1: 6.5)", 6.5, minimum=0
+        "job-interrupting failures per 1000 node-days, a node being rack.gpus_per_tray GPUs (Meta RSC-1: 6.5 "
+        "per 8-GPU node, so 3.25 per 4-GPU tray)",
+        6.5,
+        minimum=0,
     )
     weibull_shape: float = number(
         "shape of time-between-failures (1 = exponential; HPC logs fit 0.5-1.5, Schroeder & Gibson DSN'06;"
