@@ -24,7 +24,8 @@ simpy clock where the events are checkpoints, failures and recoveries (DESIGN.md
   mean time between failures, rounded to whole steps.
 
 Goodput is useful training time (steps x step time) over wall time. The first-order expectation
-``1 − δ/τ − (τ/2 + R)/M`` (R: detection + restart) is reported beside it for comparison.
+``1 − δ/τ − (τ/2 + R)/M`` (R: detection + restart, plus ``replace_time`` without hot spares; with them it
+assumes a spare is always ready) is reported beside it for comparison.
 """
 
 from __future__ import annotations
