@@ -109,7 +109,9 @@ class JobResult:
 
     @property
     def goodput(self) -> float:
-        return self.useful_s / self.wall_s if self.wall_s > 0 else 1.0
+        """Useful over wall time; at most 1 (a failure-free job without checkpoints sums its segments to
+        a wall time a rounding below steps x step time)."""
+        return min(1.0, self.useful_s / self.wall_s) if self.wall_s > 0 else 1.0
 
     def summary(self) -> dict[str, Any]:
         """The ``job_*`` keys of summary.json (plus ``goodput``)."""

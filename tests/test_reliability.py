@@ -103,6 +103,17 @@ def test_same_seed_same_job_other_seed_other_failures():
     assert replay_job(_plan(seed=8)).wall_s != a.wall_s
 
 
+def test_goodput_never_exceeds_one() -> None:
+    # 49 steps of 0.9 s, each checkpointed in no time, sum to a wall time a rounding below 49 x 0.9 s
+    result = replay_job(
+        JobPlan(
+            steps=49, step_time_s=0.9, checkpoint_s=0.0, checkpoint_every=1, nodes=1, node_mtbf_s=math.inf
+        )
+    )
+    assert result.wall_s < result.useful_s  # the float sum the clamp is for
+    assert result.goodput == 1.0 and result.summary()["goodput"] == 1.0
+
+
 def test_a_training_run_with_a_job_section_reports_goodput(tmp_path):
     spec = tmp_path / "job.yaml"
     spec.write_text(
