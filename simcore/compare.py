@@ -14,7 +14,8 @@ a job smaller than a rack would otherwise be charged a whole rack's idle draw. T
 run hold at fleet scale (data-parallel weak scaling, racks filled). A workload with a ``job:`` section is
 sized on what its job delivers through failures, checkpoints and restarts, ``tokens_per_s * goodput``
 (the simulated job's goodput; a larger job has more nodes to fail), and the table adds the job's goodput,
-wall time, failures and lost work. The default target is
+wall time, failures, lost work and energy per token (its whole wall time's facility energy over its useful
+tokens). The default target is
 ``max(1e7, 10 ** ceil(log10(best tokens/s of the runs)))`` tokens/s, a round fleet-size question the
 best profile cannot already answer with the simulated racks.
 """
@@ -69,6 +70,7 @@ JOB_ROWS = (
     ("job_days", "job wall time", "days", 1.0, "{:.4g}"),
     ("job_failures", "job failures", "", 1.0, "{:.0f}"),
     ("job_lost_work_s", "work lost to failures", "h", 1 / 3600, "{:.3g}"),
+    ("job_energy_per_token_j", "job energy per token", "J", 1.0, "{:.4g}"),
 )
 # throttle_cause (summary) -> its short name in the table's throttle line
 THROTTLE_SHORT = {"thermal": "heat", "rack power limit": "rack", "power cap": "cap", "straggler": "slow"}
@@ -166,6 +168,7 @@ def row_metrics(summary: dict[str, Any], out_dir: Path | None) -> dict[str, Any]
         "job_days": _num(summary.get("job_days")),
         "job_failures": _num(summary.get("job_failures")),
         "job_lost_work_s": _num(summary.get("job_lost_work_s")),
+        "job_energy_per_token_j": _num(summary.get("job_energy_per_token_j")),
         "max_junction_temp_c": _num(summary.get("max_junction_temp_c")),
         "throttle_time_fraction": _num(summary.get("throttle_time_fraction")),
         "throttle_cause": summary.get("throttle_cause"),

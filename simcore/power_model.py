@@ -583,6 +583,19 @@ class PowerController:
         self._activity_hist = self._activity_hist[:, src]
 
     # ------------------------------------------------------------------ results
+    def idle_facility_power_w(self, time_s: np.ndarray, width_s: np.ndarray) -> float:
+        """Facility power of the job's racks with every GPU at idle power (the static load and the fabric
+        share still drawing), through the same chain as the run, time-weighted over its samples (same
+        weather): what a multi-day job draws while it writes a checkpoint or waits out a recovery. No
+        power smoothing: its floor holds the GPUs of a running job, not of a stopped one."""
+        rack_it = (
+            self.rack_counts @ self.idle
+            + self.rack_idle_gpus * self.p.accelerator.idle_power
+            + self.static_rack_w
+        )
+        chain = _FacilityChain.of(self, np.tile(rack_it, (len(time_s), 1)), np.asarray(time_s))
+        return float(np.dot(chain.facility_w, width_s) / np.sum(width_s))
+
     def finalize(self) -> PowerResult:
         """Close the series at the last tick (the moment the workload finished) and roll everything up."""
         t0 = time.perf_counter()

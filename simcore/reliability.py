@@ -26,6 +26,10 @@ simpy clock where the events are checkpoints, failures and recoveries (DESIGN.md
 Goodput is useful training time (steps x step time) over wall time. The first-order expectation
 ``1 − δ/τ − (τ/2 + R)/M`` (R: detection + restart, plus ``replace_time`` without hot spares; with them it
 assumes a spare is always ready) is reported beside it for comparison.
+
+The job's energy prices its wall time: computing (useful and re-done steps) at the step-level run's facility
+power, checkpoint writes and recoveries at the facility power of the job's racks idling (GPUs at idle power,
+static load and fabric share, same cooling chain). Hot spares idling are not the job's.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ MAX_FAILURES = 2_000_000  # more failures than this: the job does not finish eit
 # Checkpoints plus expected failures the replay will simulate (~5-25 us of simpy each: under a minute); a
 # job past it (a typo'd steps, a checkpoint every step of a years-long job) is refused before it starts.
 MAX_EVENTS = 2_000_000
+# The job's energy keys of summary.json (JobResult.energy), null without a power model.
+ENERGY_KEYS = ("job_energy_j", "job_energy_per_token_j", "job_energy_lost_j", "job_idle_facility_power_w")
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,26 @@ class JobResult:
                 p.job_mtbf_s,
                 p.detect_s + p.restart_s + (p.replace_s if p.hot_spares == 0 else 0.0),
             ),
+        }
+
+    def energy(
+        self, step_facility_w: float | None, idle_facility_w: float | None, tokens_per_step: float
+    ) -> dict[str, Any]:
+        """The job's facility energy: computing (useful and re-done steps, ``useful_s + lost_work_s``) at the
+        step-level run's facility power, checkpoint writes and recoveries (``checkpoint_total_s + down_s``)
+        at that of the job's racks idling; None without a power model. The wall time is exactly those four
+        (a checkpoint write a failure cuts short is counted with the lost work, at step power)."""
+        if step_facility_w is None or idle_facility_w is None:
+            return dict.fromkeys(ENERGY_KEYS)
+        paused_s = self.checkpoint_total_s + self.down_s
+        lost_j = step_facility_w * self.lost_work_s + idle_facility_w * paused_s
+        total_j = step_facility_w * self.useful_s + lost_j
+        tokens = self.plan.steps * tokens_per_step
+        return {
+            "job_energy_j": total_j,
+            "job_energy_per_token_j": total_j / tokens if tokens > 0 else None,
+            "job_energy_lost_j": lost_j,
+            "job_idle_facility_power_w": idle_facility_w,
         }
 
 

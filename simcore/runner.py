@@ -38,7 +38,7 @@ from simcore.profile import Profile, blaming_overrides, load_profile, profile_su
 from simcore.reliability import DAY_S, MAX_EVENTS, JobPlan, min_replay_events, replay_job
 from simcore.report import BreakdownAccumulator
 from simcore.trace import TraceWriter
-from simcore.wording import format_duration, format_power, plural
+from simcore.wording import format_duration, format_energy, format_power, plural
 from workloads.inference import INFERENCE_KEYS
 from workloads.spec import WORKLOAD_KEYS
 
@@ -509,7 +509,9 @@ def run(opts: RunOptions) -> RunResult:
             summary = summarize(spec, profile, machine, job, breakdown, power_result)
         summary.update(run_inputs(opts, spec, profile, racks, serving))
         if not serving and spec.job is not None:
-            summary.update(replay_job(job_plan(spec, profile, summary["step_time_s"], opts.seed)).summary())
+            replayed = replay_job(job_plan(spec, profile, summary["step_time_s"], opts.seed))
+            summary.update(replayed.summary())
+            summary.update(replayed.energy(*_job_powers(sim, power_result), spec.tokens_per_step))
         summary["wall_time_s"] = None  # filled below; excluded from determinism comparisons
         if writer is not None:
             text = spec.source_text if serving else spec_text(spec)
@@ -777,6 +779,15 @@ def job_plan(spec: Any, profile: Profile, step_time_s: float, seed: int) -> JobP
     )
 
 
+def _job_powers(sim: _Pass, power_result: PowerResult | None) -> tuple[float | None, float | None]:
+    """Facility power while the job computes (the step-level run's average) and while it is paused
+    (checkpoints, recoveries: its racks idling, at the run's weather); None without a power model."""
+    if power_result is None:
+        return None, None
+    idle_w = sim.controller.idle_facility_power_w(power_result.time_s, power_result.width_s)
+    return power_result.summary["facility_power_w"], idle_w
+
+
 def all_done(env: simpy.Environment, processes: list[simpy.Process]) -> simpy.Event:
     """A plain event that fires when every process has ended.
 
@@ -1004,6 +1015,23 @@ def _job_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
                 else f"{summary.get('job_checkpoint_every_steps')} steps"
             ),
         ),
+        *_job_energy_row(summary),
+    ]
+
+
+def _job_energy_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The whole job's facility energy and its energy per useful token, beside the steps' own figure
+    (none without a power model)."""
+    energy, per_token = summary.get("job_energy_j"), summary.get("job_energy_per_token_j")
+    if energy is None or per_token is None:
+        return []
+    lost = summary.get("job_energy_lost_j") or 0.0
+    return [
+        (
+            "job energy, per token",
+            f"{format_energy(energy)}, {per_token:.4g} J per token ({100 * lost / energy:.3g} % on lost work, "
+            "recoveries and checkpoints)",
+        )
     ]
 
 
