@@ -717,8 +717,11 @@ class PowerResult:
         # One rack whose every GPU draws the job's mean GPU power (plus the static load and the conversion
         # loss in the run's proportion): what fleet sizing needs when the job itself fills no whole rack.
         job_gpu_w = float(np.sum(gpu_w @ mult * dt)) / (float(mult.sum()) * total_t)
-        lossless = it_e - loss_e
-        loss_factor = it_e / lossless if lossless > 0 else 1.0
+        # the racks' own input over their IT load: the fabric share in it_e is outside the racks and has no
+        # conversion loss (counted in, it diluted the factor: a full gb200 rack read 0.5 % under its input)
+        rack_in_e = it_e - ctl.fabric_w * total_t
+        lossless = rack_in_e - loss_e
+        loss_factor = rack_in_e / lossless if lossless > 0 else 1.0
         full_rack_it_w = (ctl.static_rack_w + ctl.m.cluster.gpus_per_rack * job_gpu_w) * loss_factor
         # a full rack cannot load its PSUs beyond its limit: it would throttle there (the per-GPU throughput
         # of a run that did not fill its rack is then optimistic for a full one)
