@@ -945,7 +945,8 @@ class _FacilityChain:
             fac.heat_rejection == "chiller",
         )
         overhead_w = fac.other_overhead_fraction * it_w
-        coolant_out = supply[:, None] + ctl.design_rise_k * rack_it / rack.power_limit
+        # the liquid carries its share of the heat: the same rise whose half the cold plates see in a tick
+        coolant_out = supply[:, None] + ctl.design_rise_k * rack_it / rack.power_limit * ctl._liquid_share()
         return cls(
             rack_it,
             rack_in,
