@@ -442,32 +442,19 @@ class PowerController:
             coolant = np.where(self.unit_types[:, :, None], coolant_rack[None, :, :], -np.inf).max(axis=1)
         tj, tcp = thermal.rc_thermal(gpu_w, coolant, *self._unit_thermal, self.tj, self.tcp, dt)
         cause = np.repeat(self.clock_cause[:, None], k, axis=1)
-        if k > self.s.tick_samples:
-            clock = self._idle_clocks(clock, tj)
-            idle = slice(self.s.tick_samples, None)  # the idle stretch follows the thermal clock only
-            slow = np.where(clock[:, idle] >= self.ceiling[:, None], CAUSE_STRAGGLER, CAUSE_THERMAL)
-            cause[:, idle] = np.where(clock[:, idle] < 1.0, slow, CAUSE_NONE)
+        ts = self.s.tick_samples
+        cap_early = None  # [C, samples]: the caps the long idle tick's first short ticks ended with
+        if k > ts:  # a long idle tick: the clocks its short ticks would have set, and their history
+            clock, cause, cap_early = self._idle_clocks(clock, cause, tj, act)
         self.tj, self.tcp = tj[:, -1].copy(), tcp[:, -1].copy()
         # Next tick's clocks: thermal throttle and power caps (GPU cap, or share of an exceeded rack limit).
-        over = self._update_caps(act.mean(axis=1)[uc])
+        last = slice((math.ceil(k / ts) - 1) * ts if k > ts else 0, None)  # the last short tick's samples
+        over = self._update_caps(act[:, last].mean(axis=1)[uc])
         f_thermal = thermal.thermal_clock_factor(self.tj[:, None], *self._unit_clock_params)
-        idle_u, peak_u, kappa_u, f_min_u = self._unit_power_params
-        f_cap = power.clock_for_power_cap(  # held for the busiest recent tick, as firmware would hold it
-            self.cap, idle_u, peak_u, self._activity_hist.max(axis=0)[:, None], kappa_u, f_min_u
+        self.unit_clock, class_clock, self.clock_cause = self._clocks(
+            f_thermal[:, 0], self._cap_clock()[:, 0]
         )
-        f_limit = np.minimum(f_cap[:, 0], self._unit_ceiling)
-        self.unit_clock = np.round(np.minimum(f_thermal[:, 0], f_limit), 6)  # rounded: keeps memos effective
-        if split:
-            class_clock = np.full(self.n, np.inf)
-            np.minimum.at(class_clock, uc, self.unit_clock)
-        else:  # one unit per class, in class order
-            class_clock = self.unit_clock
         self.m.clock[:] = class_clock.tolist()
-        self.clock_cause = self._causes(
-            self.unit_clock,
-            f_thermal[:, 0] <= f_limit,
-            self._unit_ceiling <= np.minimum(f_thermal[:, 0], f_cap[:, 0]),
-        )
         if split:  # series stay per class: GPU-weighted power, hottest junction, tightest cap
             gpus = mix.T @ self.rack_type_racks  # [U]
             weight = np.zeros((self.n, len(uc)))
@@ -475,16 +462,17 @@ class PowerController:
             gpu_w_series = weight @ gpu_w
             tj_series = np.full((self.n, k), -np.inf)
             np.maximum.at(tj_series, uc, tj)
-            cap_series = np.full(self.n, np.inf)
-            np.minimum.at(cap_series, uc, self.cap)
         else:
-            gpu_w_series, tj_series, cap_series = gpu_w, tj, self.cap
+            gpu_w_series, tj_series = gpu_w, tj
+        cap_block = np.repeat(self._class_cap()[:, None], k, axis=1)
+        if cap_early is not None:
+            cap_block[:, : cap_early.shape[1]] = cap_early
         for key, value in (
             ("gpu_w", gpu_w_series),
             ("tj", tj_series),
             ("clock", clock),
             ("rack_it_w", rack_it),
-            ("cap", np.repeat(cap_series[:, None], k, axis=1)),
+            ("cap", cap_block),
             ("cause", cause),
             ("activity", act),
         ):
@@ -494,6 +482,21 @@ class PowerController:
         self.t_prev = t_now
         self.tick_ends.append(t_now)
         self.ticks += 1
+
+    def _clocks(self, f_thermal: np.ndarray, f_cap: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per unit the clock, per class the clock it runs (its slowest unit's) and what set it, from the units'
+        thermal and cap clocks and their straggler ceilings. Rounded: keeps the engine's memos effective."""
+        f_limit = np.minimum(f_cap, self._unit_ceiling)
+        unit_clock = np.round(np.minimum(f_thermal, f_limit), 6)
+        if self._split:
+            class_clock = np.full(self.n, np.inf)
+            np.minimum.at(class_clock, self.unit_class, unit_clock)
+        else:  # one unit per class, in class order
+            class_clock = unit_clock
+        cause = self._causes(
+            unit_clock, f_thermal <= f_limit, self._unit_ceiling <= np.minimum(f_thermal, f_cap)
+        )
+        return unit_clock, class_clock, cause
 
     def _causes(
         self, unit_clock: np.ndarray, thermal_sets: np.ndarray, ceiling_sets: np.ndarray
@@ -516,23 +519,68 @@ class PowerController:
         out[uc[slowest[first]]] = unit_cause[slowest[first]]
         return out
 
-    def _idle_clocks(self, clock: np.ndarray, tj: np.ndarray) -> np.ndarray:
-        """Clock series of a long idle tick: from its second short tick on, the thermal clock of the
-        junction temperature at the end of the one before (with no activity no power cap binds)."""
-        ts, uc, k = self.s.tick_samples, self.unit_class, tj.shape[1]
-        ends = tj[:, ts - 1 :: ts]  # junction at the end of every whole short tick
-        f_unit = np.round(
-            thermal.thermal_clock_factor(ends, self.slowdown[uc], self.slope[uc], self.f_min[uc]), 6
+    def _cap_clock(self) -> np.ndarray:
+        """``[U, 1]`` clock that holds each unit at its cap, for the busiest of the last HOLD_TICKS ticks (as
+        firmware holding a cap through a phase change would)."""
+        idle_u, peak_u, kappa_u, f_min_u = self._unit_power_params
+        return power.clock_for_power_cap(
+            self.cap, idle_u, peak_u, self._activity_hist.max(axis=0)[:, None], kappa_u, f_min_u
         )
-        if len(uc) == self.n:  # one unit per class (units stay ordered by class)
-            f_class = f_unit
-        else:
-            f_class = np.full((self.n, f_unit.shape[1]), np.inf)
-            np.minimum.at(f_class, uc, f_unit)
-        f_class = np.minimum(f_class, self.ceiling[:, None])  # a straggler stays at its ceiling
-        out = clock.copy()
-        out[:, ts:] = f_class[:, np.arange(ts, k) // ts - 1]  # any k: a partial last short tick too
+
+    def _class_cap(self) -> np.ndarray:
+        """Per class, the tightest cap of its units."""
+        if not self._split:
+            return self.cap.copy()
+        out = np.full(self.n, np.inf)
+        np.minimum.at(out, self.unit_class, self.cap)
         return out
+
+    def _idle_clocks(
+        self, clock: np.ndarray, cause: np.ndarray, tj: np.ndarray, act: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Clock and cause series of a long idle tick: from its second short tick on, what the short ticks
+        would have set at the end of the one before. Each short tick enters the caps' history, so a cap held
+        for a busy tick is held for HOLD_TICKS short ticks into the stretch, as 50 ms ticks hold it (counted
+        as one tick, a 10 s stretch kept the cap of the burst before it for the next burst: that burst ran
+        capped, the short ticks' run at full clock in its first tick, a different step time). Once the
+        history holds only the stretch, no cap binds (no activity) and the clock is the thermal clock.
+        Also returns the caps the first of those short ticks ended with, ``[C, held short ticks' samples]``
+        (the later ones end with the tick's own)."""
+        ts, uc, k = self.s.tick_samples, self.unit_class, tj.shape[1]
+        n_short = math.ceil(k / ts)
+        clock, cause = clock.copy(), cause.copy()
+        held = min(n_short - 1, HOLD_TICKS)  # short ticks whose end may still see a cap (stepped one by one)
+        cap_early = np.empty((self.n, held * ts))
+        for j in range(held):
+            self._update_caps(act[:, j * ts : (j + 1) * ts].mean(axis=1)[uc])
+            f_th = thermal.thermal_clock_factor(
+                tj[:, (j + 1) * ts - 1 : (j + 1) * ts], *self._unit_clock_params
+            )
+            _, class_clock, class_cause = self._clocks(f_th[:, 0], self._cap_clock()[:, 0])
+            span = slice((j + 1) * ts, (j + 2) * ts)
+            clock[:, span] = class_clock[:, None]
+            cause[:, span] = class_cause[:, None]
+            cap_early[:, j * ts : (j + 1) * ts] = self._class_cap()[:, None]
+        if (
+            held < n_short - 1
+        ):  # the rest: no cap binds, the thermal clock of the junction a short tick before
+            ends = tj[
+                :, (held + 1) * ts - 1 :: ts
+            ]  # junction at the end of every whole short tick from there
+            f_unit = np.round(
+                thermal.thermal_clock_factor(ends, self.slowdown[uc], self.slope[uc], self.f_min[uc]), 6
+            )
+            if len(uc) == self.n:  # one unit per class (units stay ordered by class)
+                f_class = f_unit
+            else:
+                f_class = np.full((self.n, f_unit.shape[1]), np.inf)
+                np.minimum.at(f_class, uc, f_unit)
+            f_class = np.minimum(f_class, self.ceiling[:, None])  # a straggler stays at its ceiling
+            rest = slice((held + 1) * ts, None)
+            clock[:, rest] = f_class[:, np.arange(k - (held + 1) * ts) // ts]  # a partial last short tick too
+            slow = np.where(clock[:, rest] >= self.ceiling[:, None], CAUSE_STRAGGLER, CAUSE_THERMAL)
+            cause[:, rest] = np.where(clock[:, rest] < 1.0, slow, CAUSE_NONE)
+        return clock, cause, cap_early
 
     def _liquid_share(self) -> float:
         cool = self.p.cooling
