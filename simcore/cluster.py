@@ -31,6 +31,9 @@ class GroupLayout:
     group spans ``domains`` domains (p2). ``tier_blocks[t]`` is how many distinct blocks of scale-out
     tier t (blocks of ``span_gpus`` GPUs) the group touches; ``top_tier`` is the highest tier the
     group's traffic must cross (-1: stays inside the scale-up domain, 0: leaf, 1: spine, ...).
+    ``min_ranks_per_domain`` is the fewest members any spanned domain holds (0: unknown, taken as
+    ``ranks_per_domain``): a ring or tree leaves every domain, so the one with the fewest NICs bounds it
+    (9 ranks on 8-GPU servers are 8 + 1, not 5 + 4).
     """
 
     size: int
@@ -38,6 +41,12 @@ class GroupLayout:
     domains: int
     tier_blocks: tuple[int, ...]
     top_tier: int
+    min_ranks_per_domain: int = 0
+
+    @property
+    def nic_ranks_per_domain(self) -> int:
+        """Members of the sparsest spanned domain: how many NICs carry a domain's share of the traffic."""
+        return self.min_ranks_per_domain if self.min_ranks_per_domain > 0 else self.ranks_per_domain
 
     @property
     def tier_fanout(self) -> tuple[int, ...]:
@@ -234,7 +243,8 @@ class Cluster:
         if hi - lo + 1 == len(members):  # contiguous GPUs: count blocks arithmetically, no sort
             spans = (self.domain_size, *self.tier_spans)
             counts = [hi // s - lo // s + 1 for s in spans]
-            return make_layout(len(members), counts[0], tuple(counts[1:]))
+            fewest = contiguous_min_per_domain(lo, hi + 1, self.domain_size)
+            return make_layout(len(members), counts[0], tuple(counts[1:]), fewest)
         return self.layouts(members.reshape(1, -1))[0]
 
     def layouts(self, groups: np.ndarray) -> list[GroupLayout]:
@@ -242,11 +252,12 @@ class Cluster:
         groups = np.asarray(groups, dtype=np.int64)
         size = groups.shape[1]
         domains = _distinct_per_row(groups // self.domain_size)
+        fewest = _min_run_per_row(groups // self.domain_size)
         blocks = [_distinct_per_row(groups // span) for span in self.tier_spans]
         out: list[GroupLayout] = []
         for i in range(groups.shape[0]):
             tier_blocks = tuple(int(b[i]) for b in blocks)
-            out.append(make_layout(size, int(domains[i]), tier_blocks))
+            out.append(make_layout(size, int(domains[i]), tier_blocks, int(fewest[i])))
         return out
 
     def worst_layout(self, groups: np.ndarray) -> GroupLayout:
@@ -254,16 +265,18 @@ class Cluster:
         groups = np.asarray(groups, dtype=np.int64)
         size = groups.shape[1]
         domains = _distinct_per_row(groups // self.domain_size)
+        fewest = _min_run_per_row(groups // self.domain_size)
         blocks = [_distinct_per_row(groups // span) for span in self.tier_spans]
-        # Rank by highest tier crossed, then by fewest ranks per domain (more scale-out traffic).
+        # Rank by highest tier crossed, then by fewest ranks per domain (more scale-out traffic), then by
+        # the sparsest domain (fewest NICs carrying a domain's share).
         top = np.full(groups.shape[0], TIER_SCALE_UP, dtype=np.int64)
         for t in range(len(self.tier_spans) - 1, -1, -1):
             below = domains if t == 0 else blocks[t - 1]
             crosses = (below > 1) & (top == TIER_SCALE_UP)
             top[crosses] = t
-        key = top * (size + 1) + domains
+        key = (top * (size + 1) + domains) * (size + 1) + (size - fewest)
         i = int(np.argmax(key))
-        return make_layout(size, int(domains[i]), tuple(int(b[i]) for b in blocks))
+        return make_layout(size, int(domains[i]), tuple(int(b[i]) for b in blocks), int(fewest[i]))
 
     def parallel_layouts(self, dims: ParallelDims, *, pp_wrap: bool = False) -> dict[str, GroupLayout]:
         """Worst-case layout of every parallel dimension of a job placed from GPU 0. ``pp_wrap``: the last
@@ -297,8 +310,33 @@ def _distinct_per_row(ids: np.ndarray) -> np.ndarray:
     return 1 + np.count_nonzero(np.diff(s, axis=1), axis=1)
 
 
-def make_layout(size: int, domains: int, tier_blocks: tuple[int, ...]) -> GroupLayout:
-    """Layout from counts: members, scale-up domains spanned, and blocks spanned at each fabric tier."""
+def _min_run_per_row(ids: np.ndarray) -> np.ndarray:
+    """Fewest occurrences of any value in each row of a 2-D integer array (members of the sparsest domain)."""
+    rows, width = ids.shape
+    s = np.sort(ids, axis=1)
+    starts = np.ones((rows, width), dtype=bool)
+    starts[:, 1:] = s[:, 1:] != s[:, :-1]
+    flat = np.flatnonzero(starts.ravel())
+    runs = np.diff(np.append(flat, rows * width))
+    first = np.searchsorted(flat, np.arange(rows) * width)
+    return np.minimum.reduceat(runs, first)
+
+
+def contiguous_min_per_domain(first: int, last: int, domain_size: int) -> int:
+    """Members of the sparsest domain that GPUs ``first``..``last - 1`` touch (the partial first or last)."""
+    if (last - 1) // domain_size == first // domain_size:
+        return last - first
+    head = domain_size - first % domain_size
+    tail = (last - 1) % domain_size + 1
+    return min(head, tail)
+
+
+def make_layout(
+    size: int, domains: int, tier_blocks: tuple[int, ...], min_per_domain: int | None = None
+) -> GroupLayout:
+    """Layout from counts: members, scale-up domains spanned, and blocks spanned at each fabric tier.
+
+    ``min_per_domain``: members of the sparsest spanned domain, when known (else an even spread)."""
     top = TIER_SCALE_UP
     below = domains
     for t, blocks in enumerate(tier_blocks):
@@ -307,10 +345,12 @@ def make_layout(size: int, domains: int, tier_blocks: tuple[int, ...]) -> GroupL
         below = blocks
     if below > 1 and tier_blocks:
         top = len(tier_blocks) - 1  # spans several top-tier blocks: still crosses the top tier
+    per = math.ceil(size / domains)
     return GroupLayout(
         size=size,
-        ranks_per_domain=math.ceil(size / domains),
+        ranks_per_domain=per,
         domains=domains,
         tier_blocks=tier_blocks,
         top_tier=top,
+        min_ranks_per_domain=per if min_per_domain is None else max(1, min(per, int(min_per_domain))),
     )

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simcore.cluster import TIER_SCALE_UP, Cluster, GroupLayout, make_layout
+from simcore.cluster import TIER_SCALE_UP, Cluster, GroupLayout, contiguous_min_per_domain, make_layout
 from simcore.errors import ConfigError
 from simcore.fabric import shortcut_bw_Bps
 from simcore.kernels import collectives as kc
@@ -43,6 +43,10 @@ ALGO_ALIASES = {
     "halving_doubling": "rhd",
     "double_binary_tree": "tree",
 }
+
+# Operations whose NIC traffic is each rank's own (all-to-all: every rank sends to every peer; send/recv:
+# one pair), not a domain's share spread over its members' NICs.
+_PER_RANK_NIC_OPS = (kc.OP_ALLTOALL, kc.OP_ALLTOALLV, kc.OP_SENDRECV)
 
 # nccl-tests busbw = algbw × factor (modeling-notes §1.3, nccl-tests src/*.cu).
 
@@ -162,7 +166,8 @@ class CollectiveModel:
         # member; the result is the same, tests/test_collectives.py checks it).
         domains = (last - 1) // self.cluster.domain_size - first_gpu // self.cluster.domain_size + 1
         blocks = tuple((last - 1) // span - first_gpu // span + 1 for span in self.cluster.tier_spans)
-        return make_layout(ranks, domains, blocks)
+        fewest = contiguous_min_per_domain(first_gpu, last, self.cluster.domain_size)
+        return make_layout(ranks, domains, blocks, fewest)
 
     def scale_out_bw_Bps(self, tier: int, concurrency: float = 1.0) -> float:
         """Per-GPU bandwidth of traffic routed by fabric tier ``tier`` (it leaves blocks of tiers below)."""
@@ -236,16 +241,25 @@ class CollectiveModel:
                 expected="max/mean bytes per rank, >= 1",
             )
         lv = self.levels(layout, concurrency)
+        bw = lv.bw_Bps
+        p0, fewest = max(1, layout.ranks_per_domain), layout.nic_ranks_per_domain
+        if fewest < p0 and op_i not in _PER_RANK_NIC_OPS:
+            # A ring or tree leaves every domain through that domain's members' NICs: the sparsest domain
+            # (8 + 1 ranks: one NIC) bounds it, not the mean the kernel's p0 stands for.
+            bw = bw.copy()
+            bw[1:] *= fewest / p0
         lat, slope = kc.collective_coeffs(
             op_i,
             lv.sizes[None, :],
-            lv.bw_Bps[None, :],
+            bw[None, :],
             lv.lat_s[None, :],
             lv.tech[None, :],
             np.array([lv.ranks], dtype=np.int64),
             np.array([lv.nvls_eff]),
             float(imbalance),
         )
+        if layout.nic_ranks_per_domain < 2 and layout.top_tier != TIER_SCALE_UP:
+            lat[0, kc.A_NVLS] = slope[0, kc.A_NVLS] = math.inf  # a domain with one member has no NVLS
         out = (lat[0], slope[0])
         out[0].flags.writeable = False
         out[1].flags.writeable = False
@@ -301,7 +315,7 @@ class CollectiveModel:
                     value=su.in_switch_reduction,
                     expected="true (NVLink SHARP switches) or another --algo",
                 )
-            if layout.ranks_per_domain < 2:
+            if layout.nic_ranks_per_domain < 2:
                 raise ConfigError(
                     "nvls needs at least 2 ranks of the group in each scale-up domain",
                     path="--algo",
@@ -418,6 +432,7 @@ class CollectiveModel:
         lv = self.levels(layout)
         p, p0 = lv.ranks, int(lv.sizes[0])
         d = int(np.prod(lv.sizes[1:]))
+        fewest = layout.nic_ranks_per_domain  # the sparsest domain's members carry its share
         if layout.top_tier == TIER_SCALE_UP or p <= 1 or op == "barrier":
             return 0.0
         n = float(nbytes)
@@ -427,10 +442,10 @@ class CollectiveModel:
         if op in ("alltoall", "alltoallv"):
             return (p - p0) / p * n
         if op in ("broadcast", "reduce"):
-            return n / p0
+            return n / fewest
         coll = 2.0 if op == "allreduce" else 1.0
         if a == "ring":
-            return coll * (p - 1) / p * n / p0
+            return coll * (p - 1) / p * n / fewest
         if a in ("tree", "nvls"):
-            return kc.tree_load_ref(d) * n / p0
-        return coll * (d - 1) / d * n / p0  # hier / rhd: the scale-out phases move n/p0 per member
+            return kc.tree_load_ref(d) * n / fewest
+        return coll * (d - 1) / d * n / fewest  # hier / rhd: the scale-out phases move n/p0 per member
