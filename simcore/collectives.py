@@ -241,14 +241,32 @@ class CollectiveModel:
                 expected="max/mean bytes per rank, >= 1",
             )
         lv = self.levels(layout, concurrency)
-        bw = lv.bw_Bps
+        share = np.ones(len(lv.bw_Bps))
         p0, fewest = max(1, layout.ranks_per_domain), layout.nic_ranks_per_domain
         if fewest < p0 and op_i not in _PER_RANK_NIC_OPS:
             # A ring or tree leaves every domain through that domain's members' NICs: the sparsest domain
             # (8 + 1 ranks: one NIC) bounds it, not the mean the kernel's p0 stands for.
-            bw = bw.copy()
-            bw[1:] *= fewest / p0
-        lat, slope = kc.collective_coeffs(
+            share[1:] = fewest / p0
+        bw = lv.bw_Bps * share
+        lat, slope = self._kernel(op_i, lv, bw, imbalance)
+        ring_bw = self._ring_bw(lv, concurrency) * share
+        if np.any(ring_bw != bw):
+            lat_r, slope_r = self._kernel(op_i, lv, ring_bw, imbalance)
+            lat[0, kc.A_RING], slope[0, kc.A_RING] = lat_r[0, kc.A_RING], slope_r[0, kc.A_RING]
+        if layout.nic_ranks_per_domain < 2 and layout.top_tier != TIER_SCALE_UP:
+            lat[0, kc.A_NVLS] = slope[0, kc.A_NVLS] = math.inf  # a domain with one member has no NVLS
+        out = (lat[0], slope[0])
+        out[0].flags.writeable = False
+        out[1].flags.writeable = False
+        self._coeff_memo[key] = out
+        return out
+
+    @staticmethod
+    def _kernel(
+        op_i: int, lv: LevelArrays, bw: np.ndarray, imbalance: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel's (lat, slope) [1, NALGO, NPROTO] for one group with per-level bandwidths ``bw``."""
+        return kc.collective_coeffs(
             op_i,
             lv.sizes[None, :],
             bw[None, :],
@@ -258,13 +276,23 @@ class CollectiveModel:
             np.array([lv.nvls_eff]),
             float(imbalance),
         )
-        if layout.nic_ranks_per_domain < 2 and layout.top_tier != TIER_SCALE_UP:
-            lat[0, kc.A_NVLS] = slope[0, kc.A_NVLS] = math.inf  # a domain with one member has no NVLS
-        out = (lat[0], slope[0])
-        out[0].flags.writeable = False
-        out[1].flags.writeable = False
-        self._coeff_memo[key] = out
-        return out
+
+    def _ring_bw(self, lv: LevelArrays, concurrency: float) -> np.ndarray:
+        """Per-level bandwidth a flat ring sees: it leaves a fabric block once per channel, not from every GPU.
+
+        A group with m domains under a block exits it from one of them, so of the GPUs under the block
+        (all in such groups when concurrency is 1) only 1/m send through its uplink at once: the shortcut
+        takes concurrency / m, m = the product of the group's fan-outs below that level (the flow model's
+        rail rings load the uplinks the same way).
+        """
+        bw = lv.bw_Bps.copy()
+        if not self._tier_lat:
+            return bw
+        inside = 1
+        for k in range(1, len(bw)):
+            bw[k] = self.scale_out_bw_Bps(k - 1, concurrency / inside)
+            inside *= int(lv.sizes[k])
+        return bw
 
     def _masks(self, op: str, layout: GroupLayout, algo: str, proto: str) -> tuple[np.ndarray, np.ndarray]:
         a = parse_algo(algo)

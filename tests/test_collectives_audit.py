@@ -80,3 +80,53 @@ def test_flow_bytes_of_an_uneven_ring_match_the_analytical_time(dgx: CollectiveM
     t_flow = max(net.drain().values())
     _lat, slope = dgx.coefficients("allreduce", layout)
     assert t_flow == pytest.approx(slope[0, 2] * n, rel=1e-9)  # ring, Simple: bandwidth term
+
+
+# ------------------------------------------------------------------ rings and oversubscribed uplinks
+TIERS_4_DOMAINS_2TO1 = [
+    "scale_out.tiers=[{name: leaf, span_gpus: 32, oversubscription: 2},"
+    " {name: spine, span_gpus: 4096, oversubscription: 2}]"
+]
+
+
+@pytest.mark.parametrize(("tp", "dp"), [(8, 16), (4, 32), (2, 64)])
+def test_a_ring_leaves_a_block_once_so_concurrency_one_matches_the_flow_model(tp: int, dp: int) -> None:
+    """Every DP group of a tp x dp job all-reduces at once (concurrency 1) over leaf blocks of 4 servers
+    with 2:1 uplinks. A ring crosses each block boundary once per channel: of the 32 GPUs under a leaf,
+    8 send through its 16-NIC uplink, so the ring runs at NIC rate (the flow model: max-min over the rail
+    rings of all groups). The shortcut charged every GPU's ring traffic to the uplink: NIC/2, 2x slow."""
+    from simcore.cluster import ParallelDims
+
+    p = load_profile("h100-dgx.yaml", TIERS_4_DOMAINS_2TO1)
+    cl = Cluster(p, racks=4)
+    model = CollectiveModel(p, cl)
+    groups = ParallelDims(tp=tp, dp=dp).all_groups("dp")
+    layout = cl.worst_layout(groups)
+    assert layout.top_tier == 1 and layout.domains == 16
+    n = 1e9
+    one = model.scale_out_bytes_per_gpu("allreduce", n, layout, "ring")
+    net = FlowNetwork()
+    fab = FabricLinks(net, cl)
+    for row in groups:
+        src, dst = fab.rail_pairs(row)
+        indptr, idx = fab.paths(src, dst)
+        net.start_many(0.0, indptr, idx, np.full(len(src), one))
+    t_flow = max(net.drain().values())
+    _lat, slope = model.coefficients("allreduce", layout, concurrency=1.0)
+    assert slope[0, 2] * n == pytest.approx(t_flow, rel=1e-9)  # ring, Simple
+    # Hierarchical: every member sends its share across the block in the inter-domain phase (no change),
+    # and traffic that stays inside one leaf is never throttled.
+    half = model.coefficients("allreduce", layout, concurrency=0.5)[1]
+    assert slope[3, 2] > half[3, 2]
+
+
+def test_two_dp_groups_per_server_pair_still_share_a_block_boundary() -> None:
+    """Groups with one domain per block (every ring hop leaves it) keep the full concurrency: two such
+    groups under a 2:1 uplink take twice as long as one (tests/test_collectives.py's case)."""
+    p = load_profile("h100-dgx.yaml", TIERS_4_DOMAINS_2TO1)
+    cl = Cluster(p, racks=4)
+    model = CollectiveModel(p, cl)
+    layout = cl.layout(np.array([0, 32, 64, 96]))  # one rank per leaf block
+    alone = model.time("allreduce", 4 * GIB, layout, algo="ring", concurrency=0.5).time_s
+    shared = model.time("allreduce", 4 * GIB, layout, algo="ring", concurrency=1.0).time_s
+    assert shared / alone == pytest.approx(2.0, rel=0.01)
