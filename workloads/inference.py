@@ -338,6 +338,8 @@ class ReplicaCosts:
     heads: float  # attention heads per GPU
     head_dim: float
     attention_head_dim: float  # head dim of the prefill attention kernel (MLA prefill runs per head, 192)
+    prefill_head_dims: float  # query-key + value width of a prefill head: 2·head_dim; MLA 192 + 128, not the
+    # latent its absorbed decode attends in
     kv_bytes_per_token_layer: float  # cached K and V of one token in one layer, per GPU
     lm_head_flops_per_token: float
     lm_head_bytes: float
@@ -471,6 +473,7 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
         heads=m.heads / tp,
         head_dim=qk_dim,
         attention_head_dim=float(m.qk_head_dim),
+        prefill_head_dims=float(m.qk_head_dim + m.v_head_dim),
         kv_bytes_per_token_layer=kv_token,
         lm_head_flops_per_token=2.0 * head / tp,
         lm_head_bytes=head * wb / tp,
@@ -565,6 +568,7 @@ def _attention_dp_costs(spec: InferenceSpec) -> ReplicaCosts:
         heads=float(m.heads),
         head_dim=qk_dim,
         attention_head_dim=float(m.qk_head_dim),
+        prefill_head_dims=float(m.qk_head_dim + m.v_head_dim),
         kv_bytes_per_token_layer=kv_token,
         lm_head_flops_per_token=2.0 * head,
         lm_head_bytes=head * wb,
@@ -647,7 +651,7 @@ def iteration_work(
         if prefill:  # flash attention over the cached context (its window) + the causal chunk
             keys = sum(_flash_keys(p, n, window) for p, n in prefill)
             read = sum((p if window is None else min(p, window)) + n for p, n in prefill)
-            flops = 4.0 * keys * c.heads * c.head_dim
+            flops = 2.0 * keys * c.heads * c.prefill_head_dims  # QK^T and PV (MLA: per head, not absorbed)
             items.append((flops, read * c.kv_bytes_per_token_layer, c.attention_head_dim, KIND_ATTENTION))
         if decode_ctx:  # one query per sequence against its cache (its window): HBM-bound
             ctx = float(sum(n if window is None else min(n, window) for n in decode_ctx))
