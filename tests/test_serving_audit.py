@@ -4,6 +4,7 @@ iteration cost must follow."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from simcore.kernels.compute import KIND_ATTENTION
 from workloads.inference import iteration_work, load_inference_spec, replica_costs
@@ -34,3 +35,39 @@ def test_gqa_prefill_attention_is_unchanged_by_the_per_head_widths():
     attention = [op for op in work if op[3] == KIND_ATTENTION]
     keys = 500 * (1000 + 250)
     assert attention[0][0] == 4.0 * keys * 32 * 128
+
+
+def test_a_hybrid_block_all_reduces_once_over_tp(tmp_path):
+    """A hybrid block has one mixer (Mamba, attention or MLP) and so one row-parallel output to all-reduce,
+    as training's forward counts; a transformer layer two. Nemotron-H 8B at tp 2: 52 all-reduces per
+    iteration, not 104; a lone request's TTFT (no host work) is its kernels plus those all-reduces."""
+    from simcore.cluster import Cluster
+    from simcore.collectives import CollectiveModel
+    from simcore.kernels.compute import ComputeModel
+    from simcore.profile import load_profile
+    from simcore.runner import RunOptions, run
+    from workloads.model import layer_comm, load_preset
+
+    model = load_preset("nemotron-h-8b")
+    training = sum(
+        1
+        for i in range(model.layers)
+        for comm in layer_comm(model, i, micro_batch=1, seq_len=16, tp=2)
+        if comm.op == "allreduce"
+    )
+    assert training == model.layers == 52
+    c = _costs("nemotron-h-8b", parallelism={"tp": 2})
+
+    spec = {"kind": "inference", "model": "nemotron-h-8b", "precision": "fp8", "parallelism": {"tp": 2}}
+    spec["requests"] = {"count": 1, "input_tokens": 512, "output_tokens": 2}
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    zero = ["calibration.serving_sequence_host_time=0us", "calibration.serving_kernel_host_time=0us"]
+    s = run(RunOptions(profile="h100-dgx.yaml", workload=str(path), write_trace=False, sets=zero)).summary
+    prof = load_profile("h100-dgx.yaml")
+    work, ar_bytes = iteration_work(c, [], [(0, 512)], 1, row_tile=ComputeModel(prof).row_tile("fp8"))
+    cluster = Cluster(prof, racks=1)
+    allreduce = CollectiveModel(prof, cluster).time("allreduce", ar_bytes, cluster.layout([0, 1])).time_s
+    expected = ComputeModel(prof).time_fused(work, "fp8", 1.0).time_s + 52 * allreduce
+    assert s["ttft_s_p50"] == pytest.approx(expected, rel=1e-9)
+    assert c.tp_allreduces == 52 and _costs("llama3-8b", parallelism={"tp": 2}).tp_allreduces == 2 * 32

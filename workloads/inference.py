@@ -349,6 +349,8 @@ class ReplicaCosts:
     weights_per_gpu: float  # all weights of the replica on one GPU
     window: int | None = None  # sliding-window layers attend to (and cache) their last `window` tokens
     windowed_layers: int = 0
+    tp_allreduces: int = 0  # TP all-reduces of one iteration: two per transformer layer (attention and FFN
+    # outputs), one per hybrid block (its one mixer's); none with attention_dp
     # The routed experts (routed_work), their own GEMMs: each expert's is as narrow as its FFN width. With
     # attention_dp the fields above are one DP rank's own share (its batch, its KV cache, the replicated
     # layers) and the routed experts run every rank's tokens, sharded over all tp GPUs.
@@ -485,6 +487,7 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
         windowed_layers=sum(
             1 for i in range(m.layers) if m.has_attention(i) and m.attention_window(i) is not None
         ),
+        tp_allreduces=sum(2 if m.layer_kind(i) == "transformer" else 1 for i in range(m.layers)),
         kernels=_iteration_kernels(spec),
         **_routed_fields(spec, lp, spec.parallelism.ep),
         **_mamba_fields(spec),
@@ -973,7 +976,9 @@ class ServingJob:
                 yield m.collective(r, group, "reducescatter", gathered, name="ep_reducescatter",
                                    repeat=c.moe_layers)  # fmt: skip
             elif group is not None:
-                yield m.collective(r, group, "allreduce", ar_bytes, name="tp_allreduce", repeat=2 * c.layers)
+                yield m.collective(
+                    r, group, "allreduce", ar_bytes, name="tp_allreduce", repeat=c.tp_allreduces
+                )
             self.stats.iterations += 1
             self.stats.iteration_time_s += env.now - t0
             self.stats.tokens_processed += tokens
