@@ -71,3 +71,33 @@ def test_a_hybrid_block_all_reduces_once_over_tp(tmp_path):
     expected = ComputeModel(prof).time_fused(work, "fp8", 1.0).time_s + 52 * allreduce
     assert s["ttft_s_p50"] == pytest.approx(expected, rel=1e-9)
     assert c.tp_allreduces == 52 and _costs("llama3-8b", parallelism={"tp": 2}).tp_allreduces == 2 * 32
+
+
+def test_fp4_weights_run_their_attention_at_fp8(tmp_path):
+    """There is no FP4 flash-attention kernel: under NVFP4 weights the prefill attention runs at FP8 (half
+    the FP4 tensor rate on a B200). A lone Llama 3.3 70B prompt of 8,192 tokens (no host work): its TTFT is
+    the GEMMs at FP4 plus the attention at FP8, longer than with the attention at FP4."""
+    from simcore.kernels.compute import ComputeModel
+    from simcore.profile import load_profile
+    from simcore.runner import RunOptions, run
+
+    n = 8192
+    spec = {"kind": "inference", "model": "llama3-70b", "precision": "fp4", "kv_cache": {"precision": "fp8"}}
+    spec["requests"] = {"count": 1, "input_tokens": n, "output_tokens": 2}
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    zero = ["calibration.serving_sequence_host_time=0us", "calibration.serving_kernel_host_time=0us"]
+    s = run(RunOptions(profile="b200-dgx.yaml", workload=str(path), write_trace=False, sets=zero)).summary
+    model = ComputeModel(load_profile("b200-dgx.yaml"))
+    c = _costs("llama3-70b", precision="fp4", kv_cache={"precision": "fp8"})
+    work, _ = iteration_work(c, [], [(0, n)], 1, row_tile=model.row_tile("fp4"))
+    rest = tuple(op for op in work if op[3] != KIND_ATTENTION)
+    attention = tuple(op for op in work if op[3] == KIND_ATTENTION)
+    assert len(attention) == c.layers
+    gemms = model.time_fused(rest, "fp4", 1.0).time_s
+    fp8, fp4 = (model.time_fused(attention, dtype, 1.0).time_s for dtype in ("fp8", "fp4"))
+    assert s["ttft_s_p50"] == pytest.approx(gemms + fp8, rel=1e-9)
+    assert fp8 > 1.5 * fp4  # compute-bound: the FP8 rate is half the FP4 one (efficiencies differ)
+    # the attention's executed FLOPs never beat the FP8 tensor peak
+    flops = sum(op[0] for op in attention)
+    assert flops / fp8 < load_profile("b200-dgx.yaml").peak_flops("fp8")

@@ -709,16 +709,38 @@ def routed_work(
     return (item,) * c.layers
 
 
+def attention_dtype(precision: str) -> str:
+    """Precision the attention kernels (prefill flash attention, a Mamba block's SSD scan) run at beside
+    GEMMs of ``precision``: FP8 under FP4 weights, as there is no FP4 flash-attention or scan kernel
+    (TensorRT-LLM's FMHA goes down to FP8); the weights' own precision otherwise."""
+    return "fp8" if precision == "fp4" else precision
+
+
+def split_attention(
+    work: tuple[tuple[float, float, float, int], ...],
+) -> tuple[tuple[tuple[float, float, float, int], ...], tuple[tuple[float, float, float, int], ...]]:
+    """(the ops but the attention kernels, the attention kernels) of an iteration's work."""
+    return (
+        tuple(op for op in work if op[3] != KIND_ATTENTION),
+        tuple(op for op in work if op[3] == KIND_ATTENTION),
+    )
+
+
 def slowest_rank(
     model: Any, works: list[tuple[tuple[float, float, float, int], ...]], dtype: str, clock: float
 ) -> int:
     """Index of the DP rank whose own work takes longest on ``model`` (a ComputeModel): the other ranks wait
-    for it at the experts' all-gather. One roofline call for all ranks, not memoised (fresh every iteration)."""
+    for it at the experts' all-gather. One roofline call for all ranks (two when the attention kernels run
+    at another precision), not memoised (fresh every iteration)."""
     if len(works) == 1:
         return 0
     rows = [(d, *op) for d, w in enumerate(works) for op in w]
     arr = np.array(rows, dtype=np.float64)
-    t, _, _ = model.times(arr[:, 1], arr[:, 2], arr[:, 3], arr[:, 4].astype(np.int64), dtype, clock)
+    kinds = arr[:, 4].astype(np.int64)
+    t, _, _ = model.times(arr[:, 1], arr[:, 2], arr[:, 3], kinds, dtype, clock)
+    if attention_dtype(dtype) != dtype:
+        ta, _, _ = model.times(arr[:, 1], arr[:, 2], arr[:, 3], kinds, attention_dtype(dtype), clock)
+        t = np.where(kinds == KIND_ATTENTION, ta, t)
     return int(np.argmax(np.bincount(arr[:, 0].astype(np.int64), weights=t, minlength=len(works))))
 
 
@@ -967,7 +989,14 @@ class ServingJob:
                     since = max([since, *(q.arrival_s for _, chunks in batches for q, _ in chunks)])
                 yield m.host_work(r, host, since=since)
             previous_start = env.now
-            yield m.compute_fused(r, work, dtype=self.spec.precision, name="iteration")
+            core = attention_dtype(self.spec.precision)
+            if core == self.spec.precision:
+                yield m.compute_fused(r, work, dtype=self.spec.precision, name="iteration")
+            else:  # the attention kernels at their own precision, after the rest of the iteration
+                rest, attention = split_attention(work)
+                yield m.compute_fused(r, rest, dtype=self.spec.precision, name="iteration")
+                if attention:
+                    yield m.compute_fused(r, attention, dtype=core, name="iteration_attention")
             if (
                 group is not None and self.spec.parallelism.attention_dp
             ):  # tokens to the experts and back (TensorRT-LLM's ADP MoE)
