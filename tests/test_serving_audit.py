@@ -101,3 +101,32 @@ def test_fp4_weights_run_their_attention_at_fp8(tmp_path):
     # the attention's executed FLOPs never beat the FP8 tensor peak
     flops = sum(op[0] for op in attention)
     assert flops / fp8 < load_profile("b200-dgx.yaml").peak_flops("fp8")
+
+
+def test_mla_decode_attention_with_every_head_on_a_gpu_is_bound_by_its_flops():
+    """MLA's absorbed decode attention (DeepSeek-V3 under attention DP: 128 heads on each GPU, a 576-wide
+    FP8 latent per cached token) does 4·128·576 FLOPs per 576 cached bytes, ~512 FLOPs/byte: compute-bound
+    (FlashMLA), not HBM-bound. 64 sequences of 4,096 tokens: the op takes at least its FLOPs at the FP8
+    tensor peak times the GEMM efficiency, ~1.8x its HBM time; a GQA model's (~16 FLOPs/byte) stays at its
+    HBM time."""
+    from simcore.kernels.compute import ComputeModel
+    from simcore.profile import load_profile
+
+    prof = load_profile("h200-hgx.yaml")
+    model = ComputeModel(prof)
+    peak = prof.peak_flops("fp8") * prof.calibration.gemm["fp8"].max_efficiency
+    hbm = prof.accelerator.hbm_bandwidth * prof.calibration.hbm_efficiency
+    fp8_cache = {"precision": "fp8"}
+    mla = _costs("deepseek-v3", parallelism={"tp": 8, "attention_dp": True}, kv_cache=fp8_cache)
+    gqa = _costs("llama3-70b", kv_cache=fp8_cache)
+    for c, bound in ((mla, "flops"), (gqa, "bytes")):
+        work, _ = iteration_work(c, [4096] * 64, [], 64, row_tile=1)
+        decode = work[1]  # each layer: its GEMMs, then the decode attention
+        flops, nbytes = decode[0], decode[1]
+        assert nbytes == pytest.approx(64 * 4096 * c.kv_bytes_per_token_layer, rel=1e-12)
+        t = model.time_fused((decode,), "fp8", 1.0).time_s - prof.accelerator.kernel_overhead
+        if bound == "flops":
+            assert flops / nbytes == pytest.approx(4 * 128 * 576 / 576, rel=1e-12)
+            assert t >= flops / peak > 1.5 * nbytes / hbm
+        else:
+            assert t == pytest.approx(nbytes / hbm, rel=1e-9)

@@ -656,10 +656,17 @@ def iteration_work(
             read = sum((p if window is None else min(p, window)) + n for p, n in prefill)
             flops = 2.0 * keys * c.heads * c.prefill_head_dims  # QK^T and PV (MLA: per head, not absorbed)
             items.append((flops, read * c.kv_bytes_per_token_layer, c.attention_head_dim, KIND_ATTENTION))
-        if decode_ctx:  # one query per sequence against its cache (its window): HBM-bound
+        if decode_ctx:  # one query per sequence against its cache (its window): HBM-bound for GQA (~16
+            # FLOPs per cached byte); MLA's absorbed attention with many heads per GPU (attention DP: 128)
+            # does ~512 and is bound by its tensor cores (FlashMLA), so its FLOPs count
             ctx = float(sum(n if window is None else min(n, window) for n in decode_ctx))
             items.append(
-                (4.0 * ctx * c.heads * c.head_dim, ctx * c.kv_bytes_per_token_layer, 0.0, KIND_ELEMENTWISE)
+                (
+                    4.0 * ctx * c.heads * c.head_dim,
+                    ctx * c.kv_bytes_per_token_layer,
+                    c.head_dim,
+                    KIND_ATTENTION,
+                )
             )
         return tuple(items)
 
