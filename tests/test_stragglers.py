@@ -160,3 +160,20 @@ def test_stragglers_survive_the_effective_spec():
     assert again.stragglers == spec.stragglers
     assert "stragglers" not in spec_text(_spec({"tp": 2, "pp": 2, "dp": 2}))
     assert _spec({"tp": 2, "pp": 2, "dp": 2}, []).stragglers == ()
+
+
+def test_notes_name_the_clock_each_straggler_is_charged():
+    """A straggler's note says how many GPUs share its class's clock (one partner: singular), and a faster
+    straggler in lock-step with a slower one is charged the slower one's clock, which its note says."""
+    job, machine, _ = simulate(_spec({"tp": 2, "pp": 2, "dp": 2}, [{"gpu": 5, "speed": 0.8}]))
+    (note,) = job.straggler_notes()
+    assert "the other GPU of its stage" in note and " is charged its clock" in note
+    pair = [{"gpu": 0, "speed": 0.7}, {"gpu": 1, "speed": 0.9}]  # one TP group: one class at 0.7
+    job, machine, _ = simulate(_spec({"tp": 2, "pp": 2, "dp": 2}, pair))
+    slow, fast = job.straggler_notes()
+    assert min(machine.clock_ceiling) == pytest.approx(0.7)
+    assert "charged its clock" in slow
+    assert fast.startswith("straggler: GPU 1 runs at 0.9 of max clock") and "charged 0.7" in fast
+    job, _, _ = simulate(_spec({"tp": 4, "pp": 1, "dp": 2}, [{"gpu": 1, "speed": 0.8}]))
+    assert "the 3 other GPUs of its stage" in job.straggler_notes()[0]
+    assert " are charged its clock" in job.straggler_notes()[0]

@@ -606,12 +606,18 @@ class TrainingJob:
             line = f"straggler: GPU {slow.gpu} runs at {slow.speed:.3g} of max clock"
             if self.fidelity != "full":
                 c = next(c for c, rc in enumerate(self.m.classes) if slow.gpu in rc.gpus)
-                n = len(self.m.classes[c].gpus)
-                if n > 1:
-                    others = "the other GPU" if n == 2 else f"the {n - 1} other GPUs"
+                n, ceiling = len(self.m.classes[c].gpus), self.m.clock_ceiling[c]
+                others = "the other GPU" if n == 2 else f"the {n - 1} other GPUs"
+                full = "(--fidelity full times each GPU on its own)"
+                if ceiling < slow.speed:  # a slower straggler in lock-step with it sets its class's clock
                     line += (
-                        f"; {others} of its stage in lock-step with it (its TP, CP and EP groups) are charged "
-                        "its clock (--fidelity full times each GPU on its own)"
+                        f"; it and {others} of its stage in lock-step with it (its TP, CP and EP groups) are "
+                        f"charged {ceiling:.3g}, the slowest straggler's clock among them {full}"
+                    )
+                elif n > 1:
+                    line += (
+                        f"; {others} of its stage in lock-step with it (its TP, CP and EP groups) "
+                        f"{'is' if n == 2 else 'are'} charged its clock {full}"
                     )
             lines.append(line)
         return lines
