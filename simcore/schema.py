@@ -319,15 +319,17 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
     if kind == "section":
         return build(_inner_class(cls, name), raw, file=file, path=path)
     if kind == "section_list":
-        if isinstance(raw, (list, tuple)) and not raw and meta["default"] == ():  # an optional list, empty
+        optional = meta["default"] == ()
+        # An optional list may be empty, or left blank in YAML (`stragglers:` with its entries commented out)
+        if optional and (raw is None or (isinstance(raw, (list, tuple)) and not raw)):
             return ()
         if not isinstance(raw, list) or not raw:
             raise ConfigError(
-                "must be a non-empty list",
+                "must be a list" if optional else "must be a non-empty list",
                 file=file,
                 path=path,
                 value=_short(raw),
-                expected="a list of mappings",
+                expected="a list of mappings (or [] for none)" if optional else "a list of mappings",
             )
         inner = _inner_class(cls, name)
         return tuple(build(inner, item, file=file, path=f"{path}[{i}]") for i, item in enumerate(raw))
@@ -549,6 +551,10 @@ def _field_schema(cls: type, name: str, meta: Mapping[str, Any]) -> dict[str, An
         out = {**json_schema(_inner_class(cls, name)), "description": doc}
     elif kind == "section_list":
         out = {"type": "array", "items": json_schema(_inner_class(cls, name)), "description": doc}
+        if meta["default"] == ():  # optional: may be empty or left blank, as the loader takes it
+            out["type"] = ["array", "null"]
+        else:
+            out["minItems"] = 1
     elif kind == "quantity_map":
         out = {
             "type": "object",

@@ -13,6 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 from simcore.errors import ConfigError
 from simcore.runner import RunOptions, run
@@ -177,3 +178,20 @@ def test_notes_name_the_clock_each_straggler_is_charged():
     job, _, _ = simulate(_spec({"tp": 4, "pp": 1, "dp": 2}, [{"gpu": 1, "speed": 0.8}]))
     assert "the 3 other GPUs of its stage" in job.straggler_notes()[0]
     assert " are charged its clock" in job.straggler_notes()[0]
+
+
+def test_a_blank_or_mistyped_stragglers_list():
+    """`stragglers:` left blank in YAML (its entries commented out) means none, as `[]` does, and the JSON
+    schema allows it too; a single mapping where the list belongs is refused as "must be a list" (an empty
+    list is fine, so "non-empty" would mislead), naming the field."""
+    from workloads.spec_schema import workload_json_schema
+
+    data = yaml.safe_load("stragglers:\n#  - {gpu: 3, speed: 0.8}\n")
+    assert data == {"stragglers": None}
+    spec = load_training_spec({**spec_mapping(_spec({"tp": 2, "pp": 2, "dp": 2})), **data}, file="blank.yaml")
+    assert spec.stragglers == ()
+    with pytest.raises(ConfigError, match="must be a list;") as err:
+        _spec({"tp": 2, "pp": 2, "dp": 2}, {"gpu": 1, "speed": 0.5})  # type: ignore[arg-type]
+    assert "stragglers" in str(err.value) and "non-empty" not in str(err.value)
+    schema = json.dumps(workload_json_schema())
+    assert '"stragglers": {"type": ["array", "null"]' in schema
