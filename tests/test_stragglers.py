@@ -46,6 +46,17 @@ LAYOUTS = [
     pytest.param(
         {"tp": 1, "pp": 2, "dp": 4, "ep": 4}, 1, {"model": MOE_SMALL, "precision": "fp8"}, id="moe-ep4"
     ),
+    # rank orders: data parallelism fastest, and the pipeline inside the replicas
+    pytest.param({"tp": 2, "pp": 2, "dp": 2, "order": "dp-tp-cp-ep-pp"}, 5, {}, id="order-dp-first"),
+    pytest.param({"tp": 2, "pp": 2, "dp": 2, "order": "tp-pp-cp-ep-dp"}, 5, {}, id="order-pp-inner"),
+    pytest.param({"tp": 2, "pp": 1, "dp": 4}, 3, {}, id="pp1"),
+    pytest.param({"tp": 1, "pp": 4, "dp": 2, "vp": 2}, 7, {"global_seqs": 16}, id="last-stage-vp2"),
+    pytest.param({"tp": 1, "pp": 2, "dp": 2, "layers_per_chunk": [6, 10]}, 0, {}, id="uneven-first"),
+    pytest.param({"tp": 1, "pp": 1, "dp": 4, "fsdp": True}, 2, {}, id="fsdp"),
+    pytest.param({"tp": 2, "pp": 2, "dp": 2, "dp_overlap": False}, 6, {}, id="no-dp-overlap"),
+    pytest.param(
+        {"tp": 1, "pp": 2, "dp": 2, "cp": 2, "order": "dp-cp-tp-ep-pp"}, 5, {}, id="cp2-ring-dp-first"
+    ),
 ]
 
 
@@ -67,6 +78,19 @@ def test_a_straggler_at_full_speed_changes_nothing(par, gpu, kw):
     plain = simulate(_spec(par, **dict(kw)))[2]
     split = simulate(_spec(par, [{"gpu": gpu, "speed": 1.0}], **dict(kw)))[2]
     assert split == pytest.approx(plain, rel=1e-12)
+
+
+def test_stragglers_in_two_replicas_and_stages_match_full_fidelity():
+    """Two stragglers at different speeds, in different replicas and stages, give two sets of classes (and
+    no symmetric rest where they cover every lane); the step time is still full fidelity's."""
+    for par, slow in (
+        ({"tp": 1, "pp": 2, "dp": 4}, [{"gpu": 0, "speed": 0.7}, {"gpu": 7, "speed": 0.8}]),
+        ({"tp": 2, "pp": 2, "dp": 2}, [{"gpu": 0, "speed": 0.7}, {"gpu": 7, "speed": 0.8}]),
+    ):
+        spec = _spec(par, slow)
+        _, rep, t_rep = simulate(spec)
+        assert t_rep == pytest.approx(simulate(spec, fidelity="full")[2], rel=1e-9)
+        assert {c.name for c in rep.classes} >= {"stage0-slow0", "stage0-slow1", "stage1-slow1"}
 
 
 def test_one_straggler_slows_the_job_as_much_as_every_gpu_at_its_clock():
