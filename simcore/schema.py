@@ -24,6 +24,31 @@ from simcore.units import SI_UNITS, _example, format_quantity, parse_quantity
 MISSING = dataclasses.MISSING
 _REQUIRED = object()
 
+# Ceilings (SI) for quantities whose field sets no ``maximum``: orders of magnitude past any hardware or job,
+# so only a typo or a unit slip reaches them, and a value left past one overflows what follows it (a
+# "1e300 V" bus voltage squared) or fills a summary with 1e299 W.
+PLAUSIBLE_MAXIMUM: dict[str, float] = {
+    "bytes": 1e18,  # 1 EB
+    "bandwidth": 1e16,  # 10 PB/s
+    "flops_rate": 1e19,  # 10 EFLOP/s per GPU
+    "time": 1e9,  # ~32 years
+    "power": 1e9,  # 1 GW
+    "energy": 1e13,  # ~2.8 GWh
+    "temperature": 1000.0,  # degC
+    "temperature_delta": 1000.0,  # K
+    "voltage": 1e6,
+    "frequency": 1e11,  # 100 GHz
+    "thermal_resistance": 1e3,  # K/W
+    "heat_capacity": 1e9,  # J/K
+    "flow_per_power": 1e-3,  # m^3/s/W (60,000 L/min/kW)
+    "power_rate": 1e12,  # W/s
+    "resistance": 1e6,  # ohm
+    "mass_flow": 1e6,  # kg/s
+}
+# Whole-number fields without their own maximum (GPUs per tray, racks, layers, ...): a count past this is a
+# typo, and one past 2^63 cannot even be held in the numpy arrays it indexes.
+MAX_COUNT = 2**31 - 1
+
 
 def _meta(kind: str, doc: str, default: Any, **extra: Any) -> dict[str, Any]:
     return {"kind": kind, "doc": doc, "default": default, **extra}
@@ -263,6 +288,7 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                 expected=f"at most {format_quantity(meta['maximum'], meta['unit_kind'])}",
                 hint=_microseconds_hint(meta, raw),
             )
+        _check_ceiling(meta, value, raw, file=file, path=path)
         _check_plausibly_large(meta, value, raw, file=file, path=path)
         return value
     if kind == "number":
@@ -363,6 +389,7 @@ def _convert(cls: type, name: str, meta: Mapping[str, Any], raw: Any, *, file: s
                         value=item,
                         expected="a value above zero",
                     )
+                _check_ceiling(meta, value, item, file=file, path=_join(path, str(key)))
                 _check_plausibly_large(meta, value, item, file=file, path=_join(path, str(key)))
                 out[key] = value
             else:
@@ -382,6 +409,23 @@ def _microseconds_hint(meta: Mapping[str, Any], raw: Any) -> str | None:
     if number is None or float(number[1]) * 1e-6 > meta["maximum"]:
         return "times here are microseconds"
     return f"microseconds were probably meant: {number[1]} us"
+
+
+def _check_ceiling(meta: Mapping[str, Any], value: float, raw: Any, *, file: str | None, path: str) -> None:
+    """A quantity past its kind's ``PLAUSIBLE_MAXIMUM`` (fields with a ``maximum`` of their own check that)."""
+    ceiling = PLAUSIBLE_MAXIMUM.get(meta["unit_kind"])
+    if meta.get("maximum") is None and ceiling is not None and value > ceiling:
+        # times display in us, which would make this 1e+15 us
+        shown = (
+            f"{ceiling:g} s" if meta["unit_kind"] == "time" else format_quantity(ceiling, meta["unit_kind"])
+        )
+        raise ConfigError(
+            "implausibly large (a unit slip?)",
+            file=file,
+            path=path,
+            value=raw,
+            expected=f"at most {shown}",
+        )
 
 
 def _check_plausibly_large(
@@ -418,6 +462,10 @@ def _check_number(meta: Mapping[str, Any], raw: Any, *, file: str | None, path: 
         raise ConfigError("out of range", file=file, path=path, value=raw, expected=_number_range(meta))
     if hi is not None and raw > hi:
         raise ConfigError("out of range", file=file, path=path, value=raw, expected=_number_range(meta))
+    if meta["integer"] and hi is None and raw > MAX_COUNT:
+        raise ConfigError(
+            "implausibly large", file=file, path=path, value=raw, expected=f"a whole number up to {MAX_COUNT}"
+        )
     return int(raw) if meta["integer"] else float(raw)
 
 
