@@ -72,6 +72,11 @@ TITANIUM_CURVE = [[0.1, 0.90], [0.2, 0.94], [0.5, 0.96], [1.0, 0.91]]
 # millisecond is already a cross-campus link, so more is a unit slip ("2 s" for "2 us"), as for
 # calibration.host_kernel_time: every collective would wait seconds per step.
 MAX_LATENCY_S = 1e-3
+# Efficiencies divide the time of every op: 1 % is far below any measured one (0.5-0.96), and below it a
+# typo (0.0085 for 0.85, 1e-12) stretches a step to years of simulated time that the power model's 50 ms
+# control tick would step through forever. A GEMM's half-efficiency dimension past a million does the same.
+MIN_EFFICIENCY = 0.01
+MAX_HALF_DIM = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -165,17 +170,15 @@ class ScaleUp:
     efficiency: float = number(
         "achievable fraction of the per-direction line rate for large transfers",
         0.82,
-        minimum=0,
+        minimum=MIN_EFFICIENCY,
         maximum=1,
-        exclusive_minimum=True,
     )
     in_switch_reduction: bool = flag("switch can reduce in-network (NVLink SHARP / NVLS)", False)
     in_switch_efficiency: float = number(
         "efficiency of in-switch reduction (NCCL nvlsEfficiency)",
         0.85,
-        minimum=0,
+        minimum=MIN_EFFICIENCY,
         maximum=1,
-        exclusive_minimum=True,
     )
 
     @property
@@ -192,7 +195,7 @@ class FabricTier:
     name: str = text("tier name (leaf, spine, core)")
     span_gpus: int = number("GPUs reachable without going up to the next tier", integer=True, minimum=1)
     oversubscription: float = number(
-        "downlink:uplink bandwidth ratio at this tier (1 = non-blocking)", 1.0, minimum=1
+        "downlink:uplink bandwidth ratio at this tier (1 = non-blocking)", 1.0, minimum=1, maximum=1000
     )
     latency: float = quantity(
         "time", "switch + cable latency added when traffic crosses this tier", "1 us", maximum=MAX_LATENCY_S
@@ -235,9 +238,8 @@ class ScaleOut:
     efficiency: float = number(
         "achievable fraction of NIC line rate (NDR reaches ~0.92-0.96)",
         0.94,
-        minimum=0,
+        minimum=MIN_EFFICIENCY,
         maximum=1,
-        exclusive_minimum=True,
     )
     latency: float = quantity("time", "NIC-to-NIC base latency of one message", "3 us", maximum=MAX_LATENCY_S)
     topology: str = choice("fabric shape", ("rail_optimized_fat_tree", "fat_tree"), "rail_optimized_fat_tree")
@@ -451,9 +453,11 @@ class GemmCalibration:
     without its own entry borrows bf16's, tile included."""
 
     max_efficiency: float = number(
-        "asymptotic fraction of peak for large GEMMs", minimum=0, maximum=1, exclusive_minimum=True
+        "asymptotic fraction of peak for large GEMMs", minimum=MIN_EFFICIENCY, maximum=1
     )
-    half_dim: float = number("GEMM dimension at which efficiency is half the maximum", 64, minimum=0)
+    half_dim: float = number(
+        "GEMM dimension at which efficiency is half the maximum", 64, minimum=0, maximum=MAX_HALF_DIM
+    )
     row_tile: int = number(
         "rows (tokens) one GEMM tile covers: a GEMM of m rows computes ceil(m / row_tile) tiles' rows, the"
         " padding costing tensor time but no bytes, which serving batches of any size pay (training's"
@@ -474,9 +478,8 @@ class Calibration:
     attention_efficiency: float = number(
         "flash-attention efficiency relative to the GEMM efficiency",
         0.75,
-        minimum=0,
+        minimum=MIN_EFFICIENCY,
         maximum=1,
-        exclusive_minimum=True,
     )
     attention_half_head_dim: float = number(
         "head dimension at which flash attention reaches half its large-head rate: attention_efficiency "
@@ -484,9 +487,10 @@ class Calibration:
         "forward on H100 runs head dims 64 / 128 / 256 at ~0.77 / 1 / 1.16 of the 128 rate",
         48.0,
         minimum=0,
+        maximum=MAX_HALF_DIM,
     )
     hbm_efficiency: float = number(
-        "achievable fraction of HBM bandwidth", 0.85, minimum=0, maximum=1, exclusive_minimum=True
+        "achievable fraction of HBM bandwidth", 0.85, minimum=MIN_EFFICIENCY, maximum=1
     )
     comm_overlap_slowdown: float = number(
         "extra compute time while a communication kernel runs beside it on the same GPU (NCCL takes SMs"

@@ -54,3 +54,38 @@ def test_largest_count_still_loads() -> None:
     """MAX_COUNT itself is accepted (the ceiling is not off by one)."""
     p = load_profile("gen2.yaml", [f"cluster.racks={MAX_COUNT}"])
     assert p.cluster.racks == MAX_COUNT
+
+
+# Each of these ran forever: one op took years of simulated time and the power model's 50 ms control tick
+# stepped through all of it (tiny efficiencies divide every op's time; a huge half_dim makes GEMMs ~0 %
+# efficient; a huge oversubscription divides the fabric's uplinks).
+@pytest.mark.parametrize(
+    ("override", "field", "expected"),
+    [
+        ("calibration.gemm.bf16.max_efficiency=1e-300", "calibration.gemm.bf16.max_efficiency", "[0.01, 1]"),
+        ("calibration.gemm.bf16.half_dim=1e9", "calibration.gemm.bf16.half_dim", "[0, 1000000]"),
+        ("calibration.attention_half_head_dim=1e9", "calibration.attention_half_head_dim", "[0, 1000000]"),
+        ("calibration.hbm_efficiency=1e-12", "calibration.hbm_efficiency", "[0.01, 1]"),
+        ("calibration.attention_efficiency=0.001", "calibration.attention_efficiency", "[0.01, 1]"),
+        ("scale_up.efficiency=1e-12", "scale_up.efficiency", "[0.01, 1]"),
+        ("scale_up.in_switch_efficiency=1e-12", "scale_up.in_switch_efficiency", "[0.01, 1]"),
+        ("scale_out.efficiency=0.0094", "scale_out.efficiency", "[0.01, 1]"),
+    ],
+)
+def test_time_stretching_calibration_is_refused(override: str, field: str, expected: str) -> None:
+    message = profile_error(override)
+    assert f"{field}: out of range" in message and f"expected a number in {expected}" in message
+
+
+def test_huge_oversubscription_is_refused(tmp_path) -> None:
+    import yaml
+
+    from simcore.profile import PROFILES_DIR
+
+    data = yaml.safe_load((PROFILES_DIR / "gen2.yaml").read_text())
+    data["scale_out"]["tiers"][1]["oversubscription"] = 1e300
+    (tmp_path / "over.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        load_profile(tmp_path / "over.yaml")
+    assert "over.yaml: scale_out.tiers[1].oversubscription: out of range" in str(info.value)
+    assert "[1, 1000]" in str(info.value)
