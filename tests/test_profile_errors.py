@@ -226,7 +226,9 @@ def test_zero_is_allowed_where_a_part_may_be_absent_but_negative_is_not(tmp_path
 )
 def test_efficiency_outside_zero_one(tmp_path, path, value):
     message = load_error(write_profile(tmp_path, {path: value}))
-    assert_names(message, "bad.yaml", path, "out of range", f"got {value!r}", "expected a number in [0.01, 1]")
+    assert_names(
+        message, "bad.yaml", path, "out of range", f"got {value!r}", "expected a number in [0.01, 1]"
+    )
 
 
 def test_efficiency_in_an_optional_section(tmp_path):
