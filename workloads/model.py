@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from simcore.errors import ConfigError
+from simcore.schema import MAX_COUNT
 
 FFN_KINDS = ("gelu", "swiglu", "squared_relu")
 POSITION_KINDS = ("rope", "alibi", "learned")
@@ -30,6 +31,9 @@ RECOMPUTE_KINDS = ("none", "selective", "full")
 # whole MoE block (router, dispatch, experts, combine: only its input kept).
 RECOMPUTE_MODULES = ("core_attn", "layernorm", "moe_act", "mlp", "mla_up_proj", "moe")
 PHASES = ("fwd", "bwd")
+# The loader builds per-layer tables, so a mistyped layer count (1e18) would hang it; the deepest presets
+# have 126-128 layers.
+MAX_LAYERS = 10_000
 # Megatron's hybrid_override_pattern: one character per block, each block a pre-norm and one mixer.
 HYBRID_BLOCKS = MappingProxyType({"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"})
 
@@ -328,12 +332,18 @@ class _Reader:
             if key not in self.data:
                 raise self.error(key, "missing required key", expected="a value for it")
 
-    def get_int(self, key: str, *, minimum: int = 1, default: int | None = None) -> int:
+    def get_int(
+        self, key: str, *, minimum: int = 1, default: int | None = None, maximum: int = MAX_COUNT
+    ) -> int:
         value = self.data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, "must be an integer", value=value, expected=f"an integer >= {minimum}")
         if value < minimum:
             raise self.error(key, "out of range", value=value, expected=f"an integer >= {minimum}")
+        if value > maximum:
+            raise self.error(
+                key, "implausibly large", value=value, expected=f"an integer from {minimum} to {maximum:,}"
+            )
         return value
 
     def optional_int(self, key: str) -> int | None:
@@ -577,7 +587,7 @@ def load_model(data: Any, *, file: str | None = None, path: str = "model") -> Mo
     """Validate a `model:` mapping and build a ModelSpec; the first problem raises a ConfigError."""
     r = _Reader(data, file=file, path=path)
     r.check_keys(_MODEL_REQUIRED, _MODEL_OPTIONAL)
-    layers = r.get_int("layers")
+    layers = r.get_int("layers", maximum=MAX_LAYERS)
     hidden = r.get_int("hidden")
     heads = r.get_int("heads")
     kv_heads = r.get_int("kv_heads")

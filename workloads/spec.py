@@ -465,6 +465,9 @@ def _with_layout_read(par: Parallelism, model: ModelSpec, file: str) -> Parallel
 # Steps simulated event by event (every one in the trace): ~0.1 s of wall time each for a small job, so
 # 100,000 is hours of simulation and gigabytes of trace; a longer job is a job: section, replayed.
 MAX_SIMULATED_STEPS = 100_000
+# Micro-batches per replica per step, each simulated event by event as well: a mistyped global_seqs
+# (2,000,000,000) would run for days. Published recipes run at most a few thousand.
+MAX_MICROBATCHES = 100_000
 
 
 def check_simulated_steps(steps: int, *, file: str | None, path: str = "steps") -> None:
@@ -573,6 +576,15 @@ def validate_training_spec(spec: TrainingSpec) -> None:
             path="batch.micro",
             value=spec.batch.micro,
             expected=f"a divisor of global_seqs/dp = {int(per_replica)}",
+        )
+    if spec.microbatches > MAX_MICROBATCHES:
+        raise ConfigError(
+            "too many micro-batches per step to simulate one by one",
+            file=file,
+            path="batch.global_seqs",
+            value=spec.batch.global_seqs,
+            expected=f"at most {MAX_MICROBATCHES:,} micro-batches per data-parallel replica, global_seqs/(dp*micro) "
+            f"(here {spec.microbatches:,}): fewer global_seqs, or a larger batch.micro or dp",
         )
     if par.vp > 1 and spec.microbatches % par.pp:
         raise ConfigError(
