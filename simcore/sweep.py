@@ -281,10 +281,17 @@ def load_sweep(path: str | Path) -> SweepSpec:
             raise ConfigError("needs a non-empty list of values", file=file, path=f"grid.{key}", value=values,
                               expected="e.g. [4, 8]",
                               hint="a value every point shares goes in set:")  # fmt: skip
+        try:  # the key's form, as `set` entries are checked (an empty part: scale_out..efficiency)
+            parse_set_option(f"{key.strip()}=0")
+        except ConfigError as exc:
+            raise ConfigError(exc.message, file=file, path="grid", value=key, expected=exc.expected) from None
         grid[key.strip()] = list(values)
+    name = data.get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ConfigError("", file=file, path="name", value=name, expected="a non-empty text (or no name:)")
     spec = SweepSpec(
         file=file,
-        name=str(data.get("name") or path.stem),
+        name=name or path.stem,
         profiles=profiles,
         workloads=workloads,
         sets=list(sets),

@@ -89,3 +89,67 @@ def test_huge_oversubscription_is_refused(tmp_path) -> None:
         load_profile(tmp_path / "over.yaml")
     assert "over.yaml: scale_out.tiers[1].oversubscription: out of range" in str(info.value)
     assert "[1, 1000]" in str(info.value)
+
+
+def _spec_error(tmp_path, text: str) -> str:
+    from simcore.runner import RunOptions, build_training_spec
+
+    (tmp_path / "job.yaml").write_text(text)
+    opts = RunOptions(profile="h100-dgx.yaml", workload=str(tmp_path / "job.yaml"))
+    with pytest.raises(ConfigError) as info:
+        build_training_spec(opts, load_profile("h100-dgx.yaml"), [])
+    message = str(info.value)
+    assert "\n" not in message and "job.yaml" in message
+    return message
+
+
+SPEC = """\
+kind: training
+model: {{preset: llama3-8b, layers: {layers}}}
+parallelism: {{tp: 2, dp: 2}}
+batch: {{global_seqs: {seqs}, micro: 1}}
+steps: 1
+"""
+
+
+def test_mistyped_layer_count_is_refused(tmp_path) -> None:
+    """layers: 10**18 hung the loader (per-layer tables); 10,000 is ~80x the deepest preset."""
+    message = _spec_error(tmp_path, SPEC.format(layers=10**18, seqs=4))
+    assert "model.layers: implausibly large; got 1000000000000000000" in message
+    assert "1 to 10,000" in message
+
+
+def test_mistyped_global_batch_is_refused(tmp_path) -> None:
+    """global_seqs: 2e9 on dp 2 is 1e9 micro-batches per step, each simulated event by event: it ran for days."""
+    message = _spec_error(tmp_path, SPEC.format(layers=2, seqs=2_000_000_000))
+    assert "batch.global_seqs: too many micro-batches per step" in message
+    assert "here 1,000,000,000" in message
+
+
+def test_largest_micro_batch_count_is_allowed(tmp_path) -> None:
+    """The cap is on micro-batches, not sequences: 100,000 per replica still builds."""
+    from simcore.runner import RunOptions, build_training_spec
+
+    (tmp_path / "job.yaml").write_text(SPEC.format(layers=2, seqs=200_000))
+    opts = RunOptions(profile="h100-dgx.yaml", workload=str(tmp_path / "job.yaml"))
+    spec, _ = build_training_spec(opts, load_profile("h100-dgx.yaml"), [])
+    assert spec.microbatches == 100_000
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # a grid key with an empty part ran every point into the same error (exit 0); `set` keys were checked
+        ("grid: {scale_out..efficiency: [0.9]}", "bad.yaml: grid: --set key path has an empty part"),
+        # a list or an empty name was turned into the text "[1]" or replaced silently
+        ("name: [1]", "bad.yaml: name: got [1]; expected a non-empty text"),
+        ("name: ''", "bad.yaml: name: got ''; expected a non-empty text"),
+    ],
+)
+def test_sweep_file_mistakes_stop_before_running(tmp_path, body: str, expected: str) -> None:
+    from simcore.sweep import load_sweep
+
+    (tmp_path / "bad.yaml").write_text(f"profiles: [gen2.yaml]\nworkloads: [llama3-8b]\n{body}\n")
+    with pytest.raises(ConfigError) as info:
+        load_sweep(tmp_path / "bad.yaml")
+    assert expected in str(info.value)
