@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rows and not patterns:  # `--rows ""` is a slip, not "every row"
         raise RacksimError("--rows: empty pattern; expected a glob or text of row ids or groups")
     _check_set_keys(args.sets or [])
+    _check_set_values(args.sets or [])
     table, label = load_table(args.table, serving=args.serving)
     if args.serving and args.table is not None:
         from workloads.serving_validation import is_serving_row
@@ -150,3 +151,24 @@ def _check_set_keys(sets: list[str]) -> None:
             raise ConfigError("unknown field", path=f"--set {option}", value=keys[0],
                               expected="a profile section or workload field: " + ", ".join(known),
                               hint=f"did you mean {close[0]!r}?" if close else None)  # fmt: skip
+
+
+def _check_set_values(sets: list[str]) -> None:
+    """A profile --set that no shipped profile accepts (calibration.hbm_efficiency=2, rack.bogus=1) would
+    make every row "not runnable" and the command succeed: stop on it once, before any row runs. A value
+    only some profiles refuse is left to the rows it concerns."""
+    from simcore.errors import ConfigError
+    from simcore.profile import PROFILES_DIR, load_profile
+    from simcore.runner import split_sets
+
+    profile_sets, _ = split_sets(sets)
+    shipped = sorted(PROFILES_DIR.glob("*.yaml"))
+    for option in profile_sets:
+        errors = []
+        for path in shipped:
+            try:
+                load_profile(path, [option])
+            except ConfigError as exc:
+                errors.append(exc)
+        if errors and len(errors) == len(shipped):
+            raise errors[0]

@@ -153,3 +153,31 @@ def test_sweep_file_mistakes_stop_before_running(tmp_path, body: str, expected: 
     with pytest.raises(ConfigError) as info:
         load_sweep(tmp_path / "bad.yaml")
     assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("calibration.hbm_efficiency=2", "calibration.hbm_efficiency: out of range; got 2"),
+        ("rack.bogus=1", "rack.bogus: unknown field"),
+    ],
+)
+def test_validate_stops_on_a_set_no_profile_accepts(capsys, option: str, expected: str) -> None:
+    """Every row came out "not runnable" and validate exited 0; now one line, exit 2, before any row."""
+    from simcore.cli import main
+
+    rc = main(["validate", "--set", option, "--rows", "megatron-sc21-t1-1.7B", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and f"--set {option}" in err[0] and expected in err[0]
+
+
+def test_validate_keeps_a_set_some_profiles_accept(capsys) -> None:
+    """fp8 calibration is refused by the A100 profile only: the row says so, the command still runs."""
+    from simcore.cli import main
+
+    rc = main(
+        ["validate", "--set", "calibration.gemm.fp8.max_efficiency=0.5", "--rows", "megatron-sc21-t1-1.7B"]
+    )
+    assert rc == 0
+    assert "not runnable (1)" in capsys.readouterr().out
