@@ -609,6 +609,10 @@ def _result_or_crash(fut: Any, point: SweepPoint) -> dict[str, Any]:
                 "wall_s": 0.0}  # fmt: skip
 
 
+class SchedulerUnreachable(RacksimError):
+    """No point was sent anywhere: the sweep leaves no stop file for stragglers (there are none)."""
+
+
 def _dask_results(points: list[SweepPoint], scheduler: str) -> Generator[dict[str, Any], None, None]:
     """Results as they finish, from the workers of the Dask scheduler at ``scheduler``. Closing the generator
     early cancels the points not started; a point already running on a worker cannot be stopped (Dask does
@@ -617,13 +621,13 @@ def _dask_results(points: list[SweepPoint], scheduler: str) -> Generator[dict[st
     try:
         from distributed import Client, as_completed
     except ImportError:
-        raise RacksimError(
+        raise SchedulerUnreachable(
             "--scheduler needs Dask: pip install -e '.[dask]' (workers need racksim installed too)"
         ) from None
     try:
         client = Client(scheduler, timeout="10s")
     except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not an address (no port, bad scheme)
-        raise RacksimError(
+        raise SchedulerUnreachable(
             f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc}); expected e.g. tcp://host:8786"
         ) from None
     futures: list[Any] = []
@@ -695,6 +699,9 @@ def run_sweep(
     ctrl_c = interrupts.mark()
     preflight(spec, expand(spec))
     with output_dir(out, "sweep-") as out_path:
+        if out_path.exists() and not out_path.is_dir():  # say it before the sweep's first line, not after
+            raise ConfigError("exists and is not a directory", path="--out", value=str(out_path),
+                              expected="a directory for sweep.json, sweep.csv and points/ (new or existing)")  # fmt: skip
         fresh = not out_path.exists()  # a sweep that fails before any result leaves no folder it made
         removed = _clear_earlier_points(out_path)
         if removed and note is not None:
@@ -722,7 +729,8 @@ def run_sweep(
                     _save(SweepResult(spec, out_path, results, time.perf_counter() - t0, len(points)))
                     last_save = time.perf_counter()
         except BaseException as exc:
-            if stop is not None:  # first: a point that finishes from now on removes its own outputs
+            if stop is not None and not isinstance(exc, SchedulerUnreachable):
+                # first: a point that finishes from now on removes its own outputs
                 stop.parent.mkdir(parents=True, exist_ok=True)
                 stop.touch()
             stream.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from simcore.errors import ConfigError
+from simcore.errors import ConfigError, RacksimError
 from simcore.profile import load_profile
 from simcore.schema import MAX_COUNT, PLAUSIBLE_MAXIMUM
 
@@ -181,3 +181,28 @@ def test_validate_keeps_a_set_some_profiles_accept(capsys) -> None:
     )
     assert rc == 0
     assert "not runnable (1)" in capsys.readouterr().out
+
+
+def test_a_sweep_that_cannot_reach_its_scheduler_leaves_nothing(tmp_path) -> None:
+    """It left OUT/points/.sweep-<id>.stopped (the stop file for Dask stragglers, of which there are none
+    when no point was sent) and so the directories it had made."""
+    from simcore.sweep import load_sweep, run_sweep
+
+    (tmp_path / "s.yaml").write_text("profiles: [gen2.yaml]\nworkloads: [llama3-8b]\nsteps: 1\n")
+    with pytest.raises(RacksimError) as info:
+        run_sweep(load_sweep(tmp_path / "s.yaml"), out=tmp_path / "out", scheduler="notaurl")
+    assert "cannot reach the Dask scheduler" in str(info.value) or "needs Dask" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_into_a_file_says_so_first(tmp_path) -> None:
+    """--out naming a file failed only after the sweep's first progress line, on a raw OSError."""
+    from simcore.sweep import load_sweep, run_sweep
+
+    (tmp_path / "s.yaml").write_text("profiles: [gen2.yaml]\nworkloads: [llama3-8b]\nsteps: 1\n")
+    (tmp_path / "afile").write_text("mine")
+    said: list[str] = []
+    with pytest.raises(ConfigError) as info:
+        run_sweep(load_sweep(tmp_path / "s.yaml"), out=tmp_path / "afile", jobs=1, progress=said.append)
+    assert "--out: exists and is not a directory" in str(info.value)
+    assert said == [] and (tmp_path / "afile").read_text() == "mine"
