@@ -13,6 +13,7 @@ import difflib
 import itertools
 import json
 import math
+import re
 import types
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -738,11 +739,27 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     data = copy.deepcopy(data)
     for option in overrides:
         keys, value = parse_set_option(option)
+        indexed = next((i for i, k in enumerate(keys) if re.fullmatch(r"[^\[]+\[\d*\]", k)), None)
+        if indexed is not None:  # tiers[0].latency, as an error message would write the field
+            listed = ".".join([*keys[:indexed], keys[indexed].partition("[")[0]])
+            raise ConfigError(
+                "--set cannot index a list",
+                file=_set_label(option),
+                path=listed,
+                expected=f"the whole list: --set '{listed}=[...]' (docs/profiles.md)",
+            )
         node = data
         for i, key in enumerate(keys[:-1]):
             nxt = node.get(key)
             if nxt is None:
                 nxt = node[key] = {}
+            if isinstance(nxt, list):  # tiers.0.latency: a list is replaced whole, never indexed
+                raise ConfigError(
+                    f"--set cannot reach into a list ({len(nxt)} entries)",
+                    file=_set_label(option),
+                    path=".".join(keys[: i + 1]),
+                    expected=f"the whole list: --set '{'.'.join(keys[: i + 1])}=[...]' (docs/profiles.md)",
+                )
             if not isinstance(nxt, dict):
                 raise ConfigError(
                     "--set goes through a field that is not a section",

@@ -206,3 +206,13 @@ def test_a_sweep_into_a_file_says_so_first(tmp_path) -> None:
         run_sweep(load_sweep(tmp_path / "s.yaml"), out=tmp_path / "afile", jobs=1, progress=said.append)
     assert "--out: exists and is not a directory" in str(info.value)
     assert said == [] and (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.parametrize("option", ["scale_out.tiers.0.latency=2 us", "scale_out.tiers[0].latency=2 us"])
+def test_set_into_a_list_says_to_replace_it_whole(option: str) -> None:
+    """tiers.0 printed the whole tiers list as 'a field that is not a section'; tiers[0] was 'unknown field,
+    did you mean tiers?'. Lists are replaced whole (docs/profiles.md), and the error now says so."""
+    message = profile_error(option)
+    assert f"--set {option}: scale_out.tiers: --set cannot" in message
+    assert "--set 'scale_out.tiers=[...]'" in message
+    assert "span_gpus" not in message  # not the list's contents
