@@ -432,6 +432,8 @@ def run(opts: RunOptions) -> RunResult:
     else:
         spec, racks = build_training_spec(opts, profile, workload_sets)
     _require_precision(profile, spec)  # an accelerator without this precision is an input error: say so first
+    if not serving:
+        _require_straggler_clocks(profile, spec)
     # checks of the profile against the job (and, below, the power model's) may fire on a --set value
     blaming_profile_sets = partial(blaming_overrides, profile_sets, file=profile.source_file)
     with blaming_profile_sets():
@@ -941,6 +943,22 @@ def _write_trace_tables(
             ),
         },
     )
+
+
+def _require_straggler_clocks(profile: Profile, spec: Any) -> None:
+    """A straggler's clock ceiling is a clock the accelerator can run: at or above its minimum clock (the
+    power model's DVFS curve ends there)."""
+    acc = profile.accelerator
+    lowest = acc.min_clock / acc.max_clock
+    for i, slow in enumerate(spec.stragglers):
+        if slow.speed < lowest - 1e-12:
+            raise ConfigError(
+                f"below the lowest clock of {acc.name} ({profile.name})",
+                file=getattr(spec, "source_file", "") or None,
+                path=f"stragglers[{i}].speed",
+                value=slow.speed,
+                expected=f"{lowest:.3g} (accelerator.min_clock / max_clock) .. 1",
+            )
 
 
 def _require_precision(profile: Profile, spec: Any) -> None:

@@ -219,3 +219,16 @@ def test_a_blank_or_mistyped_stragglers_list():
     assert "stragglers" in str(err.value) and "non-empty" not in str(err.value)
     schema = json.dumps(workload_json_schema())
     assert '"stragglers": {"type": ["array", "null"]' in schema
+
+
+def test_a_straggler_below_the_lowest_clock_is_refused(tmp_path):
+    """The ceiling must be a clock the accelerator has (the DVFS power curve ends at min_clock)."""
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(
+        "kind: training\nmodel: llama3-8b\nparallelism: {tp: 2, pp: 2, dp: 2}\n"
+        "batch: {global_seqs: 8, micro: 1}\nsteps: 1\nstragglers: [{gpu: 1, speed: 0.05}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"stragglers\[0\]\.speed.*lowest clock") as err:
+        run(RunOptions(profile="h100-dgx.yaml", workload=str(spec), out=tmp_path / "out"))
+    assert "slow.yaml" in str(err.value) and "min_clock" in str(err.value)
+    assert not (tmp_path / "out").exists()
