@@ -11,7 +11,7 @@ from simcore.kernels.compute import ComputeModel
 from simcore.profile import load_profile
 from simcore.runner import RunOptions, run
 from workloads.inference import iteration_work, load_inference_spec, replica_costs, routed_work, slowest_rank
-from workloads.model import layer_params, load_preset, total_params
+from workloads.model import embedding_params, layer_params, load_preset, output_params, total_params
 
 MODEL = "qwen3-30b-a3b"
 
@@ -32,15 +32,18 @@ def _serve(tmp_path, **spec):
 def test_each_gpu_holds_the_shared_layers_whole_and_a_tp_share_of_the_experts():
     m = load_preset(MODEL)
     routed = sum(layer_params(m, i).routed_experts for i in range(m.layers))
+    edge = embedding_params(m) + output_params(m)  # 16 bit in an FP8 checkpoint: 1 B more per parameter
     for tp in (2, 4, 8):
         c = replica_costs(_spec(tp, True))
         assert c.ranks == tp
-        assert c.weights_per_gpu == pytest.approx(total_params(m) - routed + routed / tp, rel=1e-12)
+        assert c.weights_per_gpu == pytest.approx(total_params(m) + edge - routed + routed / tp, rel=1e-12)
         # all KV heads on every rank (its own sequences), not kv_heads / tp
         assert c.kv_bytes_per_token_layer == 2 * m.kv_heads * m.head_dim * 1.0
         assert c.heads == m.heads
     plain = replica_costs(_spec(4, False))
-    assert plain.ranks == 1 and plain.weights_per_gpu == pytest.approx(total_params(m) / 4, rel=1e-12)
+    assert plain.ranks == 1 and plain.weights_per_gpu == pytest.approx(
+        (total_params(m) + edge) / 4, rel=1e-12
+    )
 
 
 def test_the_experts_of_an_iteration_read_what_its_tokens_touch_and_share_the_flops():

@@ -121,22 +121,33 @@ def test_the_kv_cache_bounds_concurrency_and_a_request_too_long_is_one_line(tmp_
     s = _serve(tmp_path, requests={"count": 400, "input_tokens": 4000, "output_tokens": 64})
     assert 0 < s["kv_cache_peak_bytes"] <= s["kv_cache_capacity_bytes"]
     assert s["peak_hbm_bytes"] <= 0.9 * 80e9 * (1 + 1e-9)
+    # 93 % of the H100's 80 GB: room for Llama 3.3 70B's 72.7 GB of FP8 weights (16-bit embedding and head)
+    roomy = {"memory_fraction": 0.93}
     with pytest.raises(CapacityError, match="KV cache") as exc:
         _serve(
             tmp_path,
             model="llama3-70b",
             precision="bf16",
+            kv_cache=roomy,
             requests={"count": 1, "input_tokens": 100, "output_tokens": 10},
         )
     assert str(exc.value).endswith("try tp: 2 or precision: fp8")  # 141 GB of weights: the cache cannot help
-    with pytest.raises(CapacityError) as exc:  # 70.6 GB of FP8 weights fit; a 20k-token bf16 cache does not
+    with pytest.raises(CapacityError) as exc:  # 72.7 GB of FP8 weights fit; a 20k-token bf16 cache does not
         _serve(
-            tmp_path, model="llama3-70b", requests={"count": 1, "input_tokens": 20000, "output_tokens": 10}
+            tmp_path,
+            model="llama3-70b",
+            kv_cache=roomy,
+            requests={"count": 1, "input_tokens": 20000, "output_tokens": 10},
         )
-    # 1.4 GB are left: an fp8 cache (3.3 GB) would not fit either, so only what does fit is suggested
+    # 1.7 GB are left: an fp8 cache (3.3 GB) would not fit either, so only what does fit is suggested
     assert str(exc.value).endswith("try tp: 2")
     with pytest.raises(CapacityError) as exc:  # 6,000 tokens: 1.97 GB in bf16, 0.98 GB in fp8 (fits)
-        _serve(tmp_path, model="llama3-70b", requests={"count": 1, "input_tokens": 6000, "output_tokens": 10})
+        _serve(
+            tmp_path,
+            model="llama3-70b",
+            kv_cache=roomy,
+            requests={"count": 1, "input_tokens": 6000, "output_tokens": 10},
+        )
     assert str(exc.value).endswith("try tp: 2 or kv_cache.precision: fp8")
     # FP8 weights that still do not fit: the remedy is the narrower format the GPU runs, if any
     one_request = {"count": 1, "input_tokens": 100, "output_tokens": 10}
@@ -315,21 +326,27 @@ def test_a_trace_row_with_an_extra_value_is_refused_naming_its_line(tmp_path):
 def test_free_memory_fraction_is_a_share_of_what_the_weights_leave(tmp_path):
     """TensorRT-LLM's kv_cache_free_gpu_mem_fraction: the cache gets a share of the HBM the weights leave,
     where vLLM's gpu_memory_utilization (memory_fraction) caps weights + cache together. Llama 3.3 70B in
-    FP8 on one H100 (70.6 GB of weights, 80 GB usable): 1.4 GB of cache at memory_fraction 0.9, 8.5 GB at
-    free_memory_fraction 0.9; the same requests then run more at once."""
+    FP8 on one H100 (72.7 GB of weights with the 16-bit embedding and LM head, 80 GB usable): 0.9 GB of
+    cache at memory_fraction 0.92 (at 0.9 the weights alone do not fit), 6.6 GB at free_memory_fraction
+    0.9; the same requests then run more at once."""
     from workloads.inference import KVCache
 
     assert KVCache("fp8", 0.9, free_memory_fraction=0.9).budget(80e9, 70e9) == pytest.approx(9e9)
     assert KVCache("fp8", 0.9, None).budget(80e9, 70e9) == pytest.approx(2e9)
     requests = {"count": 6, "input_tokens": 3000, "output_tokens": 4}
-    shared = _serve(tmp_path, model="llama3-70b", kv_cache={"precision": "fp8"}, requests=requests)
+    shared = _serve(
+        tmp_path,
+        model="llama3-70b",
+        kv_cache={"precision": "fp8", "memory_fraction": 0.92},
+        requests=requests,
+    )
     left = _serve(
         tmp_path,
         model="llama3-70b",
         kv_cache={"precision": "fp8", "free_memory_fraction": 0.9},
         requests=requests,
     )
-    weights = 0.9 * 80e9 - shared["kv_cache_capacity_bytes"]
+    weights = 0.92 * 80e9 - shared["kv_cache_capacity_bytes"]
     assert left["kv_cache_capacity_bytes"] == pytest.approx(0.9 * (80e9 - weights), rel=1e-9)
     assert left["kv_cache_peak_bytes"] > 2 * shared["kv_cache_peak_bytes"]
     assert left["requests_per_s"] > shared["requests_per_s"]

@@ -130,3 +130,23 @@ def test_mla_decode_attention_with_every_head_on_a_gpu_is_bound_by_its_flops():
             assert t >= flops / peak > 1.5 * nbytes / hbm
         else:
             assert t == pytest.approx(nbytes / hbm, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("model", "precision", "tp", "published_gb"),
+    [
+        # nvidia/Llama-3.1-8B-Instruct-FP8 (TensorRT Model Optimizer): 9.08 GB of safetensors
+        ("llama3-8b", "fp8", 1, 9.08),
+        # the same model in bf16: 16.06 GB (meta-llama/Llama-3.1-8B-Instruct)
+        ("llama3-8b", "bf16", 1, 16.06),
+    ],
+)
+def test_quantized_checkpoints_keep_embedding_and_lm_head_in_16_bit(model, precision, tp, published_gb):
+    """FP8 / NVFP4 checkpoints quantize the layers' linear weights only (ModelOpt's exclude_modules names
+    lm_head; the embedding is a lookup): the weights a GPU holds match the published checkpoint, and the
+    LM head a decode step reads is 2 bytes per parameter whatever the weight precision."""
+    c = _costs(model, precision=precision, parallelism={"tp": tp})
+    assert c.weights_per_gpu * tp / 1e9 == pytest.approx(published_gb, rel=0.01)
+    assert c.lm_head_bytes == pytest.approx(128256 * 4096 * 2.0 / tp, rel=1e-12)
+    fp4 = _costs("llama3-70b", precision="fp4", parallelism={"tp": 4})
+    assert fp4.lm_head_bytes == pytest.approx(128256 * 8192 * 2.0 / 4, rel=1e-12)

@@ -43,9 +43,11 @@ from workloads.model import (
     FLASH_TILE,
     LayerParams,
     ModelSpec,
+    embedding_params,
     kv_heads_per_rank,
     layer_params,
     mamba_state_bytes,
+    output_params,
     resolve_model_section,
     ssd_scan_cost,
     total_params,
@@ -64,6 +66,10 @@ INFERENCE_KEYS = (
 )
 WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp4": 0.5625}  # fp4: 4 bits + one fp8 scale per 16
 ACT_BYTES = 2.0  # activations stay 16 bit between kernels
+# Input embedding, final norm and LM head: FP8 and NVFP4 checkpoints (TensorRT Model Optimizer's, vLLM's
+# compressed-tensors) quantize the layers' linear weights only and keep these 16 bit (ModelOpt's
+# hf_quant_config lists lm_head in exclude_modules; the embedding is a lookup).
+EDGE_WEIGHT_BYTES = 2.0
 
 
 @dataclass(frozen=True)
@@ -467,6 +473,7 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
     attending = sum(1 for i in range(m.layers) if m.has_attention(i)) / m.layers  # < 1 in a hybrid model
     act = ACT_BYTES * (6 * m.hidden + attending * (m.heads + 2 * m.kv_heads) * d / tp + dense_ffn / tp)
     head = m.vocab * m.hidden
+    eb, edge = EDGE_WEIGHT_BYTES, embedding_params(m) + output_params(m)
     return ReplicaCosts(
         layers=m.layers,
         weight_bytes_dense=dense * wb / tp,
@@ -478,11 +485,11 @@ def replica_costs(spec: InferenceSpec) -> ReplicaCosts:
         prefill_head_dims=float(m.qk_head_dim + m.v_head_dim),
         kv_bytes_per_token_layer=kv_token,
         lm_head_flops_per_token=2.0 * head / tp,
-        lm_head_bytes=head * wb / tp,
+        lm_head_bytes=head * eb / tp,
         hidden=m.hidden,
         gemm_min_dim=float(min(m.hidden, (m.heads + 2 * m.kv_heads) * d / tp, *dense_widths)),
         head_min_dim=float(min(m.hidden, m.vocab / tp)),
-        weights_per_gpu=total_params(m) * wb / tp,
+        weights_per_gpu=((total_params(m) - edge) * wb + edge * eb) / tp,
         window=m.sliding_window,
         windowed_layers=sum(
             1 for i in range(m.layers) if m.has_attention(i) and m.attention_window(i) is not None
@@ -562,6 +569,7 @@ def _attention_dp_costs(spec: InferenceSpec) -> ReplicaCosts:
     dense_ffn = sum((up + 1) * m.dense_ffn_hidden for p in lp if not p.routed_experts)
     qkv = (m.heads + 2 * m.kv_heads) * d
     head = m.vocab * m.hidden
+    eb, edge = EDGE_WEIGHT_BYTES, embedding_params(m) + output_params(m)
     routed_total = sum(p.routed_experts for p in lp)
     return ReplicaCosts(
         layers=m.layers,
@@ -574,11 +582,11 @@ def _attention_dp_costs(spec: InferenceSpec) -> ReplicaCosts:
         prefill_head_dims=float(m.qk_head_dim + m.v_head_dim),
         kv_bytes_per_token_layer=kv_token,
         lm_head_flops_per_token=2.0 * head,
-        lm_head_bytes=head * wb,
+        lm_head_bytes=head * eb,
         hidden=m.hidden,
         gemm_min_dim=float(min(m.hidden, qkv)),
         head_min_dim=float(m.hidden),
-        weights_per_gpu=(total_params(m) - routed_total) * wb + routed_total * wb / tp,
+        weights_per_gpu=(total_params(m) - routed_total - edge) * wb + edge * eb + routed_total * wb / tp,
         window=m.sliding_window,
         windowed_layers=sum(1 for i in range(m.layers) if m.attention_window(i) is not None),
         ranks=tp,
