@@ -204,10 +204,12 @@ def test_a_job_too_long_to_replay_is_refused_before_its_step_is_simulated(tmp_pa
 
     monkeypatch.setattr(Machine, "run", never)
     spec = tmp_path / "long.yaml"
-    spec.write_text("model: llama3-8b\nparallelism: {tp: 8}\nbatch: {global_seqs: 8}\njob: {steps: 1e12}\n")
+    # a checkpoint every step of 100 million: 1e8 checkpoints to replay (job.steps itself stops at 2^31 - 1)
+    job = "job: {steps: 100000000, checkpoint_every: 1}"
+    spec.write_text(f"model: llama3-8b\nparallelism: {{tp: 8}}\nbatch: {{global_seqs: 8}}\n{job}\n")
     with pytest.raises(ConfigError, match=r"long\.yaml: job\.steps: the job is too long to replay") as info:
         run(RunOptions(profile="gen2.yaml", workload=str(spec), write_trace=False))
-    assert "got 1000000000000" in str(info.value) and "\n" not in str(info.value)
+    assert "got 100000000" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_a_job_refused_for_its_failure_rate_names_the_failure_rate(tmp_path, monkeypatch):
@@ -227,7 +229,7 @@ def test_a_job_refused_for_its_failure_rate_names_the_failure_rate(tmp_path, mon
     # the rate came from --set, not from gen2.yaml: the error says so
     assert str(info.value).startswith("--set reliability.node_failures_per_1000_node_days=1e12 (over ")
     with pytest.raises(ConfigError, match=r"job\.steps: the job is too long to replay"):
-        run(RunOptions(**opts, sets=["job.steps=1e12"]))
+        run(RunOptions(**opts, sets=["job.steps=100000000", "job.checkpoint_every=1"]))
 
 
 def test_the_up_front_event_count_is_a_lower_bound_of_the_replays():
