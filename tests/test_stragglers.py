@@ -14,10 +14,10 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from sim_helpers import COMPUTE_ONLY, simulate
 
 from simcore.errors import ConfigError
 from simcore.runner import RunOptions, run
-from tests.sim_helpers import COMPUTE_ONLY, simulate
 from workloads.spec import load_training_spec, spec_mapping, spec_text
 
 MOE_SMALL = {"preset": "qwen3-30b-a3b", "layers": 4}
