@@ -695,7 +695,8 @@ class TrainingJob:
                     self.class_rank.append(int(members[0]))
                     self.class_set.append(k)
                     self._class_of[(k, s)] = c
-                    ceiling = min((speed[int(g)] for g in members if int(g) in speed), default=1.0)
+                    here = (v for g, v in speed.items() if stage_of[g] == s and slow_set[g] == k)
+                    ceiling = min(here, default=1.0)
                     if ceiling < 1.0:
                         m.slow_class(c, ceiling)
         # Communicators by (kind, class); kinds "dp" (dense, dp·cp) and "edp" (experts) share the dp stream.
