@@ -166,12 +166,10 @@ class PowerController:
         self._activity_hist = np.tile(a_hot, (HOLD_TICKS, 1))  # [ticks, U]: each unit's mean activity
         self._hist_row = HOLD_TICKS - 1  # the ring buffers' newest row
         self.cap = self._rack_caps(self._demand_hist[-1] > self.it_limit_w)
-        self.f_cap_start = np.minimum(
-            power.clock_for_power_cap(self.cap, self.idle, self.peak, a_hot[:, None], self.kappa, self.f_min)[
-                :, 0
-            ],
-            self.ceiling,
+        f_caps = power.clock_for_power_cap(
+            self.cap, self.idle, self.peak, a_hot[:, None], self.kappa, self.f_min
         )
+        self.f_cap_start = np.minimum(f_caps[:, 0], self.ceiling)
         self.warm_activity = a_hot if warm_activity is None else np.asarray(warm_activity, dtype=np.float64)
         f_warm, self.tj, self.tcp = self.warm_state(self.warm_activity)
         if np.any(self.tj > acc.shutdown_temp):
