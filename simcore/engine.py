@@ -130,6 +130,10 @@ class Machine:
         self.clock: list[float] = []  # per-class clock factor f/f_max, updated by the power controller
         # Per class: the clock it never exceeds whatever the power controller allows (a straggler's class)
         self.clock_ceiling: list[float] = []
+        # Per rack of the job (GPU g sits in rack g // gpus_per_rack): how much warmer than the supply its
+        # coolant arrives (a hot rack); racks not listed get the supply.
+        self.rack_supply_offset: dict[int, float] = {}
+        self.rack_supply_source: dict[int, tuple[str, str]] = {}  # rack -> (file, field path) that set it
         # Communication kernels share the SMs and HBM with compute: while one runs, compute takes longer by
         # this fraction. Per class: the communication intervals that have not ended yet (unmerged; the
         # slowdown integrates over their union) and the latest end among them (the hot path's one check).
@@ -186,6 +190,12 @@ class Machine:
         """Hold a class at or below ``ceiling`` of the maximum clock from now on (a straggler)."""
         self.clock_ceiling[rank_class] = min(self.clock_ceiling[rank_class], ceiling)
         self.clock[rank_class] = min(self.clock[rank_class], ceiling)
+
+    def heat_rack(self, rack: int, offset_k: float, source: tuple[str, str] = ("", "")) -> None:
+        """Feed one rack of the job coolant ``offset_k`` warmer than the supply (a hot rack); ``source`` is
+        the (file, field path) an error about it names."""
+        self.rack_supply_offset[rack] = float(offset_k)
+        self.rack_supply_source[rack] = source
 
     def stream(self, name: str) -> int:
         sid = self.streams.get(name)

@@ -173,7 +173,7 @@ class PowerController:
         self.warm_activity = a_hot if warm_activity is None else np.asarray(warm_activity, dtype=np.float64)
         f_warm, self.tj, self.tcp = self.warm_state(self.warm_activity)
         if np.any(self.tj > acc.shutdown_temp):
-            self._refuse_overheat(float(self.tj.max()))
+            self._refuse_overheat(float(self.tj.max()), int(np.argmax(self.tj)))
         self.f_start, self.tj_start, self.tcp_start = f_warm, self.tj.copy(), self.tcp.copy()
         machine.clock[:] = np.round(f_warm, 6).tolist()
         self.clock_cause = self._causes(  # per class
@@ -204,10 +204,17 @@ class PowerController:
         gpr = machine.cluster.gpus_per_rack
         gpus_all = np.concatenate([c.gpus for c in machine.classes])
         n_racks = int(gpus_all.max() // gpr) + 1
-        counts = np.zeros((n_racks, self.n), dtype=np.int64)
+        # One column per class (its GPUs in the rack) and the rack's coolant offset: a hot rack is a type
+        # of its own even where its mix of classes matches other racks'.
+        counts = np.zeros((n_racks, self.n + 1), dtype=np.float64)
         for k, c in enumerate(machine.classes):
             counts[:, k] = np.bincount(c.gpus // gpr, minlength=n_racks)
+        for rack, offset_k in machine.rack_supply_offset.items():
+            if rack < n_racks:
+                counts[rack, -1] = offset_k
         types, inverse, per_type = np.unique(counts, axis=0, return_inverse=True, return_counts=True)
+        self.rack_offset_k = types[:, -1].copy()  # [R_types]: coolant above the supply at the rack's inlet
+        types = types[:, :-1]
         self.rack_counts = types.astype(np.float64)  # [R_types, C]: GPUs of each class in a rack of the type
         self.rack_type_racks = per_type.astype(np.float64)  # racks of each type
         self.rack_of_type = inverse.ravel()
@@ -270,7 +277,8 @@ class PowerController:
         rack_it = self.rack_counts @ class_w + self.rack_idle_gpus * self.p.accelerator.idle_power
         rack_it = rack_it + self.static_rack_w
         rise = self.design_rise_k * rack_it / self.p.rack.power_limit * self._liquid_share()
-        return np.where(self.class_in_type.T, (supply_c + 0.5 * rise)[None, :], -np.inf).max(axis=1)
+        inlet = supply_c + self.rack_offset_k + 0.5 * rise
+        return np.where(self.class_in_type.T, inlet[None, :], -np.inf).max(axis=1)
 
     def warm_state(self, activity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per class: the clock, junction and cold-plate temperatures of a job that has long run at
@@ -309,11 +317,29 @@ class PowerController:
         p_w, t_f, _ = state(f)
         return f, p_w, t_f
 
-    def _refuse_overheat(self, tj_c: float) -> None:
+    def _refuse_overheat(self, tj_c: float, hottest: int) -> None:
         """A cooling design that cannot hold sustained work below the shutdown temperature, even with the
-        clock throttled to min_clock, is an input error: the GPUs would shut down, not run slower."""
+        clock throttled to min_clock, is an input error: the GPUs would shut down, not run slower. Where the
+        hottest class sits in a hot rack (the workload's ``hot_racks``), the error names that entry."""
         acc, cool = self.p.accelerator, self.p.cooling
         supply = float(self._supply_c(0.0))
+        offsets = np.where(self.class_in_type[:, hottest], self.rack_offset_k, 0.0)
+        if offsets.max() > 0.0:
+            gpr = self.m.cluster.gpus_per_rack
+            racks = set((self.m.classes[hottest].gpus // gpr).tolist())
+            rack = max(
+                (r for r in self.m.rack_supply_offset if r in racks), key=self.m.rack_supply_offset.get
+            )
+            file, path = self.m.rack_supply_source.get(rack, ("", ""))
+            raise ConfigError(
+                f"rack {rack}'s GPUs would overheat: with coolant {offsets.max():g} K above the "
+                f"{supply:.0f} degC supply their junction settles at {tj_c:.1f} degC even at min_clock, "
+                f"above shutdown_temp {acc.shutdown_temp:g} degC",
+                file=file or None,
+                path=path or "hot_racks",
+                value=f"{self.m.rack_supply_offset[rack]:g} K",
+                expected="an offset the GPUs survive throttled (a real rack this hot would shut down)",
+            )
         raise ConfigError(
             f"the cooling cannot hold sustained work below the GPU's shutdown temperature: the junction "
             f"settles at {tj_c:.0f} degC even at min_clock, above shutdown_temp {acc.shutdown_temp:g} degC "
@@ -433,7 +459,9 @@ class PowerController:
         rack_it += self.static_rack_w
         times = self.t_prev + dt * (np.arange(k) + 0.5)
         rise = self.design_rise_k * rack_it / self.p.rack.power_limit  # [R_types, k]
-        coolant_rack = self._supply_c(times)[None, :] + 0.5 * rise * self._liquid_share()
+        coolant_rack = (
+            self._supply_c(times)[None, :] + self.rack_offset_k[:, None] + 0.5 * rise * self._liquid_share()
+        )
         if len(coolant_rack) == 1:  # one rack type: every unit sees it
             coolant = coolant_rack.repeat(len(uc), axis=0)
         else:  # a unit spread over several rack types (not split yet: they agree) sees the warmest of them
@@ -992,7 +1020,11 @@ class _FacilityChain:
         )
         overhead_w = fac.other_overhead_fraction * it_w
         # the liquid carries its share of the heat: the same rise whose half the cold plates see in a tick
-        coolant_out = supply[:, None] + ctl.design_rise_k * rack_it / rack.power_limit * ctl._liquid_share()
+        coolant_out = (
+            supply[:, None]
+            + ctl.rack_offset_k[None, :]
+            + ctl.design_rise_k * rack_it / rack.power_limit * ctl._liquid_share()
+        )
         return cls(
             rack_it,
             rack_in,

@@ -434,6 +434,7 @@ def run(opts: RunOptions) -> RunResult:
     _require_precision(profile, spec)  # an accelerator without this precision is an input error: say so first
     if not serving:
         _require_straggler_clocks(profile, spec)
+        _require_hot_racks(profile, spec)
     # checks of the profile against the job (and, below, the power model's) may fire on a --set value
     blaming_profile_sets = partial(blaming_overrides, profile_sets, file=profile.source_file)
     with blaming_profile_sets():
@@ -586,7 +587,7 @@ def _simulate(
         job = TrainingJob(spec, machine, fidelity=opts.fidelity)
         machine.dims = job.dims
         job.on_step = _step_progress(say, spec.steps)
-        notes = [*job.split_groups(), *job.straggler_notes()]
+        notes = [*job.split_groups(), *job.straggler_notes(), *job.hot_rack_notes()]
         for line in notes if warm_activity is None else ():  # said once, not again per pass
             say(f"note: {line}")
     settings = PowerSettings()
@@ -958,6 +959,21 @@ def _require_straggler_clocks(profile: Profile, spec: Any) -> None:
                 path=f"stragglers[{i}].speed",
                 value=slow.speed,
                 expected=f"{lowest:.3g} (accelerator.min_clock / max_clock) .. 1",
+            )
+
+
+def _require_hot_racks(profile: Profile, spec: Any) -> None:
+    """A hot rack is one of the job's racks (its GPUs fill racks from GPU 0 on)."""
+    racks = math.ceil(spec.gpus / profile.gpus_per_rack)
+    for i, hot in enumerate(spec.hot_racks):
+        if hot.rack >= racks:
+            raise ConfigError(
+                "no such rack in this job",
+                file=getattr(spec, "source_file", "") or None,
+                path=f"hot_racks[{i}].rack",
+                value=hot.rack,
+                expected=f"0 .. {racks - 1} (the job's {spec.gpus} GPUs fill {racks} rack(s) of "
+                f"{profile.gpus_per_rack} on {profile.name})",
             )
 
 

@@ -18,11 +18,13 @@ PROFILE = {
     "qwen3-30b-ep8.yaml": "b200-dgx.yaml",
     "nemotron-3-super-nvfp4.yaml": "gb300-nvl72.yaml",
     "llama3-70b-straggler.yaml": "gen2.yaml",
+    "llama3-70b-hot-rack.yaml": "gen2.yaml",
 }
 SHORTER = {
     "llama3-70b-serving.yaml": ["requests.count=40"],
     "qwen3-30b-ep8.yaml": ["model.layers=4"],
     "llama3-70b-straggler.yaml": ["steps=1"],
+    "llama3-70b-hot-rack.yaml": ["steps=1"],
     "nemotron-3-super-nvfp4.yaml": [
         "scale_up.domain_size=64",
         "rack.trays_per_rack=16",

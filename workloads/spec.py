@@ -52,6 +52,7 @@ WORKLOAD_KEYS = (
     "optimizer",
     "job",
     "stragglers",
+    "hot_racks",
 )
 PRECISIONS = ("bf16", "fp16", "fp8", "fp4")
 # Bytes per element of a linear layer's input kept for its weight gradient: FP8/FP4 recipes keep the
@@ -278,6 +279,26 @@ class Straggler:
 
 
 @dataclass(frozen=True)
+class HotRack:
+    """One rack whose coolant (or inlet air) arrives warmer than the facility supply: a failing CDU, a
+    partly blocked loop, hot-aisle recirculation. Its GPUs run hotter and, past the slowdown temperature,
+    throttle; a synchronous job waits for them, so they break the symmetry of the representative ranks as a
+    straggler does, with a clock set by the heat instead of a fixed ceiling."""
+
+    rack: int = number(
+        "index of the rack among the job's racks (GPU g of the job sits in rack g // GPUs per rack)",
+        integer=True,
+        minimum=0,
+    )
+    supply_offset: float = quantity(
+        "temperature_delta",
+        "how much warmer its coolant (or inlet air) arrives than the supply",
+        allow_zero=True,
+        example="10 K",
+    )
+
+
+@dataclass(frozen=True)
 class _TrainingFields:
     """Schema of the non-model fields of a training spec."""
 
@@ -293,6 +314,7 @@ class _TrainingFields:
         "a multi-day job replayed from the step time (failures, checkpoints)", None, optional=True
     )
     stragglers: tuple[Straggler, ...] = section_list("GPUs slower than the rest (one entry each)", ())
+    hot_racks: tuple[HotRack, ...] = section_list("racks cooled worse than the rest (one entry each)", ())
 
 
 @dataclass(frozen=True)
@@ -319,6 +341,7 @@ class TrainingSpec:
     job: Job | None = None
     optimizer: Optimizer = Optimizer(moments="fp32", fp32_params=False, master_weights=True)
     stragglers: tuple[Straggler, ...] = ()
+    hot_racks: tuple[HotRack, ...] = ()
 
     @property
     def gpus(self) -> int:
@@ -397,6 +420,7 @@ def load_training_spec(data: Mapping[str, Any], *, file: str, source_text: str =
         job=fields.job,
         optimizer=_checked_optimizer(fields.optimizer, file),
         stragglers=fields.stragglers,
+        hot_racks=fields.hot_racks,
     )
     validate_training_spec(spec)
     return spec
@@ -606,7 +630,8 @@ def validate_training_spec(spec: TrainingSpec) -> None:
 
 
 def _check_stragglers(spec: TrainingSpec) -> None:
-    """Each straggler names a GPU of the job, once."""
+    """Each straggler names a GPU of the job, once, and each hot rack a rack, once (whether the rack is one
+    of the job's depends on the profile's rack size: the runner checks that)."""
     seen: set[int] = set()
     for i, slow in enumerate(spec.stragglers):
         if slow.gpu >= spec.gpus:
@@ -626,6 +651,17 @@ def _check_stragglers(spec: TrainingSpec) -> None:
                 expected="one entry per GPU",
             )
         seen.add(slow.gpu)
+    racks: set[int] = set()
+    for i, hot in enumerate(spec.hot_racks):
+        if hot.rack in racks:
+            raise ConfigError(
+                "this rack is already listed",
+                file=spec.source_file,
+                path=f"hot_racks[{i}].rack",
+                value=hot.rack,
+                expected="one entry per rack",
+            )
+        racks.add(hot.rack)
 
 
 def load_workload(name: str, overrides: Iterable[str] = ()) -> tuple[dict[str, Any], str, str]:
@@ -905,6 +941,11 @@ def spec_mapping(spec: TrainingSpec) -> dict[str, Any]:
         **(
             {"stragglers": [{"gpu": s.gpu, "speed": s.speed} for s in spec.stragglers]}
             if spec.stragglers
+            else {}
+        ),
+        **(
+            {"hot_racks": [{"rack": h.rack, "supply_offset": f"{h.supply_offset} K"} for h in spec.hot_racks]}
+            if spec.hot_racks
             else {}
         ),
     }

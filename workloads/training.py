@@ -529,6 +529,10 @@ class TrainingJob:
         self._programs: dict[tuple[Any, ...], tuple[Step, ...]] = {}
         self._layer_params: dict[int, tuple[float, float]] = {}
         self._layouts()
+        for i, hot in enumerate(spec.hot_racks):
+            machine.heat_rack(
+                hot.rack, hot.supply_offset, (spec.source_file, f"hot_racks[{i}].supply_offset")
+            )
         self._classes()
 
     def hardware_flops_per_token(self) -> float:
@@ -622,6 +626,29 @@ class TrainingJob:
             lines.append(line)
         return lines
 
+    def hot_rack_notes(self) -> list[str]:
+        """One line per hot rack: how much warmer, and which GPUs share its heat's clock."""
+        lines = []
+        gpr = self.m.cluster.gpus_per_rack
+        for hot in self.spec.hot_racks:
+            first, last = hot.rack * gpr, min((hot.rack + 1) * gpr, self.spec.gpus) - 1
+            line = (
+                f"hot rack: rack {hot.rack} of the job (GPUs {first}-{last}) gets coolant "
+                f"{hot.supply_offset:g} K above the supply"
+            )
+            if hot.supply_offset > 0.0 and self.fidelity != "full":
+                tied = sum(
+                    len(rc.gpus)
+                    for c, rc in enumerate(self.m.classes)
+                    if self.class_set[c] >= 0 and self._set_kinds[self.class_set[c]] == "hot"
+                )
+                line += (
+                    f"; {tied} GPUs of the job (the hot racks' and those in lock-step with them) have rank "
+                    "classes of their own"
+                )
+            lines.append(line)
+        return lines
+
     def _ep_send_scale(self) -> float:
         """Bytes an expert all-to-all moves under ``ep_dispatch`` / under a plain all-to-all.
 
@@ -674,6 +701,7 @@ class TrainingJob:
         # with a straggler (``class_set``: -1 for the symmetric rest, k for the k-th such set).
         self.class_set: list[int] = []
         self._class_of: dict[tuple[int, int], int] = {}
+        self._set_kinds: list[str] = []
         slow_set = self._straggler_sets(ranks - stage_of * stride_pp)
         speed = {s.gpu: s.speed for s in self.spec.stragglers}
         if self.fidelity == "full":
@@ -690,7 +718,7 @@ class TrainingJob:
                     members = ranks[(stage_of == s) & (slow_set == k)]
                     if not len(members):
                         continue
-                    c = m.add_class(f"stage{s}" if k < 0 else f"stage{s}-slow{k}", members)
+                    c = m.add_class(f"stage{s}" if k < 0 else f"stage{s}-{self._set_kinds[k]}{k}", members)
                     self.class_stage.append(s)
                     self.class_rank.append(int(members[0]))
                     self.class_set.append(k)
@@ -747,14 +775,18 @@ class TrainingJob:
         return self._class_of[(self.class_set[cls], (self.class_stage[cls] + stage_delta) % pp)]
 
     def _straggler_sets(self, lane: np.ndarray) -> np.ndarray:
-        """Per rank: which set of pipelines in lock-step with a straggler it belongs to (-1: none).
+        """Per rank: which set of pipelines in lock-step with a straggler or a hot rack it belongs to (-1:
+        none).
 
         A rank's lane is its position outside the pipeline dimension. TP, CP and expert-parallel groups
-        synchronise every layer, so a straggler holds back every lane it shares such a group with, and
+        synchronise every layer, so a slow GPU holds back every lane it shares such a group with, and
         theirs in turn (the lanes' connected components); its pipelines' other stages wait for it at the
-        stage-to-stage sends. Data-parallel groups meet once a step and stay shared with the rest."""
+        stage-to-stage sends. Data-parallel groups meet once a step and stay shared with the rest. Each
+        straggler's component is a set of its own; components reaching into hot racks share one set per
+        combination of hot racks they reach (they run alike: the same heat, the same clock)."""
         sets = np.full(len(lane), -1, dtype=np.int64)
-        if not self.spec.stragglers:
+        hot = [h.rack for h in self.spec.hot_racks if h.supply_offset > 0.0]
+        if not self.spec.stragglers and not hot:
             return sets
         label = np.arange(len(lane), dtype=np.int64)  # per rank: smallest lane it is tied to
         tied = [lane[rows] for kind, rows in self.group_rows.items() if kind in ("tp", "cp", "ep")]
@@ -766,8 +798,21 @@ class TrainingJob:
             if np.array_equal(label, before):
                 break
         comp = label[lane]
-        for k, root in enumerate(dict.fromkeys(int(comp[s.gpu]) for s in self.spec.stragglers)):
-            sets[comp == root] = k
+        keys: dict[int, tuple[Any, ...]] = {}  # component root -> what makes it slow
+        for i, slow in enumerate(self.spec.stragglers):
+            keys.setdefault(int(comp[slow.gpu]), ("straggler", i))
+        if hot:
+            rack = np.arange(len(lane), dtype=np.int64) // self.m.cluster.gpus_per_rack
+            inside = np.isin(rack, hot)
+            reached: dict[int, set[int]] = {}
+            for root, r in np.unique(np.stack([comp[inside], rack[inside]]), axis=1).T.tolist():
+                reached.setdefault(root, set()).add(r)
+            for root in sorted(reached):
+                keys.setdefault(root, ("hot", tuple(sorted(reached[root]))))
+        index: dict[tuple[Any, ...], int] = {}
+        for root, key in keys.items():
+            sets[comp == root] = index.setdefault(key, len(index))
+        self._set_kinds = ["slow" if key[0] == "straggler" else "hot" for key in index]
         return sets
 
     # ------------------------------------------------------------------ programs
