@@ -255,6 +255,11 @@ class PowerController:
             return cool.inlet_temp if np.ndim(t_s) == 0 else np.full(np.shape(t_s), cool.inlet_temp)
         return np.maximum(cool.inlet_temp, self._outside_c(t_s) + cool.facility.approach)
 
+    def supply_at_time_of_day(self, tod_s: np.ndarray) -> np.ndarray:
+        """The coolant supply at local times of day (seconds from midnight): what a job-level replay asks
+        to know whether the weather reaches the GPUs."""
+        return np.asarray(self._supply_c(np.asarray(tod_s, dtype=np.float64) - self.s.start_time_of_day_s))
+
     def _rack_input_w(self, it_w: float) -> float:
         """One rack's input power for an IT load of ``it_w`` (distribution and PSU losses)."""
         return float(_rack_input_power(self.p, np.array([[it_w]]))[0][0, 0])

@@ -23,6 +23,10 @@ simpy clock where the events are checkpoints, failures and recoveries (DESIGN.md
   ``τ = sqrt(2δM)·[1 + sqrt(δ/2M)/3 + (δ/2M)/9] − δ`` for ``δ < 2M``, else ``M``, with ``M`` the job's
   mean time between failures, rounded to whole steps.
 
+Where the weather reaches the GPUs (a dry cooler's supply follows the outside temperature), the plan holds
+the step time over the day (``day_step_s``) and each part of the day runs at its own (``StepClock``);
+``step_time_s`` is then the day's mean step.
+
 Goodput is useful training time (steps x step time) over wall time. The first-order expectation
 ``1 − δ/τ − (τ/2 + R)/M`` (R: detection + restart, plus ``replace_time`` without hot spares; with them it
 assumes a spare is always ready) is reported beside it for comparison.
@@ -71,11 +75,60 @@ class JobPlan:
     replace_s: float = 0.0  # wait for a replacement node when no hot spare is ready
     hot_spares: int = 0
     seed: int = 0
+    # The step time over the day where the weather reaches the GPUs (a dry cooler's supply follows the
+    # outside temperature): one value per equal share of the day from midnight, each centred on the time of
+    # day it was simulated at; () = ``step_time_s`` all day. ``step_time_s`` is then the day's mean step
+    # (the day over the steps it holds).
+    day_step_s: tuple[float, ...] = ()
+    start_time_of_day_s: float = 15 * 3600.0  # when the job starts (as the step-level run does)
 
     @property
     def job_mtbf_s(self) -> float:
         """M: mean time between job-interrupting failures (any of ``nodes``)."""
         return self.node_mtbf_s / self.nodes if math.isfinite(self.node_mtbf_s) else math.inf
+
+
+def day_mean_step_s(day_step_s: tuple[float, ...]) -> float:
+    """The mean step of a day whose equal shares run at ``day_step_s``: the day over the steps it holds."""
+    return len(day_step_s) / sum(1.0 / s for s in day_step_s)
+
+
+class StepClock:
+    """How long ``n`` steps take from a given time: the plan's step time, or the day's where it varies.
+
+    The day is ``len(day_step_s)`` equal bins, bin ``i`` centred on ``i * DAY_S / len`` from midnight (the
+    times of day the step was simulated at), each at its own step time; steps run back to back across bin
+    edges, whole days at the day's rate."""
+
+    def __init__(self, plan: JobPlan) -> None:
+        self.step_s = plan.step_time_s
+        self.start = plan.start_time_of_day_s
+        self.bins = np.asarray(plan.day_step_s, dtype=np.float64)
+        if len(self.bins):
+            self.width = DAY_S / len(self.bins)
+            self.steps_per_day = float(np.sum(self.width / self.bins))
+
+    def duration(self, now_s: float, steps: float) -> float:
+        """Wall time of ``steps`` steps started ``now_s`` after the job's start."""
+        if not len(self.bins):
+            return steps * self.step_s
+        whole = math.floor(steps / self.steps_per_day)
+        left = steps - whole * self.steps_per_day
+        spent = whole * DAY_S
+        # bin i covers [(i - 1/2) w, (i + 1/2) w) of the day: shift by half a bin to index it
+        t = (self.start + now_s + spent + 0.5 * self.width) % DAY_S
+        n = len(self.bins)
+        i = int(t // self.width) % n
+        edge = (i + 1) * self.width - t  # time left in the current bin
+        while left > 0.0:
+            fit = edge / self.bins[i]
+            if left <= fit:
+                return spent + left * self.bins[i]
+            left -= fit
+            spent += edge
+            i = (i + 1) % n
+            edge = self.width
+        return spent
 
 
 def daly_interval_s(checkpoint_s: float, mtbf_s: float) -> float:
@@ -123,9 +176,12 @@ class JobResult:
         """The ``job_*`` keys of summary.json (plus ``goodput``)."""
         p = self.plan
         interval = self.checkpoint_every * p.step_time_s
+        day = p.day_step_s or (p.step_time_s,)
         return {
             "goodput": self.goodput,
             "job_steps": p.steps,
+            "job_step_time_min_s": min(day),
+            "job_step_time_max_s": max(day),
             "job_wall_s": self.wall_s,
             "job_days": self.wall_s / DAY_S,
             "job_failures": self.failures,
@@ -229,6 +285,7 @@ def replay_job(plan: JobPlan) -> JobResult:
     rng = np.random.default_rng(plan.seed)
     spares = [0.0] * plan.hot_spares  # when each hot spare is (or will be) ready
     done = env.event()
+    clock = StepClock(plan)
 
     def resume_time(now: float) -> float:
         """When the job can run again after a failure at ``now``: detect it, then get a node (a ready hot
@@ -256,7 +313,7 @@ def replay_job(plan: JobPlan) -> JobResult:
         while committed < plan.steps:
             seg = min(every, plan.steps - committed)
             t0 = env.now
-            resume = yield from hold(seg * plan.step_time_s + plan.checkpoint_s)
+            resume = yield from hold(clock.duration(env.now, seg) + plan.checkpoint_s)
             if resume is None:
                 committed += seg
                 result.checkpoints += 1

@@ -12,7 +12,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from simcore.power_model import (
     settle_thermal_start,
 )
 from simcore.profile import Profile, blaming_overrides, load_profile, profile_summary
-from simcore.reliability import DAY_S, MAX_EVENTS, JobPlan, min_replay_events, replay_job
+from simcore.reliability import DAY_S, MAX_EVENTS, JobPlan, day_mean_step_s, min_replay_events, replay_job
 from simcore.report import BreakdownAccumulator
 from simcore.trace import TraceWriter
 from simcore.wording import format_duration, format_energy, format_power, plural
@@ -512,9 +512,15 @@ def run(opts: RunOptions) -> RunResult:
             summary = summarize(spec, profile, machine, job, breakdown, power_result)
         summary.update(run_inputs(opts, spec, profile, racks, serving))
         if not serving and spec.job is not None:
-            replayed = replay_job(job_plan(spec, profile, summary["step_time_s"], opts.seed))
+            step_w, idle_w = _job_powers(sim, power_result)
+            day = _day_profile(
+                sim, summary["step_time_s"], step_w, say, partial(_simulate, spec, profile, cluster, opts, False,
+                _silent, None, blaming_profile_sets, ctrl_c),
+            )  # fmt: skip
+            plan = job_plan(spec, profile, summary["step_time_s"], opts.seed, day.step_s)
+            replayed = replay_job(plan)
             summary.update(replayed.summary())
-            summary.update(replayed.energy(*_job_powers(sim, power_result), spec.tokens_per_step))
+            summary.update(replayed.energy(day.facility_w, idle_w, spec.tokens_per_step))
         summary["wall_time_s"] = None  # filled below; excluded from determinism comparisons
         if writer is not None:
             text = spec.source_text if serving else spec_text(spec)
@@ -541,6 +547,63 @@ def run(opts: RunOptions) -> RunResult:
     return RunResult(summary, out_dir, events, wall, power_wall_s)
 
 
+# Times of day a job's step is simulated at when the weather reaches its GPUs (a dry cooler's supply
+# follows the outside temperature): every 3 hours from midnight, 15:00 being the step-level run itself.
+DAY_SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class _Day:
+    """A job's step over the day: step time per DAY_SAMPLES share of it (() = the run's all day), and the
+    facility power while computing (the day's mean where the step was simulated over the day)."""
+
+    step_s: tuple[float, ...]
+    facility_w: float | None
+
+
+def _day_profile(
+    sim: _Pass,
+    step_s: float,
+    facility_w: float | None,
+    say: Callable[[str], None],
+    simulate: Callable[..., _Pass],
+) -> _Day:
+    """Where the coolant supply follows the weather, simulate the step (and its thermal settling) at
+    DAY_SAMPLES times of day with ``simulate`` (``_simulate`` with the run's arguments bound); the multi-day
+    replay then runs each part of the day at its own step time (DESIGN.md: diurnal temperature is a
+    job-level event). Elsewhere the step is the run's all day."""
+    ctl = sim.controller
+    supply = ctl.supply_at_time_of_day(np.arange(0.0, DAY_S, 900.0))
+    if float(np.ptp(supply)) <= 1e-6:
+        return _Day((), facility_w)
+    say(
+        f"note: the coolant supply follows the weather ({supply.min():.1f}-{supply.max():.1f} degC over the "
+        f"day): simulating the step at {DAY_SAMPLES} times of day for the job replay"
+    )
+    steps, powers = [], []
+    for i in range(DAY_SAMPLES):
+        tod = i * DAY_S / DAY_SAMPLES
+        if abs(tod - ctl.s.start_time_of_day_s) < 1.0:  # the run itself
+            steps.append(step_s)
+            powers.append(facility_w)
+            continue
+        settings = replace(ctl.s, start_time_of_day_s=tod)
+        day_sim = simulate(settings=settings)
+        result, warm = settle_thermal_start(day_sim.controller, day_sim.power_result)
+        if warm is not None:  # heat sets clocks: from this hour's own thermal steady state
+            day_sim = simulate(warm, settings=settings)
+            result = day_sim.power_result
+        ends = day_sim.job.step_times.ends
+        steps.append(ends[-1] / len(ends))
+        powers.append(result.summary["facility_power_w"])
+    mean_w = None if any(w is None for w in powers) else float(np.mean(powers))
+    return _Day(tuple(steps), mean_w)
+
+
+def _silent(_line: str) -> None:
+    """A day pass's progress lines: the run has said what it simulates."""
+
+
 @dataclass
 class _Pass:
     """One simulation of the job: the machine it ran on and what the power model made of it."""
@@ -563,6 +626,7 @@ def _simulate(
     blaming_profile_sets: Callable[..., Any],
     ctrl_c: Any,
     warm_activity: np.ndarray | None = None,
+    settings: PowerSettings | None = None,
 ) -> _Pass:
     """Build the machine, the job and the power controller (its heat starting from ``warm_activity``, or
     from sustained compute), run them to the end and roll up the power model."""
@@ -590,7 +654,7 @@ def _simulate(
         notes = [*job.split_groups(), *job.straggler_notes(), *job.hot_rack_notes()]
         for line in notes if warm_activity is None else ():  # said once, not again per pass
             say(f"note: {line}")
-    settings = PowerSettings()
+    settings = settings or PowerSettings()
     if serving:
         span = max((r.arrival_s for r in job.stats.requests), default=0.0)
         settings = settings.for_span(span, len(machine.classes))
@@ -760,15 +824,20 @@ def run_inputs(opts: RunOptions, spec: Any, profile: Profile, racks: int, servin
     }
 
 
-def job_plan(spec: Any, profile: Profile, step_time_s: float, seed: int) -> JobPlan:
+def job_plan(
+    spec: Any, profile: Profile, step_time_s: float, seed: int, day_step_s: tuple[float, ...] = ()
+) -> JobPlan:
     """The job-level replay of ``spec.job``: the job's nodes (trays / servers), its checkpoint write time
-    (every GPU writes its shard at the profile's per-GPU checkpoint bandwidth) and the failure model."""
+    (every GPU writes its shard at the profile's per-GPU checkpoint bandwidth) and the failure model;
+    ``day_step_s``: the step over the day where the weather reaches the GPUs (its mean is the plan's step)."""
     rel = profile.reliability
     ckpt_bytes = checkpoint_bytes(spec)
     rate = rel.node_failures_per_1000_node_days
     return JobPlan(
         steps=spec.job.steps,
-        step_time_s=step_time_s,
+        step_time_s=day_mean_step_s(day_step_s) if day_step_s else step_time_s,
+        day_step_s=day_step_s,
+        start_time_of_day_s=PowerSettings().start_time_of_day_s,
         checkpoint_s=ckpt_bytes / (rel.checkpoint_bandwidth * spec.gpus),
         checkpoint_every=spec.job.checkpoint_every,
         nodes=math.ceil(spec.gpus / profile.rack.gpus_per_tray),
@@ -1049,7 +1118,18 @@ def _job_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
                 else f"{summary.get('job_checkpoint_every_steps')} steps"
             ),
         ),
+        *_job_day_row(summary),
         *_job_energy_row(summary),
+    ]
+
+
+def _job_day_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The step's swing over the day, where the weather reaches the GPUs (none where it does not)."""
+    low, high = summary.get("job_step_time_min_s"), summary.get("job_step_time_max_s")
+    if low is None or high is None or high <= low:
+        return []
+    return [
+        ("job step over the day", f"{low:.4g} .. {high:.4g} s (+{100 * (high / low - 1):.3g} % in the heat)")
     ]
 
 
