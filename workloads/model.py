@@ -1008,6 +1008,44 @@ def ssd_scan_cost(
     return flops, nbytes
 
 
+def ssd_scan_bwd_bytes(
+    spec: ModelSpec, *, tp: int = 1, seq_len: int | None = None, dtype_bytes: float = 2
+) -> float:
+    """HBM bytes per token of the gated SSD scan's backward on one of ``tp`` GPUs, kernel by kernel as
+    mamba_ssm's _mamba_chunk_scan_combined_bwd runs them for Megatron's memory-efficient path (z given, so
+    the gate's backward is in the scan). Per token: ``I`` = local inner width, ``S`` = I·N/Q chunk-state
+    elements, ``GN`` = local groups x N (B or C), ``CB`` = local groups x Q, ``H`` local heads; ``a`` the
+    16-bit size, ``f`` = 4 (fp32 intermediates). Counted once per kernel that reads or writes a tensor; a
+    group's B, C and C·Bᵀ shared by its heads count once (caches catch the re-reads). The dt-sized terms
+    are kept for completeness; they are tiny."""
+    m = spec.mamba
+    if m is None:
+        return 0.0
+    a, f = float(dtype_bytes), _SSD_STATE_BYTES
+    q = min(m.chunk, spec.seq_len if seq_len is None else seq_len)
+    h = m.heads / tp
+    inner = h * m.head_dim
+    s = inner * m.state / q
+    gn = m.groups / tp * m.state
+    cb = m.groups / tp * q
+    kernels = (
+        h * (a + 2.0 * f),  # chunk cumsum again: dt in, dA_cumsum and dt out (fp32)
+        2.0 * gn * a + cb * f,  # C·Bᵀ blocks again (fp32)
+        gn * a + inner * a + 2.0 * h * f + s * f,  # chunk states again: B, x in, fp32 states out
+        2.0 * s * f,  # state passing again (fp32 in and out)
+        6.0 * inner * a,  # gate: x, z, ungated y, dout in; dz and the ungated dout out
+        gn * a + inner * a + s * f,  # dstates from C and dout (fp32)
+        s * (2.0 * f + 2.0 * a),  # state passing backward: states, dstates in; both out in 16 bit
+        4.0 * inner * a + cb * f + gn * a + s * a + h * f,  # dx, ddt, dD: x, dout twice, dx; C·Bᵀ; B; dstates
+        inner * a + s * a + gn * a + 3.0 * gn * f,  # dB: x, dstates, B; fp32 partials written and summed
+        inner * a + s * a + gn * a + 3.0 * gn * f,  # dC: dout, states, C; fp32 partials written and summed
+        2.0 * inner * a + 3.0 * cb * f,  # d(C·Bᵀ): x, dout; fp32 partials written and summed
+        2.0 * (2.0 * gn * a + gn * f + cb * f),  # dB, dC += d(C·Bᵀ) products: B or C, d(C·Bᵀ), residual
+        2.0 * inner * a + cb * f + h * f,  # ddA from x, dout and C·Bᵀ
+    )
+    return sum(kernels)
+
+
 def mamba_state_bytes(spec: ModelSpec, *, tp: int = 1, dtype_bytes: float = 2) -> float:
     """One sequence's recurrent state in one Mamba-2 layer on one of ``tp`` GPUs, what serving keeps in place
     of a KV cache: the SSM state (heads x head_dim x state, fp32 as mamba_ssm_cache_dtype) and the conv's
@@ -1413,7 +1451,11 @@ def _mamba_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
         _tp_points("mamba", activation, activation, x.sp) if x.tp > 1 else (_CommPoint(), _CommPoint())
     )
     flops_per_token, bytes_per_token = ssd_scan_cost(spec, tp=x.tp, seq_len=x.s, dtype_bytes=dt)
+    # Megatron's memory-efficient path hands z to the fused kernel, so the chunk scan applies the gate
+    # y·SiLU(z) itself: it reads z and writes the ungated y (kept for the backward) beside the gated one.
+    bytes_per_token += 2.0 * inner * dt
     scan_flops, scan_bytes = tokens * flops_per_token, tokens * bytes_per_token
+    bwd_bytes = ssd_scan_bwd_bytes(spec, tp=x.tp, seq_len=x.s, dtype_bytes=dt) / bytes_per_token
     # Shaped like one Q x Q x P block per head: the head dimension sets how well it fills the tensor cores.
     scan = Op("mamba_scan", "attention", scan_flops, scan_bytes, (q, q, m.head_dim), math.ceil(heads))
     conv_elements = tokens * (inner + bc)
@@ -1461,11 +1503,17 @@ def _mamba_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
             3.0,
             3.0,
         ),
-        _FwdOp(scan, _SSD_BWD_FLOP_FACTOR, 2.0),
+        _FwdOp(scan, _SSD_BWD_FLOP_FACTOR, bwd_bytes),
         *to_sequence_first,
         *to_sequence,
-        # y·SiLU(z), then RMSNorm over each group: reads y and z, writes the out_proj input
-        _pointwise("mamba_gated_norm", "norm", tokens * inner, _NORM_FLOPS_PER_ELEMENT + 4.0, 3, dt),
+        # RMSNorm over each group of the gated y (Megatron calls its RMSNormGated without z: the gate ran
+        # in the scan; its nominal FLOPs stay here): reads y, writes out_proj's input; the backward reads y
+        # and the output gradient, writes the input gradient
+        _FwdOp(
+            _pointwise("mamba_gated_norm", "norm", tokens * inner, _NORM_FLOPS_PER_ELEMENT + 4.0, 2, dt).op,
+            2.0,
+            1.5,
+        ),
         _gemm("mamba_out_proj", tokens, h, inner, dt),
         tp_end,
         *([_hidden_dropout("mamba_dropout", x, h)] if x.dropout else []),
