@@ -1,12 +1,13 @@
 """Audit of the MoE and hybrid Mamba-2 layers against closed forms derived by hand: the SSD scan's
 backward traffic kernel by kernel (mamba_ssm's _mamba_chunk_scan_combined_bwd), the gate Megatron's
-memory-efficient path runs inside the scan, and the MoE op list (router, expert GEMMs, all-to-all volumes,
-LatentMoE widths)."""
+memory-efficient path runs inside the scan, what a Mamba-2 block keeps for its backward, and the MoE
+op list (router, expert GEMMs, all-to-all volumes, LatentMoE widths)."""
 
 from __future__ import annotations
 
 import pytest
 
+from workloads import memory
 from workloads import model as mdl
 
 NANO = "nemotron-3-nano-30b-a3b"
@@ -63,6 +64,19 @@ def test_the_scan_applies_the_gate_and_the_group_norm_reads_only_y():
     assert bwd["mamba_gated_norm"].nbytes == tokens * inner * 3 * a  # y and dy in, dy's input out
     # serving's prefill keeps the plain scan cost (no gate inside)
     assert scan_bytes == 106_624
+
+
+@pytest.mark.parametrize(("gemm_bytes", "tp"), [(2.0, 1), (1.0, 1), (2.0, 2)])
+def test_mamba_block_activation_bytes_in_closed_form(gemm_bytes, tp):
+    # Kept per token: the block norm's input (2h) and in_proj's input (g·h), whole on every TP rank without
+    # SP; per rank in_proj's output z, x, B, C, dt (2·(2I + 2GN + H)), the fused kernel's ungated y (2I),
+    # the group norm's input, the gated y (2I), and out_proj's input (g·I).
+    nano = mdl.load_preset(NANO)
+    h, inner, gn, heads = 2688, 4096, 8 * 128, 64
+    per_token = (2 + gemm_bytes) * h + (2 * (2 * inner + 2 * gn + heads) + 2 * inner + 2 * inner) / tp
+    per_token += gemm_bytes * inner / tp
+    got = memory.layer_activation_bytes(nano, 0, micro_batch=1, tp=tp, gemm_input_bytes=gemm_bytes)
+    assert got == pytest.approx(8192 * per_token, rel=1e-12)
 
 
 def test_nano_moe_layer_ops_in_closed_form():

@@ -266,14 +266,15 @@ def _moe_activation_bytes(
 
 def _mamba_activation_bytes(spec: ModelSpec, tp: int, g: float, mask: float) -> tuple[float, float]:
     """(replicated, per-TP-rank) bytes per token a Mamba-2 block keeps for its backward. Megatron-Core's
-    memory-efficient path (mamba_split_conv1d_scan_combined) keeps in_proj's output (z, x, B, C, dt) and
-    the scan output, and rebuilds the conv output in the backward; out_proj keeps its input (the gated
-    norm's output), in_proj the norm's output, the norm its input."""
+    memory-efficient path (mamba_split_conv1d_scan_combined, given z) keeps in_proj's output (z, x, B, C,
+    dt) and the ungated scan output, and rebuilds the conv output in the backward; the group RMSNorm after
+    it keeps its own input (the gated y, a second tensor; its per-group rstd is negligible, as every
+    norm's); out_proj keeps its input (the norm's output), in_proj the block norm's output, the block norm its input."""
     m = spec.mamba
     if m is None:
         raise ValueError(f"{spec.name} has Mamba blocks and no mamba section")
     replicated = (_ACT_BYTES + g) * spec.hidden + mask * spec.hidden
-    per_rank = (_ACT_BYTES * (m.in_proj_width + m.inner) + g * m.inner) / tp
+    per_rank = (_ACT_BYTES * (m.in_proj_width + 2 * m.inner) + g * m.inner) / tp
     return replicated, per_rank
 
 
