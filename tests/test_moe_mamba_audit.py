@@ -115,3 +115,14 @@ def test_super_latent_moe_widths_in_closed_form():
     p = mdl.layer_params(sup, 1)
     assert p.routed_experts == 512 * 2 * lat * f and p.active_routed == 22 * 2 * lat * f
     assert p.shared_experts == 2 * h * 5376 and p.router == h * 512 and p.latent_proj == 2 * h * lat
+
+
+def test_mamba_conv_backward_moves_five_conv_width_tensors():
+    # causal_conv1d in Megatron's memory-efficient path: the forward reads x, B, C and writes the conv
+    # output (2 tensors of d_in + 2·G·N channels); the backward runs that forward again, then
+    # causal_conv1d_bwd reads x, B, C and the output gradient and writes the input gradient (3 more).
+    nano = mdl.load_preset(NANO)
+    tokens, channels, a = 8192, 4096 + 2 * 8 * 128, 2
+    fwd, bwd = _ops(nano, 0, "fwd", micro_batch=1), _ops(nano, 0, "bwd", micro_batch=1)
+    assert fwd["mamba_conv"].nbytes == tokens * channels * 2 * a
+    assert bwd["mamba_conv"].nbytes == tokens * channels * 5 * a

@@ -1495,13 +1495,14 @@ def _mamba_fwd(spec: ModelSpec, x: _Shard) -> list[_Item]:
         *to_heads,
         *to_batch_first,
         # its backward first runs the conv forward again (the memory-efficient path keeps only in_proj's
-        # output), then the conv's own backward: three forward passes of bytes
+        # output: x, B, C in, conv output out), then causal_conv1d_bwd (x, B, C and their output gradient
+        # in, the input gradient out; SiLU rebuilt inside): 5 tensors against the forward's 2; ~3x the FLOPs
         _FwdOp(
             _pointwise(
                 "mamba_conv", "elementwise", conv_elements, 2.0 * m.conv_kernel + _CONV_SILU_FLOPS, 2, dt
             ).op,
             3.0,
-            3.0,
+            2.5,
         ),
         _FwdOp(scan, _SSD_BWD_FLOP_FACTOR, bwd_bytes),
         *to_sequence_first,
