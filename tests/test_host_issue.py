@@ -183,7 +183,9 @@ def test_cuda_graphs_replace_the_captured_launches_with_one_and_leave_dropless_e
         assert [s.launches for s in drop] == [1] * len(drop)  # token drop: every segment is one graph
         for e, p in zip(eager, part, strict=True):
             assert p.launches <= e.launches
-            if p.name.endswith(":moe"):  # the routed experts and the permutation stay eager
+            # the routed experts and the permutation stay eager (the router's bf16 GEMM under an fp8 recipe
+            # is a segment of its own, captured whole)
+            if p.name.endswith(":moe") and len(p.work) > 1:
                 assert p.launches >= e.launches - 1 - sum(FRAMEWORK_KERNELS.values()) and p.launches > 1
         assert sum(p.launches for p in part) < sum(e.launches for e in eager)
     # Host-bound at micro-batch 1: graphs win back most of the host time; token drop + graphs all of it.

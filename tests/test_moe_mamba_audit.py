@@ -126,3 +126,23 @@ def test_mamba_conv_backward_moves_five_conv_width_tensors():
     fwd, bwd = _ops(nano, 0, "fwd", micro_batch=1), _ops(nano, 0, "bwd", micro_batch=1)
     assert fwd["mamba_conv"].nbytes == tokens * channels * 2 * a
     assert bwd["mamba_conv"].nbytes == tokens * channels * 5 * a
+
+
+def test_the_router_gemm_runs_in_bf16_under_an_fp8_recipe():
+    """Megatron-Core's router gating GEMM is a plain matmul in the router's dtype, outside Transformer
+    Engine's FP8 autocast: under an fp8 job it is a segment of its own in bf16 (and takes bf16's time),
+    while the expert GEMMs stay in fp8; a bf16 job needs no separate segment."""
+    from sim_helpers import qwen3_moe_spec
+
+    from workloads.spec import with_overrides
+    from workloads.training import layer_segments
+
+    spec = qwen3_moe_spec()
+    for phase in ("fwd", "bwd"):
+        segs = [s for s in layer_segments(spec, 0, phase) if getattr(s, "work", ())]
+        router = [s for s in segs if s.name.endswith(":moe") and len(s.work) == 1 and s.dtype == "bf16"]
+        assert len(router) == 1
+        experts = [s for s in segs if s.name.endswith(":moe") and len(s.work) > 1]
+        assert experts and all(s.dtype == "" for s in experts)  # the job's fp8
+    bf16 = with_overrides(spec, precision="bf16")
+    assert all(s.dtype == "" for s in layer_segments(bf16, 0, "fwd") if getattr(s, "work", ()))

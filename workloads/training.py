@@ -54,8 +54,10 @@ def _is_core(name: str) -> bool:
 
 def _own_precision(name: str) -> bool:
     """Kernels an FP8/FP4 recipe leaves in 16 bit (or fp32) whatever the GEMMs use: the attention core
-    (flash attention in bf16) and the SSD scan of a Mamba block (mamba_ssm's Triton kernels)."""
-    return name.startswith((_CORE, _SSD_SCAN))  # _SSD_SCAN: with the kernel counts below
+    (flash attention in bf16), the SSD scan of a Mamba block (mamba_ssm's Triton kernels) and the MoE
+    router's gating GEMM (Megatron-Core runs it as a plain matmul in the router's dtype, outside Transformer
+    Engine's FP8/FP4 autocast: bf16, or fp32 with moe_router_dtype)."""
+    return name.startswith((_CORE, _SSD_SCAN, _ROUTER))  # _SSD_SCAN: with the kernel counts below
 
 
 Work = tuple[tuple[float, float, float, int], ...]
@@ -120,6 +122,7 @@ _FLASH_BWD_KERNELS = 3
 # The chunked SSD scan: chunk cumsum, chunk states, state passing, C·Bᵀ blocks and chunk scan forward;
 # its backward (_mamba_chunk_scan_combined_bwd) recomputes the first three and runs ~11 gradient kernels.
 _SSD_SCAN = "mamba_scan"
+_ROUTER = "router"
 _SSD_FWD_KERNELS = 5
 _SSD_BWD_KERNELS = 14
 
