@@ -167,7 +167,7 @@ class Machine:
         self.dims: ParallelDims | None = None
         self._tail: dict[tuple[int, int], simpy.Event] = {}
         self._rows_memo: dict[tuple, np.ndarray | None] = {}
-        self._pairs_memo: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._pairs_memo: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ setup
     def add_class(self, name: str, gpus: np.ndarray) -> int:
@@ -579,13 +579,18 @@ class Machine:
         one = self.comm_model.scale_out_bytes_per_gpu(op, nbytes, group.layout, timing.algorithm)
         fixed = repeat * max(0.0, timing.time_s - one / self.fabric.links.nic_Bps)
         per_gpu = repeat * one
-        pairs = self._pairs_memo.get(group.key)
+        a2a = op in ("alltoall", "alltoallv")  # every domain to every other; rings to the next domain
+        pairs = self._pairs_memo.get((group.key, a2a))
         if pairs is None:
-            parts = [self.fabric.links.rail_pairs(row) for row in rows]
-            pairs = self._pairs_memo[group.key] = (
+            links = self.fabric.links
+            parts = [(links.rail_all_pairs if a2a else links.rail_pairs)(row) for row in rows]
+            pairs = self._pairs_memo[(group.key, a2a)] = (
                 np.concatenate([p[0] for p in parts]),
                 np.concatenate([p[1] for p in parts]),
             )
+        if a2a and len(pairs[0]):  # a member's bytes split evenly over the other domains
+            domains = len(np.unique(rows[0] // self.cluster.domain_size))
+            per_gpu /= max(1, domains - 1)
         done = self.env.event()
         for c in classes:
             self._busy[c][sid] = _PENDING

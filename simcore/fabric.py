@@ -353,6 +353,24 @@ class FabricLinks:
         _, idx = self.paths(np.array([src]), np.array([dst]))
         return idx
 
+    def rail_all_pairs(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(src, dst) of the scale-out flows of an all-to-all over ``members``: the k-th member of each
+        scale-up domain sends to the k-th member of every other domain (PXN: a token for another rail first
+        crosses NVLink to the member on the destination's rail, so every scale-out flow is rail-aligned);
+        the domain's share for a whole destination domain leaves through one NIC. A group inside one
+        domain has no scale-out flows."""
+        members = np.sort(np.asarray(members, dtype=np.int64).ravel())
+        dom = members // self.domain_size
+        uniq, start = np.unique(dom, return_index=True)
+        if len(uniq) < 2:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        counts = np.diff(np.append(start, len(members)))
+        per = int(counts.min())
+        grid = np.stack([members[s : s + per] for s in start])  # [domains, per]
+        d = len(uniq)
+        a, b = np.nonzero(~np.eye(d, dtype=bool))  # every ordered pair of different domains
+        return grid[a].ravel(), grid[b].ravel()
+
     def rail_pairs(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(src, dst) of the scale-out hops of a ring/hierarchical collective over ``members``.
 

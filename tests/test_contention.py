@@ -92,3 +92,52 @@ def test_whole_run_in_flow_mode_agrees_with_analytic_on_a_non_blocking_fabric(tm
     slowed_flow = run(RunOptions(contention="flow", **kw)).summary["step_time_s"]
     assert slowed_analytic > analytic["step_time_s"]
     assert slowed_flow == pytest.approx(slowed_analytic, rel=5e-3)
+
+
+def _run_op(groups: list[np.ndarray], op: str, sets: list[str] = SETS) -> list[float]:
+    p = load_profile("h100-dgx.yaml", sets)
+    env = simpy.Environment()
+    cluster = Cluster(p, racks=2)
+    m = Machine(env, p, cluster, CollectiveModel(p, cluster), fabric=FabricDriver(env, cluster))
+    comms = []
+    for i, gpus in enumerate(groups):
+        c = m.add_class(f"g{i}", gpus)
+        comms.append(m.group("ep", cluster.layout(gpus), (c,), rows=gpus.reshape(1, -1)))
+    ends: list[float] = []
+
+    def proc(i):
+        yield m.collective(i, comms[i], op, NBYTES, name=op)
+        ends.append(m.env.now)
+
+    for i in range(len(groups)):
+        m.env.process(proc(i))
+    m.env.run()
+    return ends
+
+
+def test_an_all_to_all_sends_to_every_other_server_not_round_a_ring():
+    """An all-to-all over 4 servers sends each GPU's scale-out bytes to all 3 other servers (rail-aligned:
+    PXN). On a non-blocking fabric the flows finish when the NICs have pushed their bytes, as the
+    analytical model says. Under 2:1 leaf blocks of 2 servers, 2 of the 3 destinations are across the
+    uplink: 16 GPUs x 2/3 of their bytes share 8 NICs' worth, 4/3 of the NIC-bound time, in the flow model
+    and the analytical one alike; a ring's next-server hops would cross it from one server per block only
+    and see no slowdown."""
+    everyone = np.r_[0:32]
+    flat = ["scale_out.tiers=[{name: leaf, span_gpus: 16}, {name: spine, span_gpus: 4096}]"]
+    p = load_profile("h100-dgx.yaml", flat)
+    cluster = Cluster(p, racks=2)
+    model = CollectiveModel(p, cluster)
+    layout = cluster.layout(everyone)
+    timing = model.time("alltoall", NBYTES, layout, concurrency=1e-9)
+    assert _run_op([everyone], "alltoall", flat)[0] == pytest.approx(timing.time_s, rel=1e-6)
+    nic = model.scale_out_bytes_per_gpu("alltoall", NBYTES, layout, timing.algorithm)
+    nic_s = nic / (p.scale_out.nics_per_gpu * p.scale_out.nic_bandwidth * p.scale_out.efficiency)
+    fixed = timing.time_s - nic_s
+    oversubscribed = _run_op([everyone], "alltoall")[0]
+    assert oversubscribed - fixed == pytest.approx(4 / 3 * nic_s, rel=1e-6)
+    # The analytical model agrees: the NIC and the uplink carry their shares at the same time (it summed
+    # the levels' times: 5/3, the in-block third at NIC rate and then the rest at half of it).
+    p2 = load_profile("h100-dgx.yaml", SETS)
+    c2 = Cluster(p2, racks=2)
+    analytic = CollectiveModel(p2, c2).time("alltoall", NBYTES, c2.layout(everyone), concurrency=1.0).time_s
+    assert analytic == pytest.approx(oversubscribed, rel=1e-6)

@@ -289,15 +289,19 @@ def _group_coeffs(
             out_lat[A_RHD, pr] = base + steps_log
             out_slope[A_RHD, pr] = frac / e
         elif is_a2a:
-            # Direct exchange: n/p to each peer; NVLink and NIC transfers run at the same time.
+            # Direct exchange: n/p to each peer; NVLink and NIC transfers run at the same time, and so do
+            # the transfers to every scale-out level: the NIC carries them all, a tier's uplink those to
+            # the levels above it, and the busiest of these bounds the exchange (max, not a sum).
             peers_lat = 0.0
             up_bytes = (p0 - 1) / p / b0 if p0 > 1 else 0.0
-            out_bytes = 0.0
             for k in range(k_levels):
-                peers = (sizes[k] - 1) * prefix[k]
-                peers_lat += peers * a_ring[k]
-                if k >= 1 and sizes[k] > 1:
-                    out_bytes += peers / p / bw[k]
+                peers_lat += (sizes[k] - 1) * prefix[k] * a_ring[k]
+            out_bytes = 0.0
+            above = 0.0  # bytes per byte of n to this level and the levels above it
+            for k in range(k_levels - 1, 0, -1):
+                if sizes[k] > 1:
+                    above += (sizes[k] - 1) * prefix[k] / p
+                    out_bytes = max(out_bytes, above / bw[k])
             out_lat[A_PAIRWISE, pr] = base + peers_lat
             out_slope[A_PAIRWISE, pr] = imb * max(up_bytes, out_bytes) / e
             hier_a2a = 0.0
@@ -516,7 +520,9 @@ def collective_coeffs_ref(
             elif op in (OP_ALLTOALL, OP_ALLTOALLV):
                 peers = (s - 1) * prefix
                 intra = (p0 - 1) / p / bw[0] if p0 > 1 else 0.0
-                inter = float(np.sum(peers[out_levels] / p / bw[out_levels]))
+                # every level's traffic at once: level k's links carry it and all above it
+                above = np.cumsum((peers[out_levels] / p)[::-1])[::-1]
+                inter = float(np.max(above / bw[out_levels])) if len(above) else 0.0
                 L[A_PAIRWISE, pr] = base + float(np.dot(peers, a_ring))
                 S[A_PAIRWISE, pr] = imb * max(intra, inter) / e
                 L[A_HIER, pr] = base + steps_lin
