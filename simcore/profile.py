@@ -243,7 +243,12 @@ class ScaleOut:
         maximum=1,
     )
     latency: float = quantity("time", "NIC-to-NIC base latency of one message", "3 us", maximum=MAX_LATENCY_S)
-    topology: str = choice("fabric shape", ("rail_optimized_fat_tree", "fat_tree"), "rail_optimized_fat_tree")
+    topology: str = choice(
+        "fabric shape, a label: both are modelled by `tiers` (each tier's span_gpus and oversubscription), "
+        "with scale-out traffic rail-aligned as NCCL's PXN makes it; give the tiers your topology's spans",
+        ("rail_optimized_fat_tree", "fat_tree"),
+        "rail_optimized_fat_tree",
+    )
     tiers: tuple[FabricTier, ...] = section_list("switch tiers from the leaf up")
 
     def switch_ports_per_gpu(self) -> tuple[float, ...]:
