@@ -394,6 +394,7 @@ def _check_names(spec: SweepSpec) -> None:
             raise ConfigError("workload not found", file=spec.file, path=f"workloads[{i}]", value=name,
                               expected="a workload spec file (relative to the sweep file) or a model preset")  # fmt: skip
     _check_settings(spec)
+    _check_workload_points(spec)
 
 
 # Messages of errors in a value itself (a misspelt field, a unit that does not parse): those fail every
@@ -433,6 +434,115 @@ def _check_settings(spec: SweepSpec) -> None:
         except ConfigError as exc:
             raise ConfigError(exc.message, file=spec.file, path=where, value=option,
                               expected=exc.expected, hint=exc.hint) from None  # fmt: skip
+
+
+def _wrote(key: str, path: str) -> bool:
+    """Whether a ``--set`` of ``key`` wrote the field at ``path`` (or a section ``path`` it reached into)."""
+    return path == key or path.startswith((key + ".", key + "[")) or key.startswith(path + ".")
+
+
+def _workload_base(name: str | None, profiles: list[Any]) -> tuple[dict[str, Any], str] | None:
+    """A workload's raw mapping as a run starts from it, before the sweep's ``set`` and grid values: a spec
+    file as written, a bare model preset as the automatic layout writes it (every field present); None when
+    it cannot be read here (each point then reports that itself)."""
+    from simcore.runner import DEFAULT_MODEL
+    from workloads.model import load_preset
+    from workloads.spec import auto_training_spec, load_workload, spec_mapping
+
+    try:
+        raw, label, _text = load_workload(DEFAULT_MODEL if name is None else name)
+        if set(raw) != {"preset"}:
+            return raw, label
+        if not profiles:
+            return None
+        auto = auto_training_spec(load_preset(raw["preset"]), gpus=profiles[0].gpus_per_rack,
+                                  domain_size=profiles[0].scale_up.domain_size,
+                                  hbm_bytes=profiles[0].accelerator.hbm_capacity, file=label)  # fmt: skip
+        return spec_mapping(auto), label
+    except RacksimError:
+        return None
+
+
+def _read_workload_fields(raw: dict[str, Any], sets: list[str], label: str) -> None:
+    """Read a workload with ``sets`` applied as far as its fields' own values go (known keys, types, ranges,
+    units, allowed values, the model), not how they fit together or on the hardware: an error here is in
+    the input, whatever the point runs on."""
+    from simcore.schema import build
+    from workloads.inference import INFERENCE_KEYS, _ServingFields
+    from workloads.model import resolve_model_section
+    from workloads.spec import WORKLOAD_KEYS, _TrainingFields, apply_workload_overrides
+
+    data = dict(apply_workload_overrides(dict(raw), sets))
+    serving = data.get("kind") == "inference"
+    keys, fields = (INFERENCE_KEYS, _ServingFields) if serving else (WORKLOAD_KEYS, _TrainingFields)
+    for key in data:
+        if key not in keys:
+            close = difflib.get_close_matches(str(key), keys, n=1)
+            raise ConfigError("unknown field", file=label, path=str(key), expected=f"one of {', '.join(keys)}",
+                              hint=f"did you mean {close[0]!r}?" if close else None)  # fmt: skip
+    if data.pop("kind", "training") not in ("training", "inference"):
+        raise ConfigError("unknown workload kind", file=label, path="kind", value=raw.get("kind"),
+                          expected="training or inference")  # fmt: skip
+    resolve_model_section(data.pop("model", None), data.pop("preset", None), file=label)
+    build(fields, data, file=label, path="")
+
+
+def _check_workload_points(spec: SweepSpec) -> None:
+    """Fail before running anything when a workload value of the sweep is wrong in itself (``tp: "x"``,
+    ``batch.micro: 0``, a field no workload of the sweep has, a bad ``set`` or spec file): each such point
+    would only report "could not run". A field one workload has and another lacks (``scheduler.*`` in a
+    sweep of training and serving) and values that do not fit together or on the hardware (tp not dividing
+    the heads, out of HBM, too few racks) stay per-point results."""
+    from simcore.profile import load_profile
+    from simcore.runner import WORKLOAD_SET_KEYS, split_sets
+
+    keys = [k for k in spec.grid if k.split(".")[0] in WORKLOAD_SET_KEYS]
+    fixed_profile, fixed = split_sets(spec.sets)
+    profiles = []  # one is enough: a preset's fields are the same on every profile
+    for name in spec.profiles:
+        try:
+            profiles = [load_profile(name, fixed_profile)]
+            break
+        except RacksimError:
+            continue
+    # The first point, and from it each grid value in turn: every value is read in a point of the sweep
+    # (reading every combination costs ~5 ms each, minutes for a large grid); a value wrong only beside
+    # another grid key's value is that point's result.
+    first_values = tuple(spec.grid[k][0] for k in keys)
+    combos = [first_values] + [
+        (*first_values[:i], v, *first_values[i + 1 :]) for i, k in enumerate(keys) for v in spec.grid[k][1:]
+    ]
+    unknown: dict[str, set[int]] = {}  # where an unknown field was set -> the workloads that lack it
+    first: dict[str, ConfigError] = {}
+    for w, workload in enumerate(spec.workloads):
+        base = _workload_base(workload, profiles)
+        if base is None:
+            continue
+        raw, label = base
+        for values in combos:
+            grid_sets = [f"{k}={_set_value(v)}" for k, v in zip(keys, values, strict=True)]
+            try:
+                _read_workload_fields(raw, [*fixed, *grid_sets], label)
+            except ConfigError as exc:
+                path = exc.path or ""
+                blamed = [(k, v) for k, v in zip(keys, values, strict=True) if _wrote(k, path)]
+                setting = [i for i, o in enumerate(spec.sets) if _wrote(o.split("=", 1)[0].strip(), path)]
+                if blamed:
+                    where, value = f"grid.{blamed[-1][0]}", blamed[-1][1]
+                elif setting:
+                    where, value = f"set[{setting[-1]}]", spec.sets[setting[-1]]
+                else:
+                    where, value = f"workloads[{w}]", _short(workload) if workload else "(the default)"
+                err = ConfigError(f"{exc.message} ({label}: {path or 'the spec'})", file=spec.file, path=where,
+                                  value="null" if value is None else value, expected=exc.expected,
+                                  hint=exc.hint)  # fmt: skip
+                if not exc.message.startswith("unknown field"):
+                    raise err from None
+                unknown.setdefault(where, set()).add(w)
+                first.setdefault(where, err)
+    for where, lacking in unknown.items():
+        if len(lacking) == len(spec.workloads):
+            raise first[where]
 
 
 def expand(spec: SweepSpec, out: Path | None = None) -> list[SweepPoint]:

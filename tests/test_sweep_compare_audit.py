@@ -1,0 +1,76 @@
+"""Audit of ``racksim sweep`` and ``racksim compare``: bad workload values in a sweep grid stop it before
+anything runs (as bad profile values do), while points that do not fit stay results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simcore.cli import main
+from simcore.errors import ConfigError
+from simcore.sweep import load_sweep, run_sweep
+
+SERVE = "kind: inference\nmodel: llama3-8b\nprecision: fp8\nrequests: {count: 4, input_tokens: 64, output_tokens: 4}\n"
+
+
+def _write(where: Path, text: str, name: str = "sweep.yaml") -> Path:
+    path = where / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "grid,where,value,says",
+    [
+        ('parallelism.tp: [2, "x"]', "grid.parallelism.tp", "'x'", "must be a number"),
+        ("batch.micro: [0]", "grid.batch.micro", "0", "expected a whole number >= 1"),
+        ("parallelism.tpp: [2, 4]", "grid.parallelism.tpp", "2", "did you mean 'tp'?"),
+        ("model.hidden: [4096, -5]", "grid.model.hidden", "-5", "out of range"),
+        ("precision: [bf16, fp7]", "grid.precision", "'fp7'", "not an allowed value"),
+    ],
+)
+def test_a_bad_workload_grid_value_stops_the_sweep_before_anything_runs(
+    tmp_path, capsys, grid, where, value, says
+):
+    """As a bad profile value does: one line naming the sweep file, the grid key, the value and what was
+    expected, exit code 2, no output directory (before: each such point was "could not run", exit 0)."""
+    path = _write(tmp_path, f"profiles: [gen2]\nworkloads: [llama3-8b]\nsteps: 1\ngrid:\n  {grid}\n")
+    with pytest.raises(ConfigError) as info:
+        load_sweep(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: {where}: ") and f"got {value}" in msg and says in msg
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--jobs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("racksim: error:") and where in err
+    assert not out.exists()
+
+
+def test_a_bad_fixed_set_value_or_spec_file_is_named_as_such(tmp_path):
+    spec = _write(tmp_path, "model: llama3-8b\nparallelism: {tp: 8}\nbatch: {global_seqs: 0}\n", "job.yaml")
+    with pytest.raises(ConfigError, match=r"sweep\.yaml: workloads\[0\]: out of range .*batch\.global_seqs"):
+        load_sweep(_write(tmp_path, f"profiles: [gen2]\nworkloads: [{spec}]\n"))
+    with pytest.raises(ConfigError, match=r"sweep\.yaml: set\[1\]: out of range"):
+        load_sweep(_write(tmp_path, 'profiles: [gen2]\nset: ["parallelism.tp=8", "batch.micro=-1"]\n'))
+
+
+def test_a_field_no_workload_of_a_mixed_sweep_has_stops_it_one_some_have_does_not(tmp_path):
+    serve = _write(tmp_path, SERVE, "serve.yaml")
+    head = f"profiles: [h100-dgx]\nworkloads: [llama3-8b, {serve}]\ngrid:\n"
+    with pytest.raises(ConfigError, match=r"grid\.scheduler\.max_num_seq: unknown field"):
+        load_sweep(_write(tmp_path, head + "  scheduler.max_num_seq: [8]\n"))
+    load_sweep(_write(tmp_path, head + "  scheduler.max_num_seqs: [8]\n"))  # serving has it: runs
+
+
+def test_points_that_do_not_fit_stay_per_point_results(tmp_path):
+    """Valid values that do not fit the HBM, need more racks than the sweep gives or do not divide the
+    model are each point's result (status error with the reason), not the sweep's input error."""
+    job = _write(tmp_path, "model: llama3-8b\nparallelism: {tp: 8}\nbatch: {global_seqs: 64}\n", "job.yaml")
+    path = _write(tmp_path, f"profiles: [gen1]\nworkloads: [{job}]\nracks: 1\nsteps: 1\ngrid:\n"
+                  "  parallelism.pp: [1, 3]\n  parallelism.dp: [1, 64]\n  model.hidden: [65536]\n")  # fmt: skip
+    result = run_sweep(load_sweep(path), out=tmp_path / "out", jobs=1)
+    errors = [p["error"] for p in result.points if p["status"] == "error"]
+    assert len(errors) == 4 and not (tmp_path / "out" / "points").exists()
+    assert "GB of 80.0 GB" in errors[0] and "use --racks 16" in errors[1]
+    assert all("does not divide layers = 32" in e for e in errors[2:])
