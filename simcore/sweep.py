@@ -720,26 +720,34 @@ def _result_or_crash(fut: Any, point: SweepPoint) -> dict[str, Any]:
 
 
 class SchedulerUnreachable(RacksimError):
-    """No point was sent anywhere: the sweep leaves no stop file for stragglers (there are none)."""
+    """``--scheduler`` cannot be used (no dask extra, no answer): raised before the sweep touches ``--out``."""
 
 
-def _dask_results(points: list[SweepPoint], scheduler: str) -> Generator[dict[str, Any], None, None]:
-    """Results as they finish, from the workers of the Dask scheduler at ``scheduler``. Closing the generator
-    early cancels the points not started; a point already running on a worker cannot be stopped (Dask does
-    not interrupt a running task): it finishes there and, finding the sweep's stop file, removes its
-    outputs (``run_point``)."""
+def _dask_client(scheduler: str) -> Any:
+    """A client of the Dask scheduler at ``scheduler``, connected before the sweep touches ``--out``: without
+    the dask extra, or with a scheduler that does not answer, nothing can run, so an earlier sweep's
+    results there must stay."""
     try:
-        from distributed import Client, as_completed
+        from distributed import Client
     except ImportError:
         raise SchedulerUnreachable(
             "--scheduler needs Dask: pip install -e '.[dask]' (workers need racksim installed too)"
         ) from None
     try:
-        client = Client(scheduler, timeout="10s")
+        return Client(scheduler, timeout="10s")
     except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not an address (no port, bad scheme)
         raise SchedulerUnreachable(
             f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc}); expected e.g. tcp://host:8786"
         ) from None
+
+
+def _dask_results(points: list[SweepPoint], client: Any) -> Generator[dict[str, Any], None, None]:
+    """Results as they finish, from the workers of a Dask ``client``'s scheduler. Closing the generator
+    early cancels the points not started; a point already running on a worker cannot be stopped (Dask does
+    not interrupt a running task): it finishes there and, finding the sweep's stop file, removes its
+    outputs (``run_point``)."""
+    from distributed import as_completed
+
     futures: list[Any] = []
     try:
         futures = client.map(run_point, points, pure=False)
@@ -750,8 +758,6 @@ def _dask_results(points: list[SweepPoint], scheduler: str) -> Generator[dict[st
         if futures:
             client.cancel(futures)
         raise
-    finally:
-        client.close()
 
 
 @dataclass
@@ -808,6 +814,25 @@ def run_sweep(
         raise RacksimError(f"--jobs: got {jobs}; expected at least 1")
     ctrl_c = interrupts.mark()
     preflight(spec, expand(spec))
+    client = _dask_client(scheduler) if scheduler else None
+    try:
+        return _run_points(spec, out, jobs, scheduler, client, progress, note, ctrl_c)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _run_points(
+    spec: SweepSpec,
+    out: Path | None,
+    jobs: int,
+    scheduler: str | None,
+    client: Any,
+    progress: Callable[[str], None] | None,
+    note: Callable[[str], None] | None,
+    ctrl_c: int,
+) -> SweepResult:
+    """The body of ``run_sweep`` once the points can run (``client``: on Dask)."""
     with output_dir(out, "sweep-") as out_path:
         if out_path.exists() and not out_path.is_dir():  # say it before the sweep's first line, not after
             raise ConfigError("exists and is not a directory", path="--out", value=str(out_path),
@@ -829,7 +854,7 @@ def run_sweep(
         say(f"{spec.name}: {len(points)} point(s) on {where}; results in {out_path}")
         t0 = last_save = time.perf_counter()
         results: list[dict[str, Any]] = []
-        stream = _dask_results(points, scheduler) if scheduler else _local_results(points, jobs)
+        stream = _dask_results(points, client) if client is not None else _local_results(points, jobs)
         try:
             for record in stream:
                 results.append(record)
@@ -839,7 +864,7 @@ def run_sweep(
                     _save(SweepResult(spec, out_path, results, time.perf_counter() - t0, len(points)))
                     last_save = time.perf_counter()
         except BaseException as exc:
-            if stop is not None and not isinstance(exc, SchedulerUnreachable):
+            if stop is not None:
                 # first: a point that finishes from now on removes its own outputs
                 stop.parent.mkdir(parents=True, exist_ok=True)
                 stop.touch()

@@ -74,3 +74,31 @@ def test_points_that_do_not_fit_stay_per_point_results(tmp_path):
     assert len(errors) == 4 and not (tmp_path / "out" / "points").exists()
     assert "GB of 80.0 GB" in errors[0] and "use --racks 16" in errors[1]
     assert all("does not divide layers = 32" in e for e in errors[2:])
+
+
+def test_without_the_dask_extra_a_reused_out_keeps_the_earlier_sweep(tmp_path, monkeypatch):
+    """--scheduler without Dask installed cannot run anything: one error naming the extra, and the earlier
+    sweep's sweep.json and points stay (before: its points were removed and sweep.json emptied first)."""
+    import sys
+
+    import simcore.runner
+    from simcore.errors import RacksimError
+
+    def fake_run(opts):
+        Path(opts.out).mkdir(parents=True, exist_ok=True)
+        (Path(opts.out) / "summary.json").write_text("{}")
+        return type("R", (), {"summary": {"step_time_s": 1.0, "mfu": 0.5}})()
+
+    monkeypatch.setattr(simcore.runner, "run", fake_run)
+    path = _write(
+        tmp_path,
+        'profiles: [gen1]\nworkloads: [llama3-8b]\ngrid:\n  scale_out.nic_bandwidth: ["100 Gb/s", "200 Gb/s"]\n',
+    )
+    spec, out = load_sweep(path), tmp_path / "out"
+    run_sweep(spec, out=out, jobs=1)
+    before = (out / "sweep.json").read_text()
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(RacksimError, match=r"needs Dask: pip install -e '\.\[dask\]'"):
+        run_sweep(spec, out=out, jobs=1, scheduler="tcp://127.0.0.1:8786")
+    assert (out / "sweep.json").read_text() == before
+    assert sorted(p.name for p in (out / "points").iterdir()) == ["p000", "p001"]

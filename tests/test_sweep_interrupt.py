@@ -219,9 +219,9 @@ def test_a_reused_out_loses_the_point_directories_of_an_earlier_sweep_with_a_not
     )
 
 
-def test_a_reused_out_whose_sweep_fails_to_start_keeps_no_stale_sweep_json(tmp_path, monkeypatch):
-    """The earlier sweep's points are removed before the new one starts; if it then cannot run (a Dask
-    scheduler that does not answer), its sweep.json is rewritten with no points, not left listing them."""
+def test_a_reused_out_whose_sweep_cannot_start_keeps_the_earlier_sweep(tmp_path, monkeypatch):
+    """A Dask scheduler that does not answer is found before the sweep touches --out: the earlier sweep's
+    sweep.json and its point directories stay as they were, still agreeing."""
     pytest.importorskip("distributed")
     import simcore.runner
     from simcore.errors import RacksimError
@@ -232,10 +232,11 @@ def test_a_reused_out_whose_sweep_fails_to_start_keeps_no_stale_sweep_json(tmp_p
     spec, out = load_sweep(tmp_path / "sweep.yaml"), tmp_path / "out"
     run_sweep(spec, out=out, jobs=1)
     assert len(json.loads((out / "sweep.json").read_text())["points"]) == 4
-    with pytest.raises(RacksimError):
+    before = (out / "sweep.json").read_text()
+    with pytest.raises(RacksimError, match="cannot reach the Dask scheduler"):
         run_sweep(spec, out=out, jobs=1, scheduler="tcp://127.0.0.1:1")
-    assert not [d for d in _point_dirs(out) if d.startswith("p")]
-    assert json.loads((out / "sweep.json").read_text())["points"] == []
+    assert (out / "sweep.json").read_text() == before
+    assert [d for d in _point_dirs(out) if d.startswith("p")] == ["p000", "p001", "p002", "p003"]
 
 
 @pytest.mark.parametrize(
