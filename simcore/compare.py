@@ -15,7 +15,9 @@ run hold at fleet scale (data-parallel weak scaling, racks filled). A workload w
 sized on what its job delivers through failures, checkpoints and restarts, ``tokens_per_s * goodput``
 (the simulated job's goodput; a larger job has more nodes to fail), and the table adds the job's goodput,
 wall time, failures, lost work and energy per token (its whole wall time's facility energy over its useful
-tokens). The default target is
+tokens). A workload with ``stragglers`` keeps their slowdown at fleet scale: in one synchronous job a
+single straggler holds back every replica, so the run's per-GPU throughput holds however many the fleet
+has (the assumption line says so). The default target is
 ``max(1e7, 10 ** ceil(log10(best tokens/s of the runs)))`` tokens/s, a round fleet-size question the
 best profile cannot already answer with the simulated racks.
 """
@@ -44,6 +46,14 @@ RACKS_FORMULA_JOB = (
     "goodput from the job: section's replay (failures, checkpoints, restarts)"
 )
 JOB_ASSUMPTION = "; goodput is the simulated job's (a larger job has more nodes to fail, so lower goodput)"
+# A workload with stragglers: the run's per-GPU throughput already carries their slowdown, and it holds for
+# the fleet under the weak-scaling assumption, however many stragglers the fleet has (docs/trace-format.md).
+STRAGGLER_ASSUMPTION = (
+    "; the workload's stragglers slow every job-sized block of the fleet as they slow the run: in one "
+    "synchronous data-parallel job every replica waits for the slowest GPU at the gradient reduction, so "
+    "one straggler in the whole fleet costs as much as one per block (a fleet of separate jobs, only one of "
+    "them with the stragglers, would need fewer racks)"
+)
 MW_FORMULA = "MW_needed = racks_needed * (full_rack_it_power_w + fabric_power_per_rack_w) * pue / 1e6"
 
 # (key, label, unit, scale, format) of the table rows, in order
@@ -339,6 +349,7 @@ def _run_all(
         )
     target = opts.target_tokens_per_s or default_target(rows)
     job = _has_job(rows)
+    stragglers = _has_stragglers(opts)
     for r in rows:
         if r["metrics"] is not None:
             size_fleet(r["metrics"], target)
@@ -350,7 +361,9 @@ def _run_all(
         "mw_formula": MW_FORMULA,
         "assumption": (
             "throughput and power per GPU of the simulated run hold at fleet scale, racks filled "
-            "(data-parallel weak scaling)" + (JOB_ASSUMPTION if job else "")
+            "(data-parallel weak scaling)"
+            + (JOB_ASSUMPTION if job else "")
+            + (STRAGGLER_ASSUMPTION if stragglers else "")
         ),
         "profiles": rows,
     }
@@ -361,6 +374,17 @@ def _run_all(
     save_figure(compare_figure(table), out / "compare.png")
     table["outputs"] = [str(out / "compare.json"), str(out / "compare.png")]
     return table
+
+
+def _has_stragglers(opts: CompareOptions) -> bool:
+    """Whether the workload (with its --set options) lists stragglers: the fleet sizing then says how it
+    scales them."""
+    from simcore.runner import DEFAULT_MODEL, split_sets
+    from workloads.spec import apply_workload_overrides, load_workload
+
+    _, workload_sets = split_sets(list(opts.sets or []))
+    raw = load_workload(DEFAULT_MODEL if opts.workload is None else opts.workload)[0]
+    return bool(apply_workload_overrides(raw, workload_sets).get("stragglers"))
 
 
 def _has_job(rows: list[dict[str, Any]]) -> bool:

@@ -3,6 +3,7 @@ anything runs (as bad profile values do), while points that do not fit stay resu
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,38 @@ def test_without_the_dask_extra_a_reused_out_keeps_the_earlier_sweep(tmp_path, m
         run_sweep(spec, out=out, jobs=1, scheduler="tcp://127.0.0.1:8786")
     assert (out / "sweep.json").read_text() == before
     assert sorted(p.name for p in (out / "points").iterdir()) == ["p000", "p001"]
+
+
+SMALL = ["model.layers=4", "parallelism.tp=8", "batch.micro=1"]
+STRAGGLER = 'stragglers=[{"gpu": 3, "speed": 0.7}]'
+
+
+def _per_gpu(dp: int, sets: list[str]) -> float:
+    from simcore.runner import RunOptions, run
+
+    opts = RunOptions(profile="gen2", workload="llama3-8b", steps=1, write_trace=False,
+                      sets=[*SMALL, f"parallelism.dp={dp}", f"batch.global_seqs={8 * dp}", *sets])  # fmt: skip
+    return run(opts).summary["tokens_per_s_per_gpu"]
+
+
+def test_compare_says_how_a_workloads_stragglers_scale_to_the_fleet(tmp_path):
+    """compare sizes the fleet on the run's per-GPU throughput, which with stragglers carries their
+    slowdown. That is right for the weak-scaling assumption: in one synchronous job every replica waits for
+    the straggler, so four replicas with one straggler deliver per GPU what one replica with it does (the
+    fleet does not need one straggler per job-sized block to be that slow), well below a healthy job. The
+    table and compare.json say so (before: nothing told the user how stragglers were scaled)."""
+    from simcore.compare import CompareOptions, format_table, run_compare
+
+    one, four, healthy = _per_gpu(1, [STRAGGLER]), _per_gpu(4, [STRAGGLER]), _per_gpu(4, [])
+    assert four == pytest.approx(one, rel=0.01) and four < 0.9 * healthy
+    table = run_compare(CompareOptions(profiles=["gen2"], workload="llama3-8b", out=tmp_path / "cmp",
+                                       sets=[*SMALL, STRAGGLER], steps=1, write_trace=False))  # fmt: skip
+    assert "stragglers slow every job-sized block" in table["assumption"]
+    assert "one straggler in the whole fleet costs as much as one per block" in format_table(table)
+    m = table["profiles"][0]["metrics"]
+    assert m["racks_needed"] == math.ceil(
+        table["target_tokens_per_s"] / (m["tokens_per_s"] / m["racks_used"])
+    )
+    plain = run_compare(CompareOptions(profiles=["gen2"], workload="llama3-8b", out=tmp_path / "plain",
+                                       sets=SMALL, steps=1, write_trace=False))  # fmt: skip
+    assert "straggler" not in plain["assumption"]
