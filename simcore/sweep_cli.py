@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     spec = load_sweep(args.sweep_file)
     quiet = args.quiet or args.json
     with output_dir(args.out, "sweep-") as out:  # a sweep that cannot start leaves no empty folder
+        earlier = _stamp(out / "sweep.json")
         try:
             result = run_sweep(
                 spec,
@@ -58,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
                 note=lambda msg: print(f"racksim: {msg}", file=sys.stderr),
             )
         except KeyboardInterrupt:
-            print(f"racksim: {_interrupted(out, interrupts.reason(ctrl_c))}", file=sys.stderr)
+            how = interrupts.reason(ctrl_c)
+            if _stamp(out / "sweep.json") == earlier:  # this sweep wrote nothing: any sweep.json is older
+                print(f"racksim: sweep {how} before its first point; {out} is as it was", file=sys.stderr)
+            else:
+                print(f"racksim: {_interrupted(out, how)}", file=sys.stderr)
             return interrupts.exit_code(ctrl_c)
     if args.json:
         print(json.dumps(result.as_json(), indent=2, sort_keys=True))
@@ -68,6 +73,15 @@ def run(args: argparse.Namespace) -> int:
     for p in crashed:
         print(f"racksim: {p['label']} crashed (a racksim bug):\n{p['traceback']}", file=sys.stderr)
     return 1 if crashed else 0
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` is (sweep.json is replaced whole, never edited): None when there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _interrupted(out: Path, how: str = "interrupted") -> str:

@@ -3,6 +3,7 @@ anything runs (as bad profile values do), while points that do not fit stay resu
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -138,3 +139,27 @@ def test_compare_says_how_a_workloads_stragglers_scale_to_the_fleet(tmp_path):
     plain = run_compare(CompareOptions(profiles=["gen2"], workload="llama3-8b", out=tmp_path / "plain",
                                        sets=SMALL, steps=1, write_trace=False))  # fmt: skip
     assert "straggler" not in plain["assumption"]
+
+
+def test_an_interrupt_before_the_first_point_does_not_claim_an_earlier_sweeps_points(
+    tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C while the sweep is still checking its points (or connecting to Dask) into a reused --out: the
+    message must not read the earlier sweep's sweep.json as this sweep's finished points (before: "sweep
+    interrupted; 2 of 2 point(s) finished ...")."""
+    import simcore.sweep
+
+    earlier = {"points": [{"label": "p000"}, {"label": "p001"}], "points_total": 2}
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps(earlier))
+
+    def stopped(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(simcore.sweep, "preflight", stopped)
+    path = _write(tmp_path, "profiles: [gen2]\nworkloads: [llama3-8b]\nsteps: 1\n")
+    assert main(["sweep", str(path), "--out", str(out), "--jobs", "1"]) == 130
+    err = capsys.readouterr().err
+    assert "finished" not in err and "before its first point" in err and str(out) in err
+    assert json.loads((out / "sweep.json").read_text()) == earlier
