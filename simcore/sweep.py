@@ -285,6 +285,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
             parse_set_option(f"{key.strip()}=0")
         except ConfigError as exc:
             raise ConfigError(exc.message, file=file, path="grid", value=key, expected=exc.expected) from None
+        if key.strip() in grid:  # "tp" and "tp " are one field: the second would drop the first's values
+            raise ConfigError("the same field path twice", file=file, path=f"grid.{key.strip()}",
+                              expected="each field path once (join the values in one list)")  # fmt: skip
         grid[key.strip()] = list(values)
     name = data.get("name")
     if name is not None and (not isinstance(name, str) or not name.strip()):
@@ -390,7 +393,14 @@ def _check_names(spec: SweepSpec) -> None:
                               expected=exc.expected, hint=exc.hint) from None  # fmt: skip
     presets = list_presets()
     for i, name in enumerate(spec.workloads):
-        if name is not None and resolve_workload_path(name) is None and name not in presets:
+        if name is None:
+            continue
+        try:
+            path = resolve_workload_path(name)
+        except ConfigError as exc:  # an empty name: say where in the sweep file, not "--workload"
+            raise ConfigError(exc.message, file=spec.file, path=f"workloads[{i}]", value=name,
+                              expected=exc.expected) from None  # fmt: skip
+        if path is None and name not in presets:
             raise ConfigError("workload not found", file=spec.file, path=f"workloads[{i}]", value=name,
                               expected="a workload spec file (relative to the sweep file) or a model preset")  # fmt: skip
     _check_settings(spec)

@@ -163,3 +163,23 @@ def test_an_interrupt_before_the_first_point_does_not_claim_an_earlier_sweeps_po
     err = capsys.readouterr().err
     assert "finished" not in err and "before its first point" in err and str(out) in err
     assert json.loads((out / "sweep.json").read_text()) == earlier
+
+
+@pytest.mark.parametrize(
+    "body,where,says",
+    [
+        ('workloads: [llama3-8b, ""]', "workloads[1]", "empty workload name"),
+        (
+            'grid: {"parallelism.tp ": [1], parallelism.tp: [2]}',
+            "grid.parallelism.tp",
+            "the same field path twice",
+        ),
+    ],
+)
+def test_more_sweep_file_mistakes_name_the_file_and_the_field(tmp_path, body, where, says):
+    """An empty workload name was reported as "--workload: ..." (no sweep file, no field); a grid key given
+    twice up to spaces silently dropped the first key's values (2 points expected, 1 run)."""
+    path = _write(tmp_path, f"profiles: [gen2]\n{body}\n")
+    with pytest.raises(ConfigError) as info:
+        load_sweep(path)
+    assert str(info.value).startswith(f"{path}: {where}: {says}")
