@@ -408,14 +408,15 @@ def _check_names(spec: SweepSpec) -> None:
 
 
 # Messages of errors in a value itself (a misspelt field, a unit that does not parse): those fail every
-# point, so they stop the sweep up front. Consistency checks between fields are left to each point.
+# point, so they stop the sweep up front, as does any error of the schema's own checks (_field_error).
+# Consistency checks between fields are left to each point.
 _VALUE_ERRORS = ("unknown field", "unknown unit", "wrong unit", "a unit is required", "not a quantity",
                  "not a number followed by a unit", "not an allowed value", "not a finite number")  # fmt: skip
 
 
 def _check_settings(spec: SweepSpec) -> None:
-    """Fail before running anything when a `set` or grid key is misspelt, or a profile value does not
-    parse on any profile of the sweep (each point would fail alike, far into the run)."""
+    """Fail before running anything when a `set` or grid key is misspelt, or a profile value is wrong in
+    itself (does not parse, out of range) on every profile of the sweep (each point would fail alike)."""
     from simcore.profile import load_profile
     from simcore.runner import split_sets
 
@@ -432,18 +433,35 @@ def _check_settings(spec: SweepSpec) -> None:
         try:
             profile_sets, _ = split_sets([option])
             errors = []
+            value_errors = []
             for profile in spec.profiles if profile_sets else ():
                 try:
                     load_profile(profile, [*fixed, *profile_sets])
                 except ConfigError as exc:
                     errors.append(exc)
-            if profile_sets and len(errors) == len(spec.profiles):
-                value_errors = [e for e in errors if e.message.startswith(_VALUE_ERRORS)]
-                if value_errors:
-                    raise value_errors[0]
+                    if exc.message.startswith(_VALUE_ERRORS) or _field_error(
+                        profile, [*fixed, *profile_sets]
+                    ):
+                        value_errors.append(exc)
+            if profile_sets and len(errors) == len(spec.profiles) and value_errors:
+                raise value_errors[0]
         except ConfigError as exc:
             raise ConfigError(exc.message, file=spec.file, path=where, value=option,
                               expected=exc.expected, hint=exc.hint) from None  # fmt: skip
+
+
+def _field_error(profile: str, sets: list[str]) -> bool:
+    """Whether the profile with ``sets`` fails on a field's own value (a type, a range, a unit: the schema),
+    not on how fields fit together (a power cap below the idle draw: that profile's points report it)."""
+    from simcore.profile import Profile, _load_raw, apply_overrides, resolve_profile_path
+    from simcore.schema import build
+
+    try:
+        path = resolve_profile_path(profile)
+        build(Profile, apply_overrides(_load_raw(path, ())[0], sets), file=str(path), path="")
+    except ConfigError:
+        return True
+    return False
 
 
 def _wrote(key: str, path: str) -> bool:

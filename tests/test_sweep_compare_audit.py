@@ -183,3 +183,21 @@ def test_more_sweep_file_mistakes_name_the_file_and_the_field(tmp_path, body, wh
     with pytest.raises(ConfigError) as info:
         load_sweep(path)
     assert str(info.value).startswith(f"{path}: {where}: {says}")
+
+
+@pytest.mark.parametrize(
+    "grid,says",
+    [
+        ("scale_up.domain_size: [72, 0]", "out of range"),
+        ('scale_up.domain_size: [72, "x"]', "must be a number"),
+        ('accelerator.tdp: ["-700 W"]', "must be positive"),
+        ('cooling.inlet_temp: ["-300 degC"]', "below absolute zero"),
+    ],
+)
+def test_a_profile_value_out_of_range_stops_the_sweep_too(tmp_path, grid, says):
+    """Only some kinds of bad profile values (a unit that does not parse, an unknown field) were stopped up
+    front; one out of range or not a number was each point's "could not run", exit 0."""
+    path = _write(tmp_path, f"profiles: [gen2, h100-dgx]\nworkloads: [llama3-8b]\ngrid:\n  {grid}\n")
+    key = grid.split(":")[0]
+    with pytest.raises(ConfigError, match=f"sweep.yaml: grid.{key}: {says}"):
+        load_sweep(path)
