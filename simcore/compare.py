@@ -70,7 +70,8 @@ ROWS = (
     ("energy_per_token_j", "energy per token", "J", 1.0, "{:.4g}"),
     ("rack_kw", "rack IT power (avg, full rack)", "kW", 1.0, "{:.4g}"),
     ("pue", "PUE", "", 1.0, "{:.3f}"),
-    ("power_swing_w", "facility power swing", "MW", 1e-6, "{:.4g}"),  # MW like the target's facility power
+    # MW like the target's facility power, but the simulated job's swing, not the fleet's
+    ("power_swing_w", "facility power swing (run)", "MW", 1e-6, "{:.4g}"),
     ("max_junction_temp_c", "max junction temperature", "degC", 1.0, "{:.1f}"),
 )
 # rows of a workload with a job: section, shown after "tokens/s per rack"

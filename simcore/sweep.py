@@ -96,6 +96,8 @@ SUMMARY_FIELDS = frozenset(
         "job_idle_facility_power_w",
         "job_lost_work_s",
         "job_mtbf_s",
+        "job_step_time_max_s",
+        "job_step_time_min_s",
         "job_steps",
         "job_wall_s",
         "kv_cache_capacity_bytes",
