@@ -185,13 +185,14 @@ class PowerController:
         # tj, tcp and cap are per unit; the engine runs a class at its slowest unit's clock (in a synchronous
         # job the others wait for it at the next collective, which the unit's power accounts for).
         self.unit_clock = np.round(f_warm, 6)
+        self._split_hot_racks()
         self.t_prev = 0.0
         self._carry: tuple[np.ndarray, ...] = _empty_intervals()
         self._queue: list[np.ndarray] = []
         self._consumed_open = 0
         self._rows_taken = 0  # rows recorded when the last tick took them
         self._series: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("gpu_w", "tj", "clock", "rack_it_w", "cap", "cause", "activity")
+            k: [] for k in ("gpu_w", "tj", "clock", "throttled", "rack_it_w", "cap", "cause", "activity")
         }
         machine.recorder.add_sink(self._on_block)
         self.ticks = 0
@@ -285,6 +286,42 @@ class PowerController:
         inlet = supply_c + self.rack_offset_k + 0.5 * rise
         return np.where(self.class_in_type.T, inlet[None, :], -np.inf).max(axis=1)
 
+    def _steady_unit_coolant_c(self, supply_c: float, unit_w: np.ndarray) -> np.ndarray:
+        """Per thermal unit, the steady coolant at its rack types (as ``_steady_coolant_c`` per class)."""
+        rack_it = self._unit_mix @ unit_w + self.rack_idle_gpus * self.p.accelerator.idle_power
+        rack_it = rack_it + self.static_rack_w
+        rise = self.design_rise_k * rack_it / self.p.rack.power_limit * self._liquid_share()
+        inlet = supply_c + self.rack_offset_k + 0.5 * rise
+        return np.where(self.unit_types, inlet[None, :], -np.inf).max(axis=1)
+
+    def _split_hot_racks(self) -> None:
+        """A class spanning racks fed different coolant (the workload's ``hot_racks``) splits into one unit
+        per rack type from the start, each at the steady state of its own rack's heat: started at the
+        warmest rack's (the class's warm state), the cool racks' GPUs would run a short run hot and
+        throttled where --fidelity full has them cool and at full clock."""
+        if not np.any(self.rack_offset_k > 0.0):
+            return
+        self._split_diverged(self.rack_offset_k, np.zeros(len(self.rack_offset_k), dtype=bool))
+        if not self._split:
+            return
+        uc, cool = self.unit_class, self.p.cooling
+        f_cap_u = self.f_cap_start[uc]
+        f_u, p_w, t_f = self._thermal_steady_state(f_cap_u, self.warm_activity[uc], units=True)
+        self.tj = t_f + p_w * (cool.r_junction_plate + cool.r_plate_coolant)
+        self.tcp = t_f + p_w * cool.r_plate_coolant
+        self.unit_clock = np.round(f_u, 6)
+        class_clock = np.full(self.n, np.inf)
+        np.minimum.at(class_clock, uc, self.unit_clock)
+        self.m.clock[:] = class_clock.tolist()
+        self.clock_cause = self._causes(
+            self.unit_clock, f_u < f_cap_u - 1e-12, f_u >= self._unit_ceiling - 1e-12
+        )
+        # per class, the hottest unit's start (what the per-class series report)
+        order = np.lexsort((-self.tj, uc))
+        hottest = order[np.unique(uc[order], return_index=True)[1]]
+        self.f_start = np.minimum(self.f_start, class_clock)
+        self.tj_start, self.tcp_start = self.tj[hottest].copy(), self.tcp[hottest].copy()
+
     def warm_state(self, activity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per class: the clock, junction and cold-plate temperatures of a job that has long run at
         ``activity`` (mean share of peak dynamic power) under the starting caps."""
@@ -293,26 +330,31 @@ class PowerController:
         return f, t_f + p_w * (cool.r_junction_plate + cool.r_plate_coolant), t_f + p_w * cool.r_plate_coolant
 
     def _thermal_steady_state(
-        self, f_cap: np.ndarray, activity: np.ndarray
+        self, f_cap: np.ndarray, activity: np.ndarray, units: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per class: the clock, GPU power and coolant temperature of sustained work at ``activity`` once
-        the thermal throttle has settled, no faster than ``f_cap`` (the power caps' clock). The throttle clock
-        falls as the junction warms and the junction warms with the clock, so the steady clock is the one
-        where they meet (bisection: f minus the throttle clock at f's junction grows with f)."""
+        """Per class (per thermal unit with ``units``): the clock, GPU power and coolant temperature of
+        sustained work at ``activity`` once the thermal throttle has settled, no faster than ``f_cap`` (the
+        power caps' clock). The throttle clock falls as the junction warms and the junction warms with the
+        clock, so the steady clock is the one where they meet (bisection: f minus the throttle clock at f's
+        junction grows with f)."""
         cool = self.p.cooling
         r_total = cool.r_junction_plate + cool.r_plate_coolant
         supply = float(self._supply_c(0.0))
+        idx = self.unit_class if units else np.arange(self.n)
+        idle, peak, kappa, slowdown, slope, f_min = (
+            a[idx] for a in (self.idle, self.peak, self.kappa, self.slowdown, self.slope, self.f_min)
+        )
+        coolant = self._steady_unit_coolant_c if units else self._steady_coolant_c
 
         def state(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            p_w = self.idle + (self.peak - self.idle) * activity * f**self.kappa
-            t_f = self._steady_coolant_c(supply, p_w)
-            f_th = thermal.thermal_clock_factor_ref(
-                (t_f + p_w * r_total)[:, None], self.slowdown, self.slope, self.f_min
-            )[:, 0]
+            p_w = idle + (peak - idle) * activity * f**kappa
+            t_f = coolant(supply, p_w)
+            t_j = (t_f + p_w * r_total)[:, None]
+            f_th = thermal.thermal_clock_factor_ref(t_j, slowdown, slope, f_min)[:, 0]
             return p_w, t_f, f - f_th
 
         _, _, gap = state(f_cap)
-        lo, hi = self.f_min.copy(), f_cap.copy()
+        lo, hi = f_min.copy(), f_cap.copy()
         if np.any(gap > 0):
             for _ in range(50):  # 2**-50 of the clock range
                 mid = 0.5 * (lo + hi)
@@ -473,10 +515,11 @@ class PowerController:
             coolant = np.where(self.unit_types[:, :, None], coolant_rack[None, :, :], -np.inf).max(axis=1)
         tj, tcp = thermal.rc_thermal(gpu_w, coolant, *self._unit_thermal, self.tj, self.tcp, dt)
         cause = np.repeat(self.clock_cause[:, None], k, axis=1)
+        throttled = np.repeat(self._class_throttled(self.unit_clock[:, None]), k, axis=1)
         ts = self.s.tick_samples
         cap_early = None  # [C, samples]: the caps the long idle tick's first short ticks ended with
         if k > ts:  # a long idle tick: the clocks its short ticks would have set, and their history
-            clock, cause, cap_early = self._idle_clocks(clock, cause, tj, act)
+            clock, cause, throttled, cap_early = self._idle_clocks(clock, cause, throttled, tj, act)
         self.tj, self.tcp = tj[:, -1].copy(), tcp[:, -1].copy()
         # Next tick's clocks: thermal throttle and power caps (GPU cap, or share of an exceeded rack limit).
         last = slice((math.ceil(k / ts) - 1) * ts if k > ts else 0, None)  # the last short tick's samples
@@ -502,6 +545,7 @@ class PowerController:
             ("gpu_w", gpu_w_series),
             ("tj", tj_series),
             ("clock", clock),
+            ("throttled", throttled),
             ("rack_it_w", rack_it),
             ("cap", cap_block),
             ("cause", cause),
@@ -567,19 +611,19 @@ class PowerController:
         return out
 
     def _idle_clocks(
-        self, clock: np.ndarray, cause: np.ndarray, tj: np.ndarray, act: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self, clock: np.ndarray, cause: np.ndarray, throttled: np.ndarray, tj: np.ndarray, act: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Clock and cause series of a long idle tick: from its second short tick on, what the short ticks
         would have set at the end of the one before. Each short tick enters the caps' history, so a cap held
         for a busy tick is held for HOLD_TICKS short ticks into the stretch, as 50 ms ticks hold it (counted
         as one tick, a 10 s stretch kept the cap of the burst before it for the next burst: that burst ran
         capped, the short ticks' run at full clock in its first tick, a different step time). Once the
         history holds only the stretch, no cap binds (no activity) and the clock is the thermal clock.
-        Also returns the caps the first of those short ticks ended with, ``[C, held short ticks' samples]``
-        (the later ones end with the tick's own)."""
+        Also returns the classes' throttled GPU shares (``_class_throttled``) and the caps the first of those
+        short ticks ended with, ``[C, held short ticks' samples]`` (the later ones end with the tick's own)."""
         ts, uc, k = self.s.tick_samples, self.unit_class, tj.shape[1]
         n_short = math.ceil(k / ts)
-        clock, cause = clock.copy(), cause.copy()
+        clock, cause, throttled = clock.copy(), cause.copy(), throttled.copy()
         held = min(n_short - 1, HOLD_TICKS)  # short ticks whose end may still see a cap (stepped one by one)
         cap_early = np.empty((self.n, held * ts))
         for j in range(held):
@@ -587,10 +631,11 @@ class PowerController:
             f_th = thermal.thermal_clock_factor(
                 tj[:, (j + 1) * ts - 1 : (j + 1) * ts], *self._unit_clock_params
             )
-            _, class_clock, class_cause = self._clocks(f_th[:, 0], self._cap_clock()[:, 0])
+            unit_clock, class_clock, class_cause = self._clocks(f_th[:, 0], self._cap_clock()[:, 0])
             span = slice((j + 1) * ts, (j + 2) * ts)
             clock[:, span] = class_clock[:, None]
             cause[:, span] = class_cause[:, None]
+            throttled[:, span] = self._class_throttled(unit_clock[:, None])
             cap_early[:, j * ts : (j + 1) * ts] = self._class_cap()[:, None]
         if (
             held < n_short - 1
@@ -608,10 +653,24 @@ class PowerController:
                 np.minimum.at(f_class, uc, f_unit)
             f_class = np.minimum(f_class, self.ceiling[:, None])  # a straggler stays at its ceiling
             rest = slice((held + 1) * ts, None)
-            clock[:, rest] = f_class[:, np.arange(k - (held + 1) * ts) // ts]  # a partial last short tick too
+            cols = np.arange(k - (held + 1) * ts) // ts  # a partial last short tick too
+            clock[:, rest] = f_class[:, cols]
+            f_held = np.minimum(f_unit, self._unit_ceiling[:, None])  # a straggler stays at its ceiling
+            throttled[:, rest] = self._class_throttled(f_held)[:, cols]
             slow = np.where(clock[:, rest] >= self.ceiling[:, None], CAUSE_STRAGGLER, CAUSE_THERMAL)
             cause[:, rest] = np.where(clock[:, rest] < 1.0, slow, CAUSE_NONE)
-        return clock, cause, cap_early
+        return clock, cause, throttled, cap_early
+
+    def _class_throttled(self, unit_clock: np.ndarray) -> np.ndarray:
+        """``[C, m]`` share of each class's GPUs below full clock, from its units' clocks ``[U, m]``: a class
+        runs at its slowest unit's clock, but a unit that is not throttled runs at full clock and waits."""
+        below = (unit_clock < 1.0 - 1e-9).astype(np.float64)
+        if not self._split:  # one unit per class, in class order
+            return below
+        gpus = self._unit_mix.T @ self.rack_type_racks  # [U]
+        out = np.zeros((self.n, below.shape[1]))
+        np.add.at(out, self.unit_class, gpus[:, None] * below)
+        return out / np.bincount(self.unit_class, weights=gpus, minlength=self.n)[:, None]
 
     def _liquid_share(self) -> float:
         cool = self.p.cooling
@@ -791,8 +850,9 @@ class PowerResult:
         swing, ramp, band = grid.power_swing(requested.facility_w, s.sample_s)  # the workload's own
         swing_m, ramp_m, band_m = grid.power_swing(grid_w, s.sample_s)
         total_t = float(np.sum(dt))
-        throttled = (ser["clock"] < 1.0 - 1e-9) @ mult / mult.sum()
-        throttle = _throttle_causes(ser["clock"], ser["cause"], mult / mult.sum(), dt)
+        # a class's GPUs below full clock (its unthrottled units run at full clock and wait for the slowest)
+        throttled = ser["throttled"] @ mult / mult.sum()
+        throttle = _throttle_causes(ser["throttled"], ser["cause"], mult / mult.sum(), dt)
         # One rack whose every GPU draws the job's mean GPU power (plus the static load and the conversion
         # loss in the run's proportion): what fleet sizing needs when the job itself fills no whole rack.
         job_gpu_w = float(np.sum(gpu_w @ mult * dt)) / (float(mult.sum()) * total_t)
@@ -946,16 +1006,15 @@ THROTTLE_CAUSE_KEYS = {  # summary key -> (clock_cause code, throttle_cause valu
 
 
 def _throttle_causes(
-    clock: np.ndarray, cause: np.ndarray, share: np.ndarray, dt: np.ndarray
+    throttled: np.ndarray, cause: np.ndarray, share: np.ndarray, dt: np.ndarray
 ) -> dict[str, Any]:
     """GPU-weighted share of the run each limiter held the clock below full (they add up to the throttled
-    share: every throttled sample has a recorded cause), from the cause the controller recorded when it set
-    each tick's clock, and the largest one."""
-    throttled = clock < 1.0 - 1e-9
+    share: every throttled sample has a recorded cause), from each class's throttled share of GPUs
+    (``[T, C]``) and the cause the controller recorded when it set each tick's clock, and the largest one."""
     total = float(np.sum(dt))
     out: dict[str, Any] = {}
     for key, (code, _name) in THROTTLE_CAUSE_KEYS.items():
-        mask = throttled & (cause == code)
+        mask = throttled * (cause == code)
         out[key] = float(np.sum((mask @ share) * dt) / total) if total > 0 else 0.0
     worst = max(THROTTLE_CAUSE_KEYS, key=lambda k: out[k])
     out["throttle_cause"] = THROTTLE_CAUSE_KEYS[worst][1] if out[worst] > 0.0 else None

@@ -190,3 +190,36 @@ def test_hot_racks_survive_the_effective_spec():
     assert again.hot_racks == spec.hot_racks
     del data["hot_racks"]
     assert "hot_racks" not in spec_text(load_training_spec(data, file="cool.yaml"))
+
+
+def test_a_class_spanning_a_cool_and_a_hot_rack_throttles_only_its_hot_gpus(tmp_path):
+    """Expert parallelism over both racks ties every lane together, so one class per stage holds the cool
+    rack's GPUs and the hot rack's. The cool ones run at their own rack's heat (67 degC, full clock) and
+    wait, as in --fidelity full: the throttled share is the hot rack's GPUs' (half the job), not the class's
+    (all of it), and the cool GPUs do not start at the hot rack's temperature."""
+    par = {"tp": 1, "pp": 1, "dp": 16, "ep": 16}
+    hot = [{"rack": 1, "supply_offset": "50 K"}]
+    model = {"preset": "qwen3-30b-a3b", "layers": 4}
+
+    def go(fidelity: str) -> dict[str, Any]:
+        data = {
+            "kind": "training",
+            "model": model,
+            "parallelism": par,
+            "batch": {"global_seqs": 16, "micro": 1},
+            "steps": 1,
+            "hot_racks": hot,
+        }
+        spec = tmp_path / "ep.yaml"
+        spec.write_text(yaml.safe_dump(data))
+        out = tmp_path / f"ep-{fidelity}"
+        run(RunOptions(profile="gen2.yaml", workload=str(spec), out=out, fidelity=fidelity, sets=SMALL_RACKS))
+        return json.loads((out / "summary.json").read_text())
+
+    rep, full = go("representative"), go("full")
+    assert full["throttle_thermal_fraction"] == pytest.approx(0.5, rel=1e-9)  # the hot rack's 8 of 16
+    assert rep["throttle_thermal_fraction"] == pytest.approx(full["throttle_thermal_fraction"], rel=1e-6)
+    assert rep["throttle_time_fraction"] == pytest.approx(full["throttle_time_fraction"], rel=1e-6)
+    assert rep["step_time_s"] == pytest.approx(full["step_time_s"], rel=1e-9)
+    assert rep["max_junction_temp_c"] == pytest.approx(full["max_junction_temp_c"], rel=1e-6)
+    assert rep["energy_per_token_j"] == pytest.approx(full["energy_per_token_j"], rel=1e-3)
