@@ -161,10 +161,13 @@ class JobResult:
     lost_work_s: float = 0.0  # computing and checkpointing that a failure threw away
     down_s: float = 0.0  # detection + waiting for a node + restart
     checkpoint_total_s: float = 0.0  # completed checkpoints
+    computed_s: float = 0.0  # what the committed steps took (their times of day's steps)
 
     @property
     def useful_s(self) -> float:
-        return self.plan.steps * self.plan.step_time_s
+        """The committed steps' computing time: steps x step time, or where the step varies over the day,
+        what they took at the times of day they ran (the day's mean step holds only over whole days)."""
+        return self.computed_s if self.plan.day_step_s else self.plan.steps * self.plan.step_time_s
 
     @property
     def goodput(self) -> float:
@@ -313,9 +316,11 @@ def replay_job(plan: JobPlan) -> JobResult:
         while committed < plan.steps:
             seg = min(every, plan.steps - committed)
             t0 = env.now
-            resume = yield from hold(clock.duration(env.now, seg) + plan.checkpoint_s)
+            computing = clock.duration(env.now, seg)
+            resume = yield from hold(computing + plan.checkpoint_s)
             if resume is None:
                 committed += seg
+                result.computed_s += computing
                 result.checkpoints += 1
                 result.checkpoint_total_s += plan.checkpoint_s
                 continue

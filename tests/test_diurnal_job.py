@@ -117,3 +117,25 @@ def test_a_hot_afternoon_slows_the_job_but_not_the_night(tmp_path):
     assert mild["job_step_time_min_s"] == mild["job_step_time_max_s"] == mild["step_time_s"]
     assert mild["job_wall_s"] == pytest.approx(mild["job_steps"] * mild["step_time_s"] + ckpt, rel=1e-9)
     assert mild["step_time_s"] <= fast * (1 + 1e-9)  # a 45 degC supply all day: the night's step
+
+
+def test_a_job_shorter_than_a_day_accounts_for_its_wall_time():
+    """A failure-free job of a few afternoon hours (15:00 on: the 1.25 s then 1.15 s bins) computes for
+    its wall time less its one checkpoint: goodput is that share, and the wall time splits exactly into
+    computing and checkpointing, each priced at its own power (not the day's mean step times the steps,
+    which is shorter than the afternoon's steps take)."""
+    steps = 10_000
+    plan = _plan(
+        steps=steps,
+        step_time_s=day_mean_step_s(DAY),
+        day_step_s=DAY,
+        checkpoint_every=steps,
+        node_mtbf_s=math.inf,
+    )
+    result = replay_job(plan)
+    # 1.5 h to 16:30 at 1.25 s (4,320 steps), the other 5,680 at 1.15 s
+    computing = 5400.0 + (steps - 5400.0 / 1.25) * 1.15
+    assert result.wall_s == pytest.approx(computing + plan.checkpoint_s, rel=1e-12)
+    assert result.goodput == pytest.approx(computing / result.wall_s, rel=1e-12)
+    energy = result.energy(1000.0, 100.0, tokens_per_step=1.0)
+    assert energy["job_energy_j"] == pytest.approx(1000.0 * computing + 100.0 * plan.checkpoint_s, rel=1e-12)
