@@ -387,6 +387,23 @@ class PowerController:
                 value=f"{self.m.rack_supply_offset[rack]:g} K",
                 expected="an offset the GPUs survive throttled (a real rack this hot would shut down)",
             )
+        fac = cool.facility
+        if supply > cool.inlet_temp + 1e-9:  # the weather set the supply (a dry cooler: outside + approach)
+            tod = self.s.start_time_of_day_s % SECONDS_PER_DAY
+            csv = fac.outside_temp_csv
+            raise ConfigError(
+                f"at {int(tod // 3600):02d}:{int(tod % 3600 // 60):02d} the outside temperature "
+                f"({float(self._outside_c(0.0)):.0f} degC, + approach {fac.approach:g} K) sets the coolant supply "
+                f"to {supply:.0f} degC (above its {cool.inlet_temp:g} degC set point): the junction settles at "
+                f"{tj_c:.0f} degC even at min_clock, above shutdown_temp {acc.shutdown_temp:g} degC",
+                file=self.p.source_file,
+                path="cooling.facility.outside_temp_csv" if csv else "cooling.facility.outside_temp",
+                value=csv or f"{fac.outside_temp:g} degC (+- {fac.diurnal_amplitude:g} K over the day)",
+                expected="a climate the dry cooler can hold the GPUs in at every hour (a multi-day job's "
+                "replay simulates the step at 8 times of day)",
+                hint="a cooler site, a smaller cooling.facility.approach, or heat_rejection: chiller",
+                reads=("cooling.facility.approach", "cooling.facility.diurnal_amplitude"),
+            )
         raise ConfigError(
             f"the cooling cannot hold sustained work below the GPU's shutdown temperature: the junction "
             f"settles at {tj_c:.0f} degC even at min_clock, above shutdown_temp {acc.shutdown_temp:g} degC "

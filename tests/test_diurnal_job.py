@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from simcore.errors import ConfigError
 from simcore.reliability import DAY_S, JobPlan, StepClock, day_mean_step_s, replay_job
 from simcore.runner import RunOptions, run
 
@@ -139,3 +140,23 @@ def test_a_job_shorter_than_a_day_accounts_for_its_wall_time():
     assert result.goodput == pytest.approx(computing / result.wall_s, rel=1e-12)
     energy = result.energy(1000.0, 100.0, tokens_per_step=1.0)
     assert energy["job_energy_j"] == pytest.approx(1000.0 * computing + 100.0 * plan.checkpoint_s, rel=1e-12)
+
+
+def test_an_hour_too_hot_to_run_names_the_weather_and_the_hour(tmp_path):
+    """An outside temperature that peaks at 21:00 (85 degC: supply 93 degC past gen3's dry cooler) leaves
+    the 15:00 run cool (30 degC outside: the 45 degC set point) but the job replay's 21:00 pass cannot hold
+    the GPUs below shutdown even at min_clock. The error blames the weather file at that hour, not
+    cooling.inlet_temp (45 degC, which is fine)."""
+    csv = tmp_path / "night.csv"
+    csv.write_text("hour,temp_c\n0,30\n12,30\n15,30\n18,50\n21,85\n23,40\n")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "kind: training\nmodel: {preset: llama3-8b, layers: 8}\nparallelism: {tp: 2, pp: 1, dp: 4}\n"
+        "batch: {global_seqs: 8, micro: 1}\nsteps: 1\njob: {steps: 1000, checkpoint_every: 1000}\n"
+    )
+    sets = [f"cooling.facility.outside_temp_csv={csv}"]
+    with pytest.raises(ConfigError) as err:
+        run(RunOptions(profile="gen3.yaml", workload=str(spec), out=tmp_path / "o", sets=sets))
+    text = str(err.value)
+    assert err.value.path == "cooling.facility.outside_temp_csv" and "cooling.inlet_temp" not in text
+    assert "21:00" in text and "85 degC" in text and "93 degC" in text
