@@ -578,7 +578,8 @@ def _day_profile(
         return _Day((), facility_w)
     say(
         f"note: the coolant supply follows the weather ({supply.min():.1f}-{supply.max():.1f} degC over the "
-        f"day): simulating the step at {DAY_SAMPLES} times of day for the job replay"
+        f"day): simulating the step at {DAY_SAMPLES} times of day for the job replay ({DAY_SAMPLES - 1} more "
+        "simulations of the step, two each where heat sets clocks)"
     )
     steps, powers = [], []
     for i in range(DAY_SAMPLES):
