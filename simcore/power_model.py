@@ -815,6 +815,9 @@ class PowerResult:
     clock_cause: np.ndarray  # [T, C] int8: what set each class's clock (CAUSE_* codes)
     mean_activity: np.ndarray  # [C] time-weighted mean activity (share of peak dynamic power at full clock)
     summary: dict[str, Any]
+    # [T, C] share of each class's GPUs below full clock: 0 or 1, but a class spanning racks of different
+    # heat has units that throttle on their own (its clock is its slowest unit's)
+    throttled_share: np.ndarray | None = None
 
     @classmethod
     def build(cls, ctl: PowerController, t_end: float) -> PowerResult:
@@ -935,6 +938,7 @@ class PowerResult:
             ser["cause"],
             (dt @ ser["activity"]) / total_t if total_t > 0 else np.zeros(ser["activity"].shape[1]),
             summary,
+            ser["throttled"],
         )
 
     def with_thermal_start(self, ctl: PowerController, tj0: np.ndarray, tcp0: np.ndarray) -> PowerResult:
@@ -975,6 +979,17 @@ class PowerResult:
             "thermal": {
                 "t_junction_c": (self.tj_c, "degC", "GPU junction temperature of each rank class"),
                 "clock_factor": (self.clock, "1", "GPU clock as a fraction of max clock"),
+                **(
+                    {
+                        "throttled_share": (
+                            self.throttled_share,
+                            "1",
+                            "share of the class's GPUs below full clock (the clock is its slowest GPUs')",
+                        )
+                    }
+                    if self.throttled_share is not None
+                    else {}
+                ),
                 "clock_cause": (
                     self.clock_cause,
                     "1",

@@ -329,8 +329,11 @@ def thermal_stats(
     if clock is not None and clock.size:
         c2 = clock.reshape(len(clock), -1)
         out["min_clock_factor"] = float(np.min(c2))
-        throttled = c2 < THROTTLE_BELOW
-        out["throttle_time_fraction"] = float(np.sum(throttled.any(axis=1) * w) / np.sum(w))
+        throttled = (c2 < THROTTLE_BELOW).astype(np.float64)
+        share = thermal.get("throttled_share")  # a class spanning racks of different heat: its hot GPUs only
+        if share is not None and share.shape == throttled.shape:
+            throttled = share
+        out["throttle_time_fraction"] = float(np.sum((throttled > 0).any(axis=1) * w) / np.sum(w))
         if c2.shape[1] == len(multiplicity) and multiplicity.sum() > 0:
             gw = (throttled @ multiplicity.astype(np.float64)) / float(multiplicity.sum())
             out["throttled_gpu_time_fraction"] = float(np.sum(gw * w) / np.sum(w))

@@ -95,6 +95,7 @@ SERIES_AXIS_LABELS = {
     "t_junction_c": "class",
     "clock_factor": "class",
     "clock_cause": "class",
+    "throttled_share": "class",
     "rack_w": "rack_type",
     "rack_it_w": "rack_type",
     "coolant_out_c": "rack_type",

@@ -223,3 +223,11 @@ def test_a_class_spanning_a_cool_and_a_hot_rack_throttles_only_its_hot_gpus(tmp_
     assert rep["step_time_s"] == pytest.approx(full["step_time_s"], rel=1e-9)
     assert rep["max_junction_temp_c"] == pytest.approx(full["max_junction_temp_c"], rel=1e-6)
     assert rep["energy_per_token_j"] == pytest.approx(full["energy_per_token_j"], rel=1e-3)
+    # analyze reads the trace's per-class throttled share: the same half, not the whole class
+    from simcore.report import analyze
+
+    for fidelity, summary in (("representative", rep), ("full", full)):
+        thermal = analyze(tmp_path / f"ep-{fidelity}" / "trace.h5")["thermal"]
+        assert thermal["throttled_gpu_time_fraction"] == pytest.approx(
+            summary["throttle_time_fraction"], rel=1e-6
+        )
