@@ -516,6 +516,7 @@ def run(opts: RunOptions) -> RunResult:
             day = _day_profile(
                 sim, summary["step_time_s"], step_w, say, partial(_simulate, spec, profile, cluster, opts, False,
                 _silent, None, blaming_profile_sets, ctrl_c),
+                heat_throttled=(summary.get("throttle_thermal_fraction") or 0.0) > 0.0,
             )  # fmt: skip
             plan = job_plan(spec, profile, summary["step_time_s"], opts.seed, day.step_s)
             replayed = replay_job(plan)
@@ -567,14 +568,26 @@ def _day_profile(
     facility_w: float | None,
     say: Callable[[str], None],
     simulate: Callable[..., _Pass],
+    heat_throttled: bool = True,
 ) -> _Day:
     """Where the coolant supply follows the weather, simulate the step (and its thermal settling) at
     DAY_SAMPLES times of day with ``simulate`` (``_simulate`` with the run's arguments bound); the multi-day
     replay then runs each part of the day at its own step time (DESIGN.md: diurnal temperature is a
-    job-level event). Elsewhere the step is the run's all day."""
+    job-level event). Elsewhere, and where the run's own hour is the warmest and ``heat_throttled`` is false
+    (no hour can then be slower), the step is the run's all day."""
     ctl = sim.controller
     supply = ctl.supply_at_time_of_day(np.arange(0.0, DAY_S, 900.0))
     if float(np.ptp(supply)) <= 1e-6:
+        return _Day((), facility_w)
+    run_supply = float(ctl.supply_at_time_of_day(np.array([ctl.s.start_time_of_day_s]))[0])
+    if not heat_throttled and supply.max() <= run_supply + 1e-9:
+        # The run is the day's warmest hour and heat slowed nothing: no hour's step differs (the GPUs'
+        # power does not depend on their temperature), so none is simulated again.
+        say(
+            f"note: the coolant supply follows the weather ({supply.min():.1f}-{supply.max():.1f} degC over the "
+            "day); the run's hour is the warmest and no GPU throttled on heat, so the job replay takes its step "
+            "all day"
+        )
         return _Day((), facility_w)
     say(
         f"note: the coolant supply follows the weather ({supply.min():.1f}-{supply.max():.1f} degC over the "

@@ -160,3 +160,21 @@ def test_an_hour_too_hot_to_run_names_the_weather_and_the_hour(tmp_path):
     text = str(err.value)
     assert err.value.path == "cooling.facility.outside_temp_csv" and "cooling.inlet_temp" not in text
     assert "21:00" in text and "85 degC" in text and "93 degC" in text
+
+
+def test_a_day_that_cannot_throttle_is_not_simulated_again(tmp_path, capsys):
+    """gen3 at a 33 degC mean: the supply moves (45-46 degC) but 15:00 is the day's warmest and nothing
+    throttles, so no hour's step can differ: no extra simulation, the run's step all day, and a note."""
+    spec = tmp_path / "job.yaml"
+    spec.write_text(JOB)
+    lines: list[str] = []
+    sets = ["cooling.facility.outside_temp=33 degC", "reliability.node_failures_per_1000_node_days=0"]
+    summary = run(
+        RunOptions(
+            profile="gen3.yaml", workload=str(spec), sets=sets, write_trace=False, progress=lines.append
+        )
+    ).summary
+    assert summary["throttle_thermal_fraction"] == 0.0
+    assert summary["job_step_time_min_s"] == summary["job_step_time_max_s"] == summary["step_time_s"]
+    assert any("the run's hour is the warmest" in line for line in lines)
+    assert not any("times of day" in line for line in lines)
