@@ -58,6 +58,7 @@ EVENT_DTYPE = np.dtype(
 )
 
 BLOCK_ROWS = 65536
+_FEW_ROWS = 16  # open rows converted one by one below this many (ActivityRecorder._convert_few)
 
 
 # A row is split into the part that changes every op (who, where, when) and a template of what the op
@@ -227,7 +228,10 @@ class ActivityRecorder:
         self.record_op(rank_class, stream, step, micro, t_start, t_end, template)
 
     def _convert(self, packed: bytes | bytearray) -> np.ndarray:
-        """Packed open rows (varying part + template id) as a structured array, in one vectorised pass."""
+        """Packed open rows (varying part + template id) as a structured array, in one vectorised pass (a
+        few rows, as a poller takes each tick, row by row: the vectorised pass costs tens of numpy calls)."""
+        if 0 < len(packed) <= _FEW_ROWS * OPEN_ROW_BYTES:
+            return self._convert_few(packed)
         varying = np.frombuffer(packed, dtype=_VARYING_DTYPE)
         n = len(varying)
         block = np.empty(n, dtype=EVENT_DTYPE)
@@ -250,6 +254,18 @@ class ActivityRecorder:
         _copy_runs(block, values, _TEMPLATE_RUNS)
         return block
 
+    def _convert_few(self, packed: bytes | bytearray) -> np.ndarray:
+        """``_convert`` of a few rows: each row's fields in EVENT_DTYPE order, converted by numpy as the
+        vectorised pass converts them (the same values, bit for bit)."""
+        kept, local = self._kept, self._templates
+        rows = []
+        for rank_class, stream, step, micro, t_start, t_end, tid in _OPEN_ROW.iter_unpack(packed):
+            template = kept[tid] if tid >= 0 else local[-1 - tid]
+            kind, group, op, name, flops, nbytes, u_t, u_m, u_up, u_out = template
+            rows.append((rank_class, stream, kind, group, op, name, step, micro, t_start, t_end, flops, nbytes,
+                         u_t, u_m, u_up, u_out))  # fmt: skip
+        return np.array(rows, dtype=EVENT_DTYPE)
+
     def _convert_open(self) -> None:
         """Convert the open rows not converted yet (each row is converted exactly once)."""
         done = self._converted_rows * OPEN_ROW_BYTES
@@ -259,9 +275,13 @@ class ActivityRecorder:
 
     def emit(self) -> None:
         """Hand the open rows to the sinks as one block."""
-        self._convert_open()
         parts = self._converted
-        block = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else self._convert(b"")
+        if len(parts) > 1:  # many small parts (a poller took a few rows per tick): converting the block
+            # again is one pass, concatenating them costs a dtype promotion per part (seconds per block)
+            block = self._convert(bytes(self.open_buf))
+        else:
+            self._convert_open()
+            block = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else self._convert(b"")
         self._emitted += len(block)
         del self.open_buf[:]
         self._converted, self._converted_rows = [], 0

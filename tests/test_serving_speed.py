@@ -1,0 +1,64 @@
+"""What makes long serving runs fast without changing a number. Each shortcut is checked against the plain
+path it replaces, bit for bit."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+import simcore.activity as activity
+from simcore.activity import ActivityRecorder
+
+
+def _feed(rec: ActivityRecorder, rows: int, poll: bool) -> None:
+    """``rows`` ops with lifetime and block-local templates (float32 utilisations that round), polled after
+    each op when ``poll``, as the power controller polls a slow serving run's open block every tick."""
+    rng = random.Random(7)
+    for i in range(rows):
+        template = (0, i % 3, 0, rec.name_id(f"op{i % 5}"), rng.random() * 1e15, rng.random() * 1e10,
+                    rng.random(), rng.random() / 3, 0.0, 0.1 * (i % 7))  # fmt: skip
+        if i % 2:
+            rec.record_op(i % 4, 0, i, -1, 1e-3 * i, 1e-3 * i + rng.random(), template)
+        else:
+            tid = rec.keep_template(template)
+            rec.open_buf += activity.pack_open_row(i % 4, 1, i, -1, 1e-3 * i, 1e-3 * i + 0.5, tid)
+        if poll:
+            rec.open_rows(i)
+
+
+def test_a_block_polled_row_by_row_emits_as_one_converted_at_once(monkeypatch):
+    """Before: the emitted block concatenated every poll's part (3,000 here; a dtype promotion each, seconds
+    per block of a long serving run). Now the block converts in one pass, to the same bytes."""
+    plain, polled = ActivityRecorder(), ActivityRecorder()
+    _feed(plain, 3000, poll=False)
+    _feed(polled, 3000, poll=True)
+    widest = []
+    concatenate = np.concatenate
+
+    def counting(arrays, *args, **kwargs):
+        arrays = list(arrays)
+        widest.append(len(arrays))
+        return concatenate(arrays, *args, **kwargs)
+
+    monkeypatch.setattr(np, "concatenate", counting)
+    plain.flush()
+    polled.flush()
+    assert max(widest, default=0) <= 2
+    assert polled.table().tobytes() == plain.table().tobytes()
+    assert len(plain.table()) == 3000
+
+
+@pytest.mark.parametrize("rows", [1, 3, activity._FEW_ROWS])
+def test_a_few_rows_convert_as_the_vectorised_pass_does(monkeypatch, rows):
+    """A poller's few rows go row by row through numpy's scalar conversion: the same bytes as the vectorised
+    pass (float32 rounding included), from lifetime and block-local templates."""
+    rec = ActivityRecorder()
+    _feed(rec, rows, poll=False)
+    packed = bytes(rec.open_buf)
+    few = rec._convert(packed)
+    monkeypatch.setattr(activity, "_FEW_ROWS", 0)
+    vectorised = rec._convert(packed)
+    assert few.dtype == vectorised.dtype
+    assert few.tobytes() == vectorised.tobytes()
