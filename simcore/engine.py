@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from heapq import heappush
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -37,6 +38,7 @@ from simcore.kernels.compute import KIND_IDS, ComputeModel
 from simcore.profile import Profile
 
 _new_timeout = Timeout.__new__
+_FLOPS, _BYTES = itemgetter(0), itemgetter(1)  # of a work item: sum(map(...)) adds in order, as sum(genexpr)
 _COST_MEMO_MAX = 200_000  # distinct (work, dtype, clock, name) entries before the memo starts over
 _PENDING = float("inf")  # stream busy with a flow-level op whose end is not known yet
 _NO_CONTENTION = 1e-9  # concurrency passed to the analytical model when the flow network does the sharing
@@ -275,8 +277,8 @@ class Machine:
             time_s = timing.time_s + extra * self.kernel_overhead_s
             busy = timing.time_s / time_s if time_s > 0 else 0.0
             template = (
-                KIND_COMPUTE, 0, 0, self.recorder.name_id(name), sum(w[0] for w in work),
-                sum(w[1] for w in work), timing.u_tensor * busy, timing.u_hbm * busy, 0.0, 0.0,
+                KIND_COMPUTE, 0, 0, self.recorder.name_id(name), sum(map(_FLOPS, work)),
+                sum(map(_BYTES, work)), timing.u_tensor * busy, timing.u_hbm * busy, 0.0, 0.0,
             )  # fmt: skip
             tid = self.recorder.keep_template(template)
             entry = self._fused_entries[key] = (work, clock, dtype, name, time_s, tid, extra)

@@ -10,6 +10,9 @@ import pytest
 
 import simcore.activity as activity
 from simcore.activity import ActivityRecorder
+from simcore.kernels.compute import ComputeModel, FusedWork
+from simcore.profile import load_profile
+from workloads.inference import iteration_work, load_inference_spec, replica_costs
 
 
 def _feed(rec: ActivityRecorder, rows: int, poll: bool) -> None:
@@ -62,3 +65,26 @@ def test_a_few_rows_convert_as_the_vectorised_pass_does(monkeypatch, rows):
     vectorised = rec._convert(packed)
     assert few.dtype == vectorised.dtype
     assert few.tobytes() == vectorised.tobytes()
+
+
+def test_fused_work_is_the_tuple_of_its_ops_hashed_once():
+    """An iteration's work: equal to, hashing as, converted as and timed as the plain tuple of its ops; its
+    hash is computed once (every memo it passes asks for it, and it is hundreds of ops long); the parts it
+    repeats survive joining and filtering."""
+    spec = load_inference_spec(
+        {"model": "llama3-70b", "precision": "fp8", "parallelism": {"tp": 2}}, file="x"
+    )
+    work, _ = iteration_work(
+        replica_costs(spec), [1000 + i for i in range(300)], [(0, 512)], 301, row_tile=64
+    )
+    plain = tuple(work)
+    assert isinstance(work, FusedWork) and len(work.parts()) == 2  # 80 layers of 3 ops, the LM head
+    assert work == plain and hash(work) == hash(plain) and work.__dict__["_hash"] == hash(plain)
+    assert np.array_equal(work.array(), np.array(plain, dtype=np.float64))
+    attention = work.where(lambda op: op[3] == 1)
+    assert attention == tuple(op for op in plain if op[3] == 1) and len(attention) == 160
+    assert np.array_equal(attention.array(), np.array(attention, dtype=np.float64))
+    joined = FusedWork.join(work, plain[:2])
+    assert joined == plain + plain[:2] and np.array_equal(joined.array(), np.array(joined, dtype=np.float64))
+    model = ComputeModel(load_profile("h100-dgx.yaml"))
+    assert model.time_fused(work, "fp8", 0.9) == ComputeModel(model.profile).time_fused(plain, "fp8", 0.9)

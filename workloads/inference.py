@@ -37,7 +37,7 @@ import numpy as np
 import simpy
 
 from simcore.errors import ConfigError
-from simcore.kernels.compute import KIND_ATTENTION, KIND_ELEMENTWISE, KIND_GEMM
+from simcore.kernels.compute import KIND_ATTENTION, KIND_ELEMENTWISE, KIND_GEMM, FusedWork
 from simcore.schema import build, choice, flag, number, section, text
 from workloads.model import (
     FLASH_TILE,
@@ -678,8 +678,9 @@ def iteration_work(
             )
         return tuple(items)
 
-    full = layer(None) * (c.cached_layers - c.windowed_layers)
-    windowed = layer(c.window) * c.windowed_layers if c.windowed_layers else ()
+    # (ops, layers that run them): the work is hundreds of ops, a few of them repeated layer after layer
+    parts = [(layer(None), c.cached_layers - c.windowed_layers)]
+    windowed = [(layer(c.window), c.windowed_layers)] if c.windowed_layers else []
     if c.cached_layers < c.layers:  # a hybrid model's other blocks: their GEMMs, and the Mamba layers' states
         mamba: list[tuple[float, float, float, int]] = [gemm]
         if prefill:
@@ -700,10 +701,11 @@ def iteration_work(
                 (n * c.mamba_decode_flops_per_token, 2.0 * n * c.mamba_state_bytes, 0.0, KIND_ELEMENTWISE)
             )
         others = c.layers - c.cached_layers - c.mamba_layers
-        full += tuple(mamba) * c.mamba_layers + (gemm,) * others
+        parts += [(tuple(mamba), c.mamba_layers), ((gemm,), others)]
     head_bytes = c.lm_head_bytes + logits * c.hidden * ACT_BYTES
     head = (tile_rows(logits, row_tile) * c.lm_head_flops_per_token, head_bytes, c.head_min_dim, KIND_GEMM)
-    return full + windowed + ((head,) if logits else ()), tokens * c.hidden * ACT_BYTES
+    parts += windowed + ([((head,), 1)] if logits else [])
+    return FusedWork.repeated(parts), tokens * c.hidden * ACT_BYTES
 
 
 def routed_work(
@@ -721,7 +723,7 @@ def routed_work(
         c.routed_min_dim,
         KIND_GEMM,
     )
-    return (item,) * c.layers
+    return FusedWork.repeated([((item,), c.layers)])
 
 
 def attention_dtype(precision: str) -> str:
@@ -735,10 +737,8 @@ def split_attention(
     work: tuple[tuple[float, float, float, int], ...],
 ) -> tuple[tuple[tuple[float, float, float, int], ...], tuple[tuple[float, float, float, int], ...]]:
     """(the ops but the attention kernels, the attention kernels) of an iteration's work."""
-    return (
-        tuple(op for op in work if op[3] != KIND_ATTENTION),
-        tuple(op for op in work if op[3] == KIND_ATTENTION),
-    )
+    fused = work if isinstance(work, FusedWork) else FusedWork(work)
+    return fused.where(lambda op: op[3] != KIND_ATTENTION), fused.where(lambda op: op[3] == KIND_ATTENTION)
 
 
 def slowest_rank(
@@ -994,7 +994,7 @@ class ServingJob:
             tokens = sum(len(decode) + sum(n for _, n in chunks) for decode, chunks in batches)
             work = works[slowest_rank(m.compute_model, works, self.spec.precision, m.clock[r])]
             if c.routed_experts:  # every rank's tokens (attention DP) through the experts
-                work = work + routed_work(c, tokens, row_tile=self.row_tile)
+                work = FusedWork.join(work, routed_work(c, tokens, row_tile=self.row_tile))
             t0 = env.now
             host = self._host_time(batches)
             if host:  # prepared while the GPU ran the previous iteration (overlap scheduler), not before

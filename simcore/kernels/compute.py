@@ -10,6 +10,8 @@ stretches only the compute-bound part (ASTRA-sim's roofline, modeling-notes 1.6 
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numba
@@ -100,6 +102,64 @@ def roofline_times_ref(
     return total, np.where(total > 0, t_c / safe, 0.0), np.where(total > 0, t_m / safe, 0.0)
 
 
+Op = tuple[float, float, float, int]  # (flops, nbytes, min_dim, kind) of one op of a fused event
+
+
+class FusedWork(tuple):
+    """A fused op list ((flops, nbytes, min_dim, kind), ...) that is hashed once and knows how it repeats. A
+    serving iteration's work is new every iteration and hundreds of ops long (each layer's few ops, layer
+    after layer): each memo it passes (the engine's, ``time_fused``'s) would hash it again, and converting
+    it op by op to an array is most of its cost. Equal to, and hashing as, the plain tuple of its ops."""
+
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = self.__dict__["_hash"] = tuple.__hash__(self)
+        return h
+
+    @classmethod
+    def repeated(cls, parts: Iterable[tuple[tuple[Op, ...], int]]) -> FusedWork:
+        """The ops of each ``(ops, count)`` part, ``count`` times over, part after part."""
+        parts = tuple((tuple(ops), count) for ops, count in parts if ops and count > 0)
+        work = cls(itertools.chain.from_iterable(ops * count for ops, count in parts))
+        work.__dict__["_parts"] = parts
+        return work
+
+    @classmethod
+    def join(cls, *works: tuple[Op, ...]) -> FusedWork:
+        """The ops of ``works`` one after the other (their repeats kept)."""
+        return cls.repeated(part for work in works for part in _parts_of(work))
+
+    def parts(self) -> tuple[tuple[tuple[Op, ...], int], ...]:
+        """``(ops, count)`` parts whose repeats, in order, are this work."""
+        return self.__dict__.get("_parts") or ((tuple(self), 1),)
+
+    def where(self, keep: Callable[[Op], bool]) -> FusedWork:
+        """The ops ``keep`` is true of, in order."""
+        return FusedWork.repeated((tuple(op for op in ops if keep(op)), count) for ops, count in self.parts())
+
+    def array(self) -> np.ndarray:
+        """The ops as an (n, 4) float64 array: each part's few ops converted once, then repeated."""
+        out = np.empty((len(self), 4))
+        row = 0
+        for ops, count in self.parts():
+            n = len(ops) * count
+            out[row : row + n].reshape(count, len(ops), 4)[...] = _as_array(ops)
+            row += n
+        return out
+
+
+def _parts_of(work: tuple[Op, ...]) -> tuple[tuple[tuple[Op, ...], int], ...]:
+    return work.parts() if isinstance(work, FusedWork) else ((tuple(work), 1),)
+
+
+def _as_array(work: tuple[Op, ...]) -> np.ndarray:
+    """Ops as an (n, 4) float64 array in one flat pass (np.array of a tuple of tuples inspects every inner
+    tuple for its shape: twice as slow)."""
+    flat = itertools.chain.from_iterable(work)
+    return np.fromiter(flat, dtype=np.float64, count=4 * len(work)).reshape(-1, 4)
+
+
 @dataclass(frozen=True)
 class ComputeTiming:
     time_s: float
@@ -144,7 +204,10 @@ class ComputeModel:
         """Vectorised times for many ops of one dtype."""
         peak, max_eff, half_dim = self.params(dtype)
         n = len(flops)
-        clock_arr = np.broadcast_to(np.asarray(clock, dtype=np.float64), (n,)).copy()
+        if isinstance(clock, float):  # the common case, without broadcast_to's Python layers
+            clock_arr = np.full(n, clock)
+        else:
+            clock_arr = np.broadcast_to(np.asarray(clock, dtype=np.float64), (n,)).copy()
         return roofline_times(
             np.asarray(flops, np.float64),
             np.asarray(nbytes, np.float64),
@@ -171,7 +234,7 @@ class ComputeModel:
         hit = self._memo.get(key)
         if hit is not None:
             return hit
-        arr = np.array(work, dtype=np.float64).reshape(-1, 4)
+        arr = work.array() if isinstance(work, FusedWork) else _as_array(work)
         t, ut, um = self.times(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3].astype(np.int64), dtype, clock)
         total = float(t.sum())
         timing = ComputeTiming(
