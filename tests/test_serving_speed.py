@@ -1,4 +1,5 @@
-"""What makes long serving runs fast without changing a number. Each shortcut is checked against the plain
+"""What makes long serving runs fast without changing a number: the recorder's polled rows, the iteration's
+work hashed once, the scheduler's prefix of decoding sequences. Each shortcut is checked against the plain
 path it replaces, bit for bit."""
 
 from __future__ import annotations
@@ -7,12 +8,14 @@ import random
 
 import numpy as np
 import pytest
+import yaml
 
 import simcore.activity as activity
 from simcore.activity import ActivityRecorder
 from simcore.kernels.compute import ComputeModel, FusedWork
 from simcore.profile import load_profile
-from workloads.inference import iteration_work, load_inference_spec, replica_costs
+from simcore.runner import RunOptions, run
+from workloads.inference import ServingJob, iteration_work, load_inference_spec, replica_costs
 
 
 def _feed(rec: ActivityRecorder, rows: int, poll: bool) -> None:
@@ -88,3 +91,39 @@ def test_fused_work_is_the_tuple_of_its_ops_hashed_once():
     assert joined == plain + plain[:2] and np.array_equal(joined.array(), np.array(joined, dtype=np.float64))
     model = ComputeModel(load_profile("h100-dgx.yaml"))
     assert model.time_fused(work, "fp8", 0.9) == ComputeModel(model.profile).time_fused(plain, "fp8", 0.9)
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_running_sequences_are_the_decoding_ones_then_the_prefilling_ones(tmp_path, monkeypatch, chunked):
+    """The scheduler splits decodes from prefills by a count (no pass over every sequence): every iteration,
+    of mixed prompt and answer lengths arriving over time (one-token answers finish at their prefill), with
+    more decodes than the token budget at times, its first ``decoding`` sequences have their prompt
+    prefilled and the others do not (a prompt longer than the budget runs alone without chunked prefill, so
+    decodes pile up beyond it)."""
+    rng = random.Random(3)
+    lines, t = ["arrival_s,input_tokens,output_tokens"], 0.0
+    for _ in range(200):
+        t += rng.expovariate(20000.0)
+        lines.append(f"{t:.6f},{rng.choice([1, 9, 300, 3000])},{rng.choice([1, 2, 40, 300])}")
+    (tmp_path / "trace.csv").write_text("\n".join(lines) + "\n")
+    spec = {"kind": "inference", "model": "llama3-8b", "precision": "fp8",
+            "scheduler": {"max_num_seqs": 128, "max_batch_tokens": 64, "chunked_prefill": chunked},
+            "requests": {"trace": "trace.csv"}}  # fmt: skip
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(spec))
+    seen = {"iterations": 0, "truncated": 0}
+    batch = ServingJob._batch
+
+    def checked(self, running, decoding):
+        assert all(q.prefilled == q.input_tokens for q in running[:decoding])
+        assert all(q.prefilled < q.input_tokens for q in running[decoding:])
+        seen["iterations"] += 1
+        seen["truncated"] += decoding > self.spec.scheduler.max_batch_tokens
+        return batch(self, running, decoding)
+
+    monkeypatch.setattr(ServingJob, "_batch", checked)
+    s = run(
+        RunOptions(profile="h100-dgx.yaml", workload=str(tmp_path / "serve.yaml"), write_trace=False)
+    ).summary
+    assert s["requests_completed"] == 200
+    assert seen["iterations"] == s["iterations"]
+    assert seen["truncated"] > 0 or chunked  # chunked: the decodes never outgrow the budget they share

@@ -667,7 +667,7 @@ def iteration_work(
         if decode_ctx:  # one query per sequence against its cache (its window): HBM-bound for GQA (~16
             # FLOPs per cached byte); MLA's absorbed attention with many heads per GPU (attention DP: 128)
             # does ~512 and is bound by its tensor cores (FlashMLA), so its FLOPs count
-            ctx = float(sum(n if window is None else min(n, window) for n in decode_ctx))
+            ctx = float(sum(decode_ctx) if window is None else sum(min(n, window) for n in decode_ctx))
             items.append(
                 (
                     4.0 * ctx * c.heads * c.head_dim,
@@ -907,19 +907,26 @@ class ServingJob:
             running[fits].append(queue.popleft())
             kv_used[fits] += need
 
-    def _batch(self, running: list[Request]) -> tuple[list[Request], list[tuple[Request, int]]]:
+    def _batch(
+        self, running: list[Request], decoding: int
+    ) -> tuple[list[Request], list[tuple[Request, int]]]:
         """One rank's iteration: a decode token per running sequence, then prefill chunks within the token
-        budget (whole prompts in prefill-only iterations without chunked prefill)."""
+        budget (whole prompts in prefill-only iterations without chunked prefill).
+
+        ``decoding``: how many sequences lead ``running`` with their prompt prefilled. Prompts are prefilled
+        in admission order (a chunk goes to a later prompt only once the earlier ones are done) and only
+        decoding sequences finish, so ``running`` is always its decoding sequences, then its prefilling
+        ones: the split needs no pass over every running sequence each iteration."""
         sch = self.spec.scheduler
         budget = sch.max_batch_tokens
-        decode = [q for q in running if q.prefilled == q.input_tokens][:budget]
-        prefilling = [q for q in running if q.prefilled < q.input_tokens]
+        decode = running[: min(decoding, budget)]
         chunks: list[tuple[Request, int]] = []
-        if prefilling:
+        if decoding < len(running):
             room = budget - len(decode) if sch.chunked_prefill else budget
             if not sch.chunked_prefill:
                 decode = []  # prefill-first iterations (vLLM without chunked prefill)
-            for q in prefilling:
+            for i in range(decoding, len(running)):
+                q = running[i]
                 left = q.input_tokens - q.prefilled
                 if room <= 0 or (not sch.chunked_prefill and chunks and left > room):
                     break
@@ -950,6 +957,7 @@ class ServingJob:
         m, env = self.machine, self.machine.env
         c, group, queue = self.costs, self.groups[r], self.queues[r]
         running: list[list[Request]] = [[] for _ in range(c.ranks)]
+        decoding = [0] * c.ranks  # per rank: the first running sequences, whose prompt is prefilled
         kv_used = [0.0] * c.ranks
         closed = False
         previous_start: float | None = None
@@ -976,7 +984,7 @@ class ServingJob:
                 yield self.wakeups[r]
                 continue
             # 2. each rank's iteration: decodes first, then prefill chunks within the token budget
-            batches = [self._batch(run) for run in running]
+            batches = [self._batch(run, n) for run, n in zip(running, decoding, strict=True)]
             finishing = [[q for q, n in chunks if q.prefilled + n == q.input_tokens] for _, chunks in batches]
             works, ar_bytes = [], 0.0
             for (decode, chunks), done in zip(batches, finishing, strict=True):
@@ -1034,15 +1042,28 @@ class ServingJob:
                 for q in done:
                     q.first_token_s = now
                     q.generated = 1
+                # Finished: a sequence that emitted a token and has all its tokens, in running order (decodes
+                # lead it, then the prompts just prefilled); the others did not change since they were checked.
+                finished = []
                 for q in decode:
                     q.generated += 1
-                for q in [
-                    q for q in running[d] if q.generated >= q.output_tokens and q.prefilled == q.input_tokens
-                ]:
+                    if q.generated >= q.output_tokens:
+                        finished.append(q)
+                finished += [q for q in done if q.generated >= q.output_tokens]
+                decoding[d] += len(done)
+                if not finished:
+                    continue
+                for q in finished:
                     q.done_s = now
-                    running[d].remove(q)
                     kv_used[d] -= self.costs.kv_bytes(q.input_tokens + q.output_tokens)
                     self.outstanding[r] -= 1
+                decoding[d] -= len(finished)
+                run = running[d]
+                if all(q is run[i] for i, q in enumerate(finished)):  # the oldest ones (equal lengths)
+                    del run[: len(finished)]
+                else:
+                    gone = {id(q) for q in finished}
+                    run[:] = [q for q in run if id(q) not in gone]
 
 
 @dataclass
