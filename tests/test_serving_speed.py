@@ -127,3 +127,31 @@ def test_running_sequences_are_the_decoding_ones_then_the_prefilling_ones(tmp_pa
     assert s["requests_completed"] == 200
     assert seen["iterations"] == s["iterations"]
     assert seen["truncated"] > 0 or chunked  # chunked: the decodes never outgrow the budget they share
+
+
+def test_planning_the_serving_table_reads_each_profile_once(monkeypatch):
+    """Before: every row loaded its profile for the HBM size (131 loads, 8 s of YAML and units parsing before
+    the first row ran). The sizes are the profiles' own."""
+    import workloads.serving_validation as sv
+    from workloads.validation import NotRunnable, load_table, plan_row
+
+    loads: list[tuple[str, tuple[str, ...]]] = []
+    real = sv.load_profile
+
+    def counting(name, sets=()):
+        loads.append((name, tuple(sets or ())))
+        return real(name, sets)
+
+    monkeypatch.setattr(sv, "load_profile", counting)
+    sv.hbm_capacity.cache_clear()
+    table, _ = load_table(serving=True)
+    planned = 0
+    for row in table["runs"]:
+        try:
+            plan_row(row, table)
+            planned += 1
+        except NotRunnable:
+            pass
+    assert planned > 100
+    assert len(loads) == len(set(loads)) <= len(sv.SERVING_SYSTEMS) + len(sv.MLPERF_ENGINES)
+    assert sv.hbm_capacity("h100-dgx.yaml") == real("h100-dgx.yaml").accelerator.hbm_capacity == 80e9

@@ -30,6 +30,7 @@ the others, and every Server row, are listed with their reason.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -202,6 +203,13 @@ def trtllm_bench_limits(
     return int(batch), int(tokens)
 
 
+@functools.lru_cache(maxsize=64)
+def hbm_capacity(profile: str, sets: tuple[str, ...] = ()) -> float:
+    """HBM per GPU of a shipped profile (with ``sets``), read once per process: planning the 155 rows loaded
+    the profile of each (YAML and units parsing, 8 s before the first row could run)."""
+    return load_profile(profile, list(sets)).accelerator.hbm_capacity
+
+
 def serving_model(name: str) -> str | None:
     """The racksim preset a table's model name stands for: the serving names above, else the names
     training validation knows (presets and their published spellings: 'Mixtral 8x7B', 'GPT-OSS 120B')."""
@@ -325,7 +333,7 @@ def map_serving_row(row: Mapping[str, Any], table: Mapping[str, Any] | None = No
         kv = "bf16"
     preset = load_preset(model)
     requests = OVERVIEW_REQUESTS.get((isl, osl), REQUESTS)
-    device = load_profile(profile).accelerator.hbm_capacity
+    device = hbm_capacity(profile)
     max_seqs, max_tokens = trtllm_bench_limits(preset, precision, kv, tp, isl, osl, device)
     scheduler = {"max_num_seqs": max_seqs, "max_batch_tokens": max_tokens, "chunked_prefill": True}
     parallelism: dict[str, Any] = {"tp": tp, "replicas": 1}
@@ -404,7 +412,7 @@ def map_mlperf_row(row: Mapping[str, Any]) -> RowPlan:
     precision, kv, model = engine.precision, "fp8", "llama2-70b"
     max_seqs = engine.max_num_seqs
     if max_seqs is None:
-        hbm = load_profile(profile, list(engine.sets)).accelerator.hbm_capacity
+        hbm = hbm_capacity(profile, engine.sets)
         max_seqs = trtllm_bench_limits(load_preset(model), precision, kv, engine.tp, isl, osl, hbm)[0]
     replicas = gpus // engine.tp
     requests = MLPERF_SEQ_SLOTS_PER_RUN * max_seqs
