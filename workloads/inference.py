@@ -259,7 +259,7 @@ def load_inference_spec(data: Mapping[str, Any], *, file: str, source_text: str 
 
 
 # ------------------------------------------------------------------------------------------ requests
-@dataclass
+@dataclass(slots=True)  # the scheduler reads and bumps every running sequence's fields each iteration
 class Request:
     index: int
     arrival_s: float
@@ -1046,8 +1046,9 @@ class ServingJob:
                 # lead it, then the prompts just prefilled); the others did not change since they were checked.
                 finished = []
                 for q in decode:
-                    q.generated += 1
-                    if q.generated >= q.output_tokens:
+                    generated = q.generated + 1
+                    q.generated = generated
+                    if generated >= q.output_tokens:
                         finished.append(q)
                 finished += [q for q in done if q.generated >= q.output_tokens]
                 decoding[d] += len(done)

@@ -121,7 +121,10 @@ class FusedWork(tuple):
     def repeated(cls, parts: Iterable[tuple[tuple[Op, ...], int]]) -> FusedWork:
         """The ops of each ``(ops, count)`` part, ``count`` times over, part after part."""
         parts = tuple((tuple(ops), count) for ops, count in parts if ops and count > 0)
-        work = cls(itertools.chain.from_iterable(ops * count for ops, count in parts))
+        flat: tuple[Op, ...] = ()
+        for ops, count in parts:  # a few parts: tuple repeats and joins, faster than a chained iterator
+            flat += ops * count
+        work = cls(flat)
         work.__dict__["_parts"] = parts
         return work
 
