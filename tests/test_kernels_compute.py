@@ -108,3 +108,19 @@ def test_training_and_serving_hand_attention_its_head_dimension():
         {"model": "deepseek-v3", "precision": "fp8", "parallelism": {"tp": 8}}, file="x"
     )
     assert replica_costs(serving).attention_head_dim == 192.0  # prefill runs per head, not in the latent
+
+
+def test_the_compute_memo_is_bounded_and_answers_the_same_after_starting_over(monkeypatch):
+    """A serving run asks for a new fused work every iteration: the memo starts over past MEMO_MAX
+    entries instead of growing with the run, and an answer computed again is the same."""
+    from simcore.kernels import compute
+    from simcore.kernels.compute import ComputeModel
+    from simcore.profile import load_profile
+
+    monkeypatch.setattr(compute, "MEMO_MAX", 10)
+    model = ComputeModel(load_profile("h100-dgx.yaml"))
+    first = model.time_fused(((1e12, 1e9, 4096.0, 0),), "bf16", 1.0)
+    for i in range(25):
+        model.time_fused(((1e12 + i, 1e9, 4096.0, 0),), "bf16", 1.0)
+        assert len(model._memo) <= 10
+    assert model.time_fused(((1e12, 1e9, 4096.0, 0),), "bf16", 1.0) == first

@@ -20,6 +20,7 @@ import numpy as np
 from simcore.profile import GemmCalibration, Profile
 
 KIND_GEMM, KIND_ATTENTION, KIND_ELEMENTWISE = 0, 1, 2
+MEMO_MAX = 50_000  # distinct compute queries a ComputeModel keeps before its memo starts over
 # attention_efficiency is stated at this head dimension (the common one: Llama, GPT-3, Qwen3, Mixtral)
 ATTENTION_REFERENCE_HEAD_DIM = 128.0
 KIND_IDS = {
@@ -245,8 +246,15 @@ class ComputeModel:
             float((ut * t).sum() / total) if total > 0 else 0.0,
             float((um * t).sum() / total) if total > 0 else 0.0,
         )
-        self._memo[key] = timing
+        self._remember(key, timing)
         return timing
+
+    def _remember(self, key: tuple, timing: ComputeTiming) -> None:
+        """Memoise, starting over past MEMO_MAX entries: a serving run's every iteration is a new fused
+        work (its batch), ~56k of ~380 ops each on a long run, which the memo would otherwise keep."""
+        if len(self._memo) >= MEMO_MAX:
+            self._memo.clear()
+        self._memo[key] = timing
 
     def time(
         self, flops: float, nbytes: float, dtype: str, min_dim: float, kind: str, clock: float
@@ -264,5 +272,5 @@ class ComputeModel:
             clock,
         )
         timing = ComputeTiming(float(t[0]), float(ut[0]), float(um[0]))
-        self._memo[key] = timing
+        self._remember(key, timing)
         return timing
