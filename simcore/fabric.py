@@ -359,16 +359,10 @@ class FabricLinks:
         crosses NVLink to the member on the destination's rail, so every scale-out flow is rail-aligned);
         the domain's share for a whole destination domain leaves through one NIC. A group inside one
         domain has no scale-out flows."""
-        members = np.sort(np.asarray(members, dtype=np.int64).ravel())
-        dom = members // self.domain_size
-        uniq, start = np.unique(dom, return_index=True)
-        if len(uniq) < 2:
+        grid = self._rail_grid(members)
+        if grid is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        counts = np.diff(np.append(start, len(members)))
-        per = int(counts.min())
-        grid = np.stack([members[s : s + per] for s in start])  # [domains, per]
-        d = len(uniq)
-        a, b = np.nonzero(~np.eye(d, dtype=bool))  # every ordered pair of different domains
+        a, b = np.nonzero(~np.eye(len(grid), dtype=bool))  # every ordered pair of different domains
         return grid[a].ravel(), grid[b].ravel()
 
     def rail_pairs(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -378,14 +372,17 @@ class FabricLinks:
         the next domain (one ring channel per rail, as NCCL lays rings out on rail-optimised fabrics). A group
         inside one domain has no scale-out hops.
         """
-        members = np.sort(np.asarray(members, dtype=np.int64).ravel())
-        dom = members // self.domain_size
-        uniq, start = np.unique(dom, return_index=True)
-        if len(uniq) < 2:
+        grid = self._rail_grid(members)
+        if grid is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        counts = np.diff(np.append(start, len(members)))
-        per = int(counts.min())
-        grid = np.stack([members[s : s + per] for s in start])  # [domains, per]
-        src = grid.ravel()
-        dst = np.roll(grid, -1, axis=0).ravel()
-        return src, dst
+        return grid.ravel(), np.roll(grid, -1, axis=0).ravel()
+
+    def _rail_grid(self, members: np.ndarray) -> np.ndarray | None:
+        """``[domains, rails]``: the k-th member of each scale-up domain the group spans (as many rails as
+        its sparsest domain has members); None for a group inside one domain."""
+        members = np.sort(np.asarray(members, dtype=np.int64).ravel())
+        uniq, start = np.unique(members // self.domain_size, return_index=True)
+        if len(uniq) < 2:
+            return None
+        per = int(np.diff(np.append(start, len(members))).min())
+        return np.stack([members[s : s + per] for s in start])

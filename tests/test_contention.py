@@ -17,15 +17,15 @@ SETS = ["scale_out.tiers=[{name: leaf, span_gpus: 16, oversubscription: 2}, {nam
 NBYTES = 1 << 30
 
 
-def _machine(groups: list[np.ndarray]) -> tuple[Machine, list]:
-    p = load_profile("h100-dgx.yaml", SETS)
+def _machine(groups: list[np.ndarray], kind: str = "dp", sets: list[str] = SETS) -> tuple[Machine, list]:
+    p = load_profile("h100-dgx.yaml", sets)
     env = simpy.Environment()
     cluster = Cluster(p, racks=2)
     m = Machine(env, p, cluster, CollectiveModel(p, cluster), fabric=FabricDriver(env, cluster))
     comms = []
     for i, gpus in enumerate(groups):
         c = m.add_class(f"g{i}", gpus)
-        comms.append(m.group("dp", cluster.layout(gpus), (c,), rows=gpus.reshape(1, -1)))
+        comms.append(m.group(kind, cluster.layout(gpus), (c,), rows=gpus.reshape(1, -1)))
     return m, comms
 
 
@@ -95,14 +95,7 @@ def test_whole_run_in_flow_mode_agrees_with_analytic_on_a_non_blocking_fabric(tm
 
 
 def _run_op(groups: list[np.ndarray], op: str, sets: list[str] = SETS) -> list[float]:
-    p = load_profile("h100-dgx.yaml", sets)
-    env = simpy.Environment()
-    cluster = Cluster(p, racks=2)
-    m = Machine(env, p, cluster, CollectiveModel(p, cluster), fabric=FabricDriver(env, cluster))
-    comms = []
-    for i, gpus in enumerate(groups):
-        c = m.add_class(f"g{i}", gpus)
-        comms.append(m.group("ep", cluster.layout(gpus), (c,), rows=gpus.reshape(1, -1)))
+    m, comms = _machine(groups, "ep", sets)
     ends: list[float] = []
 
     def proc(i):

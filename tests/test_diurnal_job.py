@@ -29,6 +29,17 @@ def _plan(**kw) -> JobPlan:
     return JobPlan(**base)
 
 
+def _failure_free_day_plan(steps: int) -> JobPlan:
+    """``steps`` over DAY's day, no failures, one checkpoint at the end."""
+    return _plan(
+        steps=steps,
+        step_time_s=day_mean_step_s(DAY),
+        day_step_s=DAY,
+        checkpoint_every=steps,
+        node_mtbf_s=math.inf,
+    )
+
+
 def test_a_day_of_steps_takes_a_day_from_any_time():
     """The steps a day holds (each 3 h bin's length over its step time) take exactly one day, whatever
     time of day they start; the day's mean step is the day over those steps."""
@@ -72,14 +83,7 @@ def test_a_failure_free_job_over_whole_days_has_goodput_one_less_checkpoints():
     per_day = sum(3 * 3600.0 / s for s in DAY)
     assert per_day == pytest.approx(round(per_day), abs=0.5)
     days = 3
-    steps = round(days * per_day)
-    plan = _plan(
-        steps=steps,
-        step_time_s=day_mean_step_s(DAY),
-        day_step_s=DAY,
-        checkpoint_every=steps,
-        node_mtbf_s=math.inf,
-    )
+    plan = _failure_free_day_plan(round(days * per_day))
     result = replay_job(plan)
     assert result.failures == 0
     assert result.wall_s == pytest.approx(days * DAY_S + plan.checkpoint_s, rel=1e-4)
@@ -126,13 +130,7 @@ def test_a_job_shorter_than_a_day_accounts_for_its_wall_time():
     computing and checkpointing, each priced at its own power (not the day's mean step times the steps,
     which is shorter than the afternoon's steps take)."""
     steps = 10_000
-    plan = _plan(
-        steps=steps,
-        step_time_s=day_mean_step_s(DAY),
-        day_step_s=DAY,
-        checkpoint_every=steps,
-        node_mtbf_s=math.inf,
-    )
+    plan = _failure_free_day_plan(steps)
     result = replay_job(plan)
     # 1.5 h to 16:30 at 1.25 s (4,320 steps), the other 5,680 at 1.15 s
     computing = 5400.0 + (steps - 5400.0 / 1.25) * 1.15
