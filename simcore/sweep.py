@@ -319,6 +319,14 @@ def _check_metrics(spec: SweepSpec) -> None:
     """A metric no summary can contain is a typo: stop before anything runs, not after every point. A
     dotted metric (``workload.parallelism.tp``) is checked by its first key."""
     for i, metric in enumerate(spec.metrics):
+        if any(not part for part in metric.split(".")):
+            raise ConfigError(
+                "a dotted metric has an empty part",
+                file=spec.file,
+                path=f"metrics[{i}]",
+                value=metric,
+                expected="keys joined by single dots, e.g. workload.parallelism.tp",
+            )
         head = metric.split(".", 1)[0]
         if head not in SUMMARY_FIELDS:
             close = difflib.get_close_matches(head, sorted(SUMMARY_FIELDS), n=1)

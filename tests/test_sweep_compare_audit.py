@@ -201,3 +201,13 @@ def test_a_profile_value_out_of_range_stops_the_sweep_too(tmp_path, grid, says):
     key = grid.split(":")[0]
     with pytest.raises(ConfigError, match=f"sweep.yaml: grid.{key}: {says}"):
         load_sweep(path)
+
+
+@pytest.mark.parametrize("metric", ["workload.", "workload..tp", ".mfu"])
+def test_a_metric_with_an_empty_part_stops_the_sweep(tmp_path, metric):
+    """A dotted metric with an empty part (``workload.``) passed the check by its first key and then showed
+    '-' in every row; it is a typo, refused in one line before anything runs."""
+    path = _write(tmp_path, f"profiles: [gen2]\nworkloads: [llama3-8b]\nmetrics: [mfu, '{metric}']\n")
+    with pytest.raises(ConfigError, match="empty part") as err:
+        load_sweep(path)
+    assert f"{path}: metrics[1]: " in str(err.value)
