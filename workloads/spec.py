@@ -632,7 +632,6 @@ def validate_training_spec(spec: TrainingSpec) -> None:
 def _check_stragglers(spec: TrainingSpec) -> None:
     """Each straggler names a GPU of the job, once, and each hot rack a rack, once (whether the rack is one
     of the job's depends on the profile's rack size: the runner checks that)."""
-    seen: set[int] = set()
     for i, slow in enumerate(spec.stragglers):
         if slow.gpu >= spec.gpus:
             raise ConfigError(
@@ -642,26 +641,25 @@ def _check_stragglers(spec: TrainingSpec) -> None:
                 value=slow.gpu,
                 expected=f"a global rank 0 .. {spec.gpus - 1} (the job has tp*pp*dp*cp = {spec.gpus} GPUs)",
             )
-        if slow.gpu in seen:
+    _once(
+        spec, [s.gpu for s in spec.stragglers], "stragglers[{}].gpu", "this GPU is already a straggler", "GPU"
+    )
+    _once(spec, [h.rack for h in spec.hot_racks], "hot_racks[{}].rack", "this rack is already listed", "rack")
+
+
+def _once(spec: TrainingSpec, values: list[int], path: str, message: str, what: str) -> None:
+    """The first entry of a list section that repeats an earlier one's ``values[i]`` is an error."""
+    seen: set[int] = set()
+    for i, value in enumerate(values):
+        if value in seen:
             raise ConfigError(
-                "this GPU is already a straggler",
+                message,
                 file=spec.source_file,
-                path=f"stragglers[{i}].gpu",
-                value=slow.gpu,
-                expected="one entry per GPU",
+                path=path.format(i),
+                value=value,
+                expected=f"one entry per {what}",
             )
-        seen.add(slow.gpu)
-    racks: set[int] = set()
-    for i, hot in enumerate(spec.hot_racks):
-        if hot.rack in racks:
-            raise ConfigError(
-                "this rack is already listed",
-                file=spec.source_file,
-                path=f"hot_racks[{i}].rack",
-                value=hot.rack,
-                expected="one entry per rack",
-            )
-        racks.add(hot.rack)
+        seen.add(value)
 
 
 def load_workload(name: str, overrides: Iterable[str] = ()) -> tuple[dict[str, Any], str, str]:
